@@ -1,0 +1,272 @@
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+use crate::{ErrorCode, ProtocolRange};
+
+/// A frame sent by a client. Routed on `action`, as API Gateway's route
+/// selection expression `$request.body.action` does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Version negotiation; answered by `welcome` or `version_unsupported`.
+    Hello {
+        protocol: ProtocolRange,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<String>,
+    },
+    /// Subscribe to channels; answered by `joined`.
+    Join {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        channels: Vec<JoinChannel>,
+    },
+    /// Unsubscribe; answered by `left`.
+    Leave {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        channels: Vec<String>,
+    },
+    /// Move the principal's durable cursor forward.
+    Ack { channel: String, seq: u64 },
+    /// Liveness; answered by `pong`.
+    Ping,
+}
+
+impl ClientFrame {
+    /// The request id the answer will carry, if the frame has one.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            ClientFrame::Join { id, .. } | ClientFrame::Leave { id, .. } => id.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// One channel of a `join`: a bare name, or `{name, since}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinChannel {
+    pub name: String,
+    pub since: Option<Since>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JoinChannelObject {
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    since: Option<Since>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum JoinChannelRepr {
+    Name(String),
+    Object(JoinChannelObject),
+}
+
+impl<'de> Deserialize<'de> for JoinChannel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match JoinChannelRepr::deserialize(d)? {
+            JoinChannelRepr::Name(name) => JoinChannel { name, since: None },
+            JoinChannelRepr::Object(o) => JoinChannel {
+                name: o.name,
+                since: o.since,
+            },
+        })
+    }
+}
+
+impl Serialize for JoinChannel {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.since {
+            None => s.serialize_str(&self.name),
+            Some(since) => JoinChannelObject {
+                name: self.name.clone(),
+                since: Some(since.clone()),
+            }
+            .serialize(s),
+        }
+    }
+}
+
+/// Where a join resumes: `"head"` (only new events) or a position in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Since {
+    Head,
+    Position { epoch: String, seq: u64 },
+}
+
+#[derive(Serialize, Deserialize)]
+struct PositionRepr {
+    epoch: String,
+    seq: u64,
+}
+
+impl<'de> Deserialize<'de> for Since {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(s) if s == "head" => Ok(Since::Head),
+            v @ Value::Object(_) => {
+                let p: PositionRepr =
+                    serde_json::from_value(v).map_err(serde::de::Error::custom)?;
+                Ok(Since::Position {
+                    epoch: p.epoch,
+                    seq: p.seq,
+                })
+            }
+            other => Err(serde::de::Error::custom(format!(
+                "since must be \"head\" or {{\"epoch\",\"seq\"}}, not {other}"
+            ))),
+        }
+    }
+}
+
+impl Serialize for Since {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Since::Head => s.serialize_str("head"),
+            Since::Position { epoch, seq } => PositionRepr {
+                epoch: epoch.clone(),
+                seq: *seq,
+            }
+            .serialize(s),
+        }
+    }
+}
+
+/// A frame sent by the gateway, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Welcome {
+        protocol: u32,
+        connection_id: String,
+        server: String,
+        heartbeat_s: u64,
+        limits: Limits,
+    },
+    Joined {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        channels: Vec<JoinedChannel>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        presence: Option<Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        health: Option<Health>,
+    },
+    Left {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        channels: Vec<String>,
+    },
+    Event(EventFrame),
+    Batch {
+        events: Vec<EventFrame>,
+    },
+    Gap {
+        channel: String,
+        from: u64,
+        to: u64,
+    },
+    Error(ErrorFrame),
+    Pong,
+}
+
+impl ServerFrame {
+    /// The frame as JSON text. Serialising these types cannot fail (string
+    /// keys, no non-finite floats outside `data`, which is already a `Value`).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            format!(r#"{{"type":"error","code":"internal","message":"unserialisable frame: {e}"}}"#)
+        })
+    }
+
+    /// An `error` frame.
+    pub fn error(code: ErrorCode, message: impl Into<String>, id: Option<String>) -> Self {
+        ServerFrame::Error(ErrorFrame {
+            code,
+            message: message.into(),
+            id,
+            supported: None,
+        })
+    }
+}
+
+impl From<crate::ProtocolError> for ServerFrame {
+    fn from(e: crate::ProtocolError) -> Self {
+        let supported = (e.code == ErrorCode::VersionUnsupported).then(crate::supported);
+        ServerFrame::Error(ErrorFrame {
+            code: e.code,
+            message: e.message,
+            id: e.id,
+            supported,
+        })
+    }
+}
+
+/// The limits a client must respect, announced in `welcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub max_frame_bytes: usize,
+    pub max_channels_per_join: usize,
+    pub max_channel_name: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: crate::limits::MAX_CLIENT_FRAME_BYTES,
+            max_channels_per_join: crate::limits::MAX_CHANNELS_PER_JOIN,
+            max_channel_name: crate::limits::MAX_CHANNEL_NAME,
+        }
+    }
+}
+
+/// One channel of a `joined` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinedChannel {
+    pub name: String,
+    pub epoch: String,
+    pub head: u64,
+    pub replayed: u64,
+    pub recovered: bool,
+}
+
+/// Who else is on a channel (count and a bounded sample of principals).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    pub count: u64,
+    pub principals: Vec<String>,
+}
+
+/// Server state sent with `joined`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub server: String,
+    pub protocol: u32,
+    pub time: String,
+}
+
+/// One event of a channel's log, as delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventFrame {
+    pub channel: String,
+    pub epoch: String,
+    pub seq: u64,
+    pub id: String,
+    pub kind: String,
+    pub data: Value,
+    pub ts: String,
+}
+
+/// A typed error: a stable `code`, a message for humans, the request `id`
+/// when the failing frame had one, and the supported range for
+/// `version_unsupported`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorFrame {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supported: Option<ProtocolRange>,
+}

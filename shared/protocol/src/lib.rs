@@ -1,0 +1,30 @@
+//! agentwire wire protocol v1.
+//!
+//! The JSON text frames a client and the gateway exchange over the WebSocket,
+//! as typed serde enums: [`ClientFrame`] (routed on `action`) and
+//! [`ServerFrame`] (tagged by `type`). Also the version negotiation
+//! ([`negotiate`]), the stable error codes ([`ErrorCode`]) and the validation
+//! of channel names, tenants, event ids and frame sizes ([`limits`]).
+//!
+//! This crate has no AWS dependency: the Lambda functions, the dev gateway and
+//! the client library all speak through it.
+
+mod error;
+mod frames;
+pub mod limits;
+mod negotiate;
+mod parse;
+
+pub use error::{ErrorCode, ProtocolError};
+pub use frames::{
+    ClientFrame, ErrorFrame, EventFrame, Health, JoinChannel, JoinedChannel, Limits, Presence,
+    ServerFrame, Since,
+};
+pub use negotiate::{
+    PROTOCOL_MAX, PROTOCOL_MIN, ProtocolRange, SUBPROTOCOL_PREFIX, negotiate, subprotocol_name,
+    supported, version_of_subprotocol,
+};
+pub use parse::parse_client_frame;
+
+/// The server identifier sent in `welcome` and `health`.
+pub const SERVER: &str = concat!("agentwire/", env!("CARGO_PKG_VERSION"));
