@@ -1,0 +1,635 @@
+//! DynamoDB adapters: the connection registry, the channel log and cursors.
+//!
+//! Items (tables are named in [`crate::config::Tables`]):
+//! - connections: `pk` = connection id; tenant, principal, grants, publish,
+//!   protocol, connected_at, expires_at (TTL), channels (string set).
+//! - subscriptions: `pk` = tenant#channel, `sk` = connection id; principal,
+//!   expires_at (TTL).
+//! - channels: `pk` = tenant#channel; head, epoch, created_at.
+//! - events: `pk` = tenant#channel, `sk` = seq; id, kind, data (JSON text),
+//!   ts, epoch, expires_at (TTL). Beside them, one dedup item per event id:
+//!   `pk` = tenant#channel#id, `sk` = 0, holding the seq.
+//! - cursors: `pk` = tenant#principal, `sk` = channel; seq, updated_at.
+//!
+//! TTL deletes late, so every read here filters expired items itself.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Tables;
+use crate::model::{ChannelKey, ChannelState, Connection, Envelope, StoredEvent};
+use crate::ports::{AppendError, ChannelLog, ConnectionRegistry, CursorStore, StoreError};
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Maps an SDK failure to the port error: throttling, server faults,
+/// timeouts and connection failures are `Unavailable` (worth a retry);
+/// everything else is `Failed`.
+pub(crate) fn store_error<E, R>(op: &'static str, err: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let reason = DisplayErrorContext(&err).to_string();
+    let transient = match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(se) => matches!(
+            se.err().code(),
+            Some(
+                "ThrottlingException"
+                    | "ProvisionedThroughputExceededException"
+                    | "RequestLimitExceeded"
+                    | "InternalServerError"
+                    | "ServiceUnavailable"
+                    | "TransactionInProgressException"
+            )
+        ),
+        _ => false,
+    };
+    if transient {
+        StoreError::Unavailable { op, reason }
+    } else {
+        StoreError::Failed { op, reason }
+    }
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn get_s(item: &Item, k: &str) -> Option<String> {
+    item.get(k).and_then(|v| v.as_s().ok()).cloned()
+}
+
+fn get_n(item: &Item, k: &str) -> Option<u64> {
+    item.get(k)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|x| x.parse().ok())
+}
+
+fn get_list(item: &Item, k: &str) -> Vec<String> {
+    match item.get(k) {
+        Some(AttributeValue::L(l)) => l.iter().filter_map(|v| v.as_s().ok().cloned()).collect(),
+        Some(AttributeValue::Ss(l)) => l.clone(),
+        _ => Vec::new(),
+    }
+}
+
+fn expired(item: &Item, now: u64) -> bool {
+    get_n(item, "expires_at").is_some_and(|t| t <= now)
+}
+
+fn corrupt(op: &'static str, what: &str) -> StoreError {
+    StoreError::failed(op, format!("stored item is missing {what}"))
+}
+
+fn build_error(op: &'static str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::failed(op, format!("request could not be built: {e}"))
+}
+
+/// Connections and subscriptions.
+#[derive(Clone)]
+pub struct DynamoRegistry {
+    client: Client,
+    tables: Tables,
+}
+
+impl DynamoRegistry {
+    pub fn new(client: Client, tables: Tables) -> Self {
+        Self { client, tables }
+    }
+
+    fn now(&self) -> u64 {
+        SystemClock.epoch_s()
+    }
+
+    async fn delete_subscription(&self, key_pk: String, conn_id: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.tables.subscriptions)
+            .key("pk", s(key_pk))
+            .key("sk", s(conn_id))
+            .send()
+            .await
+            .map_err(|e| store_error("delete subscription", e))?;
+        Ok(())
+    }
+}
+
+fn connection_from(item: &Item) -> Result<Connection, StoreError> {
+    let op = "read connection";
+    Ok(Connection {
+        id: get_s(item, "pk").ok_or_else(|| corrupt(op, "pk"))?,
+        tenant: get_s(item, "tenant").ok_or_else(|| corrupt(op, "tenant"))?,
+        principal: get_s(item, "principal").ok_or_else(|| corrupt(op, "principal"))?,
+        grants: get_list(item, "grants"),
+        publish: get_list(item, "publish"),
+        protocol: get_n(item, "protocol").and_then(|p| u32::try_from(p).ok()),
+        connected_at: get_n(item, "connected_at").unwrap_or(0),
+        expires_at: get_n(item, "expires_at").unwrap_or(0),
+        channels: get_list(item, "channels"),
+    })
+}
+
+#[async_trait]
+impl ConnectionRegistry for DynamoRegistry {
+    async fn put_connection(&self, c: &Connection) -> Result<(), StoreError> {
+        let list = |v: &[String]| AttributeValue::L(v.iter().map(|g| s(g.clone())).collect());
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.tables.connections)
+            .item("pk", s(&c.id))
+            .item("tenant", s(&c.tenant))
+            .item("principal", s(&c.principal))
+            .item("grants", list(&c.grants))
+            .item("publish", list(&c.publish))
+            .item("connected_at", n(c.connected_at))
+            .item("expires_at", n(c.expires_at));
+        if let Some(p) = c.protocol {
+            req = req.item("protocol", n(u64::from(p)));
+        }
+        req.send()
+            .await
+            .map_err(|e| store_error("put connection", e))?;
+        Ok(())
+    }
+
+    async fn get_connection(&self, id: &str) -> Result<Option<Connection>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.connections)
+            .key("pk", s(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("get connection", e))?;
+        match out.item() {
+            Some(item) if !expired(item, self.now()) => Ok(Some(connection_from(item)?)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn set_protocol(&self, id: &str, protocol: u32) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.tables.connections)
+            .key("pk", s(id))
+            .update_expression("SET protocol = :p")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":p", n(u64::from(protocol)))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(store_error("set protocol", e)),
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        conn: &Connection,
+        key: &ChannelKey,
+        expires_at: u64,
+    ) -> Result<bool, StoreError> {
+        // The connection learns the channel first, so a disconnect that runs
+        // after this point finds the subscription and deletes it.
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.tables.connections)
+            .key("pk", s(&conn.id))
+            .update_expression("ADD channels :c")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":c", AttributeValue::Ss(vec![key.channel.clone()]))
+            .send()
+            .await;
+        match res {
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                return Ok(false);
+            }
+            Err(e) => return Err(store_error("record joined channel", e)),
+        }
+        self.client
+            .put_item()
+            .table_name(&self.tables.subscriptions)
+            .item("pk", s(key.pk()))
+            .item("sk", s(&conn.id))
+            .item("principal", s(&conn.principal))
+            .item("joined_at", n(self.now()))
+            .item("expires_at", n(expires_at))
+            .send()
+            .await
+            .map_err(|e| store_error("put subscription", e))?;
+        Ok(true)
+    }
+
+    async fn unsubscribe(&self, conn_id: &str, key: &ChannelKey) -> Result<(), StoreError> {
+        self.delete_subscription(key.pk(), conn_id).await?;
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.tables.connections)
+            .key("pk", s(conn_id))
+            .update_expression("DELETE channels :c")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":c", AttributeValue::Ss(vec![key.channel.clone()]))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(store_error("forget joined channel", e)),
+        }
+    }
+
+    async fn subscribers(&self, key: &ChannelKey) -> Result<Vec<String>, StoreError> {
+        let now = self.now();
+        let items: Vec<Item> = self
+            .client
+            .query()
+            .table_name(&self.tables.subscriptions)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(key.pk()))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| store_error("query subscribers", e))?;
+        Ok(items
+            .iter()
+            .filter(|i| !expired(i, now))
+            .filter_map(|i| get_s(i, "sk"))
+            .collect())
+    }
+
+    async fn remove_connection(&self, id: &str) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.connections)
+            .key("pk", s(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("get connection", e))?;
+        let Some(item) = out.item() else {
+            return Ok(false);
+        };
+        let conn = connection_from(item)?;
+        let pks: Vec<String> = conn
+            .channels
+            .iter()
+            .map(|ch| ChannelKey::new(&conn.tenant, ch).pk())
+            .collect();
+        futures::stream::iter(pks)
+            .map(|pk| self.delete_subscription(pk, id))
+            .buffer_unordered(8)
+            .try_collect::<Vec<()>>()
+            .await?;
+        self.client
+            .delete_item()
+            .table_name(&self.tables.connections)
+            .key("pk", s(id))
+            .send()
+            .await
+            .map_err(|e| store_error("delete connection", e))?;
+        Ok(true)
+    }
+}
+
+/// The per-channel log: head, events and dedup items.
+#[derive(Clone)]
+pub struct DynamoLog {
+    client: Client,
+    tables: Tables,
+}
+
+impl DynamoLog {
+    pub fn new(client: Client, tables: Tables) -> Self {
+        Self { client, tables }
+    }
+
+    async fn read_channel(&self, key: &ChannelKey) -> Result<Option<ChannelState>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.channels)
+            .key("pk", s(key.pk()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("get channel", e))?;
+        let Some(item) = out.item() else {
+            return Ok(None);
+        };
+        Ok(Some(ChannelState {
+            epoch: get_s(item, "epoch").ok_or_else(|| corrupt("get channel", "epoch"))?,
+            head: get_n(item, "head").ok_or_else(|| corrupt("get channel", "head"))?,
+        }))
+    }
+
+    fn dedup_pk(key: &ChannelKey, id: &str) -> String {
+        // A channel pk has exactly one '#', so this never collides with one.
+        format!("{}#{}", key.pk(), id)
+    }
+}
+
+/// A new epoch: 16 hex digits, unique per channel incarnation.
+fn new_epoch() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    id[..16].to_owned()
+}
+
+#[async_trait]
+impl ChannelLog for DynamoLog {
+    async fn ensure_channel(&self, key: &ChannelKey) -> Result<ChannelState, StoreError> {
+        if let Some(state) = self.read_channel(key).await? {
+            return Ok(state);
+        }
+        let state = ChannelState {
+            epoch: new_epoch(),
+            head: 0,
+        };
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.tables.channels)
+            .item("pk", s(key.pk()))
+            .item("epoch", s(&state.epoch))
+            .item("head", n(0))
+            .item("created_at", n(SystemClock.epoch_s()))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(state),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                self.read_channel(key).await?.ok_or_else(|| {
+                    StoreError::failed("create channel", "channel vanished while being created")
+                })
+            }
+            Err(e) => Err(store_error("create channel", e)),
+        }
+    }
+
+    async fn append(
+        &self,
+        key: &ChannelKey,
+        state: &ChannelState,
+        events: &[Envelope],
+        expires_at: u64,
+    ) -> Result<Vec<StoredEvent>, AppendError> {
+        let op = "append";
+        let pk = key.pk();
+        let now = SystemClock.epoch_s();
+        let new_head = state.head + events.len() as u64;
+        let head = Update::builder()
+            .table_name(&self.tables.channels)
+            .key("pk", s(&pk))
+            .update_expression("SET head = :new")
+            .condition_expression("head = :old")
+            .expression_attribute_values(":new", n(new_head))
+            .expression_attribute_values(":old", n(state.head))
+            .build()
+            .map_err(|e| build_error(op, e))?;
+        let mut items = vec![TransactWriteItem::builder().update(head).build()];
+        let mut stored = Vec::with_capacity(events.len());
+        for (i, e) in events.iter().enumerate() {
+            let seq = state.head + 1 + i as u64;
+            let data = serde_json::to_string(&e.data).map_err(|err| StoreError::failed(op, err))?;
+            let event = Put::builder()
+                .table_name(&self.tables.events)
+                .item("pk", s(&pk))
+                .item("sk", n(seq))
+                .item("id", s(&e.id))
+                .item("kind", s(&e.kind))
+                .item("data", s(data))
+                .item("ts", s(&e.ts))
+                .item("epoch", s(&state.epoch))
+                .item("committed_at", n(now))
+                .item("expires_at", n(expires_at))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(|err| build_error(op, err))?;
+            let dedup = Put::builder()
+                .table_name(&self.tables.events)
+                .item("pk", s(Self::dedup_pk(key, &e.id)))
+                .item("sk", n(0))
+                .item("seq", n(seq))
+                .item("expires_at", n(expires_at))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(|err| build_error(op, err))?;
+            items.push(TransactWriteItem::builder().put(event).build());
+            items.push(TransactWriteItem::builder().put(dedup).build());
+            stored.push(StoredEvent {
+                key: key.clone(),
+                epoch: state.epoch.clone(),
+                seq,
+                id: e.id.clone(),
+                kind: e.kind.clone(),
+                data: e.data.clone(),
+                ts: e.ts.clone(),
+            });
+        }
+        let res = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        let err = match res {
+            Ok(_) => return Ok(stored),
+            Err(err) => err,
+        };
+        if let Some(tce) = err.as_service_error().and_then(|se| match se {
+            aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(t) => {
+                Some(t)
+            }
+            _ => None,
+        }) {
+            let failed: Vec<usize> = tce
+                .cancellation_reasons()
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+                .map(|(i, _)| i)
+                .collect();
+            if failed.contains(&0) {
+                return Err(AppendError::HeadMoved);
+            }
+            // Items are [head, event 1, dedup 1, event 2, dedup 2, ...].
+            let dups: Vec<String> = failed
+                .iter()
+                .filter(|i| **i > 0)
+                .map(|i| events[(i - 1) / 2].id.clone())
+                .collect();
+            if !dups.is_empty() {
+                return Err(AppendError::Duplicate(dups));
+            }
+        }
+        Err(store_error(op, err).into())
+    }
+
+    async fn find_by_id(
+        &self,
+        key: &ChannelKey,
+        id: &str,
+    ) -> Result<Option<StoredEvent>, StoreError> {
+        let now = SystemClock.epoch_s();
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.events)
+            .key("pk", s(Self::dedup_pk(key, id)))
+            .key("sk", n(0))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("get dedup record", e))?;
+        let Some(seq) = out
+            .item()
+            .filter(|i| !expired(i, now))
+            .and_then(|i| get_n(i, "seq"))
+        else {
+            return Ok(None);
+        };
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.events)
+            .key("pk", s(key.pk()))
+            .key("sk", n(seq))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("get event", e))?;
+        let Some(item) = out.item().filter(|i| !expired(i, now)) else {
+            return Ok(None);
+        };
+        Ok(Some(event_from(key, seq, item)?))
+    }
+}
+
+fn event_from(key: &ChannelKey, seq: u64, item: &Item) -> Result<StoredEvent, StoreError> {
+    let op = "read event";
+    let data = get_s(item, "data").ok_or_else(|| corrupt(op, "data"))?;
+    Ok(StoredEvent {
+        key: key.clone(),
+        epoch: get_s(item, "epoch").ok_or_else(|| corrupt(op, "epoch"))?,
+        seq,
+        id: get_s(item, "id").ok_or_else(|| corrupt(op, "id"))?,
+        kind: get_s(item, "kind").ok_or_else(|| corrupt(op, "kind"))?,
+        data: serde_json::from_str(&data).map_err(|e| StoreError::failed(op, e))?,
+        ts: get_s(item, "ts").unwrap_or_default(),
+    })
+}
+
+/// Durable cursors, forward only.
+#[derive(Clone)]
+pub struct DynamoCursors {
+    client: Client,
+    tables: Tables,
+}
+
+impl DynamoCursors {
+    pub fn new(client: Client, tables: Tables) -> Self {
+        Self { client, tables }
+    }
+
+    fn pk(tenant: &str, principal: &str) -> String {
+        format!("{tenant}#{principal}")
+    }
+}
+
+#[async_trait]
+impl CursorStore for DynamoCursors {
+    async fn advance(
+        &self,
+        tenant: &str,
+        principal: &str,
+        channel: &str,
+        seq: u64,
+    ) -> Result<u64, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.tables.cursors)
+            .key("pk", s(Self::pk(tenant, principal)))
+            .key("sk", s(channel))
+            .update_expression("SET seq = :s, updated_at = :now")
+            .condition_expression("attribute_not_exists(seq) OR seq < :s")
+            .expression_attribute_values(":s", n(seq))
+            .expression_attribute_values(":now", n(SystemClock.epoch_s()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match res {
+            Ok(out) => Ok(out
+                .attributes()
+                .and_then(|a| get_n(a, "seq"))
+                .unwrap_or(seq)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(self.get(tenant, principal, channel).await?.unwrap_or(seq))
+            }
+            Err(e) => Err(store_error("advance cursor", e)),
+        }
+    }
+
+    async fn get(
+        &self,
+        tenant: &str,
+        principal: &str,
+        channel: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.cursors)
+            .key("pk", s(Self::pk(tenant, principal)))
+            .key("sk", s(channel))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("get cursor", e))?;
+        Ok(out.item().and_then(|i| get_n(i, "seq")))
+    }
+}

@@ -1,0 +1,9 @@
+//! The ports on AWS: DynamoDB, SQS and the API Gateway Management API.
+
+pub mod apigw;
+pub mod dynamo;
+pub mod sqs;
+
+pub use apigw::ApiGatewayPusher;
+pub use dynamo::{DynamoCursors, DynamoLog, DynamoRegistry};
+pub use sqs::{SqsDeadLetters, SqsEventQueue};

@@ -1,0 +1,190 @@
+//! Settings, read from the environment once per cold start.
+
+use std::time::Duration;
+
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    #[error("{name} = {value:?}: {reason}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// DynamoDB table names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tables {
+    pub connections: String,
+    pub subscriptions: String,
+    pub channels: String,
+    pub events: String,
+    pub cursors: String,
+}
+
+impl Default for Tables {
+    fn default() -> Self {
+        Self {
+            connections: "agentwire-connections".into(),
+            subscriptions: "agentwire-subscriptions".into(),
+            channels: "agentwire-channels".into(),
+            events: "agentwire-events".into(),
+            cursors: "agentwire-cursors".into(),
+        }
+    }
+}
+
+/// Everything the functions need to know besides the AWS SDK's own settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub tables: Tables,
+    /// The FIFO events queue (publishers and the dead-letter path use it).
+    pub events_queue_url: Option<String>,
+    /// Where the dispatcher records envelopes it can never commit.
+    pub events_dlq_url: Option<String>,
+    /// The API Gateway Management endpoint (`https://{api}.execute-api.{region}.amazonaws.com/{stage}`).
+    pub connections_endpoint: Option<String>,
+    /// HS256 key for tokens.
+    pub jwt_secret: Option<Vec<u8>>,
+    /// How long events stay replayable.
+    pub retention: Duration,
+    /// Longest a connection lives (API Gateway closes it after 2 h).
+    pub max_connection: Duration,
+    /// Posts to live connections in flight at once, per dispatcher invocation.
+    pub fanout_concurrency: usize,
+    /// Seconds between pings a client should send (announced in `welcome`).
+    pub heartbeat_s: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            tables: Tables::default(),
+            events_queue_url: None,
+            events_dlq_url: None,
+            connections_endpoint: None,
+            jwt_secret: None,
+            retention: Duration::from_secs(72 * 3600),
+            max_connection: Duration::from_secs(2 * 3600),
+            fanout_concurrency: 64,
+            heartbeat_s: 300,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `AGENTWIRE_*` variables; unset ones keep their defaults.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Like [`Config::from_env`], from any lookup (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut c = Config::default();
+        let table = |name: &str, default: String| get(name).unwrap_or(default);
+        c.tables = Tables {
+            connections: table("AGENTWIRE_CONNECTIONS_TABLE", c.tables.connections),
+            subscriptions: table("AGENTWIRE_SUBSCRIPTIONS_TABLE", c.tables.subscriptions),
+            channels: table("AGENTWIRE_CHANNELS_TABLE", c.tables.channels),
+            events: table("AGENTWIRE_EVENTS_TABLE", c.tables.events),
+            cursors: table("AGENTWIRE_CURSORS_TABLE", c.tables.cursors),
+        };
+        c.events_queue_url = get("AGENTWIRE_EVENTS_QUEUE_URL");
+        c.events_dlq_url = get("AGENTWIRE_EVENTS_DLQ_URL");
+        c.connections_endpoint = get("AGENTWIRE_CONNECTIONS_ENDPOINT");
+        c.jwt_secret = get("AGENTWIRE_JWT_SECRET").map(String::into_bytes);
+        if let Some(v) = get("AGENTWIRE_RETENTION") {
+            c.retention = duration("AGENTWIRE_RETENTION", &v)?;
+        }
+        if let Some(v) = get("AGENTWIRE_MAX_CONNECTION") {
+            c.max_connection = duration("AGENTWIRE_MAX_CONNECTION", &v)?;
+        }
+        if let Some(v) = get("AGENTWIRE_FANOUT_CONCURRENCY") {
+            c.fanout_concurrency = number("AGENTWIRE_FANOUT_CONCURRENCY", &v)?;
+        }
+        if let Some(v) = get("AGENTWIRE_HEARTBEAT_S") {
+            c.heartbeat_s = number("AGENTWIRE_HEARTBEAT_S", &v)?;
+        }
+        Ok(c)
+    }
+
+    /// The token key, or the error naming the variable to set.
+    pub fn require_jwt_secret(&self) -> Result<&[u8], ConfigError> {
+        match &self.jwt_secret {
+            Some(s) if !s.is_empty() => Ok(s),
+            _ => Err(ConfigError::Missing("AGENTWIRE_JWT_SECRET")),
+        }
+    }
+
+    pub fn require_connections_endpoint(&self) -> Result<&str, ConfigError> {
+        self.connections_endpoint
+            .as_deref()
+            .ok_or(ConfigError::Missing("AGENTWIRE_CONNECTIONS_ENDPOINT"))
+    }
+
+    pub fn require_events_queue_url(&self) -> Result<&str, ConfigError> {
+        self.events_queue_url
+            .as_deref()
+            .ok_or(ConfigError::Missing("AGENTWIRE_EVENTS_QUEUE_URL"))
+    }
+
+    pub fn require_events_dlq_url(&self) -> Result<&str, ConfigError> {
+        self.events_dlq_url
+            .as_deref()
+            .ok_or(ConfigError::Missing("AGENTWIRE_EVENTS_DLQ_URL"))
+    }
+}
+
+fn duration(name: &'static str, v: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(v).map_err(|e| ConfigError::Invalid {
+        name,
+        value: v.to_owned(),
+        reason: format!("{e} (write it like 72h or 90s)"),
+    })
+}
+
+fn number<T: std::str::FromStr>(name: &'static str, v: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    v.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
+        name,
+        value: v.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn reads_variables_and_keeps_defaults() {
+        let env: HashMap<&str, &str> = [
+            ("AGENTWIRE_EVENTS_TABLE", "t-events"),
+            ("AGENTWIRE_RETENTION", "90s"),
+            ("AGENTWIRE_FANOUT_CONCURRENCY", "8"),
+        ]
+        .into();
+        let c = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(c.tables.events, "t-events");
+        assert_eq!(c.tables.connections, "agentwire-connections");
+        assert_eq!(c.retention, Duration::from_secs(90));
+        assert_eq!(c.fanout_concurrency, 8);
+        assert!(matches!(
+            c.require_jwt_secret(),
+            Err(ConfigError::Missing("AGENTWIRE_JWT_SECRET"))
+        ));
+    }
+
+    #[test]
+    fn names_the_bad_variable() {
+        let err = Config::from_lookup(|k| (k == "AGENTWIRE_RETENTION").then(|| "soon".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("AGENTWIRE_RETENTION"), "{err}");
+    }
+}

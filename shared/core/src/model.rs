@@ -1,0 +1,145 @@
+//! Domain types: channel keys, envelopes, connections and stored events.
+
+use agentwire_protocol::limits::{
+    MAX_EVENT_DATA_BYTES, validate_channel, validate_event_id, validate_kind, validate_tenant,
+};
+use agentwire_protocol::{ErrorCode, EventFrame, ProtocolError};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A channel of a tenant: the key of every per-channel item (`tenant#channel`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelKey {
+    pub tenant: String,
+    pub channel: String,
+}
+
+impl ChannelKey {
+    pub fn new(tenant: impl Into<String>, channel: impl Into<String>) -> Self {
+        Self {
+            tenant: tenant.into(),
+            channel: channel.into(),
+        }
+    }
+
+    /// `tenant#channel`. Tenants and channels cannot contain `#`, so the key
+    /// splits back uniquely and no tenant can name another's channel.
+    pub fn pk(&self) -> String {
+        format!("{}#{}", self.tenant, self.channel)
+    }
+
+    /// The key of a `tenant#channel` string.
+    pub fn from_pk(pk: &str) -> Option<Self> {
+        let (tenant, channel) = pk.split_once('#')?;
+        Some(Self::new(tenant, channel))
+    }
+}
+
+impl std::fmt::Display for ChannelKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}", self.tenant, self.channel)
+    }
+}
+
+/// What an agent publishes: the body of a message on the events queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub tenant: String,
+    pub channel: String,
+    /// The publisher's idempotency key; also the SQS deduplication id.
+    pub id: String,
+    pub kind: String,
+    #[serde(default)]
+    pub data: Value,
+    /// When the publisher produced it (RFC 3339).
+    pub ts: String,
+}
+
+impl Envelope {
+    pub fn key(&self) -> ChannelKey {
+        ChannelKey::new(&self.tenant, &self.channel)
+    }
+
+    /// Checks every field against the protocol's rules and sizes.
+    pub fn validate(&self) -> Result<(), ProtocolError> {
+        validate_tenant(&self.tenant)?;
+        validate_channel(&self.channel)?;
+        validate_event_id(&self.id)?;
+        validate_kind(&self.kind)?;
+        let size = serde_json::to_string(&self.data)
+            .map(|s| s.len())
+            .unwrap_or(usize::MAX);
+        if size > MAX_EVENT_DATA_BYTES {
+            return Err(ProtocolError::new(
+                ErrorCode::InvalidEvent,
+                format!("event data is {size} bytes; at most {MAX_EVENT_DATA_BYTES} are allowed"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads and validates an envelope from a queue message body.
+    pub fn parse(body: &str) -> Result<Self, ProtocolError> {
+        let env: Envelope = serde_json::from_str(body).map_err(|e| {
+            ProtocolError::new(
+                ErrorCode::InvalidEvent,
+                format!("not an event envelope: {e}"),
+            )
+        })?;
+        env.validate()?;
+        Ok(env)
+    }
+}
+
+/// One event of a channel's log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub key: ChannelKey,
+    pub epoch: String,
+    pub seq: u64,
+    pub id: String,
+    pub kind: String,
+    pub data: Value,
+    pub ts: String,
+}
+
+impl StoredEvent {
+    pub fn frame(&self) -> EventFrame {
+        EventFrame {
+            channel: self.key.channel.clone(),
+            epoch: self.epoch.clone(),
+            seq: self.seq,
+            id: self.id.clone(),
+            kind: self.kind.clone(),
+            data: self.data.clone(),
+            ts: self.ts.clone(),
+        }
+    }
+}
+
+/// The head of a channel's log: the last assigned seq, and the epoch that
+/// names this incarnation of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelState {
+    pub epoch: String,
+    pub head: u64,
+}
+
+/// A live WebSocket connection, as the registry holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    pub id: String,
+    pub tenant: String,
+    pub principal: String,
+    /// Channel patterns the token grants for joining.
+    pub grants: Vec<String>,
+    /// Channel patterns the token grants for publishing.
+    pub publish: Vec<String>,
+    /// The negotiated protocol version, once `hello` (or the subprotocol) set it.
+    pub protocol: Option<u32>,
+    pub connected_at: u64,
+    /// When the registry forgets it (Unix seconds; DynamoDB TTL).
+    pub expires_at: u64,
+    /// Channel names (not keys) this connection has joined.
+    pub channels: Vec<String>,
+}

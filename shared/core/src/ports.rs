@@ -1,0 +1,131 @@
+//! The ports: what the use cases need from the outside world, grouped by use.
+//! Adapters map their SDK errors into the typed errors here.
+
+use async_trait::async_trait;
+
+use crate::model::{ChannelKey, ChannelState, Connection, Envelope, StoredEvent};
+
+/// A storage or transport failure, with what failed and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The backend throttled or is unavailable; retrying may succeed.
+    #[error("{op}: temporarily unavailable: {reason}")]
+    Unavailable { op: &'static str, reason: String },
+    /// The backend refused the request (misconfiguration, missing table, ...).
+    #[error("{op}: {reason}")]
+    Failed { op: &'static str, reason: String },
+}
+
+impl StoreError {
+    pub fn failed(op: &'static str, reason: impl std::fmt::Display) -> Self {
+        StoreError::Failed {
+            op,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Who is connected and what they joined.
+#[async_trait]
+pub trait ConnectionRegistry: Send + Sync {
+    async fn put_connection(&self, conn: &Connection) -> Result<(), StoreError>;
+    /// The connection, unless unknown or expired.
+    async fn get_connection(&self, id: &str) -> Result<Option<Connection>, StoreError>;
+    /// Records the negotiated protocol; `false` when the connection is gone.
+    async fn set_protocol(&self, id: &str, protocol: u32) -> Result<bool, StoreError>;
+    /// Subscribes the connection to a channel; `false` when the connection is gone.
+    async fn subscribe(
+        &self,
+        conn: &Connection,
+        key: &ChannelKey,
+        expires_at: u64,
+    ) -> Result<bool, StoreError>;
+    async fn unsubscribe(&self, conn_id: &str, key: &ChannelKey) -> Result<(), StoreError>;
+    /// Connection ids subscribed to the channel, expired ones left out.
+    async fn subscribers(&self, key: &ChannelKey) -> Result<Vec<String>, StoreError>;
+    /// Deletes the connection and all its subscriptions; `false` when it was unknown.
+    async fn remove_connection(&self, id: &str) -> Result<bool, StoreError>;
+}
+
+/// Why an append did not commit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// Another writer moved the head since it was read.
+    #[error("channel head moved (another writer)")]
+    HeadMoved,
+    /// These event ids already have a seq.
+    #[error("events already committed: {0:?}")]
+    Duplicate(Vec<String>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The per-channel replayable log.
+#[async_trait]
+pub trait ChannelLog: Send + Sync {
+    /// The channel's head and epoch, creating the channel (head 0, new epoch) if new.
+    async fn ensure_channel(&self, key: &ChannelKey) -> Result<ChannelState, StoreError>;
+    /// Commits `events` as seqs `state.head + 1 ..` in one transaction, with
+    /// their dedup records, only if the head is still `state.head` and none
+    /// of the ids is known.
+    async fn append(
+        &self,
+        key: &ChannelKey,
+        state: &ChannelState,
+        events: &[Envelope],
+        expires_at: u64,
+    ) -> Result<Vec<StoredEvent>, AppendError>;
+    /// The committed event with this id, if any.
+    async fn find_by_id(
+        &self,
+        key: &ChannelKey,
+        id: &str,
+    ) -> Result<Option<StoredEvent>, StoreError>;
+}
+
+/// Durable per-principal read positions.
+#[async_trait]
+pub trait CursorStore: Send + Sync {
+    /// Moves the cursor to `seq` if that is forward; returns the cursor after.
+    async fn advance(
+        &self,
+        tenant: &str,
+        principal: &str,
+        channel: &str,
+        seq: u64,
+    ) -> Result<u64, StoreError>;
+    async fn get(
+        &self,
+        tenant: &str,
+        principal: &str,
+        channel: &str,
+    ) -> Result<Option<u64>, StoreError>;
+}
+
+/// Why a post to a connection failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    /// The connection is closed (API Gateway's `GoneException`).
+    #[error("connection is gone")]
+    Gone,
+    #[error("post failed: {0}")]
+    Failed(String),
+}
+
+/// Posts frames to live connections (API Gateway's `@connections`).
+#[async_trait]
+pub trait Pusher: Send + Sync {
+    async fn post(&self, connection_id: &str, frame: &str) -> Result<(), PushError>;
+}
+
+/// Puts envelopes on the events queue.
+#[async_trait]
+pub trait EventQueue: Send + Sync {
+    async fn send(&self, envelope: &Envelope) -> Result<(), StoreError>;
+}
+
+/// Keeps a message that can never be processed, with the reason.
+#[async_trait]
+pub trait DeadLetters: Send + Sync {
+    async fn record(&self, message_id: &str, body: &str, reason: &str) -> Result<(), StoreError>;
+}

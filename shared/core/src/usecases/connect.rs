@@ -1,0 +1,246 @@
+//! `$connect`: verify the token, pick the subprotocol, record the connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentwire_protocol::{
+    ErrorCode, ServerFrame, subprotocol_name, supported, version_of_subprotocol,
+};
+
+use crate::auth::{AuthError, TokenKey};
+use crate::clock::Clock;
+use crate::model::Connection;
+use crate::ports::{ConnectionRegistry, StoreError};
+
+/// What `$connect` carries that matters.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectRequest {
+    pub connection_id: String,
+    /// The `Authorization` header.
+    pub authorization: Option<String>,
+    /// The `token` query parameter.
+    pub query_token: Option<String>,
+    /// The `Sec-WebSocket-Protocol` header (comma-separated offers).
+    pub subprotocols: Option<String>,
+}
+
+/// An accepted connection and the subprotocol to echo, if the client offered one.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub subprotocol: Option<String>,
+    pub connection: Connection,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("no offered subprotocol is supported: {offered}")]
+    VersionUnsupported { offered: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ConnectError {
+    /// The HTTP status the upgrade is refused with.
+    pub fn status(&self) -> u16 {
+        match self {
+            ConnectError::Auth(_) => 401,
+            ConnectError::VersionUnsupported { .. } => 400,
+            ConnectError::Store(_) => 500,
+        }
+    }
+
+    /// The typed error body sent with the refusal.
+    pub fn frame(&self) -> ServerFrame {
+        let code = match self {
+            ConnectError::Auth(AuthError::Expired) => ErrorCode::TokenExpired,
+            ConnectError::Auth(_) => ErrorCode::Unauthorized,
+            ConnectError::VersionUnsupported { .. } => ErrorCode::VersionUnsupported,
+            ConnectError::Store(_) => ErrorCode::Internal,
+        };
+        let mut frame = ServerFrame::error(code, self.to_string(), None);
+        if let ServerFrame::Error(e) = &mut frame
+            && code == ErrorCode::VersionUnsupported
+        {
+            e.supported = Some(supported());
+        }
+        frame
+    }
+}
+
+/// The `$connect` use case.
+pub struct Connect {
+    registry: Arc<dyn ConnectionRegistry>,
+    key: TokenKey,
+    clock: Arc<dyn Clock>,
+    max_connection: Duration,
+}
+
+/// Kept a little longer than API Gateway keeps a connection, so a live
+/// connection never loses its record.
+const RECORD_MARGIN: Duration = Duration::from_secs(600);
+
+impl Connect {
+    pub fn new(
+        registry: Arc<dyn ConnectionRegistry>,
+        key: TokenKey,
+        clock: Arc<dyn Clock>,
+        max_connection: Duration,
+    ) -> Self {
+        Self {
+            registry,
+            key,
+            clock,
+            max_connection,
+        }
+    }
+
+    pub async fn connect(&self, req: &ConnectRequest) -> Result<Accepted, ConnectError> {
+        let token =
+            crate::auth::token_from(req.authorization.as_deref(), req.query_token.as_deref())
+                .ok_or(AuthError::Missing)?;
+        let claims = self.key.verify(&token)?;
+        let (subprotocol, protocol) = pick_subprotocol(req.subprotocols.as_deref())?;
+        let now = self.clock.epoch_s();
+        let conn = Connection {
+            id: req.connection_id.clone(),
+            tenant: claims.tenant,
+            principal: claims.sub,
+            grants: claims.channels,
+            publish: claims.publish,
+            protocol,
+            connected_at: now,
+            expires_at: now + (self.max_connection + RECORD_MARGIN).as_secs(),
+            channels: Vec::new(),
+        };
+        self.registry.put_connection(&conn).await?;
+        Ok(Accepted {
+            subprotocol,
+            connection: conn,
+        })
+    }
+}
+
+/// The highest `agentwire.vN` offered that we speak. Offers of other
+/// subprotocols are ignored; offering only unsupported agentwire versions is
+/// refused, so a browser gets a clear failure rather than a silent mismatch.
+fn pick_subprotocol(header: Option<&str>) -> Result<(Option<String>, Option<u32>), ConnectError> {
+    let Some(header) = header else {
+        return Ok((None, None));
+    };
+    let ours = supported();
+    let offered: Vec<u32> = header
+        .split(',')
+        .filter_map(version_of_subprotocol)
+        .collect();
+    if offered.is_empty() {
+        return Ok((None, None));
+    }
+    match offered
+        .iter()
+        .copied()
+        .filter(|v| (ours.min..=ours.max).contains(v))
+        .max()
+    {
+        Some(v) => Ok((Some(subprotocol_name(v)), Some(v))),
+        None => Err(ConnectError::VersionUnsupported {
+            offered: header.to_owned(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::memory::MemoryRegistry;
+
+    fn setup() -> (Connect, Arc<MemoryRegistry>, TokenKey) {
+        let reg = Arc::new(MemoryRegistry::default());
+        let key = TokenKey::hs256(b"secret");
+        let c = Connect::new(
+            reg.clone(),
+            key.clone(),
+            Arc::new(SystemClock),
+            Duration::from_secs(7200),
+        );
+        (c, reg, key)
+    }
+
+    fn token(key: &TokenKey, ttl_from_now: i64) -> String {
+        let now = SystemClock.epoch_s() as i64;
+        let mut claims = TokenKey::claims(
+            "acme",
+            "ana",
+            vec!["agent-*".into()],
+            vec![],
+            0,
+            Duration::ZERO,
+        );
+        claims.exp = (now + ttl_from_now) as u64;
+        key.sign(&claims).unwrap()
+    }
+
+    #[tokio::test]
+    async fn accepts_bearer_and_echoes_subprotocol() {
+        let (c, reg, key) = setup();
+        let req = ConnectRequest {
+            connection_id: "c1".into(),
+            authorization: Some(format!("Bearer {}", token(&key, 60))),
+            subprotocols: Some("chat, agentwire.v1".into()),
+            ..Default::default()
+        };
+        let a = c.connect(&req).await.unwrap();
+        assert_eq!(a.subprotocol.as_deref(), Some("agentwire.v1"));
+        let stored = reg.get_connection("c1").await.unwrap().unwrap();
+        assert_eq!(stored.principal, "ana");
+        assert_eq!(stored.tenant, "acme");
+        assert_eq!(stored.protocol, Some(1));
+    }
+
+    #[tokio::test]
+    async fn refuses_missing_bad_and_expired_tokens_and_records_nothing() {
+        let (c, reg, key) = setup();
+        let other = TokenKey::hs256(b"other");
+        let cases = [
+            (None, 401, ErrorCode::Unauthorized),
+            (Some("garbage".to_string()), 401, ErrorCode::Unauthorized),
+            (Some(token(&other, 60)), 401, ErrorCode::Unauthorized),
+            (Some(token(&key, -3600)), 401, ErrorCode::TokenExpired),
+        ];
+        for (i, (tok, status, code)) in cases.into_iter().enumerate() {
+            let req = ConnectRequest {
+                connection_id: format!("c{i}"),
+                query_token: tok,
+                ..Default::default()
+            };
+            let err = c.connect(&req).await.unwrap_err();
+            assert_eq!(err.status(), status);
+            let ServerFrame::Error(f) = err.frame() else {
+                panic!()
+            };
+            assert_eq!(f.code, code);
+        }
+        assert_eq!(reg.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn refuses_only_unsupported_agentwire_versions() {
+        let (c, _reg, key) = setup();
+        let req = ConnectRequest {
+            connection_id: "c1".into(),
+            query_token: Some(token(&key, 60)),
+            subprotocols: Some("agentwire.v7".into()),
+            ..Default::default()
+        };
+        let err = c.connect(&req).await.unwrap_err();
+        assert_eq!(err.status(), 400);
+        let ServerFrame::Error(f) = err.frame() else {
+            panic!()
+        };
+        assert_eq!(f.code, ErrorCode::VersionUnsupported);
+        assert_eq!(f.supported, Some(supported()));
+    }
+}

@@ -1,0 +1,578 @@
+//! The dispatcher: sequence, persist and fan out a batch from the FIFO events
+//! queue, and say which messages must come back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use agentwire_protocol::limits::MAX_MESSAGE_BYTES;
+use agentwire_protocol::{EventFrame, ProtocolError, ServerFrame};
+use futures::StreamExt;
+
+use crate::clock::Clock;
+use crate::model::{ChannelKey, Envelope, StoredEvent};
+use crate::ports::{
+    AppendError, ChannelLog, ConnectionRegistry, DeadLetters, PushError, Pusher, StoreError,
+};
+
+/// One message of the batch, as the queue delivered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    pub message_id: String,
+    /// The FIFO `MessageGroupId`; order and the failure rule are per group.
+    pub group_id: Option<String>,
+    pub body: String,
+}
+
+/// What a batch came to. `failed` are the message ids to report as
+/// `batchItemFailures`; everything else may be deleted from the queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DispatchReport {
+    pub failed: Vec<String>,
+    /// Events given a new seq.
+    pub committed: usize,
+    /// Redelivered events that already had a seq (delivered again with it).
+    pub duplicates: usize,
+    /// Envelopes that can never be committed, kept in the dead-letter queue.
+    pub dead_lettered: usize,
+    /// Frames posted to live connections.
+    pub posted: usize,
+    /// Stale connections removed on `GoneException`.
+    pub gone: usize,
+    /// Posts that failed otherwise (the events stay in the log).
+    pub post_failures: usize,
+}
+
+impl DispatchReport {
+    fn merge(&mut self, o: DispatchReport) {
+        self.failed.extend(o.failed);
+        self.committed += o.committed;
+        self.duplicates += o.duplicates;
+        self.dead_lettered += o.dead_lettered;
+        self.posted += o.posted;
+        self.gone += o.gone;
+        self.post_failures += o.post_failures;
+    }
+}
+
+/// Attempts at one commit when other writers keep moving the head.
+const COMMIT_ATTEMPTS: usize = 8;
+/// Most events committed in one transaction (DynamoDB allows 100 items:
+/// the head plus an event and a dedup item per event).
+const MAX_RUN: usize = 40;
+/// Groups of one batch worked on at once.
+const GROUP_CONCURRENCY: usize = 4;
+
+/// The dispatch use case.
+pub struct Dispatcher {
+    log: Arc<dyn ChannelLog>,
+    registry: Arc<dyn ConnectionRegistry>,
+    pusher: Arc<dyn Pusher>,
+    dead_letters: Arc<dyn DeadLetters>,
+    clock: Arc<dyn Clock>,
+    retention: Duration,
+    concurrency: usize,
+}
+
+impl Dispatcher {
+    pub fn new(
+        log: Arc<dyn ChannelLog>,
+        registry: Arc<dyn ConnectionRegistry>,
+        pusher: Arc<dyn Pusher>,
+        dead_letters: Arc<dyn DeadLetters>,
+        clock: Arc<dyn Clock>,
+        retention: Duration,
+        concurrency: usize,
+    ) -> Self {
+        Self {
+            log,
+            registry,
+            pusher,
+            dead_letters,
+            clock,
+            retention,
+            concurrency: concurrency.max(1),
+        }
+    }
+
+    /// Works through a batch. Per group, in order: invalid envelopes go to the
+    /// dead-letter sink with their reason; valid ones are committed and then
+    /// fanned out. The first message that cannot be committed (or
+    /// dead-lettered) fails, and so does every later message of its group, so
+    /// FIFO order survives the retry. Fan-out failures never fail a message:
+    /// the event is in the log.
+    pub async fn dispatch(&self, messages: Vec<QueueMessage>) -> DispatchReport {
+        let groups = group_in_order(messages);
+        let reports: Vec<DispatchReport> = futures::stream::iter(groups)
+            .map(|msgs| self.dispatch_group(msgs))
+            .buffer_unordered(GROUP_CONCURRENCY)
+            .collect()
+            .await;
+        let mut total = DispatchReport::default();
+        for r in reports {
+            total.merge(r);
+        }
+        total
+    }
+
+    async fn dispatch_group(&self, msgs: Vec<QueueMessage>) -> DispatchReport {
+        let mut report = DispatchReport::default();
+        let parsed: Vec<Result<Envelope, ProtocolError>> =
+            msgs.iter().map(|m| Envelope::parse(&m.body)).collect();
+        let mut i = 0;
+        while i < msgs.len() {
+            let env = match &parsed[i] {
+                Err(e) => {
+                    let m = &msgs[i];
+                    tracing::warn!(message_id = %m.message_id, reason = %e, "invalid envelope, dead-lettering");
+                    match self
+                        .dead_letters
+                        .record(&m.message_id, &m.body, &e.to_string())
+                        .await
+                    {
+                        Ok(()) => {
+                            report.dead_lettered += 1;
+                            i += 1;
+                            continue;
+                        }
+                        Err(err) => {
+                            tracing::error!(message_id = %m.message_id, error = %err, "dead-letter failed");
+                            fail_rest(&mut report, &msgs[i..]);
+                            break;
+                        }
+                    }
+                }
+                Ok(env) => env,
+            };
+            let key = env.key();
+            let mut run = vec![env.clone()];
+            let mut j = i + 1;
+            while j < msgs.len() && run.len() < MAX_RUN {
+                match &parsed[j] {
+                    Ok(next) if next.key() == key => run.push(next.clone()),
+                    _ => break,
+                }
+                j += 1;
+            }
+            match self.commit(&key, &run).await {
+                Ok((events, fresh)) => {
+                    report.committed += fresh;
+                    report.duplicates += run.len() - fresh;
+                    self.fan_out(&key, &events, &mut report).await;
+                    i = j;
+                }
+                Err(e) => {
+                    tracing::error!(channel = %key, error = %e, "commit failed; the rest of the group will be retried");
+                    fail_rest(&mut report, &msgs[i..]);
+                    break;
+                }
+            }
+        }
+        report
+    }
+
+    /// Commits a run of one channel's envelopes. Ids that already have a seq
+    /// resolve to it; a moved head is re-read and retried. Returns the
+    /// events in seq order and how many were new.
+    async fn commit(
+        &self,
+        key: &ChannelKey,
+        run: &[Envelope],
+    ) -> Result<(Vec<StoredEvent>, usize), StoreError> {
+        let expires_at = self.clock.epoch_s() + self.retention.as_secs();
+        let mut pending: Vec<Envelope> = Vec::with_capacity(run.len());
+        for env in run {
+            if !pending.iter().any(|p| p.id == env.id) {
+                pending.push(env.clone());
+            }
+        }
+        let mut done: HashMap<String, StoredEvent> = HashMap::new();
+        let mut fresh = 0;
+        for attempt in 0..COMMIT_ATTEMPTS {
+            if pending.is_empty() {
+                break;
+            }
+            let state = self.log.ensure_channel(key).await?;
+            match self.log.append(key, &state, &pending, expires_at).await {
+                Ok(events) => {
+                    fresh += events.len();
+                    for e in events {
+                        done.insert(e.id.clone(), e);
+                    }
+                    pending.clear();
+                }
+                Err(AppendError::HeadMoved) => {
+                    tracing::info!(channel = %key, attempt, "head moved; retrying commit");
+                    tokio::time::sleep(Duration::from_millis(5 << attempt.min(6))).await;
+                }
+                Err(AppendError::Duplicate(ids)) => {
+                    for id in ids {
+                        match self.log.find_by_id(key, &id).await? {
+                            Some(e) => {
+                                done.insert(id.clone(), e);
+                            }
+                            None => {
+                                tracing::warn!(channel = %key, id, "duplicate id whose event has expired")
+                            }
+                        }
+                        pending.retain(|p| p.id != id);
+                    }
+                }
+                Err(AppendError::Store(e)) => return Err(e),
+            }
+        }
+        if !pending.is_empty() {
+            return Err(StoreError::Unavailable {
+                op: "append",
+                reason: format!("the head kept moving over {COMMIT_ATTEMPTS} attempts"),
+            });
+        }
+        let mut events: Vec<StoredEvent> = done.into_values().collect();
+        events.sort_by_key(|e| e.seq);
+        Ok((events, fresh))
+    }
+
+    /// Posts the events to every live subscriber, `concurrency` connections
+    /// at a time, each connection's frames in seq order.
+    async fn fan_out(&self, key: &ChannelKey, events: &[StoredEvent], report: &mut DispatchReport) {
+        if events.is_empty() {
+            return;
+        }
+        let subscribers = match self.registry.subscribers(key).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(channel = %key, error = %e, "could not list subscribers; events stay in the log");
+                report.post_failures += 1;
+                return;
+            }
+        };
+        if subscribers.is_empty() {
+            return;
+        }
+        let frames = coalesce(events.iter().map(StoredEvent::frame).collect());
+        let posted = AtomicUsize::new(0);
+        let gone = AtomicUsize::new(0);
+        let failed = AtomicUsize::new(0);
+        futures::stream::iter(subscribers)
+            .for_each_concurrent(self.concurrency, |conn| {
+                let frames = &frames;
+                let (posted, gone, failed) = (&posted, &gone, &failed);
+                async move {
+                    for frame in frames {
+                        match self.pusher.post(&conn, frame).await {
+                            Ok(()) => {
+                                posted.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(PushError::Gone) => {
+                                gone.fetch_add(1, Ordering::Relaxed);
+                                if let Err(e) = self.registry.remove_connection(&conn).await {
+                                    tracing::warn!(connection_id = %conn, error = %e, "could not remove stale connection");
+                                }
+                                return;
+                            }
+                            Err(PushError::Failed(reason)) => {
+                                failed.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(connection_id = %conn, reason, "post failed; the client resumes from the log");
+                                return;
+                            }
+                        }
+                    }
+                }
+            })
+            .await;
+        report.posted += posted.into_inner();
+        report.gone += gone.into_inner();
+        report.post_failures += failed.into_inner();
+    }
+}
+
+/// One `event` frame for a single event; otherwise `batch` frames, each
+/// within API Gateway's message size.
+pub fn coalesce(events: Vec<EventFrame>) -> Vec<String> {
+    if events.len() == 1 {
+        return events
+            .into_iter()
+            .map(|e| ServerFrame::Event(e).to_json())
+            .collect();
+    }
+    let mut frames = Vec::new();
+    let mut current: Vec<EventFrame> = Vec::new();
+    let mut size = 0;
+    const ENVELOPE: usize = 32;
+    for e in events {
+        let len = serde_json::to_string(&e)
+            .map(|s| s.len())
+            .unwrap_or(MAX_MESSAGE_BYTES);
+        if !current.is_empty() && size + len + 1 + ENVELOPE > MAX_MESSAGE_BYTES {
+            frames.push(batch_frame(std::mem::take(&mut current)));
+            size = 0;
+        }
+        size += len + 1;
+        current.push(e);
+    }
+    if !current.is_empty() {
+        frames.push(batch_frame(current));
+    }
+    frames
+}
+
+fn batch_frame(events: Vec<EventFrame>) -> String {
+    if events.len() == 1 {
+        return events
+            .into_iter()
+            .map(|e| ServerFrame::Event(e).to_json())
+            .collect();
+    }
+    ServerFrame::Batch { events }.to_json()
+}
+
+fn fail_rest(report: &mut DispatchReport, rest: &[QueueMessage]) {
+    report
+        .failed
+        .extend(rest.iter().map(|m| m.message_id.clone()));
+}
+
+/// Messages grouped by `MessageGroupId` (or, without one, each alone), the
+/// groups in order of first appearance and each group in queue order.
+fn group_in_order(messages: Vec<QueueMessage>) -> Vec<Vec<QueueMessage>> {
+    let mut order: Vec<String> = Vec::new();
+    let mut groups: HashMap<String, Vec<QueueMessage>> = HashMap::new();
+    for m in messages {
+        let g = m
+            .group_id
+            .clone()
+            .unwrap_or_else(|| format!("\0{}", m.message_id));
+        if !groups.contains_key(&g) {
+            order.push(g.clone());
+        }
+        groups.entry(g).or_default().push(m);
+    }
+    order
+        .into_iter()
+        .filter_map(|g| groups.remove(&g))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::memory::{MemoryDeadLetters, MemoryLog, MemoryPusher, MemoryRegistry, connection};
+    use serde_json::json;
+
+    struct Fx {
+        d: Dispatcher,
+        log: Arc<MemoryLog>,
+        reg: Arc<MemoryRegistry>,
+        pusher: Arc<MemoryPusher>,
+        dlq: Arc<MemoryDeadLetters>,
+    }
+
+    fn fx() -> Fx {
+        let log = Arc::new(MemoryLog::default());
+        let reg = Arc::new(MemoryRegistry::default());
+        let pusher = Arc::new(MemoryPusher::default());
+        let dlq = Arc::new(MemoryDeadLetters::default());
+        let d = Dispatcher::new(
+            log.clone(),
+            reg.clone(),
+            pusher.clone(),
+            dlq.clone(),
+            Arc::new(SystemClock),
+            Duration::from_secs(3600),
+            4,
+        );
+        Fx {
+            d,
+            log,
+            reg,
+            pusher,
+            dlq,
+        }
+    }
+
+    fn msg(n: usize, channel: &str, id: &str) -> QueueMessage {
+        let env = json!({"tenant":"acme","channel":channel,"id":id,"kind":"status","data":{"n":n},"ts":"2026-11-23T09:00:00.000Z"});
+        QueueMessage {
+            message_id: format!("m{n}"),
+            group_id: Some(format!("acme#{channel}")),
+            body: env.to_string(),
+        }
+    }
+
+    async fn subscribe(fx: &Fx, conn: &str, channel: &str) {
+        let c = connection(conn, "acme", conn, &["*"]);
+        fx.reg.put_connection(&c).await.unwrap();
+        fx.reg
+            .subscribe(&c, &ChannelKey::new("acme", channel), u64::MAX)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn assigns_gap_free_seqs_and_coalesces_a_run() {
+        let fx = fx();
+        subscribe(&fx, "c1", "a").await;
+        let r =
+            fx.d.dispatch(vec![
+                msg(1, "a", "e1"),
+                msg(2, "a", "e2"),
+                msg(3, "a", "e3"),
+            ])
+            .await;
+        assert!(r.failed.is_empty());
+        assert_eq!(r.committed, 3);
+        let seqs: Vec<u64> = fx
+            .log
+            .events(&ChannelKey::new("acme", "a"))
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+        let posts = fx.pusher.posts("c1");
+        assert_eq!(
+            posts.len(),
+            1,
+            "three events of one run are one batch frame"
+        );
+        let v: serde_json::Value = serde_json::from_str(&posts[0]).unwrap();
+        assert_eq!(v["type"], "batch");
+        assert_eq!(v["events"][2]["seq"], 3);
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_id_keeps_its_seq() {
+        let fx = fx();
+        fx.d.dispatch(vec![msg(1, "a", "e1"), msg(2, "a", "e2")])
+            .await;
+        let r =
+            fx.d.dispatch(vec![msg(3, "a", "e2"), msg(4, "a", "e3")])
+                .await;
+        assert_eq!((r.committed, r.duplicates), (1, 1));
+        let ev = fx.log.events(&ChannelKey::new("acme", "a"));
+        let pairs: Vec<(u64, &str)> = ev.iter().map(|e| (e.seq, e.id.as_str())).collect();
+        assert_eq!(pairs, vec![(1, "e1"), (2, "e2"), (3, "e3")]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_fails_the_rest_of_its_group_only() {
+        let fx = fx();
+        fx.log.fail_channel(&ChannelKey::new("acme", "b"));
+        let batch = vec![
+            msg(1, "a", "a1"),
+            msg(2, "b", "b1"),
+            msg(3, "a", "a2"),
+            msg(4, "b", "b2"),
+            msg(5, "c", "c1"),
+        ];
+        let mut r = fx.d.dispatch(batch).await;
+        r.failed.sort();
+        assert_eq!(r.failed, vec!["m2".to_string(), "m4".to_string()]);
+        assert_eq!(fx.log.events(&ChannelKey::new("acme", "a")).len(), 2);
+        assert_eq!(fx.log.events(&ChannelKey::new("acme", "c")).len(), 1);
+        assert!(fx.log.events(&ChannelKey::new("acme", "b")).is_empty());
+    }
+
+    #[tokio::test]
+    async fn invalid_envelopes_are_dead_lettered_with_a_reason_and_do_not_block() {
+        let fx = fx();
+        let bad = QueueMessage {
+            message_id: "bad".into(),
+            group_id: Some("acme#a".into()),
+            body: "{\"tenant\":\"acme\"}".into(),
+        };
+        let r =
+            fx.d.dispatch(vec![msg(1, "a", "e1"), bad, msg(2, "a", "e2")])
+                .await;
+        assert!(r.failed.is_empty());
+        assert_eq!(r.dead_lettered, 1);
+        let dl = fx.dlq.records();
+        assert_eq!(dl.len(), 1);
+        assert_eq!(dl[0].0, "bad");
+        assert!(dl[0].2.contains("invalid_event"), "{}", dl[0].2);
+        assert_eq!(fx.log.events(&ChannelKey::new("acme", "a")).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_dead_letter_fails_the_rest_of_the_group() {
+        let fx = fx();
+        fx.dlq.fail();
+        let bad = QueueMessage {
+            message_id: "bad".into(),
+            group_id: Some("acme#a".into()),
+            body: "nope".into(),
+        };
+        let mut r =
+            fx.d.dispatch(vec![msg(1, "a", "e1"), bad, msg(2, "a", "e2")])
+                .await;
+        r.failed.sort();
+        assert_eq!(r.failed, vec!["bad".to_string(), "m2".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn gone_connections_are_removed_and_others_still_get_the_event() {
+        let fx = fx();
+        subscribe(&fx, "live", "a").await;
+        subscribe(&fx, "dead", "a").await;
+        fx.pusher.set_gone("dead");
+        let r = fx.d.dispatch(vec![msg(1, "a", "e1")]).await;
+        assert_eq!((r.posted, r.gone), (1, 1));
+        assert_eq!(fx.pusher.posts("live").len(), 1);
+        assert!(fx.reg.get_connection("dead").await.unwrap().is_none());
+        assert_eq!(
+            fx.reg
+                .subscribers(&ChannelKey::new("acme", "a"))
+                .await
+                .unwrap(),
+            vec!["live".to_string()]
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_never_share_or_skip_a_seq() {
+        let fx = fx();
+        let d = Arc::new(fx.d);
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            let d = d.clone();
+            tasks.push(tokio::spawn(async move {
+                for k in 0..10 {
+                    d.dispatch(vec![msg(w * 100 + k, "a", &format!("w{w}-{k}"))])
+                        .await;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let seqs: Vec<u64> = fx
+            .log
+            .events(&ChannelKey::new("acme", "a"))
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, (1..=40).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn coalesce_splits_within_the_message_limit() {
+        let big = "x".repeat(50_000);
+        let ev = |seq| EventFrame {
+            channel: "a".into(),
+            epoch: "e".into(),
+            seq,
+            id: format!("i{seq}"),
+            kind: "k".into(),
+            data: json!(big),
+            ts: "t".into(),
+        };
+        let frames = coalesce((1..=5).map(ev).collect());
+        assert_eq!(frames.len(), 3);
+        assert!(frames.iter().all(|f| f.len() <= MAX_MESSAGE_BYTES));
+        assert!(
+            frames[2].starts_with(r#"{"type":"event""#),
+            "a lone leftover is a plain event"
+        );
+    }
+}

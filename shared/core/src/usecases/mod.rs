@@ -1,0 +1,11 @@
+//! The use cases, one per function, knowing nothing of Lambda.
+
+pub mod connect;
+pub mod disconnect;
+pub mod dispatch;
+pub mod session;
+
+pub use connect::{Accepted, Connect, ConnectError, ConnectRequest};
+pub use disconnect::Disconnect;
+pub use dispatch::{DispatchReport, Dispatcher, QueueMessage};
+pub use session::Session;

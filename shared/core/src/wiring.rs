@@ -1,0 +1,97 @@
+//! The composition root: real adapters for the use cases, built once per cold
+//! start (SDK clients are reused across invocations).
+
+use std::sync::Arc;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+
+use crate::adapters::{
+    ApiGatewayPusher, DynamoCursors, DynamoLog, DynamoRegistry, SqsDeadLetters, SqsEventQueue,
+};
+use crate::auth::TokenKey;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, ConfigError};
+use crate::usecases::{Connect, Disconnect, Dispatcher, Session};
+
+/// The AWS SDK configuration from the environment (`AWS_REGION`,
+/// `AWS_ENDPOINT_URL`, credentials chain).
+pub async fn sdk_config_from_env() -> SdkConfig {
+    aws_config::load_defaults(BehaviorVersion::latest()).await
+}
+
+/// Shared clients and adapters; each function takes the use case it serves.
+#[derive(Clone)]
+pub struct Deps {
+    pub sdk: SdkConfig,
+    pub config: Config,
+    pub registry: Arc<DynamoRegistry>,
+    pub log: Arc<DynamoLog>,
+    pub cursors: Arc<DynamoCursors>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Deps {
+    pub fn new(sdk: &SdkConfig, config: Config) -> Self {
+        let ddb = aws_sdk_dynamodb::Client::new(sdk);
+        Self {
+            sdk: sdk.clone(),
+            registry: Arc::new(DynamoRegistry::new(ddb.clone(), config.tables.clone())),
+            log: Arc::new(DynamoLog::new(ddb.clone(), config.tables.clone())),
+            cursors: Arc::new(DynamoCursors::new(ddb, config.tables.clone())),
+            clock: Arc::new(SystemClock),
+            config,
+        }
+    }
+
+    /// From the environment: [`Config::from_env`] and the SDK's own settings.
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let config = Config::from_env()?;
+        Ok(Self::new(&sdk_config_from_env().await, config))
+    }
+
+    pub fn connect(&self) -> Result<Connect, ConfigError> {
+        let key = TokenKey::hs256(self.config.require_jwt_secret()?);
+        Ok(Connect::new(
+            self.registry.clone(),
+            key,
+            self.clock.clone(),
+            self.config.max_connection,
+        ))
+    }
+
+    pub fn session(&self) -> Session {
+        Session::new(
+            self.registry.clone(),
+            self.log.clone(),
+            self.cursors.clone(),
+            self.clock.clone(),
+            self.config.heartbeat_s,
+        )
+    }
+
+    pub fn disconnect(&self) -> Disconnect {
+        Disconnect::new(self.registry.clone())
+    }
+
+    pub fn dispatcher(&self) -> Result<Dispatcher, ConfigError> {
+        let pusher = ApiGatewayPusher::new(&self.sdk, self.config.require_connections_endpoint()?);
+        let sqs = aws_sdk_sqs::Client::new(&self.sdk);
+        let dead_letters = SqsDeadLetters::new(sqs, self.config.require_events_dlq_url()?);
+        Ok(Dispatcher::new(
+            self.log.clone(),
+            self.registry.clone(),
+            Arc::new(pusher),
+            Arc::new(dead_letters),
+            self.clock.clone(),
+            self.config.retention,
+            self.config.fanout_concurrency,
+        ))
+    }
+
+    pub fn event_queue(&self) -> Result<SqsEventQueue, ConfigError> {
+        Ok(SqsEventQueue::new(
+            aws_sdk_sqs::Client::new(&self.sdk),
+            self.config.require_events_queue_url()?,
+        ))
+    }
+}
