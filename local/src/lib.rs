@@ -1,1 +1,207 @@
-//! placeholder
+//! agentwire's dev gateway: API Gateway's WebSocket API, its `@connections`
+//! management API and the SQS event source, emulated on one local port so
+//! the real function handlers run in-process against a local AWS endpoint.
+//!
+//! - A WebSocket upgrade becomes a `$connect` event for the connect handler;
+//!   a non-2xx answer refuses the upgrade with that status and body.
+//! - Each text message is routed on `$request.body.action` (`hello`, `join`,
+//!   `leave`, `ack`, else `$default`) to the join handler; its response body
+//!   is sent back as a frame. `ping` is answered here, like the production
+//!   MOCK integration.
+//! - `POST|GET|DELETE /@connections/{id}` serve the dispatcher's SDK client,
+//!   with 410 `GoneException` for unknown or closed connections.
+//! - A poller receives from the events queue, calls the dispatcher with real
+//!   `SqsEvent` batches and deletes only what did not fail.
+//! - API Gateway's limits (message size, idle timeout, connection duration)
+//!   are enforced, each configurable so tests can shorten them.
+
+mod events;
+mod hub;
+mod management;
+mod poller;
+mod socket;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentwire_core::config::{Config, ConfigError};
+use agentwire_core::wiring::Deps;
+use agentwire_fn_connect::ConnectFunction;
+use agentwire_fn_disconnect::DisconnectFunction;
+use agentwire_fn_dispatcher::DispatcherFunction;
+use agentwire_fn_join::JoinFunction;
+use aws_config::SdkConfig;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use hub::Hub;
+
+/// API Gateway's limits and the poller's settings.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// Where to listen; port 0 picks a free one.
+    pub bind: SocketAddr,
+    /// The stage name put in events.
+    pub stage: String,
+    /// Largest message in either direction (API Gateway: 128 KiB).
+    pub max_message_bytes: usize,
+    /// Close a connection with no message for this long (API Gateway: 10 min).
+    pub idle_timeout: Duration,
+    /// Close every connection after this long (API Gateway: 2 h).
+    pub max_duration: Duration,
+    /// SQS long-poll wait per receive.
+    pub poll_wait: Duration,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            stage: "local".into(),
+            max_message_bytes: agentwire_protocol::limits::MAX_MESSAGE_BYTES,
+            idle_timeout: Duration::from_secs(600),
+            max_duration: Duration::from_secs(2 * 3600),
+            poll_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot read the events queue {url}: {reason}")]
+    Queue { url: String, reason: String },
+}
+
+/// The function handlers, as API Gateway and Lambda would hold them.
+pub(crate) struct Functions {
+    pub connect: ConnectFunction,
+    pub join: JoinFunction,
+    pub disconnect: DisconnectFunction,
+    pub dispatcher: DispatcherFunction,
+}
+
+/// Shared state of the HTTP side.
+pub(crate) struct App {
+    pub functions: Functions,
+    pub hub: Arc<Hub>,
+    pub options: GatewayOptions,
+    pub domain: String,
+}
+
+/// A running dev gateway. Dropping it does not stop it; call [`Gateway::shutdown`].
+pub struct Gateway {
+    addr: SocketAddr,
+    hub: Arc<Hub>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Binds, then serves WebSockets and `@connections` and polls the events
+    /// queue until [`Gateway::shutdown`]. `config.connections_endpoint`, if
+    /// unset, becomes this gateway's own address.
+    pub async fn start(
+        sdk: &SdkConfig,
+        mut config: Config,
+        options: GatewayOptions,
+    ) -> Result<Self, GatewayError> {
+        let listener = tokio::net::TcpListener::bind(options.bind)
+            .await
+            .map_err(|source| GatewayError::Bind {
+                addr: options.bind,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| GatewayError::Bind {
+            addr: options.bind,
+            source,
+        })?;
+        if config.connections_endpoint.is_none() {
+            config.connections_endpoint = Some(format!("http://{addr}"));
+        }
+        let queue_url = config.require_events_queue_url()?.to_owned();
+        let deps = Deps::new(sdk, config);
+        let functions = Functions {
+            connect: ConnectFunction::new(&deps)?,
+            join: JoinFunction::new(&deps),
+            disconnect: DisconnectFunction::new(&deps),
+            dispatcher: DispatcherFunction::new(&deps)?,
+        };
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        let source = poller::Source::resolve(&sqs, &queue_url).await?;
+        let hub = Arc::new(Hub::default());
+        let app = Arc::new(App {
+            functions,
+            hub: hub.clone(),
+            options: options.clone(),
+            domain: addr.to_string(),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let router = socket::routes()
+            .merge(management::routes())
+            .with_state(app.clone());
+        let mut server_stop = stopped.clone();
+        let server = tokio::spawn(async move {
+            let serve = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "dev gateway server failed");
+            }
+        });
+        let poll = tokio::spawn(poller::run(sqs, source, app, stopped));
+        tracing::info!(%addr, queue = %queue_url, "dev gateway started");
+        Ok(Self {
+            addr,
+            hub,
+            stop,
+            tasks: vec![server, poll],
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Where clients connect: `ws://127.0.0.1:PORT`.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// The `@connections` endpoint the dispatcher posts to.
+    pub fn connections_endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The live connections, for tests and fault injection.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Closes every connection (running `$disconnect` for each), stops the
+    /// poller and the listener, and waits for them.
+    pub async fn shutdown(self) {
+        self.hub.close_all(1001, "Going away");
+        // Give connection tasks a moment to run their $disconnect.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.hub.len() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

@@ -1,1 +1,151 @@
-fn main() {}
+//! `agentwire-local`: the dev gateway on a local AWS endpoint.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use agentwire_core::config::Config;
+use agentwire_local::{Gateway, GatewayOptions};
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_sqs::config::Credentials;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use clap::Parser;
+
+/// agentwire's dev gateway: API Gateway WebSocket + @connections + the SQS
+/// event source, running the function handlers in-process.
+#[derive(Debug, Parser)]
+#[command(name = "agentwire-local", version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "AGENTWIRE_LOCAL_HOST", default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Port for WebSockets and @connections.
+    #[arg(long, env = "AGENTWIRE_LOCAL_PORT", default_value_t = 8080)]
+    port: u16,
+    /// The local AWS endpoint.
+    #[arg(
+        long,
+        env = "AWS_ENDPOINT_URL",
+        default_value = "http://127.0.0.1:4566"
+    )]
+    endpoint: String,
+    /// AWS region.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    region: String,
+    /// Events queue: a name or a URL.
+    #[arg(
+        long,
+        env = "AGENTWIRE_EVENTS_QUEUE",
+        default_value = "agentwire-events.fifo"
+    )]
+    events_queue: String,
+    /// Dead-letter queue for envelopes that can never be committed: a name or a URL.
+    #[arg(
+        long,
+        env = "AGENTWIRE_EVENTS_DLQ",
+        default_value = "agentwire-events-dlq.fifo"
+    )]
+    events_dlq: String,
+    /// HS256 key for tokens (use the same with `agentwire token`).
+    #[arg(
+        long,
+        env = "AGENTWIRE_JWT_SECRET",
+        default_value = "agentwire-local-dev-secret",
+        hide_env_values = true
+    )]
+    jwt_secret: String,
+    /// Largest message in either direction, in bytes (API Gateway: 131072).
+    #[arg(long, env = "AGENTWIRE_LOCAL_MAX_MESSAGE", default_value_t = agentwire_protocol::limits::MAX_MESSAGE_BYTES)]
+    max_message_bytes: usize,
+    /// Idle timeout (API Gateway: 10m).
+    #[arg(long, env = "AGENTWIRE_LOCAL_IDLE_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Maximum connection duration (API Gateway: 2h).
+    #[arg(long, env = "AGENTWIRE_LOCAL_MAX_CONNECTION", default_value = "2h", value_parser = humantime::parse_duration)]
+    max_connection: Duration,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    agentwire_core::telemetry::init_text();
+    let args = Args::parse();
+    match serve(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agentwire-local: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> Result<(), String> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(args.region.clone()))
+        .endpoint_url(&args.endpoint);
+    if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+        // The local endpoint accepts any key; don't go looking for real ones.
+        loader = loader.credentials_provider(Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "agentwire-local",
+        ));
+    }
+    let sdk = loader.load().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let events_queue_url = queue_url(&sqs, &args.events_queue, &args.endpoint).await?;
+    let events_dlq_url = queue_url(&sqs, &args.events_dlq, &args.endpoint).await?;
+    let mut config = Config::from_env().map_err(|e| e.to_string())?;
+    config.events_queue_url = Some(events_queue_url.clone());
+    config.events_dlq_url = Some(events_dlq_url);
+    config.jwt_secret = Some(args.jwt_secret.into_bytes());
+    config.max_connection = args.max_connection;
+    let options = GatewayOptions {
+        bind: SocketAddr::new(args.host, args.port),
+        max_message_bytes: args.max_message_bytes,
+        idle_timeout: args.idle_timeout,
+        max_duration: args.max_connection,
+        ..GatewayOptions::default()
+    };
+    let gateway = Gateway::start(&sdk, config, options)
+        .await
+        .map_err(|e| e.to_string())?;
+    let url = gateway.ws_url();
+    eprintln!(
+        "\nagentwire dev gateway is up\n  WebSocket:     {url}\n  @connections:  {}/@connections/{{id}}\n  events queue:  {events_queue_url}\n\n\
+         Try it (in another terminal):\n  \
+         TOKEN=$(cargo run -q -p agentwire-cli -- token --tenant demo --sub me --channels 'agent-*')\n  \
+         cargo run -q -p agentwire-cli -- tail --url {url} --token \"$TOKEN\" --channel agent-1\n  \
+         cargo run -q -p agentwire-cli -- publish --endpoint {endpoint} --tenant demo --channel agent-1 --kind status --data '{{\"text\":\"hello\"}}'\n\n\
+         Ctrl-C stops it.",
+        gateway.connections_endpoint(),
+        endpoint = args.endpoint,
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+    eprintln!("agentwire-local: stopping");
+    gateway.shutdown().await;
+    Ok(())
+}
+
+/// A queue URL as given, or the URL of a queue name.
+async fn queue_url(
+    sqs: &aws_sdk_sqs::Client,
+    queue: &str,
+    endpoint: &str,
+) -> Result<String, String> {
+    if queue.starts_with("http://") || queue.starts_with("https://") {
+        return Ok(queue.to_owned());
+    }
+    let out = sqs.get_queue_url().queue_name(queue).send().await.map_err(|e| {
+        format!(
+            "queue {queue:?} not found on {endpoint}: {}\n  start the local endpoint and create the resources with `localstack/up`",
+            DisplayErrorContext(&e)
+        )
+    })?;
+    out.queue_url()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no URL for queue {queue:?}"))
+}

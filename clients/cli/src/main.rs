@@ -1,1 +1,105 @@
-fn main() {}
+//! `agentwire`: mint tokens, publish events, tail channels.
+
+mod publish;
+mod tail;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use agentwire_core::auth::TokenKey;
+use agentwire_core::clock::{Clock, SystemClock};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "agentwire",
+    version,
+    about = "agentwire: real-time push gateway for AI agents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a signed token (HS256 JWT) for a principal.
+    Token {
+        #[arg(long)]
+        tenant: String,
+        /// The principal (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// Channel patterns the principal may join (comma-separated globs, e.g. 'agent-*').
+        #[arg(long, value_delimiter = ',', default_value = "")]
+        channels: Vec<String>,
+        /// Channel patterns the principal may publish to.
+        #[arg(long, value_delimiter = ',', default_value = "")]
+        publish: Vec<String>,
+        /// Lifetime, like 1h or 30m.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// The signing key (the gateway's AGENTWIRE_JWT_SECRET).
+        #[arg(
+            long,
+            env = "AGENTWIRE_JWT_SECRET",
+            default_value = "agentwire-local-dev-secret",
+            hide_env_values = true
+        )]
+        secret: String,
+    },
+    /// Put an event on the events queue.
+    Publish(publish::Args),
+    /// Connect, join channels and print every frame as one JSON line.
+    Tail(tail::Args),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    agentwire_core::telemetry::init_text();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Token {
+            tenant,
+            sub,
+            channels,
+            publish,
+            ttl,
+            secret,
+        } => token(&tenant, &sub, channels, publish, ttl, &secret),
+        Command::Publish(args) => publish::run(args).await,
+        Command::Tail(args) => tail::run(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agentwire: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token(
+    tenant: &str,
+    sub: &str,
+    channels: Vec<String>,
+    publish: Vec<String>,
+    ttl: Duration,
+    secret: &str,
+) -> Result<(), String> {
+    agentwire_protocol::limits::validate_tenant(tenant).map_err(|e| e.message)?;
+    if sub.is_empty() {
+        return Err("--sub must not be empty".into());
+    }
+    let nonempty = |v: Vec<String>| v.into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>();
+    let (channels, publish) = (nonempty(channels), nonempty(publish));
+    if channels.is_empty() && publish.is_empty() {
+        eprintln!("agentwire: note: the token grants no channel (--channels, --publish)");
+    }
+    agentwire_core::auth::Grants::compile(&channels)?;
+    agentwire_core::auth::Grants::compile(&publish)?;
+    let key = TokenKey::hs256(secret.as_bytes());
+    let claims = TokenKey::claims(tenant, sub, channels, publish, SystemClock.epoch_s(), ttl);
+    println!("{}", key.sign(&claims).map_err(|e| e.to_string())?);
+    Ok(())
+}

@@ -1,1 +1,72 @@
-//! placeholder
+//! The `$connect` Lambda: translates API Gateway's connect event into the
+//! connect use case and its result into the upgrade answer (200 with the
+//! chosen `Sec-WebSocket-Protocol`, or 401/400/500 with a typed error body).
+
+use agentwire_core::config::ConfigError;
+use agentwire_core::usecases::{Connect, ConnectRequest};
+use agentwire_core::wiring::Deps;
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use aws_lambda_events::encodings::Body;
+use aws_lambda_events::http::HeaderValue;
+
+/// The handler, holding its use case across invocations.
+pub struct ConnectFunction {
+    connect: Connect,
+}
+
+impl ConnectFunction {
+    pub fn new(deps: &Deps) -> Result<Self, ConfigError> {
+        Ok(Self {
+            connect: deps.connect()?,
+        })
+    }
+
+    pub async fn handle(
+        &self,
+        req: ApiGatewayWebsocketProxyRequest,
+    ) -> Result<ApiGatewayProxyResponse, lambda_runtime::Error> {
+        let header = |name: &str| {
+            req.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let request = ConnectRequest {
+            connection_id: req
+                .request_context
+                .connection_id
+                .clone()
+                .ok_or("event has no connectionId")?,
+            authorization: header("authorization"),
+            query_token: req
+                .query_string_parameters
+                .first("token")
+                .map(str::to_owned),
+            subprotocols: header("sec-websocket-protocol"),
+        };
+        let mut resp = ApiGatewayProxyResponse::default();
+        match self.connect.connect(&request).await {
+            Ok(accepted) => {
+                resp.status_code = 200;
+                if let Some(p) = accepted.subprotocol {
+                    resp.headers
+                        .insert("sec-websocket-protocol", HeaderValue::from_str(&p)?);
+                }
+                tracing::info!(
+                    connection_id = %request.connection_id,
+                    tenant = %accepted.connection.tenant,
+                    principal = %accepted.connection.principal,
+                    "connected"
+                );
+            }
+            Err(e) => {
+                resp.status_code = i64::from(e.status());
+                resp.body = Some(Body::Text(e.frame().to_json()));
+                resp.headers
+                    .insert("content-type", HeaderValue::from_static("application/json"));
+                tracing::warn!(connection_id = %request.connection_id, status = e.status(), error = %e, "connect refused");
+            }
+        }
+        Ok(resp)
+    }
+}

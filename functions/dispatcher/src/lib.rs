@@ -1,1 +1,58 @@
-//! placeholder
+//! The dispatcher Lambda, on the FIFO events queue: hands the batch to the
+//! dispatch use case and reports the messages that must come back as
+//! `batchItemFailures` (the event source mapping has `ReportBatchItemFailures`).
+
+use agentwire_core::config::ConfigError;
+use agentwire_core::usecases::{Dispatcher, QueueMessage};
+use agentwire_core::wiring::Deps;
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+
+/// The handler, holding its use case (and SDK clients) across invocations.
+pub struct DispatcherFunction {
+    dispatcher: Dispatcher,
+}
+
+impl DispatcherFunction {
+    pub fn new(deps: &Deps) -> Result<Self, ConfigError> {
+        Ok(Self {
+            dispatcher: deps.dispatcher()?,
+        })
+    }
+
+    pub async fn handle(&self, event: SqsEvent) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+        let mut messages = Vec::with_capacity(event.records.len());
+        for m in event.records {
+            // Without a message id a failure could not be reported; SQS always sends one.
+            let message_id = m.message_id.ok_or("SQS record has no messageId")?;
+            messages.push(QueueMessage {
+                message_id,
+                group_id: m.attributes.get("MessageGroupId").cloned(),
+                body: m.body.unwrap_or_default(),
+            });
+        }
+        let count = messages.len();
+        let report = self.dispatcher.dispatch(messages).await;
+        tracing::info!(
+            messages = count,
+            committed = report.committed,
+            duplicates = report.duplicates,
+            dead_lettered = report.dead_lettered,
+            posted = report.posted,
+            gone = report.gone,
+            post_failures = report.post_failures,
+            failed = report.failed.len(),
+            "dispatched batch"
+        );
+        let mut resp = SqsBatchResponse::default();
+        resp.batch_item_failures = report
+            .failed
+            .into_iter()
+            .map(|id| {
+                let mut f = BatchItemFailure::default();
+                f.item_identifier = id;
+                f
+            })
+            .collect();
+        Ok(resp)
+    }
+}

@@ -1,1 +1,43 @@
-//! placeholder
+//! The message-route Lambda (`hello`, `join`, `leave`, `ack`, `$default`):
+//! hands the frame to the session use case and returns its answer as the
+//! route response body, which API Gateway sends back to the client.
+
+use agentwire_core::usecases::Session;
+use agentwire_core::wiring::Deps;
+use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
+use aws_lambda_events::encodings::Body;
+
+/// The handler, holding its use case across invocations.
+pub struct JoinFunction {
+    session: Session,
+}
+
+impl JoinFunction {
+    pub fn new(deps: &Deps) -> Self {
+        Self {
+            session: deps.session(),
+        }
+    }
+
+    pub async fn handle(
+        &self,
+        req: ApiGatewayWebsocketProxyRequest,
+    ) -> Result<ApiGatewayProxyResponse, lambda_runtime::Error> {
+        let connection_id = req
+            .request_context
+            .connection_id
+            .as_deref()
+            .ok_or("event has no connectionId")?;
+        let answer = if req.is_base64_encoded {
+            Some(Session::binary_refused())
+        } else {
+            self.session
+                .handle(connection_id, req.body.as_deref().unwrap_or(""))
+                .await
+        };
+        let mut resp = ApiGatewayProxyResponse::default();
+        resp.status_code = 200;
+        resp.body = answer.map(|f| Body::Text(f.to_json()));
+        Ok(resp)
+    }
+}

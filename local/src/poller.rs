@@ -1,0 +1,146 @@
+//! The SQS event source: long-polls the events queue, invokes the dispatcher
+//! with real `SqsEvent` batches, deletes what succeeded and leaves the
+//! reported failures for redelivery after the visibility timeout, as Lambda's
+//! event source mapping with `ReportBatchItemFailures` does.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+};
+use tokio::sync::watch;
+
+use crate::{App, GatewayError, events};
+
+/// The queue as the event source mapping knows it.
+pub(crate) struct Source {
+    url: String,
+    arn: String,
+    region: String,
+}
+
+impl Source {
+    pub(crate) async fn resolve(sqs: &Client, url: &str) -> Result<Self, GatewayError> {
+        let out = sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| GatewayError::Queue {
+                url: url.to_owned(),
+                reason: DisplayErrorContext(&e).to_string(),
+            })?;
+        let arn = out
+            .attributes()
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+            .cloned()
+            .unwrap_or_default();
+        let region = arn.split(':').nth(3).unwrap_or("us-east-1").to_owned();
+        Ok(Self {
+            url: url.to_owned(),
+            arn,
+            region,
+        })
+    }
+}
+
+pub(crate) async fn run(
+    sqs: Client,
+    source: Source,
+    app: Arc<App>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let wait = i32::try_from(app.options.poll_wait.as_secs())
+        .unwrap_or(20)
+        .clamp(0, 20);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let receive = sqs
+            .receive_message()
+            .queue_url(&source.url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(wait)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send();
+        let out = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            out = receive => out,
+        };
+        let messages = match out {
+            Ok(o) => {
+                backoff = Duration::from_millis(200);
+                o.messages.unwrap_or_default()
+            }
+            Err(e) => {
+                tracing::warn!(queue = %source.url, error = %DisplayErrorContext(&e), "receive failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        let event = events::sqs_batch(&messages, &source.arn, &source.region);
+        let failed: HashSet<String> = match app.functions.dispatcher.handle(event).await {
+            Ok(resp) => resp
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect(),
+            Err(e) => {
+                // A failed invocation returns the whole batch to the queue.
+                tracing::error!(error = %e, "dispatcher invocation failed; the batch will be redelivered");
+                continue;
+            }
+        };
+        let entries: Vec<DeleteMessageBatchRequestEntry> = messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.message_id().is_some_and(|id| !failed.contains(id)))
+            .filter_map(|(i, m)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle()?)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        if !failed.is_empty() {
+            tracing::warn!(
+                count = failed.len(),
+                "messages reported as failed stay on the queue for redelivery"
+            );
+        }
+        if entries.is_empty() {
+            continue;
+        }
+        match sqs
+            .delete_message_batch()
+            .queue_url(&source.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
+            Ok(o) if !o.failed().is_empty() => {
+                tracing::warn!(
+                    failed = o.failed().len(),
+                    "some processed messages could not be deleted; they will be redelivered and deduplicated"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %DisplayErrorContext(&e), "delete failed; processed messages will be redelivered and deduplicated")
+            }
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The WebSocket side: upgrade through `$connect`, route messages, enforce
+//! API Gateway's limits, run `$disconnect` when the socket ends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use agentwire_protocol::{ErrorCode, ServerFrame};
+use aws_lambda_events::encodings::Body as LambdaBody;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::App;
+use crate::events::{self, Origin};
+use crate::hub::{Live, Outbound};
+
+pub(crate) fn routes() -> Router<Arc<App>> {
+    Router::new().route("/", any(upgrade))
+}
+
+/// How one connection is identified to the handlers.
+struct Conn {
+    id: String,
+    connected_at_ms: i64,
+    peer: SocketAddr,
+}
+
+impl Conn {
+    fn origin<'a>(&'a self, app: &'a App) -> Origin<'a> {
+        Origin {
+            connection_id: &self.id,
+            connected_at_ms: self.connected_at_ms,
+            domain: &app.domain,
+            stage: &app.options.stage,
+            source_ip: self.peer.ip().to_string(),
+        }
+    }
+}
+
+fn plain(status: StatusCode, body: String) -> Response {
+    (status, [("content-type", "application/json")], body).into_response()
+}
+
+async fn upgrade(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            let body = ServerFrame::error(
+                ErrorCode::InvalidFrame,
+                format!("this endpoint only takes WebSocket upgrades: {rejection}"),
+                None,
+            );
+            return plain(StatusCode::UPGRADE_REQUIRED, body.to_json());
+        }
+    };
+    let conn = Conn {
+        // API Gateway's ids are opaque, URL-safe strings.
+        id: uuid::Uuid::new_v4().simple().to_string()[..16].to_owned(),
+        connected_at_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+        peer,
+    };
+    let user_agent = headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let event = events::connect(
+        &conn.origin(&app),
+        headers,
+        events::parse_query(query.as_deref()),
+    );
+    let resp = match app.functions.connect.handle(event).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(connection_id = %conn.id, error = %e, "connect handler failed");
+            return plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                r#"{"message":"Internal server error"}"#.into(),
+            );
+        }
+    };
+    if !(200..300).contains(&resp.status_code) {
+        let status = u16::try_from(resp.status_code)
+            .ok()
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = match resp.body {
+            Some(LambdaBody::Text(t)) => Body::from(t),
+            Some(LambdaBody::Binary(b)) => Body::from(b),
+            _ => Body::empty(),
+        };
+        return (status, [("content-type", "application/json")], body).into_response();
+    }
+    let mut ws = ws.max_message_size(app.options.max_message_bytes.saturating_mul(4));
+    if let Some(p) = resp
+        .headers
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+    {
+        ws = ws.protocols([p.to_owned()]);
+    }
+    ws.on_upgrade(move |socket| run(app, socket, conn, user_agent))
+}
+
+/// Why a connection ended: the close code and reason `$disconnect` gets.
+struct Ended(u16, String);
+
+async fn run(app: Arc<App>, socket: WebSocket, conn: Conn, user_agent: Option<String>) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    app.hub.insert(
+        &conn.id,
+        Live {
+            tx,
+            connected_at: SystemTime::now(),
+            source_ip: conn.peer,
+            user_agent,
+        },
+    );
+    tracing::debug!(connection_id = %conn.id, "socket open");
+    let (mut sink, mut stream) = socket.split();
+    let idle = tokio::time::sleep(app.options.idle_timeout);
+    let max = tokio::time::sleep(app.options.max_duration);
+    tokio::pin!(idle, max);
+    let ended = loop {
+        tokio::select! {
+            incoming = stream.next() => {
+                let msg = match incoming {
+                    None => break Ended(1006, "Connection closed abnormally".into()),
+                    Some(Err(e)) => break Ended(1006, format!("socket error: {e}")),
+                    Some(Ok(m)) => m,
+                };
+                let (text, binary) = match msg {
+                    Message::Text(t) => (t.to_string(), false),
+                    Message::Binary(b) => (base64_encode(&b), true),
+                    Message::Close(c) => {
+                        let (code, reason) = c.map(|c| (c.code, c.reason.to_string())).unwrap_or((1005, String::new()));
+                        break Ended(code, reason);
+                    }
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                };
+                idle.as_mut().reset(tokio::time::Instant::now() + app.options.idle_timeout);
+                let raw_len = if binary { text.len() / 4 * 3 } else { text.len() };
+                if raw_len > app.options.max_message_bytes {
+                    let frame = ServerFrame::error(
+                        ErrorCode::MessageTooLarge,
+                        format!("message is {raw_len} bytes; the gateway accepts at most {}", app.options.max_message_bytes),
+                        None,
+                    );
+                    let _ = sink.send(Message::Text(frame.to_json().into())).await;
+                    let _ = sink.send(close(1009, "Message too big")).await;
+                    break Ended(1009, "Message too big".into());
+                }
+                if let Some(answer) = route(&app, &conn, text, binary).await
+                    && sink.send(Message::Text(answer.into())).await.is_err()
+                {
+                    break Ended(1006, "send failed".into());
+                }
+            }
+            out = rx.recv() => {
+                let result = match out {
+                    Some(Outbound::Text(t)) => sink.send(Message::Text(t.into())).await,
+                    Some(Outbound::Binary(b)) => sink.send(Message::Binary(b.into())).await,
+                    Some(Outbound::Close(code, reason)) => {
+                        let _ = sink.send(close(code, &reason)).await;
+                        break Ended(code, reason);
+                    }
+                    None => break Ended(1011, "gateway dropped the connection".into()),
+                };
+                if result.is_err() {
+                    break Ended(1006, "send failed".into());
+                }
+            }
+            _ = &mut idle => {
+                let _ = sink.send(close(1001, "Going away: idle timeout")).await;
+                break Ended(1001, "idle timeout".into());
+            }
+            _ = &mut max => {
+                let _ = sink.send(close(1001, "Going away: connection duration limit")).await;
+                break Ended(1001, "connection duration limit".into());
+            }
+        }
+    };
+    app.hub.remove(&conn.id);
+    tracing::debug!(connection_id = %conn.id, code = ended.0, reason = %ended.1, "socket closed");
+    let event = events::disconnect(&conn.origin(&app), ended.0, &ended.1);
+    if let Err(e) = app.functions.disconnect.handle(event).await {
+        tracing::error!(connection_id = %conn.id, error = %e, "disconnect handler failed");
+    }
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.to_owned().into(),
+    }))
+}
+
+/// API Gateway's route selection on `$request.body.action`; `ping` is the
+/// MOCK route answered without a function.
+async fn route(app: &App, conn: &Conn, text: String, binary: bool) -> Option<String> {
+    let action = if binary {
+        None
+    } else {
+        serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("action").and_then(|a| a.as_str()).map(str::to_owned))
+    };
+    let route_key = match action.as_deref() {
+        Some("ping") => return Some(ServerFrame::Pong.to_json()),
+        Some(a @ ("hello" | "join" | "leave" | "ack")) => a.to_owned(),
+        _ => "$default".to_owned(),
+    };
+    let event = events::message(&conn.origin(app), &route_key, text, binary);
+    match app.functions.join.handle(event).await {
+        Ok(resp) => match resp.body {
+            Some(LambdaBody::Text(t)) => Some(t),
+            Some(LambdaBody::Binary(b)) => Some(String::from_utf8_lossy(&b).into_owned()),
+            _ => None,
+        },
+        Err(e) => {
+            tracing::error!(connection_id = %conn.id, route_key, error = %e, "route handler failed");
+            // What API Gateway sends when an integration fails.
+            Some(
+                serde_json::json!({
+                    "message": "Internal server error",
+                    "connectionId": conn.id,
+                    "requestId": uuid::Uuid::new_v4().to_string(),
+                })
+                .to_string(),
+            )
+        }
+    }
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
