@@ -1,1 +1,534 @@
-//! placeholder
+//! The end-to-end harness: the local AWS endpoint from `localstack/up`, a
+//! fresh pair of queues per test (same definitions as
+//! `localstack/resources.json`), the dev gateway in-process on a free port,
+//! and real WebSocket clients.
+//!
+//! Nothing here is faked: the handlers, the SDK clients and the endpoint are
+//! the real ones. A stack that cannot reach the endpoint fails loudly, naming
+//! the command that starts it; it never skips.
+
+// A test harness: failing loudly with a message is its job.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use agentwire_core::auth::TokenKey;
+use agentwire_core::clock::{Clock, SystemClock, rfc3339};
+use agentwire_core::config::{Config, Tables};
+use agentwire_local::{Gateway, GatewayOptions};
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_sqs::config::Credentials;
+use aws_sdk_sqs::types::QueueAttributeName;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The resource definitions `localstack/up` creates.
+pub const RESOURCES: &str = include_str!("../../localstack/resources.json");
+
+/// The command that starts the endpoint, named in every failure to reach it.
+pub const START_COMMAND: &str = "localstack/up";
+
+/// How long a test waits for one frame.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The endpoint tests use: `AGENTWIRE_TEST_ENDPOINT`, else `AWS_ENDPOINT_URL`,
+/// else `http://127.0.0.1:4566`.
+pub fn endpoint() -> String {
+    std::env::var("AGENTWIRE_TEST_ENDPOINT")
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+        .unwrap_or_else(|_| "http://127.0.0.1:4566".into())
+}
+
+/// `Ok` when something listens at the endpoint; otherwise the message a
+/// failing test shows.
+pub async fn check_endpoint(url: &str) -> Result<(), String> {
+    let hostport = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    match tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(&hostport)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!(
+            "the local AWS endpoint does not answer on {url} ({e}); start it with `{START_COMMAND}`"
+        )),
+        Err(_) => Err(format!(
+            "the local AWS endpoint on {url} did not answer within 3 s; start it with `{START_COMMAND}`"
+        )),
+    }
+}
+
+/// Logs of the gateway and handlers, shown with the test output when
+/// `RUST_LOG` is set (e.g. `RUST_LOG=info,aws=warn`).
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// SDK settings for the local endpoint (dummy credentials, us-east-1).
+pub async fn local_sdk(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("test", "test", None, None, "agentwire-tests"))
+        .load()
+        .await
+}
+
+fn resources() -> Value {
+    serde_json::from_str(RESOURCES).expect("localstack/resources.json is valid JSON")
+}
+
+/// The table names of `resources.json`.
+pub fn tables() -> Tables {
+    let r = resources();
+    let name = |suffix: &str| {
+        r["tables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["name"].as_str())
+            .find(|n| n.ends_with(suffix))
+            .unwrap_or_else(|| panic!("resources.json has no *{suffix} table"))
+            .to_owned()
+    };
+    Tables {
+        connections: name("-connections"),
+        subscriptions: name("-subscriptions"),
+        channels: name("-channels"),
+        events: name("-events"),
+        cursors: name("-cursors"),
+    }
+}
+
+/// Knobs a test may turn.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub gateway: GatewayOptions,
+    /// Visibility timeout of this test's events queue (how soon a failed
+    /// message is redelivered).
+    pub visibility_timeout: Duration,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            gateway: GatewayOptions {
+                bind: "127.0.0.1:0".parse().expect("loopback address"),
+                poll_wait: Duration::from_secs(1),
+                ..GatewayOptions::default()
+            },
+            visibility_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One test's stack: its own queues, its own tenant, a gateway on a free port.
+pub struct Stack {
+    pub gateway: Gateway,
+    pub sdk: SdkConfig,
+    pub config: Config,
+    pub tenant: String,
+    pub key: TokenKey,
+    pub queue_url: String,
+    pub dlq_url: String,
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        Self::start_with(StackOptions::default()).await
+    }
+
+    pub async fn start_with(options: StackOptions) -> Self {
+        init_logs();
+        let endpoint = endpoint();
+        if let Err(msg) = check_endpoint(&endpoint).await {
+            panic!("{msg}");
+        }
+        let sdk = local_sdk(&endpoint).await;
+        let tables = tables();
+        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+        for t in [
+            &tables.connections,
+            &tables.subscriptions,
+            &tables.channels,
+            &tables.events,
+            &tables.cursors,
+        ] {
+            if let Err(e) = ddb.describe_table().table_name(t).send().await {
+                panic!(
+                    "table {t} is missing on {endpoint} ({}); create it with `{START_COMMAND}`",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+                );
+            }
+        }
+        let run = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+        let (queue_url, dlq_url) = create_queues(&sdk, &run, options.visibility_timeout).await;
+        let secret = format!("test-secret-{run}");
+        let mut config = Config {
+            tables,
+            events_queue_url: Some(queue_url.clone()),
+            events_dlq_url: Some(dlq_url.clone()),
+            jwt_secret: Some(secret.clone().into_bytes()),
+            ..Config::default()
+        };
+        config.connections_endpoint = None;
+        let gateway = Gateway::start(&sdk, config.clone(), options.gateway)
+            .await
+            .unwrap_or_else(|e| panic!("the dev gateway did not start: {e}"));
+        config.connections_endpoint = Some(gateway.connections_endpoint());
+        Self {
+            gateway,
+            sdk,
+            config,
+            tenant: format!("t{run}"),
+            key: TokenKey::hs256(secret.as_bytes()),
+            queue_url,
+            dlq_url,
+        }
+    }
+
+    /// A token of this stack's tenant for `sub`, granting `channels`.
+    pub fn token(&self, sub: &str, channels: &[&str]) -> String {
+        self.token_with(sub, channels, SystemClock.epoch_s(), Duration::from_secs(3600))
+    }
+
+    /// A token issued at `iat` for `ttl` (an expired one is in the past).
+    pub fn token_with(&self, sub: &str, channels: &[&str], iat: u64, ttl: Duration) -> String {
+        let claims = TokenKey::claims(
+            &self.tenant,
+            sub,
+            channels.iter().map(|c| c.to_string()).collect(),
+            vec![],
+            iat,
+            ttl,
+        );
+        self.key.sign(&claims).expect("token signs")
+    }
+
+    /// A client with a bearer token, offering `agentwire.v1`.
+    pub async fn client(&self, token: &str) -> WsClient {
+        self.connect(Some(token), &[("sec-websocket-protocol", "agentwire.v1")], "")
+            .await
+            .unwrap_or_else(|(status, body)| panic!("connect refused: {status} {body}"))
+    }
+
+    /// Connects with these extra headers and query string; the refusal's
+    /// HTTP status and body on failure.
+    pub async fn connect(
+        &self,
+        bearer: Option<&str>,
+        headers: &[(&str, &str)],
+        query: &str,
+    ) -> Result<WsClient, (u16, String)> {
+        let url = format!("{}/{query}", self.gateway.ws_url());
+        let mut req = url.into_client_request().expect("valid url");
+        if let Some(t) = bearer {
+            req.headers_mut()
+                .insert("authorization", HeaderValue::from_str(&format!("Bearer {t}")).expect("header"));
+        }
+        for (k, v) in headers {
+            req.headers_mut()
+                .insert(
+                    tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).expect("header name"),
+                    HeaderValue::from_str(v).expect("header"),
+                );
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, resp)) => Ok(WsClient {
+                ws,
+                subprotocol: resp
+                    .headers()
+                    .get("sec-websocket-protocol")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                connection_id: None,
+            }),
+            Err(WsError::Http(resp)) => {
+                let body = resp
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                Err((resp.status().as_u16(), body))
+            }
+            Err(e) => panic!("connect failed: {e}"),
+        }
+    }
+
+    /// Publishes an event of this tenant through the real SQS publisher.
+    pub async fn publish(&self, channel: &str, kind: &str, data: Value) -> String {
+        use agentwire_core::ports::EventQueue;
+        let env = agentwire_core::model::Envelope {
+            tenant: self.tenant.clone(),
+            channel: channel.into(),
+            id: uuid::Uuid::new_v4().to_string(),
+            kind: kind.into(),
+            data,
+            ts: rfc3339(std::time::SystemTime::now()),
+        };
+        agentwire_core::adapters::SqsEventQueue::new(self.sqs(), &self.queue_url)
+            .send(&env)
+            .await
+            .expect("publish");
+        env.id
+    }
+
+    /// Sends a raw message body to the events queue (for redelivery and
+    /// bad-envelope scenarios).
+    pub async fn send_raw(&self, body: &str, group: &str, dedup: &str) {
+        self.sqs()
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .message_group_id(group)
+            .message_deduplication_id(dedup)
+            .send()
+            .await
+            .expect("send raw");
+    }
+
+    /// An envelope body of this tenant.
+    pub fn envelope(&self, channel: &str, id: &str, kind: &str, data: Value) -> String {
+        json!({"tenant": self.tenant, "channel": channel, "id": id, "kind": kind, "data": data, "ts": rfc3339(std::time::SystemTime::now())}).to_string()
+    }
+
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.sdk)
+    }
+
+    pub fn ddb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.sdk)
+    }
+
+    /// Whether the connections table has an item for this id.
+    pub async fn connection_recorded(&self, id: &str) -> bool {
+        self.ddb()
+            .get_item()
+            .table_name(&self.config.tables.connections)
+            .key("pk", AttributeValue::S(id.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("get connection")
+            .item()
+            .is_some()
+    }
+
+    /// Connection items of this tenant whose principal is `sub`.
+    pub async fn connections_of(&self, sub: &str) -> usize {
+        let items: Vec<_> = self
+            .ddb()
+            .scan()
+            .table_name(&self.config.tables.connections)
+            .filter_expression("tenant = :t AND principal = :p")
+            .expression_attribute_values(":t", AttributeValue::S(self.tenant.clone()))
+            .expression_attribute_values(":p", AttributeValue::S(sub.into()))
+            .into_paginator()
+            .items()
+            .send()
+            .collect()
+            .await;
+        items.into_iter().filter(Result::is_ok).count()
+    }
+
+    /// Subscription items of one channel.
+    pub async fn subscription_ids(&self, channel: &str) -> Vec<String> {
+        let out = self
+            .ddb()
+            .query()
+            .table_name(&self.config.tables.subscriptions)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(format!("{}#{channel}", self.tenant)))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("query subscriptions");
+        out.items()
+            .iter()
+            .filter_map(|i| i.get("sk").and_then(|v| v.as_s().ok()).cloned())
+            .collect()
+    }
+
+    /// Waits until `check` holds, up to `limit`.
+    pub async fn eventually<F, Fut>(&self, limit: Duration, mut check: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if check().await {
+                return true;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the gateway and deletes this test's queues.
+    pub async fn shutdown(self) {
+        self.gateway.shutdown().await;
+        let sqs = aws_sdk_sqs::Client::new(&self.sdk);
+        for url in [&self.queue_url, &self.dlq_url] {
+            let _ = sqs.delete_queue().queue_url(url).send().await;
+        }
+    }
+}
+
+/// Creates this run's events queue and dead-letter queue from the definitions
+/// in `resources.json`, with a unique suffix.
+async fn create_queues(sdk: &SdkConfig, run: &str, visibility: Duration) -> (String, String) {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let r = resources();
+    let mut urls: Vec<(String, String)> = Vec::new();
+    for q in r["queues"].as_array().expect("queues") {
+        let base = q["name"].as_str().expect("queue name");
+        let name = format!("{}-{run}.fifo", base.trim_end_matches(".fifo"));
+        let is_dlq = base.contains("dlq");
+        let vis = if is_dlq {
+            q["visibility_timeout_s"].as_u64().unwrap_or(30)
+        } else {
+            visibility.as_secs()
+        };
+        let mut req = sqs
+            .create_queue()
+            .queue_name(&name)
+            .attributes(QueueAttributeName::VisibilityTimeout, vis.to_string())
+            .attributes(
+                QueueAttributeName::MessageRetentionPeriod,
+                q["retention_s"].as_u64().unwrap_or(345_600).to_string(),
+            );
+        if q["fifo"].as_bool() == Some(true) {
+            req = req.attributes(QueueAttributeName::FifoQueue, "true");
+        }
+        if let Some(dl) = q.get("dead_letter") {
+            let target = dl["queue"].as_str().expect("dead-letter queue");
+            let (_, target_url) = urls.iter().find(|(b, _)| b == target).expect("dead-letter queue defined first");
+            let arn = sqs
+                .get_queue_attributes()
+                .queue_url(target_url)
+                .attribute_names(QueueAttributeName::QueueArn)
+                .send()
+                .await
+                .expect("queue arn")
+                .attributes()
+                .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+                .expect("queue arn");
+            let policy = json!({"deadLetterTargetArn": arn, "maxReceiveCount": dl["max_receive_count"].as_u64().unwrap_or(5).to_string()});
+            req = req.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
+        }
+        let url = req.send().await.expect("create queue").queue_url().expect("queue url").to_owned();
+        urls.push((base.to_owned(), url));
+    }
+    let find = |dlq: bool| {
+        urls.iter()
+            .find(|(b, _)| b.contains("dlq") == dlq)
+            .map(|(_, u)| u.clone())
+            .expect("queue")
+    };
+    (find(false), find(true))
+}
+
+/// A real WebSocket client with helpers for reading typed frames.
+pub struct WsClient {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The subprotocol the gateway chose.
+    pub subprotocol: Option<String>,
+    /// Learned from `welcome`.
+    pub connection_id: Option<String>,
+}
+
+impl WsClient {
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.ws.send(Message::Text(text.into().into())).await.expect("send");
+    }
+
+    pub async fn send_json(&mut self, v: Value) {
+        self.send_text(v.to_string()).await;
+    }
+
+    /// The next message: a text frame as JSON, or `{"_close": code, "reason": …}`.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(FRAME_TIMEOUT, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no frame within {FRAME_TIMEOUT:?}"));
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    return serde_json::from_str(&t).unwrap_or_else(|e| panic!("frame is not JSON ({e}): {t}"));
+                }
+                Some(Ok(Message::Close(c))) => {
+                    let (code, reason) = c.map(|c| (u16::from(c.code), c.reason.to_string())).unwrap_or((1005, String::new()));
+                    return json!({"_close": code, "reason": reason});
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return json!({"_close": 1006, "reason": e.to_string()}),
+                None => return json!({"_close": 1006, "reason": "stream ended"}),
+            }
+        }
+    }
+
+    /// The next frame, which must be of this type.
+    pub async fn expect(&mut self, ty: &str) -> Value {
+        let v = self.recv().await;
+        assert_eq!(v["type"], ty, "expected a {ty} frame, got {v}");
+        v
+    }
+
+    /// `hello` → `welcome`; remembers the connection id.
+    pub async fn hello(&mut self) -> Value {
+        self.send_json(json!({"action":"hello","protocol":{"min":1,"max":1},"client":"agentwire-e2e"}))
+            .await;
+        let w = self.expect("welcome").await;
+        self.connection_id = w["connection_id"].as_str().map(str::to_owned);
+        w
+    }
+
+    /// `join` → the answer frame (`joined` or `error`).
+    pub async fn join(&mut self, channels: Value) -> Value {
+        self.send_json(json!({"action":"join","id":"j","channels":channels})).await;
+        self.recv().await
+    }
+
+    /// Reads until `n` events arrived (a `batch` counts for its events).
+    pub async fn events(&mut self, n: usize) -> Vec<Value> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let v = self.recv().await;
+            match v["type"].as_str() {
+                Some("event") => out.push(v),
+                Some("batch") => out.extend(v["events"].as_array().cloned().unwrap_or_default()),
+                _ => panic!("expected events, got {v}"),
+            }
+        }
+        out
+    }
+
+    /// Nothing arrives within `wait`.
+    pub async fn assert_quiet(&mut self, wait: Duration) {
+        if let Ok(Some(m)) = tokio::time::timeout(wait, self.ws.next()).await {
+            panic!("expected no frame, got {m:?}");
+        }
+    }
+
+    /// Drops the TCP connection without a close frame.
+    pub fn drop_abruptly(self) {
+        drop(self.ws);
+    }
+}
