@@ -38,7 +38,9 @@ async fn main() -> ExitCode {
     }
     latency(args.events).await;
     println!();
-    println!("| subscribers | events | deliveries | elapsed | deliveries/s | publish→all received p50 | p95 |");
+    println!(
+        "| subscribers | events | deliveries | elapsed | deliveries/s | publish→all received p50 | p95 |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for n in args.fanout {
         fanout(n, args.fanout_events).await;
@@ -83,8 +85,16 @@ async fn latency(n: usize) {
             eprintln!("  {}/{n}", i + 1);
         }
     }
-    let rest: Vec<Duration> = total.iter().zip(&send).map(|(t, s)| t.saturating_sub(*s)).collect();
-    let mut rows = [("publish → receive (total)", total), ("SQS SendMessage (endpoint)", send), ("queue → dispatcher → client", rest)];
+    let rest: Vec<Duration> = total
+        .iter()
+        .zip(&send)
+        .map(|(t, s)| t.saturating_sub(*s))
+        .collect();
+    let mut rows = [
+        ("publish → receive (total)", total),
+        ("SQS SendMessage (endpoint)", send),
+        ("queue → dispatcher → client", rest),
+    ];
     println!("Publish-to-receive latency, {n} events, 1 subscriber, one event in flight:");
     println!();
     println!("| span | p50 | p95 | p99 | max |");
@@ -111,7 +121,10 @@ async fn fanout(n: usize, events: usize) {
         .buffer_unordered(16)
         .collect()
         .await;
-    eprintln!("  {n} subscribers connected and joined in {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "  {n} subscribers connected and joined in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     let (tx, mut rx) = mpsc::unbounded_channel::<u64>();
     let readers: Vec<_> = clients
         .into_iter()

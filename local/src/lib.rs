@@ -196,7 +196,7 @@ impl Gateway {
         self.hub.close_all(1001, "Going away");
         // Give connection tasks a moment to run their $disconnect.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while self.hub.len() > 0 && tokio::time::Instant::now() < deadline {
+        while !self.hub.is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = self.stop.send(true);

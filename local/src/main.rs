@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use agentwire_core::config::Config;
+use agentwire_core::config::{Config, Tables};
 use agentwire_local::{Gateway, GatewayOptions};
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_sqs::config::Credentials;
@@ -46,6 +46,41 @@ struct Args {
         default_value = "agentwire-events-dlq.fifo"
     )]
     events_dlq: String,
+    /// Connections table.
+    #[arg(
+        long,
+        env = "AGENTWIRE_CONNECTIONS_TABLE",
+        default_value = "agentwire-connections"
+    )]
+    connections_table: String,
+    /// Subscriptions table.
+    #[arg(
+        long,
+        env = "AGENTWIRE_SUBSCRIPTIONS_TABLE",
+        default_value = "agentwire-subscriptions"
+    )]
+    subscriptions_table: String,
+    /// Channels table.
+    #[arg(
+        long,
+        env = "AGENTWIRE_CHANNELS_TABLE",
+        default_value = "agentwire-channels"
+    )]
+    channels_table: String,
+    /// Events table.
+    #[arg(
+        long,
+        env = "AGENTWIRE_EVENTS_TABLE",
+        default_value = "agentwire-events"
+    )]
+    events_table: String,
+    /// Cursors table.
+    #[arg(
+        long,
+        env = "AGENTWIRE_CURSORS_TABLE",
+        default_value = "agentwire-cursors"
+    )]
+    cursors_table: String,
     /// HS256 key for tokens (use the same with `agentwire token`).
     #[arg(
         long,
@@ -99,6 +134,13 @@ async fn serve(args: Args) -> Result<(), String> {
     let mut config = Config::from_env().map_err(|e| e.to_string())?;
     config.events_queue_url = Some(events_queue_url.clone());
     config.events_dlq_url = Some(events_dlq_url);
+    config.tables = Tables {
+        connections: args.connections_table,
+        subscriptions: args.subscriptions_table,
+        channels: args.channels_table,
+        events: args.events_table,
+        cursors: args.cursors_table,
+    };
     config.jwt_secret = Some(args.jwt_secret.into_bytes());
     config.max_connection = args.max_connection;
     let options = GatewayOptions {

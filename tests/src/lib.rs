@@ -83,7 +83,13 @@ pub async fn local_sdk(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "agentwire-tests"))
+        .credentials_provider(Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "agentwire-tests",
+        ))
         .load()
         .await
 }
@@ -203,7 +209,12 @@ impl Stack {
 
     /// A token of this stack's tenant for `sub`, granting `channels`.
     pub fn token(&self, sub: &str, channels: &[&str]) -> String {
-        self.token_with(sub, channels, SystemClock.epoch_s(), Duration::from_secs(3600))
+        self.token_with(
+            sub,
+            channels,
+            SystemClock.epoch_s(),
+            Duration::from_secs(3600),
+        )
     }
 
     /// A token issued at `iat` for `ttl` (an expired one is in the past).
@@ -221,9 +232,13 @@ impl Stack {
 
     /// A client with a bearer token, offering `agentwire.v1`.
     pub async fn client(&self, token: &str) -> WsClient {
-        self.connect(Some(token), &[("sec-websocket-protocol", "agentwire.v1")], "")
-            .await
-            .unwrap_or_else(|(status, body)| panic!("connect refused: {status} {body}"))
+        self.connect(
+            Some(token),
+            &[("sec-websocket-protocol", "agentwire.v1")],
+            "",
+        )
+        .await
+        .unwrap_or_else(|(status, body)| panic!("connect refused: {status} {body}"))
     }
 
     /// Connects with these extra headers and query string; the refusal's
@@ -237,15 +252,17 @@ impl Stack {
         let url = format!("{}/{query}", self.gateway.ws_url());
         let mut req = url.into_client_request().expect("valid url");
         if let Some(t) = bearer {
-            req.headers_mut()
-                .insert("authorization", HeaderValue::from_str(&format!("Bearer {t}")).expect("header"));
+            req.headers_mut().insert(
+                "authorization",
+                HeaderValue::from_str(&format!("Bearer {t}")).expect("header"),
+            );
         }
         for (k, v) in headers {
-            req.headers_mut()
-                .insert(
-                    tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes()).expect("header name"),
-                    HeaderValue::from_str(v).expect("header"),
-                );
+            req.headers_mut().insert(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes())
+                    .expect("header name"),
+                HeaderValue::from_str(v).expect("header"),
+            );
         }
         match tokio_tungstenite::connect_async(req).await {
             Ok((ws, resp)) => Ok(WsClient {
@@ -352,7 +369,10 @@ impl Stack {
             .query()
             .table_name(&self.config.tables.subscriptions)
             .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", AttributeValue::S(format!("{}#{channel}", self.tenant)))
+            .expression_attribute_values(
+                ":pk",
+                AttributeValue::S(format!("{}#{channel}", self.tenant)),
+            )
             .consistent_read(true)
             .send()
             .await
@@ -419,7 +439,10 @@ async fn create_queues(sdk: &SdkConfig, run: &str, visibility: Duration) -> (Str
         }
         if let Some(dl) = q.get("dead_letter") {
             let target = dl["queue"].as_str().expect("dead-letter queue");
-            let (_, target_url) = urls.iter().find(|(b, _)| b == target).expect("dead-letter queue defined first");
+            let (_, target_url) = urls
+                .iter()
+                .find(|(b, _)| b == target)
+                .expect("dead-letter queue defined first");
             let arn = sqs
                 .get_queue_attributes()
                 .queue_url(target_url)
@@ -433,7 +456,13 @@ async fn create_queues(sdk: &SdkConfig, run: &str, visibility: Duration) -> (Str
             let policy = json!({"deadLetterTargetArn": arn, "maxReceiveCount": dl["max_receive_count"].as_u64().unwrap_or(5).to_string()});
             req = req.attributes(QueueAttributeName::RedrivePolicy, policy.to_string());
         }
-        let url = req.send().await.expect("create queue").queue_url().expect("queue url").to_owned();
+        let url = req
+            .send()
+            .await
+            .expect("create queue")
+            .queue_url()
+            .expect("queue url")
+            .to_owned();
         urls.push((base.to_owned(), url));
     }
     let find = |dlq: bool| {
@@ -456,7 +485,10 @@ pub struct WsClient {
 
 impl WsClient {
     pub async fn send_text(&mut self, text: impl Into<String>) {
-        self.ws.send(Message::Text(text.into().into())).await.expect("send");
+        self.ws
+            .send(Message::Text(text.into().into()))
+            .await
+            .expect("send");
     }
 
     pub async fn send_json(&mut self, v: Value) {
@@ -471,10 +503,13 @@ impl WsClient {
                 .unwrap_or_else(|_| panic!("no frame within {FRAME_TIMEOUT:?}"));
             match msg {
                 Some(Ok(Message::Text(t))) => {
-                    return serde_json::from_str(&t).unwrap_or_else(|e| panic!("frame is not JSON ({e}): {t}"));
+                    return serde_json::from_str(&t)
+                        .unwrap_or_else(|e| panic!("frame is not JSON ({e}): {t}"));
                 }
                 Some(Ok(Message::Close(c))) => {
-                    let (code, reason) = c.map(|c| (u16::from(c.code), c.reason.to_string())).unwrap_or((1005, String::new()));
+                    let (code, reason) = c
+                        .map(|c| (u16::from(c.code), c.reason.to_string()))
+                        .unwrap_or((1005, String::new()));
                     return json!({"_close": code, "reason": reason});
                 }
                 Some(Ok(_)) => continue,
@@ -493,8 +528,10 @@ impl WsClient {
 
     /// `hello` → `welcome`; remembers the connection id.
     pub async fn hello(&mut self) -> Value {
-        self.send_json(json!({"action":"hello","protocol":{"min":1,"max":1},"client":"agentwire-e2e"}))
-            .await;
+        self.send_json(
+            json!({"action":"hello","protocol":{"min":1,"max":1},"client":"agentwire-e2e"}),
+        )
+        .await;
         let w = self.expect("welcome").await;
         self.connection_id = w["connection_id"].as_str().map(str::to_owned);
         w
@@ -502,7 +539,8 @@ impl WsClient {
 
     /// `join` → the answer frame (`joined` or `error`).
     pub async fn join(&mut self, channels: Value) -> Value {
-        self.send_json(json!({"action":"join","id":"j","channels":channels})).await;
+        self.send_json(json!({"action":"join","id":"j","channels":channels}))
+            .await;
         self.recv().await
     }
 

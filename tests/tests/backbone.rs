@@ -19,11 +19,19 @@ fn seqs(events: &[serde_json::Value]) -> Vec<u64> {
 async fn two_clients_get_every_event_in_order_forbidden_is_refused_and_dead_connections_go() {
     let stack = Stack::start().await;
     let mut a = stack.client(&stack.token("ana", &["agent-*"])).await;
-    assert_eq!(a.subprotocol.as_deref(), Some("agentwire.v1"), "$connect echoes the subprotocol");
+    assert_eq!(
+        a.subprotocol.as_deref(),
+        Some("agentwire.v1"),
+        "$connect echoes the subprotocol"
+    );
     // The second client passes its token in the query string, as browsers do.
     let token_b = stack.token("bo", &["agent-42"]);
     let mut b = stack
-        .connect(None, &[("sec-websocket-protocol", "agentwire.v1")], &format!("?token={token_b}"))
+        .connect(
+            None,
+            &[("sec-websocket-protocol", "agentwire.v1")],
+            &format!("?token={token_b}"),
+        )
         .await
         .unwrap();
     for c in [&mut a, &mut b] {
@@ -42,7 +50,11 @@ async fn two_clients_get_every_event_in_order_forbidden_is_refused_and_dead_conn
     assert_eq!(e["type"], "error");
     assert_eq!(e["code"], "forbidden");
     assert_eq!(e["id"], "j");
-    assert_eq!(stack.subscription_ids("agent-42").await.len(), 2, "the refused join wrote nothing");
+    assert_eq!(
+        stack.subscription_ids("agent-42").await.len(),
+        2,
+        "the refused join wrote nothing"
+    );
 
     for n in 1..=3 {
         stack.publish("agent-42", "status", json!({"n": n})).await;
@@ -61,14 +73,21 @@ async fn two_clients_get_every_event_in_order_forbidden_is_refused_and_dead_conn
     let a_id = a.connection_id.clone().unwrap();
     assert!(stack.connection_recorded(&a_id).await);
     a.drop_abruptly();
-    stack.publish("agent-42", "final", json!({"text": "done"})).await;
+    stack
+        .publish("agent-42", "final", json!({"text": "done"}))
+        .await;
     let events = b.events(1).await;
     assert_eq!(seqs(&events), vec![4]);
     assert_eq!(events[0]["kind"], "final");
     let gone = stack
-        .eventually(Duration::from_secs(10), || async { !stack.connection_recorded(&a_id).await })
+        .eventually(Duration::from_secs(10), || async {
+            !stack.connection_recorded(&a_id).await
+        })
         .await;
-    assert!(gone, "the dropped connection is removed from the connections table");
+    assert!(
+        gone,
+        "the dropped connection is removed from the connections table"
+    );
     assert!(!stack.subscription_ids("agent-42").await.contains(&a_id));
     stack.shutdown().await;
 }
@@ -81,14 +100,21 @@ async fn a_stale_connection_answering_gone_is_pruned_by_the_dispatcher() {
     live.join(json!(["room"])).await;
     // A registry record whose socket no longer exists (its $disconnect was
     // lost): the gateway answers 410 GoneException for it.
-    let registry = agentwire_core::adapters::DynamoRegistry::new(stack.ddb(), stack.config.tables.clone());
+    let registry =
+        agentwire_core::adapters::DynamoRegistry::new(stack.ddb(), stack.config.tables.clone());
     let mut stale = connection("stale0000000001", &stack.tenant, "ghost", &["*"]);
     stale.expires_at = SystemClock.epoch_s() + 3600;
     registry.put_connection(&stale).await.unwrap();
-    assert!(registry
-        .subscribe(&stale, &ChannelKey::new(&stack.tenant, "room"), stale.expires_at)
-        .await
-        .unwrap());
+    assert!(
+        registry
+            .subscribe(
+                &stale,
+                &ChannelKey::new(&stack.tenant, "room"),
+                stale.expires_at
+            )
+            .await
+            .unwrap()
+    );
     assert_eq!(stack.subscription_ids("room").await.len(), 2);
 
     stack.publish("room", "status", json!({})).await;
@@ -99,7 +125,10 @@ async fn a_stale_connection_answering_gone_is_pruned_by_the_dispatcher() {
         })
         .await;
     assert!(pruned, "GoneException removes the stale connection");
-    assert_eq!(stack.subscription_ids("room").await, vec![live.connection_id.clone().unwrap()]);
+    assert_eq!(
+        stack.subscription_ids("room").await,
+        vec![live.connection_id.clone().unwrap()]
+    );
     stack.shutdown().await;
 }
 
@@ -113,14 +142,20 @@ async fn client_mistakes_get_typed_errors_not_silence() {
     let e = c.expect("error").await;
     assert_eq!(e["code"], "bad_json", "{e}");
 
-    c.send_json(json!({"action": "subscribe", "id": "q1"})).await;
+    c.send_json(json!({"action": "subscribe", "id": "q1"}))
+        .await;
     let e = c.expect("error").await;
-    assert_eq!((e["code"].as_str(), e["id"].as_str()), (Some("unknown_action"), Some("q1")));
+    assert_eq!(
+        (e["code"].as_str(), e["id"].as_str()),
+        (Some("unknown_action"), Some("q1"))
+    );
 
-    c.send_json(json!({"action": "join", "id": "q2", "channels": ["has space"]})).await;
+    c.send_json(json!({"action": "join", "id": "q2", "channels": ["has space"]}))
+        .await;
     assert_eq!(c.expect("error").await["code"], "invalid_channel");
 
-    c.send_json(json!({"action": "hello", "protocol": {"min": 2, "max": 9}})).await;
+    c.send_json(json!({"action": "hello", "protocol": {"min": 2, "max": 9}}))
+        .await;
     let e = c.expect("error").await;
     assert_eq!(e["code"], "version_unsupported");
     assert_eq!(e["supported"], json!({"min": 1, "max": 1}));
@@ -130,9 +165,11 @@ async fn client_mistakes_get_typed_errors_not_silence() {
     c.send_json(big).await;
     assert_eq!(c.expect("error").await["code"], "frame_too_large");
 
-    c.ws.send(tokio_tungstenite::tungstenite::Message::Binary(vec![1, 2, 3].into()))
-        .await
-        .unwrap();
+    c.ws.send(tokio_tungstenite::tungstenite::Message::Binary(
+        vec![1, 2, 3].into(),
+    ))
+    .await
+    .unwrap();
     assert_eq!(c.expect("error").await["code"], "binary_unsupported");
 
     c.send_json(json!({"action": "ping"})).await;
@@ -155,7 +192,14 @@ async fn bad_tokens_are_refused_with_401_and_nothing_is_recorded() {
     let now = SystemClock.epoch_s();
     let expired = stack.token_with("eve", &["*"], now - 7200, Duration::from_secs(60));
     let forged = TokenKey::hs256(b"not-the-key")
-        .sign(&TokenKey::claims(&stack.tenant, "eve", vec!["*".into()], vec![], now, Duration::from_secs(60)))
+        .sign(&TokenKey::claims(
+            &stack.tenant,
+            "eve",
+            vec!["*".into()],
+            vec![],
+            now,
+            Duration::from_secs(60),
+        ))
         .unwrap();
     let cases: [(Option<&str>, u16, &str); 4] = [
         (None, 401, "unauthorized"),
@@ -174,14 +218,22 @@ async fn bad_tokens_are_refused_with_401_and_nothing_is_recorded() {
     }
     let good = stack.token("eve", &["*"]);
     let Err((got, body)) = stack
-        .connect(Some(&good), &[("sec-websocket-protocol", "agentwire.v9")], "")
+        .connect(
+            Some(&good),
+            &[("sec-websocket-protocol", "agentwire.v9")],
+            "",
+        )
         .await
     else {
         panic!("an unsupported subprotocol was accepted");
     };
     assert_eq!(got, 400);
     assert!(body.contains("version_unsupported"), "{body}");
-    assert_eq!(stack.connections_of("eve").await, 0, "refused connections leave no record");
+    assert_eq!(
+        stack.connections_of("eve").await,
+        0,
+        "refused connections leave no record"
+    );
     stack.shutdown().await;
 }
 
@@ -192,9 +244,15 @@ async fn an_invalid_envelope_is_dead_lettered_with_its_reason_and_does_not_block
     c.hello().await;
     c.join(json!(["jobs"])).await;
     let group = format!("{}#jobs", stack.tenant);
-    stack.send_raw(r#"{"tenant":"nope"}"#, &group, "bad-1").await;
     stack
-        .send_raw(&stack.envelope("jobs", "good-1", "status", json!({"ok": true})), &group, "good-1")
+        .send_raw(r#"{"tenant":"nope"}"#, &group, "bad-1")
+        .await;
+    stack
+        .send_raw(
+            &stack.envelope("jobs", "good-1", "status", json!({"ok": true})),
+            &group,
+            "good-1",
+        )
         .await;
     let events = c.events(1).await;
     assert_eq!(events[0]["id"], "good-1");
@@ -212,7 +270,10 @@ async fn an_invalid_envelope_is_dead_lettered_with_its_reason_and_does_not_block
     let msgs = out.messages();
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0].body(), Some(r#"{"tenant":"nope"}"#));
-    let reason = msgs[0].message_attributes().unwrap()["reason"].string_value().unwrap().to_owned();
+    let reason = msgs[0].message_attributes().unwrap()["reason"]
+        .string_value()
+        .unwrap()
+        .to_owned();
     assert!(reason.contains("invalid_event"), "{reason}");
     stack.shutdown().await;
 }
@@ -231,12 +292,20 @@ async fn a_redelivered_message_keeps_its_seq() {
     let first = c.events(1).await;
     stack.send_raw(&body, &group, "delivery-2").await;
     stack
-        .send_raw(&stack.envelope("runs", "run-7/step-2", "status", json!({"step": 2})), &group, "s2")
+        .send_raw(
+            &stack.envelope("runs", "run-7/step-2", "status", json!({"step": 2})),
+            &group,
+            "s2",
+        )
         .await;
     let mut later = c.events(2).await;
     later.sort_by_key(|e| e["seq"].as_u64());
     assert_eq!(first[0]["seq"], 1);
-    assert_eq!(seqs(&later), vec![1, 2], "the redelivery is re-sent with its original seq, the next event gets 2");
+    assert_eq!(
+        seqs(&later),
+        vec![1, 2],
+        "the redelivery is re-sent with its original seq, the next event gets 2"
+    );
     assert_eq!(later[0]["id"], "run-7/step-1");
     assert_eq!(later[1]["id"], "run-7/step-2");
     stack.shutdown().await;

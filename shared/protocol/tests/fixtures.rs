@@ -1,4 +1,5 @@
 //! Every JSON fixture reads into the typed frame and writes back to the same JSON.
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::path::PathBuf;
 
