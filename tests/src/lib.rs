@@ -1,5 +1,5 @@
-//! The end-to-end harness: the local AWS endpoint from `localstack/up`, a
-//! fresh pair of queues per test (same definitions as
+//! The end-to-end harness: the local AWS endpoint from `localstack/up`,
+//! fresh tables and queues per test (the definitions of
 //! `localstack/resources.json`), the dev gateway in-process on a free port,
 //! and real WebSocket clients.
 //!
@@ -98,18 +98,63 @@ fn resources() -> Value {
     serde_json::from_str(RESOURCES).expect("localstack/resources.json is valid JSON")
 }
 
-/// The table names of `resources.json`.
-pub fn tables() -> Tables {
+/// Creates this run's tables from the definitions in `resources.json`, each
+/// name with a unique suffix. Each stack has its own tables so that tests
+/// are isolated and measurements do not depend on what earlier runs stored
+/// (moto copies every table a transaction touches).
+async fn create_tables(sdk: &SdkConfig, run: &str) -> Tables {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+    };
+    let ddb = aws_sdk_dynamodb::Client::new(sdk);
     let r = resources();
+    let mut names = Vec::new();
+    for t in r["tables"].as_array().expect("tables") {
+        let base = t["name"].as_str().expect("table name");
+        let name = format!("{base}-{run}");
+        let mut req = ddb.create_table().table_name(&name).billing_mode(BillingMode::PayPerRequest);
+        for (key, ty, kind) in [("hash_key", "hash_type", KeyType::Hash), ("range_key", "range_type", KeyType::Range)] {
+            let Some(attr) = t[key].as_str() else { continue };
+            let scalar = ScalarAttributeType::from(t[ty].as_str().expect("key type"));
+            req = req
+                .key_schema(KeySchemaElement::builder().attribute_name(attr).key_type(kind).build().expect("key"))
+                .attribute_definitions(
+                    AttributeDefinition::builder()
+                        .attribute_name(attr)
+                        .attribute_type(scalar)
+                        .build()
+                        .expect("attribute"),
+                );
+        }
+        if let Err(e) = req.send().await {
+            panic!(
+                "cannot create table {name} on {} ({}); is the endpoint from `{START_COMMAND}` running?",
+                endpoint(),
+                aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+            );
+        }
+        if let Some(ttl) = t["ttl_attribute"].as_str() {
+            ddb.update_time_to_live()
+                .table_name(&name)
+                .time_to_live_specification(
+                    TimeToLiveSpecification::builder()
+                        .enabled(true)
+                        .attribute_name(ttl)
+                        .build()
+                        .expect("ttl"),
+                )
+                .send()
+                .await
+                .expect("enable TTL");
+        }
+        names.push((base.to_owned(), name));
+    }
     let name = |suffix: &str| {
-        r["tables"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|t| t["name"].as_str())
-            .find(|n| n.ends_with(suffix))
+        names
+            .iter()
+            .find(|(b, _)| b.ends_with(suffix))
+            .map(|(_, n)| n.clone())
             .unwrap_or_else(|| panic!("resources.json has no *{suffix} table"))
-            .to_owned()
     };
     Tables {
         connections: name("-connections"),
@@ -165,23 +210,8 @@ impl Stack {
             panic!("{msg}");
         }
         let sdk = local_sdk(&endpoint).await;
-        let tables = tables();
-        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-        for t in [
-            &tables.connections,
-            &tables.subscriptions,
-            &tables.channels,
-            &tables.events,
-            &tables.cursors,
-        ] {
-            if let Err(e) = ddb.describe_table().table_name(t).send().await {
-                panic!(
-                    "table {t} is missing on {endpoint} ({}); create it with `{START_COMMAND}`",
-                    aws_sdk_dynamodb::error::DisplayErrorContext(&e)
-                );
-            }
-        }
         let run = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+        let tables = create_tables(&sdk, &run).await;
         let (queue_url, dlq_url) = create_queues(&sdk, &run, options.visibility_timeout).await;
         let secret = format!("test-secret-{run}");
         let mut config = Config {
@@ -401,12 +431,17 @@ impl Stack {
         }
     }
 
-    /// Stops the gateway and deletes this test's queues.
+    /// Stops the gateway and deletes this test's queues and tables.
     pub async fn shutdown(self) {
         self.gateway.shutdown().await;
         let sqs = aws_sdk_sqs::Client::new(&self.sdk);
         for url in [&self.queue_url, &self.dlq_url] {
             let _ = sqs.delete_queue().queue_url(url).send().await;
+        }
+        let ddb = aws_sdk_dynamodb::Client::new(&self.sdk);
+        let t = &self.config.tables;
+        for name in [&t.connections, &t.subscriptions, &t.channels, &t.events, &t.cursors] {
+            let _ = ddb.delete_table().table_name(name).send().await;
         }
     }
 }
