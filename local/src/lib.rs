@@ -131,7 +131,7 @@ impl Gateway {
         let deps = Deps::new(sdk, config);
         let functions = Functions {
             connect: ConnectFunction::new(&deps)?,
-            join: JoinFunction::new(&deps),
+            join: JoinFunction::new(&deps)?,
             disconnect: DisconnectFunction::new(&deps),
             dispatcher: DispatcherFunction::new(&deps)?,
         };

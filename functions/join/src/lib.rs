@@ -1,7 +1,10 @@
 //! The message-route Lambda (`hello`, `join`, `leave`, `ack`, `$default`):
 //! hands the frame to the session use case and returns its answer as the
-//! route response body, which API Gateway sends back to the client.
+//! route response body, which API Gateway sends back to the client. A join
+//! that replays posts its answer, gaps and events through `@connections`
+//! (so they arrive in order) and returns an empty body.
 
+use agentwire_core::config::ConfigError;
 use agentwire_core::usecases::Session;
 use agentwire_core::wiring::Deps;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
@@ -13,10 +16,10 @@ pub struct JoinFunction {
 }
 
 impl JoinFunction {
-    pub fn new(deps: &Deps) -> Self {
-        Self {
-            session: deps.session(),
-        }
+    pub fn new(deps: &Deps) -> Result<Self, ConfigError> {
+        Ok(Self {
+            session: deps.session()?,
+        })
     }
 
     pub async fn handle(

@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use crate::model::{ChannelKey, ChannelState, Connection, Envelope, StoredEvent};
+use crate::model::{ChannelKey, ChannelState, Connection, Envelope, StoredEvent, Subscriber};
 use crate::ports::{
     AppendError, ChannelLog, ConnectionRegistry, CursorStore, DeadLetters, EventQueue, PushError,
     Pusher, StoreError,
@@ -34,7 +34,7 @@ pub fn connection(id: &str, tenant: &str, principal: &str, grants: &[&str]) -> C
 #[derive(Default)]
 pub struct MemoryRegistry {
     conns: Mutex<HashMap<String, Connection>>,
-    subs: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
+    subs: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
 }
 
 impl MemoryRegistry {
@@ -44,6 +44,14 @@ impl MemoryRegistry {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Connection ids subscribed to the channel.
+    pub fn subscriber_ids(&self, key: &ChannelKey) -> Vec<String> {
+        lock(&self.subs)
+            .get(&key.pk())
+            .map(|s| s.keys().cloned().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -78,10 +86,11 @@ impl ConnectionRegistry for MemoryRegistry {
         if !c.channels.contains(&key.channel) {
             c.channels.push(key.channel.clone());
         }
+        let _ = expires_at;
         lock(&self.subs)
             .entry(key.pk())
             .or_default()
-            .insert(conn.id.clone(), expires_at);
+            .insert(conn.id.clone(), conn.principal.clone());
         Ok(true)
     }
 
@@ -95,10 +104,17 @@ impl ConnectionRegistry for MemoryRegistry {
         Ok(())
     }
 
-    async fn subscribers(&self, key: &ChannelKey) -> Result<Vec<String>, StoreError> {
+    async fn subscribers(&self, key: &ChannelKey) -> Result<Vec<Subscriber>, StoreError> {
         Ok(lock(&self.subs)
             .get(&key.pk())
-            .map(|s| s.keys().cloned().collect())
+            .map(|s| {
+                s.iter()
+                    .map(|(c, p)| Subscriber {
+                        connection_id: c.clone(),
+                        principal: p.clone(),
+                    })
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
@@ -145,6 +161,13 @@ impl MemoryLog {
             .cloned()
             .unwrap_or_default()
     }
+
+    /// Forgets the channel's events up to `seq`, as retention would.
+    pub fn expire_through(&self, key: &ChannelKey, seq: u64) {
+        if let Some(v) = lock(&self.state).events.get_mut(&key.pk()) {
+            v.retain(|e| e.seq > seq);
+        }
+    }
 }
 
 #[async_trait]
@@ -155,7 +178,11 @@ impl ChannelLog for MemoryLog {
         let epoch = format!("mem{}", s.epochs);
         Ok(s.heads
             .entry(key.pk())
-            .or_insert(ChannelState { epoch, head: 0 })
+            .or_insert(ChannelState {
+                epoch,
+                head: 0,
+                retention_s: None,
+            })
             .clone())
     }
 
@@ -226,6 +253,26 @@ impl ChannelLog for MemoryLog {
             .get(&pk)
             .and_then(|v| v.iter().find(|e| e.seq == *seq))
             .cloned())
+    }
+
+    async fn read_range(
+        &self,
+        key: &ChannelKey,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let s = lock(&self.state);
+        Ok(s.events
+            .get(&key.pk())
+            .map(|v| {
+                v.iter()
+                    .filter(|e| e.seq >= from && e.seq <= to)
+                    .take(limit)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 }
 

@@ -123,6 +123,15 @@ impl StoredEvent {
 pub struct ChannelState {
     pub epoch: String,
     pub head: u64,
+    /// This channel's retention, overriding the deployment's.
+    pub retention_s: Option<u64>,
+}
+
+/// One subscription of a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscriber {
+    pub connection_id: String,
+    pub principal: String,
 }
 
 /// A live WebSocket connection, as the registry holds it.

@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use crate::model::{ChannelKey, ChannelState, Connection, Envelope, StoredEvent};
+use crate::model::{ChannelKey, ChannelState, Connection, Envelope, StoredEvent, Subscriber};
 
 /// A storage or transport failure, with what failed and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,8 +41,8 @@ pub trait ConnectionRegistry: Send + Sync {
         expires_at: u64,
     ) -> Result<bool, StoreError>;
     async fn unsubscribe(&self, conn_id: &str, key: &ChannelKey) -> Result<(), StoreError>;
-    /// Connection ids subscribed to the channel, expired ones left out.
-    async fn subscribers(&self, key: &ChannelKey) -> Result<Vec<String>, StoreError>;
+    /// The channel's subscriptions, expired ones left out.
+    async fn subscribers(&self, key: &ChannelKey) -> Result<Vec<Subscriber>, StoreError>;
     /// Deletes the connection and all its subscriptions; `false` when it was unknown.
     async fn remove_connection(&self, id: &str) -> Result<bool, StoreError>;
 }
@@ -81,6 +81,15 @@ pub trait ChannelLog: Send + Sync {
         key: &ChannelKey,
         id: &str,
     ) -> Result<Option<StoredEvent>, StoreError>;
+    /// Retained events with `from <= seq <= to`, ascending, at most `limit`
+    /// (expired ones left out, whether or not TTL has deleted them yet).
+    async fn read_range(
+        &self,
+        key: &ChannelKey,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
 }
 
 /// Durable per-principal read positions.

@@ -59,14 +59,20 @@ impl Deps {
         ))
     }
 
-    pub fn session(&self) -> Session {
-        Session::new(
+    /// Posts to the API named by `AGENTWIRE_CONNECTIONS_ENDPOINT`.
+    pub fn pusher(&self) -> Result<ApiGatewayPusher, ConfigError> {
+        Ok(ApiGatewayPusher::new(&self.sdk, self.config.require_connections_endpoint()?))
+    }
+
+    pub fn session(&self) -> Result<Session, ConfigError> {
+        Ok(Session::new(
             self.registry.clone(),
             self.log.clone(),
             self.cursors.clone(),
+            Arc::new(self.pusher()?),
             self.clock.clone(),
             self.config.heartbeat_s,
-        )
+        ))
     }
 
     pub fn disconnect(&self) -> Disconnect {
@@ -74,7 +80,7 @@ impl Deps {
     }
 
     pub fn dispatcher(&self) -> Result<Dispatcher, ConfigError> {
-        let pusher = ApiGatewayPusher::new(&self.sdk, self.config.require_connections_endpoint()?);
+        let pusher = self.pusher()?;
         let sqs = aws_sdk_sqs::Client::new(&self.sdk);
         let dead_letters = SqsDeadLetters::new(sqs, self.config.require_events_dlq_url()?);
         Ok(Dispatcher::new(

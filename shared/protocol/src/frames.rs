@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
@@ -148,8 +150,10 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
         channels: Vec<JoinedChannel>,
+        /// Who is on each joined channel.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        presence: Option<Value>,
+        presence: Option<BTreeMap<String, Presence>>,
+        /// Server state and each joined channel's log bounds.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         health: Option<Health>,
     },
@@ -231,7 +235,8 @@ pub struct JoinedChannel {
     pub recovered: bool,
 }
 
-/// Who else is on a channel (count and a bounded sample of principals).
+/// Who is on a channel: the number of subscribed connections and a bounded,
+/// sorted sample of distinct principals.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Presence {
     pub count: u64,
@@ -243,7 +248,19 @@ pub struct Presence {
 pub struct Health {
     pub server: String,
     pub protocol: u32,
+    /// Server time (RFC 3339).
     pub time: String,
+    /// Per joined channel: the head and the oldest retained seq.
+    pub channels: BTreeMap<String, ChannelHealth>,
+}
+
+/// A channel's log bounds: `head` is the last seq; `oldest` the oldest seq
+/// still retained (absent when nothing is).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelHealth {
+    pub head: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest: Option<u64>,
 }
 
 /// One event of a channel's log, as delivered.

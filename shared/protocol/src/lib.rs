@@ -17,7 +17,7 @@ mod parse;
 
 pub use error::{ErrorCode, ProtocolError};
 pub use frames::{
-    ClientFrame, ErrorFrame, EventFrame, Health, JoinChannel, JoinedChannel, Limits, Presence,
+    ChannelHealth, ClientFrame, ErrorFrame, EventFrame, Health, JoinChannel, JoinedChannel, Limits, Presence,
     ServerFrame, Since,
 };
 pub use negotiate::{
@@ -25,6 +25,9 @@ pub use negotiate::{
     supported, version_of_subprotocol,
 };
 pub use parse::parse_client_frame;
+
+/// Most principals listed in a channel's `presence`.
+pub const PRESENCE_SAMPLE: usize = 20;
 
 /// The server identifier sent in `welcome` and `health`.
 pub const SERVER: &str = concat!("agentwire/", env!("CARGO_PKG_VERSION"));

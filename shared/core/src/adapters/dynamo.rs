@@ -23,7 +23,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Tables;
-use crate::model::{ChannelKey, ChannelState, Connection, Envelope, StoredEvent};
+use crate::model::{ChannelKey, ChannelState, Connection, Envelope, StoredEvent, Subscriber};
 use crate::ports::{AppendError, ChannelLog, ConnectionRegistry, CursorStore, StoreError};
 
 type Item = HashMap<String, AttributeValue>;
@@ -272,7 +272,7 @@ impl ConnectionRegistry for DynamoRegistry {
         }
     }
 
-    async fn subscribers(&self, key: &ChannelKey) -> Result<Vec<String>, StoreError> {
+    async fn subscribers(&self, key: &ChannelKey) -> Result<Vec<Subscriber>, StoreError> {
         let now = self.now();
         let items: Vec<Item> = self
             .client
@@ -290,7 +290,12 @@ impl ConnectionRegistry for DynamoRegistry {
         Ok(items
             .iter()
             .filter(|i| !expired(i, now))
-            .filter_map(|i| get_s(i, "sk"))
+            .filter_map(|i| {
+                Some(Subscriber {
+                    connection_id: get_s(i, "sk")?,
+                    principal: get_s(i, "principal").unwrap_or_default(),
+                })
+            })
             .collect())
     }
 
@@ -357,6 +362,7 @@ impl DynamoLog {
         Ok(Some(ChannelState {
             epoch: get_s(item, "epoch").ok_or_else(|| corrupt("get channel", "epoch"))?,
             head: get_n(item, "head").ok_or_else(|| corrupt("get channel", "head"))?,
+            retention_s: get_n(item, "retention_s"),
         }))
     }
 
@@ -381,6 +387,7 @@ impl ChannelLog for DynamoLog {
         let state = ChannelState {
             epoch: new_epoch(),
             head: 0,
+            retention_s: None,
         };
         let res = self
             .client
@@ -543,6 +550,69 @@ impl ChannelLog for DynamoLog {
             return Ok(None);
         };
         Ok(Some(event_from(key, seq, item)?))
+    }
+
+    async fn read_range(
+        &self,
+        key: &ChannelKey,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.query_range(key, from, to, limit).await
+    }
+}
+
+/// Events read per DynamoDB page while looking for retained ones.
+const READ_PAGE: i32 = 100;
+
+impl DynamoLog {
+    /// Events `from..=to` that have not expired, at most `limit`, paging
+    /// through DynamoDB (a filter applies after `Limit`, so a page may hold
+    /// fewer retained events than it read).
+    async fn query_range(
+        &self,
+        key: &ChannelKey,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut out = Vec::new();
+        if from > to || limit == 0 {
+            return Ok(out);
+        }
+        let now = SystemClock.epoch_s();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = i32::try_from(limit - out.len()).unwrap_or(READ_PAGE).clamp(1, READ_PAGE);
+            let res = self
+                .client
+                .query()
+                .table_name(&self.tables.events)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .filter_expression("attribute_not_exists(expires_at) OR expires_at > :now")
+                .expression_attribute_values(":pk", s(key.pk()))
+                .expression_attribute_values(":from", n(from))
+                .expression_attribute_values(":to", n(to))
+                .expression_attribute_values(":now", n(now))
+                .consistent_read(true)
+                .limit(page)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| store_error("read events", e))?;
+            for item in res.items() {
+                if let Some(seq) = get_n(item, "sk") {
+                    out.push(event_from(key, seq, item)?);
+                }
+            }
+            match res.last_evaluated_key() {
+                Some(k) if out.len() < limit && !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod connect;
 pub mod disconnect;
 pub mod dispatch;
+pub mod resume;
 pub mod session;
 
 pub use connect::{Accepted, Connect, ConnectError, ConnectRequest};

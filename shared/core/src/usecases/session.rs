@@ -1,25 +1,33 @@
 //! The message routes (`hello`, `join`, `leave`, `ack`, `$default`): one
-//! client frame in, at most one answer frame out.
+//! client frame in, at most one answer frame out, except `join`, which may
+//! also replay the log to the connection.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use agentwire_protocol::limits::{MAX_CHANNELS_PER_JOIN, validate_channel};
 use agentwire_protocol::{
-    ClientFrame, ErrorCode, JoinChannel, JoinedChannel, Limits, ProtocolError, SERVER, ServerFrame,
-    Since, negotiate, parse_client_frame,
+    ChannelHealth, ClientFrame, ErrorCode, Health, JoinChannel, JoinedChannel, Limits, PRESENCE_SAMPLE, Presence,
+    ProtocolError, SERVER, ServerFrame, negotiate, parse_client_frame, supported,
 };
 
 use crate::auth::Grants;
-use crate::clock::Clock;
-use crate::model::{ChannelKey, Connection};
-use crate::ports::{ChannelLog, ConnectionRegistry, CursorStore, StoreError};
+use crate::clock::{Clock, rfc3339};
+use crate::model::{ChannelKey, ChannelState, Connection, StoredEvent};
+use crate::ports::{ChannelLog, ConnectionRegistry, CursorStore, PushError, Pusher, StoreError};
+use crate::usecases::dispatch::coalesce;
+use crate::usecases::resume::{self, ResumePlan};
+
+/// Events read from the log per page while replaying: a replay never holds
+/// more than one page in memory.
+pub const REPLAY_PAGE: usize = 100;
 
 /// The session use case.
 pub struct Session {
     registry: Arc<dyn ConnectionRegistry>,
     log: Arc<dyn ChannelLog>,
     cursors: Arc<dyn CursorStore>,
+    pusher: Arc<dyn Pusher>,
     clock: Arc<dyn Clock>,
     heartbeat_s: u64,
 }
@@ -42,11 +50,26 @@ impl From<StoreError> for Refusal {
     }
 }
 
+/// Why a replay stopped early.
+enum ReplayError {
+    Push(PushError),
+    Store(StoreError),
+}
+
+/// One channel of a join, once subscribed.
+struct Resume {
+    key: ChannelKey,
+    state: ChannelState,
+    oldest: Option<u64>,
+    plan: ResumePlan,
+}
+
 impl Session {
     pub fn new(
         registry: Arc<dyn ConnectionRegistry>,
         log: Arc<dyn ChannelLog>,
         cursors: Arc<dyn CursorStore>,
+        pusher: Arc<dyn Pusher>,
         clock: Arc<dyn Clock>,
         heartbeat_s: u64,
     ) -> Self {
@@ -54,13 +77,16 @@ impl Session {
             registry,
             log,
             cursors,
+            pusher,
             clock,
             heartbeat_s,
         }
     }
 
-    /// Answers one client frame. `None` only for a successful `ack`, which
-    /// has no answer; every failure is an `error` frame with a stable code.
+    /// Answers one client frame. `None` when there is nothing to send back:
+    /// after a successful `ack`, and after a `join` that posted its answer
+    /// and its replay to the connection itself. Every failure is an `error`
+    /// frame with a stable code.
     pub async fn handle(&self, connection_id: &str, text: &str) -> Option<ServerFrame> {
         let frame = match parse_client_frame(text) {
             Ok(f) => f,
@@ -90,22 +116,16 @@ impl Session {
         )
     }
 
-    async fn route(
-        &self,
-        connection_id: &str,
-        frame: ClientFrame,
-    ) -> Result<Option<ServerFrame>, Refusal> {
+    async fn route(&self, connection_id: &str, frame: ClientFrame) -> Result<Option<ServerFrame>, Refusal> {
         if let ClientFrame::Ping = frame {
             return Ok(Some(ServerFrame::Pong));
         }
         let conn = self.connection(connection_id).await?;
         match frame {
             ClientFrame::Hello { protocol, .. } => self.hello(&conn, protocol).await.map(Some),
-            ClientFrame::Join { id, channels } => self.join(&conn, id, channels).await.map(Some),
+            ClientFrame::Join { id, channels } => self.join(&conn, id, channels).await,
             ClientFrame::Leave { id, channels } => self.leave(&conn, id, channels).await.map(Some),
-            ClientFrame::Ack { channel, seq } => {
-                self.ack(&conn, &channel, seq).await.map(|()| None)
-            }
+            ClientFrame::Ack { channel, seq } => self.ack(&conn, &channel, seq).await.map(|()| None),
             ClientFrame::Ping => Ok(Some(ServerFrame::Pong)),
         }
     }
@@ -138,21 +158,24 @@ impl Session {
         })
     }
 
+    fn grants(conn: &Connection) -> Result<Grants, Refusal> {
+        Grants::compile(&conn.grants).map_err(|e| ProtocolError::new(ErrorCode::Forbidden, e).into())
+    }
+
+    /// Subscribe first, then read the head: an event committed after the
+    /// head was read is fanned out to this connection, one committed before
+    /// it is replayed. So nothing falls between replay and live delivery;
+    /// the same seq may come twice.
     async fn join(
         &self,
         conn: &Connection,
         id: Option<String>,
         channels: Vec<JoinChannel>,
-    ) -> Result<ServerFrame, Refusal> {
+    ) -> Result<Option<ServerFrame>, Refusal> {
         let names: Vec<&str> = channels.iter().map(|c| c.name.as_str()).collect();
         let names = checked_names(&names)?;
-        let grants = Grants::compile(&conn.grants)
-            .map_err(|e| ProtocolError::new(ErrorCode::Forbidden, e))?;
-        let denied: Vec<&str> = names
-            .iter()
-            .copied()
-            .filter(|n| !grants.allows(n))
-            .collect();
+        let grants = Self::grants(conn)?;
+        let denied: Vec<&str> = names.iter().copied().filter(|n| !grants.allows(n)).collect();
         if !denied.is_empty() {
             return Err(ProtocolError::new(
                 ErrorCode::Forbidden,
@@ -164,41 +187,140 @@ impl Session {
             )
             .into());
         }
+        let mut resumes: Vec<Resume> = Vec::with_capacity(names.len());
         let mut joined = Vec::with_capacity(names.len());
+        let mut presence = BTreeMap::new();
+        let mut health = BTreeMap::new();
         for ch in &channels {
-            if joined.iter().any(|j: &JoinedChannel| j.name == ch.name) {
+            if resumes.iter().any(|r| r.key.channel == ch.name) {
                 continue;
             }
             let key = ChannelKey::new(&conn.tenant, &ch.name);
-            let state = self.log.ensure_channel(&key).await?;
             if !self.registry.subscribe(conn, &key, conn.expires_at).await? {
                 return Err(not_connected());
             }
-            // Replay from a cursor is not served yet: a client that asked to
-            // resume from a position is told it was not recovered.
-            let recovered = !matches!(ch.since, Some(Since::Position { .. }));
+            let state = self.log.ensure_channel(&key).await?;
+            let cursor = match ch.since {
+                None => self.cursors.get(&conn.tenant, &conn.principal, &ch.name).await?,
+                Some(_) => None,
+            };
+            let oldest = match state.head {
+                0 => None,
+                head => self.log.read_range(&key, 1, head, 1).await?.first().map(|e| e.seq),
+            };
+            let plan = resume::plan(ch.since.as_ref(), cursor, &state, oldest);
+            presence.insert(ch.name.clone(), self.presence(&key).await?);
+            health.insert(
+                ch.name.clone(),
+                ChannelHealth {
+                    head: state.head,
+                    oldest,
+                },
+            );
             joined.push(JoinedChannel {
                 name: ch.name.clone(),
-                epoch: state.epoch,
+                epoch: state.epoch.clone(),
                 head: state.head,
-                replayed: 0,
-                recovered,
+                replayed: plan.replayed(),
+                recovered: plan.recovered,
+            });
+            resumes.push(Resume {
+                key,
+                state,
+                oldest,
+                plan,
             });
         }
-        Ok(ServerFrame::Joined {
-            id,
+        let answer = ServerFrame::Joined {
+            id: id.clone(),
             channels: joined,
-            presence: None,
-            health: None,
+            presence: Some(presence),
+            health: Some(Health {
+                server: SERVER.to_owned(),
+                protocol: conn.protocol.unwrap_or(supported().max),
+                time: rfc3339(self.clock.now()),
+                channels: health,
+            }),
+        };
+        if resumes.iter().all(|r| r.plan.replay.is_none() && r.plan.gap.is_none()) {
+            return Ok(Some(answer));
+        }
+        // The answer, gaps and replay go out in this order through
+        // @connections; the route response stays empty.
+        match self.send_resumes(&conn.id, answer, &resumes).await {
+            Ok(()) | Err(ReplayError::Push(PushError::Gone)) => Ok(None),
+            Err(ReplayError::Push(PushError::Failed(reason))) => {
+                tracing::warn!(connection_id = %conn.id, reason, "replay interrupted");
+                Err(ProtocolError::new(
+                    ErrorCode::Internal,
+                    "the replay was interrupted; join again from the last seq you received",
+                )
+                .into())
+            }
+            Err(ReplayError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    async fn presence(&self, key: &ChannelKey) -> Result<Presence, StoreError> {
+        let subs = self.registry.subscribers(key).await?;
+        let principals: BTreeSet<String> = subs.iter().map(|s| s.principal.clone()).collect();
+        Ok(Presence {
+            count: subs.len() as u64,
+            principals: principals.into_iter().take(PRESENCE_SAMPLE).collect(),
         })
     }
 
-    async fn leave(
-        &self,
-        conn: &Connection,
-        id: Option<String>,
-        channels: Vec<String>,
-    ) -> Result<ServerFrame, Refusal> {
+    async fn post(&self, connection_id: &str, frame: &ServerFrame) -> Result<(), ReplayError> {
+        self.pusher
+            .post(connection_id, &frame.to_json())
+            .await
+            .map_err(ReplayError::Push)
+    }
+
+    async fn send_resumes(&self, connection_id: &str, answer: ServerFrame, resumes: &[Resume]) -> Result<(), ReplayError> {
+        self.post(connection_id, &answer).await?;
+        for r in resumes {
+            if let Some((from, to)) = r.plan.gap {
+                self.post(connection_id, &gap(&r.key, from, to)).await?;
+            }
+            if let Some((from, to)) = r.plan.replay {
+                tracing::debug!(channel = %r.key, from, to, oldest = ?r.oldest, epoch = %r.state.epoch, "replaying");
+                self.replay(connection_id, &r.key, from, to).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Streams `from..=to` page by page, coalesced into frames within the
+    /// message limit. A hole (events that expired meanwhile) becomes a `gap`.
+    async fn replay(&self, connection_id: &str, key: &ChannelKey, from: u64, to: u64) -> Result<(), ReplayError> {
+        let mut next = from;
+        while next <= to {
+            let page = self
+                .log
+                .read_range(key, next, to, REPLAY_PAGE)
+                .await
+                .map_err(ReplayError::Store)?;
+            let Some(last) = page.last().map(|e| e.seq) else {
+                self.post(connection_id, &gap(key, next, to)).await?;
+                break;
+            };
+            for run in contiguous_runs(page) {
+                let first = run.first().map(|e| e.seq).unwrap_or(next);
+                if first > next {
+                    self.post(connection_id, &gap(key, next, first - 1)).await?;
+                }
+                next = run.last().map(|e| e.seq + 1).unwrap_or(next);
+                for frame in coalesce(run.iter().map(StoredEvent::frame).collect()) {
+                    self.pusher.post(connection_id, &frame).await.map_err(ReplayError::Push)?;
+                }
+            }
+            next = next.max(last + 1);
+        }
+        Ok(())
+    }
+
+    async fn leave(&self, conn: &Connection, id: Option<String>, channels: Vec<String>) -> Result<ServerFrame, Refusal> {
         let names: Vec<&str> = channels.iter().map(String::as_str).collect();
         let names = checked_names(&names)?;
         for name in &names {
@@ -212,27 +334,48 @@ impl Session {
         })
     }
 
+    /// Moves the durable cursor forward; an ack past the head is refused (it
+    /// would make every later resume look like a log reset).
     async fn ack(&self, conn: &Connection, channel: &str, seq: u64) -> Result<(), Refusal> {
         validate_channel(channel)?;
-        let grants = Grants::compile(&conn.grants)
-            .map_err(|e| ProtocolError::new(ErrorCode::Forbidden, e))?;
-        if !grants.allows(channel) {
+        if !Self::grants(conn)?.allows(channel) {
             return Err(ProtocolError::new(
                 ErrorCode::Forbidden,
                 format!("the token of {:?} does not grant {channel}", conn.principal),
             )
             .into());
         }
-        self.cursors
-            .advance(&conn.tenant, &conn.principal, channel, seq)
-            .await?;
+        let state = self.log.ensure_channel(&ChannelKey::new(&conn.tenant, channel)).await?;
+        if seq > state.head {
+            return Err(ProtocolError::new(
+                ErrorCode::InvalidFrame,
+                format!("ack of seq {seq} on {channel} is past its head {}", state.head),
+            )
+            .into());
+        }
+        self.cursors.advance(&conn.tenant, &conn.principal, channel, seq).await?;
         Ok(())
     }
+}
 
-    /// The clock the session reads (for the snapshot's server time).
-    pub fn now_s(&self) -> u64 {
-        self.clock.epoch_s()
+fn gap(key: &ChannelKey, from: u64, to: u64) -> ServerFrame {
+    ServerFrame::Gap {
+        channel: key.channel.clone(),
+        from,
+        to,
     }
+}
+
+/// Splits seq-ordered events into runs without holes.
+fn contiguous_runs(events: Vec<StoredEvent>) -> Vec<Vec<StoredEvent>> {
+    let mut runs: Vec<Vec<StoredEvent>> = Vec::new();
+    for e in events {
+        match runs.last_mut() {
+            Some(run) if run.last().is_some_and(|l| l.seq + 1 == e.seq) => run.push(e),
+            _ => runs.push(vec![e]),
+        }
+    }
+    runs
 }
 
 fn not_connected() -> Refusal {
@@ -276,24 +419,29 @@ fn checked_names<'a>(names: &[&'a str]) -> Result<Vec<&'a str>, ProtocolError> {
 mod tests {
     use super::*;
     use crate::clock::SystemClock;
-    use crate::memory::{MemoryCursors, MemoryLog, MemoryRegistry, connection};
+    use crate::memory::{MemoryCursors, MemoryLog, MemoryPusher, MemoryRegistry, connection};
 
     struct Fx {
         session: Session,
         reg: Arc<MemoryRegistry>,
         cursors: Arc<MemoryCursors>,
+        log: Arc<MemoryLog>,
+        pusher: Arc<MemoryPusher>,
     }
 
     async fn fx() -> Fx {
         let reg = Arc::new(MemoryRegistry::default());
         let cursors = Arc::new(MemoryCursors::default());
+        let log = Arc::new(MemoryLog::default());
+        let pusher = Arc::new(MemoryPusher::default());
         reg.put_connection(&connection("c1", "acme", "ana", &["agent-*"]))
             .await
             .unwrap();
         let session = Session::new(
             reg.clone(),
-            Arc::new(MemoryLog::default()),
+            log.clone(),
             cursors.clone(),
+            pusher.clone(),
             Arc::new(SystemClock),
             300,
         );
@@ -301,7 +449,111 @@ mod tests {
             session,
             reg,
             cursors,
+            log,
+            pusher,
         }
+    }
+
+    /// Commits `n` events to the channel; returns its epoch.
+    async fn commit(f: &Fx, channel: &str, n: u64) -> String {
+        let key = ChannelKey::new("acme", channel);
+        let state = f.log.ensure_channel(&key).await.unwrap();
+        let envs: Vec<crate::model::Envelope> = (state.head + 1..=state.head + n)
+            .map(|i| crate::model::Envelope {
+                tenant: "acme".into(),
+                channel: channel.into(),
+                id: format!("id{i}"),
+                kind: "status".into(),
+                data: serde_json::json!({ "i": i }),
+                ts: "t".into(),
+            })
+            .collect();
+        f.log.append(&key, &state, &envs, u64::MAX).await.unwrap();
+        state.epoch
+    }
+
+    /// Every frame posted to c1, batches flattened into their events.
+    fn posted(f: &Fx) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        for p in f.pusher.posts("c1") {
+            let v: serde_json::Value = serde_json::from_str(&p).unwrap();
+            if v["type"] == "batch" {
+                for mut e in v["events"].as_array().unwrap().clone() {
+                    e["type"] = "event".into();
+                    out.push(e);
+                }
+            } else {
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    fn seqs(frames: &[serde_json::Value]) -> Vec<u64> {
+        frames.iter().filter(|f| f["type"] == "event").map(|f| f["seq"].as_u64().unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn join_from_a_position_posts_joined_then_the_replay_in_order() {
+        let f = fx().await;
+        let epoch = commit(&f, "agent-1", 250).await;
+        let join = serde_json::json!({"action":"join","id":"r","channels":[{"name":"agent-1","since":{"epoch":epoch,"seq":17}}]});
+        assert!(f.session.handle("c1", &join.to_string()).await.is_none(), "the answer went through @connections");
+        let frames = posted(&f);
+        assert_eq!(frames[0]["type"], "joined");
+        assert_eq!(frames[0]["channels"][0]["replayed"], 233);
+        assert_eq!(frames[0]["channels"][0]["recovered"], true);
+        assert_eq!(frames[0]["health"]["channels"]["agent-1"]["head"], 250);
+        assert_eq!(frames[0]["health"]["channels"]["agent-1"]["oldest"], 1);
+        assert_eq!(frames[0]["presence"]["agent-1"]["principals"], serde_json::json!(["ana"]));
+        assert_eq!(seqs(&frames), (18..=250).collect::<Vec<u64>>());
+    }
+
+    #[tokio::test]
+    async fn join_without_since_resumes_from_the_durable_cursor() {
+        let f = fx().await;
+        commit(&f, "agent-1", 20).await;
+        f.cursors.advance("acme", "ana", "agent-1", 5).await.unwrap();
+        f.session.handle("c1", r#"{"action":"join","channels":["agent-1"]}"#).await;
+        assert_eq!(seqs(&posted(&f)), (6..=20).collect::<Vec<u64>>());
+    }
+
+    #[tokio::test]
+    async fn an_expired_cursor_gets_joined_unrecovered_a_gap_then_the_retained_events() {
+        let f = fx().await;
+        commit(&f, "agent-1", 8).await;
+        f.log.expire_through(&ChannelKey::new("acme", "agent-1"), 5);
+        f.cursors.advance("acme", "ana", "agent-1", 2).await.unwrap();
+        f.session.handle("c1", r#"{"action":"join","channels":["agent-1"]}"#).await;
+        let frames = posted(&f);
+        assert_eq!(frames[0]["channels"][0]["recovered"], false);
+        assert_eq!(frames[1], serde_json::json!({"type":"gap","channel":"agent-1","from":3,"to":5}));
+        assert_eq!(seqs(&frames), vec![6, 7, 8]);
+    }
+
+    #[tokio::test]
+    async fn nothing_to_replay_answers_in_the_route_response() {
+        let f = fx().await;
+        commit(&f, "agent-1", 3).await;
+        let j = f
+            .session
+            .handle("c1", r#"{"action":"join","channels":[{"name":"agent-1","since":"head"}]}"#)
+            .await;
+        let Some(ServerFrame::Joined { channels, .. }) = j else { panic!("{j:?}") };
+        assert_eq!((channels[0].head, channels[0].replayed, channels[0].recovered), (3, 0, true));
+        assert!(f.pusher.posts("c1").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_gone_connection_ends_the_replay_quietly() {
+        let f = fx().await;
+        commit(&f, "agent-1", 3).await;
+        f.pusher.set_gone("c1");
+        let a = f
+            .session
+            .handle("c1", r#"{"action":"join","channels":[{"name":"agent-1","since":{"epoch":"x","seq":0}}]}"#)
+            .await;
+        assert!(a.is_none());
     }
 
     fn code(f: Option<ServerFrame>) -> ErrorCode {
@@ -351,10 +603,7 @@ mod tests {
         assert_eq!(channels[0].head, 0);
         assert!(!channels[0].epoch.is_empty());
         let key = ChannelKey::new("acme", "agent-1");
-        assert_eq!(
-            f.reg.subscribers(&key).await.unwrap(),
-            vec!["c1".to_string()]
-        );
+        assert_eq!(f.reg.subscriber_ids(&key), vec!["c1".to_string()]);
 
         let e = f
             .session
@@ -403,6 +652,9 @@ mod tests {
     #[tokio::test]
     async fn ack_moves_the_cursor_forward_only() {
         let f = fx().await;
+        commit(&f, "agent-1", 5).await;
+        let e = f.session.handle("c1", r#"{"action":"ack","channel":"agent-1","seq":6}"#).await;
+        assert_eq!(code(e), ErrorCode::InvalidFrame, "an ack past the head is refused");
         assert!(
             f.session
                 .handle("c1", r#"{"action":"ack","channel":"agent-1","seq":5}"#)
