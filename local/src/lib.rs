@@ -102,6 +102,7 @@ pub struct Gateway {
     addr: SocketAddr,
     hub: Arc<Hub>,
     stop: watch::Sender<bool>,
+    source_enabled: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -161,12 +162,14 @@ impl Gateway {
                 tracing::error!(error = %e, "dev gateway server failed");
             }
         });
-        let poll = tokio::spawn(poller::run(sqs, source, app, stopped));
+        let (source_enabled, enabled) = watch::channel(true);
+        let poll = tokio::spawn(poller::run(sqs, source, app, stopped, enabled));
         tracing::info!(%addr, queue = %queue_url, "dev gateway started");
         Ok(Self {
             addr,
             hub,
             stop,
+            source_enabled,
             tasks: vec![server, poll],
         })
     }
@@ -183,6 +186,14 @@ impl Gateway {
     /// The `@connections` endpoint the dispatcher posts to.
     pub fn connections_endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Enables or disables the events queue's event source, as
+    /// `aws lambda update-event-source-mapping --[no-]enabled` does: while
+    /// disabled, messages stay on the queue. A receive already under way
+    /// finishes first.
+    pub fn set_event_source_enabled(&self, enabled: bool) {
+        let _ = self.source_enabled.send(enabled);
     }
 
     /// The live connections, for tests and fault injection.

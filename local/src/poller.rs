@@ -54,6 +54,7 @@ pub(crate) async fn run(
     source: Source,
     app: Arc<App>,
     mut stop: watch::Receiver<bool>,
+    mut enabled: watch::Receiver<bool>,
 ) {
     let wait = i32::try_from(app.options.poll_wait.as_secs())
         .unwrap_or(20)
@@ -62,6 +63,12 @@ pub(crate) async fn run(
     loop {
         if *stop.borrow() {
             break;
+        }
+        if !*enabled.borrow() {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => break,
+                _ = enabled.wait_for(|e| *e) => continue,
+            }
         }
         let receive = sqs
             .receive_message()

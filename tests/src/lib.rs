@@ -15,6 +15,7 @@ use std::time::Duration;
 use agentwire_core::auth::TokenKey;
 use agentwire_core::clock::{Clock, SystemClock, rfc3339};
 use agentwire_core::config::{Config, Tables};
+use agentwire_core::usecases::Dispatcher;
 use agentwire_local::{Gateway, GatewayOptions};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -104,7 +105,8 @@ fn resources() -> Value {
 /// (moto copies every table a transaction touches).
 async fn create_tables(sdk: &SdkConfig, run: &str) -> Tables {
     use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        TimeToLiveSpecification,
     };
     let ddb = aws_sdk_dynamodb::Client::new(sdk);
     let r = resources();
@@ -112,12 +114,26 @@ async fn create_tables(sdk: &SdkConfig, run: &str) -> Tables {
     for t in r["tables"].as_array().expect("tables") {
         let base = t["name"].as_str().expect("table name");
         let name = format!("{base}-{run}");
-        let mut req = ddb.create_table().table_name(&name).billing_mode(BillingMode::PayPerRequest);
-        for (key, ty, kind) in [("hash_key", "hash_type", KeyType::Hash), ("range_key", "range_type", KeyType::Range)] {
-            let Some(attr) = t[key].as_str() else { continue };
+        let mut req = ddb
+            .create_table()
+            .table_name(&name)
+            .billing_mode(BillingMode::PayPerRequest);
+        for (key, ty, kind) in [
+            ("hash_key", "hash_type", KeyType::Hash),
+            ("range_key", "range_type", KeyType::Range),
+        ] {
+            let Some(attr) = t[key].as_str() else {
+                continue;
+            };
             let scalar = ScalarAttributeType::from(t[ty].as_str().expect("key type"));
             req = req
-                .key_schema(KeySchemaElement::builder().attribute_name(attr).key_type(kind).build().expect("key"))
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name(attr)
+                        .key_type(kind)
+                        .build()
+                        .expect("key"),
+                )
                 .attribute_definitions(
                     AttributeDefinition::builder()
                         .attribute_name(attr)
@@ -172,6 +188,8 @@ pub struct StackOptions {
     /// Visibility timeout of this test's events queue (how soon a failed
     /// message is redelivered).
     pub visibility_timeout: Duration,
+    /// The deployment's event retention, when a test shortens it.
+    pub retention: Option<Duration>,
 }
 
 impl Default for StackOptions {
@@ -183,6 +201,7 @@ impl Default for StackOptions {
                 ..GatewayOptions::default()
             },
             visibility_timeout: Duration::from_secs(5),
+            retention: None,
         }
     }
 }
@@ -222,6 +241,9 @@ impl Stack {
             ..Config::default()
         };
         config.connections_endpoint = None;
+        if let Some(r) = options.retention {
+            config.retention = r;
+        }
         let gateway = Gateway::start(&sdk, config.clone(), options.gateway)
             .await
             .unwrap_or_else(|e| panic!("the dev gateway did not start: {e}"));
@@ -353,6 +375,50 @@ impl Stack {
         json!({"tenant": self.tenant, "channel": channel, "id": id, "kind": kind, "data": data, "ts": rfc3339(std::time::SystemTime::now())}).to_string()
     }
 
+    /// A dispatcher on this stack's real tables and dead-letter queue, posting
+    /// through `pusher` (a test's fault injection).
+    pub fn dispatcher(
+        &self,
+        pusher: std::sync::Arc<dyn agentwire_core::ports::Pusher>,
+    ) -> Dispatcher {
+        use agentwire_core::adapters::{DynamoLog, DynamoRegistry, SqsDeadLetters};
+        use std::sync::Arc;
+        let t = self.config.tables.clone();
+        Dispatcher::new(
+            Arc::new(DynamoLog::new(self.ddb(), t.clone())),
+            Arc::new(DynamoRegistry::new(self.ddb(), t)),
+            pusher,
+            Arc::new(SqsDeadLetters::new(self.sqs(), &self.dlq_url)),
+            Arc::new(SystemClock),
+            self.config.retention,
+            8,
+        )
+    }
+
+    /// The channel's committed events as `(seq, id)`, read from the events table.
+    pub async fn stored_events(&self, channel: &str) -> Vec<(u64, String)> {
+        let out = self
+            .ddb()
+            .query()
+            .table_name(&self.config.tables.events)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(
+                ":pk",
+                AttributeValue::S(format!("{}#{channel}", self.tenant)),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("query events");
+        out.items()
+            .iter()
+            .filter_map(|i| {
+                let seq = i.get("sk")?.as_n().ok()?.parse().ok()?;
+                Some((seq, i.get("id")?.as_s().ok()?.clone()))
+            })
+            .collect()
+    }
+
     pub fn sqs(&self) -> aws_sdk_sqs::Client {
         aws_sdk_sqs::Client::new(&self.sdk)
     }
@@ -440,7 +506,13 @@ impl Stack {
         }
         let ddb = aws_sdk_dynamodb::Client::new(&self.sdk);
         let t = &self.config.tables;
-        for name in [&t.connections, &t.subscriptions, &t.channels, &t.events, &t.cursors] {
+        for name in [
+            &t.connections,
+            &t.subscriptions,
+            &t.channels,
+            &t.events,
+            &t.cursors,
+        ] {
             let _ = ddb.delete_table().table_name(name).send().await;
         }
     }
@@ -579,15 +651,47 @@ impl WsClient {
         self.recv().await
     }
 
-    /// Reads until `n` events arrived (a `batch` counts for its events).
+    /// Reads until `n` events arrived; a `batch` counts for its events, each
+    /// tagged `"type":"event"`.
     pub async fn events(&mut self, n: usize) -> Vec<Value> {
         let mut out = Vec::new();
         while out.len() < n {
             let v = self.recv().await;
             match v["type"].as_str() {
                 Some("event") => out.push(v),
-                Some("batch") => out.extend(v["events"].as_array().cloned().unwrap_or_default()),
+                Some("batch") => {
+                    for mut e in v["events"].as_array().cloned().unwrap_or_default() {
+                        e["type"] = "event".into();
+                        out.push(e);
+                    }
+                }
                 _ => panic!("expected events, got {v}"),
+            }
+        }
+        out
+    }
+
+    /// `ack` of a seq (no answer on success).
+    pub async fn ack(&mut self, channel: &str, seq: u64) {
+        self.send_json(json!({"action":"ack","channel":channel,"seq":seq}))
+            .await;
+    }
+
+    /// Reads frames until `done` holds for what arrived so far; `batch`
+    /// frames are flattened into `event` frames, everything else kept as is.
+    pub async fn frames_until(&mut self, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let mut out: Vec<Value> = Vec::new();
+        while !done(&out) {
+            let v = self.recv().await;
+            if v["type"] == "batch" {
+                for mut e in v["events"].as_array().cloned().unwrap_or_default() {
+                    e["type"] = "event".into();
+                    out.push(e);
+                }
+            } else if v.get("_close").is_some() {
+                panic!("connection closed while waiting: {v}; got so far: {out:?}");
+            } else {
+                out.push(v);
             }
         }
         out

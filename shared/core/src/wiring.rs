@@ -61,7 +61,10 @@ impl Deps {
 
     /// Posts to the API named by `AGENTWIRE_CONNECTIONS_ENDPOINT`.
     pub fn pusher(&self) -> Result<ApiGatewayPusher, ConfigError> {
-        Ok(ApiGatewayPusher::new(&self.sdk, self.config.require_connections_endpoint()?))
+        Ok(ApiGatewayPusher::new(
+            &self.sdk,
+            self.config.require_connections_endpoint()?,
+        ))
     }
 
     pub fn session(&self) -> Result<Session, ConfigError> {

@@ -17,8 +17,8 @@ mod parse;
 
 pub use error::{ErrorCode, ProtocolError};
 pub use frames::{
-    ChannelHealth, ClientFrame, ErrorFrame, EventFrame, Health, JoinChannel, JoinedChannel, Limits, Presence,
-    ServerFrame, Since,
+    ChannelHealth, ClientFrame, ErrorFrame, EventFrame, Health, JoinChannel, JoinedChannel, Limits,
+    Presence, ServerFrame, Since,
 };
 pub use negotiate::{
     PROTOCOL_MAX, PROTOCOL_MIN, ProtocolRange, SUBPROTOCOL_PREFIX, negotiate, subprotocol_name,

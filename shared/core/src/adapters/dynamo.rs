@@ -584,7 +584,9 @@ impl DynamoLog {
         let now = SystemClock.epoch_s();
         let mut start: Option<Item> = None;
         loop {
-            let page = i32::try_from(limit - out.len()).unwrap_or(READ_PAGE).clamp(1, READ_PAGE);
+            let page = i32::try_from(limit - out.len())
+                .unwrap_or(READ_PAGE)
+                .clamp(1, READ_PAGE);
             let res = self
                 .client
                 .query()

@@ -26,7 +26,11 @@ impl ResumePlan {
 
 /// The last seq the client already has, and whether that position is valid
 /// in the current log. `None` for the last seq means "only new events".
-fn last_seen(since: Option<&Since>, cursor: Option<u64>, state: &ChannelState) -> (Option<u64>, bool) {
+fn last_seen(
+    since: Option<&Since>,
+    cursor: Option<u64>,
+    state: &ChannelState,
+) -> (Option<u64>, bool) {
     match since {
         Some(Since::Head) => (None, true),
         Some(Since::Position { epoch, seq }) => {
@@ -47,7 +51,12 @@ fn last_seen(since: Option<&Since>, cursor: Option<u64>, state: &ChannelState) -
 /// The plan for one channel. `oldest` is the oldest retained seq of the
 /// channel (`None` when nothing is retained). Retention is by time and seqs
 /// are committed in time order, so what is retained is always `oldest..=head`.
-pub fn plan(since: Option<&Since>, cursor: Option<u64>, state: &ChannelState, oldest: Option<u64>) -> ResumePlan {
+pub fn plan(
+    since: Option<&Since>,
+    cursor: Option<u64>,
+    state: &ChannelState,
+    oldest: Option<u64>,
+) -> ResumePlan {
     let (last, valid) = last_seen(since, cursor, state);
     let Some(last) = last else {
         return ResumePlan {
@@ -157,7 +166,10 @@ mod tests {
         let p = plan(Some(&pos("old", 50)), None, &st(4), Some(1));
         assert_eq!((p.replay, p.gap, p.recovered), (Some((1, 4)), None, false));
         let p = plan(Some(&pos("old", 1)), None, &st(9), Some(4));
-        assert_eq!((p.replay, p.gap, p.recovered), (Some((4, 9)), Some((1, 3)), false));
+        assert_eq!(
+            (p.replay, p.gap, p.recovered),
+            (Some((4, 9)), Some((1, 3)), false)
+        );
     }
 
     #[test]

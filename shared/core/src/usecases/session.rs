@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use agentwire_protocol::limits::{MAX_CHANNELS_PER_JOIN, validate_channel};
 use agentwire_protocol::{
-    ChannelHealth, ClientFrame, ErrorCode, Health, JoinChannel, JoinedChannel, Limits, PRESENCE_SAMPLE, Presence,
-    ProtocolError, SERVER, ServerFrame, negotiate, parse_client_frame, supported,
+    ChannelHealth, ClientFrame, ErrorCode, Health, JoinChannel, JoinedChannel, Limits,
+    PRESENCE_SAMPLE, Presence, ProtocolError, SERVER, ServerFrame, negotiate, parse_client_frame,
+    supported,
 };
 
 use crate::auth::Grants;
@@ -116,7 +117,11 @@ impl Session {
         )
     }
 
-    async fn route(&self, connection_id: &str, frame: ClientFrame) -> Result<Option<ServerFrame>, Refusal> {
+    async fn route(
+        &self,
+        connection_id: &str,
+        frame: ClientFrame,
+    ) -> Result<Option<ServerFrame>, Refusal> {
         if let ClientFrame::Ping = frame {
             return Ok(Some(ServerFrame::Pong));
         }
@@ -125,7 +130,9 @@ impl Session {
             ClientFrame::Hello { protocol, .. } => self.hello(&conn, protocol).await.map(Some),
             ClientFrame::Join { id, channels } => self.join(&conn, id, channels).await,
             ClientFrame::Leave { id, channels } => self.leave(&conn, id, channels).await.map(Some),
-            ClientFrame::Ack { channel, seq } => self.ack(&conn, &channel, seq).await.map(|()| None),
+            ClientFrame::Ack { channel, seq } => {
+                self.ack(&conn, &channel, seq).await.map(|()| None)
+            }
             ClientFrame::Ping => Ok(Some(ServerFrame::Pong)),
         }
     }
@@ -159,7 +166,8 @@ impl Session {
     }
 
     fn grants(conn: &Connection) -> Result<Grants, Refusal> {
-        Grants::compile(&conn.grants).map_err(|e| ProtocolError::new(ErrorCode::Forbidden, e).into())
+        Grants::compile(&conn.grants)
+            .map_err(|e| ProtocolError::new(ErrorCode::Forbidden, e).into())
     }
 
     /// Subscribe first, then read the head: an event committed after the
@@ -175,7 +183,11 @@ impl Session {
         let names: Vec<&str> = channels.iter().map(|c| c.name.as_str()).collect();
         let names = checked_names(&names)?;
         let grants = Self::grants(conn)?;
-        let denied: Vec<&str> = names.iter().copied().filter(|n| !grants.allows(n)).collect();
+        let denied: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| !grants.allows(n))
+            .collect();
         if !denied.is_empty() {
             return Err(ProtocolError::new(
                 ErrorCode::Forbidden,
@@ -201,12 +213,21 @@ impl Session {
             }
             let state = self.log.ensure_channel(&key).await?;
             let cursor = match ch.since {
-                None => self.cursors.get(&conn.tenant, &conn.principal, &ch.name).await?,
+                None => {
+                    self.cursors
+                        .get(&conn.tenant, &conn.principal, &ch.name)
+                        .await?
+                }
                 Some(_) => None,
             };
             let oldest = match state.head {
                 0 => None,
-                head => self.log.read_range(&key, 1, head, 1).await?.first().map(|e| e.seq),
+                head => self
+                    .log
+                    .read_range(&key, 1, head, 1)
+                    .await?
+                    .first()
+                    .map(|e| e.seq),
             };
             let plan = resume::plan(ch.since.as_ref(), cursor, &state, oldest);
             presence.insert(ch.name.clone(), self.presence(&key).await?);
@@ -242,7 +263,10 @@ impl Session {
                 channels: health,
             }),
         };
-        if resumes.iter().all(|r| r.plan.replay.is_none() && r.plan.gap.is_none()) {
+        if resumes
+            .iter()
+            .all(|r| r.plan.replay.is_none() && r.plan.gap.is_none())
+        {
             return Ok(Some(answer));
         }
         // The answer, gaps and replay go out in this order through
@@ -277,7 +301,12 @@ impl Session {
             .map_err(ReplayError::Push)
     }
 
-    async fn send_resumes(&self, connection_id: &str, answer: ServerFrame, resumes: &[Resume]) -> Result<(), ReplayError> {
+    async fn send_resumes(
+        &self,
+        connection_id: &str,
+        answer: ServerFrame,
+        resumes: &[Resume],
+    ) -> Result<(), ReplayError> {
         self.post(connection_id, &answer).await?;
         for r in resumes {
             if let Some((from, to)) = r.plan.gap {
@@ -293,7 +322,13 @@ impl Session {
 
     /// Streams `from..=to` page by page, coalesced into frames within the
     /// message limit. A hole (events that expired meanwhile) becomes a `gap`.
-    async fn replay(&self, connection_id: &str, key: &ChannelKey, from: u64, to: u64) -> Result<(), ReplayError> {
+    async fn replay(
+        &self,
+        connection_id: &str,
+        key: &ChannelKey,
+        from: u64,
+        to: u64,
+    ) -> Result<(), ReplayError> {
         let mut next = from;
         while next <= to {
             let page = self
@@ -312,7 +347,10 @@ impl Session {
                 }
                 next = run.last().map(|e| e.seq + 1).unwrap_or(next);
                 for frame in coalesce(run.iter().map(StoredEvent::frame).collect()) {
-                    self.pusher.post(connection_id, &frame).await.map_err(ReplayError::Push)?;
+                    self.pusher
+                        .post(connection_id, &frame)
+                        .await
+                        .map_err(ReplayError::Push)?;
                 }
             }
             next = next.max(last + 1);
@@ -320,7 +358,12 @@ impl Session {
         Ok(())
     }
 
-    async fn leave(&self, conn: &Connection, id: Option<String>, channels: Vec<String>) -> Result<ServerFrame, Refusal> {
+    async fn leave(
+        &self,
+        conn: &Connection,
+        id: Option<String>,
+        channels: Vec<String>,
+    ) -> Result<ServerFrame, Refusal> {
         let names: Vec<&str> = channels.iter().map(String::as_str).collect();
         let names = checked_names(&names)?;
         for name in &names {
@@ -345,15 +388,23 @@ impl Session {
             )
             .into());
         }
-        let state = self.log.ensure_channel(&ChannelKey::new(&conn.tenant, channel)).await?;
+        let state = self
+            .log
+            .ensure_channel(&ChannelKey::new(&conn.tenant, channel))
+            .await?;
         if seq > state.head {
             return Err(ProtocolError::new(
                 ErrorCode::InvalidFrame,
-                format!("ack of seq {seq} on {channel} is past its head {}", state.head),
+                format!(
+                    "ack of seq {seq} on {channel} is past its head {}",
+                    state.head
+                ),
             )
             .into());
         }
-        self.cursors.advance(&conn.tenant, &conn.principal, channel, seq).await?;
+        self.cursors
+            .advance(&conn.tenant, &conn.principal, channel, seq)
+            .await?;
         Ok(())
     }
 }
@@ -490,7 +541,11 @@ mod tests {
     }
 
     fn seqs(frames: &[serde_json::Value]) -> Vec<u64> {
-        frames.iter().filter(|f| f["type"] == "event").map(|f| f["seq"].as_u64().unwrap()).collect()
+        frames
+            .iter()
+            .filter(|f| f["type"] == "event")
+            .map(|f| f["seq"].as_u64().unwrap())
+            .collect()
     }
 
     #[tokio::test]
@@ -498,14 +553,20 @@ mod tests {
         let f = fx().await;
         let epoch = commit(&f, "agent-1", 250).await;
         let join = serde_json::json!({"action":"join","id":"r","channels":[{"name":"agent-1","since":{"epoch":epoch,"seq":17}}]});
-        assert!(f.session.handle("c1", &join.to_string()).await.is_none(), "the answer went through @connections");
+        assert!(
+            f.session.handle("c1", &join.to_string()).await.is_none(),
+            "the answer went through @connections"
+        );
         let frames = posted(&f);
         assert_eq!(frames[0]["type"], "joined");
         assert_eq!(frames[0]["channels"][0]["replayed"], 233);
         assert_eq!(frames[0]["channels"][0]["recovered"], true);
         assert_eq!(frames[0]["health"]["channels"]["agent-1"]["head"], 250);
         assert_eq!(frames[0]["health"]["channels"]["agent-1"]["oldest"], 1);
-        assert_eq!(frames[0]["presence"]["agent-1"]["principals"], serde_json::json!(["ana"]));
+        assert_eq!(
+            frames[0]["presence"]["agent-1"]["principals"],
+            serde_json::json!(["ana"])
+        );
         assert_eq!(seqs(&frames), (18..=250).collect::<Vec<u64>>());
     }
 
@@ -513,8 +574,13 @@ mod tests {
     async fn join_without_since_resumes_from_the_durable_cursor() {
         let f = fx().await;
         commit(&f, "agent-1", 20).await;
-        f.cursors.advance("acme", "ana", "agent-1", 5).await.unwrap();
-        f.session.handle("c1", r#"{"action":"join","channels":["agent-1"]}"#).await;
+        f.cursors
+            .advance("acme", "ana", "agent-1", 5)
+            .await
+            .unwrap();
+        f.session
+            .handle("c1", r#"{"action":"join","channels":["agent-1"]}"#)
+            .await;
         assert_eq!(seqs(&posted(&f)), (6..=20).collect::<Vec<u64>>());
     }
 
@@ -523,11 +589,19 @@ mod tests {
         let f = fx().await;
         commit(&f, "agent-1", 8).await;
         f.log.expire_through(&ChannelKey::new("acme", "agent-1"), 5);
-        f.cursors.advance("acme", "ana", "agent-1", 2).await.unwrap();
-        f.session.handle("c1", r#"{"action":"join","channels":["agent-1"]}"#).await;
+        f.cursors
+            .advance("acme", "ana", "agent-1", 2)
+            .await
+            .unwrap();
+        f.session
+            .handle("c1", r#"{"action":"join","channels":["agent-1"]}"#)
+            .await;
         let frames = posted(&f);
         assert_eq!(frames[0]["channels"][0]["recovered"], false);
-        assert_eq!(frames[1], serde_json::json!({"type":"gap","channel":"agent-1","from":3,"to":5}));
+        assert_eq!(
+            frames[1],
+            serde_json::json!({"type":"gap","channel":"agent-1","from":3,"to":5})
+        );
         assert_eq!(seqs(&frames), vec![6, 7, 8]);
     }
 
@@ -537,10 +611,22 @@ mod tests {
         commit(&f, "agent-1", 3).await;
         let j = f
             .session
-            .handle("c1", r#"{"action":"join","channels":[{"name":"agent-1","since":"head"}]}"#)
+            .handle(
+                "c1",
+                r#"{"action":"join","channels":[{"name":"agent-1","since":"head"}]}"#,
+            )
             .await;
-        let Some(ServerFrame::Joined { channels, .. }) = j else { panic!("{j:?}") };
-        assert_eq!((channels[0].head, channels[0].replayed, channels[0].recovered), (3, 0, true));
+        let Some(ServerFrame::Joined { channels, .. }) = j else {
+            panic!("{j:?}")
+        };
+        assert_eq!(
+            (
+                channels[0].head,
+                channels[0].replayed,
+                channels[0].recovered
+            ),
+            (3, 0, true)
+        );
         assert!(f.pusher.posts("c1").is_empty());
     }
 
@@ -653,8 +739,15 @@ mod tests {
     async fn ack_moves_the_cursor_forward_only() {
         let f = fx().await;
         commit(&f, "agent-1", 5).await;
-        let e = f.session.handle("c1", r#"{"action":"ack","channel":"agent-1","seq":6}"#).await;
-        assert_eq!(code(e), ErrorCode::InvalidFrame, "an ack past the head is refused");
+        let e = f
+            .session
+            .handle("c1", r#"{"action":"ack","channel":"agent-1","seq":6}"#)
+            .await;
+        assert_eq!(
+            code(e),
+            ErrorCode::InvalidFrame,
+            "an ack past the head is refused"
+        );
         assert!(
             f.session
                 .handle("c1", r#"{"action":"ack","channel":"agent-1","seq":5}"#)
