@@ -112,7 +112,15 @@ impl Gateway {
     /// unset, becomes this gateway's own address.
     pub async fn start(
         sdk: &SdkConfig,
-        mut config: Config,
+        config: Config,
+        options: GatewayOptions,
+    ) -> Result<Self, GatewayError> {
+        Self::start_with_deps(Deps::new(sdk, config), options).await
+    }
+
+    /// Like [`Gateway::start`], with dependencies built by the caller.
+    pub async fn start_with_deps(
+        mut deps: Deps,
         options: GatewayOptions,
     ) -> Result<Self, GatewayError> {
         let listener = tokio::net::TcpListener::bind(options.bind)
@@ -125,18 +133,17 @@ impl Gateway {
             addr: options.bind,
             source,
         })?;
-        if config.connections_endpoint.is_none() {
-            config.connections_endpoint = Some(format!("http://{addr}"));
+        if deps.config.connections_endpoint.is_none() {
+            deps.config.connections_endpoint = Some(format!("http://{addr}"));
         }
-        let queue_url = config.require_events_queue_url()?.to_owned();
-        let deps = Deps::new(sdk, config);
+        let queue_url = deps.config.require_events_queue_url()?.to_owned();
         let functions = Functions {
             connect: ConnectFunction::new(&deps)?,
             join: JoinFunction::new(&deps)?,
             disconnect: DisconnectFunction::new(&deps),
             dispatcher: DispatcherFunction::new(&deps)?,
         };
-        let sqs = aws_sdk_sqs::Client::new(sdk);
+        let sqs = aws_sdk_sqs::Client::new(&deps.sdk);
         let source = poller::Source::resolve(&sqs, &queue_url).await?;
         let hub = Arc::new(Hub::default());
         let app = Arc::new(App {

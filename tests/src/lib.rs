@@ -99,6 +99,55 @@ fn resources() -> Value {
     serde_json::from_str(RESOURCES).expect("localstack/resources.json is valid JSON")
 }
 
+/// Counts DynamoDB requests by operation name (an SDK interceptor; a retried
+/// call counts once per attempt).
+#[derive(Debug, Clone, Default)]
+pub struct DynamoCalls(std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>);
+
+impl DynamoCalls {
+    /// Calls so far, by operation.
+    pub fn snapshot(&self) -> std::collections::BTreeMap<String, u64> {
+        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    pub fn reset(&self) {
+        if let Ok(mut m) = self.0.lock() {
+            m.clear();
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.snapshot().values().sum()
+    }
+}
+
+impl aws_sdk_dynamodb::config::Intercept for DynamoCalls {
+    fn name(&self) -> &'static str {
+        "agentwire-call-counter"
+    }
+
+    /// Once per attempt, from the request's `x-amz-target`
+    /// (`DynamoDB_20120810.Query` → `Query`).
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let op = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .and_then(|t| t.rsplit('.').next())
+            .unwrap_or("unknown")
+            .to_owned();
+        if let Ok(mut m) = self.0.lock() {
+            *m.entry(op).or_default() += 1;
+        }
+        Ok(())
+    }
+}
+
 /// Creates this run's tables from the definitions in `resources.json`, each
 /// name with a unique suffix. Each stack has its own tables so that tests
 /// are isolated and measurements do not depend on what earlier runs stored
@@ -190,6 +239,8 @@ pub struct StackOptions {
     pub visibility_timeout: Duration,
     /// The deployment's event retention, when a test shortens it.
     pub retention: Option<Duration>,
+    /// Count the gateway's DynamoDB calls per operation ([`Stack::dynamodb_calls`]).
+    pub count_dynamodb_calls: bool,
 }
 
 impl Default for StackOptions {
@@ -202,6 +253,7 @@ impl Default for StackOptions {
             },
             visibility_timeout: Duration::from_secs(5),
             retention: None,
+            count_dynamodb_calls: false,
         }
     }
 }
@@ -209,6 +261,8 @@ impl Default for StackOptions {
 /// One test's stack: its own queues, its own tenant, a gateway on a free port.
 pub struct Stack {
     pub gateway: Gateway,
+    /// The gateway's DynamoDB calls, when counted.
+    pub calls: DynamoCalls,
     pub sdk: SdkConfig,
     pub config: Config,
     pub tenant: String,
@@ -244,12 +298,23 @@ impl Stack {
         if let Some(r) = options.retention {
             config.retention = r;
         }
-        let gateway = Gateway::start(&sdk, config.clone(), options.gateway)
+        let calls = DynamoCalls::default();
+        let ddb_client = if options.count_dynamodb_calls {
+            let conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
+                .interceptor(calls.clone())
+                .build();
+            aws_sdk_dynamodb::Client::from_conf(conf)
+        } else {
+            aws_sdk_dynamodb::Client::new(&sdk)
+        };
+        let deps = agentwire_core::wiring::Deps::with_dynamodb(&sdk, ddb_client, config.clone());
+        let gateway = Gateway::start_with_deps(deps, options.gateway)
             .await
             .unwrap_or_else(|e| panic!("the dev gateway did not start: {e}"));
         config.connections_endpoint = Some(gateway.connections_endpoint());
         Self {
             gateway,
+            calls,
             sdk,
             config,
             tenant: format!("t{run}"),

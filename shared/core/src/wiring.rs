@@ -32,7 +32,12 @@ pub struct Deps {
 
 impl Deps {
     pub fn new(sdk: &SdkConfig, config: Config) -> Self {
-        let ddb = aws_sdk_dynamodb::Client::new(sdk);
+        Self::with_dynamodb(sdk, aws_sdk_dynamodb::Client::new(sdk), config)
+    }
+
+    /// Like [`Deps::new`], with a DynamoDB client built by the caller (for
+    /// example with an interceptor that counts calls).
+    pub fn with_dynamodb(sdk: &SdkConfig, ddb: aws_sdk_dynamodb::Client, config: Config) -> Self {
         Self {
             sdk: sdk.clone(),
             registry: Arc::new(DynamoRegistry::new(ddb.clone(), config.tables.clone())),
