@@ -122,6 +122,7 @@ struct Ended(u16, String);
 
 async fn run(app: Arc<App>, socket: WebSocket, conn: Conn, user_agent: Option<String>) {
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let answers = tx.clone();
     app.hub.insert(
         &conn.id,
         Live {
@@ -132,6 +133,23 @@ async fn run(app: Arc<App>, socket: WebSocket, conn: Conn, user_agent: Option<St
         },
     );
     tracing::debug!(connection_id = %conn.id, "socket open");
+    let conn = Arc::new(conn);
+    // Messages are handled one at a time, in order, by a worker, so that the
+    // socket keeps writing what handlers post to @connections meanwhile (a
+    // long replay streams instead of arriving all at once at the end).
+    let (work, mut incoming_work) = mpsc::unbounded_channel::<(String, bool)>();
+    let worker = tokio::spawn({
+        let (app, conn) = (app.clone(), conn.clone());
+        async move {
+            while let Some((text, binary)) = incoming_work.recv().await {
+                if let Some(answer) = route(&app, &conn, text, binary).await
+                    && answers.send(Outbound::Text(answer)).is_err()
+                {
+                    break;
+                }
+            }
+        }
+    });
     let (mut sink, mut stream) = socket.split();
     let idle = tokio::time::sleep(app.options.idle_timeout);
     let max = tokio::time::sleep(app.options.max_duration);
@@ -165,10 +183,8 @@ async fn run(app: Arc<App>, socket: WebSocket, conn: Conn, user_agent: Option<St
                     let _ = sink.send(close(1009, "Message too big")).await;
                     break Ended(1009, "Message too big".into());
                 }
-                if let Some(answer) = route(&app, &conn, text, binary).await
-                    && sink.send(Message::Text(answer.into())).await.is_err()
-                {
-                    break Ended(1006, "send failed".into());
+                if work.send((text, binary)).is_err() {
+                    break Ended(1011, "message worker stopped".into());
                 }
             }
             out = rx.recv() => {
@@ -196,6 +212,12 @@ async fn run(app: Arc<App>, socket: WebSocket, conn: Conn, user_agent: Option<St
         }
     };
     app.hub.remove(&conn.id);
+    // Messages already received are still handled (as API Gateway would),
+    // before $disconnect runs.
+    drop(work);
+    if let Err(e) = worker.await {
+        tracing::error!(connection_id = %conn.id, error = %e, "message worker failed");
+    }
     tracing::debug!(connection_id = %conn.id, code = ended.0, reason = %ended.1, "socket closed");
     let event = events::disconnect(&conn.origin(&app), ended.0, &ended.1);
     if let Err(e) = app.functions.disconnect.handle(event).await {

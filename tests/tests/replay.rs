@@ -288,3 +288,51 @@ async fn a_position_from_another_epoch_replays_the_current_log_unrecovered() {
     assert_eq!(event_seqs(&frames), vec![1, 2, 3]);
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_can_keep_its_events_for_less_or_longer_than_the_deployment() {
+    use agentwire_core::adapters::DynamoLog;
+    use agentwire_core::model::ChannelKey;
+    let stack = Stack::start().await;
+    let log = DynamoLog::new(stack.ddb(), stack.config.tables.clone());
+    let key = ChannelKey::new(&stack.tenant, "brief");
+    let state = log
+        .set_retention(&key, Some(Duration::from_secs(600)))
+        .await
+        .unwrap();
+    assert_eq!(state.retention_s, Some(600));
+    let mut c = stack.client(&stack.token("ana", &["*"])).await;
+    c.hello().await;
+    c.join(json!(["brief", "normal"])).await;
+    stack.publish("brief", "status", json!({})).await;
+    stack.publish("normal", "status", json!({})).await;
+    c.events(2).await;
+    let lifetime = |channel: &'static str| {
+        let stack = &stack;
+        async move {
+            let out = stack
+                .ddb()
+                .get_item()
+                .table_name(&stack.config.tables.events)
+                .key(
+                    "pk",
+                    aws_sdk_dynamodb::types::AttributeValue::S(format!(
+                        "{}#{channel}",
+                        stack.tenant
+                    )),
+                )
+                .key("sk", aws_sdk_dynamodb::types::AttributeValue::N("1".into()))
+                .send()
+                .await
+                .unwrap();
+            let item = out.item().unwrap();
+            let n = |k: &str| item[k].as_n().unwrap().parse::<u64>().unwrap();
+            n("expires_at") - n("committed_at")
+        }
+    };
+    assert!((599..=601).contains(&lifetime("brief").await));
+    assert!((72 * 3600 - 1..=72 * 3600 + 1).contains(&lifetime("normal").await));
+    let state = log.set_retention(&key, None).await.unwrap();
+    assert_eq!(state.retention_s, None);
+    stack.shutdown().await;
+}

@@ -1,5 +1,6 @@
 //! `agentwire`: mint tokens, publish events, tail channels.
 
+mod channel;
 mod publish;
 mod tail;
 
@@ -52,6 +53,8 @@ enum Command {
     Publish(publish::Args),
     /// Connect, join channels and print every frame as one JSON line.
     Tail(tail::Args),
+    /// Show a channel's log state; set or clear its own retention.
+    Channel(channel::Args),
 }
 
 #[tokio::main]
@@ -69,6 +72,7 @@ async fn main() -> ExitCode {
         } => token(&tenant, &sub, channels, publish, ttl, &secret),
         Command::Publish(args) => publish::run(args).await,
         Command::Tail(args) => tail::run(args).await,
+        Command::Channel(args) => channel::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

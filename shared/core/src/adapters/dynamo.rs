@@ -366,6 +366,34 @@ impl DynamoLog {
         }))
     }
 
+    /// Sets (or, with `None`, removes) the channel's own retention; creates
+    /// the channel if new. Applies to events committed from now on.
+    pub async fn set_retention(
+        &self,
+        key: &ChannelKey,
+        retention: Option<std::time::Duration>,
+    ) -> Result<ChannelState, StoreError> {
+        self.ensure_channel(key).await?;
+        let req = self
+            .client
+            .update_item()
+            .table_name(&self.tables.channels)
+            .key("pk", s(key.pk()))
+            .condition_expression("attribute_exists(pk)");
+        let req = match retention {
+            Some(r) => req
+                .update_expression("SET retention_s = :r")
+                .expression_attribute_values(":r", n(r.as_secs().max(1))),
+            None => req.update_expression("REMOVE retention_s"),
+        };
+        req.send()
+            .await
+            .map_err(|e| store_error("set retention", e))?;
+        self.read_channel(key)
+            .await?
+            .ok_or_else(|| StoreError::failed("set retention", "channel vanished"))
+    }
+
     fn dedup_pk(key: &ChannelKey, id: &str) -> String {
         // A channel pk has exactly one '#', so this never collides with one.
         format!("{}#{}", key.pk(), id)
@@ -564,7 +592,7 @@ impl ChannelLog for DynamoLog {
 }
 
 /// Events read per DynamoDB page while looking for retained ones.
-const READ_PAGE: i32 = 100;
+const READ_PAGE: i32 = 1000;
 
 impl DynamoLog {
     /// Events `from..=to` that have not expired, at most `limit`, paging

@@ -20,8 +20,8 @@ use crate::usecases::dispatch::coalesce;
 use crate::usecases::resume::{self, ResumePlan};
 
 /// Events read from the log per page while replaying: a replay never holds
-/// more than one page in memory.
-pub const REPLAY_PAGE: usize = 100;
+/// more than one page in memory (at most 250 × 96 KiB of data).
+pub const REPLAY_PAGE: usize = 250;
 
 /// The session use case.
 pub struct Session {
