@@ -336,3 +336,73 @@ async fn a_channel_can_keep_its_events_for_less_or_longer_than_the_deployment() 
     assert_eq!(state.retention_s, None);
     stack.shutdown().await;
 }
+
+/// A pusher for dispatchers that only commit (no subscriber in this test).
+struct Nowhere;
+
+#[async_trait::async_trait]
+impl Pusher for Nowhere {
+    async fn post(&self, _: &str, _: &str) -> Result<(), PushError> {
+        Err(PushError::Gone)
+    }
+}
+
+/// A writer that read the head before another writer committed is refused
+/// by the real conditional transaction, and the dispatcher retries cleanly.
+/// (Staged in sequence: moto does not serialise concurrent transactions, and
+/// its rollback restores whole-table snapshots, so truly concurrent
+/// conflicting commits are shown on the in-memory log, whose rules are the
+/// same: `concurrent_writers_never_share_or_skip_a_seq`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflicting_writer_is_refused_and_the_retry_takes_the_next_seq() {
+    use agentwire_core::adapters::DynamoLog;
+    use agentwire_core::model::{ChannelKey, Envelope};
+    use agentwire_core::ports::{AppendError, ChannelLog};
+    let stack = Stack::start().await;
+    let log = DynamoLog::new(stack.ddb(), stack.config.tables.clone());
+    let key = ChannelKey::new(&stack.tenant, "race");
+    let group = format!("{}#race", stack.tenant);
+    let message = |id: &str| QueueMessage {
+        message_id: format!("m-{id}"),
+        group_id: Some(group.clone()),
+        body: stack.envelope("race", id, "status", json!({ "id": id })),
+    };
+    let stale = log.ensure_channel(&key).await.unwrap();
+    assert_eq!(stale.head, 0);
+
+    // Writer B commits first.
+    let b = stack.dispatcher(Arc::new(Nowhere));
+    assert!(b.dispatch(vec![message("from-b")]).await.failed.is_empty());
+
+    // Writer A still holds head 0: its commit is refused and writes nothing.
+    let env: Envelope =
+        serde_json::from_str(&stack.envelope("race", "from-a", "status", json!({}))).unwrap();
+    let refused = log
+        .append(&key, &stale, std::slice::from_ref(&env), u64::MAX)
+        .await;
+    assert_eq!(refused, Err(AppendError::HeadMoved));
+    assert_eq!(
+        stack.stored_events("race").await,
+        vec![(1, "from-b".to_string())]
+    );
+
+    // An id that already has a seq is refused as a duplicate, naming it.
+    let fresh = log.ensure_channel(&key).await.unwrap();
+    let dup: Envelope =
+        serde_json::from_str(&stack.envelope("race", "from-b", "status", json!({}))).unwrap();
+    assert_eq!(
+        log.append(&key, &fresh, &[dup], u64::MAX).await,
+        Err(AppendError::Duplicate(vec!["from-b".to_string()]))
+    );
+
+    // The dispatcher re-reads the head and takes the next seq.
+    let a = stack.dispatcher(Arc::new(Nowhere));
+    let report = a.dispatch(vec![message("from-a")]).await;
+    assert!(report.failed.is_empty());
+    assert_eq!(report.committed, 1);
+    assert_eq!(
+        stack.stored_events("race").await,
+        vec![(1, "from-b".to_string()), (2, "from-a".to_string())]
+    );
+    stack.shutdown().await;
+}
