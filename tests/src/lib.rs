@@ -460,12 +460,16 @@ impl Stack {
         )
     }
 
-    /// The channel's committed events as `(seq, id)`, read from the events table.
-    pub async fn stored_events(&self, channel: &str) -> Vec<(u64, String)> {
+    /// The items of `table` in this tenant's `channel` partition.
+    async fn channel_items(
+        &self,
+        table: &str,
+        channel: &str,
+    ) -> Vec<std::collections::HashMap<String, AttributeValue>> {
         let out = self
             .ddb()
             .query()
-            .table_name(&self.config.tables.events)
+            .table_name(table)
             .key_condition_expression("pk = :pk")
             .expression_attribute_values(
                 ":pk",
@@ -474,8 +478,14 @@ impl Stack {
             .consistent_read(true)
             .send()
             .await
-            .expect("query events");
-        out.items()
+            .unwrap_or_else(|e| panic!("query {table}: {e}"));
+        out.items().to_vec()
+    }
+
+    /// The channel's committed events as `(seq, id)`, read from the events table.
+    pub async fn stored_events(&self, channel: &str) -> Vec<(u64, String)> {
+        self.channel_items(&self.config.tables.events, channel)
+            .await
             .iter()
             .filter_map(|i| {
                 let seq = i.get("sk")?.as_n().ok()?.parse().ok()?;
@@ -525,20 +535,8 @@ impl Stack {
 
     /// Subscription items of one channel.
     pub async fn subscription_ids(&self, channel: &str) -> Vec<String> {
-        let out = self
-            .ddb()
-            .query()
-            .table_name(&self.config.tables.subscriptions)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(
-                ":pk",
-                AttributeValue::S(format!("{}#{channel}", self.tenant)),
-            )
-            .consistent_read(true)
-            .send()
+        self.channel_items(&self.config.tables.subscriptions, channel)
             .await
-            .expect("query subscriptions");
-        out.items()
             .iter()
             .filter_map(|i| i.get("sk").and_then(|v| v.as_s().ok()).cloned())
             .collect()
