@@ -3,6 +3,7 @@
 mod channel;
 mod publish;
 mod tail;
+mod webhooks;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -55,6 +56,9 @@ enum Command {
     Tail(tail::Args),
     /// Show a channel's log state; set or clear its own retention.
     Channel(channel::Args),
+    /// Configure the webhook of a channel, or a tenant's default.
+    #[command(subcommand)]
+    Webhooks(webhooks::Command),
 }
 
 #[tokio::main]
@@ -73,6 +77,7 @@ async fn main() -> ExitCode {
         Command::Publish(args) => publish::run(args).await,
         Command::Tail(args) => tail::run(args).await,
         Command::Channel(args) => channel::run(args).await,
+        Command::Webhooks(cmd) => webhooks::run(cmd).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

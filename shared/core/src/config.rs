@@ -57,6 +57,8 @@ pub struct Config {
     pub fanout_concurrency: usize,
     /// Seconds between pings a client should send (announced in `welcome`).
     pub heartbeat_s: u64,
+    /// Which webhook URLs may be called.
+    pub webhook_urls: crate::webhook::UrlPolicy,
 }
 
 impl Default for Config {
@@ -71,6 +73,7 @@ impl Default for Config {
             max_connection: Duration::from_secs(2 * 3600),
             fanout_concurrency: 64,
             heartbeat_s: 300,
+            webhook_urls: crate::webhook::UrlPolicy::default(),
         }
     }
 }
@@ -107,6 +110,27 @@ impl Config {
         }
         if let Some(v) = get("AGENTWIRE_HEARTBEAT_S") {
             c.heartbeat_s = number("AGENTWIRE_HEARTBEAT_S", &v)?;
+        }
+        if let Some(v) = get("AGENTWIRE_WEBHOOK_ALLOW_INSECURE") {
+            c.webhook_urls.allow_insecure_loopback = match v.trim() {
+                "1" | "true" | "yes" => true,
+                "0" | "false" | "no" | "" => false,
+                other => {
+                    return Err(ConfigError::Invalid {
+                        name: "AGENTWIRE_WEBHOOK_ALLOW_INSECURE",
+                        value: other.to_owned(),
+                        reason: "use true or false".into(),
+                    });
+                }
+            };
+        }
+        if let Some(v) = get("AGENTWIRE_WEBHOOK_ALLOW_HOSTS") {
+            c.webhook_urls.allow_hosts = v
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(str::to_owned)
+                .collect();
         }
         Ok(c)
     }
@@ -168,6 +192,8 @@ mod tests {
             ("AGENTWIRE_EVENTS_TABLE", "t-events"),
             ("AGENTWIRE_RETENTION", "90s"),
             ("AGENTWIRE_FANOUT_CONCURRENCY", "8"),
+            ("AGENTWIRE_WEBHOOK_ALLOW_INSECURE", "true"),
+            ("AGENTWIRE_WEBHOOK_ALLOW_HOSTS", "hooks.internal, 10.0.0.5"),
         ]
         .into();
         let c = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
@@ -175,6 +201,11 @@ mod tests {
         assert_eq!(c.tables.connections, "agentwire-connections");
         assert_eq!(c.retention, Duration::from_secs(90));
         assert_eq!(c.fanout_concurrency, 8);
+        assert!(c.webhook_urls.allow_insecure_loopback);
+        assert_eq!(
+            c.webhook_urls.allow_hosts,
+            vec!["hooks.internal", "10.0.0.5"]
+        );
         assert!(matches!(
             c.require_jwt_secret(),
             Err(ConfigError::Missing("AGENTWIRE_JWT_SECRET"))

@@ -10,6 +10,8 @@
 //! - [`memory`]: in-memory implementations of the ports, for unit tests.
 //! - [`auth`], [`config`], [`model`]: tokens and grants, settings from the
 //!   environment, and the domain types.
+//! - [`webhook`]: Standard Webhooks signatures, the URL safety policy, the
+//!   retry schedule and the webhook configuration model.
 //! - [`wiring`]: builds the real dependencies once per cold start.
 
 pub mod adapters;
@@ -21,6 +23,7 @@ pub mod model;
 pub mod ports;
 pub mod telemetry;
 pub mod usecases;
+pub mod webhook;
 pub mod wiring;
 
 pub use agentwire_protocol as protocol;

@@ -388,3 +388,32 @@ impl EventQueue for MemoryQueue {
         Ok(())
     }
 }
+
+/// Webhook configurations by scope key.
+#[derive(Default)]
+pub struct MemoryWebhooks {
+    configs: Mutex<HashMap<String, crate::webhook::WebhookConfig>>,
+}
+
+#[async_trait]
+impl crate::ports::WebhookStore for MemoryWebhooks {
+    async fn get(
+        &self,
+        scope: &crate::webhook::WebhookScope,
+    ) -> Result<Option<crate::webhook::WebhookConfig>, StoreError> {
+        Ok(lock(&self.configs).get(&scope.pk()).cloned())
+    }
+
+    async fn put(
+        &self,
+        scope: &crate::webhook::WebhookScope,
+        config: &crate::webhook::WebhookConfig,
+    ) -> Result<(), StoreError> {
+        lock(&self.configs).insert(scope.pk(), config.clone());
+        Ok(())
+    }
+
+    async fn remove(&self, scope: &crate::webhook::WebhookScope) -> Result<bool, StoreError> {
+        Ok(lock(&self.configs).remove(&scope.pk()).is_some())
+    }
+}

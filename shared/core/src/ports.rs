@@ -138,3 +138,19 @@ pub trait EventQueue: Send + Sync {
 pub trait DeadLetters: Send + Sync {
     async fn record(&self, message_id: &str, body: &str, reason: &str) -> Result<(), StoreError>;
 }
+
+/// Webhook configurations, per channel and per tenant default.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    async fn get(
+        &self,
+        scope: &crate::webhook::WebhookScope,
+    ) -> Result<Option<crate::webhook::WebhookConfig>, StoreError>;
+    async fn put(
+        &self,
+        scope: &crate::webhook::WebhookScope,
+        config: &crate::webhook::WebhookConfig,
+    ) -> Result<(), StoreError>;
+    /// `false` when there was none.
+    async fn remove(&self, scope: &crate::webhook::WebhookScope) -> Result<bool, StoreError>;
+}

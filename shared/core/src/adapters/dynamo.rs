@@ -733,3 +733,90 @@ impl CursorStore for DynamoCursors {
         Ok(out.item().and_then(|i| get_n(i, "seq")))
     }
 }
+
+/// Webhook configurations in the channels table: attribute `webhook` (JSON
+/// text) on the channel's item, or on `tenant#*` for the tenant default.
+#[derive(Clone)]
+pub struct DynamoWebhooks {
+    log: DynamoLog,
+}
+
+impl DynamoWebhooks {
+    pub fn new(client: Client, tables: Tables) -> Self {
+        Self {
+            log: DynamoLog::new(client, tables),
+        }
+    }
+}
+
+#[async_trait]
+impl crate::ports::WebhookStore for DynamoWebhooks {
+    async fn get(
+        &self,
+        scope: &crate::webhook::WebhookScope,
+    ) -> Result<Option<crate::webhook::WebhookConfig>, StoreError> {
+        let out = self
+            .log
+            .client
+            .get_item()
+            .table_name(&self.log.tables.channels)
+            .key("pk", s(scope.pk()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("get webhook", e))?;
+        match out.item().and_then(|i| get_s(i, "webhook")) {
+            None => Ok(None),
+            Some(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| StoreError::failed("read webhook", e)),
+        }
+    }
+
+    async fn put(
+        &self,
+        scope: &crate::webhook::WebhookScope,
+        config: &crate::webhook::WebhookConfig,
+    ) -> Result<(), StoreError> {
+        if let crate::webhook::WebhookScope::Channel(key) = scope {
+            // A channel item always has its head and epoch.
+            self.log.ensure_channel(key).await?;
+        }
+        let text =
+            serde_json::to_string(config).map_err(|e| StoreError::failed("encode webhook", e))?;
+        self.log
+            .client
+            .update_item()
+            .table_name(&self.log.tables.channels)
+            .key("pk", s(scope.pk()))
+            .update_expression("SET webhook = :w")
+            .expression_attribute_values(":w", s(text))
+            .send()
+            .await
+            .map_err(|e| store_error("put webhook", e))?;
+        Ok(())
+    }
+
+    async fn remove(&self, scope: &crate::webhook::WebhookScope) -> Result<bool, StoreError> {
+        let out = self
+            .log
+            .client
+            .update_item()
+            .table_name(&self.log.tables.channels)
+            .key("pk", s(scope.pk()))
+            .update_expression("REMOVE webhook")
+            .condition_expression("attribute_exists(webhook)")
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(store_error("remove webhook", e)),
+        }
+    }
+}

@@ -5,5 +5,5 @@ pub mod dynamo;
 pub mod sqs;
 
 pub use apigw::ApiGatewayPusher;
-pub use dynamo::{DynamoCursors, DynamoLog, DynamoRegistry};
+pub use dynamo::{DynamoCursors, DynamoLog, DynamoRegistry, DynamoWebhooks};
 pub use sqs::{SqsDeadLetters, SqsEventQueue};

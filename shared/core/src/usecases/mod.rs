@@ -5,8 +5,10 @@ pub mod disconnect;
 pub mod dispatch;
 pub mod resume;
 pub mod session;
+pub mod webhooks;
 
 pub use connect::{Accepted, Connect, ConnectError, ConnectRequest};
 pub use disconnect::Disconnect;
 pub use dispatch::{DispatchReport, Dispatcher, QueueMessage};
 pub use session::Session;
+pub use webhooks::{WebhookAdmin, WebhookAdminError};
