@@ -10,8 +10,9 @@
 //!   MOCK integration.
 //! - `POST|GET|DELETE /@connections/{id}` serve the dispatcher's SDK client,
 //!   with 410 `GoneException` for unknown or closed connections.
-//! - A poller receives from the events queue, calls the dispatcher with real
-//!   `SqsEvent` batches and deletes only what did not fail.
+//! - Pollers receive from the events queue and the webhook job queue, call
+//!   the dispatcher and the webhook function with real `SqsEvent` batches,
+//!   and delete only what did not fail.
 //! - API Gateway's limits (message size, idle timeout, connection duration)
 //!   are enforced, each configurable so tests can shorten them.
 
@@ -31,6 +32,7 @@ use agentwire_fn_connect::ConnectFunction;
 use agentwire_fn_disconnect::DisconnectFunction;
 use agentwire_fn_dispatcher::DispatcherFunction;
 use agentwire_fn_join::JoinFunction;
+use agentwire_fn_webhook::WebhookFunction;
 use aws_config::SdkConfig;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -83,6 +85,8 @@ pub enum GatewayError {
 
 /// The function handlers, as API Gateway and Lambda would hold them.
 pub(crate) struct Functions {
+    /// Present when the deployment has a webhook queue.
+    pub webhook: Option<WebhookFunction>,
     pub connect: ConnectFunction,
     pub join: JoinFunction,
     pub disconnect: DisconnectFunction,
@@ -142,9 +146,18 @@ impl Gateway {
             join: JoinFunction::new(&deps)?,
             disconnect: DisconnectFunction::new(&deps),
             dispatcher: DispatcherFunction::new(&deps)?,
+            webhook: match deps.config.webhook_queue_url {
+                Some(_) => Some(WebhookFunction::new(&deps)?),
+                None => None,
+            },
         };
+        let webhook_queue = deps.config.webhook_queue_url.clone();
         let sqs = aws_sdk_sqs::Client::new(&deps.sdk);
         let source = poller::Source::resolve(&sqs, &queue_url).await?;
+        let webhook_source = match &webhook_queue {
+            Some(url) => Some(poller::Source::resolve(&sqs, url).await?),
+            None => None,
+        };
         let hub = Arc::new(Hub::default());
         let app = Arc::new(App {
             functions,
@@ -170,14 +183,32 @@ impl Gateway {
             }
         });
         let (source_enabled, enabled) = watch::channel(true);
-        let poll = tokio::spawn(poller::run(sqs, source, app, stopped, enabled));
+        let mut tasks = vec![server];
+        if let Some(ws) = webhook_source {
+            tasks.push(tokio::spawn(poller::run(
+                sqs.clone(),
+                ws,
+                poller::Target::Webhook,
+                app.clone(),
+                stopped.clone(),
+                enabled.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(poller::run(
+            sqs,
+            source,
+            poller::Target::Dispatcher,
+            app,
+            stopped,
+            enabled,
+        )));
         tracing::info!(%addr, queue = %queue_url, "dev gateway started");
         Ok(Self {
             addr,
             hub,
             stop,
             source_enabled,
-            tasks: vec![server, poll],
+            tasks,
         })
     }
 

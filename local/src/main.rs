@@ -46,6 +46,20 @@ struct Args {
         default_value = "agentwire-events-dlq.fifo"
     )]
     events_dlq: String,
+    /// Webhook job queue: a name or a URL; empty to call no webhooks.
+    #[arg(
+        long,
+        env = "AGENTWIRE_WEBHOOK_QUEUE",
+        default_value = "agentwire-webhooks"
+    )]
+    webhook_queue: String,
+    /// Webhook dead-letter queue: a name or a URL.
+    #[arg(
+        long,
+        env = "AGENTWIRE_WEBHOOK_DLQ",
+        default_value = "agentwire-webhooks-dlq"
+    )]
+    webhook_dlq: String,
     /// Connections table.
     #[arg(
         long,
@@ -134,6 +148,11 @@ async fn serve(args: Args) -> Result<(), String> {
     let mut config = Config::from_env().map_err(|e| e.to_string())?;
     config.events_queue_url = Some(events_queue_url.clone());
     config.events_dlq_url = Some(events_dlq_url);
+    if !args.webhook_queue.is_empty() {
+        config.webhook_queue_url =
+            Some(queue_url(&sqs, &args.webhook_queue, &args.endpoint).await?);
+        config.webhook_dlq_url = Some(queue_url(&sqs, &args.webhook_dlq, &args.endpoint).await?);
+    }
     config.tables = Tables {
         connections: args.connections_table,
         subscriptions: args.subscriptions_table,

@@ -49,9 +49,17 @@ impl Source {
     }
 }
 
+/// Which function a queue drives.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Target {
+    Dispatcher,
+    Webhook,
+}
+
 pub(crate) async fn run(
     sqs: Client,
     source: Source,
+    target: Target,
     app: Arc<App>,
     mut stop: watch::Receiver<bool>,
     mut enabled: watch::Receiver<bool>,
@@ -98,7 +106,12 @@ pub(crate) async fn run(
             continue;
         }
         let event = events::sqs_batch(&messages, &source.arn, &source.region);
-        let failed: HashSet<String> = match app.functions.dispatcher.handle(event).await {
+        let result = match (target, &app.functions.webhook) {
+            (Target::Dispatcher, _) => app.functions.dispatcher.handle(event).await,
+            (Target::Webhook, Some(w)) => w.handle(event).await,
+            (Target::Webhook, None) => break,
+        };
+        let failed: HashSet<String> = match result {
             Ok(resp) => resp
                 .batch_item_failures
                 .into_iter()
@@ -106,7 +119,7 @@ pub(crate) async fn run(
                 .collect(),
             Err(e) => {
                 // A failed invocation returns the whole batch to the queue.
-                tracing::error!(error = %e, "dispatcher invocation failed; the batch will be redelivered");
+                tracing::error!(?target, error = %e, "invocation failed; the batch will be redelivered");
                 continue;
             }
         };

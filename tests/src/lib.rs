@@ -239,8 +239,10 @@ pub struct StackOptions {
     pub visibility_timeout: Duration,
     /// The deployment's event retention, when a test shortens it.
     pub retention: Option<Duration>,
-    /// Count the gateway's DynamoDB calls per operation ([`Stack::dynamodb_calls`]).
+    /// Count the gateway's DynamoDB calls per operation ([`Stack::calls`]).
     pub count_dynamodb_calls: bool,
+    /// The webhook retry schedule, when a test shortens it.
+    pub webhook_schedule: Option<agentwire_core::webhook::RetrySchedule>,
 }
 
 impl Default for StackOptions {
@@ -254,6 +256,7 @@ impl Default for StackOptions {
             visibility_timeout: Duration::from_secs(5),
             retention: None,
             count_dynamodb_calls: false,
+            webhook_schedule: None,
         }
     }
 }
@@ -269,6 +272,9 @@ pub struct Stack {
     pub key: TokenKey,
     pub queue_url: String,
     pub dlq_url: String,
+    /// This stack's webhook job queue and its dead-letter queue.
+    pub webhook_queue_url: String,
+    pub webhook_dlq_url: String,
 }
 
 impl Stack {
@@ -285,7 +291,8 @@ impl Stack {
         let sdk = local_sdk(&endpoint).await;
         let run = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
         let tables = create_tables(&sdk, &run).await;
-        let (queue_url, dlq_url) = create_queues(&sdk, &run, options.visibility_timeout).await;
+        let queues = create_queues(&sdk, &run, options.visibility_timeout).await;
+        let (queue_url, dlq_url) = (queues.events.clone(), queues.events_dlq.clone());
         let secret = format!("test-secret-{run}");
         let mut config = Config {
             tables,
@@ -297,6 +304,13 @@ impl Stack {
         config.connections_endpoint = None;
         if let Some(r) = options.retention {
             config.retention = r;
+        }
+        config.webhook_queue_url = Some(queues.webhooks.clone());
+        config.webhook_dlq_url = Some(queues.webhooks_dlq.clone());
+        // The test's receivers listen on loopback.
+        config.webhook_urls.allow_insecure_loopback = true;
+        if let Some(s) = options.webhook_schedule.clone() {
+            config.webhook_schedule = s;
         }
         let calls = DynamoCalls::default();
         let ddb_client = if options.count_dynamodb_calls {
@@ -321,6 +335,8 @@ impl Stack {
             key: TokenKey::hs256(secret.as_bytes()),
             queue_url,
             dlq_url,
+            webhook_queue_url: queues.webhooks,
+            webhook_dlq_url: queues.webhooks_dlq,
         }
     }
 
@@ -564,7 +580,12 @@ impl Stack {
     pub async fn shutdown(self) {
         self.gateway.shutdown().await;
         let sqs = aws_sdk_sqs::Client::new(&self.sdk);
-        for url in [&self.queue_url, &self.dlq_url] {
+        for url in [
+            &self.queue_url,
+            &self.dlq_url,
+            &self.webhook_queue_url,
+            &self.webhook_dlq_url,
+        ] {
             let _ = sqs.delete_queue().queue_url(url).send().await;
         }
         let ddb = aws_sdk_dynamodb::Client::new(&self.sdk);
@@ -581,15 +602,27 @@ impl Stack {
     }
 }
 
-/// Creates this run's events queue and dead-letter queue from the definitions
-/// in `resources.json`, with a unique suffix.
-async fn create_queues(sdk: &SdkConfig, run: &str, visibility: Duration) -> (String, String) {
+/// This run's queues, from the definitions in `resources.json`, each name
+/// with a unique suffix.
+pub struct Queues {
+    pub events: String,
+    pub events_dlq: String,
+    pub webhooks: String,
+    pub webhooks_dlq: String,
+}
+
+async fn create_queues(sdk: &SdkConfig, run: &str, visibility: Duration) -> Queues {
     let sqs = aws_sdk_sqs::Client::new(sdk);
     let r = resources();
     let mut urls: Vec<(String, String)> = Vec::new();
     for q in r["queues"].as_array().expect("queues") {
         let base = q["name"].as_str().expect("queue name");
-        let name = format!("{}-{run}.fifo", base.trim_end_matches(".fifo"));
+        let fifo = q["fifo"].as_bool() == Some(true);
+        let name = if fifo {
+            format!("{}-{run}.fifo", base.trim_end_matches(".fifo"))
+        } else {
+            format!("{base}-{run}")
+        };
         let is_dlq = base.contains("dlq");
         let vis = if is_dlq {
             q["visibility_timeout_s"].as_u64().unwrap_or(30)
@@ -604,7 +637,7 @@ async fn create_queues(sdk: &SdkConfig, run: &str, visibility: Duration) -> (Str
                 QueueAttributeName::MessageRetentionPeriod,
                 q["retention_s"].as_u64().unwrap_or(345_600).to_string(),
             );
-        if q["fifo"].as_bool() == Some(true) {
+        if fifo {
             req = req.attributes(QueueAttributeName::FifoQueue, "true");
         }
         if let Some(dl) = q.get("dead_letter") {
@@ -635,13 +668,18 @@ async fn create_queues(sdk: &SdkConfig, run: &str, visibility: Duration) -> (Str
             .to_owned();
         urls.push((base.to_owned(), url));
     }
-    let find = |dlq: bool| {
+    let find = |base: &str| {
         urls.iter()
-            .find(|(b, _)| b.contains("dlq") == dlq)
+            .find(|(b, _)| b == base)
             .map(|(_, u)| u.clone())
-            .expect("queue")
+            .unwrap_or_else(|| panic!("resources.json has no queue {base}"))
     };
-    (find(false), find(true))
+    Queues {
+        events: find("agentwire-events.fifo"),
+        events_dlq: find("agentwire-events-dlq.fifo"),
+        webhooks: find("agentwire-webhooks"),
+        webhooks_dlq: find("agentwire-webhooks-dlq"),
+    }
 }
 
 /// A real WebSocket client with helpers for reading typed frames.

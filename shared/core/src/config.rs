@@ -59,6 +59,14 @@ pub struct Config {
     pub heartbeat_s: u64,
     /// Which webhook URLs may be called.
     pub webhook_urls: crate::webhook::UrlPolicy,
+    /// The webhook job queue (a standard queue); without it, no webhook is called.
+    pub webhook_queue_url: Option<String>,
+    /// Where undeliverable webhook jobs are kept.
+    pub webhook_dlq_url: Option<String>,
+    /// Delays before each webhook attempt.
+    pub webhook_schedule: crate::webhook::RetrySchedule,
+    /// Per-request timeout of a webhook call.
+    pub webhook_timeout: Duration,
 }
 
 impl Default for Config {
@@ -74,6 +82,10 @@ impl Default for Config {
             fanout_concurrency: 64,
             heartbeat_s: 300,
             webhook_urls: crate::webhook::UrlPolicy::default(),
+            webhook_queue_url: None,
+            webhook_dlq_url: None,
+            webhook_schedule: crate::webhook::RetrySchedule::default(),
+            webhook_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -124,6 +136,25 @@ impl Config {
                 }
             };
         }
+        c.webhook_queue_url = get("AGENTWIRE_WEBHOOK_QUEUE_URL");
+        c.webhook_dlq_url = get("AGENTWIRE_WEBHOOK_DLQ_URL");
+        if let Some(v) = get("AGENTWIRE_WEBHOOK_SCHEDULE") {
+            let delays = v
+                .split(',')
+                .map(|d| duration("AGENTWIRE_WEBHOOK_SCHEDULE", d.trim()))
+                .collect::<Result<Vec<_>, _>>()?;
+            if delays.is_empty() {
+                return Err(ConfigError::Invalid {
+                    name: "AGENTWIRE_WEBHOOK_SCHEDULE",
+                    value: v,
+                    reason: "give at least one delay".into(),
+                });
+            }
+            c.webhook_schedule = crate::webhook::RetrySchedule::new(delays);
+        }
+        if let Some(v) = get("AGENTWIRE_WEBHOOK_TIMEOUT") {
+            c.webhook_timeout = duration("AGENTWIRE_WEBHOOK_TIMEOUT", &v)?;
+        }
         if let Some(v) = get("AGENTWIRE_WEBHOOK_ALLOW_HOSTS") {
             c.webhook_urls.allow_hosts = v
                 .split(',')
@@ -153,6 +184,18 @@ impl Config {
         self.events_queue_url
             .as_deref()
             .ok_or(ConfigError::Missing("AGENTWIRE_EVENTS_QUEUE_URL"))
+    }
+
+    pub fn require_webhook_queue_url(&self) -> Result<&str, ConfigError> {
+        self.webhook_queue_url
+            .as_deref()
+            .ok_or(ConfigError::Missing("AGENTWIRE_WEBHOOK_QUEUE_URL"))
+    }
+
+    pub fn require_webhook_dlq_url(&self) -> Result<&str, ConfigError> {
+        self.webhook_dlq_url
+            .as_deref()
+            .ok_or(ConfigError::Missing("AGENTWIRE_WEBHOOK_DLQ_URL"))
     }
 
     pub fn require_events_dlq_url(&self) -> Result<&str, ConfigError> {
@@ -194,6 +237,7 @@ mod tests {
             ("AGENTWIRE_FANOUT_CONCURRENCY", "8"),
             ("AGENTWIRE_WEBHOOK_ALLOW_INSECURE", "true"),
             ("AGENTWIRE_WEBHOOK_ALLOW_HOSTS", "hooks.internal, 10.0.0.5"),
+            ("AGENTWIRE_WEBHOOK_SCHEDULE", "0s, 1s, 2s"),
         ]
         .into();
         let c = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();

@@ -417,3 +417,99 @@ impl crate::ports::WebhookStore for MemoryWebhooks {
         Ok(lock(&self.configs).remove(&scope.pk()).is_some())
     }
 }
+
+/// A webhook sender that answers from a script, recording what was sent.
+pub struct ScriptedSender {
+    script: Mutex<std::collections::VecDeque<crate::ports::SendOutcome>>,
+    sent: Mutex<Vec<(Vec<(String, String)>, String)>>,
+}
+
+impl ScriptedSender {
+    pub fn new(script: Vec<crate::ports::SendOutcome>) -> Self {
+        Self {
+            script: Mutex::new(script.into()),
+            sent: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Every request: its headers and body.
+    pub fn sent(&self) -> Vec<(Vec<(String, String)>, String)> {
+        lock(&self.sent).clone()
+    }
+}
+
+#[async_trait]
+impl crate::ports::WebhookSender for ScriptedSender {
+    async fn send(
+        &self,
+        _url: &url::Url,
+        _addrs: &[std::net::SocketAddr],
+        headers: &[(&str, String)],
+        body: &str,
+    ) -> crate::ports::SendOutcome {
+        lock(&self.sent).push((
+            headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            body.to_owned(),
+        ));
+        lock(&self.script)
+            .pop_front()
+            .unwrap_or(crate::ports::SendOutcome::ConnectFailed(
+                "script exhausted".into(),
+            ))
+    }
+}
+
+/// Scheduled and dead-lettered webhook jobs.
+#[derive(Default)]
+pub struct MemoryWebhookJobs {
+    scheduled: Mutex<Vec<(crate::usecases::deliver::WebhookJob, std::time::Duration)>>,
+    dead: Mutex<Vec<(crate::usecases::deliver::WebhookJob, String)>>,
+    failing: Mutex<bool>,
+}
+
+impl MemoryWebhookJobs {
+    /// Every later schedule fails with an unavailable store.
+    pub fn fail(&self) {
+        *lock(&self.failing) = true;
+    }
+
+    pub fn take_scheduled(
+        &self,
+    ) -> Vec<(crate::usecases::deliver::WebhookJob, std::time::Duration)> {
+        std::mem::take(&mut *lock(&self.scheduled))
+    }
+
+    pub fn dead(&self) -> Vec<(crate::usecases::deliver::WebhookJob, String)> {
+        lock(&self.dead).clone()
+    }
+}
+
+#[async_trait]
+impl crate::ports::WebhookJobs for MemoryWebhookJobs {
+    async fn schedule(
+        &self,
+        job: &crate::usecases::deliver::WebhookJob,
+        delay: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        if *lock(&self.failing) {
+            return Err(StoreError::Unavailable {
+                op: "schedule webhook job",
+                reason: "injected failure".into(),
+            });
+        }
+        lock(&self.scheduled).push((job.clone(), delay));
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        job: &crate::usecases::deliver::WebhookJob,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        lock(&self.dead).push((job.clone(), reason.to_owned()));
+        Ok(())
+    }
+}

@@ -154,3 +154,47 @@ pub trait WebhookStore: Send + Sync {
     /// `false` when there was none.
     async fn remove(&self, scope: &crate::webhook::WebhookScope) -> Result<bool, StoreError>;
 }
+
+/// What one webhook POST came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// The receiver answered (any status), with its `Retry-After` if any.
+    Answered {
+        status: u16,
+        retry_after: Option<std::time::Duration>,
+    },
+    /// No answer within the per-request timeout.
+    TimedOut,
+    /// The connection failed (refused, reset, TLS).
+    ConnectFailed(String),
+}
+
+/// Sends one webhook request: POST `body` to `url`, connecting only to
+/// `addrs` (the addresses the URL policy checked), with these headers.
+#[async_trait]
+pub trait WebhookSender: Send + Sync {
+    async fn send(
+        &self,
+        url: &url::Url,
+        addrs: &[std::net::SocketAddr],
+        headers: &[(&str, String)],
+        body: &str,
+    ) -> SendOutcome;
+}
+
+/// The webhook job queue: later attempts, and the dead letters.
+#[async_trait]
+pub trait WebhookJobs: Send + Sync {
+    /// Puts the job back to be received after `delay` (at most SQS's 15 minutes).
+    async fn schedule(
+        &self,
+        job: &crate::usecases::deliver::WebhookJob,
+        delay: std::time::Duration,
+    ) -> Result<(), StoreError>;
+    /// Keeps a job that will not be delivered, with the reason.
+    async fn dead_letter(
+        &self,
+        job: &crate::usecases::deliver::WebhookJob,
+        reason: &str,
+    ) -> Result<(), StoreError>;
+}

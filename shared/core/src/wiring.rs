@@ -6,12 +6,14 @@ use std::sync::Arc;
 use aws_config::{BehaviorVersion, SdkConfig};
 
 use crate::adapters::{
-    ApiGatewayPusher, DynamoCursors, DynamoLog, DynamoRegistry, SqsDeadLetters, SqsEventQueue,
+    ApiGatewayPusher, DynamoCursors, DynamoLog, DynamoRegistry, DynamoWebhooks, ReqwestSender,
+    SqsDeadLetters, SqsEventQueue, SqsWebhookJobs,
 };
 use crate::auth::TokenKey;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError};
-use crate::usecases::{Connect, Disconnect, Dispatcher, Session};
+use crate::usecases::deliver::Deliverer;
+use crate::usecases::{Connect, Disconnect, Dispatcher, Session, WebhookAdmin};
 
 /// The AWS SDK configuration from the environment (`AWS_REGION`,
 /// `AWS_ENDPOINT_URL`, credentials chain).
@@ -91,7 +93,7 @@ impl Deps {
         let pusher = self.pusher()?;
         let sqs = aws_sdk_sqs::Client::new(&self.sdk);
         let dead_letters = SqsDeadLetters::new(sqs, self.config.require_events_dlq_url()?);
-        Ok(Dispatcher::new(
+        let dispatcher = Dispatcher::new(
             self.log.clone(),
             self.registry.clone(),
             Arc::new(pusher),
@@ -99,6 +101,43 @@ impl Deps {
             self.clock.clone(),
             self.config.retention,
             self.config.fanout_concurrency,
+        );
+        if self.config.webhook_queue_url.is_none() {
+            return Ok(dispatcher);
+        }
+        Ok(dispatcher.with_webhooks(
+            Arc::new(self.webhook_admin()),
+            Arc::new(self.webhook_jobs()?),
+        ))
+    }
+
+    /// Webhook configuration on the channels table, with the deployment's URL rules.
+    pub fn webhook_admin(&self) -> WebhookAdmin {
+        let ddb = aws_sdk_dynamodb::Client::new(&self.sdk);
+        WebhookAdmin::new(
+            Arc::new(DynamoWebhooks::new(ddb, self.config.tables.clone())),
+            self.config.webhook_urls.clone(),
+            self.clock.clone(),
+        )
+    }
+
+    /// The webhook job queue and its dead-letter queue.
+    pub fn webhook_jobs(&self) -> Result<SqsWebhookJobs, ConfigError> {
+        Ok(SqsWebhookJobs::new(
+            aws_sdk_sqs::Client::new(&self.sdk),
+            self.config.require_webhook_queue_url()?,
+            self.config.require_webhook_dlq_url()?,
+        ))
+    }
+
+    /// The webhook delivery use case.
+    pub fn deliverer(&self) -> Result<Deliverer, ConfigError> {
+        Ok(Deliverer::new(
+            Arc::new(self.webhook_admin()),
+            Arc::new(ReqwestSender::new(self.config.webhook_timeout, 64 * 1024)),
+            Arc::new(self.webhook_jobs()?),
+            self.config.webhook_schedule.clone(),
+            self.clock.clone(),
         ))
     }
 

@@ -2,8 +2,10 @@
 
 pub mod apigw;
 pub mod dynamo;
+pub mod http;
 pub mod sqs;
 
 pub use apigw::ApiGatewayPusher;
 pub use dynamo::{DynamoCursors, DynamoLog, DynamoRegistry, DynamoWebhooks};
-pub use sqs::{SqsDeadLetters, SqsEventQueue};
+pub use http::ReqwestSender;
+pub use sqs::{SqsDeadLetters, SqsEventQueue, SqsWebhookJobs};

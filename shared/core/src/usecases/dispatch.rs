@@ -14,7 +14,10 @@ use crate::clock::Clock;
 use crate::model::{ChannelKey, Envelope, StoredEvent};
 use crate::ports::{
     AppendError, ChannelLog, ConnectionRegistry, DeadLetters, PushError, Pusher, StoreError,
+    WebhookJobs,
 };
+use crate::usecases::deliver::WebhookJob;
+use crate::usecases::webhooks::WebhookAdmin;
 
 /// One message of the batch, as the queue delivered it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +45,8 @@ pub struct DispatchReport {
     pub gone: usize,
     /// Posts that failed otherwise (the events stay in the log).
     pub post_failures: usize,
+    /// Events handed to the webhook queue.
+    pub webhook_jobs: usize,
 }
 
 impl DispatchReport {
@@ -53,6 +58,7 @@ impl DispatchReport {
         self.posted += o.posted;
         self.gone += o.gone;
         self.post_failures += o.post_failures;
+        self.webhook_jobs += o.webhook_jobs;
     }
 }
 
@@ -73,9 +79,17 @@ pub struct Dispatcher {
     clock: Arc<dyn Clock>,
     retention: Duration,
     concurrency: usize,
+    webhooks: Option<WebhookFallback>,
 }
 
 impl Dispatcher {
+    /// Events of channels with no live subscriber (or a webhook in mode
+    /// `always`) are handed to the webhook queue.
+    pub fn with_webhooks(mut self, admin: Arc<WebhookAdmin>, jobs: Arc<dyn WebhookJobs>) -> Self {
+        self.webhooks = Some(WebhookFallback { admin, jobs });
+        self
+    }
+
     pub fn new(
         log: Arc<dyn ChannelLog>,
         registry: Arc<dyn ConnectionRegistry>,
@@ -93,6 +107,7 @@ impl Dispatcher {
             clock,
             retention,
             concurrency: concurrency.max(1),
+            webhooks: None,
         }
     }
 
@@ -159,7 +174,12 @@ impl Dispatcher {
                 Ok((events, fresh)) => {
                     report.committed += fresh;
                     report.duplicates += run.len() - fresh;
-                    self.fan_out(&key, &events, &mut report).await;
+                    let live = self.fan_out(&key, &events, &mut report).await;
+                    if let Err(e) = self.hand_to_webhook(&key, &events, live, &mut report).await {
+                        tracing::error!(channel = %key, error = %e, "webhook hand-off failed; the run will be redelivered");
+                        fail_rest(&mut report, &msgs[i..]);
+                        break;
+                    }
                     i = j;
                 }
                 Err(e) => {
@@ -236,21 +256,30 @@ impl Dispatcher {
 
     /// Posts the events to every live subscriber, `concurrency` connections
     /// at a time, each connection's frames in seq order.
-    async fn fan_out(&self, key: &ChannelKey, events: &[StoredEvent], report: &mut DispatchReport) {
+    /// Returns how many subscribers are live after stale ones were pruned
+    /// (0 when the subscribers could not be listed, so the webhook gets the
+    /// events rather than nobody).
+    async fn fan_out(
+        &self,
+        key: &ChannelKey,
+        events: &[StoredEvent],
+        report: &mut DispatchReport,
+    ) -> usize {
         if events.is_empty() {
-            return;
+            return 0;
         }
         let subscribers = match self.registry.subscribers(key).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(channel = %key, error = %e, "could not list subscribers; events stay in the log");
                 report.post_failures += 1;
-                return;
+                return 0;
             }
         };
         if subscribers.is_empty() {
-            return;
+            return 0;
         }
+        let total = subscribers.len();
         let frames = coalesce(events.iter().map(StoredEvent::frame).collect());
         let posted = AtomicUsize::new(0);
         let gone = AtomicUsize::new(0);
@@ -282,10 +311,45 @@ impl Dispatcher {
                 }
             })
             .await;
+        let gone = gone.into_inner();
         report.posted += posted.into_inner();
-        report.gone += gone.into_inner();
+        report.gone += gone;
         report.post_failures += failed.into_inner();
+        total - gone
     }
+
+    /// Hands the events to the channel's webhook when it wants them: no live
+    /// subscriber (mode `fallback`) or always (mode `always`).
+    async fn hand_to_webhook(
+        &self,
+        key: &ChannelKey,
+        events: &[StoredEvent],
+        live: usize,
+        report: &mut DispatchReport,
+    ) -> Result<(), StoreError> {
+        let Some(w) = &self.webhooks else {
+            return Ok(());
+        };
+        let Some(config) = w.admin.effective(key).await? else {
+            return Ok(());
+        };
+        if !config.wants(live, self.clock.epoch_s()) {
+            return Ok(());
+        }
+        for e in events {
+            w.jobs
+                .schedule(&WebhookJob::new(&key.tenant, e.frame()), Duration::ZERO)
+                .await?;
+            report.webhook_jobs += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Where events without a live subscriber go.
+struct WebhookFallback {
+    admin: Arc<WebhookAdmin>,
+    jobs: Arc<dyn WebhookJobs>,
 }
 
 /// One `event` frame for a single event; otherwise `batch` frames, each
@@ -551,6 +615,91 @@ mod tests {
             .map(|e| e.seq)
             .collect();
         assert_eq!(seqs, (1..=40).collect::<Vec<u64>>());
+    }
+
+    async fn with_webhook(
+        fx: Fx,
+        mode: crate::webhook::WebhookMode,
+    ) -> (Dispatcher, Arc<crate::memory::MemoryWebhookJobs>) {
+        use crate::webhook::{UrlPolicy, WebhookScope};
+        let admin = Arc::new(WebhookAdmin::new(
+            Arc::new(crate::memory::MemoryWebhooks::default()),
+            UrlPolicy {
+                allow_insecure_loopback: true,
+                allow_hosts: vec![],
+            },
+            Arc::new(SystemClock),
+        ));
+        admin
+            .set(
+                &WebhookScope::TenantDefault("acme".into()),
+                "http://127.0.0.1:9/h",
+                mode,
+                None,
+            )
+            .await
+            .unwrap();
+        let jobs = Arc::new(crate::memory::MemoryWebhookJobs::default());
+        (fx.d.with_webhooks(admin, jobs.clone()), jobs)
+    }
+
+    #[tokio::test]
+    async fn without_a_live_subscriber_every_event_goes_to_the_webhook_in_order() {
+        let fx = fx();
+        let (d, jobs) = with_webhook(fx, crate::webhook::WebhookMode::Fallback).await;
+        let r = d
+            .dispatch(vec![msg(1, "a", "status-1"), msg(2, "a", "final-1")])
+            .await;
+        assert!(r.failed.is_empty());
+        assert_eq!(r.webhook_jobs, 2);
+        let sent: Vec<(u64, String)> = jobs
+            .take_scheduled()
+            .into_iter()
+            .map(|(j, delay)| {
+                assert_eq!(delay, Duration::ZERO);
+                (j.event.seq, j.event.id)
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            vec![(1, "status-1".to_string()), (2, "final-1".to_string())]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_live_subscriber_means_no_fallback_but_always_mirrors() {
+        let fx1 = fx();
+        subscribe(&fx1, "c1", "a").await;
+        let (d, jobs) = with_webhook(fx1, crate::webhook::WebhookMode::Fallback).await;
+        d.dispatch(vec![msg(1, "a", "e1")]).await;
+        assert!(jobs.take_scheduled().is_empty());
+
+        let fx2 = fx();
+        subscribe(&fx2, "c1", "a").await;
+        let (d, jobs) = with_webhook(fx2, crate::webhook::WebhookMode::Always).await;
+        d.dispatch(vec![msg(1, "a", "e1")]).await;
+        assert_eq!(jobs.take_scheduled().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_turns_out_gone_counts_as_nobody() {
+        let fx = fx();
+        subscribe(&fx, "dead", "a").await;
+        fx.pusher.set_gone("dead");
+        let (d, jobs) = with_webhook(fx, crate::webhook::WebhookMode::Fallback).await;
+        let r = d.dispatch(vec![msg(1, "a", "e1")]).await;
+        assert_eq!((r.gone, r.webhook_jobs), (1, 1));
+        assert_eq!(jobs.take_scheduled().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_hand_off_fails_the_run_so_it_comes_back() {
+        let fx = fx();
+        let (d, jobs) = with_webhook(fx, crate::webhook::WebhookMode::Fallback).await;
+        jobs.fail();
+        let mut r = d.dispatch(vec![msg(1, "a", "e1"), msg(2, "a", "e2")]).await;
+        r.failed.sort();
+        assert_eq!(r.failed, vec!["m1".to_string(), "m2".to_string()]);
     }
 
     #[test]

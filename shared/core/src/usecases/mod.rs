@@ -1,6 +1,7 @@
 //! The use cases, one per function, knowing nothing of Lambda.
 
 pub mod connect;
+pub mod deliver;
 pub mod disconnect;
 pub mod dispatch;
 pub mod resume;

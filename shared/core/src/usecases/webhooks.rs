@@ -107,6 +107,14 @@ impl WebhookAdmin {
         &self,
         key: &crate::model::ChannelKey,
     ) -> Result<Option<WebhookConfig>, StoreError> {
+        Ok(self.effective_scoped(key).await?.map(|(_, c)| c))
+    }
+
+    /// Like [`WebhookAdmin::effective`], with the scope it was found in.
+    pub async fn effective_scoped(
+        &self,
+        key: &crate::model::ChannelKey,
+    ) -> Result<Option<(WebhookScope, WebhookConfig)>, StoreError> {
         let now = self.clock.epoch_s();
         for scope in [
             WebhookScope::Channel(key.clone()),
@@ -115,10 +123,26 @@ impl WebhookAdmin {
             if let Some(c) = self.store.get(&scope).await?
                 && !c.expired(now)
             {
-                return Ok(Some(c));
+                return Ok(Some((scope, c)));
             }
         }
         Ok(None)
+    }
+
+    /// Stops deliveries to a scope's webhook, keeping it (and the reason) for
+    /// the operator to see with `webhooks get`.
+    pub async fn disable(&self, scope: &WebhookScope, reason: &str) -> Result<(), StoreError> {
+        if let Some(mut c) = self.store.get(scope).await? {
+            c.disabled = Some(reason.to_owned());
+            c.updated_at = self.clock.epoch_s();
+            self.store.put(scope, &c).await?;
+        }
+        Ok(())
+    }
+
+    /// The deployment's URL rules.
+    pub fn policy(&self) -> &UrlPolicy {
+        &self.policy
     }
 }
 

@@ -1,0 +1,479 @@
+//! Delivering one webhook job: sign, POST, and decide what the answer means.
+//!
+//! - 2xx: delivered.
+//! - 408, 429, 5xx, a timeout or a connection failure: retried on the
+//!   schedule (honouring `Retry-After`), the job put back on the queue with
+//!   an SQS delay, so no function sleeps; exhausted: dead-lettered.
+//! - 410: the webhook is disabled (with the reason) and the job
+//!   dead-lettered.
+//! - any other status: a permanent failure, dead-lettered.
+//! - no webhook any more (removed, expired, turned off, disabled) or a URL
+//!   that the policy now refuses: dead-lettered with that reason.
+//!
+//! Every attempt of a job carries the same `webhook-id` (the event id), so a
+//! receiver deduplicates on it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentwire_protocol::EventFrame;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Clock;
+use crate::model::ChannelKey;
+use crate::ports::{SendOutcome, StoreError, WebhookJobs, WebhookSender};
+use crate::usecases::webhooks::WebhookAdmin;
+use crate::webhook::schedule::hop;
+use crate::webhook::signature::signature_header;
+use crate::webhook::{RetrySchedule, WebhookMode};
+
+/// One event on its way to a webhook, as it travels on the webhook queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookJob {
+    pub tenant: String,
+    pub event: EventFrame,
+    /// Attempts made so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// When the next attempt is due (Unix seconds); 0 for now.
+    #[serde(default)]
+    pub due_at: u64,
+    /// What the last attempt got, for the dead-letter record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl WebhookJob {
+    pub fn new(tenant: &str, event: EventFrame) -> Self {
+        Self {
+            tenant: tenant.to_owned(),
+            event,
+            attempts: 0,
+            due_at: 0,
+            last_status: None,
+            last_error: None,
+        }
+    }
+
+    pub fn key(&self) -> ChannelKey {
+        ChannelKey::new(&self.tenant, &self.event.channel)
+    }
+}
+
+/// What became of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Delivered {
+        status: u16,
+    },
+    /// Failed; attempt again after `delay`.
+    Retrying {
+        delay: Duration,
+    },
+    /// Not due yet; sent on for another hop.
+    Deferred {
+        delay: Duration,
+    },
+    DeadLettered {
+        reason: String,
+    },
+}
+
+/// The delivery use case.
+pub struct Deliverer {
+    webhooks: Arc<WebhookAdmin>,
+    sender: Arc<dyn WebhookSender>,
+    jobs: Arc<dyn WebhookJobs>,
+    schedule: RetrySchedule,
+    clock: Arc<dyn Clock>,
+    /// Where in the ±10% jitter band a delay falls (0..1); random in production.
+    jitter: Arc<dyn Fn() -> f64 + Send + Sync>,
+}
+
+fn jitter_from_clock() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    f64::from(nanos % 1000) / 1000.0
+}
+
+impl Deliverer {
+    pub fn new(
+        webhooks: Arc<WebhookAdmin>,
+        sender: Arc<dyn WebhookSender>,
+        jobs: Arc<dyn WebhookJobs>,
+        schedule: RetrySchedule,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            webhooks,
+            sender,
+            jobs,
+            schedule,
+            clock,
+            jitter: Arc::new(jitter_from_clock),
+        }
+    }
+
+    /// Fixes where delays fall in the jitter band (tests).
+    pub fn with_jitter(mut self, jitter: impl Fn() -> f64 + Send + Sync + 'static) -> Self {
+        self.jitter = Arc::new(jitter);
+        self
+    }
+
+    async fn dead(&self, job: &WebhookJob, reason: String) -> Result<Delivery, StoreError> {
+        tracing::warn!(event_id = %job.event.id, channel = %job.key(), attempts = job.attempts, reason, "webhook job dead-lettered");
+        self.jobs.dead_letter(job, &reason).await?;
+        Ok(Delivery::DeadLettered { reason })
+    }
+
+    /// Works one job. An `Err` means the job could not be rescheduled or
+    /// dead-lettered: the caller reports it as failed so SQS redelivers it.
+    pub async fn deliver(&self, mut job: WebhookJob) -> Result<Delivery, StoreError> {
+        let now = self.clock.epoch_s();
+        if job.due_at > now {
+            let delay = hop(Duration::from_secs(job.due_at - now));
+            self.jobs.schedule(&job, delay).await?;
+            return Ok(Delivery::Deferred { delay });
+        }
+        let key = job.key();
+        let Some((scope, config)) = self.webhooks.effective_scoped(&key).await? else {
+            return self
+                .dead(&job, format!("no webhook is configured for {key} any more"))
+                .await;
+        };
+        if let Some(why) = &config.disabled {
+            return self
+                .dead(&job, format!("the webhook is disabled: {why}"))
+                .await;
+        }
+        if config.mode == WebhookMode::Off {
+            return self.dead(&job, "the webhook was turned off".into()).await;
+        }
+        let (url, addrs) = match self.webhooks.policy().check(&config.url).await {
+            Ok(checked) => checked,
+            Err(refusal) => return self.dead(&job, format!("refused URL: {refusal}")).await,
+        };
+        let secrets = match config.signing_secrets(now) {
+            Ok(s) => s,
+            Err(e) => return self.dead(&job, format!("cannot sign: {e}")).await,
+        };
+        let body =
+            serde_json::to_string(&agentwire_protocol::ServerFrame::Event(job.event.clone()))
+                .map_err(|e| StoreError::failed("encode webhook body", e))?;
+        let headers = [
+            ("content-type", "application/json".to_owned()),
+            ("webhook-id", job.event.id.clone()),
+            ("webhook-timestamp", now.to_string()),
+            (
+                "webhook-signature",
+                signature_header(&secrets, &job.event.id, now, body.as_bytes()),
+            ),
+        ];
+        let outcome = self.sender.send(&url, &addrs, &headers, &body).await;
+        job.attempts += 1;
+        let retry_after = match &outcome {
+            SendOutcome::Answered { status, .. } if (200..300).contains(status) => {
+                return Ok(Delivery::Delivered { status: *status });
+            }
+            SendOutcome::Answered { status: 410, .. } => {
+                job.last_status = Some(410);
+                let reason = format!(
+                    "the receiver answered 410 Gone at attempt {}; webhook disabled",
+                    job.attempts
+                );
+                self.webhooks.disable(&scope, &reason).await?;
+                return self.dead(&job, reason).await;
+            }
+            SendOutcome::Answered {
+                status,
+                retry_after,
+            } if *status == 408 || *status == 429 || *status >= 500 => {
+                job.last_status = Some(*status);
+                job.last_error = None;
+                *retry_after
+            }
+            SendOutcome::Answered { status, .. } => {
+                job.last_status = Some(*status);
+                return self
+                    .dead(
+                        &job,
+                        format!(
+                            "the receiver answered {status}, a permanent failure, at attempt {}",
+                            job.attempts
+                        ),
+                    )
+                    .await;
+            }
+            SendOutcome::TimedOut => {
+                job.last_error = Some("timed out".into());
+                None
+            }
+            SendOutcome::ConnectFailed(e) => {
+                job.last_error = Some(format!("connection failed: {e}"));
+                None
+            }
+        };
+        match self
+            .schedule
+            .next_delay(job.attempts, retry_after, (self.jitter)())
+        {
+            Some(delay) => {
+                job.due_at = now + delay.as_secs();
+                self.jobs.schedule(&job, hop(delay)).await?;
+                Ok(Delivery::Retrying { delay })
+            }
+            None => {
+                let last = match (&job.last_status, &job.last_error) {
+                    (Some(s), _) => format!("HTTP {s}"),
+                    (None, Some(e)) => e.clone(),
+                    (None, None) => "unknown".into(),
+                };
+                self.dead(
+                    &job,
+                    format!("gave up after {} attempts; last: {last}", job.attempts),
+                )
+                .await
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::memory::{MemoryWebhookJobs, MemoryWebhooks, ScriptedSender};
+    use crate::webhook::{SigningSecret, UrlPolicy, WebhookScope};
+
+    struct Fx {
+        d: Deliverer,
+        admin: Arc<WebhookAdmin>,
+        sender: Arc<ScriptedSender>,
+        jobs: Arc<MemoryWebhookJobs>,
+        secret: String,
+    }
+
+    async fn fx(script: Vec<SendOutcome>) -> Fx {
+        let policy = UrlPolicy {
+            allow_insecure_loopback: true,
+            allow_hosts: vec![],
+        };
+        let admin = Arc::new(WebhookAdmin::new(
+            Arc::new(MemoryWebhooks::default()),
+            policy,
+            Arc::new(SystemClock),
+        ));
+        let cfg = admin
+            .set(
+                &WebhookScope::Channel(ChannelKey::new("acme", "a")),
+                "http://127.0.0.1:9/hook",
+                WebhookMode::Fallback,
+                None,
+            )
+            .await
+            .unwrap();
+        let sender = Arc::new(ScriptedSender::new(script));
+        let jobs = Arc::new(MemoryWebhookJobs::default());
+        let schedule = RetrySchedule::new(vec![
+            Duration::ZERO,
+            Duration::from_secs(5),
+            Duration::from_secs(300),
+        ]);
+        let d = Deliverer::new(
+            admin.clone(),
+            sender.clone(),
+            jobs.clone(),
+            schedule,
+            Arc::new(SystemClock),
+        )
+        .with_jitter(|| 0.5);
+        Fx {
+            d,
+            admin,
+            sender,
+            jobs,
+            secret: cfg.secret,
+        }
+    }
+
+    fn job() -> WebhookJob {
+        WebhookJob::new(
+            "acme",
+            EventFrame {
+                channel: "a".into(),
+                epoch: "e".into(),
+                seq: 7,
+                id: "run-1/final".into(),
+                kind: "final".into(),
+                data: serde_json::json!({"text": "done"}),
+                ts: "t".into(),
+            },
+        )
+    }
+
+    fn ok(status: u16) -> SendOutcome {
+        SendOutcome::Answered {
+            status,
+            retry_after: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_2xx_is_delivered_with_standard_webhooks_headers_that_verify() {
+        let f = fx(vec![ok(204)]).await;
+        assert_eq!(
+            f.d.deliver(job()).await.unwrap(),
+            Delivery::Delivered { status: 204 }
+        );
+        let sent = f.sender.sent();
+        assert_eq!(sent.len(), 1);
+        let (headers, body) = &sent[0];
+        let h = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        assert_eq!(h("webhook-id"), "run-1/final");
+        assert_eq!(h("content-type"), "application/json");
+        let ts: u64 = h("webhook-timestamp").parse().unwrap();
+        let secret = SigningSecret::parse(&f.secret).unwrap();
+        assert!(secret.verify("run-1/final", ts, body.as_bytes(), &h("webhook-signature")));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            (v["type"].as_str(), v["seq"].as_u64()),
+            (Some("event"), Some(7))
+        );
+    }
+
+    #[tokio::test]
+    async fn retryable_failures_are_rescheduled_on_the_schedule_with_the_same_id() {
+        let f = fx(vec![ok(503), SendOutcome::TimedOut, ok(200)]).await;
+        let mut j = job();
+        assert_eq!(
+            f.d.deliver(j.clone()).await.unwrap(),
+            Delivery::Retrying {
+                delay: Duration::from_secs(5)
+            }
+        );
+        j = f.jobs.take_scheduled().pop().unwrap().0;
+        assert_eq!((j.attempts, j.last_status), (1, Some(503)));
+        // Not due yet: sent on, not attempted.
+        assert!(matches!(
+            f.d.deliver(j.clone()).await.unwrap(),
+            Delivery::Deferred { .. }
+        ));
+        assert_eq!(f.sender.sent().len(), 1);
+        j = f.jobs.take_scheduled().pop().unwrap().0;
+        j.due_at = 0;
+        assert_eq!(
+            f.d.deliver(j.clone()).await.unwrap(),
+            Delivery::Retrying {
+                delay: Duration::from_secs(300)
+            }
+        );
+        let (mut j, hop_delay) = f.jobs.take_scheduled().pop().unwrap();
+        assert_eq!(hop_delay, Duration::from_secs(300));
+        assert_eq!(j.last_error.as_deref(), Some("timed out"));
+        j.due_at = 0;
+        assert_eq!(
+            f.d.deliver(j).await.unwrap(),
+            Delivery::Delivered { status: 200 }
+        );
+        let ids: Vec<String> = f
+            .sender
+            .sent()
+            .iter()
+            .map(|(h, _)| h.iter().find(|(k, _)| k == "webhook-id").unwrap().1.clone())
+            .collect();
+        assert_eq!(ids, vec!["run-1/final"; 3]);
+        assert!(f.jobs.dead().is_empty());
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_honoured() {
+        let f = fx(vec![SendOutcome::Answered {
+            status: 429,
+            retry_after: Some(Duration::from_secs(120)),
+        }])
+        .await;
+        assert_eq!(
+            f.d.deliver(job()).await.unwrap(),
+            Delivery::Retrying {
+                delay: Duration::from_secs(120)
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn exhausting_the_schedule_dead_letters_with_the_last_status_and_attempts() {
+        let f = fx(vec![ok(500), ok(502), ok(503)]).await;
+        let mut j = job();
+        for _ in 0..2 {
+            f.d.deliver(j).await.unwrap();
+            j = f.jobs.take_scheduled().pop().unwrap().0;
+            j.due_at = 0;
+        }
+        let r = f.d.deliver(j).await.unwrap();
+        let Delivery::DeadLettered { reason } = r else {
+            panic!("{r:?}")
+        };
+        assert!(
+            reason.contains("3 attempts") && reason.contains("HTTP 503"),
+            "{reason}"
+        );
+        let dead = f.jobs.dead();
+        assert_eq!((dead[0].0.attempts, dead[0].0.last_status), (3, Some(503)));
+    }
+
+    #[tokio::test]
+    async fn a_4xx_is_permanent_and_410_disables_the_webhook() {
+        let f = fx(vec![ok(400)]).await;
+        let r = f.d.deliver(job()).await.unwrap();
+        assert!(
+            matches!(&r, Delivery::DeadLettered { reason } if reason.contains("400")),
+            "{r:?}"
+        );
+
+        let f = fx(vec![ok(410)]).await;
+        let r = f.d.deliver(job()).await.unwrap();
+        assert!(
+            matches!(&r, Delivery::DeadLettered { reason } if reason.contains("410")),
+            "{r:?}"
+        );
+        let cfg = f
+            .admin
+            .effective(&ChannelKey::new("acme", "a"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(cfg.disabled.as_deref().unwrap().contains("410"));
+        // Later jobs are not sent to a disabled webhook; they are kept with the reason.
+        let r = f.d.deliver(job()).await.unwrap();
+        assert!(
+            matches!(&r, Delivery::DeadLettered { reason } if reason.contains("disabled")),
+            "{r:?}"
+        );
+        assert_eq!(f.sender.sent().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_webhook_is_gone_is_kept_with_the_reason() {
+        let f = fx(vec![]).await;
+        f.admin
+            .remove(&WebhookScope::Channel(ChannelKey::new("acme", "a")))
+            .await
+            .unwrap();
+        let r = f.d.deliver(job()).await.unwrap();
+        assert!(
+            matches!(&r, Delivery::DeadLettered { reason } if reason.contains("no webhook")),
+            "{r:?}"
+        );
+        assert_eq!(f.jobs.dead().len(), 1);
+    }
+}
