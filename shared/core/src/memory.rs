@@ -418,10 +418,13 @@ impl crate::ports::WebhookStore for MemoryWebhooks {
     }
 }
 
+/// One request a [`ScriptedSender`] saw: its headers and body.
+pub type SentRequest = (Vec<(String, String)>, String);
+
 /// A webhook sender that answers from a script, recording what was sent.
 pub struct ScriptedSender {
     script: Mutex<std::collections::VecDeque<crate::ports::SendOutcome>>,
-    sent: Mutex<Vec<(Vec<(String, String)>, String)>>,
+    sent: Mutex<Vec<SentRequest>>,
 }
 
 impl ScriptedSender {
@@ -433,7 +436,7 @@ impl ScriptedSender {
     }
 
     /// Every request: its headers and body.
-    pub fn sent(&self) -> Vec<(Vec<(String, String)>, String)> {
+    pub fn sent(&self) -> Vec<SentRequest> {
         lock(&self.sent).clone()
     }
 }
