@@ -10,6 +10,8 @@
 // A test harness: failing loudly with a message is its job.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod receiver;
+
 use std::time::Duration;
 
 use agentwire_core::auth::TokenKey;

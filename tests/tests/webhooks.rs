@@ -133,3 +133,250 @@ async fn private_link_local_and_metadata_urls_are_refused_when_set() {
     );
     stack.shutdown().await;
 }
+
+// ---- delivery, end to end: dispatcher → webhook queue → webhook function → a real HTTP receiver
+
+use agentwire_core::adapters::SqsWebhookJobs;
+use agentwire_core::webhook::RetrySchedule;
+use agentwire_e2e::StackOptions;
+use agentwire_e2e::receiver::{Received, Receiver};
+use serde_json::json;
+
+/// Recomputes the Standard Webhooks signature with `hmac`/`sha2` directly,
+/// independently of agentwire's signer.
+fn signed_by(secret: &str, r: &Received) -> bool {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use hmac::{Hmac, KeyInit, Mac};
+    let key = B64.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
+    let signed = format!(
+        "{}.{}.{}",
+        r.header("webhook-id"),
+        r.header("webhook-timestamp"),
+        r.body
+    );
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key).unwrap();
+    mac.update(signed.as_bytes());
+    let expected = format!("v1,{}", B64.encode(mac.finalize().into_bytes()));
+    r.header("webhook-signature")
+        .split(' ')
+        .any(|s| s == expected)
+}
+
+fn quick() -> StackOptions {
+    StackOptions {
+        webhook_schedule: Some(RetrySchedule::new(vec![
+            Duration::ZERO,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        ])),
+        ..StackOptions::default()
+    }
+}
+
+async fn hooked(stack: &Stack, channel: &str, mode: WebhookMode, receiver: &Receiver) -> String {
+    let scope = WebhookScope::Channel(ChannelKey::new(&stack.tenant, channel));
+    admin(stack, local_policy())
+        .set(&scope, &receiver.url, mode, None)
+        .await
+        .unwrap()
+        .secret
+}
+
+/// Every event id answered 2xx exactly once.
+fn delivered_once(got: &[Received]) {
+    let mut ok: Vec<&str> = got
+        .iter()
+        .filter(|r| (200..300).contains(&r.answered))
+        .map(|r| r.header("webhook-id"))
+        .collect();
+    let n = ok.len();
+    ok.sort();
+    ok.dedup();
+    assert_eq!(ok.len(), n, "an event reached the 2xx receiver twice");
+}
+
+fn dead_jobs(stack: &Stack) -> SqsWebhookJobs {
+    SqsWebhookJobs::new(
+        stack.sqs(),
+        &stack.webhook_queue_url,
+        &stack.webhook_dlq_url,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nobody_connected_the_status_and_the_final_event_both_arrive_signed_in_order() {
+    let stack = Stack::start_with(quick()).await;
+    let receiver = Receiver::start().await;
+    let secret = hooked(&stack, "run-7", WebhookMode::Fallback, &receiver).await;
+    let status_id = stack
+        .publish("run-7", "status", json!({"text": "thinking"}))
+        .await;
+    let final_id = stack
+        .publish("run-7", "final", json!({"text": "the answer"}))
+        .await;
+    let got = receiver.wait_for(2, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    let seen: Vec<(u64, String, String)> = got
+        .iter()
+        .map(|r| {
+            let v = r.json();
+            (
+                v["seq"].as_u64().unwrap(),
+                v["kind"].as_str().unwrap().to_owned(),
+                r.header("webhook-id").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (1, "status".into(), status_id),
+            (2, "final".into(), final_id)
+        ]
+    );
+    for r in &got {
+        assert!(signed_by(&secret, r), "signature does not verify: {r:?}");
+        assert_eq!(r.header("content-type"), "application/json");
+        assert_eq!(r.json()["type"], "event");
+        assert!(r.header("webhook-timestamp").parse::<u64>().is_ok());
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(receiver.requests().len(), 2, "nothing more");
+    delivered_once(&receiver.requests());
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_subscriber_in_fallback_mode_means_no_webhook_call() {
+    let stack = Stack::start_with(quick()).await;
+    let receiver = Receiver::start().await;
+    hooked(&stack, "live", WebhookMode::Fallback, &receiver).await;
+    let mut c = stack.client(&stack.token("ana", &["*"])).await;
+    c.hello().await;
+    c.join(json!(["live"])).await;
+    stack.publish("live", "status", json!({})).await;
+    assert_eq!(c.events(1).await[0]["seq"], 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(receiver.requests().is_empty(), "{:?}", receiver.requests());
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_twice_then_200_is_delivered_once_with_the_same_webhook_id() {
+    let stack = Stack::start_with(quick()).await;
+    let receiver = Receiver::start().await;
+    let secret = hooked(&stack, "flaky", WebhookMode::Fallback, &receiver).await;
+    receiver.answer_next(&[503, 503]);
+    let id = stack.publish("flaky", "final", json!({"n": 1})).await;
+    let got = receiver.wait_for(3, Duration::from_secs(30)).await;
+    let answers: Vec<u16> = got.iter().map(|r| r.answered).collect();
+    assert_eq!(answers, vec![503, 503, 200]);
+    assert!(
+        got.iter()
+            .all(|r| r.header("webhook-id") == id && signed_by(&secret, r))
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        receiver.requests().len(),
+        3,
+        "delivered once, then nothing more"
+    );
+    delivered_once(&receiver.requests());
+    assert!(
+        dead_jobs(&stack)
+            .list_dead(10, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_lands_in_the_dlq_with_status_and_reason_and_redrive_delivers_it() {
+    let stack = Stack::start_with(quick()).await;
+    let receiver = Receiver::start().await;
+    hooked(&stack, "strict", WebhookMode::Always, &receiver).await;
+    receiver.answer_next(&[400]);
+    let id = stack.publish("strict", "final", json!({"n": 1})).await;
+    receiver.wait_for(1, Duration::from_secs(20)).await;
+    let jobs = dead_jobs(&stack);
+    let mut dead = Vec::new();
+    for _ in 0..40 {
+        dead = jobs.list_dead(10, Duration::from_secs(1)).await.unwrap();
+        if !dead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let d = &dead[0];
+    assert_eq!(
+        (d.event_id.as_str(), d.attempts, d.last_status),
+        (id.as_str(), 1, Some(400))
+    );
+    assert!(
+        d.reason.contains("400") && d.reason.contains("permanent"),
+        "{}",
+        d.reason
+    );
+    assert_eq!(receiver.requests().len(), 1, "a 4xx is not retried");
+
+    // The receiver is fixed (it answers 200 from now on); redrive.
+    tokio::time::sleep(Duration::from_millis(1100)).await; // the listing's hold ends
+    let again = jobs.list_dead(10, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(again.len(), 1);
+    jobs.redrive(&again[0]).await.unwrap();
+    let got = receiver.wait_for(2, Duration::from_secs(20)).await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        (got[1].answered, got[1].header("webhook-id")),
+        (200, id.as_str())
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        jobs.list_dead(10, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the DLQ is empty again"
+    );
+    delivered_once(&receiver.requests());
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_410_disables_the_webhook_and_shows_why() {
+    let stack = Stack::start_with(quick()).await;
+    let receiver = Receiver::start().await;
+    hooked(&stack, "gone", WebhookMode::Always, &receiver).await;
+    receiver.answer_next(&[410]);
+    stack.publish("gone", "status", json!({})).await;
+    receiver.wait_for(1, Duration::from_secs(20)).await;
+    let a = admin(&stack, local_policy());
+    let scope = WebhookScope::Channel(ChannelKey::new(&stack.tenant, "gone"));
+    let disabled = stack
+        .eventually(Duration::from_secs(10), || async {
+            a.get(&scope).await.unwrap().disabled.is_some()
+        })
+        .await;
+    assert!(disabled);
+    assert!(
+        a.get(&scope)
+            .await
+            .unwrap()
+            .disabled
+            .unwrap()
+            .contains("410")
+    );
+    stack.publish("gone", "status", json!({})).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        receiver.requests().len(),
+        1,
+        "a disabled webhook is not called"
+    );
+    stack.shutdown().await;
+}

@@ -83,7 +83,7 @@ pub async fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
     loader.load().await
 }
 
-async fn queue_url(sqs: &aws_sdk_sqs::Client, queue: &str) -> Result<String, String> {
+pub(crate) async fn queue_url(sqs: &aws_sdk_sqs::Client, queue: &str) -> Result<String, String> {
     if queue.starts_with("http://") || queue.starts_with("https://") {
         return Ok(queue.to_owned());
     }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentwire_core::adapters::DynamoWebhooks;
+use agentwire_core::adapters::{DynamoWebhooks, SqsWebhookJobs};
 use agentwire_core::clock::SystemClock;
 use agentwire_core::config::Config;
 use agentwire_core::model::ChannelKey;
@@ -57,6 +57,101 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// What could not be delivered, and sending it back.
+    #[command(subcommand)]
+    Dlq(Dlq),
+}
+
+/// The webhook queues.
+#[derive(Debug, clap::Args)]
+pub struct Queues {
+    /// The webhook job queue: a name or a URL.
+    #[arg(
+        long,
+        env = "AGENTWIRE_WEBHOOK_QUEUE",
+        default_value = "agentwire-webhooks"
+    )]
+    queue: String,
+    /// The webhook dead-letter queue: a name or a URL.
+    #[arg(
+        long,
+        env = "AGENTWIRE_WEBHOOK_DLQ",
+        default_value = "agentwire-webhooks-dlq"
+    )]
+    dlq: String,
+    /// AWS endpoint override, e.g. http://127.0.0.1:4566 for the local stack.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    endpoint: Option<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Dlq {
+    /// One JSON line per failed job: event id, channel, reason, attempts, last status.
+    List {
+        #[command(flatten)]
+        queues: Queues,
+        /// Most jobs to show.
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+    },
+    /// Send failed jobs back for delivery with a fresh schedule (all, or one event id).
+    Redrive {
+        #[command(flatten)]
+        queues: Queues,
+        /// Only the job of this event id.
+        #[arg(long)]
+        id: Option<String>,
+        /// Most jobs to look at.
+        #[arg(long, default_value_t = 1000)]
+        max: usize,
+    },
+}
+
+async fn jobs(q: &Queues) -> Result<SqsWebhookJobs, String> {
+    let sdk = crate::publish::sdk_config(q.endpoint.as_deref()).await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let queue = crate::publish::queue_url(&sqs, &q.queue).await?;
+    let dlq = crate::publish::queue_url(&sqs, &q.dlq).await?;
+    Ok(SqsWebhookJobs::new(sqs, queue, dlq))
+}
+
+async fn dlq(cmd: Dlq) -> Result<(), String> {
+    // Jobs looked at are hidden this long, then reappear unless redriven.
+    let hold = Duration::from_secs(30);
+    match cmd {
+        Dlq::List { queues, max } => {
+            let dead = jobs(&queues)
+                .await?
+                .list_dead(max, hold)
+                .await
+                .map_err(|e| e.to_string())?;
+            for d in &dead {
+                println!("{}", serde_json::to_string(d).map_err(|e| e.to_string())?);
+            }
+            eprintln!("agentwire: {} failed webhook job(s)", dead.len());
+            Ok(())
+        }
+        Dlq::Redrive { queues, id, max } => {
+            let jobs = jobs(&queues).await?;
+            let dead = jobs.list_dead(max, hold).await.map_err(|e| e.to_string())?;
+            let mut sent = 0;
+            for d in dead
+                .iter()
+                .filter(|d| id.as_ref().is_none_or(|i| *i == d.event_id))
+            {
+                jobs.redrive(d).await.map_err(|e| e.to_string())?;
+                sent += 1;
+            }
+            if sent == 0 && id.is_some() {
+                return Err(format!(
+                    "no failed job for event {:?}",
+                    id.unwrap_or_default()
+                ));
+            }
+            eprintln!("agentwire: {sent} job(s) sent back for delivery");
+            Ok(())
+        }
+    }
 }
 
 async fn admin(target: &Target) -> Result<(WebhookAdmin, WebhookScope), String> {
@@ -108,6 +203,7 @@ pub async fn run(cmd: Command) -> Result<(), String> {
             let (a, scope) = admin(&target).await?;
             print(&a.rotate(&scope, grace).await.map_err(|e| e.to_string())?)
         }
+        Command::Dlq(cmd) => dlq(cmd).await,
         Command::Rm { target } => {
             let (a, scope) = admin(&target).await?;
             a.remove(&scope).await.map_err(|e| e.to_string())?;
