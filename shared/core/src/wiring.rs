@@ -30,6 +30,8 @@ pub struct Deps {
     pub log: Arc<DynamoLog>,
     pub cursors: Arc<DynamoCursors>,
     pub clock: Arc<dyn Clock>,
+    /// The one DynamoDB client every adapter shares.
+    pub ddb: aws_sdk_dynamodb::Client,
 }
 
 impl Deps {
@@ -44,7 +46,8 @@ impl Deps {
             sdk: sdk.clone(),
             registry: Arc::new(DynamoRegistry::new(ddb.clone(), config.tables.clone())),
             log: Arc::new(DynamoLog::new(ddb.clone(), config.tables.clone())),
-            cursors: Arc::new(DynamoCursors::new(ddb, config.tables.clone())),
+            cursors: Arc::new(DynamoCursors::new(ddb.clone(), config.tables.clone())),
+            ddb,
             clock: Arc::new(SystemClock),
             config,
         }
@@ -113,9 +116,11 @@ impl Deps {
 
     /// Webhook configuration on the channels table, with the deployment's URL rules.
     pub fn webhook_admin(&self) -> WebhookAdmin {
-        let ddb = aws_sdk_dynamodb::Client::new(&self.sdk);
         WebhookAdmin::new(
-            Arc::new(DynamoWebhooks::new(ddb, self.config.tables.clone())),
+            Arc::new(DynamoWebhooks::new(
+                self.ddb.clone(),
+                self.config.tables.clone(),
+            )),
             self.config.webhook_urls.clone(),
             self.clock.clone(),
         )
