@@ -1,0 +1,126 @@
+//! Reconnect delays: exponential with full jitter (a uniformly random delay
+//! between zero and the current ceiling), reset after a stable connection,
+//! with an optional cap on attempts.
+
+use std::time::Duration;
+
+/// The reconnect schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backoff {
+    /// The first ceiling (default 0.5 s).
+    pub initial: Duration,
+    /// The largest ceiling (default 30 s).
+    pub max: Duration,
+    /// Give up after this many attempts in a row; `None` never gives up.
+    pub max_attempts: Option<u32>,
+    /// A connection that lasted this long resets the schedule (default 60 s).
+    pub stable_after: Duration,
+    attempt: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+            max_attempts: None,
+            stable_after: Duration::from_secs(60),
+            attempt: 0,
+        }
+    }
+}
+
+impl Backoff {
+    /// Attempts made since the last reset.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The ceiling of the next delay: `initial × 2^attempt`, at most `max`.
+    pub fn ceiling(&self) -> Duration {
+        let factor = 2u32.saturating_pow(self.attempt.min(31));
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+
+    /// The next delay, with `unit` (uniform in 0..1, from the caller's
+    /// random source) picking where under the ceiling it falls; `None` when
+    /// the attempts are used up.
+    pub fn next_delay(&mut self, unit: f64) -> Option<Duration> {
+        if self.max_attempts.is_some_and(|m| self.attempt >= m) {
+            return None;
+        }
+        let delay = self.ceiling().mul_f64(unit.clamp(0.0, 1.0));
+        self.attempt = self.attempt.saturating_add(1);
+        Some(delay)
+    }
+
+    /// A connection ended after `lasted`: a stable one resets the schedule.
+    pub fn connection_ended(&mut self, lasted: Duration) {
+        if lasted >= self.stable_after {
+            self.attempt = 0;
+        }
+    }
+
+    /// Starts over (after a successful, stable connection).
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ceilings_double_from_half_a_second_to_thirty() {
+        let mut b = Backoff::default();
+        let ceilings: Vec<u64> = (0..9)
+            .map(|_| {
+                let c = b.ceiling().as_millis() as u64;
+                b.next_delay(0.5);
+                c
+            })
+            .collect();
+        assert_eq!(
+            ceilings,
+            vec![500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
+    }
+
+    #[test]
+    fn full_jitter_spans_zero_to_the_ceiling() {
+        let mut b = Backoff::default();
+        assert_eq!(b.next_delay(0.0), Some(Duration::ZERO));
+        assert_eq!(b.next_delay(1.0), Some(Duration::from_secs(1)));
+        assert_eq!(b.next_delay(0.25), Some(Duration::from_millis(500)));
+        assert_eq!(
+            b.next_delay(7.0),
+            Some(Duration::from_secs(4)),
+            "clamped to the ceiling"
+        );
+    }
+
+    #[test]
+    fn an_attempt_cap_ends_the_schedule() {
+        let mut b = Backoff {
+            max_attempts: Some(2),
+            ..Backoff::default()
+        };
+        assert!(b.next_delay(0.5).is_some());
+        assert!(b.next_delay(0.5).is_some());
+        assert_eq!(b.next_delay(0.5), None);
+    }
+
+    #[test]
+    fn only_a_stable_connection_resets_the_schedule() {
+        let mut b = Backoff::default();
+        for _ in 0..4 {
+            b.next_delay(0.5);
+        }
+        b.connection_ended(Duration::from_secs(5));
+        assert_eq!(b.attempt(), 4, "a short-lived connection keeps backing off");
+        b.connection_ended(Duration::from_secs(61));
+        assert_eq!(b.attempt(), 0);
+        assert_eq!(b.ceiling(), Duration::from_millis(500));
+    }
+}

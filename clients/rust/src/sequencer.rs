@@ -1,0 +1,364 @@
+//! One channel's delivery order: each seq exactly once, in order.
+//!
+//! The gateway subscribes before it replays, so a live event may overtake
+//! the replay (even the `joined` answer), and a seq may come twice. The
+//! sequencer holds events that arrive early, drops what it already
+//! delivered, and surfaces a hole as a gap: either the server's `gap` frame,
+//! or a live event more than one past the last seq once the replay is
+//! complete (frames lost on the way; the client re-joins from
+//! [`Sequencer::last`]).
+
+use std::collections::BTreeMap;
+
+use agentwire_protocol::EventFrame;
+
+/// What the application gets, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    Event(EventFrame),
+    /// Seqs `from..=to` of the channel will never be delivered.
+    Gap {
+        channel: String,
+        from: u64,
+        to: u64,
+    },
+}
+
+/// Held events beyond which the oldest hole is given up as a gap, so memory
+/// stays bounded whatever the server sends.
+pub const DEFAULT_MAX_PENDING: usize = 10_000;
+
+/// The state of one channel.
+#[derive(Debug, Clone)]
+pub struct Sequencer {
+    channel: String,
+    epoch: Option<String>,
+    last: Option<u64>,
+    /// The head at the last `joined`: seqs up to it come from the replay.
+    replay_until: u64,
+    /// A join was sent and its `joined` has not come: how far the replay
+    /// reaches is unknown, so early events are held, never taken for holes.
+    awaiting_join: bool,
+    pending: BTreeMap<u64, EventFrame>,
+    max_pending: usize,
+}
+
+impl Sequencer {
+    /// A channel the client has not seen yet.
+    pub fn new(channel: &str) -> Self {
+        Self {
+            channel: channel.to_owned(),
+            epoch: None,
+            last: None,
+            replay_until: 0,
+            awaiting_join: true,
+            pending: BTreeMap::new(),
+            max_pending: DEFAULT_MAX_PENDING,
+        }
+    }
+
+    /// A channel resumed from a position the client kept.
+    pub fn resuming(channel: &str, epoch: &str, last: u64) -> Self {
+        let mut s = Self::new(channel);
+        s.epoch = Some(epoch.to_owned());
+        s.last = Some(last);
+        s
+    }
+
+    pub fn with_max_pending(mut self, max: usize) -> Self {
+        self.max_pending = max.max(1);
+        self
+    }
+
+    /// The last delivered seq: where a re-join resumes (`since`).
+    pub fn last(&self) -> Option<u64> {
+        self.last
+    }
+
+    pub fn epoch(&self) -> Option<&str> {
+        self.epoch.as_deref()
+    }
+
+    /// Events held back, waiting for earlier seqs.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// A (re)join is about to be sent: until its `joined`, early events wait.
+    pub fn rejoining(&mut self) {
+        self.awaiting_join = true;
+    }
+
+    /// The channel's `joined` entry: its epoch, head, and how many events
+    /// the replay brings. Returns what the held events now allow.
+    pub fn joined(&mut self, epoch: &str, head: u64, replayed: u64) -> Vec<Delivery> {
+        let same_log = self.epoch.as_deref() == Some(epoch) && self.last.is_some_and(|l| l <= head);
+        if !same_log {
+            // A new client, another epoch, or a reset log: the replay (if
+            // any) starts right after `head - replayed`.
+            self.pending.retain(|_, e| e.epoch == epoch);
+            self.last = Some(head.saturating_sub(replayed));
+        }
+        self.epoch = Some(epoch.to_owned());
+        self.replay_until = head;
+        self.awaiting_join = false;
+        self.drain()
+    }
+
+    /// The server's `gap` frame.
+    pub fn gap(&mut self, from: u64, to: u64) -> Vec<Delivery> {
+        let mut out = vec![Delivery::Gap {
+            channel: self.channel.clone(),
+            from,
+            to,
+        }];
+        self.last = Some(self.last.unwrap_or(0).max(to));
+        out.extend(self.drain());
+        out
+    }
+
+    /// One event (from an `event` frame or a `batch`).
+    pub fn event(&mut self, e: EventFrame) -> Vec<Delivery> {
+        if self.epoch.as_deref().is_some_and(|ep| ep != e.epoch) && self.last.is_some() {
+            // From another incarnation of the log: the next `joined` decides.
+            if self.pending.len() < self.max_pending {
+                self.pending.insert(e.seq, e);
+            }
+            return Vec::new();
+        }
+        let Some(last) = self.last else {
+            // Before any `joined`: hold it until we know where the log starts.
+            self.pending.insert(e.seq, e);
+            return self.bound();
+        };
+        if e.seq <= last {
+            return Vec::new();
+        }
+        if e.seq == last + 1 {
+            self.last = Some(e.seq);
+            let mut out = vec![Delivery::Event(e)];
+            out.extend(self.drain());
+            return out;
+        }
+        if !self.awaiting_join && last >= self.replay_until {
+            // The replay is complete and a live event skipped seqs: lost on the way.
+            let (from, to) = (last + 1, e.seq - 1);
+            self.last = Some(e.seq);
+            let mut out = vec![
+                Delivery::Gap {
+                    channel: self.channel.clone(),
+                    from,
+                    to,
+                },
+                Delivery::Event(e),
+            ];
+            out.extend(self.drain());
+            return out;
+        }
+        // Early: the replay has not reached it yet.
+        self.pending.insert(e.seq, e);
+        self.bound()
+    }
+
+    /// Delivers held events that are next in line; drops held duplicates.
+    fn drain(&mut self) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        let Some(mut last) = self.last else {
+            return out;
+        };
+        while let Some((&seq, _)) = self.pending.first_key_value() {
+            if seq <= last {
+                self.pending.pop_first();
+            } else if seq == last + 1 {
+                if let Some((_, e)) = self.pending.pop_first() {
+                    out.push(Delivery::Event(e));
+                }
+                last = seq;
+            } else {
+                break;
+            }
+        }
+        self.last = Some(last);
+        out
+    }
+
+    /// Over the bound, the hole before the oldest held event is given up.
+    fn bound(&mut self) -> Vec<Delivery> {
+        if self.pending.len() <= self.max_pending {
+            return Vec::new();
+        }
+        let Some(&first) = self.pending.keys().next() else {
+            return Vec::new();
+        };
+        let from = self.last.map(|l| l + 1).unwrap_or(1);
+        let mut out = Vec::new();
+        if first > from {
+            out.push(Delivery::Gap {
+                channel: self.channel.clone(),
+                from,
+                to: first - 1,
+            });
+        }
+        self.last = Some(first - 1);
+        out.extend(self.drain());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(seq: u64) -> EventFrame {
+        EventFrame {
+            channel: "c".into(),
+            epoch: "e1".into(),
+            seq,
+            id: format!("i{seq}"),
+            kind: "k".into(),
+            data: serde_json::Value::Null,
+            ts: "t".into(),
+        }
+    }
+
+    /// Delivered seqs, with gaps as negative markers (-from).
+    fn flat(ds: Vec<Delivery>) -> Vec<i64> {
+        ds.into_iter()
+            .map(|d| match d {
+                Delivery::Event(e) => e.seq as i64,
+                Delivery::Gap { from, .. } => -(from as i64),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_live_event_that_overtakes_the_replay_waits_for_it() {
+        let mut s = Sequencer::resuming("c", "e1", 5);
+        let mut out = Vec::new();
+        out.extend(flat(s.event(ev(11)))); // live, before `joined`
+        out.extend(flat(s.joined("e1", 10, 5)));
+        for seq in 6..=10 {
+            out.extend(flat(s.event(ev(seq))));
+        }
+        assert_eq!(out, vec![6, 7, 8, 9, 10, 11]);
+        assert_eq!(s.last(), Some(11));
+        assert_eq!(s.pending(), 0);
+    }
+
+    #[test]
+    fn duplicates_are_delivered_once() {
+        let mut s = Sequencer::resuming("c", "e1", 0);
+        s.joined("e1", 3, 3);
+        let mut out = Vec::new();
+        for seq in [1, 2, 2, 1, 3, 3] {
+            out.extend(flat(s.event(ev(seq))));
+        }
+        assert_eq!(out, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn the_servers_gap_frame_is_surfaced_and_what_follows_delivered() {
+        let mut s = Sequencer::resuming("c", "e1", 2);
+        s.joined("e1", 8, 3);
+        let mut out = flat(s.gap(3, 5));
+        for seq in 6..=8 {
+            out.extend(flat(s.event(ev(seq))));
+        }
+        assert_eq!(out, vec![-3, 6, 7, 8]);
+    }
+
+    #[test]
+    fn a_hole_in_the_live_stream_is_a_gap() {
+        let mut s = Sequencer::resuming("c", "e1", 4);
+        s.joined("e1", 4, 0);
+        assert_eq!(flat(s.event(ev(5))), vec![5]);
+        let out = s.event(ev(8));
+        assert_eq!(
+            out[0],
+            Delivery::Gap {
+                channel: "c".into(),
+                from: 6,
+                to: 7
+            }
+        );
+        assert_eq!(flat(out), vec![-6, 8]);
+    }
+
+    #[test]
+    fn a_new_client_starts_where_the_replay_starts() {
+        let mut s = Sequencer::new("c");
+        s.joined("e1", 20, 0); // since head
+        assert_eq!(flat(s.event(ev(21))), vec![21]);
+        let mut s = Sequencer::new("c");
+        s.joined("e1", 20, 5); // from a position: 16..=20 follow
+        let mut out = Vec::new();
+        for seq in 16..=21 {
+            out.extend(flat(s.event(ev(seq))));
+        }
+        assert_eq!(out, vec![16, 17, 18, 19, 20, 21]);
+    }
+
+    #[test]
+    fn another_epoch_restarts_the_count() {
+        let mut s = Sequencer::resuming("c", "old", 50);
+        s.joined("e1", 3, 3);
+        let mut out = Vec::new();
+        for seq in 1..=3 {
+            out.extend(flat(s.event(ev(seq))));
+        }
+        assert_eq!(out, vec![1, 2, 3]);
+        assert_eq!(s.epoch(), Some("e1"));
+    }
+
+    #[test]
+    fn held_events_are_bounded() {
+        let mut s = Sequencer::resuming("c", "e1", 0).with_max_pending(3);
+        s.joined("e1", 100, 100);
+        let mut out = Vec::new();
+        for seq in [50, 51, 52] {
+            out.extend(flat(s.event(ev(seq))));
+        }
+        assert!(out.is_empty());
+        out.extend(flat(s.event(ev(53)))); // one too many: 1..=49 is given up
+        assert_eq!(out, vec![-1, 50, 51, 52, 53]);
+        assert_eq!(s.pending(), 0);
+    }
+}
+
+#[cfg(test)]
+mod rejoin_tests {
+    use super::*;
+
+    #[test]
+    fn after_a_reconnect_early_events_wait_for_the_new_joined() {
+        let ev = |seq| EventFrame {
+            channel: "c".into(),
+            epoch: "e1".into(),
+            seq,
+            id: format!("i{seq}"),
+            kind: "k".into(),
+            data: serde_json::Value::Null,
+            ts: "t".into(),
+        };
+        let mut s = Sequencer::resuming("c", "e1", 0);
+        s.joined("e1", 2, 2);
+        s.event(ev(1));
+        s.event(ev(2));
+        s.rejoining(); // connection dropped; re-joining from seq 2
+        assert!(
+            s.event(ev(9)).is_empty(),
+            "held: the replay may bring 3..=8"
+        );
+        let mut out: Vec<u64> = Vec::new();
+        for d in s
+            .joined("e1", 8, 6)
+            .into_iter()
+            .chain((3..=8).flat_map(|q| s.event(ev(q))))
+        {
+            if let Delivery::Event(e) = d {
+                out.push(e.seq);
+            }
+        }
+        assert_eq!(out, vec![3, 4, 5, 6, 7, 8, 9]);
+    }
+}
