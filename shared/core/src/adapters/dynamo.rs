@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
 use futures::{StreamExt, TryStreamExt};
 
@@ -58,6 +59,24 @@ where
         StoreError::Unavailable { op, reason }
     } else {
         StoreError::Failed { op, reason }
+    }
+}
+
+/// A conditional `UpdateItem`'s result: `Some(output)` when it applied,
+/// `None` when its condition did not hold, the mapped error otherwise.
+fn condition_held<R: std::fmt::Debug>(
+    op: &'static str,
+    res: Result<UpdateItemOutput, SdkError<UpdateItemError, R>>,
+) -> Result<Option<UpdateItemOutput>, StoreError> {
+    match res {
+        Ok(out) => Ok(Some(out)),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(store_error(op, e)),
     }
 }
 
@@ -194,16 +213,7 @@ impl ConnectionRegistry for DynamoRegistry {
             .expression_attribute_values(":p", n(u64::from(protocol)))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(store_error("set protocol", e)),
-        }
+        Ok(condition_held("set protocol", res)?.is_some())
     }
 
     async fn subscribe(
@@ -224,15 +234,8 @@ impl ConnectionRegistry for DynamoRegistry {
             .expression_attribute_values(":c", AttributeValue::Ss(vec![key.channel.clone()]))
             .send()
             .await;
-        match res {
-            Ok(_) => {}
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                return Ok(false);
-            }
-            Err(e) => return Err(store_error("record joined channel", e)),
+        if condition_held("record joined channel", res)?.is_none() {
+            return Ok(false);
         }
         self.client
             .put_item()
@@ -260,16 +263,9 @@ impl ConnectionRegistry for DynamoRegistry {
             .expression_attribute_values(":c", AttributeValue::Ss(vec![key.channel.clone()]))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(store_error("forget joined channel", e)),
-        }
+        // A connection already gone has nothing to forget.
+        condition_held("forget joined channel", res)?;
+        Ok(())
     }
 
     async fn subscribers(&self, key: &ChannelKey) -> Result<Vec<Subscriber>, StoreError> {
@@ -699,18 +695,13 @@ impl CursorStore for DynamoCursors {
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        match res {
-            Ok(out) => Ok(out
+        match condition_held("advance cursor", res)? {
+            Some(out) => Ok(out
                 .attributes()
                 .and_then(|a| get_n(a, "seq"))
                 .unwrap_or(seq)),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(self.get(tenant, principal, channel).await?.unwrap_or(seq))
-            }
-            Err(e) => Err(store_error("advance cursor", e)),
+            // Not forward: the cursor stays where it is.
+            None => Ok(self.get(tenant, principal, channel).await?.unwrap_or(seq)),
         }
     }
 
@@ -808,15 +799,6 @@ impl crate::ports::WebhookStore for DynamoWebhooks {
             .condition_expression("attribute_exists(webhook)")
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(store_error("remove webhook", e)),
-        }
+        Ok(condition_held("remove webhook", out)?.is_some())
     }
 }
