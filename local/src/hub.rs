@@ -61,10 +61,6 @@ impl Hub {
         self.len() == 0
     }
 
-    pub fn ids(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
-    }
-
     /// Closes every connection with this code and reason.
     pub fn close_all(&self, code: u16, reason: &str) {
         for l in self.lock().values() {

@@ -1,6 +1,6 @@
 //! Time, behind a trait so that use cases can be tested at any instant.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Where the use cases read the time from.
 pub trait Clock: Send + Sync {
@@ -32,9 +32,4 @@ pub fn epoch_s(t: SystemTime) -> u64 {
 /// RFC 3339 with milliseconds, in UTC: `2026-11-23T09:00:00.000Z`.
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
-}
-
-/// The instant `s` seconds after the Unix epoch.
-pub fn from_epoch_s(s: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(s)
 }
