@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentwire_protocol::{
-    ErrorCode, ServerFrame, subprotocol_name, supported, version_of_subprotocol,
+    ErrorCode, ProtocolError, ServerFrame, subprotocol_name, supported, version_of_subprotocol,
 };
 
 use crate::auth::{AuthError, TokenKey};
@@ -60,13 +60,8 @@ impl ConnectError {
             ConnectError::VersionUnsupported { .. } => ErrorCode::VersionUnsupported,
             ConnectError::Store(_) => ErrorCode::Internal,
         };
-        let mut frame = ServerFrame::error(code, self.to_string(), None);
-        if let ServerFrame::Error(e) = &mut frame
-            && code == ErrorCode::VersionUnsupported
-        {
-            e.supported = Some(supported());
-        }
-        frame
+        // The conversion adds the supported range to `version_unsupported`.
+        ProtocolError::new(code, self.to_string()).into()
     }
 }
 
