@@ -8,7 +8,6 @@ use agentwire_core::config::{Config, Tables};
 use agentwire_local::{Gateway, GatewayOptions};
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_sqs::config::Credentials;
-use aws_sdk_sqs::error::DisplayErrorContext;
 use clap::Parser;
 
 /// agentwire's dev gateway: API Gateway WebSocket + @connections + the SQS
@@ -191,22 +190,18 @@ async fn serve(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-/// A queue URL as given, or the URL of a queue name.
+/// A queue URL as given, or the URL of a queue name, with the command to
+/// run when it is missing.
 async fn queue_url(
     sqs: &aws_sdk_sqs::Client,
     queue: &str,
     endpoint: &str,
 ) -> Result<String, String> {
-    if queue.starts_with("http://") || queue.starts_with("https://") {
-        return Ok(queue.to_owned());
-    }
-    let out = sqs.get_queue_url().queue_name(queue).send().await.map_err(|e| {
-        format!(
-            "queue {queue:?} not found on {endpoint}: {}\n  start the local endpoint and create the resources with `localstack/up`",
-            DisplayErrorContext(&e)
-        )
-    })?;
-    out.queue_url()
-        .map(str::to_owned)
-        .ok_or_else(|| format!("no URL for queue {queue:?}"))
+    agentwire_core::adapters::sqs::resolve_queue_url(sqs, queue)
+        .await
+        .map_err(|e| {
+            format!(
+                "queue {queue:?} not found on {endpoint}: {e}\n  start the local endpoint and create the resources with `localstack/up`"
+            )
+        })
 }

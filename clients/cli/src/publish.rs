@@ -6,7 +6,6 @@ use agentwire_core::model::Envelope;
 use agentwire_core::ports::EventQueue;
 use aws_config::BehaviorVersion;
 use aws_sdk_sqs::config::Credentials;
-use aws_sdk_sqs::error::DisplayErrorContext;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -84,16 +83,7 @@ pub async fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
 }
 
 pub(crate) async fn queue_url(sqs: &aws_sdk_sqs::Client, queue: &str) -> Result<String, String> {
-    if queue.starts_with("http://") || queue.starts_with("https://") {
-        return Ok(queue.to_owned());
-    }
-    let out = sqs
-        .get_queue_url()
-        .queue_name(queue)
-        .send()
+    agentwire_core::adapters::sqs::resolve_queue_url(sqs, queue)
         .await
-        .map_err(|e| format!("cannot find queue {queue:?}: {}", DisplayErrorContext(&e)))?;
-    out.queue_url()
-        .map(str::to_owned)
-        .ok_or_else(|| format!("no URL for queue {queue:?}"))
+        .map_err(|e| format!("cannot find queue {queue:?}: {e}"))
 }

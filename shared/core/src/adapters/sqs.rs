@@ -8,6 +8,22 @@ use super::dynamo::store_error;
 use crate::model::Envelope;
 use crate::ports::{DeadLetters, EventQueue, StoreError};
 
+/// A queue given as a URL is used as is; a name is looked up (`GetQueueUrl`).
+pub async fn resolve_queue_url(client: &Client, name_or_url: &str) -> Result<String, StoreError> {
+    if name_or_url.starts_with("http://") || name_or_url.starts_with("https://") {
+        return Ok(name_or_url.to_owned());
+    }
+    let out = client
+        .get_queue_url()
+        .queue_name(name_or_url)
+        .send()
+        .await
+        .map_err(|e| store_error("find queue", e))?;
+    out.queue_url().map(str::to_owned).ok_or_else(|| {
+        StoreError::failed("find queue", format!("no URL for queue {name_or_url:?}"))
+    })
+}
+
 /// Publishes envelopes to the FIFO events queue: group = tenant#channel
 /// (order per channel), deduplication id = event id.
 #[derive(Clone)]
