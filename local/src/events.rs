@@ -10,7 +10,8 @@ use aws_lambda_events::http::HeaderMap;
 use aws_lambda_events::query_map::QueryMap;
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 
-fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch (API Gateway's `connectedAt` and `requestTimeEpoch`).
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use agentwire_protocol::{ErrorCode, ServerFrame};
 use aws_lambda_events::encodings::Body as LambdaBody;
@@ -69,10 +69,7 @@ async fn upgrade(
     let conn = Conn {
         // API Gateway's ids are opaque, URL-safe strings.
         id: uuid::Uuid::new_v4().simple().to_string()[..16].to_owned(),
-        connected_at_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0),
+        connected_at_ms: events::now_ms(),
         peer,
     };
     let user_agent = headers

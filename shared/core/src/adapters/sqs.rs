@@ -76,6 +76,12 @@ impl SqsDeadLetters {
     }
 }
 
+/// The `reason` attribute: SQS attribute values are bounded, and a reason is
+/// a sentence, so it is cut at 1024 characters.
+fn reason_attr(reason: &str) -> Result<MessageAttributeValue, StoreError> {
+    text_attr(&reason.chars().take(1024).collect::<String>())
+}
+
 fn text_attr(v: &str) -> Result<MessageAttributeValue, StoreError> {
     MessageAttributeValue::builder()
         .data_type("String")
@@ -87,15 +93,13 @@ fn text_attr(v: &str) -> Result<MessageAttributeValue, StoreError> {
 #[async_trait]
 impl DeadLetters for SqsDeadLetters {
     async fn record(&self, message_id: &str, body: &str, reason: &str) -> Result<(), StoreError> {
-        // SQS attribute values are limited; the reason is a short sentence.
-        let reason: String = reason.chars().take(1024).collect();
         self.client
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(if body.is_empty() { "(empty)" } else { body })
             .message_group_id("agentwire-dead-letters")
             .message_deduplication_id(message_id)
-            .message_attributes("reason", text_attr(&reason)?)
+            .message_attributes("reason", reason_attr(reason)?)
             .message_attributes("source_message_id", text_attr(message_id)?)
             .send()
             .await
@@ -139,12 +143,11 @@ impl SqsWebhookJobs {
 
     /// Keeps a message that is not even a job, with the reason.
     pub async fn dead_letter_raw(&self, body: &str, reason: &str) -> Result<(), StoreError> {
-        let reason: String = reason.chars().take(1024).collect();
         self.client
             .send_message()
             .queue_url(&self.dlq_url)
             .message_body(if body.is_empty() { "(empty)" } else { body })
-            .message_attributes("reason", text_attr(&reason)?)
+            .message_attributes("reason", reason_attr(reason)?)
             .send()
             .await
             .map_err(|e| store_error("send to webhook dead-letter queue", e))?;
@@ -251,13 +254,12 @@ impl crate::ports::WebhookJobs for SqsWebhookJobs {
     ) -> Result<(), StoreError> {
         let body =
             serde_json::to_string(job).map_err(|e| StoreError::failed("encode webhook job", e))?;
-        let reason: String = reason.chars().take(1024).collect();
         let mut req = self
             .client
             .send_message()
             .queue_url(&self.dlq_url)
             .message_body(body)
-            .message_attributes("reason", text_attr(&reason)?)
+            .message_attributes("reason", reason_attr(reason)?)
             .message_attributes("attempts", text_attr(&job.attempts.to_string())?)
             .message_attributes("event_id", text_attr(&job.event.id)?);
         if let Some(s) = job.last_status {
