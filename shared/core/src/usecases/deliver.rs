@@ -92,12 +92,14 @@ pub struct Deliverer {
     jitter: Arc<dyn Fn() -> f64 + Send + Sync>,
 }
 
-fn jitter_from_clock() -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    f64::from(nanos % 1000) / 1000.0
+/// A uniform draw in 0..1 from the operating system's random source
+/// (0.5, the middle of the band, if it cannot be read).
+fn random_unit() -> f64 {
+    let mut b = [0u8; 8];
+    match getrandom::fill(&mut b) {
+        Ok(()) => (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64,
+        Err(_) => 0.5,
+    }
 }
 
 impl Deliverer {
@@ -114,7 +116,7 @@ impl Deliverer {
             jobs,
             schedule,
             clock,
-            jitter: Arc::new(jitter_from_clock),
+            jitter: Arc::new(random_unit),
         }
     }
 
@@ -393,6 +395,13 @@ mod tests {
             .collect();
         assert_eq!(ids, vec!["run-1/final"; 3]);
         assert!(f.jobs.dead().is_empty());
+    }
+
+    #[test]
+    fn random_draws_stay_in_the_unit_interval() {
+        let draws: Vec<f64> = (0..1000).map(|_| random_unit()).collect();
+        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
+        assert!(draws.iter().any(|d| *d < 0.5) && draws.iter().any(|d| *d >= 0.5));
     }
 
     #[tokio::test]
