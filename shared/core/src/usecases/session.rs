@@ -165,9 +165,28 @@ impl Session {
         })
     }
 
-    fn grants(conn: &Connection) -> Result<Grants, Refusal> {
-        Grants::compile(&conn.grants)
-            .map_err(|e| ProtocolError::new(ErrorCode::Forbidden, e).into())
+    /// `forbidden` unless the token grants every one of `names`; the message
+    /// names the channels refused and ends with `consequence`.
+    fn require_grants(conn: &Connection, names: &[&str], consequence: &str) -> Result<(), Refusal> {
+        let grants = Grants::compile(&conn.grants)
+            .map_err(|e| Refusal::from(ProtocolError::new(ErrorCode::Forbidden, e)))?;
+        let denied: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| !grants.allows(n))
+            .collect();
+        if denied.is_empty() {
+            return Ok(());
+        }
+        Err(ProtocolError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "the token of {:?} does not grant {}{consequence}",
+                conn.principal,
+                denied.join(", ")
+            ),
+        )
+        .into())
     }
 
     /// Subscribe first, then read the head: an event committed after the
@@ -182,23 +201,7 @@ impl Session {
     ) -> Result<Option<ServerFrame>, Refusal> {
         let names: Vec<&str> = channels.iter().map(|c| c.name.as_str()).collect();
         let names = checked_names(&names)?;
-        let grants = Self::grants(conn)?;
-        let denied: Vec<&str> = names
-            .iter()
-            .copied()
-            .filter(|n| !grants.allows(n))
-            .collect();
-        if !denied.is_empty() {
-            return Err(ProtocolError::new(
-                ErrorCode::Forbidden,
-                format!(
-                    "the token of {:?} does not grant {}; nothing was joined",
-                    conn.principal,
-                    denied.join(", ")
-                ),
-            )
-            .into());
-        }
+        Self::require_grants(conn, &names, "; nothing was joined")?;
         let mut resumes: Vec<Resume> = Vec::with_capacity(names.len());
         let mut joined = Vec::with_capacity(names.len());
         let mut presence = BTreeMap::new();
@@ -381,13 +384,7 @@ impl Session {
     /// would make every later resume look like a log reset).
     async fn ack(&self, conn: &Connection, channel: &str, seq: u64) -> Result<(), Refusal> {
         validate_channel(channel)?;
-        if !Self::grants(conn)?.allows(channel) {
-            return Err(ProtocolError::new(
-                ErrorCode::Forbidden,
-                format!("the token of {:?} does not grant {channel}", conn.principal),
-            )
-            .into());
-        }
+        Self::require_grants(conn, &[channel], "")?;
         let state = self
             .log
             .ensure_channel(&ChannelKey::new(&conn.tenant, channel))
