@@ -17,50 +17,18 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
 use futures::{StreamExt, TryStreamExt};
 
+use super::store_error;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Tables;
 use crate::model::{ChannelKey, ChannelState, Connection, Envelope, StoredEvent, Subscriber};
 use crate::ports::{AppendError, ChannelLog, ConnectionRegistry, CursorStore, StoreError};
 
 type Item = HashMap<String, AttributeValue>;
-
-/// Maps an SDK failure to the port error: throttling, server faults,
-/// timeouts and connection failures are `Unavailable` (worth a retry);
-/// everything else is `Failed`.
-pub(crate) fn store_error<E, R>(op: &'static str, err: SdkError<E, R>) -> StoreError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    let reason = DisplayErrorContext(&err).to_string();
-    let transient = match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        SdkError::ServiceError(se) => matches!(
-            se.err().code(),
-            Some(
-                "ThrottlingException"
-                    | "ProvisionedThroughputExceededException"
-                    | "RequestLimitExceeded"
-                    | "InternalServerError"
-                    | "ServiceUnavailable"
-                    | "TransactionInProgressException"
-            )
-        ),
-        _ => false,
-    };
-    if transient {
-        StoreError::Unavailable { op, reason }
-    } else {
-        StoreError::Failed { op, reason }
-    }
-}
 
 /// A conditional `UpdateItem`'s result: `Some(output)` when it applied,
 /// `None` when its condition did not hold, the mapped error otherwise.

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::MessageAttributeValue;
 
-use super::dynamo::store_error;
+use super::store_error;
 use crate::model::Envelope;
 use crate::ports::{DeadLetters, EventQueue, StoreError};
 
