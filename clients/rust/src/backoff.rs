@@ -31,6 +31,28 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// Ceilings from `initial` doubling to `max`; no attempt cap, reset
+    /// after 60 s of stable connection.
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max,
+            ..Self::default()
+        }
+    }
+
+    /// Gives up after `attempts` attempts in a row.
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// A connection that lasted `after` resets the schedule.
+    pub fn with_stable_after(mut self, after: Duration) -> Self {
+        self.stable_after = after;
+        self
+    }
+
     /// Attempts made since the last reset.
     pub fn attempt(&self) -> u32 {
         self.attempt

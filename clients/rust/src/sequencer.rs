@@ -92,7 +92,10 @@ impl Sequencer {
     /// The channel's `joined` entry: its epoch, head, and how many events
     /// the replay brings. Returns what the held events now allow.
     pub fn joined(&mut self, epoch: &str, head: u64, replayed: u64) -> Vec<Delivery> {
-        let same_log = self.epoch.as_deref() == Some(epoch) && self.last.is_some_and(|l| l <= head);
+        // Same epoch: the same log. `last` may even be past `head`: live
+        // events can overtake the `joined` whose head was read before they
+        // were committed. A log that starts over gets a new epoch.
+        let same_log = self.epoch.as_deref() == Some(epoch) && self.last.is_some();
         if !same_log {
             // A new client, another epoch, or a reset log: the replay (if
             // any) starts right after `head - replayed`.
@@ -105,14 +108,32 @@ impl Sequencer {
         self.drain()
     }
 
-    /// The server's `gap` frame.
+    /// The server's `gap` frame. Only the part after the last delivered
+    /// seq is surfaced: a seq already delivered (live, before the re-join's
+    /// answer) is not missing.
     pub fn gap(&mut self, from: u64, to: u64) -> Vec<Delivery> {
-        let mut out = vec![Delivery::Gap {
-            channel: self.channel.clone(),
-            from,
-            to,
-        }];
-        self.last = Some(self.last.unwrap_or(0).max(to));
+        let from = match self.last {
+            Some(last) => from.max(last + 1),
+            None => from,
+        };
+        if from > to {
+            return self.drain();
+        }
+        // Held events inside the range are here after all: the gap ends
+        // before the first of them.
+        let to = match self.pending.range(from..=to).next() {
+            Some((&held, _)) => held - 1,
+            None => to,
+        };
+        let mut out = Vec::new();
+        if from <= to {
+            out.push(Delivery::Gap {
+                channel: self.channel.clone(),
+                from,
+                to,
+            });
+            self.last = Some(to);
+        }
         out.extend(self.drain());
         out
     }
@@ -243,6 +264,41 @@ mod tests {
         assert_eq!(out, vec![6, 7, 8, 9, 10, 11]);
         assert_eq!(s.last(), Some(11));
         assert_eq!(s.pending(), 0);
+    }
+
+    #[test]
+    fn a_gap_frame_never_covers_what_was_already_delivered_or_is_held() {
+        let mut s = Sequencer::resuming("c", "e1", 21);
+        s.rejoining();
+        let mut out = flat(s.event(ev(22))); // live, before the re-join's `joined`
+        out.extend(flat(s.joined("e1", 22, 0)));
+        out.extend(flat(s.gap(22, 22)));
+        assert_eq!(out, vec![22], "22 arrived: no gap");
+        // A range partly delivered is cut to what is really missing.
+        let mut out = flat(s.gap(20, 25));
+        out.extend(flat(s.event(ev(26))));
+        assert_eq!(out, vec![-23, 26]);
+        // A held event inside the range ends the gap before it.
+        let mut s = Sequencer::resuming("c", "e1", 5);
+        s.joined("e1", 10, 0);
+        assert!(
+            s.event(ev(9)).is_empty(),
+            "held: the replay has not reached it"
+        );
+        let out = flat(s.gap(6, 9));
+        assert_eq!(out, vec![-6, 9]);
+    }
+
+    #[test]
+    fn live_events_that_overtake_the_joined_are_not_taken_for_a_reset() {
+        // Re-join from 21; 22 is committed after the gateway read head 21,
+        // and reaches the client before the `joined {head: 21}`.
+        let mut s = Sequencer::resuming("c", "e1", 21);
+        s.rejoining();
+        let mut out = flat(s.event(ev(22)));
+        out.extend(flat(s.joined("e1", 21, 0)));
+        out.extend(flat(s.event(ev(23))));
+        assert_eq!(out, vec![22, 23], "no gap, no repeat");
     }
 
     #[test]

@@ -1,0 +1,668 @@
+//! The connection loop: one task per client that connects, negotiates,
+//! (re)joins every channel from the last delivered seq, feeds frames through
+//! each channel's [`Sequencer`], pings, acknowledges, rolls over ahead of the
+//! gateway's age limit, and reconnects with backoff when anything breaks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use agentwire_protocol::limits::MAX_CHANNELS_PER_JOIN;
+use agentwire_protocol::{ClientFrame, ErrorCode, ErrorFrame, JoinChannel, ServerFrame, Since};
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::Connector;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::socket::{self, OpenError, Ws};
+use crate::token::TokenSource;
+use crate::{Backoff, ClientError, ClientEvent, Delivery, Options, Sequencer};
+
+/// What the application asks of the loop through a [`crate::Handle`].
+#[derive(Debug)]
+pub(crate) enum Command {
+    Join(Vec<JoinChannel>),
+    Leave(Vec<String>),
+    Close,
+}
+
+/// One subscribed channel.
+struct Channel {
+    seq: Sequencer,
+    /// Where the first join starts (`None`: the durable cursor).
+    initial: Option<Since>,
+    /// The last seq acknowledged to the gateway.
+    acked: Option<u64>,
+}
+
+impl Channel {
+    /// Where a (re)join resumes: right after the last delivered seq once the
+    /// channel's log is known, else where the application asked.
+    fn since(&self) -> Option<Since> {
+        match (self.seq.epoch(), self.seq.last()) {
+            (Some(epoch), Some(seq)) => Some(Since::Position {
+                epoch: epoch.to_owned(),
+                seq,
+            }),
+            _ => self.initial.clone(),
+        }
+    }
+}
+
+/// How one connection ended.
+#[derive(Debug)]
+enum Ended {
+    /// The application closed (or dropped) the client.
+    Closed,
+    /// The connection broke: reconnect after a backoff delay.
+    Lost(String),
+    /// Closed by the client ahead of the gateway's age limit: reconnect now.
+    Rollover(String),
+    /// Nothing a reconnect could fix.
+    Fatal(ClientError),
+}
+
+/// How one connection attempt went.
+enum Attempt {
+    Ended(Ended),
+    Failed(String),
+    TokenRefused(ClientError),
+}
+
+pub(crate) struct Driver {
+    pub url: String,
+    pub token: TokenSource,
+    pub options: Options,
+    pub tls: Option<Connector>,
+    channels: BTreeMap<String, Channel>,
+    /// Leaves issued while disconnected, reported once the re-join is sent.
+    deferred_left: Vec<String>,
+    /// Join request id → its channels, until `joined` or an error answers.
+    pending: HashMap<String, Vec<String>>,
+    next_id: u64,
+    backoff: Backoff,
+    events: mpsc::Sender<ClientEvent>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    commands_open: bool,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        url: String,
+        token: TokenSource,
+        options: Options,
+        tls: Option<Connector>,
+        channels: Vec<JoinChannel>,
+        events: mpsc::Sender<ClientEvent>,
+        commands: mpsc::UnboundedReceiver<Command>,
+    ) -> Self {
+        let backoff = options.backoff.clone();
+        let mut driver = Self {
+            url,
+            token,
+            options,
+            tls,
+            channels: BTreeMap::new(),
+            deferred_left: Vec::new(),
+            pending: HashMap::new(),
+            next_id: 0,
+            backoff,
+            events,
+            commands,
+            commands_open: true,
+        };
+        driver.add_channels(channels);
+        driver
+    }
+
+    /// Adds channels not yet subscribed; returns the names added.
+    fn add_channels(&mut self, list: Vec<JoinChannel>) -> Vec<String> {
+        let mut added = Vec::new();
+        for jc in list {
+            if self.channels.contains_key(&jc.name) {
+                continue;
+            }
+            let seq = match &jc.since {
+                Some(Since::Position { epoch, seq }) => Sequencer::resuming(&jc.name, epoch, *seq),
+                _ => Sequencer::new(&jc.name),
+            };
+            self.channels.insert(
+                jc.name.clone(),
+                Channel {
+                    seq,
+                    initial: jc.since,
+                    acked: None,
+                },
+            );
+            self.deferred_left.retain(|n| n != &jc.name);
+            added.push(jc.name);
+        }
+        added
+    }
+
+    /// Runs until the application closes the client or a fatal error.
+    pub(crate) async fn run(mut self) {
+        let mut token_refused_once = false;
+        loop {
+            let failure = match self.attempt().await {
+                Attempt::Ended(Ended::Closed) => {
+                    let _ = self
+                        .events
+                        .send(ClientEvent::Disconnected {
+                            reason: "closed by the application".into(),
+                        })
+                        .await;
+                    return;
+                }
+                Attempt::Ended(Ended::Fatal(e)) => return self.fatal(e).await,
+                Attempt::Ended(Ended::Rollover(reason)) => {
+                    token_refused_once = false;
+                    if self
+                        .emit(ClientEvent::Disconnected { reason })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
+                Attempt::Ended(Ended::Lost(reason)) => {
+                    token_refused_once = false;
+                    if self
+                        .emit(ClientEvent::Disconnected {
+                            reason: reason.clone(),
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    reason
+                }
+                Attempt::Failed(reason) => reason,
+                Attempt::TokenRefused(e) => {
+                    // A provider is asked for a fresh token once; a fresh
+                    // token refused as well means retrying would only hammer.
+                    if !self.token.renews() || token_refused_once {
+                        return self.fatal(e).await;
+                    }
+                    token_refused_once = true;
+                    e.to_string()
+                }
+            };
+            let Some(delay) = self.backoff.next_delay(random_unit()) else {
+                let attempts = self.backoff.attempt();
+                return self
+                    .fatal(ClientError::Exhausted {
+                        attempts,
+                        last: failure,
+                    })
+                    .await;
+            };
+            let attempt = self.backoff.attempt();
+            tracing::debug!(attempt, ?delay, reason = %failure, "agentwire: reconnecting");
+            if self
+                .emit(ClientEvent::Reconnecting {
+                    attempt,
+                    delay,
+                    reason: failure,
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if let Err(Ended::Closed) = self.wait(delay).await {
+                let _ = self
+                    .events
+                    .send(ClientEvent::Disconnected {
+                        reason: "closed by the application".into(),
+                    })
+                    .await;
+                return;
+            }
+        }
+    }
+
+    async fn fatal(&self, e: ClientError) {
+        tracing::warn!(error = %e, "agentwire: client stopped");
+        let _ = self.events.send(ClientEvent::Error(e)).await;
+    }
+
+    /// Sends to the application; `Err(Closed)` once it dropped the client.
+    async fn emit(&self, ev: ClientEvent) -> Result<(), Ended> {
+        self.events.send(ev).await.map_err(|_| Ended::Closed)
+    }
+
+    /// Sleeps `delay`, applying the application's commands meanwhile.
+    async fn wait(&mut self, delay: Duration) -> Result<(), Ended> {
+        let until = Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return Ok(()),
+                _ = self.events.closed() => return Err(Ended::Closed),
+                cmd = self.commands.recv(), if self.commands_open => match cmd {
+                    None => self.commands_open = false,
+                    Some(Command::Close) => return Err(Ended::Closed),
+                    Some(cmd) => self.apply(cmd, None).await?,
+                },
+            }
+        }
+    }
+
+    /// One connection: open, negotiate, join, then serve until it ends.
+    async fn attempt(&mut self) -> Attempt {
+        let token = match self.token.get().await {
+            Ok(t) => t,
+            Err(e) => return Attempt::Failed(ClientError::TokenProvider(e).to_string()),
+        };
+        let req = match socket::request(&self.url, &token, self.options.protocol) {
+            Ok(r) => r,
+            Err(e) => return Attempt::Ended(Ended::Fatal(e)),
+        };
+        let opened = socket::open(
+            req,
+            self.tls.clone(),
+            self.options.protocol,
+            self.options.handshake_timeout,
+        )
+        .await;
+        let mut ws = match opened {
+            Ok(ws) => ws,
+            Err(OpenError::Retry(reason)) => return Attempt::Failed(reason),
+            Err(OpenError::Token(e)) => return Attempt::TokenRefused(e),
+            Err(OpenError::Fatal(e)) => return Attempt::Ended(Ended::Fatal(e)),
+        };
+        let started = Instant::now();
+        let ended = match self.serve(&mut ws, started).await {
+            Ok(()) => Ended::Closed,
+            Err(end) => end,
+        };
+        if matches!(ended, Ended::Closed | Ended::Rollover(_)) {
+            let reason = match &ended {
+                Ended::Rollover(_) => "rollover",
+                _ => "closed by the client",
+            };
+            let _ = ws
+                .send(Message::Close(Some(CloseFrame {
+                    code: CloseCode::Normal,
+                    reason: reason.into(),
+                })))
+                .await;
+        }
+        self.backoff.connection_ended(started.elapsed());
+        self.pending.clear();
+        Attempt::Ended(ended)
+    }
+
+    /// Negotiates, joins, then handles frames, commands and timers until the
+    /// connection ends (always an `Err` saying how).
+    async fn serve(&mut self, ws: &mut Ws, started: Instant) -> Result<(), Ended> {
+        self.handshake(ws).await?;
+        let names: Vec<String> = self.channels.keys().cloned().collect();
+        self.send_joins(ws, &names).await?;
+        if !self.deferred_left.is_empty() {
+            let channels = std::mem::take(&mut self.deferred_left);
+            self.emit(ClientEvent::Left { channels }).await?;
+        }
+        let interval = self.options.ping_interval;
+        let rollover_at = self.options.max_connection_age.map(|a| started + a);
+        let mut ping_at = Instant::now() + interval;
+        let mut pong_deadline: Option<Instant> = None;
+        let mut ack_at: Option<Instant> = None;
+        loop {
+            let next_timer = [Some(ping_at), pong_deadline, ack_at, rollover_at]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(ping_at);
+            tokio::select! {
+                biased;
+                msg = ws.next() => {
+                    pong_deadline = None;
+                    match msg {
+                        None => return Err(Ended::Lost("the connection ended".into())),
+                        Some(Err(e)) => return Err(Ended::Lost(format!("connection error: {e}"))),
+                        Some(Ok(Message::Text(text))) => {
+                            match serde_json::from_str::<ServerFrame>(&text) {
+                                Ok(frame) => self.on_frame(frame, &mut ack_at).await?,
+                                Err(e) => self.emit(ClientEvent::Error(ClientError::Decode(
+                                    format!("{e}: {}", text.chars().take(200).collect::<String>()),
+                                ))).await?,
+                            }
+                        }
+                        Some(Ok(Message::Close(frame))) => {
+                            let why = frame
+                                .map(|f| format!(" ({} {})", u16::from(f.code), f.reason))
+                                .unwrap_or_default();
+                            return Err(Ended::Lost(format!("the gateway closed the connection{why}")));
+                        }
+                        Some(Ok(_)) => {}
+                    }
+                }
+                cmd = self.commands.recv(), if self.commands_open => match cmd {
+                    None => self.commands_open = false,
+                    Some(Command::Close) => {
+                        self.flush_acks(ws).await?;
+                        return Err(Ended::Closed);
+                    }
+                    Some(cmd) => self.apply(cmd, Some(ws)).await?,
+                },
+                _ = self.events.closed() => {
+                    self.flush_acks(ws).await?;
+                    return Err(Ended::Closed);
+                }
+                _ = tokio::time::sleep_until(next_timer) => {
+                    let now = Instant::now();
+                    if pong_deadline.is_some_and(|d| now >= d) {
+                        return Err(Ended::Lost(format!(
+                            "no answer to ping within {:?}: the connection is dead",
+                            self.options.ping_timeout
+                        )));
+                    }
+                    if rollover_at.is_some_and(|d| now >= d) {
+                        self.flush_acks(ws).await?;
+                        return Err(Ended::Rollover(format!(
+                            "connection age limit ({:?}) reached: reconnecting",
+                            self.options.max_connection_age.unwrap_or_default()
+                        )));
+                    }
+                    if ack_at.is_some_and(|d| now >= d) {
+                        ack_at = None;
+                        self.flush_acks(ws).await?;
+                    }
+                    if now >= ping_at {
+                        send(ws, &ClientFrame::Ping).await?;
+                        ping_at = now + interval;
+                        pong_deadline.get_or_insert(now + self.options.ping_timeout);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `hello` → `welcome` (or the typed refusal), within the handshake timeout.
+    async fn handshake(&mut self, ws: &mut Ws) -> Result<(), Ended> {
+        let range = self.options.protocol;
+        send(
+            ws,
+            &ClientFrame::Hello {
+                protocol: range,
+                client: Some(self.options.client_name.clone()),
+            },
+        )
+        .await?;
+        let limit = self.options.handshake_timeout;
+        let welcome = tokio::time::timeout(limit, async {
+            loop {
+                let frame = match ws.next().await {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => {
+                        return Err(Ended::Lost("the connection ended before `welcome`".into()));
+                    }
+                    Some(Ok(Message::Text(t))) => serde_json::from_str::<ServerFrame>(&t).ok(),
+                    Some(Ok(_)) => None,
+                };
+                match frame {
+                    Some(ServerFrame::Welcome {
+                        protocol,
+                        connection_id,
+                        ..
+                    }) => return Ok((protocol, connection_id)),
+                    Some(ServerFrame::Error(e)) if e.code == ErrorCode::VersionUnsupported => {
+                        return Err(Ended::Fatal(ClientError::VersionUnsupported {
+                            offered_min: range.min,
+                            offered_max: range.max,
+                            supported: e.supported,
+                            message: e.message,
+                        }));
+                    }
+                    Some(ServerFrame::Error(e)) => {
+                        return Err(Ended::Lost(format!(
+                            "`hello` refused ({}): {}",
+                            e.code, e.message
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .map_err(|_| Ended::Lost(format!("no `welcome` within {limit:?}")))??;
+        let (protocol, connection_id) = welcome;
+        tracing::debug!(protocol, %connection_id, "agentwire: connected");
+        self.emit(ClientEvent::Connected {
+            protocol,
+            connection_id,
+        })
+        .await
+    }
+
+    /// Joins `names`, each from where its delivery stands, in frames of at
+    /// most the protocol's channels-per-join.
+    async fn send_joins(&mut self, ws: &mut Ws, names: &[String]) -> Result<(), Ended> {
+        for chunk in names.chunks(MAX_CHANNELS_PER_JOIN) {
+            let mut list = Vec::with_capacity(chunk.len());
+            for name in chunk {
+                if let Some(ch) = self.channels.get_mut(name) {
+                    ch.seq.rejoining();
+                    list.push(JoinChannel {
+                        name: name.clone(),
+                        since: ch.since(),
+                    });
+                }
+            }
+            if list.is_empty() {
+                continue;
+            }
+            self.next_id += 1;
+            let id = format!("j{}", self.next_id);
+            self.pending
+                .insert(id.clone(), list.iter().map(|c| c.name.clone()).collect());
+            send(
+                ws,
+                &ClientFrame::Join {
+                    id: Some(id),
+                    channels: list,
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Applies a join or leave; sends it when connected, else it takes
+    /// effect with the next connection's re-join.
+    async fn apply(&mut self, cmd: Command, ws: Option<&mut Ws>) -> Result<(), Ended> {
+        match cmd {
+            Command::Close => Err(Ended::Closed),
+            Command::Join(list) => {
+                let added = self.add_channels(list);
+                match ws {
+                    Some(ws) if !added.is_empty() => self.send_joins(ws, &added).await,
+                    _ => Ok(()),
+                }
+            }
+            Command::Leave(names) => {
+                let left: Vec<String> = names
+                    .into_iter()
+                    .filter(|n| self.channels.remove(n).is_some())
+                    .collect();
+                if left.is_empty() {
+                    return Ok(());
+                }
+                match ws {
+                    Some(ws) => {
+                        self.next_id += 1;
+                        let frame = ClientFrame::Leave {
+                            id: Some(format!("l{}", self.next_id)),
+                            channels: left,
+                        };
+                        send(ws, &frame).await
+                    }
+                    None => {
+                        self.deferred_left.extend(left);
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_frame(
+        &mut self,
+        frame: ServerFrame,
+        ack_at: &mut Option<Instant>,
+    ) -> Result<(), Ended> {
+        match frame {
+            ServerFrame::Joined { id, channels, .. } => {
+                if let Some(id) = id {
+                    self.pending.remove(&id);
+                }
+                let mut confirmed = Vec::with_capacity(channels.len());
+                let mut deliveries = Vec::new();
+                for jc in channels {
+                    if let Some(ch) = self.channels.get_mut(&jc.name) {
+                        deliveries.extend(ch.seq.joined(&jc.epoch, jc.head, jc.replayed));
+                        confirmed.push(jc);
+                    }
+                }
+                if !confirmed.is_empty() {
+                    self.emit(ClientEvent::Joined {
+                        channels: confirmed,
+                    })
+                    .await?;
+                }
+                self.deliver(deliveries, ack_at).await
+            }
+            ServerFrame::Event(e) => {
+                let ds = match self.channels.get_mut(&e.channel) {
+                    Some(ch) => ch.seq.event(e),
+                    None => Vec::new(),
+                };
+                self.deliver(ds, ack_at).await
+            }
+            ServerFrame::Batch { events } => {
+                for e in events {
+                    let ds = match self.channels.get_mut(&e.channel) {
+                        Some(ch) => ch.seq.event(e),
+                        None => continue,
+                    };
+                    self.deliver(ds, ack_at).await?;
+                }
+                Ok(())
+            }
+            ServerFrame::Gap { channel, from, to } => {
+                let ds = match self.channels.get_mut(&channel) {
+                    Some(ch) => ch.seq.gap(from, to),
+                    None => Vec::new(),
+                };
+                self.deliver(ds, ack_at).await
+            }
+            ServerFrame::Left { channels, .. } => self.emit(ClientEvent::Left { channels }).await,
+            ServerFrame::Error(e) => self.on_error(e).await,
+            ServerFrame::Welcome { .. } | ServerFrame::Pong => Ok(()),
+        }
+    }
+
+    async fn on_error(&mut self, e: ErrorFrame) -> Result<(), Ended> {
+        let request = e.id.as_ref().and_then(|id| self.pending.remove(id));
+        match e.code {
+            ErrorCode::VersionUnsupported => {
+                return Err(Ended::Fatal(ClientError::VersionUnsupported {
+                    offered_min: self.options.protocol.min,
+                    offered_max: self.options.protocol.max,
+                    supported: e.supported,
+                    message: e.message,
+                }));
+            }
+            ErrorCode::NotConnected => {
+                return Err(Ended::Lost(format!(
+                    "the gateway no longer knows this connection: {}",
+                    e.message
+                )));
+            }
+            // A join the gateway failed to serve: re-join on a new connection.
+            ErrorCode::Internal if request.is_some() => {
+                return Err(Ended::Lost(format!("a join failed: {}", e.message)));
+            }
+            _ => {}
+        }
+        if let Some(names) = request {
+            // Refused for good (forbidden, invalid channel): not re-joined.
+            for n in &names {
+                self.channels.remove(n);
+            }
+        }
+        self.emit(ClientEvent::Error(ClientError::Server {
+            code: e.code,
+            message: e.message,
+            id: e.id,
+        }))
+        .await
+    }
+
+    async fn deliver(
+        &mut self,
+        ds: Vec<Delivery>,
+        ack_at: &mut Option<Instant>,
+    ) -> Result<(), Ended> {
+        if ds.is_empty() {
+            return Ok(());
+        }
+        for d in ds {
+            let ev = match d {
+                Delivery::Event(e) => ClientEvent::Event(e),
+                Delivery::Gap { channel, from, to } => ClientEvent::Gap { channel, from, to },
+            };
+            self.emit(ev).await?;
+        }
+        if let Some(debounce) = self.options.ack_debounce {
+            ack_at.get_or_insert(Instant::now() + debounce);
+        }
+        Ok(())
+    }
+
+    /// Acknowledges each channel's last delivered seq, if it moved.
+    async fn flush_acks(&mut self, ws: &mut Ws) -> Result<(), Ended> {
+        if self.options.ack_debounce.is_none() {
+            return Ok(());
+        }
+        let mut acks = Vec::new();
+        for (name, ch) in &mut self.channels {
+            if let Some(last) = ch.seq.last()
+                && last > 0
+                && ch.acked.is_none_or(|a| last > a)
+            {
+                ch.acked = Some(last);
+                acks.push(ClientFrame::Ack {
+                    channel: name.clone(),
+                    seq: last,
+                });
+            }
+        }
+        for ack in &acks {
+            send(ws, ack).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn send(ws: &mut Ws, frame: &ClientFrame) -> Result<(), Ended> {
+    let text = serde_json::to_string(frame)
+        .map_err(|e| Ended::Fatal(ClientError::Decode(format!("cannot encode a frame: {e}"))))?;
+    ws.send(Message::Text(text.into()))
+        .await
+        .map_err(|e| Ended::Lost(format!("send failed: {e}")))
+}
+
+/// A uniform draw in 0..1 from the operating system's random source (0.5
+/// if it cannot be read), for the backoff's jitter.
+fn random_unit() -> f64 {
+    let mut b = [0u8; 8];
+    match getrandom::fill(&mut b) {
+        Ok(()) => (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64,
+        Err(_) => 0.5,
+    }
+}
