@@ -10,6 +10,8 @@
 //!   MOCK integration.
 //! - `POST|GET|DELETE /@connections/{id}` serve the dispatcher's SDK client,
 //!   with 410 `GoneException` for unknown or closed connections.
+//! - `POST /v1/channels/{channel}/events` serves the HTTP API's publish
+//!   route through the publish function.
 //! - Pollers receive from the events queue and the webhook job queue, call
 //!   the dispatcher and the webhook function with real `SqsEvent` batches,
 //!   and delete only what did not fail.
@@ -17,6 +19,7 @@
 //!   are enforced, each configurable so tests can shorten them.
 
 mod events;
+mod http_api;
 mod hub;
 mod management;
 mod poller;
@@ -32,6 +35,7 @@ use agentwire_fn_connect::ConnectFunction;
 use agentwire_fn_disconnect::DisconnectFunction;
 use agentwire_fn_dispatcher::DispatcherFunction;
 use agentwire_fn_join::JoinFunction;
+use agentwire_fn_publish::PublishFunction;
 use agentwire_fn_webhook::WebhookFunction;
 use aws_config::SdkConfig;
 use tokio::sync::watch;
@@ -91,6 +95,7 @@ pub(crate) struct Functions {
     pub join: JoinFunction,
     pub disconnect: DisconnectFunction,
     pub dispatcher: DispatcherFunction,
+    pub publish: PublishFunction,
 }
 
 /// Shared state of the HTTP side.
@@ -146,6 +151,7 @@ impl Gateway {
             join: JoinFunction::new(&deps)?,
             disconnect: DisconnectFunction::new(&deps),
             dispatcher: DispatcherFunction::new(&deps)?,
+            publish: PublishFunction::new(&deps)?,
             webhook: match deps.config.webhook_queue_url {
                 Some(_) => Some(WebhookFunction::new(&deps)?),
                 None => None,
@@ -168,6 +174,7 @@ impl Gateway {
         let (stop, stopped) = watch::channel(false);
         let router = socket::routes()
             .merge(management::routes())
+            .merge(http_api::routes())
             .with_state(app.clone());
         let mut server_stop = stopped.clone();
         let server = tokio::spawn(async move {
@@ -221,6 +228,11 @@ impl Gateway {
         format!("ws://{}", self.addr)
     }
 
+    /// The HTTP API's base URL (the publish route is under `/v1/`).
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     /// The `@connections` endpoint the dispatcher posts to.
     pub fn connections_endpoint(&self) -> String {
         format!("http://{}", self.addr)
@@ -240,8 +252,9 @@ impl Gateway {
     }
 
     /// Closes every connection (running `$disconnect` for each), stops the
-    /// poller and the listener, and waits for them.
-    pub async fn shutdown(self) {
+    /// poller and the listener, and waits for them. The port is free again
+    /// afterwards, so a new gateway can take it (a restart).
+    pub async fn shutdown(&mut self) {
         self.hub.close_all(1001, "Going away");
         // Give connection tasks a moment to run their $disconnect.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -249,7 +262,7 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let _ = self.stop.send(true);
-        for t in self.tasks {
+        for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
         }
     }

@@ -168,7 +168,7 @@ async fn serve(args: Args) -> Result<(), String> {
         max_duration: args.max_connection,
         ..GatewayOptions::default()
     };
-    let gateway = Gateway::start(&sdk, config, options)
+    let mut gateway = Gateway::start(&sdk, config, options)
         .await
         .map_err(|e| e.to_string())?;
     let url = gateway.ws_url();

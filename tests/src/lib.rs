@@ -277,6 +277,9 @@ pub struct Stack {
     /// This stack's webhook job queue and its dead-letter queue.
     pub webhook_queue_url: String,
     pub webhook_dlq_url: String,
+    /// What a restarted gateway is built from.
+    gateway_options: GatewayOptions,
+    ddb_client: aws_sdk_dynamodb::Client,
 }
 
 impl Stack {
@@ -323,8 +326,9 @@ impl Stack {
         } else {
             aws_sdk_dynamodb::Client::new(&sdk)
         };
-        let deps = agentwire_core::wiring::Deps::with_dynamodb(&sdk, ddb_client, config.clone());
-        let gateway = Gateway::start_with_deps(deps, options.gateway)
+        let deps =
+            agentwire_core::wiring::Deps::with_dynamodb(&sdk, ddb_client.clone(), config.clone());
+        let gateway = Gateway::start_with_deps(deps, options.gateway.clone())
             .await
             .unwrap_or_else(|e| panic!("the dev gateway did not start: {e}"));
         config.connections_endpoint = Some(gateway.connections_endpoint());
@@ -339,7 +343,31 @@ impl Stack {
             dlq_url,
             webhook_queue_url: queues.webhooks,
             webhook_dlq_url: queues.webhooks_dlq,
+            gateway_options: options.gateway,
+            ddb_client,
         }
+    }
+
+    /// Stops the dev gateway as an outage would: every connection closed,
+    /// the port refusing connections, the queue no longer polled (events
+    /// published meanwhile wait on the queue). [`Stack::gateway_up`] brings
+    /// it back on the same port.
+    pub async fn gateway_down(&mut self) {
+        self.gateway.shutdown().await;
+    }
+
+    /// Starts a new gateway on the port the stopped one had.
+    pub async fn gateway_up(&mut self) {
+        let mut options = self.gateway_options.clone();
+        options.bind = self.gateway.addr();
+        let deps = agentwire_core::wiring::Deps::with_dynamodb(
+            &self.sdk,
+            self.ddb_client.clone(),
+            self.config.clone(),
+        );
+        self.gateway = Gateway::start_with_deps(deps, options)
+            .await
+            .unwrap_or_else(|e| panic!("the dev gateway did not restart: {e}"));
     }
 
     /// A token of this stack's tenant for `sub`, granting `channels`.
@@ -350,6 +378,20 @@ impl Stack {
             SystemClock.epoch_s(),
             Duration::from_secs(3600),
         )
+    }
+
+    /// A token of this stack's tenant that may publish to `publish` (and
+    /// join nothing).
+    pub fn publisher_token(&self, sub: &str, publish: &[&str]) -> String {
+        let claims = TokenKey::claims(
+            &self.tenant,
+            sub,
+            vec![],
+            publish.iter().map(|c| c.to_string()).collect(),
+            SystemClock.epoch_s(),
+            Duration::from_secs(3600),
+        );
+        self.key.sign(&claims).expect("token signs")
     }
 
     /// A token issued at `iat` for `ttl` (an expired one is in the past).
@@ -579,7 +621,7 @@ impl Stack {
     }
 
     /// Stops the gateway and deletes this test's queues and tables.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.gateway.shutdown().await;
         let sqs = aws_sdk_sqs::Client::new(&self.sdk);
         for url in [

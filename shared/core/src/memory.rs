@@ -8,8 +8,8 @@ use async_trait::async_trait;
 
 use crate::model::{ChannelKey, ChannelState, Connection, Envelope, StoredEvent, Subscriber};
 use crate::ports::{
-    AppendError, ChannelLog, ConnectionRegistry, CursorStore, DeadLetters, PushError, Pusher,
-    StoreError,
+    AppendError, ChannelLog, ConnectionRegistry, CursorStore, DeadLetters, EventQueue, PushError,
+    Pusher, StoreError,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -365,6 +365,26 @@ impl DeadLetters for MemoryDeadLetters {
             return Err(StoreError::failed("dead-letter", "injected failure"));
         }
         lock(&self.records).push((message_id.into(), body.into(), reason.into()));
+        Ok(())
+    }
+}
+
+/// Envelopes put on the events queue, in order.
+#[derive(Default)]
+pub struct MemoryEventQueue {
+    sent: Mutex<Vec<Envelope>>,
+}
+
+impl MemoryEventQueue {
+    pub fn sent(&self) -> Vec<Envelope> {
+        lock(&self.sent).clone()
+    }
+}
+
+#[async_trait]
+impl EventQueue for MemoryEventQueue {
+    async fn send(&self, envelope: &Envelope) -> Result<(), StoreError> {
+        lock(&self.sent).push(envelope.clone());
         Ok(())
     }
 }

@@ -60,10 +60,9 @@ impl Deps {
     }
 
     pub fn connect(&self) -> Result<Connect, ConfigError> {
-        let key = TokenKey::hs256(self.config.require_jwt_secret()?);
         Ok(Connect::new(
             self.registry.clone(),
-            key,
+            self.token_key()?,
             self.clock.clone(),
             self.config.max_connection,
         ))
@@ -144,6 +143,19 @@ impl Deps {
             self.config.webhook_schedule.clone(),
             self.clock.clone(),
         ))
+    }
+
+    /// Validates and enqueues events (the publish function, the CLI, agents).
+    pub fn publisher(&self) -> Result<crate::usecases::Publisher, ConfigError> {
+        Ok(crate::usecases::Publisher::new(
+            Arc::new(self.event_queue()?),
+            self.clock.clone(),
+        ))
+    }
+
+    /// The token key the connect and publish functions verify with.
+    pub fn token_key(&self) -> Result<TokenKey, ConfigError> {
+        Ok(TokenKey::hs256(self.config.require_jwt_secret()?))
     }
 
     pub fn event_queue(&self) -> Result<SqsEventQueue, ConfigError> {

@@ -1,0 +1,106 @@
+//! The publish Lambda behind the HTTP API route
+//! `POST /v1/channels/{channel}/events`: for agents that hold a token but no
+//! AWS credentials. Translates the HTTP event into the publish use case and
+//! its result into `202 {"id"}` or a JSON error body with a stable code
+//! (400/401/403/413, 500/503 when the queue fails).
+
+use agentwire_core::auth::{TokenKey, token_from};
+use agentwire_core::config::ConfigError;
+use agentwire_core::usecases::{PublishError, Publisher};
+use agentwire_core::wiring::Deps;
+use agentwire_protocol::ServerFrame;
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::encodings::Body;
+use aws_lambda_events::http::{HeaderMap, HeaderValue};
+use base64::Engine;
+
+/// The handler, holding its use case and key across invocations.
+pub struct PublishFunction {
+    publisher: Publisher,
+    key: TokenKey,
+}
+
+impl PublishFunction {
+    pub fn new(deps: &Deps) -> Result<Self, ConfigError> {
+        Ok(Self {
+            publisher: deps.publisher()?,
+            key: deps.token_key()?,
+        })
+    }
+
+    pub async fn handle(
+        &self,
+        req: ApiGatewayV2httpRequest,
+    ) -> Result<ApiGatewayV2httpResponse, lambda_runtime::Error> {
+        let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+        let token = token_from(header("authorization"), None);
+        let channel = req
+            .path_parameters
+            .get("channel")
+            .cloned()
+            .unwrap_or_default();
+        let body = match body_bytes(&req) {
+            Ok(b) => b,
+            Err(e) => {
+                return Ok(response(
+                    400,
+                    &ServerFrame::error(agentwire_protocol::ErrorCode::BadJson, e, None).to_json(),
+                ));
+            }
+        };
+        let result = self
+            .publisher
+            .publish_http(
+                &self.key,
+                token.as_deref(),
+                &channel,
+                &body,
+                header("idempotency-key"),
+            )
+            .await;
+        Ok(match result {
+            Ok(env) => {
+                tracing::info!(channel = %env.channel, id = %env.id, "published");
+                response(
+                    202,
+                    &serde_json::json!({"id": env.id, "channel": env.channel}).to_string(),
+                )
+            }
+            Err(e) => {
+                if matches!(e, PublishError::Queue(_)) {
+                    tracing::error!(%channel, error = %e, "publish failed");
+                } else {
+                    tracing::info!(%channel, status = e.status(), error = %e, "publish refused");
+                }
+                response(
+                    e.status(),
+                    &ServerFrame::error(e.code(), e.to_string(), None).to_json(),
+                )
+            }
+        })
+    }
+}
+
+/// The request body, base64-decoded when API Gateway encoded it.
+fn body_bytes(req: &ApiGatewayV2httpRequest) -> Result<Vec<u8>, String> {
+    let Some(body) = &req.body else {
+        return Ok(Vec::new());
+    };
+    if req.is_base64_encoded {
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .map_err(|e| format!("the body is not valid base64: {e}"))
+    } else {
+        Ok(body.as_bytes().to_vec())
+    }
+}
+
+fn response(status: u16, json: &str) -> ApiGatewayV2httpResponse {
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    let mut resp = ApiGatewayV2httpResponse::default();
+    resp.status_code = i64::from(status);
+    resp.headers = headers;
+    resp.body = Some(Body::Text(json.to_owned()));
+    resp
+}

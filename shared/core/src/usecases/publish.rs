@@ -1,0 +1,334 @@
+//! Publishing an event: who may publish where, the envelope's validation
+//! and sizes, and the hand-off to the events queue. One path for the HTTP
+//! publish function, the `agentwire publish` command and Rust agents.
+
+use std::sync::Arc;
+
+use agentwire_protocol::limits::{MAX_EVENT_DATA_BYTES, MAX_MESSAGE_BYTES};
+use agentwire_protocol::{ErrorCode, ProtocolError};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::auth::{AuthError, Grants, TokenKey};
+use crate::clock::{Clock, rfc3339};
+use crate::model::Envelope;
+use crate::ports::{EventQueue, StoreError};
+
+/// The largest request body the publish endpoint reads: one event's data
+/// (96 KiB) with room for `kind` and the JSON around it. Larger bodies are
+/// refused with 413 before they are parsed.
+pub const MAX_PUBLISH_BODY_BYTES: usize = MAX_MESSAGE_BYTES;
+
+/// One event to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publication {
+    pub tenant: String,
+    pub channel: String,
+    pub kind: String,
+    pub data: Value,
+    /// The idempotency key: publishing the same id twice makes one event.
+    /// `None` draws a new UUID.
+    pub id: Option<String>,
+}
+
+/// The body of `POST /v1/channels/{channel}/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishBody {
+    pub kind: String,
+    #[serde(default)]
+    pub data: Value,
+}
+
+/// Why an event was not published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("{0}")]
+    Unauthorized(#[from] AuthError),
+    #[error("the token does not grant publishing to channel {0:?}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Invalid(ProtocolError),
+    #[error("{what} is {size} bytes; at most {max} are accepted")]
+    TooLarge {
+        what: &'static str,
+        size: usize,
+        max: usize,
+    },
+    #[error("the events queue did not take the event: {0}")]
+    Queue(#[from] StoreError),
+}
+
+impl PublishError {
+    /// The HTTP status the publish endpoint answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            PublishError::Unauthorized(_) => 401,
+            PublishError::Forbidden(_) => 403,
+            PublishError::Invalid(_) => 400,
+            PublishError::TooLarge { .. } => 413,
+            PublishError::Queue(StoreError::Unavailable { .. }) => 503,
+            PublishError::Queue(_) => 500,
+        }
+    }
+
+    /// The stable error code of the JSON error body.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            PublishError::Unauthorized(AuthError::Expired) => ErrorCode::TokenExpired,
+            PublishError::Unauthorized(_) => ErrorCode::Unauthorized,
+            PublishError::Forbidden(_) => ErrorCode::Forbidden,
+            PublishError::Invalid(e) => e.code,
+            PublishError::TooLarge { .. } => ErrorCode::MessageTooLarge,
+            PublishError::Queue(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// Validates and enqueues events.
+pub struct Publisher {
+    queue: Arc<dyn EventQueue>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Publisher {
+    pub fn new(queue: Arc<dyn EventQueue>, clock: Arc<dyn Clock>) -> Self {
+        Self { queue, clock }
+    }
+
+    /// Checks the publication and puts it on the events queue; the envelope
+    /// sent (its `id` is the event id) on success.
+    pub async fn publish(&self, p: Publication) -> Result<Envelope, PublishError> {
+        let size = serde_json::to_string(&p.data)
+            .map(|s| s.len())
+            .unwrap_or(usize::MAX);
+        if size > MAX_EVENT_DATA_BYTES {
+            return Err(PublishError::TooLarge {
+                what: "the event data",
+                size,
+                max: MAX_EVENT_DATA_BYTES,
+            });
+        }
+        let envelope = Envelope {
+            tenant: p.tenant,
+            channel: p.channel,
+            id: p.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            kind: p.kind,
+            data: p.data,
+            ts: rfc3339(self.clock.now()),
+        };
+        envelope.validate().map_err(PublishError::Invalid)?;
+        self.queue.send(&envelope).await?;
+        Ok(envelope)
+    }
+
+    /// The HTTP publish path: verifies the bearer token and its `publish`
+    /// grant for `channel`, parses and checks the body, then publishes.
+    pub async fn publish_http(
+        &self,
+        key: &TokenKey,
+        token: Option<&str>,
+        channel: &str,
+        body: &[u8],
+        idempotency_key: Option<&str>,
+    ) -> Result<Envelope, PublishError> {
+        let claims = key.verify(token.ok_or(AuthError::Missing)?)?;
+        agentwire_protocol::limits::validate_channel(channel).map_err(PublishError::Invalid)?;
+        let grants = Grants::compile(&claims.publish).map_err(AuthError::InvalidClaims)?;
+        if !grants.allows(channel) {
+            return Err(PublishError::Forbidden(channel.to_owned()));
+        }
+        if body.len() > MAX_PUBLISH_BODY_BYTES {
+            return Err(PublishError::TooLarge {
+                what: "the request body",
+                size: body.len(),
+                max: MAX_PUBLISH_BODY_BYTES,
+            });
+        }
+        let parsed: PublishBody = serde_json::from_slice(body).map_err(|e| {
+            let code = if e.is_syntax() || e.is_eof() {
+                ErrorCode::BadJson
+            } else {
+                ErrorCode::InvalidEvent
+            };
+            PublishError::Invalid(ProtocolError::new(
+                code,
+                format!("the body must be {{\"kind\": string, \"data\": any}}: {e}"),
+            ))
+        })?;
+        self.publish(Publication {
+            tenant: claims.tenant,
+            channel: channel.to_owned(),
+            kind: parsed.kind,
+            data: parsed.data,
+            id: idempotency_key.map(str::to_owned),
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::memory::MemoryEventQueue;
+    use std::time::Duration;
+
+    fn setup() -> (Publisher, Arc<MemoryEventQueue>, TokenKey) {
+        let queue = Arc::new(MemoryEventQueue::default());
+        let p = Publisher::new(queue.clone(), Arc::new(SystemClock));
+        (p, queue, TokenKey::hs256(b"k"))
+    }
+
+    fn token(key: &TokenKey, publish: &[&str], ttl: Duration, iat: u64) -> String {
+        let claims = TokenKey::claims(
+            "t1",
+            "agent",
+            vec![],
+            publish.iter().map(|s| s.to_string()).collect(),
+            iat,
+            ttl,
+        );
+        key.sign(&claims).unwrap()
+    }
+
+    fn now() -> u64 {
+        SystemClock.epoch_s()
+    }
+
+    #[tokio::test]
+    async fn a_granted_publish_is_enqueued_with_the_idempotency_key_as_id() {
+        let (p, queue, key) = setup();
+        let t = token(&key, &["jobs-*"], Duration::from_secs(60), now());
+        let env = p
+            .publish_http(
+                &key,
+                Some(&t),
+                "jobs-1",
+                br#"{"kind":"status","data":{"n":1}}"#,
+                Some("key-1"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(env.id, "key-1");
+        assert_eq!(env.tenant, "t1");
+        let sent = queue.sent();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].data["n"], 1);
+    }
+
+    #[tokio::test]
+    async fn each_refusal_has_its_status_and_code() {
+        let (p, queue, key) = setup();
+        let ok = token(&key, &["jobs-*"], Duration::from_secs(60), now());
+        let expired = token(&key, &["jobs-*"], Duration::from_secs(1), now() - 120);
+        // (token, channel, body, idempotency key, status, code)
+        type Case<'a> = (
+            Option<&'a str>,
+            &'a str,
+            Vec<u8>,
+            Option<&'a str>,
+            u16,
+            ErrorCode,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                None,
+                "jobs-1",
+                br#"{"kind":"k"}"#.to_vec(),
+                None,
+                401,
+                ErrorCode::Unauthorized,
+            ),
+            (
+                Some("nope"),
+                "jobs-1",
+                br#"{"kind":"k"}"#.to_vec(),
+                None,
+                401,
+                ErrorCode::Unauthorized,
+            ),
+            (
+                Some(&expired),
+                "jobs-1",
+                br#"{"kind":"k"}"#.to_vec(),
+                None,
+                401,
+                ErrorCode::TokenExpired,
+            ),
+            (
+                Some(&ok),
+                "other",
+                br#"{"kind":"k"}"#.to_vec(),
+                None,
+                403,
+                ErrorCode::Forbidden,
+            ),
+            (
+                Some(&ok),
+                "jobs-1",
+                b"{not json".to_vec(),
+                None,
+                400,
+                ErrorCode::BadJson,
+            ),
+            (
+                Some(&ok),
+                "jobs-1",
+                br#"{"data":1}"#.to_vec(),
+                None,
+                400,
+                ErrorCode::InvalidEvent,
+            ),
+            (
+                Some(&ok),
+                "jobs-1",
+                br#"{"kind":"bad kind!"}"#.to_vec(),
+                None,
+                400,
+                ErrorCode::InvalidEvent,
+            ),
+            (
+                Some(&ok),
+                "jobs-1",
+                br#"{"kind":"k"}"#.to_vec(),
+                Some("has space"),
+                400,
+                ErrorCode::InvalidEvent,
+            ),
+            (
+                Some(&ok),
+                "bad channel",
+                br#"{"kind":"k"}"#.to_vec(),
+                None,
+                400,
+                ErrorCode::InvalidChannel,
+            ),
+            (
+                Some(&ok),
+                "jobs-1",
+                vec![b' '; MAX_PUBLISH_BODY_BYTES + 1],
+                None,
+                413,
+                ErrorCode::MessageTooLarge,
+            ),
+        ];
+        for (tok, ch, body, idem, status, code) in cases {
+            let err = p
+                .publish_http(&key, tok, ch, &body, idem)
+                .await
+                .unwrap_err();
+            assert_eq!((err.status(), err.code()), (status, code), "{err}");
+        }
+        let big = format!(
+            r#"{{"kind":"k","data":"{}"}}"#,
+            "x".repeat(MAX_EVENT_DATA_BYTES)
+        );
+        let err = p
+            .publish_http(&key, Some(&ok), "jobs-1", big.as_bytes(), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), 413);
+        assert!(queue.sent().is_empty(), "nothing refused was enqueued");
+    }
+}

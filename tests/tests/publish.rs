@@ -1,0 +1,138 @@
+//! The HTTP publish route (`POST /v1/channels/{channel}/events`) on the
+//! local stack: the dev gateway serves it through the real publish
+//! function, which puts the event on the real events queue.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use agentwire_e2e::Stack;
+use serde_json::{Value, json};
+
+async fn post(
+    stack: &Stack,
+    channel: &str,
+    token: Option<&str>,
+    key: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let url = format!("{}/v1/channels/{channel}/events", stack.gateway.http_url());
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
+    let resp = req.send().await.expect("the gateway answers");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let v = serde_json::from_str(&text).unwrap_or_else(|_| panic!("JSON body, got {text:?}"));
+    (status, v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_event_reaches_a_subscriber() {
+    let stack = Stack::start().await;
+    let mut sub = stack.client(&stack.token("viewer", &["agent-*"])).await;
+    sub.hello().await;
+    assert_eq!(sub.join(json!(["agent-1"])).await["type"], "joined");
+    let token = stack.publisher_token("bot", &["agent-*"]);
+    let body = json!({"kind": "status", "data": {"text": "over HTTP"}});
+    let (status, answer) = post(
+        &stack,
+        "agent-1",
+        Some(&token),
+        None,
+        body.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["id"].as_str().unwrap().to_owned();
+    let got = sub.events(1).await;
+    assert_eq!(got[0]["seq"], 1);
+    assert_eq!(got[0]["id"], id.as_str());
+    assert_eq!(got[0]["kind"], "status");
+    assert_eq!(got[0]["data"]["text"], "over HTTP");
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_idempotency_key_twice_makes_one_event() {
+    let stack = Stack::start().await;
+    let mut sub = stack.client(&stack.token("viewer", &["agent-*"])).await;
+    sub.hello().await;
+    assert_eq!(sub.join(json!(["agent-2"])).await["type"], "joined");
+    let token = stack.publisher_token("bot", &["agent-2"]);
+    let body = || {
+        json!({"kind": "final", "data": {"n": 1}})
+            .to_string()
+            .into_bytes()
+    };
+    let first = post(&stack, "agent-2", Some(&token), Some("order-42"), body()).await;
+    let again = post(&stack, "agent-2", Some(&token), Some("order-42"), body()).await;
+    assert_eq!(
+        (first.0, again.0),
+        (202, 202),
+        "a retry is accepted: {first:?} {again:?}"
+    );
+    assert_eq!(first.1["id"], "order-42");
+    assert_eq!(again.1["id"], "order-42");
+    let other = post(&stack, "agent-2", Some(&token), Some("order-43"), body()).await;
+    assert_eq!(other.0, 202);
+    let got = sub.events(2).await;
+    assert_eq!(
+        got.iter()
+            .map(|e| (
+                e["seq"].as_u64().unwrap(),
+                e["id"].as_str().unwrap().to_owned()
+            ))
+            .collect::<Vec<_>>(),
+        vec![(1, "order-42".to_owned()), (2, "order-43".to_owned())]
+    );
+    sub.assert_quiet(Duration::from_secs(1)).await;
+    assert_eq!(stack.stored_events("agent-2").await.len(), 2);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_their_status_and_a_typed_error_body() {
+    let stack = Stack::start().await;
+    let publisher = stack.publisher_token("bot", &["agent-*"]);
+    let reader = stack.token("viewer", &["agent-*"]);
+    let ok_body = || json!({"kind": "status"}).to_string().into_bytes();
+
+    let (s, e) = post(&stack, "agent-3", Some(&reader), None, ok_body()).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (403, Some("forbidden")),
+        "no publish grant: {e}"
+    );
+    let (s, e) = post(&stack, "agent-3", None, None, ok_body()).await;
+    assert_eq!((s, e["code"].as_str()), (401, Some("unauthorized")), "{e}");
+    let big = json!({"kind": "status", "data": "x".repeat(200 * 1024)})
+        .to_string()
+        .into_bytes();
+    let (s, e) = post(&stack, "agent-3", Some(&publisher), None, big).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (413, Some("message_too_large")),
+        "{e}"
+    );
+    let (s, e) = post(
+        &stack,
+        "agent-3",
+        Some(&publisher),
+        None,
+        b"{\"kind\": ".to_vec(),
+    )
+    .await;
+    assert_eq!((s, e["code"].as_str()), (400, Some("bad_json")), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("kind"), "{e}");
+    // Nothing refused reached the log.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(stack.stored_events("agent-3").await.is_empty());
+    stack.shutdown().await;
+}
