@@ -52,7 +52,7 @@ enum Command {
     },
     /// Put an event on the events queue.
     Publish(publish::Args),
-    /// Connect, join channels and print every frame as one JSON line.
+    /// Follow channels (reconnecting, resuming); events as JSON lines on stdout.
     Tail(tail::Args),
     /// Show a channel's log state; set or clear its own retention.
     Channel(channel::Args),

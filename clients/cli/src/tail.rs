@@ -1,12 +1,12 @@
-//! `agentwire tail`: connect, say hello, join, print frames as JSON lines.
+//! `agentwire tail`: follow channels with the reconnecting client. Events
+//! (and gaps) go to stdout as JSON lines; connection state goes to stderr.
+//! It keeps running across dropped connections and gateway restarts, and
+//! resumes from the last seq it printed.
 
-use agentwire_protocol::{
-    ClientFrame, JoinChannel, ProtocolRange, Since, subprotocol_name, supported,
-};
-use futures::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
+use std::time::Duration;
+
+use agentwire_client::{Backoff, Client, ClientError, ClientEvent, Options, Since};
+use serde_json::json;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -14,86 +14,150 @@ pub struct Args {
     #[arg(long, env = "AGENTWIRE_URL")]
     url: String,
     /// A token from `agentwire token`.
-    #[arg(long, env = "AGENTWIRE_TOKEN", hide_env_values = true)]
-    token: String,
+    #[arg(
+        long,
+        env = "AGENTWIRE_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "token_command"
+    )]
+    token: Option<String>,
+    /// A shell command that prints a fresh token; run before every
+    /// connection attempt, so an expired token is replaced on reconnect.
+    #[arg(long, conflicts_with = "token")]
+    token_command: Option<String>,
     /// Channels to join (repeat or comma-separate).
     #[arg(long, required = true, value_delimiter = ',')]
     channel: Vec<String>,
     /// Only new events (`head`), instead of resuming from the durable cursor.
     #[arg(long)]
     from_head: bool,
+    /// Do not move the durable cursor (by default printed seqs are acked).
+    #[arg(long)]
+    no_ack: bool,
+    /// Stop after this many reconnect attempts in a row (default: never).
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// The largest delay between reconnect attempts.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    max_backoff: Duration,
 }
 
 pub async fn run(args: Args) -> Result<(), String> {
-    let mut request = args
-        .url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| format!("bad --url {:?}: {e}", args.url))?;
-    let headers = request.headers_mut();
-    headers.insert(
-        "authorization",
-        HeaderValue::from_str(&format!("Bearer {}", args.token))
-            .map_err(|e| format!("bad --token: {e}"))?,
-    );
-    headers.insert(
-        "sec-websocket-protocol",
-        HeaderValue::from_str(&subprotocol_name(supported().max)).map_err(|e| e.to_string())?,
-    );
-    let (ws, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .map_err(|e| match e {
-            tokio_tungstenite::tungstenite::Error::Http(resp) => {
-                let body = resp
-                    .body()
-                    .as_ref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default();
-                format!(
-                    "the gateway refused the connection: HTTP {} {body}",
-                    resp.status()
-                )
-            }
-            other => format!("cannot connect to {}: {other}", args.url),
-        })?;
-    eprintln!("agentwire: connected to {}", args.url);
-    let (mut sink, mut stream) = ws.split();
-    let hello = ClientFrame::Hello {
-        protocol: ProtocolRange {
-            min: supported().min,
-            max: supported().max,
-        },
-        client: Some(concat!("agentwire-cli/", env!("CARGO_PKG_VERSION")).into()),
+    let mut backoff = Backoff::new(Duration::from_millis(500), args.max_backoff);
+    backoff.max_attempts = args.max_attempts;
+    let options = Options {
+        backoff,
+        ack_debounce: (!args.no_ack).then_some(Duration::from_secs(1)),
+        client_name: concat!("agentwire-cli/", env!("CARGO_PKG_VERSION")).into(),
+        ..Options::default()
     };
-    let since = args.from_head.then_some(Since::Head);
-    let join = ClientFrame::Join {
-        id: Some("tail".into()),
-        channels: args
-            .channel
-            .iter()
-            .map(|name| JoinChannel {
-                name: name.clone(),
-                since: since.clone(),
-            })
-            .collect(),
+    let mut builder = Client::builder().url(&args.url).options(options);
+    builder = match (args.token, args.token_command) {
+        (_, Some(cmd)) => builder.token_provider(move || token_from_command(cmd.clone())),
+        (Some(t), None) => builder.token(t),
+        (None, None) => return Err("give --token or --token-command".into()),
     };
-    for frame in [hello, join] {
-        let text = serde_json::to_string(&frame).map_err(|e| e.to_string())?;
-        sink.send(Message::Text(text.into()))
-            .await
-            .map_err(|e| format!("send failed: {e}"))?;
+    for name in &args.channel {
+        builder = if args.from_head {
+            builder.channel_since(name, Since::Head)
+        } else {
+            builder.channel(name)
+        };
     }
-    while let Some(msg) = stream.next().await {
-        match msg.map_err(|e| format!("connection lost: {e}"))? {
-            Message::Text(t) => println!("{t}"),
-            Message::Close(c) => {
-                let why = c
-                    .map(|c| format!("{} {}", u16::from(c.code), c.reason))
-                    .unwrap_or_default();
-                return Err(format!("the gateway closed the connection {why}"));
+    let mut client = builder.connect().map_err(|e| e.to_string())?;
+    eprintln!("agentwire: connecting to {}", args.url);
+    loop {
+        let event = tokio::select! {
+            ev = client.next() => ev,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("agentwire: interrupted; acknowledging and closing");
+                for ev in client.close().await {
+                    print_event(ev)?;
+                }
+                return Ok(());
             }
-            _ => {}
+        };
+        let Some(ev) = event else {
+            return Err("the client stopped".into());
+        };
+        print_event(ev)?;
+    }
+}
+
+/// Prints one client event: data on stdout, state on stderr; a fatal error
+/// becomes the command's error.
+fn print_event(ev: ClientEvent) -> Result<(), String> {
+    match ev {
+        ClientEvent::Event(e) => {
+            let mut v = serde_json::to_value(&e).map_err(|e| e.to_string())?;
+            if let Some(o) = v.as_object_mut() {
+                o.insert("type".into(), json!("event"));
+            }
+            println!("{v}");
         }
+        ClientEvent::Gap { channel, from, to } => {
+            eprintln!("agentwire: {channel}: seqs {from}..={to} are no longer retained");
+            println!(
+                "{}",
+                json!({"type": "gap", "channel": channel, "from": from, "to": to})
+            );
+        }
+        ClientEvent::Connected {
+            protocol,
+            connection_id,
+        } => eprintln!("agentwire: connected (protocol v{protocol}, connection {connection_id})"),
+        ClientEvent::Joined { channels } => {
+            for c in channels {
+                eprintln!(
+                    "agentwire: joined {} (epoch {}, head {}, replaying {}{})",
+                    c.name,
+                    c.epoch,
+                    c.head,
+                    c.replayed,
+                    if c.recovered {
+                        ""
+                    } else {
+                        ", not fully recovered"
+                    }
+                );
+            }
+        }
+        ClientEvent::Left { channels } => eprintln!("agentwire: left {}", channels.join(", ")),
+        ClientEvent::Disconnected { reason } => eprintln!("agentwire: disconnected: {reason}"),
+        ClientEvent::Reconnecting {
+            attempt,
+            delay,
+            reason,
+        } => eprintln!(
+            "agentwire: reconnecting in {:.1}s (attempt {attempt}; {reason})",
+            delay.as_secs_f64()
+        ),
+        ClientEvent::Error(e) if e.is_fatal() => return Err(e.to_string()),
+        ClientEvent::Error(e) => eprintln!("agentwire: {e}"),
     }
-    Err("the connection ended".into())
+    Ok(())
+}
+
+/// Runs `cmd` with `sh -c`; its trimmed stdout is the token.
+async fn token_from_command(cmd: String) -> Result<String, ClientError> {
+    let out = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(&cmd)
+        .output()
+        .await
+        .map_err(|e| ClientError::TokenProvider(format!("cannot run {cmd:?}: {e}")))?;
+    if !out.status.success() {
+        return Err(ClientError::TokenProvider(format!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if token.is_empty() {
+        return Err(ClientError::TokenProvider(format!(
+            "{cmd:?} printed no token"
+        )));
+    }
+    Ok(token)
 }
