@@ -1,16 +1,20 @@
-//! `agentwire publish`: validate an envelope and put it on the events queue.
+//! `agentwire publish`: validate an event and put it on the events queue
+//! (SQS, with AWS credentials) or post it to the HTTP publish API (`--url`,
+//! with a token).
+
+use std::sync::Arc;
 
 use agentwire_core::adapters::SqsEventQueue;
-use agentwire_core::clock::rfc3339;
-use agentwire_core::model::Envelope;
-use agentwire_core::ports::EventQueue;
+use agentwire_core::clock::SystemClock;
+use agentwire_core::usecases::{Publication, Publisher};
 use aws_config::BehaviorVersion;
 use aws_sdk_sqs::config::Credentials;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[arg(long)]
-    tenant: String,
+    /// The tenant (SQS mode; over HTTP it comes from the token).
+    #[arg(long, required_unless_present = "url")]
+    tenant: Option<String>,
     #[arg(long)]
     channel: String,
     /// The event kind, e.g. status or final.
@@ -22,7 +26,20 @@ pub struct Args {
     /// Idempotency key: publishing the same id twice makes one event. Default: a new UUID.
     #[arg(long)]
     id: Option<String>,
-    /// The events queue: a name or a URL.
+    /// Publish over HTTP to this publish API (the stack's PublishUrl base,
+    /// e.g. https://abc.execute-api.eu-west-1.amazonaws.com, or
+    /// http://127.0.0.1:8080 for the dev gateway) instead of SQS.
+    #[arg(long, env = "AGENTWIRE_PUBLISH_URL")]
+    url: Option<String>,
+    /// A token with a `publish` grant for the channel (HTTP mode).
+    #[arg(
+        long,
+        env = "AGENTWIRE_TOKEN",
+        hide_env_values = true,
+        requires = "url"
+    )]
+    token: Option<String>,
+    /// The events queue: a name or a URL (SQS mode).
     #[arg(
         long,
         env = "AGENTWIRE_EVENTS_QUEUE",
@@ -37,23 +54,72 @@ pub struct Args {
 pub async fn run(args: Args) -> Result<(), String> {
     let data: serde_json::Value =
         serde_json::from_str(&args.data).map_err(|e| format!("--data is not valid JSON: {e}"))?;
-    let envelope = Envelope {
-        tenant: args.tenant,
-        channel: args.channel,
-        id: args.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-        kind: args.kind,
-        data,
-        ts: rfc3339(std::time::SystemTime::now()),
+    let id = match (&args.url, args.tenant.clone()) {
+        (Some(url), _) => publish_http(url, &args, data).await?,
+        (None, Some(tenant)) => {
+            let sqs = aws_sdk_sqs::Client::new(&sdk_config(args.endpoint.as_deref()).await);
+            let url = queue_url(&sqs, &args.queue).await?;
+            let publisher = Publisher::new(
+                Arc::new(SqsEventQueue::new(sqs, url)),
+                Arc::new(SystemClock),
+            );
+            let envelope = publisher
+                .publish(Publication {
+                    tenant,
+                    channel: args.channel.clone(),
+                    kind: args.kind.clone(),
+                    data,
+                    id: args.id.clone(),
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            envelope.id
+        }
+        (None, None) => return Err("give --tenant (SQS) or --url (HTTP)".into()),
     };
-    envelope.validate().map_err(|e| e.to_string())?;
-    let sqs = aws_sdk_sqs::Client::new(&sdk_config(args.endpoint.as_deref()).await);
-    let url = queue_url(&sqs, &args.queue).await?;
-    SqsEventQueue::new(sqs, url)
-        .send(&envelope)
-        .await
-        .map_err(|e| e.to_string())?;
-    println!("{}", envelope.id);
+    println!("{id}");
     Ok(())
+}
+
+/// `POST {url}/v1/channels/{channel}/events`; the event id on 202.
+async fn publish_http(url: &str, args: &Args, data: serde_json::Value) -> Result<String, String> {
+    let token = args
+        .token
+        .as_deref()
+        .ok_or("--url needs --token (a token with a publish grant)")?;
+    let endpoint = format!(
+        "{}/v1/channels/{}/events",
+        url.trim_end_matches('/'),
+        args.channel
+    );
+    let mut req = reqwest::Client::new()
+        .post(&endpoint)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(serde_json::json!({"kind": args.kind, "data": data}).to_string());
+    if let Some(id) = &args.id {
+        req = req.header("idempotency-key", id);
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach {endpoint}: {e}"))?;
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    if status.as_u16() == 202 {
+        return json["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("202 without an id: {body}"));
+    }
+    match (json["code"].as_str(), json["message"].as_str()) {
+        (Some(code), Some(message)) => Err(format!("HTTP {status}: {code}: {message}")),
+        _ => Err(format!(
+            "HTTP {status}: {}",
+            body.chars().take(300).collect::<String>()
+        )),
+    }
 }
 
 /// The SDK's settings, with `endpoint` if given. A loopback endpoint with no
