@@ -173,14 +173,17 @@ async fn serve(args: Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let url = gateway.ws_url();
     eprintln!(
-        "\nagentwire dev gateway is up\n  WebSocket:     {url}\n  @connections:  {}/@connections/{{id}}\n  events queue:  {events_queue_url}\n\n\
+        "\nagentwire dev gateway is up\n  WebSocket:     {url}\n  publish (HTTP): {http}/v1/channels/{{channel}}/events\n  @connections:  {}/@connections/{{id}}\n  events queue:  {events_queue_url}\n\n\
          Try it (in another terminal):\n  \
          TOKEN=$(cargo run -q -p agentwire-cli -- token --tenant demo --sub me --channels 'agent-*')\n  \
          cargo run -q -p agentwire-cli -- tail --url {url} --token \"$TOKEN\" --channel agent-1\n  \
-         cargo run -q -p agentwire-cli -- publish --endpoint {endpoint} --tenant demo --channel agent-1 --kind status --data '{{\"text\":\"hello\"}}'\n\n\
+         cargo run -q -p agentwire-cli -- publish --endpoint {endpoint} --tenant demo --channel agent-1 --kind status --data '{{\"text\":\"hello\"}}'\n  \
+         AGENT=$(cargo run -q -p agentwire-cli -- token --tenant demo --sub bot --publish 'agent-*')\n  \
+         cargo run -q -p agentwire-cli -- publish --url {http} --token \"$AGENT\" --channel agent-1 --kind status --data '{{\"text\":\"over HTTP\"}}'\n\n\
          Ctrl-C stops it.",
         gateway.connections_endpoint(),
         endpoint = args.endpoint,
+        http = gateway.http_url(),
     );
     tokio::signal::ctrl_c()
         .await
