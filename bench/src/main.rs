@@ -9,11 +9,17 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use agentwire_client::{Backoff, Client, ClientEvent, Options};
 use agentwire_e2e::{Stack, StackOptions, WsClient};
 use clap::Parser;
 use futures::StreamExt;
 use serde_json::json;
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tokio::sync::mpsc;
+
+/// Counts allocations, for the client's memory per channel.
+#[global_allocator]
+static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
 #[derive(Debug, Parser)]
 #[command(name = "agentwire-bench")]
@@ -33,11 +39,27 @@ struct Args {
     /// Events published for the DynamoDB calls-per-event count.
     #[arg(long, default_value_t = 200)]
     calls: usize,
+    /// Dropped connections for the resume timing (per backoff setting).
+    #[arg(long, default_value_t = 20)]
+    drops: usize,
+    /// Channels one client joins for the memory-per-channel figure.
+    #[arg(long, default_value_t = 1000)]
+    channels: usize,
+    /// Where the host builds of the function binaries are, for `coldstart`
+    /// (`cargo build --release -p agentwire-fn-connect ...`).
+    #[arg(long, default_value = "target/release")]
+    bin_dir: std::path::PathBuf,
+    /// Where the arm64 Lambda bootstraps are (`scripts/build-lambdas`).
+    #[arg(long, default_value = "target/lambda")]
+    lambda_dir: std::path::PathBuf,
+    /// Process starts per function for `coldstart`.
+    #[arg(long, default_value_t = 10)]
+    starts: usize,
     /// Sections to run.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "latency,fanout,replay,calls"
+        default_value = "latency,fanout,replay,calls,resume,memory,coldstart"
     )]
     only: Vec<String>,
 }
@@ -70,6 +92,24 @@ async fn main() -> ExitCode {
     }
     if run("calls") {
         calls(args.calls).await;
+        println!();
+    }
+    if run("resume") {
+        resume(args.drops).await;
+        println!();
+    }
+    if run("memory") {
+        if let Err(e) = memory(&args).await {
+            eprintln!("agentwire-bench: memory: {e}");
+            return ExitCode::FAILURE;
+        }
+        println!();
+    }
+    if run("coldstart")
+        && let Err(e) = coldstart(&args).await
+    {
+        eprintln!("agentwire-bench: coldstart: {e}");
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }
@@ -361,4 +401,315 @@ async fn seed(
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     state.epoch
+}
+
+/// Reads client events until `want` matches one, within 60 s.
+async fn client_until(c: &mut Client, want: impl Fn(&ClientEvent) -> bool) -> ClientEvent {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), c.next()).await {
+            Ok(Some(ev)) if want(&ev) => return ev,
+            Ok(Some(ClientEvent::Error(e))) if e.is_fatal() => panic!("client stopped: {e}"),
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the client stopped"),
+            Err(_) => panic!("no event within 60 s"),
+        }
+    }
+}
+
+/// Waits until `want` channels are confirmed joined.
+async fn wait_joined(c: &mut Client, want: usize) {
+    let mut seen = 0usize;
+    while seen < want {
+        if let ClientEvent::Joined { channels } =
+            client_until(c, |e| matches!(e, ClientEvent::Joined { .. })).await
+        {
+            seen += channels.len();
+        }
+    }
+}
+
+/// Time from a dropped connection to the first event delivered on the new
+/// one: the gateway drops every connection, an event is published at once,
+/// and the clock stops when the reconnected client delivers it.
+async fn resume(drops: usize) {
+    eprintln!("resume: {drops} dropped connections per backoff setting");
+    println!(
+        "Dropped connection → first resumed event, {drops} drops, `agentwire-client` on the dev gateway:"
+    );
+    println!();
+    println!("| backoff | p50 | p95 | max | of which reconnect delay (mean) |");
+    println!("|---|---:|---:|---:|---:|");
+    for (label, initial) in [
+        ("default (first delay 0..0.5 s)", Duration::from_millis(500)),
+        ("none (delay 0)", Duration::ZERO),
+    ] {
+        let stack = Stack::start().await;
+        // Every drop is measured as a first drop: the schedule restarts
+        // after each connection (by default only after 60 s up, so drops
+        // in quick succession back off further).
+        let options = Options {
+            backoff: Backoff::new(initial, Duration::from_secs(30))
+                .with_stable_after(Duration::ZERO),
+            ..Options::default()
+        };
+        let mut c = Client::builder()
+            .url(stack.gateway.ws_url())
+            .token(stack.token("bench", &["*"]))
+            .channel("resume")
+            .options(options)
+            .connect()
+            .unwrap_or_else(|e| panic!("client: {e}"));
+        client_until(&mut c, |e| matches!(e, ClientEvent::Joined { .. })).await;
+        let mut took = Vec::with_capacity(drops);
+        let mut delays = Duration::ZERO;
+        for i in 0..drops {
+            let t0 = Instant::now();
+            stack.gateway.hub().close_all(1006, "bench drop");
+            stack.publish("resume", "status", json!({ "i": i })).await;
+            loop {
+                match client_until(&mut c, |e| {
+                    matches!(e, ClientEvent::Event(_) | ClientEvent::Reconnecting { .. })
+                })
+                .await
+                {
+                    ClientEvent::Reconnecting { delay, .. } => delays += delay,
+                    ClientEvent::Event(e) => {
+                        assert_eq!(e.seq, i as u64 + 1, "resumed in order");
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            took.push(t0.elapsed());
+        }
+        took.sort();
+        println!(
+            "| {label} | {} | {} | {} | {} |",
+            ms(pct(&took, 0.5)),
+            ms(pct(&took, 0.95)),
+            ms(*took.last().unwrap_or(&Duration::ZERO)),
+            ms(delays / drops.max(1) as u32)
+        );
+        c.close().await;
+        stack.shutdown().await;
+    }
+}
+
+/// Bytes one client keeps per subscribed channel: the net allocation growth
+/// of this process while a client joins `n` channels, divided by `n`. The
+/// dev gateway runs as its own process (`agentwire-local` from `--bin-dir`,
+/// on the tables and queues of `localstack/up`), so what grows here is the
+/// client alone.
+async fn memory(args: &Args) -> Result<(), String> {
+    let n = args.channels;
+    eprintln!("memory: one client joining {n} channels");
+    let bin = args.bin_dir.join("agentwire-local");
+    if !bin.exists() {
+        return Err(format!(
+            "{} is missing: cargo build --release -p agentwire-local",
+            bin.display()
+        ));
+    }
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        l.local_addr().map_err(|e| e.to_string())?.port()
+    };
+    let mut gateway = tokio::process::Command::new(&bin)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--endpoint",
+            &agentwire_e2e::endpoint(),
+        ])
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let url = format!("ws://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            return Err("agentwire-local did not listen within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A tenant of its own, so every channel is new.
+    let tenant = format!("mem{}", std::process::id());
+    let key = agentwire_core::auth::TokenKey::hs256(b"agentwire-local-dev-secret");
+    let claims = agentwire_core::auth::TokenKey::claims(
+        &tenant,
+        "bench",
+        vec!["mem-*".into()],
+        vec![],
+        agentwire_core::clock::epoch_s(std::time::SystemTime::now()),
+        Duration::from_secs(3600),
+    );
+    let token = key.sign(&claims).map_err(|e| e.to_string())?;
+    let names: Vec<String> = (0..n).map(|i| format!("mem-{i:05}")).collect();
+    // A one-channel client first, so one-off costs (the WebSocket stack,
+    // the runtime's buffers) are not counted per channel.
+    let mut one = Client::builder()
+        .url(&url)
+        .token(token.clone())
+        .channel(names[0].clone())
+        .connect()
+        .map_err(|e| e.to_string())?;
+    wait_joined(&mut one, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let region = Region::new(GLOBAL);
+    let t0 = Instant::now();
+    let mut builder = Client::builder().url(&url).token(token).options(Options {
+        ack_debounce: None,
+        ..Options::default()
+    });
+    for name in &names {
+        builder = builder.channel(name.clone());
+    }
+    let mut many = builder.connect().map_err(|e| e.to_string())?;
+    wait_joined(&mut many, n).await;
+    let join_time = t0.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let change = region.change();
+    let net = change.bytes_allocated as i64 - change.bytes_deallocated as i64
+        + change.bytes_reallocated as i64;
+    println!("Client memory per subscribed channel, one client joining {n} channels:");
+    println!();
+    println!("| channels | joined in | net bytes kept | bytes per channel |");
+    println!("|---:|---:|---:|---:|");
+    println!(
+        "| {n} | {} | {net} | {:.0} |",
+        ms(join_time),
+        net as f64 / n.max(1) as f64
+    );
+    many.close().await;
+    one.close().await;
+    let _ = gateway.kill().await;
+    Ok(())
+}
+
+const FUNCTIONS: [&str; 6] = [
+    "connect",
+    "join",
+    "disconnect",
+    "dispatcher",
+    "webhook",
+    "publish",
+];
+
+/// Process start to ready: each function binary is started as Lambda would
+/// (`AWS_LAMBDA_RUNTIME_API` pointing at a local stand-in of the Runtime
+/// API) and timed until its first `GET /runtime/invocation/next`, i.e.
+/// after its configuration, SDK clients and use cases are built.
+async fn coldstart(args: &Args) -> Result<(), String> {
+    use tokio::io::AsyncReadExt;
+    eprintln!(
+        "coldstart: {} starts per function from {}",
+        args.starts,
+        args.bin_dir.display()
+    );
+    println!(
+        "Function binaries and cold initialisation (process start → first Runtime API poll, {} starts each):",
+        args.starts
+    );
+    println!();
+    println!("| function | arm64 bootstrap | host binary | init p50 | init max |");
+    println!("|---|---:|---:|---:|---:|");
+    let endpoint = agentwire_e2e::endpoint();
+    for f in FUNCTIONS {
+        let bin = args.bin_dir.join(f);
+        if !bin.exists() {
+            return Err(format!(
+                "{} is missing: cargo build --release -p agentwire-fn-{f}",
+                bin.display()
+            ));
+        }
+        let size = |p: &std::path::Path| {
+            std::fs::metadata(p)
+                .map(|m| format!("{:.1} MiB", m.len() as f64 / 1048576.0))
+                .unwrap_or_else(|_| "not built".into())
+        };
+        let arm = size(&args.lambda_dir.join(f).join("bootstrap"));
+        let mut took = Vec::with_capacity(args.starts);
+        for _ in 0..args.starts {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| e.to_string())?;
+            let api = listener.local_addr().map_err(|e| e.to_string())?;
+            let t0 = Instant::now();
+            let mut child = tokio::process::Command::new(&bin)
+                .env("AWS_LAMBDA_RUNTIME_API", api.to_string())
+                .env("AWS_LAMBDA_FUNCTION_NAME", f)
+                .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+                .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test")
+                .env("AWS_ENDPOINT_URL", &endpoint)
+                .env("AGENTWIRE_JWT_SECRET", "bench-secret")
+                .env(
+                    "AGENTWIRE_EVENTS_QUEUE_URL",
+                    format!("{endpoint}/000000000000/agentwire-events.fifo"),
+                )
+                .env(
+                    "AGENTWIRE_EVENTS_DLQ_URL",
+                    format!("{endpoint}/000000000000/agentwire-events-dlq.fifo"),
+                )
+                .env(
+                    "AGENTWIRE_WEBHOOK_QUEUE_URL",
+                    format!("{endpoint}/000000000000/agentwire-webhooks"),
+                )
+                .env(
+                    "AGENTWIRE_WEBHOOK_DLQ_URL",
+                    format!("{endpoint}/000000000000/agentwire-webhooks-dlq"),
+                )
+                .env("AGENTWIRE_CONNECTIONS_ENDPOINT", "http://127.0.0.1:9")
+                .env("RUST_LOG", "error")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+            let polled = tokio::time::timeout(Duration::from_secs(10), async {
+                let (mut sock, _) = listener.accept().await.map_err(|e| e.to_string())?;
+                let mut buf = vec![0u8; 2048];
+                let n = sock.read(&mut buf).await.map_err(|e| e.to_string())?;
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if head.contains("/runtime/invocation/next") {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "unexpected first request: {}",
+                        head.lines().next().unwrap_or("")
+                    ))
+                }
+            })
+            .await;
+            let elapsed = t0.elapsed();
+            let _ = child.kill().await;
+            match polled {
+                Ok(Ok(())) => took.push(elapsed),
+                Ok(Err(e)) => return Err(format!("{f}: {e}")),
+                Err(_) => {
+                    let mut err = String::new();
+                    if let Some(mut s) = child.stderr.take() {
+                        let _ = s.read_to_string(&mut err).await;
+                    }
+                    return Err(format!("{f} did not poll within 10 s: {}", err.trim()));
+                }
+            }
+        }
+        took.sort();
+        println!(
+            "| {f} | {arm} | {} | {} | {} |",
+            size(&bin),
+            ms(pct(&took, 0.5)),
+            ms(*took.last().unwrap_or(&Duration::ZERO))
+        );
+    }
+    Ok(())
 }
