@@ -41,6 +41,10 @@ fn client(stack: &Stack, token: String, channel: &str, options: Options) -> Clie
 #[derive(Default, Debug)]
 struct Seen {
     seqs: Vec<u64>,
+    /// The channel of each of `seqs`.
+    channels: Vec<String>,
+    /// Channels confirmed by `Joined`, in order.
+    joined: Vec<String>,
     gaps: Vec<(u64, u64)>,
     connected: usize,
     disconnects: Vec<String>,
@@ -51,13 +55,25 @@ struct Seen {
 }
 
 impl Seen {
+    fn seqs_of(&self, channel: &str) -> Vec<u64> {
+        self.seqs
+            .iter()
+            .zip(&self.channels)
+            .filter(|(_, c)| *c == channel)
+            .map(|(s, _)| *s)
+            .collect()
+    }
+
     fn record(&mut self, ev: ClientEvent) {
         self.log.push(match &ev {
             ClientEvent::Event(e) => format!("event {}", e.seq),
             other => format!("{other:?}"),
         });
         match ev {
-            ClientEvent::Event(e) => self.seqs.push(e.seq),
+            ClientEvent::Event(e) => {
+                self.seqs.push(e.seq);
+                self.channels.push(e.channel);
+            }
             ClientEvent::Gap { from, to, .. } => self.gaps.push((from, to)),
             ClientEvent::Connected { .. } => self.connected += 1,
             ClientEvent::Disconnected { reason } => self.disconnects.push(reason),
@@ -65,7 +81,10 @@ impl Seen {
                 self.reconnecting.push((attempt, delay))
             }
             ClientEvent::Error(e) => self.errors.push(e),
-            ClientEvent::Joined { .. } | ClientEvent::Left { .. } => {}
+            ClientEvent::Joined { channels } => {
+                self.joined.extend(channels.into_iter().map(|c| c.name))
+            }
+            ClientEvent::Left { .. } => {}
         }
     }
 }
@@ -91,22 +110,38 @@ fn joined(s: &Seen) -> bool {
     s.connected >= 1
 }
 
+/// A client following `ch`, connected, its first `joined` given a moment.
+async fn following(stack: &Stack, token: String, ch: &str, options: Options) -> (Client, Seen) {
+    let mut c = client(stack, token, ch, options);
+    let mut seen = Seen::default();
+    until(&mut c, &mut seen, Duration::from_secs(10), joined).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (c, seen)
+}
+
+/// Publishes `1..=n` to `ch`, `every` apart.
+async fn publish_paced(stack: &Stack, ch: &str, n: u64, every: Duration) {
+    for i in 1..=n {
+        stack.publish(ch, "tick", json!({ "i": i })).await;
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Whatever else arrives within half a second (a duplicate would).
+async fn settle(c: &mut Client, seen: &mut Seen) {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(100), c.next()).await {
+        seen.record(ev);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_connections_mid_stream_lose_and_repeat_nothing() {
     let stack = Stack::start().await;
     let ch = "agent-1";
-    let mut c = client(&stack, stack.token("ana", &[ch]), ch, quick());
-    let mut seen = Seen::default();
-    until(&mut c, &mut seen, Duration::from_secs(10), joined).await;
-    // Wait for `joined` so the first events are not before the cursor.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut c, mut seen) = following(&stack, stack.token("ana", &[ch]), ch, quick()).await;
 
-    let publisher = async {
-        for i in 1..=60 {
-            stack.publish(ch, "tick", json!({ "i": i })).await;
-            tokio::time::sleep(Duration::from_millis(40)).await;
-        }
-    };
+    let publisher = publish_paced(&stack, ch, 60, Duration::from_millis(40));
     let consumer = async {
         for cut in [12, 30, 45] {
             until(&mut c, &mut seen, Duration::from_secs(30), |s| {
@@ -121,11 +156,7 @@ async fn dropped_connections_mid_stream_lose_and_repeat_nothing() {
         .await;
     };
     tokio::join!(publisher, consumer);
-    // Anything more would be a duplicate.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(100), c.next()).await {
-        seen.record(ev);
-    }
+    settle(&mut c, &mut seen).await;
     assert_eq!(
         seen.seqs,
         (1..=60).collect::<Vec<u64>>(),
@@ -152,24 +183,13 @@ async fn a_short_maximum_connection_duration_rolls_over_without_gap_or_duplicate
     options.gateway.max_duration = Duration::from_secs(3);
     let stack = Stack::start_with(options).await;
     let ch = "agent-2";
-    let mut c = client(&stack, stack.token("ben", &[ch]), ch, quick());
-    let mut seen = Seen::default();
-    until(&mut c, &mut seen, Duration::from_secs(10), joined).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let publisher = async {
-        for i in 1..=40 {
-            stack.publish(ch, "tick", json!({ "i": i })).await;
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    };
+    let (mut c, mut seen) = following(&stack, stack.token("ben", &[ch]), ch, quick()).await;
+    let publisher = publish_paced(&stack, ch, 40, Duration::from_millis(250));
     let consumer = until(&mut c, &mut seen, Duration::from_secs(60), |s| {
         s.seqs.len() >= 40
     });
     tokio::join!(publisher, consumer);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(100), c.next()).await {
-        seen.record(ev);
-    }
+    settle(&mut c, &mut seen).await;
     assert_eq!(seen.seqs, (1..=40).collect::<Vec<u64>>());
     assert!(seen.gaps.is_empty(), "{:?}", seen.gaps);
     assert!(
@@ -193,16 +213,8 @@ async fn the_client_rolls_over_by_itself_before_its_age_limit() {
         max_connection_age: Some(Duration::from_secs(2)),
         ..quick()
     };
-    let mut c = client(&stack, stack.token("cai", &[ch]), ch, options);
-    let mut seen = Seen::default();
-    until(&mut c, &mut seen, Duration::from_secs(10), joined).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let publisher = async {
-        for i in 1..=25 {
-            stack.publish(ch, "tick", json!({ "i": i })).await;
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    };
+    let (mut c, mut seen) = following(&stack, stack.token("cai", &[ch]), ch, options).await;
+    let publisher = publish_paced(&stack, ch, 25, Duration::from_millis(250));
     let consumer = until(&mut c, &mut seen, Duration::from_secs(60), |s| {
         s.seqs.len() >= 25
     });
@@ -228,10 +240,7 @@ async fn the_client_rolls_over_by_itself_before_its_age_limit() {
 async fn a_gateway_outage_longer_than_the_backoff_cap_is_survived() {
     let mut stack = Stack::start().await;
     let ch = "agent-4";
-    let mut c = client(&stack, stack.token("dee", &[ch]), ch, quick());
-    let mut seen = Seen::default();
-    until(&mut c, &mut seen, Duration::from_secs(10), joined).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut c, mut seen) = following(&stack, stack.token("dee", &["agent-4*"]), ch, quick()).await;
     for i in 1..=5 {
         stack.publish(ch, "tick", json!({ "i": i })).await;
     }
@@ -244,6 +253,8 @@ async fn a_gateway_outage_longer_than_the_backoff_cap_is_survived() {
     for i in 6..=15 {
         stack.publish(ch, "tick", json!({ "i": i })).await;
     }
+    // Issued while disconnected: applied by the re-join after the outage.
+    c.handle().join("agent-4b").unwrap();
     // Down for 5 s, five times the 1 s cap: several failed attempts.
     let outage = tokio::time::Instant::now() + Duration::from_secs(5);
     while let Ok(Some(ev)) = tokio::time::timeout_at(outage, c.next()).await {
@@ -258,14 +269,24 @@ async fn a_gateway_outage_longer_than_the_backoff_cap_is_survived() {
         seen.reconnecting
     );
     stack.gateway_up().await;
+    until(&mut c, &mut seen, Duration::from_secs(30), |s| {
+        s.joined.iter().any(|n| n == "agent-4b")
+    })
+    .await;
+    stack.publish("agent-4b", "tick", json!({ "i": 1 })).await;
     for i in 16..=20 {
         stack.publish(ch, "tick", json!({ "i": i })).await;
     }
     until(&mut c, &mut seen, Duration::from_secs(40), |s| {
-        s.seqs.len() >= 20
+        s.seqs.len() >= 21
     })
     .await;
-    assert_eq!(seen.seqs, (1..=20).collect::<Vec<u64>>());
+    assert_eq!(seen.seqs_of(ch), (1..=20).collect::<Vec<u64>>());
+    assert_eq!(
+        seen.seqs_of("agent-4b"),
+        vec![1],
+        "the join made while down"
+    );
     assert!(seen.gaps.is_empty());
     assert_eq!(seen.connected, 2);
     assert!(seen.errors.is_empty(), "{:?}", seen.errors);

@@ -147,15 +147,7 @@ impl Driver {
         let mut token_refused_once = false;
         loop {
             let failure = match self.attempt().await {
-                Attempt::Ended(Ended::Closed) => {
-                    let _ = self
-                        .events
-                        .send(ClientEvent::Disconnected {
-                            reason: "closed by the application".into(),
-                        })
-                        .await;
-                    return;
-                }
+                Attempt::Ended(Ended::Closed) => return self.closed_by_app().await,
                 Attempt::Ended(Ended::Fatal(e)) => return self.fatal(e).await,
                 Attempt::Ended(Ended::Rollover(reason)) => {
                     token_refused_once = false;
@@ -215,15 +207,19 @@ impl Driver {
                 return;
             }
             if let Err(Ended::Closed) = self.wait(delay).await {
-                let _ = self
-                    .events
-                    .send(ClientEvent::Disconnected {
-                        reason: "closed by the application".into(),
-                    })
-                    .await;
-                return;
+                return self.closed_by_app().await;
             }
         }
+    }
+
+    /// The last event after the application closed the client.
+    async fn closed_by_app(&self) {
+        let _ = self
+            .events
+            .send(ClientEvent::Disconnected {
+                reason: "closed by the application".into(),
+            })
+            .await;
     }
 
     async fn fatal(&self, e: ClientError) {
