@@ -255,15 +255,23 @@ impl Gateway {
     /// poller and the listener, and waits for them. The port is free again
     /// afterwards, so a new gateway can take it (a restart).
     pub async fn shutdown(&mut self) {
-        self.hub.close_all(1001, "Going away");
-        // Give connection tasks a moment to run their $disconnect.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while !self.hub.is_empty() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // Stop accepting (and polling) first, so no connection slips in
+        // while the open ones are being closed.
         let _ = self.stop.send(true);
+        // Give connection tasks a moment to run their $disconnect; close
+        // again any connection an upgrade under way registered meanwhile.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            self.hub.close_all(1001, "Going away");
+            if self.hub.is_empty() || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
         }
+        // An upgrade that completed after the last look.
+        self.hub.close_all(1001, "Going away");
     }
 }
