@@ -544,25 +544,9 @@ impl ChannelLog for DynamoLog {
         Ok(Some(event_from(key, seq, item)?))
     }
 
+    /// Pages through DynamoDB: a filter applies after `Limit`, so a page may
+    /// hold fewer retained events than it read.
     async fn read_range(
-        &self,
-        key: &ChannelKey,
-        from: u64,
-        to: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.query_range(key, from, to, limit).await
-    }
-}
-
-/// Events read per DynamoDB page while looking for retained ones.
-const READ_PAGE: i32 = 1000;
-
-impl DynamoLog {
-    /// Events `from..=to` that have not expired, at most `limit`, paging
-    /// through DynamoDB (a filter applies after `Limit`, so a page may hold
-    /// fewer retained events than it read).
-    async fn query_range(
         &self,
         key: &ChannelKey,
         from: u64,
@@ -609,6 +593,9 @@ impl DynamoLog {
         Ok(out)
     }
 }
+
+/// Events read per DynamoDB page while looking for retained ones.
+const READ_PAGE: i32 = 1000;
 
 fn event_from(key: &ChannelKey, seq: u64, item: &Item) -> Result<StoredEvent, StoreError> {
     let op = "read event";
