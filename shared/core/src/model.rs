@@ -62,20 +62,23 @@ impl Envelope {
 
     /// Checks every field against the protocol's rules and sizes.
     pub fn validate(&self) -> Result<(), ProtocolError> {
-        validate_tenant(&self.tenant)?;
-        validate_channel(&self.channel)?;
-        validate_event_id(&self.id)?;
-        validate_kind(&self.kind)?;
-        let size = serde_json::to_string(&self.data)
-            .map(|s| s.len())
-            .unwrap_or(usize::MAX);
-        if size > MAX_EVENT_DATA_BYTES {
+        self.validate_names()?;
+        if let Some(size) = oversize_data(&self.data) {
             return Err(ProtocolError::new(
                 ErrorCode::InvalidEvent,
                 format!("event data is {size} bytes; at most {MAX_EVENT_DATA_BYTES} are allowed"),
             ));
         }
         Ok(())
+    }
+
+    /// Checks the tenant, channel, id and kind (everything but the data's
+    /// size, see [`oversize_data`]).
+    pub fn validate_names(&self) -> Result<(), ProtocolError> {
+        validate_tenant(&self.tenant)?;
+        validate_channel(&self.channel)?;
+        validate_event_id(&self.id)?;
+        validate_kind(&self.kind)
     }
 
     /// Reads and validates an envelope from a queue message body.
@@ -89,6 +92,15 @@ impl Envelope {
         env.validate()?;
         Ok(env)
     }
+}
+
+/// The serialised size of event data larger than the protocol allows
+/// (`MAX_EVENT_DATA_BYTES`), or `None` when it fits.
+pub fn oversize_data(data: &Value) -> Option<usize> {
+    let size = serde_json::to_string(data)
+        .map(|s| s.len())
+        .unwrap_or(usize::MAX);
+    (size > MAX_EVENT_DATA_BYTES).then_some(size)
 }
 
 /// One event of a channel's log.

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::auth::{AuthError, Grants, TokenKey};
 use crate::clock::{Clock, rfc3339};
-use crate::model::Envelope;
+use crate::model::{Envelope, oversize_data};
 use crate::ports::{EventQueue, StoreError};
 
 /// The largest request body the publish endpoint reads: one event's data
@@ -99,10 +99,7 @@ impl Publisher {
     /// Checks the publication and puts it on the events queue; the envelope
     /// sent (its `id` is the event id) on success.
     pub async fn publish(&self, p: Publication) -> Result<Envelope, PublishError> {
-        let size = serde_json::to_string(&p.data)
-            .map(|s| s.len())
-            .unwrap_or(usize::MAX);
-        if size > MAX_EVENT_DATA_BYTES {
+        if let Some(size) = oversize_data(&p.data) {
             return Err(PublishError::TooLarge {
                 what: "the event data",
                 size,
@@ -117,7 +114,7 @@ impl Publisher {
             data: p.data,
             ts: rfc3339(self.clock.now()),
         };
-        envelope.validate().map_err(PublishError::Invalid)?;
+        envelope.validate_names().map_err(PublishError::Invalid)?;
         self.queue.send(&envelope).await?;
         Ok(envelope)
     }
