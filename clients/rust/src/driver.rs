@@ -72,10 +72,10 @@ enum Attempt {
 }
 
 pub(crate) struct Driver {
-    pub url: String,
-    pub token: TokenSource,
-    pub options: Options,
-    pub tls: Option<Connector>,
+    url: String,
+    token: TokenSource,
+    options: Options,
+    tls: Option<Connector>,
     channels: BTreeMap<String, Channel>,
     /// Leaves issued while disconnected, reported once the re-join is sent.
     deferred_left: Vec<String>,

@@ -379,23 +379,9 @@ mod tests {
         assert_eq!(out, vec![-1, 50, 51, 52, 53]);
         assert_eq!(s.pending(), 0);
     }
-}
-
-#[cfg(test)]
-mod rejoin_tests {
-    use super::*;
 
     #[test]
     fn after_a_reconnect_early_events_wait_for_the_new_joined() {
-        let ev = |seq| EventFrame {
-            channel: "c".into(),
-            epoch: "e1".into(),
-            seq,
-            id: format!("i{seq}"),
-            kind: "k".into(),
-            data: serde_json::Value::Null,
-            ts: "t".into(),
-        };
         let mut s = Sequencer::resuming("c", "e1", 0);
         s.joined("e1", 2, 2);
         s.event(ev(1));
@@ -405,15 +391,9 @@ mod rejoin_tests {
             s.event(ev(9)).is_empty(),
             "held: the replay may bring 3..=8"
         );
-        let mut out: Vec<u64> = Vec::new();
-        for d in s
-            .joined("e1", 8, 6)
-            .into_iter()
-            .chain((3..=8).flat_map(|q| s.event(ev(q))))
-        {
-            if let Delivery::Event(e) = d {
-                out.push(e.seq);
-            }
+        let mut out = flat(s.joined("e1", 8, 6));
+        for q in 3..=8 {
+            out.extend(flat(s.event(ev(q))));
         }
         assert_eq!(out, vec![3, 4, 5, 6, 7, 8, 9]);
     }
