@@ -503,13 +503,7 @@ async fn resume(drops: usize) {
 async fn memory(args: &Args) -> Result<(), String> {
     let n = args.channels;
     eprintln!("memory: one client joining {n} channels");
-    let bin = args.bin_dir.join("agentwire-local");
-    if !bin.exists() {
-        return Err(format!(
-            "{} is missing: cargo build --release -p agentwire-local",
-            bin.display()
-        ));
-    }
+    let bin = release_bin(&args.bin_dir, "agentwire-local", "agentwire-local")?;
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
         l.local_addr().map_err(|e| e.to_string())?.port()
@@ -592,6 +586,23 @@ async fn memory(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// `dir/name`, or how to build it.
+fn release_bin(
+    dir: &std::path::Path,
+    name: &str,
+    package: &str,
+) -> Result<std::path::PathBuf, String> {
+    let bin = dir.join(name);
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} is missing: cargo build --release -p {package}",
+            bin.display()
+        ))
+    }
+}
+
 const FUNCTIONS: [&str; 6] = [
     "connect",
     "join",
@@ -621,13 +632,7 @@ async fn coldstart(args: &Args) -> Result<(), String> {
     println!("|---|---:|---:|---:|---:|");
     let endpoint = agentwire_e2e::endpoint();
     for f in FUNCTIONS {
-        let bin = args.bin_dir.join(f);
-        if !bin.exists() {
-            return Err(format!(
-                "{} is missing: cargo build --release -p agentwire-fn-{f}",
-                bin.display()
-            ));
-        }
+        let bin = release_bin(&args.bin_dir, f, &format!("agentwire-fn-{f}"))?;
         let size = |p: &std::path::Path| {
             std::fs::metadata(p)
                 .map(|m| format!("{:.1} MiB", m.len() as f64 / 1048576.0))

@@ -326,11 +326,7 @@ impl Stack {
         } else {
             aws_sdk_dynamodb::Client::new(&sdk)
         };
-        let deps =
-            agentwire_core::wiring::Deps::with_dynamodb(&sdk, ddb_client.clone(), config.clone());
-        let gateway = Gateway::start_with_deps(deps, options.gateway.clone())
-            .await
-            .unwrap_or_else(|e| panic!("the dev gateway did not start: {e}"));
+        let gateway = start_gateway(&sdk, &ddb_client, &config, options.gateway.clone()).await;
         config.connections_endpoint = Some(gateway.connections_endpoint());
         Self {
             gateway,
@@ -360,14 +356,7 @@ impl Stack {
     pub async fn gateway_up(&mut self) {
         let mut options = self.gateway_options.clone();
         options.bind = self.gateway.addr();
-        let deps = agentwire_core::wiring::Deps::with_dynamodb(
-            &self.sdk,
-            self.ddb_client.clone(),
-            self.config.clone(),
-        );
-        self.gateway = Gateway::start_with_deps(deps, options)
-            .await
-            .unwrap_or_else(|e| panic!("the dev gateway did not restart: {e}"));
+        self.gateway = start_gateway(&self.sdk, &self.ddb_client, &self.config, options).await;
     }
 
     /// A token of this stack's tenant for `sub`, granting `channels`.
@@ -383,27 +372,24 @@ impl Stack {
     /// A token of this stack's tenant that may publish to `publish` (and
     /// join nothing).
     pub fn publisher_token(&self, sub: &str, publish: &[&str]) -> String {
-        let claims = TokenKey::claims(
-            &self.tenant,
+        self.sign(
             sub,
-            vec![],
-            publish.iter().map(|c| c.to_string()).collect(),
+            &[],
+            publish,
             SystemClock.epoch_s(),
             Duration::from_secs(3600),
-        );
-        self.key.sign(&claims).expect("token signs")
+        )
     }
 
     /// A token issued at `iat` for `ttl` (an expired one is in the past).
     pub fn token_with(&self, sub: &str, channels: &[&str], iat: u64, ttl: Duration) -> String {
-        let claims = TokenKey::claims(
-            &self.tenant,
-            sub,
-            channels.iter().map(|c| c.to_string()).collect(),
-            vec![],
-            iat,
-            ttl,
-        );
+        self.sign(sub, channels, &[], iat, ttl)
+    }
+
+    /// A token of this stack's tenant with these join and publish grants.
+    fn sign(&self, sub: &str, join: &[&str], publish: &[&str], iat: u64, ttl: Duration) -> String {
+        let list = |v: &[&str]| v.iter().map(|c| c.to_string()).collect();
+        let claims = TokenKey::claims(&self.tenant, sub, list(join), list(publish), iat, ttl);
         self.key.sign(&claims).expect("token signs")
     }
 
@@ -644,6 +630,19 @@ impl Stack {
             let _ = ddb.delete_table().table_name(name).send().await;
         }
     }
+}
+
+/// A dev gateway on this stack's resources, with the given DynamoDB client.
+async fn start_gateway(
+    sdk: &SdkConfig,
+    ddb: &aws_sdk_dynamodb::Client,
+    config: &Config,
+    options: GatewayOptions,
+) -> Gateway {
+    let deps = agentwire_core::wiring::Deps::with_dynamodb(sdk, ddb.clone(), config.clone());
+    Gateway::start_with_deps(deps, options)
+        .await
+        .unwrap_or_else(|e| panic!("the dev gateway did not start: {e}"))
 }
 
 /// This run's queues, from the definitions in `resources.json`, each name
