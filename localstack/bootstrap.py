@@ -52,6 +52,11 @@ def create_queue(sqs, spec, urls):
     }
     if spec.get("fifo"):
         attrs["FifoQueue"] = "true"
+        # High-throughput FIFO: deduplication per message group (channel).
+        if spec.get("deduplication_scope"):
+            attrs["DeduplicationScope"] = spec["deduplication_scope"]
+        if spec.get("fifo_throughput_limit"):
+            attrs["FifoThroughputLimit"] = spec["fifo_throughput_limit"]
     url = sqs.create_queue(QueueName=name, Attributes=attrs)["QueueUrl"]
     dl = spec.get("dead_letter")
     if dl:

@@ -1,17 +1,25 @@
 //! The live connections of this gateway and their outbound queues.
+//!
+//! Like API Gateway, each connection's outbound buffer is bounded: a post
+//! that would overflow it is refused (`429 LimitExceededException`), so a
+//! client that stops reading costs the gateway bounded memory and the
+//! poster a typed, retryable error.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 
-/// What the connection task should do next.
+/// What the connection task should do next. `Text` and `Binary` carry the
+/// bytes they hold in the connection's outbound buffer (0 for route answers,
+/// which API Gateway does not count against `@connections`).
 #[derive(Debug)]
 pub enum Outbound {
-    Text(String),
-    Binary(Vec<u8>),
+    Text(String, usize),
+    Binary(Vec<u8>, usize),
     Close(u16, String),
 }
 
@@ -22,6 +30,27 @@ pub struct Live {
     pub connected_at: SystemTime,
     pub source_ip: SocketAddr,
     pub user_agent: Option<String>,
+    /// Bytes posted and not yet written to the socket.
+    pub buffered: Arc<AtomicUsize>,
+}
+
+/// Why a post was not queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostRefused {
+    /// Unknown or closing connection (410 `GoneException`).
+    Gone,
+    /// The outbound buffer is full (429 `LimitExceededException`).
+    BufferFull { buffered: usize },
+    /// A failure a test asked for (500 `InternalServerErrorException`).
+    Injected,
+}
+
+/// Posts and refusals per connection, for tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PostStats {
+    pub accepted: u64,
+    pub buffer_full: u64,
+    pub injected: u64,
 }
 
 /// The registry of live sockets (the gateway's, not agentwire's: agentwire's
@@ -29,32 +58,90 @@ pub struct Live {
 #[derive(Debug, Default)]
 pub struct Hub {
     live: Mutex<HashMap<String, Live>>,
+    /// Connection → posts still to fail (see [`Hub::fail_next_posts`]).
+    failing: Mutex<HashMap<String, u64>>,
+    stats: Mutex<HashMap<String, PostStats>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Hub {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     pub(crate) fn insert(&self, id: &str, live: Live) {
-        self.lock().insert(id.to_owned(), live);
+        lock(&self.live).insert(id.to_owned(), live);
     }
 
     pub(crate) fn remove(&self, id: &str) {
-        self.lock().remove(id);
+        lock(&self.live).remove(id);
     }
 
     pub fn get(&self, id: &str) -> Option<Live> {
-        self.lock().get(id).cloned()
+        lock(&self.live).get(id).cloned()
     }
 
-    /// Queues a message; `false` when the connection is unknown or closing.
+    /// Queues a message outside the buffer's bound (route answers, closes);
+    /// `false` when the connection is unknown or closing.
     pub fn send(&self, id: &str, msg: Outbound) -> bool {
         self.get(id).is_some_and(|l| l.tx.send(msg).is_ok())
     }
 
+    /// Queues a `@connections` post if the connection's outbound buffer has
+    /// room for it (at most `limit` bytes queued and unwritten).
+    pub fn post(
+        &self,
+        id: &str,
+        payload: Result<String, Vec<u8>>,
+        limit: usize,
+    ) -> Result<(), PostRefused> {
+        let Some(live) = self.get(id) else {
+            return Err(PostRefused::Gone);
+        };
+        let mut stats = lock(&self.stats);
+        let stat = stats.entry(id.to_owned()).or_default();
+        if let Some(left) = lock(&self.failing).get_mut(id)
+            && *left > 0
+        {
+            *left -= 1;
+            stat.injected += 1;
+            return Err(PostRefused::Injected);
+        }
+        let len = match &payload {
+            Ok(t) => t.len(),
+            Err(b) => b.len(),
+        };
+        let buffered = live.buffered.load(Ordering::Acquire);
+        if buffered + len > limit {
+            stat.buffer_full += 1;
+            return Err(PostRefused::BufferFull { buffered });
+        }
+        live.buffered.fetch_add(len, Ordering::AcqRel);
+        let msg = match payload {
+            Ok(t) => Outbound::Text(t, len),
+            Err(b) => Outbound::Binary(b, len),
+        };
+        if live.tx.send(msg).is_err() {
+            live.buffered.fetch_sub(len, Ordering::AcqRel);
+            return Err(PostRefused::Gone);
+        }
+        stat.accepted += 1;
+        Ok(())
+    }
+
+    /// Makes the next `n` posts to connection `id` fail with a 500, as a
+    /// failing API Gateway would (tests of the dispatcher's retries and of
+    /// the client's recovery from the log).
+    pub fn fail_next_posts(&self, id: &str, n: u64) {
+        lock(&self.failing).insert(id.to_owned(), n);
+    }
+
+    /// What the posts to connection `id` came to so far.
+    pub fn post_stats(&self, id: &str) -> PostStats {
+        lock(&self.stats).get(id).copied().unwrap_or_default()
+    }
+
     pub fn len(&self) -> usize {
-        self.lock().len()
+        lock(&self.live).len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -63,7 +150,7 @@ impl Hub {
 
     /// Closes every connection with this code and reason.
     pub fn close_all(&self, code: u16, reason: &str) {
-        for l in self.lock().values() {
+        for l in lock(&self.live).values() {
             let _ = l.tx.send(Outbound::Close(code, reason.to_owned()));
         }
     }

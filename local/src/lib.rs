@@ -41,7 +41,8 @@ use aws_config::SdkConfig;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use hub::Hub;
+pub use hub::{Hub, PostStats};
+pub mod function;
 
 /// API Gateway's limits and the poller's settings.
 #[derive(Debug, Clone)]
@@ -58,6 +59,10 @@ pub struct GatewayOptions {
     pub max_duration: Duration,
     /// SQS long-poll wait per receive.
     pub poll_wait: Duration,
+    /// Bytes posted to a connection and not yet written to its socket, past
+    /// which `@connections` answers 429 `LimitExceededException` (API
+    /// Gateway bounds each connection's outbound buffer too).
+    pub outbound_buffer_bytes: usize,
 }
 
 impl Default for GatewayOptions {
@@ -69,6 +74,7 @@ impl Default for GatewayOptions {
             idle_timeout: Duration::from_secs(600),
             max_duration: Duration::from_secs(2 * 3600),
             poll_wait: Duration::from_secs(2),
+            outbound_buffer_bytes: 1024 * 1024,
         }
     }
 }

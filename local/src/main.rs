@@ -98,7 +98,7 @@ struct Args {
     #[arg(
         long,
         env = "AGENTWIRE_JWT_SECRET",
-        default_value = "agentwire-local-dev-secret",
+        default_value = DEFAULT_DEV_SECRET,
         hide_env_values = true
     )]
     jwt_secret: String,
@@ -111,7 +111,15 @@ struct Args {
     /// Maximum connection duration (API Gateway: 2h).
     #[arg(long, env = "AGENTWIRE_LOCAL_MAX_CONNECTION", default_value = "2h", value_parser = humantime::parse_duration)]
     max_connection: Duration,
+    /// Bytes posted to one connection and not yet written to its socket past
+    /// which `@connections` answers 429 LimitExceededException.
+    #[arg(long, env = "AGENTWIRE_LOCAL_OUTBOUND_BUFFER", default_value_t = 1024 * 1024)]
+    outbound_buffer_bytes: usize,
 }
+
+/// The signing key `--jwt-secret` defaults to: fine on loopback, refused
+/// anywhere else (anyone could mint tokens with it).
+const DEFAULT_DEV_SECRET: &str = "agentwire-local-dev-secret-never-deploy-it";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -127,6 +135,13 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(args: Args) -> Result<(), String> {
+    if !args.host.is_loopback() && args.jwt_secret == DEFAULT_DEV_SECRET {
+        return Err(format!(
+            "--host {} listens beyond this machine, and the token key is the well-known default: \
+             set AGENTWIRE_JWT_SECRET (or --jwt-secret) to a secret of at least 32 bytes",
+            args.host
+        ));
+    }
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(args.region.clone()))
         .endpoint_url(&args.endpoint);
@@ -166,6 +181,7 @@ async fn serve(args: Args) -> Result<(), String> {
         max_message_bytes: args.max_message_bytes,
         idle_timeout: args.idle_timeout,
         max_duration: args.max_connection,
+        outbound_buffer_bytes: args.outbound_buffer_bytes,
         ..GatewayOptions::default()
     };
     let mut gateway = Gateway::start(&sdk, config, options)

@@ -1,23 +1,47 @@
 //! The `@connections` management API (PostToConnection, GetConnection,
-//! DeleteConnection), answering as API Gateway does, including 410
-//! `GoneException` for unknown or closed connections.
+//! DeleteConnection), answering as API Gateway does: 410 `GoneException`
+//! for unknown or closed connections, 413 over the message limit, 429
+//! `LimitExceededException` when the connection's outbound buffer is full.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
 use crate::App;
-use crate::hub::Outbound;
+use crate::hub::{Outbound, PostRefused};
 
 pub(crate) fn routes() -> Router<Arc<App>> {
-    Router::new().route(
-        "/@connections/{id}",
-        post(post_to).get(get_one).delete(delete_one),
+    Router::new()
+        .route(
+            "/@connections/{id}",
+            post(post_to).get(get_one).delete(delete_one),
+        )
+        .route_layer(middleware::from_fn(loopback_only))
+}
+
+/// `@connections` is the functions' API, not the clients': it answers only
+/// callers on this machine, whatever address the gateway listens on (API
+/// Gateway requires IAM-signed requests instead).
+async fn loopback_only(
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if peer.ip().is_loopback() {
+        return next.run(request).await;
+    }
+    aws_error(
+        StatusCode::FORBIDDEN,
+        "AccessDeniedException",
+        "@connections answers only on loopback".into(),
     )
 }
 
@@ -53,14 +77,26 @@ async fn post_to(State(app): State<Arc<App>>, Path(id): Path<String>, body: Byte
             ),
         );
     }
-    let msg = match String::from_utf8(body.to_vec()) {
-        Ok(t) => Outbound::Text(t),
-        Err(e) => Outbound::Binary(e.into_bytes()),
-    };
-    if app.hub.send(&id, msg) {
-        StatusCode::OK.into_response()
-    } else {
-        gone(&id)
+    let payload = String::from_utf8(body.to_vec()).map_err(|e| e.into_bytes());
+    match app
+        .hub
+        .post(&id, payload, app.options.outbound_buffer_bytes)
+    {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(PostRefused::Gone) => gone(&id),
+        Err(PostRefused::BufferFull { buffered }) => aws_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "LimitExceededException",
+            format!(
+                "connection {id} has {buffered} bytes waiting to be written; its outbound buffer holds {}",
+                app.options.outbound_buffer_bytes
+            ),
+        ),
+        Err(PostRefused::Injected) => aws_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalServerErrorException",
+            "injected failure (Hub::fail_next_posts)".into(),
+        ),
     }
 }
 

@@ -14,6 +14,7 @@ use aws_sdk_sqs::types::{
 };
 use tokio::sync::watch;
 
+use crate::function;
 use crate::{App, GatewayError, events};
 
 /// The queue as the event source mapping knows it.
@@ -56,6 +57,16 @@ pub(crate) enum Target {
     Webhook,
 }
 
+impl Target {
+    /// The function whose role Lambda's event source polls with.
+    fn function(self) -> &'static str {
+        match self {
+            Target::Dispatcher => "dispatcher",
+            Target::Webhook => "webhook",
+        }
+    }
+}
+
 pub(crate) async fn run(
     sqs: Client,
     source: Source,
@@ -88,7 +99,7 @@ pub(crate) async fn run(
             .send();
         let out = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
-            out = receive => out,
+            out = function::scope(target.function(), receive) => out,
         };
         let messages = match out {
             Ok(o) => {
@@ -107,8 +118,10 @@ pub(crate) async fn run(
         }
         let event = events::sqs_batch(&messages, &source.arn, &source.region);
         let result = match (target, &app.functions.webhook) {
-            (Target::Dispatcher, _) => app.functions.dispatcher.handle(event).await,
-            (Target::Webhook, Some(w)) => w.handle(event).await,
+            (Target::Dispatcher, _) => {
+                function::scope("dispatcher", app.functions.dispatcher.handle(event)).await
+            }
+            (Target::Webhook, Some(w)) => function::scope("webhook", w.handle(event)).await,
             (Target::Webhook, None) => break,
         };
         let failed: HashSet<String> = match result {
@@ -144,13 +157,12 @@ pub(crate) async fn run(
         if entries.is_empty() {
             continue;
         }
-        match sqs
+        let delete = sqs
             .delete_message_batch()
             .queue_url(&source.url)
             .set_entries(Some(entries))
-            .send()
-            .await
-        {
+            .send();
+        match function::scope(target.function(), delete).await {
             Ok(o) if !o.failed().is_empty() => {
                 tracing::warn!(
                     failed = o.failed().len(),

@@ -3,7 +3,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
 
 use agentwire_protocol::{ErrorCode, ServerFrame};
 use aws_lambda_events::encodings::Body as LambdaBody;
@@ -14,11 +15,13 @@ use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
+use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 
 use crate::App;
 use crate::events::{self, Origin};
+use crate::function;
 use crate::hub::{Live, Outbound};
 
 pub(crate) fn routes() -> Router<Arc<App>> {
@@ -81,7 +84,7 @@ async fn upgrade(
         headers,
         events::parse_query(query.as_deref()),
     );
-    let resp = match app.functions.connect.handle(event).await {
+    let resp = match function::scope("connect", app.functions.connect.handle(event)).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(connection_id = %conn.id, error = %e, "connect handler failed");
@@ -118,15 +121,17 @@ async fn upgrade(
 struct Ended(u16, String);
 
 async fn run(app: Arc<App>, socket: WebSocket, conn: Conn, user_agent: Option<String>) {
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded_channel();
     let answers = tx.clone();
+    let buffered = Arc::new(AtomicUsize::new(0));
     app.hub.insert(
         &conn.id,
         Live {
-            tx,
+            tx: tx.clone(),
             connected_at: SystemTime::now(),
             source_ip: conn.peer,
             user_agent,
+            buffered: buffered.clone(),
         },
     );
     tracing::debug!(connection_id = %conn.id, "socket open");
@@ -140,17 +145,23 @@ async fn run(app: Arc<App>, socket: WebSocket, conn: Conn, user_agent: Option<St
         async move {
             while let Some((text, binary)) = incoming_work.recv().await {
                 if let Some(answer) = route(&app, &conn, text, binary).await
-                    && answers.send(Outbound::Text(answer)).is_err()
+                    && answers.send(Outbound::Text(answer, 0)).is_err()
                 {
                     break;
                 }
             }
         }
     });
-    let (mut sink, mut stream) = socket.split();
+    let (sink, mut stream) = socket.split();
+    // The writer has a task of its own: a client that stops reading blocks
+    // only the writer, never the reading side or the idle and duration
+    // timers (the buffer's bound turns further posts into 429s).
+    let mut writer = tokio::spawn(write(sink, rx, buffered));
     let idle = tokio::time::sleep(app.options.idle_timeout);
     let max = tokio::time::sleep(app.options.max_duration);
     tokio::pin!(idle, max);
+    // Whether the gateway closes (and the close frame should go out).
+    let mut closing = false;
     let ended = loop {
         tokio::select! {
             incoming = stream.next() => {
@@ -176,39 +187,44 @@ async fn run(app: Arc<App>, socket: WebSocket, conn: Conn, user_agent: Option<St
                         format!("message is {raw_len} bytes; the gateway accepts at most {}", app.options.max_message_bytes),
                         None,
                     );
-                    let _ = sink.send(Message::Text(frame.to_json().into())).await;
-                    let _ = sink.send(close(1009, "Message too big")).await;
+                    let _ = tx.send(Outbound::Text(frame.to_json(), 0));
+                    let _ = tx.send(Outbound::Close(1009, "Message too big".into()));
+                    closing = true;
                     break Ended(1009, "Message too big".into());
                 }
                 if work.send((text, binary)).is_err() {
                     break Ended(1011, "message worker stopped".into());
                 }
             }
-            out = rx.recv() => {
-                let result = match out {
-                    Some(Outbound::Text(t)) => sink.send(Message::Text(t.into())).await,
-                    Some(Outbound::Binary(b)) => sink.send(Message::Binary(b.into())).await,
-                    Some(Outbound::Close(code, reason)) => {
-                        let _ = sink.send(close(code, &reason)).await;
-                        break Ended(code, reason);
-                    }
-                    None => break Ended(1011, "gateway dropped the connection".into()),
+            done = &mut writer => {
+                break match done {
+                    Ok(ended) => ended,
+                    Err(e) => Ended(1011, format!("writer failed: {e}")),
                 };
-                if result.is_err() {
-                    break Ended(1006, "send failed".into());
-                }
             }
             _ = &mut idle => {
-                let _ = sink.send(close(1001, "Going away: idle timeout")).await;
+                let _ = tx.send(Outbound::Close(1001, "Going away: idle timeout".into()));
+                closing = true;
                 break Ended(1001, "idle timeout".into());
             }
             _ = &mut max => {
-                let _ = sink.send(close(1001, "Going away: connection duration limit")).await;
+                let _ = tx.send(Outbound::Close(1001, "Going away: connection duration limit".into()));
+                closing = true;
                 break Ended(1001, "connection duration limit".into());
             }
         }
     };
     app.hub.remove(&conn.id);
+    // The close frame gets a moment to go out; a writer stuck on a client
+    // that does not read is dropped with its socket.
+    if !writer.is_finished()
+        && (!closing
+            || tokio::time::timeout(CLOSE_GRACE, &mut writer)
+                .await
+                .is_err())
+    {
+        writer.abort();
+    }
     // Messages already received are still handled (as API Gateway would),
     // before $disconnect runs.
     drop(work);
@@ -217,9 +233,37 @@ async fn run(app: Arc<App>, socket: WebSocket, conn: Conn, user_agent: Option<St
     }
     tracing::debug!(connection_id = %conn.id, code = ended.0, reason = %ended.1, "socket closed");
     let event = events::disconnect(&conn.origin(&app), ended.0, &ended.1);
-    if let Err(e) = app.functions.disconnect.handle(event).await {
+    if let Err(e) = function::scope("disconnect", app.functions.disconnect.handle(event)).await {
         tracing::error!(connection_id = %conn.id, error = %e, "disconnect handler failed");
     }
+}
+
+/// How long a closing connection's writer may take to send its close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Writes what is queued for the connection, in order, releasing each
+/// post's bytes from the outbound buffer once written; ends on a close (sent
+/// to the client), a failed write or when the queue is dropped.
+async fn write(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::UnboundedReceiver<Outbound>,
+    buffered: Arc<AtomicUsize>,
+) -> Ended {
+    while let Some(out) = rx.recv().await {
+        let (result, len) = match out {
+            Outbound::Text(t, len) => (sink.send(Message::Text(t.into())).await, len),
+            Outbound::Binary(b, len) => (sink.send(Message::Binary(b.into())).await, len),
+            Outbound::Close(code, reason) => {
+                let _ = sink.send(close(code, &reason)).await;
+                return Ended(code, reason);
+            }
+        };
+        buffered.fetch_sub(len, Ordering::AcqRel);
+        if result.is_err() {
+            return Ended(1006, "send failed".into());
+        }
+    }
+    Ended(1011, "gateway dropped the connection".into())
 }
 
 fn close(code: u16, reason: &str) -> Message {
@@ -245,7 +289,7 @@ async fn route(app: &App, conn: &Conn, text: String, binary: bool) -> Option<Str
         _ => "$default".to_owned(),
     };
     let event = events::message(&conn.origin(app), &route_key, text, binary);
-    match app.functions.join.handle(event).await {
+    match function::scope("join", app.functions.join.handle(event)).await {
         Ok(resp) => match resp.body {
             Some(LambdaBody::Text(t)) => Some(t),
             Some(LambdaBody::Binary(b)) => Some(String::from_utf8_lossy(&b).into_owned()),

@@ -10,6 +10,7 @@
 // A test harness: failing loudly with a message is its job.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod iam;
 pub mod receiver;
 
 use std::time::Duration;
@@ -293,10 +294,29 @@ impl Stack {
         if let Err(msg) = check_endpoint(&endpoint).await {
             panic!("{msg}");
         }
-        let sdk = local_sdk(&endpoint).await;
+        // Every AWS call the gateway's functions make is recorded for the
+        // IAM check (see `iam`).
+        let sdk = local_sdk(&endpoint)
+            .await
+            .into_builder()
+            .http_client(iam::Recording::client())
+            .build();
         let run = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
         let tables = create_tables(&sdk, &run).await;
         let queues = create_queues(&sdk, &run, options.visibility_timeout).await;
+        for (name, role) in [
+            (&tables.connections, "connections"),
+            (&tables.subscriptions, "subscriptions"),
+            (&tables.channels, "channels"),
+            (&tables.events, "events"),
+            (&tables.cursors, "cursors"),
+            (&queues.events, "events_queue"),
+            (&queues.events_dlq, "events_dlq"),
+            (&queues.webhooks, "webhook_queue"),
+            (&queues.webhooks_dlq, "webhook_dlq"),
+        ] {
+            iam::register(name, role);
+        }
         let (queue_url, dlq_url) = (queues.events.clone(), queues.events_dlq.clone());
         let secret = format!("test-secret-{run}");
         let mut config = Config {
@@ -682,6 +702,12 @@ async fn create_queues(sdk: &SdkConfig, run: &str, visibility: Duration) -> Queu
             );
         if fifo {
             req = req.attributes(QueueAttributeName::FifoQueue, "true");
+            if let Some(scope) = q["deduplication_scope"].as_str() {
+                req = req.attributes(QueueAttributeName::DeduplicationScope, scope);
+            }
+            if let Some(limit) = q["fifo_throughput_limit"].as_str() {
+                req = req.attributes(QueueAttributeName::FifoThroughputLimit, limit);
+            }
         }
         if let Some(dl) = q.get("dead_letter") {
             let target = dl["queue"].as_str().expect("dead-letter queue");

@@ -174,6 +174,16 @@ fn queues_match_the_local_definitions() {
             q["retention_s"].as_u64().unwrap(),
             "{id}: retention"
         );
+        for (local_key, template_key) in [
+            ("deduplication_scope", "DeduplicationScope"),
+            ("fifo_throughput_limit", "FifoThroughputLimit"),
+        ] {
+            assert_eq!(
+                p[template_key].as_str(),
+                q[local_key].as_str(),
+                "{id}: {template_key}"
+            );
+        }
         let redrive = &p["RedrivePolicy"];
         match q.get("dead_letter") {
             Some(dl) => {

@@ -184,6 +184,11 @@ async fn hooked(stack: &Stack, channel: &str, mode: WebhookMode, receiver: &Rece
         .secret
 }
 
+/// The `webhook-id` of event `id` of `channel`: unique per tenant and channel.
+fn webhook_id(stack: &Stack, channel: &str, id: &str) -> String {
+    agentwire_core::model::ChannelKey::new(&stack.tenant, channel).scoped_id(id)
+}
+
 /// Every event id answered 2xx exactly once.
 fn delivered_once(got: &[Received]) {
     let mut ok: Vec<&str> = got
@@ -210,12 +215,20 @@ async fn with_nobody_connected_the_status_and_the_final_event_both_arrive_signed
     let stack = Stack::start_with(quick()).await;
     let receiver = Receiver::start().await;
     let secret = hooked(&stack, "run-7", WebhookMode::Fallback, &receiver).await;
-    let status_id = stack
-        .publish("run-7", "status", json!({"text": "thinking"}))
-        .await;
-    let final_id = stack
-        .publish("run-7", "final", json!({"text": "the answer"}))
-        .await;
+    let status_id = webhook_id(
+        &stack,
+        "run-7",
+        &stack
+            .publish("run-7", "status", json!({"text": "thinking"}))
+            .await,
+    );
+    let final_id = webhook_id(
+        &stack,
+        "run-7",
+        &stack
+            .publish("run-7", "final", json!({"text": "the answer"}))
+            .await,
+    );
     let got = receiver.wait_for(2, Duration::from_secs(20)).await;
     assert_eq!(got.len(), 2, "{got:?}");
     let seen: Vec<(u64, String, String)> = got
@@ -269,7 +282,11 @@ async fn a_503_twice_then_200_is_delivered_once_with_the_same_webhook_id() {
     let receiver = Receiver::start().await;
     let secret = hooked(&stack, "flaky", WebhookMode::Fallback, &receiver).await;
     receiver.answer_next(&[503, 503]);
-    let id = stack.publish("flaky", "final", json!({"n": 1})).await;
+    let id = webhook_id(
+        &stack,
+        "flaky",
+        &stack.publish("flaky", "final", json!({"n": 1})).await,
+    );
     let got = receiver.wait_for(3, Duration::from_secs(30)).await;
     let answers: Vec<u16> = got.iter().map(|r| r.answered).collect();
     assert_eq!(answers, vec![503, 503, 200]);
@@ -333,7 +350,7 @@ async fn a_400_lands_in_the_dlq_with_status_and_reason_and_redrive_delivers_it()
     assert_eq!(got.len(), 2);
     assert_eq!(
         (got[1].answered, got[1].header("webhook-id")),
-        (200, id.as_str())
+        (200, webhook_id(&stack, "strict", &id).as_str())
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(

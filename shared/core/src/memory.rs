@@ -310,16 +310,30 @@ impl CursorStore for MemoryCursors {
     }
 }
 
-/// Records posts per connection; connections marked gone answer `Gone`.
+/// Records posts per connection; connections marked gone answer `Gone`,
+/// and the next posts to a connection can be made to fail.
 #[derive(Default)]
 pub struct MemoryPusher {
     posts: Mutex<HashMap<String, Vec<String>>>,
     gone: Mutex<HashSet<String>>,
+    /// Connection → (posts still to fail, retryable or final).
+    failing: Mutex<HashMap<String, (usize, bool)>>,
+    attempts: Mutex<HashMap<String, usize>>,
 }
 
 impl MemoryPusher {
     pub fn set_gone(&self, id: &str) {
         lock(&self.gone).insert(id.into());
+    }
+
+    /// The next `n` posts to `id` fail: `Retryable` (throttled) or `Failed`.
+    pub fn fail_next(&self, id: &str, n: usize, retryable: bool) {
+        lock(&self.failing).insert(id.into(), (n, retryable));
+    }
+
+    /// Posts tried to `id`, failed ones included.
+    pub fn attempts(&self, id: &str) -> usize {
+        lock(&self.attempts).get(id).copied().unwrap_or(0)
     }
 
     pub fn posts(&self, id: &str) -> Vec<String> {
@@ -330,8 +344,22 @@ impl MemoryPusher {
 #[async_trait]
 impl Pusher for MemoryPusher {
     async fn post(&self, connection_id: &str, frame: &str) -> Result<(), PushError> {
+        *lock(&self.attempts)
+            .entry(connection_id.into())
+            .or_default() += 1;
         if lock(&self.gone).contains(connection_id) {
             return Err(PushError::Gone);
+        }
+        if let Some((left, retryable)) = lock(&self.failing).get_mut(connection_id)
+            && *left > 0
+        {
+            *left -= 1;
+            let reason = "injected failure".to_owned();
+            return Err(if *retryable {
+                PushError::Retryable(reason)
+            } else {
+                PushError::Failed(reason)
+            });
         }
         lock(&self.posts)
             .entry(connection_id.into())

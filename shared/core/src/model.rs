@@ -28,6 +28,16 @@ impl ChannelKey {
         format!("{}#{}", self.tenant, self.channel)
     }
 
+    /// A name for event `id` of this channel that no other channel or tenant
+    /// shares (hex SHA-256 of `tenant#channel#id`, 64 characters): the SQS
+    /// deduplication id and the webhook's `webhook-id`, so the same
+    /// idempotency key in two channels never looks like one event.
+    pub fn scoped_id(&self, id: &str) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("{}#{}#{id}", self.tenant, self.channel));
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The key of a `tenant#channel` string.
     pub fn from_pk(pk: &str) -> Option<Self> {
         let (tenant, channel) = pk.split_once('#')?;
@@ -46,7 +56,8 @@ impl std::fmt::Display for ChannelKey {
 pub struct Envelope {
     pub tenant: String,
     pub channel: String,
-    /// The publisher's idempotency key; also the SQS deduplication id.
+    /// The publisher's idempotency key, unique per channel (the SQS
+    /// deduplication id is derived from it, see [`ChannelKey::scoped_id`]).
     pub id: String,
     pub kind: String,
     #[serde(default)]
@@ -163,4 +174,31 @@ pub struct Connection {
     pub expires_at: u64,
     /// Channel names (not keys) this connection has joined.
     pub channels: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scoped_ids_differ_across_channels_and_tenants_and_are_stable() {
+        let a = ChannelKey::new("acme", "agent-1").scoped_id("run-7/final");
+        assert_eq!(
+            a,
+            ChannelKey::new("acme", "agent-1").scoped_id("run-7/final")
+        );
+        assert_eq!(a.len(), 64, "within SQS's 128-character deduplication id");
+        assert_ne!(
+            a,
+            ChannelKey::new("acme", "agent-2").scoped_id("run-7/final")
+        );
+        assert_ne!(
+            a,
+            ChannelKey::new("globex", "agent-1").scoped_id("run-7/final")
+        );
+        assert_ne!(
+            a,
+            ChannelKey::new("acme", "agent-1").scoped_id("run-7/status")
+        );
+    }
 }

@@ -117,6 +117,12 @@ pub enum PushError {
     /// The connection is closed (API Gateway's `GoneException`).
     #[error("connection is gone")]
     Gone,
+    /// Throttled (`LimitExceededException`: the connection's outbound buffer
+    /// is full, or the account's rate), a server error or a time-out:
+    /// retrying may succeed.
+    #[error("post throttled or unavailable: {0}")]
+    Retryable(String),
+    /// Refused for good (payload too large, forbidden, ...).
     #[error("post failed: {0}")]
     Failed(String),
 }

@@ -2,12 +2,14 @@
 
 use async_trait::async_trait;
 use aws_sdk_apigatewaymanagement::Client;
-use aws_sdk_apigatewaymanagement::error::DisplayErrorContext;
+use aws_sdk_apigatewaymanagement::error::{DisplayErrorContext, SdkError};
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 
 use crate::ports::{PushError, Pusher};
 
-/// Posts frames with `PostToConnection`. `GoneException` is [`PushError::Gone`].
+/// Posts frames with `PostToConnection`. `GoneException` is
+/// [`PushError::Gone`]; `LimitExceededException`, 429, 5xx, time-outs and
+/// connection failures are [`PushError::Retryable`].
 #[derive(Clone)]
 pub struct ApiGatewayPusher {
     client: Client,
@@ -16,8 +18,11 @@ pub struct ApiGatewayPusher {
 impl ApiGatewayPusher {
     /// A pusher for the API at `endpoint` (`https://{api}.execute-api.{region}.amazonaws.com/{stage}`).
     pub fn new(sdk: &aws_config::SdkConfig, endpoint: &str) -> Self {
+        // Retries are the use case's (bounded and jittered, see
+        // `usecases::push`), not the SDK's on top of them.
         let conf = aws_sdk_apigatewaymanagement::config::Builder::from(sdk)
             .endpoint_url(endpoint)
+            .retry_config(aws_config::retry::RetryConfig::disabled())
             .build();
         Self {
             client: Client::from_conf(conf),
@@ -43,7 +48,28 @@ impl Pusher for ApiGatewayPusher {
             {
                 Err(PushError::Gone)
             }
-            Err(e) => Err(PushError::Failed(DisplayErrorContext(&e).to_string())),
+            Err(e) => {
+                let retryable = match &e {
+                    SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => true,
+                    SdkError::ServiceError(se) => {
+                        se.err().is_limit_exceeded_exception() || {
+                            let status = se.raw().status().as_u16();
+                            status == 429 || status >= 500
+                        }
+                    }
+                    SdkError::ResponseError(r) => {
+                        let status = r.raw().status().as_u16();
+                        status == 429 || status >= 500
+                    }
+                    _ => false,
+                };
+                let reason = DisplayErrorContext(&e).to_string();
+                Err(if retryable {
+                    PushError::Retryable(reason)
+                } else {
+                    PushError::Failed(reason)
+                })
+            }
         }
     }
 }

@@ -445,13 +445,22 @@ impl ChannelLog for DynamoLog {
                 .condition_expression("attribute_not_exists(pk)")
                 .build()
                 .map_err(|err| build_error(op, err))?;
+            // An id is new unless a live dedup record of this epoch holds
+            // it: one that expired (TTL deletes late) or belongs to an
+            // earlier incarnation of the channel is replaced, and the event
+            // committed again.
             let dedup = Put::builder()
                 .table_name(&self.tables.events)
                 .item("pk", s(Self::dedup_pk(key, &e.id)))
                 .item("sk", n(0))
                 .item("seq", n(seq))
+                .item("epoch", s(&state.epoch))
                 .item("expires_at", n(expires_at))
-                .condition_expression("attribute_not_exists(pk)")
+                .condition_expression(
+                    "attribute_not_exists(pk) OR expires_at <= :now OR epoch <> :epoch",
+                )
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":epoch", s(&state.epoch))
                 .build()
                 .map_err(|err| build_error(op, err))?;
             items.push(TransactWriteItem::builder().put(event).build());
@@ -538,7 +547,11 @@ impl ChannelLog for DynamoLog {
             .send()
             .await
             .map_err(|e| store_error("get event", e))?;
-        let Some(item) = out.item().filter(|i| !expired(i, now)) else {
+        // The seq must still hold this id (a reset log reuses seqs).
+        let Some(item) = out
+            .item()
+            .filter(|i| !expired(i, now) && get_s(i, "id").as_deref() == Some(id))
+        else {
             return Ok(None);
         };
         Ok(Some(event_from(key, seq, item)?))

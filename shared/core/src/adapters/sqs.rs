@@ -25,7 +25,10 @@ pub async fn resolve_queue_url(client: &Client, name_or_url: &str) -> Result<Str
 }
 
 /// Publishes envelopes to the FIFO events queue: group = tenant#channel
-/// (order per channel), deduplication id = event id.
+/// (order per channel), deduplication id = the event id scoped to its
+/// tenant and channel ([`ChannelKey::scoped_id`](crate::model::ChannelKey::scoped_id)):
+/// the same idempotency key in another channel or tenant is another event.
+/// (The template also sets `DeduplicationScope: messageGroup`.)
 #[derive(Clone)]
 pub struct SqsEventQueue {
     client: Client,
@@ -51,7 +54,7 @@ impl EventQueue for SqsEventQueue {
             .queue_url(&self.queue_url)
             .message_body(body)
             .message_group_id(envelope.key().pk())
-            .message_deduplication_id(&envelope.id)
+            .message_deduplication_id(envelope.key().scoped_id(&envelope.id))
             .send()
             .await
             .map_err(|e| store_error("send to events queue", e))?;

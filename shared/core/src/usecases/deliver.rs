@@ -10,7 +10,8 @@
 //! - no webhook any more (removed, expired, turned off, disabled) or a URL
 //!   that the policy now refuses: dead-lettered with that reason.
 //!
-//! Every attempt of a job carries the same `webhook-id` (the event id), so a
+//! Every attempt of a job carries the same `webhook-id` (the event id scoped
+//! to its tenant and channel, [`ChannelKey::scoped_id`]), so a
 //! receiver deduplicates on it.
 
 use std::sync::Arc;
@@ -94,7 +95,7 @@ pub struct Deliverer {
 
 /// A uniform draw in 0..1 from the operating system's random source
 /// (0.5, the middle of the band, if it cannot be read).
-fn random_unit() -> f64 {
+pub(crate) fn random_unit() -> f64 {
     let mut b = [0u8; 8];
     match getrandom::fill(&mut b) {
         Ok(()) => (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64,
@@ -166,14 +167,17 @@ impl Deliverer {
         let body =
             serde_json::to_string(&agentwire_protocol::ServerFrame::Event(job.event.clone()))
                 .map_err(|e| StoreError::failed("encode webhook body", e))?;
+        // Unique per event across the channels that share a tenant default
+        // webhook, and the same for every attempt of it.
+        let webhook_id = ChannelKey::new(&job.tenant, &job.event.channel).scoped_id(&job.event.id);
         let headers = [
             ("content-type", "application/json".to_owned()),
-            ("webhook-id", job.event.id.clone()),
             ("webhook-timestamp", now.to_string()),
             (
                 "webhook-signature",
-                signature_header(&secrets, &job.event.id, now, body.as_bytes()),
+                signature_header(&secrets, &webhook_id, now, body.as_bytes()),
             ),
+            ("webhook-id", webhook_id),
         ];
         let outcome = self.sender.send(&url, &addrs, &headers, &body).await;
         job.attempts += 1;
@@ -341,11 +345,19 @@ mod tests {
                 .map(|(_, v)| v.clone())
                 .unwrap()
         };
-        assert_eq!(h("webhook-id"), "run-1/final");
+        assert_eq!(
+            h("webhook-id"),
+            ChannelKey::new("acme", "a").scoped_id("run-1/final")
+        );
         assert_eq!(h("content-type"), "application/json");
         let ts: u64 = h("webhook-timestamp").parse().unwrap();
         let secret = SigningSecret::parse(&f.secret).unwrap();
-        assert!(secret.verify("run-1/final", ts, body.as_bytes(), &h("webhook-signature")));
+        assert!(secret.verify(
+            &h("webhook-id"),
+            ts,
+            body.as_bytes(),
+            &h("webhook-signature")
+        ));
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(
             (v["type"].as_str(), v["seq"].as_u64()),
@@ -393,7 +405,8 @@ mod tests {
             .iter()
             .map(|(h, _)| h.iter().find(|(k, _)| k == "webhook-id").unwrap().1.clone())
             .collect();
-        assert_eq!(ids, vec!["run-1/final"; 3]);
+        let expected = ChannelKey::new("acme", "a").scoped_id("run-1/final");
+        assert_eq!(ids, vec![expected; 3]);
         assert!(f.jobs.dead().is_empty());
     }
 

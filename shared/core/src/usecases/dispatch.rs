@@ -17,6 +17,7 @@ use crate::ports::{
     WebhookJobs,
 };
 use crate::usecases::deliver::WebhookJob;
+use crate::usecases::push::{PushRetry, post_retrying};
 use crate::usecases::webhooks::WebhookAdmin;
 
 /// One message of the batch, as the queue delivered it.
@@ -43,8 +44,12 @@ pub struct DispatchReport {
     pub posted: usize,
     /// Stale connections removed on `GoneException`.
     pub gone: usize,
-    /// Posts that failed otherwise (the events stay in the log).
+    /// Connections given up for this run after a post failed (final, or
+    /// still throttled after the retries); the events stay in the log and
+    /// the client fetches them from it.
     pub post_failures: usize,
+    /// Posts retried after a throttle or server error.
+    pub post_retries: usize,
     /// Events handed to the webhook queue.
     pub webhook_jobs: usize,
 }
@@ -58,6 +63,7 @@ impl DispatchReport {
         self.posted += o.posted;
         self.gone += o.gone;
         self.post_failures += o.post_failures;
+        self.post_retries += o.post_retries;
         self.webhook_jobs += o.webhook_jobs;
     }
 }
@@ -79,6 +85,7 @@ pub struct Dispatcher {
     clock: Arc<dyn Clock>,
     retention: Duration,
     concurrency: usize,
+    push_retry: PushRetry,
     webhooks: Option<WebhookFallback>,
 }
 
@@ -107,8 +114,15 @@ impl Dispatcher {
             clock,
             retention,
             concurrency: concurrency.max(1),
+            push_retry: PushRetry::default(),
             webhooks: None,
         }
+    }
+
+    /// How throttled posts are retried (tests shorten the delays).
+    pub fn with_push_retry(mut self, policy: PushRetry) -> Self {
+        self.push_retry = policy;
+        self
     }
 
     /// Works through a batch. Per group, in order: invalid envelopes go to the
@@ -171,9 +185,27 @@ impl Dispatcher {
                 j += 1;
             }
             match self.commit(&key, &run).await {
-                Ok((events, fresh)) => {
+                Ok(Committed {
+                    events,
+                    fresh,
+                    unresolved,
+                }) => {
                     report.committed += fresh;
-                    report.duplicates += run.len() - fresh;
+                    report.duplicates += run.len().saturating_sub(fresh + unresolved.len());
+                    if !unresolved.is_empty()
+                        && let Err(e) = self
+                            .dead_letter_unresolved(
+                                &msgs[i..j],
+                                &parsed[i..j],
+                                &unresolved,
+                                &mut report,
+                            )
+                            .await
+                    {
+                        tracing::error!(channel = %key, error = %e, "dead-letter failed; the rest of the group will be retried");
+                        fail_rest(&mut report, &msgs[i..]);
+                        break;
+                    }
                     let live = self.fan_out(&key, &events, &mut report).await;
                     if let Err(e) = self.hand_to_webhook(&key, &events, live, &mut report).await {
                         tracing::error!(channel = %key, error = %e, "webhook hand-off failed; the run will be redelivered");
@@ -192,14 +224,33 @@ impl Dispatcher {
         report
     }
 
-    /// Commits a run of one channel's envelopes. Ids that already have a seq
-    /// resolve to it; a moved head is re-read and retried. Returns the
-    /// events in seq order and how many were new.
-    async fn commit(
+    /// Dead-letters the messages whose id had a live dedup record but no
+    /// retained event, with the reason.
+    async fn dead_letter_unresolved(
         &self,
-        key: &ChannelKey,
-        run: &[Envelope],
-    ) -> Result<(Vec<StoredEvent>, usize), StoreError> {
+        msgs: &[QueueMessage],
+        parsed: &[Result<Envelope, ProtocolError>],
+        unresolved: &[String],
+        report: &mut DispatchReport,
+    ) -> Result<(), StoreError> {
+        for (m, p) in msgs.iter().zip(parsed) {
+            if p.as_ref().is_ok_and(|e| unresolved.contains(&e.id)) {
+                self.dead_letters
+                    .record(
+                        &m.message_id,
+                        &m.body,
+                        "duplicate_unresolved: the event id has a live dedup record but its event is no longer in the log",
+                    )
+                    .await?;
+                report.dead_lettered += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits a run of one channel's envelopes. Ids that already have a seq
+    /// resolve to it; a moved head is re-read and retried.
+    async fn commit(&self, key: &ChannelKey, run: &[Envelope]) -> Result<Committed, StoreError> {
         let mut pending: Vec<Envelope> = Vec::with_capacity(run.len());
         for env in run {
             if !pending.iter().any(|p| p.id == env.id) {
@@ -207,6 +258,7 @@ impl Dispatcher {
             }
         }
         let mut done: HashMap<String, StoredEvent> = HashMap::new();
+        let mut unresolved: Vec<String> = Vec::new();
         let mut fresh = 0;
         for attempt in 0..COMMIT_ATTEMPTS {
             if pending.is_empty() {
@@ -234,7 +286,10 @@ impl Dispatcher {
                                 done.insert(id.clone(), e);
                             }
                             None => {
-                                tracing::warn!(channel = %key, id, "duplicate id whose event has expired")
+                                // A live dedup record without its event (TTL
+                                // raced the commit): never dropped silently.
+                                tracing::warn!(channel = %key, id, "duplicate id whose event is gone; dead-lettering");
+                                unresolved.push(id.clone());
                             }
                         }
                         pending.retain(|p| p.id != id);
@@ -251,7 +306,11 @@ impl Dispatcher {
         }
         let mut events: Vec<StoredEvent> = done.into_values().collect();
         events.sort_by_key(|e| e.seq);
-        Ok((events, fresh))
+        Ok(Committed {
+            events,
+            fresh,
+            unresolved,
+        })
     }
 
     /// Posts the events to every live subscriber, `concurrency` connections
@@ -284,13 +343,18 @@ impl Dispatcher {
         let posted = AtomicUsize::new(0);
         let gone = AtomicUsize::new(0);
         let failed = AtomicUsize::new(0);
+        let retries = AtomicUsize::new(0);
         futures::stream::iter(subscribers.into_iter().map(|s| s.connection_id))
             .for_each_concurrent(self.concurrency, |conn| {
                 let frames = &frames;
-                let (posted, gone, failed) = (&posted, &gone, &failed);
+                let (posted, gone, failed, retries) = (&posted, &gone, &failed, &retries);
                 async move {
                     for frame in frames {
-                        match self.pusher.post(&conn, frame).await {
+                        let p =
+                            post_retrying(self.pusher.as_ref(), &conn, frame, self.push_retry)
+                                .await;
+                        retries.fetch_add(p.retries as usize, Ordering::Relaxed);
+                        match p.result {
                             Ok(()) => {
                                 posted.fetch_add(1, Ordering::Relaxed);
                             }
@@ -301,9 +365,12 @@ impl Dispatcher {
                                 }
                                 return;
                             }
-                            Err(PushError::Failed(reason)) => {
+                            Err(PushError::Retryable(reason) | PushError::Failed(reason)) => {
+                                // The rest of this run's frames would only
+                                // widen the hole; the client fetches it from
+                                // the log when the next frame shows it.
                                 failed.fetch_add(1, Ordering::Relaxed);
-                                tracing::warn!(connection_id = %conn, reason, "post failed; the client resumes from the log");
+                                tracing::warn!(connection_id = %conn, reason, retries = p.retries, "post failed; giving up on the connection for this run (the client recovers from the log)");
                                 return;
                             }
                         }
@@ -315,6 +382,7 @@ impl Dispatcher {
         report.posted += posted.into_inner();
         report.gone += gone;
         report.post_failures += failed.into_inner();
+        report.post_retries += retries.into_inner();
         total - gone
     }
 
@@ -344,6 +412,14 @@ impl Dispatcher {
         }
         Ok(())
     }
+}
+
+/// A committed run: its events in seq order, how many were new, and the ids
+/// that were duplicates without a retained event (dead-lettered).
+struct Committed {
+    events: Vec<StoredEvent>,
+    fresh: usize,
+    unresolved: Vec<String>,
 }
 
 /// Where events without a live subscriber go.
@@ -588,6 +664,33 @@ mod tests {
         assert_eq!(
             fx.reg.subscriber_ids(&ChannelKey::new("acme", "a")),
             vec!["live".to_string()]
+        );
+    }
+
+    #[tokio::test]
+    async fn throttled_posts_are_retried_and_a_lasting_failure_gives_up_on_that_connection_only() {
+        let fx = fx();
+        subscribe(&fx, "slow", "a").await;
+        subscribe(&fx, "busy", "a").await;
+        subscribe(&fx, "ok", "a").await;
+        fx.pusher.fail_next("busy", 2, true); // throttled twice, then through
+        fx.pusher.fail_next("slow", 100, true); // stays throttled
+        let d = fx.d.with_push_retry(PushRetry {
+            attempts: 4,
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(4),
+        });
+        let r = d.dispatch(vec![msg(1, "a", "e1")]).await;
+        assert!(r.failed.is_empty(), "a failed post never fails the message");
+        assert_eq!(r.posted, 2);
+        assert_eq!(r.post_failures, 1);
+        assert_eq!(r.post_retries, 2 + 3);
+        assert_eq!(fx.pusher.attempts("slow"), 4, "bounded: 4 attempts");
+        assert_eq!(fx.pusher.posts("busy").len(), 1);
+        assert_eq!(fx.pusher.posts("ok").len(), 1);
+        assert!(
+            fx.reg.get_connection("slow").await.unwrap().is_some(),
+            "a throttled connection is not removed"
         );
     }
 

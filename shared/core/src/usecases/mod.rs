@@ -5,6 +5,7 @@ pub mod deliver;
 pub mod disconnect;
 pub mod dispatch;
 pub mod publish;
+pub mod push;
 pub mod resume;
 pub mod session;
 pub mod webhooks;

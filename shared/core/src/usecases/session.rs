@@ -17,6 +17,7 @@ use crate::clock::{Clock, rfc3339};
 use crate::model::{ChannelKey, ChannelState, Connection, StoredEvent};
 use crate::ports::{ChannelLog, ConnectionRegistry, CursorStore, PushError, Pusher, StoreError};
 use crate::usecases::dispatch::coalesce;
+use crate::usecases::push::{PushRetry, post_retrying};
 use crate::usecases::resume::{self, ResumePlan};
 
 /// Events read from the log per page while replaying: a replay never holds
@@ -247,6 +248,7 @@ impl Session {
                 head: state.head,
                 replayed: plan.replayed(),
                 recovered: plan.recovered,
+                until: None,
             });
             resumes.push(Resume {
                 key,
@@ -276,7 +278,7 @@ impl Session {
         // @connections; the route response stays empty.
         match self.send_resumes(&conn.id, answer, &resumes).await {
             Ok(()) | Err(ReplayError::Push(PushError::Gone)) => Ok(None),
-            Err(ReplayError::Push(PushError::Failed(reason))) => {
+            Err(ReplayError::Push(PushError::Failed(reason) | PushError::Retryable(reason))) => {
                 tracing::warn!(connection_id = %conn.id, reason, "replay interrupted");
                 Err(ProtocolError::new(
                     ErrorCode::Internal,
@@ -298,10 +300,20 @@ impl Session {
     }
 
     async fn post(&self, connection_id: &str, frame: &ServerFrame) -> Result<(), ReplayError> {
-        self.pusher
-            .post(connection_id, &frame.to_json())
-            .await
-            .map_err(ReplayError::Push)
+        self.post_text(connection_id, &frame.to_json()).await
+    }
+
+    /// Posts with bounded retries of throttled posts (a slow consumer).
+    async fn post_text(&self, connection_id: &str, frame: &str) -> Result<(), ReplayError> {
+        post_retrying(
+            self.pusher.as_ref(),
+            connection_id,
+            frame,
+            PushRetry::default(),
+        )
+        .await
+        .result
+        .map_err(ReplayError::Push)
     }
 
     async fn send_resumes(
@@ -350,10 +362,7 @@ impl Session {
                 }
                 next = run.last().map(|e| e.seq + 1).unwrap_or(next);
                 for frame in coalesce(run.iter().map(StoredEvent::frame).collect()) {
-                    self.pusher
-                        .post(connection_id, &frame)
-                        .await
-                        .map_err(ReplayError::Push)?;
+                    self.post_text(connection_id, &frame).await?;
                 }
             }
             next = next.max(last + 1);

@@ -1,0 +1,194 @@
+//! A push that fails is recovered from the log, never reported as lost:
+//! posts to a subscriber fail (injected 500s, more than the dispatcher's
+//! retries), and a subscriber stops reading for 20 s while large events are
+//! published (its outbound buffer fills and `@connections` answers 429
+//! `LimitExceededException`). Both clients end with every seq exactly once,
+//! in order, and no `Gap`, on the same connection: the holes are fetched by
+//! re-joining from the last seq, not by reconnecting.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use agentwire_client::{Backoff, Client, ClientEvent, Options};
+use agentwire_e2e::{Stack, StackOptions};
+use serde_json::json;
+
+fn options() -> Options {
+    Options {
+        backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(1)),
+        ack_debounce: None,
+        ..Options::default()
+    }
+}
+
+/// What the client delivered and how it got there.
+#[derive(Default, Debug)]
+struct Seen {
+    seqs: Vec<u64>,
+    gaps: Vec<(u64, u64)>,
+    connection_id: Option<String>,
+    connected: usize,
+    /// `Joined` answers: the first join and every re-join.
+    joins: usize,
+    errors: Vec<String>,
+}
+
+impl Seen {
+    fn record(&mut self, ev: ClientEvent) {
+        match ev {
+            ClientEvent::Event(e) => self.seqs.push(e.seq),
+            ClientEvent::Gap { from, to, .. } => self.gaps.push((from, to)),
+            ClientEvent::Connected { connection_id, .. } => {
+                self.connected += 1;
+                self.connection_id = Some(connection_id);
+            }
+            ClientEvent::Joined { .. } => self.joins += 1,
+            ClientEvent::Error(e) => self.errors.push(e.to_string()),
+            ClientEvent::Disconnected { .. }
+            | ClientEvent::Reconnecting { .. }
+            | ClientEvent::Left { .. } => {}
+        }
+    }
+
+    fn has(&self, seq: u64) -> bool {
+        self.seqs.last().is_some_and(|&l| l >= seq)
+    }
+}
+
+/// Reads until `done` or `limit`; `false` on time-out.
+async fn read_until(
+    c: &mut Client,
+    seen: &mut Seen,
+    limit: Duration,
+    done: impl Fn(&Seen) -> bool,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done(seen) {
+        match tokio::time::timeout_at(deadline, c.next()).await {
+            Ok(Some(ev)) => seen.record(ev),
+            Ok(None) => panic!("the client stopped: {seen:?}"),
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// Publishes markers until the client delivered the latest one: a post that
+/// failed for good leaves a hole that only a later frame reveals. Returns
+/// the last seq published.
+async fn catch_up(stack: &Stack, c: &mut Client, seen: &mut Seen, ch: &str, mut last: u64) -> u64 {
+    for _ in 0..10 {
+        stack
+            .publish(ch, "marker", json!({ "marker": last + 1 }))
+            .await;
+        last += 1;
+        if read_until(c, seen, Duration::from_secs(10), |s| s.has(last)).await {
+            return last;
+        }
+    }
+    panic!("the client never caught up with seq {last}: {seen:?}");
+}
+
+async fn following(stack: &Stack, ch: &str, options: Options) -> (Client, Seen) {
+    let mut c = Client::builder()
+        .url(stack.gateway.ws_url())
+        .token(stack.token("ana", &[ch]))
+        .channel_since(ch, agentwire_protocol::Since::Head)
+        .options(options)
+        .connect()
+        .unwrap();
+    let mut seen = Seen::default();
+    assert!(read_until(&mut c, &mut seen, Duration::from_secs(10), |s| s.joins >= 1).await);
+    (c, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_that_fail_are_fetched_from_the_log_not_reported_as_a_gap() {
+    let stack = Stack::start().await;
+    let ch = "agent-faulty";
+    let (mut c, mut seen) = following(&stack, ch, options()).await;
+    let conn = seen.connection_id.clone().unwrap();
+    let mut last = catch_up(&stack, &mut c, &mut seen, ch, 0).await;
+
+    // Six failed posts: more than the dispatcher's 4 attempts, so one run
+    // (at least) is given up on for this connection.
+    stack.gateway.hub().fail_next_posts(&conn, 6);
+    for i in 0..5 {
+        stack.publish(ch, "tick", json!({ "i": i })).await;
+        last += 1;
+    }
+    while stack.gateway.hub().post_stats(&conn).injected < 6 {
+        last = catch_up(&stack, &mut c, &mut seen, ch, last).await;
+    }
+    last = catch_up(&stack, &mut c, &mut seen, ch, last).await;
+
+    assert_eq!(
+        seen.seqs,
+        (1..=last).collect::<Vec<u64>>(),
+        "each seq once, in order"
+    );
+    assert!(seen.gaps.is_empty(), "no gap: {:?}", seen.gaps);
+    assert_eq!(
+        seen.connected, 1,
+        "recovered on the same connection: {seen:?}"
+    );
+    assert!(
+        seen.joins >= 2,
+        "the hole was fetched by a re-join: {seen:?}"
+    );
+    assert!(seen.errors.is_empty(), "{:?}", seen.errors);
+    c.close().await;
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_for_20_s_misses_nothing() {
+    let mut stack_options = StackOptions::default();
+    stack_options.gateway.outbound_buffer_bytes = 256 * 1024;
+    let stack = Stack::start_with(stack_options).await;
+    let ch = "agent-slow";
+    // A one-event buffer: an application that stops reading stops the
+    // client reading its socket.
+    let (mut c, mut seen) = following(
+        &stack,
+        ch,
+        Options {
+            buffer: 1,
+            ..options()
+        },
+    )
+    .await;
+    let conn = seen.connection_id.clone().unwrap();
+
+    let big = "x".repeat(60 * 1024);
+    let published = 200u64;
+    let stalled = tokio::time::Instant::now();
+    for i in 0..published {
+        stack
+            .publish(ch, "output", json!({ "i": i, "text": big }))
+            .await;
+    }
+    // The application does not read for 20 s in all.
+    tokio::time::sleep_until(stalled + Duration::from_secs(20)).await;
+    let refused = stack.gateway.hub().post_stats(&conn).buffer_full;
+    let last = catch_up(&stack, &mut c, &mut seen, ch, published).await;
+
+    assert!(
+        refused > 0,
+        "the outbound buffer filled: {:?}",
+        stack.gateway.hub().post_stats(&conn)
+    );
+    assert_eq!(
+        seen.seqs,
+        (1..=last).collect::<Vec<u64>>(),
+        "each seq once, in order"
+    );
+    assert!(seen.gaps.is_empty(), "no gap: {:?}", seen.gaps);
+    assert_eq!(
+        seen.connected, 1,
+        "the same connection throughout: {seen:?}"
+    );
+    assert!(seen.errors.is_empty(), "{:?}", seen.errors);
+    c.close().await;
+    stack.shutdown().await;
+}
