@@ -323,7 +323,10 @@ impl Driver {
                         Some(Err(e)) => return Err(Ended::Lost(format!("connection error: {e}"))),
                         Some(Ok(Message::Text(text))) => {
                             match serde_json::from_str::<ServerFrame>(&text) {
-                                Ok(frame) => self.on_frame(frame, &mut ack_at).await?,
+                                Ok(frame) => {
+                                    self.on_frame(frame, &mut ack_at).await?;
+                                    self.rejoin_lagging(ws).await?;
+                                }
                                 Err(e) => self.emit(ClientEvent::Error(ClientError::Decode(
                                     format!("{e}: {}", text.chars().take(200).collect::<String>()),
                                 ))).await?,
@@ -468,6 +471,24 @@ impl Driver {
         Ok(())
     }
 
+    /// Joins again, from their last delivered seq, the channels whose
+    /// sequencer knows of seqs that did not arrive (a hole in the live
+    /// stream, held events dropped to stay bounded, a replay page that
+    /// stopped short of the head): the log still has them.
+    async fn rejoin_lagging(&mut self, ws: &mut Ws) -> Result<(), Ended> {
+        let lagging: Vec<String> = self
+            .channels
+            .iter()
+            .filter(|(_, ch)| ch.seq.wants_rejoin())
+            .map(|(name, _)| name.clone())
+            .collect();
+        if lagging.is_empty() {
+            return Ok(());
+        }
+        tracing::debug!(channels = ?lagging, "agentwire: fetching missed seqs from the log");
+        self.send_joins(ws, &lagging).await
+    }
+
     /// Applies a join or leave; sends it when connected, else it takes
     /// effect with the next connection's re-join.
     async fn apply(&mut self, cmd: Command, ws: Option<&mut Ws>) -> Result<(), Ended> {
@@ -520,7 +541,7 @@ impl Driver {
                 let mut deliveries = Vec::new();
                 for jc in channels {
                     if let Some(ch) = self.channels.get_mut(&jc.name) {
-                        deliveries.extend(ch.seq.joined(&jc.epoch, jc.head, jc.replayed));
+                        deliveries.extend(ch.seq.joined(&jc.epoch, jc.head, jc.replayed, jc.until));
                         confirmed.push(jc);
                     }
                 }
@@ -572,6 +593,14 @@ impl Driver {
                     supported: e.supported,
                     message: e.message,
                 }));
+            }
+            // The token expired while connected: a new connection with a
+            // fresh token (a provider is asked again) resumes from the last seq.
+            ErrorCode::TokenExpired => {
+                return Err(Ended::Lost(format!(
+                    "the token expired: {}; reconnecting with a fresh token",
+                    e.message
+                )));
             }
             ErrorCode::NotConnected => {
                 return Err(Ended::Lost(format!(

@@ -2,11 +2,14 @@
 //!
 //! The gateway subscribes before it replays, so a live event may overtake
 //! the replay (even the `joined` answer), and a seq may come twice. The
-//! sequencer holds events that arrive early, drops what it already
-//! delivered, and surfaces a hole as a gap: either the server's `gap` frame,
-//! or a live event more than one past the last seq once the replay is
-//! complete (frames lost on the way; the client re-joins from
-//! [`Sequencer::last`]).
+//! sequencer holds events that arrive early and drops what it already
+//! delivered. A hole is never guessed to be lost: only the server's `gap`
+//! frame (the range is gone from the log) becomes a [`Delivery::Gap`]. A
+//! hole in the live stream (a post that failed or was throttled on the
+//! way), a replay that stops short of the head (the per-join replay budget)
+//! or held events given up to stay within bounds instead make the channel
+//! ask for a re-join from [`Sequencer::last`] ([`Sequencer::wants_rejoin`]):
+//! the events are still in the log.
 
 use std::collections::BTreeMap;
 
@@ -24,9 +27,12 @@ pub enum Delivery {
     },
 }
 
-/// Held events beyond which the oldest hole is given up as a gap, so memory
-/// stays bounded whatever the server sends.
+/// Held events beyond which the held events are dropped (and fetched again
+/// from the log by a re-join), so memory stays bounded whatever the server
+/// sends.
 pub const DEFAULT_MAX_PENDING: usize = 10_000;
+/// The same bound in bytes (the events' approximate JSON size).
+pub const DEFAULT_MAX_PENDING_BYTES: usize = 32 * 1024 * 1024;
 
 /// The state of one channel.
 #[derive(Debug, Clone)]
@@ -34,13 +40,19 @@ pub struct Sequencer {
     channel: String,
     epoch: Option<String>,
     last: Option<u64>,
-    /// The head at the last `joined`: seqs up to it come from the replay.
+    /// Where the current replay ends: seqs up to it come from the replay.
     replay_until: u64,
+    /// The highest seq known to exist in this epoch (the head at `joined`,
+    /// or any event seen, held or dropped). Delivered up to the replay's end
+    /// but short of it means a re-join.
+    known: u64,
     /// A join was sent and its `joined` has not come: how far the replay
     /// reaches is unknown, so early events are held, never taken for holes.
     awaiting_join: bool,
     pending: BTreeMap<u64, EventFrame>,
+    pending_bytes: usize,
     max_pending: usize,
+    max_pending_bytes: usize,
 }
 
 impl Sequencer {
@@ -51,9 +63,12 @@ impl Sequencer {
             epoch: None,
             last: None,
             replay_until: 0,
+            known: 0,
             awaiting_join: true,
             pending: BTreeMap::new(),
+            pending_bytes: 0,
             max_pending: DEFAULT_MAX_PENDING,
+            max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
         }
     }
 
@@ -67,6 +82,11 @@ impl Sequencer {
 
     pub fn with_max_pending(mut self, max: usize) -> Self {
         self.max_pending = max.max(1);
+        self
+    }
+
+    pub fn with_max_pending_bytes(mut self, max: usize) -> Self {
+        self.max_pending_bytes = max.max(1);
         self
     }
 
@@ -84,26 +104,55 @@ impl Sequencer {
         self.pending.len()
     }
 
+    /// The approximate size of the held events, in bytes.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
     /// A (re)join is about to be sent: until its `joined`, early events wait.
     pub fn rejoining(&mut self) {
         self.awaiting_join = true;
     }
 
-    /// The channel's `joined` entry: its epoch, head, and how many events
-    /// the replay brings. Returns what the held events now allow.
-    pub fn joined(&mut self, epoch: &str, head: u64, replayed: u64) -> Vec<Delivery> {
+    /// Whether the channel should be joined again from [`Sequencer::last`]:
+    /// no join is under way, the replay (if any) is complete, and seqs
+    /// after the last delivered one are known to exist but did not arrive
+    /// (lost on the way, dropped to stay within bounds, or beyond the end of
+    /// a replay page).
+    pub fn wants_rejoin(&self) -> bool {
+        match self.last {
+            Some(last) => !self.awaiting_join && last >= self.replay_until && last < self.known,
+            None => false,
+        }
+    }
+
+    /// The channel's `joined` entry: its epoch, head, how many events the
+    /// replay brings and, when the replay stops short of the head, where it
+    /// ends. Returns what the held events now allow.
+    pub fn joined(
+        &mut self,
+        epoch: &str,
+        head: u64,
+        replayed: u64,
+        until: Option<u64>,
+    ) -> Vec<Delivery> {
+        let end = until.unwrap_or(head).min(head);
         // Same epoch: the same log. `last` may even be past `head`: live
         // events can overtake the `joined` whose head was read before they
         // were committed. A log that starts over gets a new epoch.
         let same_log = self.epoch.as_deref() == Some(epoch) && self.last.is_some();
         if !same_log {
             // A new client, another epoch, or a reset log: the replay (if
-            // any) starts right after `head - replayed`.
+            // any) starts right after `end - replayed`.
             self.pending.retain(|_, e| e.epoch == epoch);
-            self.last = Some(head.saturating_sub(replayed));
+            self.pending_bytes = self.pending.values().map(approx_size).sum();
+            self.last = Some(end.saturating_sub(replayed));
+            self.known = 0;
         }
         self.epoch = Some(epoch.to_owned());
-        self.replay_until = head;
+        self.replay_until = end;
+        let held_max = self.pending.keys().next_back().copied().unwrap_or(0);
+        self.known = self.known.max(head).max(held_max);
         self.awaiting_join = false;
         self.drain()
     }
@@ -142,43 +191,51 @@ impl Sequencer {
     pub fn event(&mut self, e: EventFrame) -> Vec<Delivery> {
         if self.epoch.as_deref().is_some_and(|ep| ep != e.epoch) && self.last.is_some() {
             // From another incarnation of the log: the next `joined` decides.
-            if self.pending.len() < self.max_pending {
-                self.pending.insert(e.seq, e);
-            }
+            self.hold(e);
             return Vec::new();
         }
         let Some(last) = self.last else {
             // Before any `joined`: hold it until we know where the log starts.
-            self.pending.insert(e.seq, e);
-            return self.bound();
+            self.hold(e);
+            return Vec::new();
         };
         if e.seq <= last {
             return Vec::new();
         }
+        self.known = self.known.max(e.seq);
         if e.seq == last + 1 {
             self.last = Some(e.seq);
             let mut out = vec![Delivery::Event(e)];
             out.extend(self.drain());
             return out;
         }
-        if !self.awaiting_join && last >= self.replay_until {
-            // The replay is complete and a live event skipped seqs: lost on the way.
-            let (from, to) = (last + 1, e.seq - 1);
-            self.last = Some(e.seq);
-            let mut out = vec![
-                Delivery::Gap {
-                    channel: self.channel.clone(),
-                    from,
-                    to,
-                },
-                Delivery::Event(e),
-            ];
-            out.extend(self.drain());
-            return out;
+        // Early (the replay has not reached it), or after a hole (which
+        // makes the channel want a re-join once the replay is complete).
+        self.hold(e);
+        Vec::new()
+    }
+
+    /// Holds an event; over the bounds every held event is dropped (the
+    /// re-join that follows fetches them again from the log).
+    fn hold(&mut self, e: EventFrame) {
+        if self.pending.contains_key(&e.seq) {
+            return;
         }
-        // Early: the replay has not reached it yet.
+        if self.epoch.as_deref() == Some(e.epoch.as_str()) {
+            self.known = self.known.max(e.seq);
+        }
+        self.pending_bytes += approx_size(&e);
         self.pending.insert(e.seq, e);
-        self.bound()
+        if self.pending.len() > self.max_pending || self.pending_bytes > self.max_pending_bytes {
+            tracing::debug!(
+                channel = %self.channel,
+                held = self.pending.len(),
+                bytes = self.pending_bytes,
+                "agentwire: too many held events; dropping them to fetch them again from the log"
+            );
+            self.pending.clear();
+            self.pending_bytes = 0;
+        }
     }
 
     /// Delivers held events that are next in line; drops held duplicates.
@@ -188,42 +245,26 @@ impl Sequencer {
             return out;
         };
         while let Some((&seq, _)) = self.pending.first_key_value() {
-            if seq <= last {
-                self.pending.pop_first();
-            } else if seq == last + 1 {
-                if let Some((_, e)) = self.pending.pop_first() {
-                    out.push(Delivery::Event(e));
-                }
-                last = seq;
-            } else {
+            if seq > last + 1 {
                 break;
+            }
+            if let Some((_, e)) = self.pending.pop_first() {
+                self.pending_bytes = self.pending_bytes.saturating_sub(approx_size(&e));
+                if seq == last + 1 {
+                    out.push(Delivery::Event(e));
+                    last = seq;
+                }
             }
         }
         self.last = Some(last);
         out
     }
+}
 
-    /// Over the bound, the hole before the oldest held event is given up.
-    fn bound(&mut self) -> Vec<Delivery> {
-        if self.pending.len() <= self.max_pending {
-            return Vec::new();
-        }
-        let Some(&first) = self.pending.keys().next() else {
-            return Vec::new();
-        };
-        let from = self.last.map(|l| l + 1).unwrap_or(1);
-        let mut out = Vec::new();
-        if first > from {
-            out.push(Delivery::Gap {
-                channel: self.channel.clone(),
-                from,
-                to: first - 1,
-            });
-        }
-        self.last = Some(first - 1);
-        out.extend(self.drain());
-        out
-    }
+/// An event's approximate size in memory: its JSON text.
+fn approx_size(e: &EventFrame) -> usize {
+    let data = serde_json::to_string(&e.data).map(|d| d.len()).unwrap_or(0);
+    data + e.id.len() + e.kind.len() + e.channel.len() + e.epoch.len() + e.ts.len() + 64
 }
 
 #[cfg(test)]
@@ -257,7 +298,7 @@ mod tests {
         let mut s = Sequencer::resuming("c", "e1", 5);
         let mut out = Vec::new();
         out.extend(flat(s.event(ev(11)))); // live, before `joined`
-        out.extend(flat(s.joined("e1", 10, 5)));
+        out.extend(flat(s.joined("e1", 10, 5, None)));
         for seq in 6..=10 {
             out.extend(flat(s.event(ev(seq))));
         }
@@ -271,7 +312,7 @@ mod tests {
         let mut s = Sequencer::resuming("c", "e1", 21);
         s.rejoining();
         let mut out = flat(s.event(ev(22))); // live, before the re-join's `joined`
-        out.extend(flat(s.joined("e1", 22, 0)));
+        out.extend(flat(s.joined("e1", 22, 0, None)));
         out.extend(flat(s.gap(22, 22)));
         assert_eq!(out, vec![22], "22 arrived: no gap");
         // A range partly delivered is cut to what is really missing.
@@ -280,7 +321,7 @@ mod tests {
         assert_eq!(out, vec![-23, 26]);
         // A held event inside the range ends the gap before it.
         let mut s = Sequencer::resuming("c", "e1", 5);
-        s.joined("e1", 10, 0);
+        s.joined("e1", 10, 0, None);
         assert!(
             s.event(ev(9)).is_empty(),
             "held: the replay has not reached it"
@@ -296,7 +337,7 @@ mod tests {
         let mut s = Sequencer::resuming("c", "e1", 21);
         s.rejoining();
         let mut out = flat(s.event(ev(22)));
-        out.extend(flat(s.joined("e1", 21, 0)));
+        out.extend(flat(s.joined("e1", 21, 0, None)));
         out.extend(flat(s.event(ev(23))));
         assert_eq!(out, vec![22, 23], "no gap, no repeat");
     }
@@ -304,7 +345,7 @@ mod tests {
     #[test]
     fn duplicates_are_delivered_once() {
         let mut s = Sequencer::resuming("c", "e1", 0);
-        s.joined("e1", 3, 3);
+        s.joined("e1", 3, 3, None);
         let mut out = Vec::new();
         for seq in [1, 2, 2, 1, 3, 3] {
             out.extend(flat(s.event(ev(seq))));
@@ -315,7 +356,7 @@ mod tests {
     #[test]
     fn the_servers_gap_frame_is_surfaced_and_what_follows_delivered() {
         let mut s = Sequencer::resuming("c", "e1", 2);
-        s.joined("e1", 8, 3);
+        s.joined("e1", 8, 3, None);
         let mut out = flat(s.gap(3, 5));
         for seq in 6..=8 {
             out.extend(flat(s.event(ev(seq))));
@@ -324,29 +365,55 @@ mod tests {
     }
 
     #[test]
-    fn a_hole_in_the_live_stream_is_a_gap() {
+    fn a_hole_in_the_live_stream_asks_for_a_rejoin_never_a_gap() {
         let mut s = Sequencer::resuming("c", "e1", 4);
-        s.joined("e1", 4, 0);
+        s.joined("e1", 4, 0, None);
         assert_eq!(flat(s.event(ev(5))), vec![5]);
-        let out = s.event(ev(8));
-        assert_eq!(
-            out[0],
-            Delivery::Gap {
-                channel: "c".into(),
-                from: 6,
-                to: 7
-            }
+        assert!(!s.wants_rejoin());
+        assert!(s.event(ev(8)).is_empty(), "held, not a gap");
+        assert!(
+            s.wants_rejoin(),
+            "6 and 7 are in the log: join again from 5"
         );
-        assert_eq!(flat(out), vec![-6, 8]);
+        assert_eq!(s.last(), Some(5));
+        s.rejoining();
+        assert!(!s.wants_rejoin(), "a join is under way");
+        assert!(s.event(ev(9)).is_empty());
+        let mut out = flat(s.joined("e1", 8, 3, None));
+        for q in 6..=8 {
+            out.extend(flat(s.event(ev(q))));
+        }
+        assert_eq!(out, vec![6, 7, 8, 9]);
+        assert!(!s.wants_rejoin());
+        assert_eq!(s.pending(), 0);
+    }
+
+    #[test]
+    fn a_replay_that_stops_short_of_the_head_continues_from_its_end() {
+        let mut s = Sequencer::resuming("c", "e1", 0);
+        let mut out = flat(s.joined("e1", 10, 4, Some(4)));
+        for q in 1..=3 {
+            out.extend(flat(s.event(ev(q))));
+        }
+        assert!(!s.wants_rejoin(), "the page is not complete yet");
+        out.extend(flat(s.event(ev(4))));
+        assert!(s.wants_rejoin(), "5..=10 are still to come");
+        s.rejoining();
+        out.extend(flat(s.joined("e1", 10, 6, None)));
+        for q in 5..=10 {
+            out.extend(flat(s.event(ev(q))));
+        }
+        assert_eq!(out, (1..=10).collect::<Vec<i64>>());
+        assert!(!s.wants_rejoin());
     }
 
     #[test]
     fn a_new_client_starts_where_the_replay_starts() {
         let mut s = Sequencer::new("c");
-        s.joined("e1", 20, 0); // since head
+        s.joined("e1", 20, 0, None); // since head
         assert_eq!(flat(s.event(ev(21))), vec![21]);
         let mut s = Sequencer::new("c");
-        s.joined("e1", 20, 5); // from a position: 16..=20 follow
+        s.joined("e1", 20, 5, None); // from a position: 16..=20 follow
         let mut out = Vec::new();
         for seq in 16..=21 {
             out.extend(flat(s.event(ev(seq))));
@@ -357,7 +424,7 @@ mod tests {
     #[test]
     fn another_epoch_restarts_the_count() {
         let mut s = Sequencer::resuming("c", "old", 50);
-        s.joined("e1", 3, 3);
+        s.joined("e1", 3, 3, None);
         let mut out = Vec::new();
         for seq in 1..=3 {
             out.extend(flat(s.event(ev(seq))));
@@ -367,23 +434,49 @@ mod tests {
     }
 
     #[test]
-    fn held_events_are_bounded() {
+    fn held_events_are_bounded_by_count_and_dropped_for_a_rejoin() {
         let mut s = Sequencer::resuming("c", "e1", 0).with_max_pending(3);
-        s.joined("e1", 100, 100);
+        s.joined("e1", 0, 0, None);
         let mut out = Vec::new();
         for seq in [50, 51, 52] {
             out.extend(flat(s.event(ev(seq))));
         }
         assert!(out.is_empty());
-        out.extend(flat(s.event(ev(53)))); // one too many: 1..=49 is given up
-        assert_eq!(out, vec![-1, 50, 51, 52, 53]);
-        assert_eq!(s.pending(), 0);
+        assert_eq!(s.pending(), 3);
+        out.extend(flat(s.event(ev(53)))); // one too many: all dropped
+        assert!(out.is_empty(), "no gap: the log still has 1..=53");
+        assert_eq!((s.pending(), s.pending_bytes()), (0, 0));
+        assert!(s.wants_rejoin());
+    }
+
+    #[test]
+    fn held_events_are_bounded_by_bytes() {
+        let big = |seq| EventFrame {
+            data: serde_json::json!("x".repeat(1000)),
+            ..ev(seq)
+        };
+        let mut s = Sequencer::resuming("c", "e1", 0).with_max_pending_bytes(3500);
+        s.joined("e1", 0, 0, None);
+        for seq in 2..=4 {
+            assert!(s.event(big(seq)).is_empty());
+        }
+        assert_eq!(s.pending(), 3);
+        assert!(s.pending_bytes() > 3000);
+        assert!(s.event(big(5)).is_empty());
+        assert_eq!(s.pending(), 0, "over 3500 bytes: dropped");
+        assert!(s.wants_rejoin());
+        s.rejoining();
+        let mut out = flat(s.joined("e1", 5, 5, None));
+        for seq in 1..=5 {
+            out.extend(flat(s.event(big(seq))));
+        }
+        assert_eq!(out, vec![1, 2, 3, 4, 5]);
     }
 
     #[test]
     fn after_a_reconnect_early_events_wait_for_the_new_joined() {
         let mut s = Sequencer::resuming("c", "e1", 0);
-        s.joined("e1", 2, 2);
+        s.joined("e1", 2, 2, None);
         s.event(ev(1));
         s.event(ev(2));
         s.rejoining(); // connection dropped; re-joining from seq 2
@@ -391,7 +484,7 @@ mod tests {
             s.event(ev(9)).is_empty(),
             "held: the replay may bring 3..=8"
         );
-        let mut out = flat(s.joined("e1", 8, 6));
+        let mut out = flat(s.joined("e1", 8, 6, None));
         for q in 3..=8 {
             out.extend(flat(s.event(ev(q))));
         }

@@ -233,6 +233,11 @@ pub struct JoinedChannel {
     pub head: u64,
     pub replayed: u64,
     pub recovered: bool,
+    /// Present when this join's replay stops short of `head` (the per-request
+    /// replay budget): the replay ends at this seq, and the client joins
+    /// again from it for the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
 }
 
 /// Who is on a channel: the number of subscribed connections and a bounded,
