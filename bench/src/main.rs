@@ -262,7 +262,7 @@ async fn replay(n: u64) {
     let data =
         json!({"text": "a status line of an agent run, about eighty bytes long ............"});
     let t = Instant::now();
-    let epoch = seed(&stack, &log, &key, n, &data).await;
+    let epoch = seed(&log, &key, n, &data).await;
     eprintln!("  seeded in {:.1} s", t.elapsed().as_secs_f64());
     let mut c = stack.client(&stack.token("bench", &["*"])).await;
     c.hello().await;
@@ -348,56 +348,32 @@ async fn calls(n: usize) {
     stack.shutdown().await;
 }
 
-/// Writes `n` events straight into the events table with `BatchWriteItem`
-/// and sets the head. Bench set-up only: committing them one transaction at
-/// a time would measure moto (which copies the table per transaction item),
-/// not the replay. The items have the layout `DynamoLog` writes.
+/// Loads `n` events with `DynamoLog::import` (`BatchWriteItem`) and sets
+/// the head. Bench set-up only: committing them one transaction at a time
+/// would measure moto (which copies the table per transaction item), not
+/// the replay.
 async fn seed(
-    stack: &Stack,
     log: &agentwire_core::adapters::DynamoLog,
     key: &agentwire_core::model::ChannelKey,
     n: u64,
     data: &serde_json::Value,
 ) -> String {
     use agentwire_core::ports::ChannelLog;
-    use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
     let state = log
         .ensure_channel(key)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let ddb = stack.ddb();
-    let s = |v: String| AttributeValue::S(v);
-    let num = |v: u64| AttributeValue::N(v.to_string());
-    let mut seq = 0;
-    while seq < n {
-        let mut writes = Vec::new();
-        for i in seq + 1..=(seq + 25).min(n) {
-            let put = PutRequest::builder()
-                .item("pk", s(key.pk()))
-                .item("sk", num(i))
-                .item("id", s(format!("h{i}")))
-                .item("kind", s("status".into()))
-                .item("data", s(data.to_string()))
-                .item("ts", s("2026-11-23T00:00:00.000Z".into()))
-                .item("epoch", s(state.epoch.clone()))
-                .item("expires_at", num(4_000_000_000))
-                .build()
-                .unwrap_or_else(|e| panic!("{e}"));
-            writes.push(WriteRequest::builder().put_request(put).build());
-        }
-        seq += writes.len() as u64;
-        ddb.batch_write_item()
-            .request_items(&stack.config.tables.events, writes)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    ddb.update_item()
-        .table_name(&stack.config.tables.channels)
-        .key("pk", s(key.pk()))
-        .update_expression("SET head = :n")
-        .expression_attribute_values(":n", num(n))
-        .send()
+    let events: Vec<agentwire_core::model::Envelope> = (1..=n)
+        .map(|i| agentwire_core::model::Envelope {
+            tenant: key.tenant.clone(),
+            channel: key.channel.clone(),
+            id: format!("h{i}"),
+            kind: "status".into(),
+            data: data.clone(),
+            ts: "2026-11-23T00:00:00.000Z".into(),
+        })
+        .collect();
+    log.import(key, &state, &events, 4_000_000_000)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     state.epoch
@@ -534,7 +510,7 @@ async fn memory(args: &Args) -> Result<(), String> {
     }
     // A tenant of its own, so every channel is new.
     let tenant = format!("mem{}", std::process::id());
-    let key = agentwire_core::auth::TokenKey::hs256(b"agentwire-local-dev-secret");
+    let key = agentwire_core::auth::TokenKey::hs256(b"agentwire-local-dev-secret-never-deploy-it");
     let claims = agentwire_core::auth::TokenKey::claims(
         &tenant,
         "bench",

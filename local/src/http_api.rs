@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
 use crate::App;
+use crate::function;
 
 /// API Gateway's HTTP API payload limit.
 const HTTP_API_MAX_BODY: usize = 10 * 1024 * 1024;
@@ -38,7 +39,8 @@ async fn publish(
     req.path_parameters = HashMap::from([("channel".to_owned(), channel)]);
     req.body = Some(String::from_utf8_lossy(&body).into_owned());
     req.is_base64_encoded = false;
-    match app.functions.publish.handle(req).await {
+    req.request_context.request_id = Some(uuid::Uuid::new_v4().to_string());
+    match function::scope("publish", app.functions.publish.handle(req)).await {
         Ok(resp) => {
             let status = u16::try_from(resp.status_code)
                 .ok()

@@ -318,7 +318,7 @@ impl Stack {
             iam::register(name, role);
         }
         let (queue_url, dlq_url) = (queues.events.clone(), queues.events_dlq.clone());
-        let secret = format!("test-secret-{run}");
+        let secret = format!("test-secret-{run}-0123456789abcdef0123");
         let mut config = Config {
             tables,
             events_queue_url: Some(queue_url.clone()),

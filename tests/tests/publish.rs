@@ -148,3 +148,39 @@ async fn bad_requests_get_their_status_and_a_typed_error_body() {
     assert!(stack.stored_events("agent-3").await.is_empty());
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_of_ours_answers_a_generic_message_with_a_request_id_never_internals() {
+    let stack = Stack::start().await;
+    // The events queue is gone: the publish function's SendMessage fails
+    // with SQS's own text (queue URL, account id).
+    stack
+        .sqs()
+        .delete_queue()
+        .queue_url(&stack.queue_url)
+        .send()
+        .await
+        .unwrap();
+    let token = stack.publisher_token("bot", &["agent-*"]);
+    let body = json!({"kind": "status", "data": {"text": "lost?"}});
+    let (status, answer) = post(
+        &stack,
+        "agent-1",
+        Some(&token),
+        None,
+        body.to_string().into_bytes(),
+    )
+    .await;
+    assert!(status == 500 || status == 503, "{status} {answer}");
+    assert_eq!(answer["code"], "internal", "{answer}");
+    let message = answer["message"].as_str().unwrap();
+    assert!(message.contains("request id "), "{message}");
+    let queue_name = stack.queue_url.rsplit('/').next().unwrap();
+    for secret in [queue_name, "123456789012", "arn:", "Queue", "sqs"] {
+        assert!(
+            !message.contains(secret),
+            "{secret:?} leaked into the client's answer: {message}"
+        );
+    }
+    stack.shutdown().await;
+}

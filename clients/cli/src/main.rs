@@ -45,7 +45,7 @@ enum Command {
         #[arg(
             long,
             env = "AGENTWIRE_JWT_SECRET",
-            default_value = "agentwire-local-dev-secret",
+            default_value = "agentwire-local-dev-secret-never-deploy-it",
             hide_env_values = true
         )]
         secret: String,

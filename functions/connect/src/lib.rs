@@ -3,8 +3,9 @@
 //! chosen `Sec-WebSocket-Protocol`, or 401/400/500 with a typed error body).
 
 use agentwire_core::config::ConfigError;
-use agentwire_core::usecases::{Connect, ConnectRequest};
+use agentwire_core::usecases::{Connect, ConnectError, ConnectRequest};
 use agentwire_core::wiring::Deps;
+use agentwire_protocol::{ErrorCode, ServerFrame};
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::HeaderValue;
@@ -61,10 +62,22 @@ impl ConnectFunction {
             }
             Err(e) => {
                 resp.status_code = i64::from(e.status());
-                resp.body = Some(Body::Text(e.frame().to_json()));
+                let frame = match e {
+                    // The details (table names, SDK text) go to the log only.
+                    ConnectError::Store(_) => ServerFrame::error(
+                        ErrorCode::Internal,
+                        format!(
+                            "the gateway could not record the connection; retry (request id {})",
+                            req.request_context.request_id.as_deref().unwrap_or("")
+                        ),
+                        None,
+                    ),
+                    _ => e.frame(),
+                };
+                resp.body = Some(Body::Text(frame.to_json()));
                 resp.headers
                     .insert("content-type", HeaderValue::from_static("application/json"));
-                tracing::warn!(connection_id = %request.connection_id, status = e.status(), error = %e, "connect refused");
+                tracing::warn!(connection_id = %request.connection_id, request_id = ?req.request_context.request_id, status = e.status(), error = %e, "connect refused");
             }
         }
         Ok(resp)

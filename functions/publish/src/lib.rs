@@ -66,12 +66,17 @@ impl PublishFunction {
                     &serde_json::json!({"id": env.id, "channel": env.channel}).to_string(),
                 )
             }
+            Err(e) if matches!(e, PublishError::Queue(_)) => {
+                // The details (queue URL, SDK text) go to the log only.
+                let request_id = req.request_context.request_id.clone().unwrap_or_default();
+                tracing::error!(%channel, %request_id, error = %e, "publish failed");
+                response(
+                    e.status(),
+                    &ServerFrame::error(e.code(), internal_message(&request_id), None).to_json(),
+                )
+            }
             Err(e) => {
-                if matches!(e, PublishError::Queue(_)) {
-                    tracing::error!(%channel, error = %e, "publish failed");
-                } else {
-                    tracing::info!(%channel, status = e.status(), error = %e, "publish refused");
-                }
+                tracing::info!(%channel, status = e.status(), error = %e, "publish refused");
                 response(
                     e.status(),
                     &ServerFrame::error(e.code(), e.to_string(), None).to_json(),
@@ -79,6 +84,12 @@ impl PublishFunction {
             }
         })
     }
+}
+
+/// What a client is told of a failure of ours: no internal detail, the
+/// request id to quote.
+pub fn internal_message(request_id: &str) -> String {
+    format!("the gateway could not take the event; retry it (request id {request_id})")
 }
 
 /// The request body, base64-decoded when API Gateway encoded it.

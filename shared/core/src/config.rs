@@ -15,6 +15,9 @@ pub enum ConfigError {
     },
 }
 
+/// The shortest HS256 token key accepted (the SHA-256 output size).
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
 /// DynamoDB table names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tables {
@@ -167,9 +170,17 @@ impl Config {
     }
 
     /// The token key, or the error naming the variable to set.
+    /// The token key: at least [`MIN_JWT_SECRET_BYTES`] bytes (HS256 keys
+    /// shorter than the hash are refused at start-up).
     pub fn require_jwt_secret(&self) -> Result<&[u8], ConfigError> {
         match &self.jwt_secret {
-            Some(s) if !s.is_empty() => Ok(s),
+            Some(s) if s.len() >= MIN_JWT_SECRET_BYTES => Ok(s),
+            Some(s) if !s.is_empty() => Err(ConfigError::Invalid {
+                name: "AGENTWIRE_JWT_SECRET",
+                // Never the key itself.
+                value: format!("<{} bytes>", s.len()),
+                reason: format!("the key must be at least {MIN_JWT_SECRET_BYTES} bytes"),
+            }),
             _ => Err(ConfigError::Missing("AGENTWIRE_JWT_SECRET")),
         }
     }
@@ -254,6 +265,23 @@ mod tests {
             c.require_jwt_secret(),
             Err(ConfigError::Missing("AGENTWIRE_JWT_SECRET"))
         ));
+    }
+
+    #[test]
+    fn a_token_key_shorter_than_32_bytes_is_refused_without_showing_it() {
+        let short = Config::from_lookup(|k| {
+            (k == "AGENTWIRE_JWT_SECRET").then(|| "short-secret-31-bytes-long-abcd".to_string())
+        })
+        .unwrap();
+        let err = short.require_jwt_secret().unwrap_err().to_string();
+        assert!(err.contains("at least 32 bytes"), "{err}");
+        assert!(
+            !err.contains("short-secret"),
+            "the key never reaches a message: {err}"
+        );
+        let ok =
+            Config::from_lookup(|k| (k == "AGENTWIRE_JWT_SECRET").then(|| "k".repeat(32))).unwrap();
+        assert_eq!(ok.require_jwt_secret().unwrap().len(), 32);
     }
 
     #[test]

@@ -146,9 +146,24 @@ struct LogState {
 #[derive(Default)]
 pub struct MemoryLog {
     state: Mutex<LogState>,
+    /// Yield to the scheduler between a writer's read of the head and its
+    /// commit, so that concurrent writers really interleave there.
+    interleave: std::sync::atomic::AtomicBool,
+    head_moved: std::sync::atomic::AtomicUsize,
 }
 
 impl MemoryLog {
+    /// Makes every commit yield before it checks the head (see `interleave`).
+    pub fn interleave_writers(&self) {
+        self.interleave
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Commits refused because another writer moved the head.
+    pub fn head_moved(&self) -> usize {
+        self.head_moved.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Every later commit on this channel fails with an unavailable store.
     pub fn fail_channel(&self, key: &ChannelKey) {
         lock(&self.state).failing.insert(key.pk());
@@ -193,6 +208,9 @@ impl ChannelLog for MemoryLog {
         events: &[Envelope],
         _expires_at: u64,
     ) -> Result<Vec<StoredEvent>, AppendError> {
+        if self.interleave.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::task::yield_now().await;
+        }
         let mut s = lock(&self.state);
         let pk = key.pk();
         if s.failing.contains(&pk) {
@@ -203,6 +221,8 @@ impl ChannelLog for MemoryLog {
             .into());
         }
         if s.heads.get(&pk).map(|h| h.head) != Some(state.head) {
+            self.head_moved
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err(AppendError::HeadMoved);
         }
         let dups: Vec<String> = events

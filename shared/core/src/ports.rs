@@ -81,6 +81,23 @@ pub trait ChannelLog: Send + Sync {
         key: &ChannelKey,
         id: &str,
     ) -> Result<Option<StoredEvent>, StoreError>;
+    /// The oldest retained seq of `1..=head`, if any. The default reads
+    /// one event; adapters whose expired items linger (DynamoDB's TTL
+    /// deletes late) must find it without one round trip per expired item.
+    async fn oldest_retained(
+        &self,
+        key: &ChannelKey,
+        head: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        if head == 0 {
+            return Ok(None);
+        }
+        Ok(self
+            .read_range(key, 1, head, 1)
+            .await?
+            .first()
+            .map(|e| e.seq))
+    }
     /// Retained events with `from <= seq <= to`, ascending, at most `limit`
     /// (expired ones left out, whether or not TTL has deleted them yet).
     async fn read_range(

@@ -310,6 +310,76 @@ impl DynamoLog {
         Self { client, tables }
     }
 
+    /// Bulk-loads `events` as seqs `state.head + 1 ..` (25 items per
+    /// `BatchWriteItem`, unprocessed items resent) and moves the head past
+    /// them: history for benchmarks and tests, not a publish path (no dedup
+    /// records, no transaction; nothing else may write the channel
+    /// meanwhile). Returns the new head.
+    pub async fn import(
+        &self,
+        key: &ChannelKey,
+        state: &ChannelState,
+        events: &[Envelope],
+        expires_at: u64,
+    ) -> Result<u64, StoreError> {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        let op = "import events";
+        let now = SystemClock.epoch_s();
+        let pk = key.pk();
+        for (chunk_no, chunk) in events.chunks(25).enumerate() {
+            let mut writes = Vec::with_capacity(chunk.len());
+            for (i, e) in chunk.iter().enumerate() {
+                let seq = state.head + 1 + (chunk_no * 25 + i) as u64;
+                let data =
+                    serde_json::to_string(&e.data).map_err(|err| StoreError::failed(op, err))?;
+                let put = PutRequest::builder()
+                    .item("pk", s(&pk))
+                    .item("sk", n(seq))
+                    .item("id", s(&e.id))
+                    .item("kind", s(&e.kind))
+                    .item("data", s(data))
+                    .item("ts", s(&e.ts))
+                    .item("epoch", s(&state.epoch))
+                    .item("committed_at", n(now))
+                    .item("expires_at", n(expires_at))
+                    .build()
+                    .map_err(|err| build_error(op, err))?;
+                writes.push(WriteRequest::builder().put_request(put).build());
+            }
+            let mut pending = HashMap::from([(self.tables.events.clone(), writes)]);
+            for _ in 0..8 {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .set_request_items(Some(pending))
+                    .send()
+                    .await
+                    .map_err(|e| store_error(op, e))?;
+                pending = out.unprocessed_items.unwrap_or_default();
+                if pending.values().all(Vec::is_empty) {
+                    break;
+                }
+            }
+            if !pending.values().all(Vec::is_empty) {
+                return Err(StoreError::Unavailable {
+                    op,
+                    reason: "items stayed unprocessed after 8 attempts".into(),
+                });
+            }
+        }
+        let head = state.head + events.len() as u64;
+        self.client
+            .update_item()
+            .table_name(&self.tables.channels)
+            .key("pk", s(&pk))
+            .update_expression("SET head = :n")
+            .expression_attribute_values(":n", n(head))
+            .send()
+            .await
+            .map_err(|e| store_error(op, e))?;
+        Ok(head)
+    }
+
     async fn read_channel(&self, key: &ChannelKey) -> Result<Option<ChannelState>, StoreError> {
         let out = self
             .client
@@ -555,6 +625,71 @@ impl ChannelLog for DynamoLog {
             return Ok(None);
         };
         Ok(Some(event_from(key, seq, item)?))
+    }
+
+    /// Expired events are a prefix of the log until TTL deletes them (which
+    /// may take days), and a filter applies after `Limit`: a `Limit 1`
+    /// filtered query would walk them one round trip each. So: one unfiltered
+    /// `Limit 1` query (the common case: the first item is live), then
+    /// filtered pages of growing size (100, then 10,000: DynamoDB's 1 MB page
+    /// cap bounds each), projecting only the key. 5,000 expired events cost
+    /// 3 queries.
+    async fn oldest_retained(
+        &self,
+        key: &ChannelKey,
+        head: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        if head == 0 {
+            return Ok(None);
+        }
+        let now = SystemClock.epoch_s();
+        let first = self
+            .client
+            .query()
+            .table_name(&self.tables.events)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+            .expression_attribute_values(":pk", s(key.pk()))
+            .expression_attribute_values(":from", n(1))
+            .expression_attribute_values(":to", n(head))
+            .projection_expression("sk, expires_at")
+            .consistent_read(true)
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| store_error("find oldest event", e))?;
+        let Some(item) = first.items().first() else {
+            return Ok(None);
+        };
+        if !expired(item, now) {
+            return Ok(get_n(item, "sk"));
+        }
+        let mut start = first.last_evaluated_key().cloned();
+        let mut page = 100;
+        while let Some(from) = start.take().filter(|k| !k.is_empty()) {
+            let res = self
+                .client
+                .query()
+                .table_name(&self.tables.events)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .filter_expression("attribute_not_exists(expires_at) OR expires_at > :now")
+                .expression_attribute_values(":pk", s(key.pk()))
+                .expression_attribute_values(":from", n(1))
+                .expression_attribute_values(":to", n(head))
+                .expression_attribute_values(":now", n(now))
+                .projection_expression("sk")
+                .consistent_read(true)
+                .limit(page)
+                .set_exclusive_start_key(Some(from))
+                .send()
+                .await
+                .map_err(|e| store_error("find oldest event", e))?;
+            if let Some(seq) = res.items().first().and_then(|i| get_n(i, "sk")) {
+                return Ok(Some(seq));
+            }
+            start = res.last_evaluated_key().cloned();
+            page = 10_000;
+        }
+        Ok(None)
     }
 
     /// Pages through DynamoDB: a filter applies after `Limit`, so a page may

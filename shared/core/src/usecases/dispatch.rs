@@ -694,30 +694,37 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    /// Four dispatchers on four threads commit to one channel; the log
+    /// yields between each writer's read of the head and its commit, so
+    /// commits really race and the `HeadMoved` retry path is taken (counted).
+    /// A message whose commit kept losing is redelivered, as SQS would.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_writers_never_share_or_skip_a_seq() {
         let fx = fx();
+        fx.log.interleave_writers();
         let d = Arc::new(fx.d);
         let mut tasks = Vec::new();
         for w in 0..4 {
             let d = d.clone();
             tasks.push(tokio::spawn(async move {
                 for k in 0..10 {
-                    d.dispatch(vec![msg(w * 100 + k, "a", &format!("w{w}-{k}"))])
-                        .await;
+                    let m = msg(w * 100 + k, "a", &format!("w{w}-{k}"));
+                    while !d.dispatch(vec![m.clone()]).await.failed.is_empty() {}
                 }
             }));
         }
         for t in tasks {
             t.await.unwrap();
         }
-        let seqs: Vec<u64> = fx
-            .log
-            .events(&ChannelKey::new("acme", "a"))
-            .iter()
-            .map(|e| e.seq)
-            .collect();
+        let events = fx.log.events(&ChannelKey::new("acme", "a"));
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, (1..=40).collect::<Vec<u64>>());
+        let ids: std::collections::HashSet<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids.len(), 40, "each event once");
+        assert!(
+            fx.log.head_moved() > 0,
+            "the race happened: commits were refused because the head moved"
+        );
     }
 
     async fn with_webhook(

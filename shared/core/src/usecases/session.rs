@@ -224,15 +224,7 @@ impl Session {
                 }
                 Some(_) => None,
             };
-            let oldest = match state.head {
-                0 => None,
-                head => self
-                    .log
-                    .read_range(&key, 1, head, 1)
-                    .await?
-                    .first()
-                    .map(|e| e.seq),
-            };
+            let oldest = self.log.oldest_retained(&key, state.head).await?;
             let plan = resume::plan(ch.since.as_ref(), cursor, &state, oldest);
             presence.insert(ch.name.clone(), self.presence(&key).await?);
             health.insert(
