@@ -134,6 +134,7 @@ async fn a_dispatcher_that_dies_after_its_commit_loses_nothing_and_the_redeliver
                     .cloned()
             }),
             body: m.body().unwrap().into(),
+            receive_count: 1,
         })
         .collect();
     assert_eq!(msgs.len(), 1);
@@ -366,6 +367,7 @@ async fn a_conflicting_writer_is_refused_and_the_retry_takes_the_next_seq() {
         message_id: format!("m-{id}"),
         group_id: Some(group.clone()),
         body: stack.envelope("race", id, "status", json!({ "id": id })),
+        receive_count: 1,
     };
     let stale = log.ensure_channel(&key).await.unwrap();
     assert_eq!(stale.head, 0);

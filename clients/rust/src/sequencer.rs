@@ -189,6 +189,11 @@ impl Sequencer {
 
     /// One event (from an `event` frame or a `batch`).
     pub fn event(&mut self, e: EventFrame) -> Vec<Delivery> {
+        if self.epoch.as_deref() == Some("") && self.last == Some(0) {
+            // Joined before the channel had a log (the empty epoch): the
+            // first log is this one.
+            self.epoch = Some(e.epoch.clone());
+        }
         if self.epoch.as_deref().is_some_and(|ep| ep != e.epoch) && self.last.is_some() {
             // From another incarnation of the log: the next `joined` decides.
             self.hold(e);
@@ -340,6 +345,16 @@ mod tests {
         out.extend(flat(s.joined("e1", 21, 0, None)));
         out.extend(flat(s.event(ev(23))));
         assert_eq!(out, vec![22, 23], "no gap, no repeat");
+    }
+
+    #[test]
+    fn a_channel_joined_before_it_had_a_log_adopts_the_first_epoch() {
+        let mut s = Sequencer::new("c");
+        assert!(s.joined("", 0, 0, None).is_empty());
+        let mut out = flat(s.event(ev(1)));
+        out.extend(flat(s.event(ev(2))));
+        assert_eq!(out, vec![1, 2]);
+        assert_eq!(s.epoch(), Some("e1"));
     }
 
     #[test]

@@ -28,6 +28,11 @@ impl DispatcherFunction {
                 message_id,
                 group_id: m.attributes.get("MessageGroupId").cloned(),
                 body: m.body.unwrap_or_default(),
+                receive_count: m
+                    .attributes
+                    .get("ApproximateReceiveCount")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(1),
             });
         }
         let count = messages.len();

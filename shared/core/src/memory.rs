@@ -138,6 +138,7 @@ struct LogState {
     events: HashMap<String, Vec<StoredEvent>>,
     ids: HashMap<String, u64>,
     failing: HashSet<String>,
+    failing_ids: HashSet<String>,
     epochs: u64,
 }
 
@@ -164,6 +165,12 @@ impl MemoryLog {
         self.head_moved.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Every later commit that includes this event id fails (a message that
+    /// keeps failing).
+    pub fn fail_id(&self, id: &str) {
+        lock(&self.state).failing_ids.insert(id.into());
+    }
+
     /// Every later commit on this channel fails with an unavailable store.
     pub fn fail_channel(&self, key: &ChannelKey) {
         lock(&self.state).failing.insert(key.pk());
@@ -187,6 +194,10 @@ impl MemoryLog {
 
 #[async_trait]
 impl ChannelLog for MemoryLog {
+    async fn channel(&self, key: &ChannelKey) -> Result<Option<ChannelState>, StoreError> {
+        Ok(lock(&self.state).heads.get(&key.pk()).cloned())
+    }
+
     async fn ensure_channel(&self, key: &ChannelKey) -> Result<ChannelState, StoreError> {
         let mut s = lock(&self.state);
         s.epochs += 1;
@@ -213,7 +224,7 @@ impl ChannelLog for MemoryLog {
         }
         let mut s = lock(&self.state);
         let pk = key.pk();
-        if s.failing.contains(&pk) {
+        if s.failing.contains(&pk) || events.iter().any(|e| s.failing_ids.contains(&e.id)) {
             return Err(StoreError::Unavailable {
                 op: "append",
                 reason: "injected failure".into(),

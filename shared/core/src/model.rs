@@ -2,6 +2,7 @@
 
 use agentwire_protocol::limits::{
     MAX_EVENT_DATA_BYTES, validate_channel, validate_event_id, validate_kind, validate_tenant,
+    validate_timestamp,
 };
 use agentwire_protocol::{ErrorCode, EventFrame, ProtocolError};
 use serde::{Deserialize, Serialize};
@@ -83,13 +84,16 @@ impl Envelope {
         Ok(())
     }
 
-    /// Checks the tenant, channel, id and kind (everything but the data's
-    /// size, see [`oversize_data`]).
+    /// Checks the tenant, channel, id, kind and `ts` (everything but the
+    /// data's size, see [`oversize_data`]). With the data within 96 KiB and
+    /// these within their bounds, the `event` frame an envelope becomes
+    /// always fits API Gateway's 128 KiB message.
     pub fn validate_names(&self) -> Result<(), ProtocolError> {
         validate_tenant(&self.tenant)?;
         validate_channel(&self.channel)?;
         validate_event_id(&self.id)?;
-        validate_kind(&self.kind)
+        validate_kind(&self.kind)?;
+        validate_timestamp(&self.ts)
     }
 
     /// Reads and validates an envelope from a queue message body.
@@ -179,6 +183,34 @@ pub struct Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_largest_valid_envelope_becomes_a_frame_within_the_message_limit() {
+        use agentwire_protocol::limits::MAX_MESSAGE_BYTES;
+        // Escaped characters make the JSON text the limit applies to.
+        let data = Value::String("\u{1}".repeat(MAX_EVENT_DATA_BYTES / 6 - 1));
+        assert!(oversize_data(&data).is_none());
+        let env = Envelope {
+            tenant: "t".repeat(64),
+            channel: "c".repeat(128),
+            id: "i".repeat(128),
+            kind: "k".repeat(64),
+            data,
+            ts: "2026-11-23T09:00:00.123456789+02:00".into(),
+        };
+        env.validate().unwrap();
+        let e = StoredEvent {
+            key: env.key(),
+            epoch: "e".repeat(64),
+            seq: u64::MAX,
+            id: env.id.clone(),
+            kind: env.kind.clone(),
+            data: env.data.clone(),
+            ts: env.ts.clone(),
+        };
+        let frame = agentwire_protocol::ServerFrame::Event(e.frame()).to_json();
+        assert!(frame.len() <= MAX_MESSAGE_BYTES, "{}", frame.len());
+    }
 
     #[test]
     fn scoped_ids_differ_across_channels_and_tenants_and_are_stable() {

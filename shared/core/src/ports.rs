@@ -65,6 +65,9 @@ pub enum AppendError {
 pub trait ChannelLog: Send + Sync {
     /// The channel's head and epoch, creating the channel (head 0, new epoch) if new.
     async fn ensure_channel(&self, key: &ChannelKey) -> Result<ChannelState, StoreError>;
+    /// The channel's head and epoch, `None` when it has no log yet (read
+    /// only: what clients do never creates a channel).
+    async fn channel(&self, key: &ChannelKey) -> Result<Option<ChannelState>, StoreError>;
     /// Commits `events` as seqs `state.head + 1 ..` in one transaction, with
     /// their dedup records, only if the head is still `state.head` and none
     /// of the ids is known.

@@ -61,6 +61,74 @@ pub fn validate_kind(kind: &str) -> Result<(), ProtocolError> {
     check_name("kind", kind, MAX_KIND, ErrorCode::InvalidEvent)
 }
 
+/// Longest event timestamp accepted (RFC 3339 with nanoseconds and an
+/// offset is 35).
+pub const MAX_TIMESTAMP: usize = 40;
+
+/// An event's `ts`: an RFC 3339 date-time
+/// (`YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`), at most 40 characters.
+pub fn validate_timestamp(ts: &str) -> Result<(), ProtocolError> {
+    let bad = |why: &str| {
+        Err(ProtocolError::new(
+            ErrorCode::InvalidEvent,
+            format!(
+                "ts {:?} is not an RFC 3339 date-time ({why}); e.g. 2026-11-23T09:00:00.000Z",
+                ts.chars().take(MAX_TIMESTAMP).collect::<String>()
+            ),
+        ))
+    };
+    if ts.len() > MAX_TIMESTAMP {
+        return bad("too long");
+    }
+    let b = ts.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let part = b.get(r)?;
+        if !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(part).ok()?.parse().ok()
+    };
+    let fields = (
+        num(0..4),
+        num(5..7),
+        num(8..10),
+        num(11..13),
+        num(14..16),
+        num(17..19),
+    );
+    let (Some(_), Some(mo), Some(d), Some(h), Some(mi), Some(sec)) = fields else {
+        return bad("expected YYYY-MM-DDTHH:MM:SS");
+    };
+    if b.get(4) != Some(&b'-')
+        || b.get(7) != Some(&b'-')
+        || !matches!(b.get(10), Some(b'T' | b't'))
+        || b.get(13) != Some(&b':')
+        || b.get(16) != Some(&b':')
+    {
+        return bad("expected YYYY-MM-DDTHH:MM:SS");
+    }
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return bad("a field is out of range");
+    }
+    let mut rest = &b[19..];
+    if let Some(frac) = rest.strip_prefix(b".") {
+        let digits = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 || digits > 9 {
+            return bad("the fraction has 1 to 9 digits");
+        }
+        rest = &frac[digits..];
+    }
+    match rest {
+        [b'Z' | b'z'] => Ok(()),
+        [b'+' | b'-', h1, h2, b':', m1, m2]
+            if [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit()) =>
+        {
+            Ok(())
+        }
+        _ => bad("expected Z or an offset ±HH:MM"),
+    }
+}
+
 /// An event id: 1 to 128 printable ASCII characters (what SQS accepts as a
 /// deduplication id).
 pub fn validate_event_id(id: &str) -> Result<(), ProtocolError> {
@@ -85,6 +153,34 @@ pub fn validate_event_id(id: &str) -> Result<(), ProtocolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_and_short() {
+        for ok in [
+            "2026-11-23T09:00:00Z",
+            "2026-11-23T09:00:00.000Z",
+            "2026-11-23T09:00:00.123456789+02:00",
+            "2026-11-23t09:00:00-05:30",
+        ] {
+            assert!(validate_timestamp(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "yesterday",
+            "2026-11-23",
+            "2026-11-23 09:00:00Z",
+            "2026-13-23T09:00:00Z",
+            "2026-11-23T24:00:00Z",
+            "2026-11-23T09:00:00",
+            "2026-11-23T09:00:00.Z",
+            "2026-11-23T09:00:00.1234567890Z",
+            "2026-11-23T09:00:00+0200",
+            "2026-11-23T09:00:00Z and then some padding",
+        ] {
+            let e = validate_timestamp(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidEvent, "{bad}");
+        }
+    }
 
     #[test]
     fn channel_names() {

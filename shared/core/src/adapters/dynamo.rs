@@ -442,6 +442,10 @@ fn new_epoch() -> String {
 
 #[async_trait]
 impl ChannelLog for DynamoLog {
+    async fn channel(&self, key: &ChannelKey) -> Result<Option<ChannelState>, StoreError> {
+        self.read_channel(key).await
+    }
+
     async fn ensure_channel(&self, key: &ChannelKey) -> Result<ChannelState, StoreError> {
         if let Some(state) = self.read_channel(key).await? {
             return Ok(state);
@@ -791,10 +795,11 @@ impl CursorStore for DynamoCursors {
             .table_name(&self.tables.cursors)
             .key("pk", s(Self::pk(tenant, principal)))
             .key("sk", s(channel))
-            .update_expression("SET seq = :s, updated_at = :now")
+            .update_expression("SET seq = :s, updated_at = :now, expires_at = :exp")
             .condition_expression("attribute_not_exists(seq) OR seq < :s")
             .expression_attribute_values(":s", n(seq))
             .expression_attribute_values(":now", n(SystemClock.epoch_s()))
+            .expression_attribute_values(":exp", n(SystemClock.epoch_s() + CURSOR_TTL_S))
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
@@ -824,9 +829,18 @@ impl CursorStore for DynamoCursors {
             .send()
             .await
             .map_err(|e| store_error("get cursor", e))?;
-        Ok(out.item().and_then(|i| get_n(i, "seq")))
+        let now = SystemClock.epoch_s();
+        Ok(out
+            .item()
+            .filter(|i| !expired(i, now))
+            .and_then(|i| get_n(i, "seq")))
     }
 }
+
+/// How long a durable cursor outlives its last forward move (TTL attribute
+/// `expires_at`): 30 days, ten times the default retention. A cursor older
+/// than its channel's retention only yields a gap anyway.
+pub const CURSOR_TTL_S: u64 = 30 * 24 * 3600;
 
 /// Webhook configurations in the channels table: attribute `webhook` (JSON
 /// text) on the channel's item, or on `tenant#*` for the tenant default.

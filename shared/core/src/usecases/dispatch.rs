@@ -27,6 +27,9 @@ pub struct QueueMessage {
     /// The FIFO `MessageGroupId`; order and the failure rule are per group.
     pub group_id: Option<String>,
     pub body: String,
+    /// How many times the queue has delivered it (SQS's
+    /// `ApproximateReceiveCount`; 1 the first time).
+    pub receive_count: u32,
 }
 
 /// What a batch came to. `failed` are the message ids to report as
@@ -73,6 +76,15 @@ const COMMIT_ATTEMPTS: usize = 8;
 /// Most events committed in one transaction (DynamoDB allows 100 items:
 /// the head plus an event and a dedup item per event).
 const MAX_RUN: usize = 40;
+/// From this receive on, a group's messages are committed one at a time, so
+/// that one that cannot be committed is told apart from the valid ones
+/// behind it.
+const ISOLATE_FROM_RECEIVE: u32 = 2;
+/// From this receive on, a message that still cannot be committed is
+/// dead-lettered with its reason, and its group goes on: below the events
+/// queue's `maxReceiveCount` (5), whose redrive would move the valid
+/// messages behind it too.
+pub const DEAD_LETTER_FROM_RECEIVE: u32 = 3;
 /// Groups of one batch worked on at once.
 const GROUP_CONCURRENCY: usize = 4;
 
@@ -177,7 +189,12 @@ impl Dispatcher {
             let key = env.key();
             let mut run = vec![env.clone()];
             let mut j = i + 1;
-            while j < msgs.len() && run.len() < MAX_RUN {
+            let max_run = if msgs[i].receive_count >= ISOLATE_FROM_RECEIVE {
+                1
+            } else {
+                MAX_RUN
+            };
+            while j < msgs.len() && run.len() < max_run {
                 match &parsed[j] {
                     Ok(next) if next.key() == key => run.push(next.clone()),
                     _ => break,
@@ -213,6 +230,29 @@ impl Dispatcher {
                         break;
                     }
                     i = j;
+                }
+                Err(e) if run.len() == 1 && msgs[i].receive_count >= DEAD_LETTER_FROM_RECEIVE => {
+                    let m = &msgs[i];
+                    let reason = format!(
+                        "commit_failed: not committed after {} receives: {e}",
+                        m.receive_count
+                    );
+                    tracing::error!(channel = %key, message_id = %m.message_id, reason, "dead-lettering a message that keeps failing; its group goes on");
+                    match self
+                        .dead_letters
+                        .record(&m.message_id, &m.body, &reason)
+                        .await
+                    {
+                        Ok(()) => {
+                            report.dead_lettered += 1;
+                            i = j;
+                        }
+                        Err(err) => {
+                            tracing::error!(message_id = %m.message_id, error = %err, "dead-letter failed");
+                            fail_rest(&mut report, &msgs[i..]);
+                            break;
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::error!(channel = %key, error = %e, "commit failed; the rest of the group will be retried");
@@ -539,6 +579,7 @@ mod tests {
             message_id: format!("m{n}"),
             group_id: Some(format!("acme#{channel}")),
             body: env.to_string(),
+            receive_count: 1,
         }
     }
 
@@ -615,6 +656,61 @@ mod tests {
         assert!(fx.log.events(&ChannelKey::new("acme", "b")).is_empty());
     }
 
+    /// A message that keeps failing is isolated from its group on the second
+    /// receive and dead-lettered on the third, so the valid messages behind
+    /// it are committed instead of following it to the DLQ.
+    #[tokio::test]
+    async fn a_message_that_keeps_failing_is_dead_lettered_and_its_group_goes_on() {
+        let fx = fx();
+        fx.log.fail_id("poison");
+        let batch = |receive_count| {
+            vec![
+                msg(1, "a", "poison"),
+                msg(2, "a", "ok-1"),
+                msg(3, "a", "ok-2"),
+            ]
+            .into_iter()
+            .map(|mut m| {
+                m.receive_count = receive_count;
+                m
+            })
+            .collect::<Vec<_>>()
+        };
+        let mut r = fx.d.dispatch(batch(1)).await;
+        r.failed.sort();
+        assert_eq!(
+            r.failed,
+            vec!["m1", "m2", "m3"],
+            "one transaction: all retried"
+        );
+        let mut r = fx.d.dispatch(batch(2)).await;
+        r.failed.sort();
+        assert_eq!(
+            r.failed,
+            vec!["m1", "m2", "m3"],
+            "isolated, not dead-lettered yet"
+        );
+        let r = fx.d.dispatch(batch(3)).await;
+        assert!(r.failed.is_empty(), "{r:?}");
+        assert_eq!((r.dead_lettered, r.committed), (1, 2));
+        let dl = fx.dlq.records();
+        assert_eq!(dl[0].0, "m1");
+        assert!(
+            dl[0]
+                .2
+                .starts_with("commit_failed: not committed after 3 receives"),
+            "{}",
+            dl[0].2
+        );
+        let ids: Vec<String> = fx
+            .log
+            .events(&ChannelKey::new("acme", "a"))
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, vec!["ok-1", "ok-2"]);
+    }
+
     #[tokio::test]
     async fn invalid_envelopes_are_dead_lettered_with_a_reason_and_do_not_block() {
         let fx = fx();
@@ -622,6 +718,7 @@ mod tests {
             message_id: "bad".into(),
             group_id: Some("acme#a".into()),
             body: "{\"tenant\":\"acme\"}".into(),
+            receive_count: 1,
         };
         let r =
             fx.d.dispatch(vec![msg(1, "a", "e1"), bad, msg(2, "a", "e2")])
@@ -643,6 +740,7 @@ mod tests {
             message_id: "bad".into(),
             group_id: Some("acme#a".into()),
             body: "nope".into(),
+            receive_count: 1,
         };
         let mut r =
             fx.d.dispatch(vec![msg(1, "a", "e1"), bad, msg(2, "a", "e2")])

@@ -33,6 +33,9 @@ fn last_seen(
 ) -> (Option<u64>, bool) {
     match since {
         Some(Since::Head) => (None, true),
+        // The empty epoch is the position of a client that joined before
+        // the channel had a log: seq 0 of whatever log came since.
+        Some(Since::Position { epoch, seq }) if epoch.is_empty() && *seq == 0 => (Some(0), true),
         Some(Since::Position { epoch, seq }) => {
             if *epoch != state.epoch || *seq > state.head {
                 (Some(0), false)

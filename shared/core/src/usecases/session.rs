@@ -215,7 +215,14 @@ impl Session {
             if !self.registry.subscribe(conn, &key, conn.expires_at).await? {
                 return Err(not_connected());
             }
-            let state = self.log.ensure_channel(&key).await?;
+            // A channel with no log yet is not created by a join: it has
+            // head 0 and the empty epoch until its first event (whose epoch
+            // the client adopts).
+            let state = self.log.channel(&key).await?.unwrap_or(ChannelState {
+                epoch: String::new(),
+                head: 0,
+                retention_s: None,
+            });
             let cursor = match ch.since {
                 None => {
                     self.cursors
@@ -386,17 +393,16 @@ impl Session {
     async fn ack(&self, conn: &Connection, channel: &str, seq: u64) -> Result<(), Refusal> {
         validate_channel(channel)?;
         Self::require_grants(conn, &[channel], "")?;
-        let state = self
+        // Never creates a channel (nor a cursor for one without a log).
+        let head = self
             .log
-            .ensure_channel(&ChannelKey::new(&conn.tenant, channel))
-            .await?;
-        if seq > state.head {
+            .channel(&ChannelKey::new(&conn.tenant, channel))
+            .await?
+            .map_or(0, |s| s.head);
+        if seq > head || head == 0 {
             return Err(ProtocolError::new(
                 ErrorCode::InvalidFrame,
-                format!(
-                    "ack of seq {seq} on {channel} is past its head {}",
-                    state.head
-                ),
+                format!("ack of seq {seq} on {channel} is past its head {head}"),
             )
             .into());
         }
@@ -685,9 +691,16 @@ mod tests {
         assert_eq!(id.as_deref(), Some("r1"));
         assert_eq!(channels.len(), 1);
         assert_eq!(channels[0].head, 0);
-        assert!(!channels[0].epoch.is_empty());
+        assert!(
+            channels[0].epoch.is_empty(),
+            "a channel without a log has the empty epoch"
+        );
         let key = ChannelKey::new("acme", "agent-1");
         assert_eq!(f.reg.subscriber_ids(&key), vec!["c1".to_string()]);
+        assert!(
+            f.log.channel(&key).await.unwrap().is_none(),
+            "a join never creates a channel"
+        );
 
         let e = f
             .session
@@ -763,6 +776,23 @@ mod tests {
             .handle("c1", r#"{"action":"ack","channel":"ops","seq":3}"#)
             .await;
         assert_eq!(code(e), ErrorCode::Forbidden);
+        // A channel without a log: refused, and nothing is created.
+        for seq in [0, 1] {
+            let e = f
+                .session
+                .handle(
+                    "c1",
+                    &format!(r#"{{"action":"ack","channel":"agent-404","seq":{seq}}}"#),
+                )
+                .await;
+            assert_eq!(code(e), ErrorCode::InvalidFrame);
+        }
+        let key = ChannelKey::new("acme", "agent-404");
+        assert!(f.log.channel(&key).await.unwrap().is_none());
+        assert_eq!(
+            f.cursors.get("acme", "ana", "agent-404").await.unwrap(),
+            None
+        );
     }
 
     #[tokio::test]
