@@ -57,7 +57,7 @@ impl std::fmt::Debug for TokenKey {
 }
 
 /// Clock skew tolerated on `exp`.
-const LEEWAY_S: u64 = 5;
+pub const LEEWAY_S: u64 = 5;
 
 impl TokenKey {
     pub fn hs256(secret: &[u8]) -> Self {

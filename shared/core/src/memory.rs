@@ -28,6 +28,7 @@ pub fn connection(id: &str, tenant: &str, principal: &str, grants: &[&str]) -> C
         connected_at: 0,
         expires_at: u64::MAX,
         channels: vec![],
+        token_exp: 0,
     }
 }
 
@@ -105,6 +106,7 @@ impl ConnectionRegistry for MemoryRegistry {
     }
 
     async fn subscribers(&self, key: &ChannelKey) -> Result<Vec<Subscriber>, StoreError> {
+        let conns = lock(&self.conns);
         Ok(lock(&self.subs)
             .get(&key.pk())
             .map(|s| {
@@ -112,6 +114,7 @@ impl ConnectionRegistry for MemoryRegistry {
                     .map(|(c, p)| Subscriber {
                         connection_id: c.clone(),
                         principal: p.clone(),
+                        token_exp: conns.get(c).map_or(0, |c| c.token_exp),
                     })
                     .collect()
             })

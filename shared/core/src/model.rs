@@ -159,6 +159,22 @@ pub struct ChannelState {
 pub struct Subscriber {
     pub connection_id: String,
     pub principal: String,
+    /// The `exp` of the connection's token (Unix seconds; 0: unknown).
+    pub token_exp: u64,
+}
+
+impl Subscriber {
+    /// Whether the connection's token has expired (with the verifier's
+    /// leeway): live delivery to it stops.
+    pub fn token_expired(&self, now: u64) -> bool {
+        token_expired(self.token_exp, now)
+    }
+}
+
+/// Whether a token with this `exp` (0: none known) has expired at `now`,
+/// with the same clock-skew leeway as token verification.
+pub fn token_expired(exp: u64, now: u64) -> bool {
+    exp != 0 && exp.saturating_add(crate::auth::LEEWAY_S) < now
 }
 
 /// A live WebSocket connection, as the registry holds it.
@@ -178,6 +194,10 @@ pub struct Connection {
     pub expires_at: u64,
     /// Channel names (not keys) this connection has joined.
     pub channels: Vec<String>,
+    /// The `exp` of the token it connected with (Unix seconds; 0: unknown).
+    /// After it, joins and acks are refused with `token_expired` and live
+    /// delivery stops: the client reconnects with a fresh token.
+    pub token_exp: u64,
 }
 
 #[cfg(test)]

@@ -127,6 +127,7 @@ fn connection_from(item: &Item) -> Result<Connection, StoreError> {
         connected_at: get_n(item, "connected_at").unwrap_or(0),
         expires_at: get_n(item, "expires_at").unwrap_or(0),
         channels: get_list(item, "channels"),
+        token_exp: get_n(item, "token_exp").unwrap_or(0),
     })
 }
 
@@ -144,7 +145,8 @@ impl ConnectionRegistry for DynamoRegistry {
             .item("grants", list(&c.grants))
             .item("publish", list(&c.publish))
             .item("connected_at", n(c.connected_at))
-            .item("expires_at", n(c.expires_at));
+            .item("expires_at", n(c.expires_at))
+            .item("token_exp", n(c.token_exp));
         if let Some(p) = c.protocol {
             req = req.item("protocol", n(u64::from(p)));
         }
@@ -211,6 +213,7 @@ impl ConnectionRegistry for DynamoRegistry {
             .item("pk", s(key.pk()))
             .item("sk", s(&conn.id))
             .item("principal", s(&conn.principal))
+            .item("token_exp", n(conn.token_exp))
             .item("joined_at", n(self.now()))
             .item("expires_at", n(expires_at))
             .send()
@@ -258,6 +261,7 @@ impl ConnectionRegistry for DynamoRegistry {
                 Some(Subscriber {
                     connection_id: get_s(i, "sk")?,
                     principal: get_s(i, "principal").unwrap_or_default(),
+                    token_exp: get_n(i, "token_exp").unwrap_or(0),
                 })
             })
             .collect())

@@ -109,6 +109,7 @@ impl Connect {
             connected_at: now,
             expires_at: now + (self.max_connection + RECORD_MARGIN).as_secs(),
             channels: Vec::new(),
+            token_exp: claims.exp,
         };
         self.registry.put_connection(&conn).await?;
         Ok(Accepted {

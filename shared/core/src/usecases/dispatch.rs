@@ -53,6 +53,9 @@ pub struct DispatchReport {
     pub post_failures: usize,
     /// Posts retried after a throttle or server error.
     pub post_retries: usize,
+    /// Subscribers whose token had expired: told `token_expired` and
+    /// unsubscribed (live delivery stops until they reconnect).
+    pub token_expired: usize,
     /// Events handed to the webhook queue.
     pub webhook_jobs: usize,
 }
@@ -67,6 +70,7 @@ impl DispatchReport {
         self.gone += o.gone;
         self.post_failures += o.post_failures;
         self.post_retries += o.post_retries;
+        self.token_expired += o.token_expired;
         self.webhook_jobs += o.webhook_jobs;
     }
 }
@@ -375,6 +379,13 @@ impl Dispatcher {
                 return 0;
             }
         };
+        let now = self.clock.epoch_s();
+        let (expired, subscribers): (Vec<_>, Vec<_>) =
+            subscribers.into_iter().partition(|s| s.token_expired(now));
+        for s in &expired {
+            self.stop_expired(key, &s.connection_id).await;
+        }
+        report.token_expired += expired.len();
         if subscribers.is_empty() {
             return 0;
         }
@@ -424,6 +435,27 @@ impl Dispatcher {
         report.post_failures += failed.into_inner();
         report.post_retries += retries.into_inner();
         total - gone
+    }
+
+    /// Live delivery to a connection whose token expired stops: it is told
+    /// `token_expired` (the client reconnects with a fresh token and resumes
+    /// from its last seq) and unsubscribed from the channel.
+    async fn stop_expired(&self, key: &ChannelKey, connection_id: &str) {
+        let frame = ServerFrame::error(
+            agentwire_protocol::ErrorCode::TokenExpired,
+            format!(
+                "the token of this connection has expired; live delivery on {} stopped: reconnect with a fresh token and resume from your last seq",
+                key.channel
+            ),
+            None,
+        )
+        .to_json();
+        if let Err(e) = self.pusher.post(connection_id, &frame).await {
+            tracing::info!(connection_id, error = %e, "could not tell a connection its token expired");
+        }
+        if let Err(e) = self.registry.unsubscribe(connection_id, key).await {
+            tracing::warn!(connection_id, channel = %key, error = %e, "could not unsubscribe a connection whose token expired");
+        }
     }
 
     /// Hands the events to the channel's webhook when it wants them: no live
@@ -763,6 +795,32 @@ mod tests {
             fx.reg.subscriber_ids(&ChannelKey::new("acme", "a")),
             vec!["live".to_string()]
         );
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_whose_token_expired_is_told_and_gets_no_more_events() {
+        let fx = fx();
+        let mut stale = connection("stale", "acme", "stale", &["*"]);
+        stale.token_exp = SystemClock.epoch_s() - 60;
+        fx.reg.put_connection(&stale).await.unwrap();
+        fx.reg
+            .subscribe(&stale, &ChannelKey::new("acme", "a"), u64::MAX)
+            .await
+            .unwrap();
+        subscribe(&fx, "live", "a").await;
+        let r = fx.d.dispatch(vec![msg(1, "a", "e1")]).await;
+        assert_eq!((r.token_expired, r.posted), (1, 1));
+        let told = fx.pusher.posts("stale");
+        assert_eq!(told.len(), 1);
+        assert!(told[0].contains(r#""code":"token_expired""#), "{}", told[0]);
+        assert_eq!(
+            fx.reg.subscriber_ids(&ChannelKey::new("acme", "a")),
+            vec!["live".to_string()],
+            "unsubscribed"
+        );
+        fx.d.dispatch(vec![msg(2, "a", "e2")]).await;
+        assert_eq!(fx.pusher.posts("stale").len(), 1, "nothing more");
+        assert_eq!(fx.pusher.posts("live").len(), 2);
     }
 
     #[tokio::test]

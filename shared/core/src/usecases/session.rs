@@ -127,6 +127,15 @@ impl Session {
             return Ok(Some(ServerFrame::Pong));
         }
         let conn = self.connection(connection_id).await?;
+        if matches!(frame, ClientFrame::Join { .. } | ClientFrame::Ack { .. })
+            && crate::model::token_expired(conn.token_exp, self.clock.epoch_s())
+        {
+            return Err(ProtocolError::new(
+                ErrorCode::TokenExpired,
+                "the token this connection was opened with has expired; reconnect with a fresh token (your position is kept: resume from your last seq)",
+            )
+            .into());
+        }
         match frame {
             ClientFrame::Hello { protocol, .. } => self.hello(&conn, protocol).await.map(Some),
             ClientFrame::Join { id, channels } => self.join(&conn, id, channels).await,
@@ -740,6 +749,43 @@ mod tests {
                 .subscriber_ids(&ChannelKey::new("acme", "agent-1"))
                 .is_empty()
         );
+    }
+
+    #[tokio::test]
+    async fn after_its_tokens_exp_a_connection_may_not_join_or_ack() {
+        let f = fx().await;
+        commit(&f, "agent-1", 2).await;
+        let now = SystemClock.epoch_s();
+        let mut stale = connection("c2", "acme", "ana", &["agent-*"]);
+        stale.token_exp = now - 60;
+        f.reg.put_connection(&stale).await.unwrap();
+        let mut fresh = connection("c3", "acme", "ana", &["agent-*"]);
+        fresh.token_exp = now + 60;
+        f.reg.put_connection(&fresh).await.unwrap();
+        for frame in [
+            r#"{"action":"join","id":"j","channels":["agent-1"]}"#,
+            r#"{"action":"ack","channel":"agent-1","seq":1}"#,
+        ] {
+            assert_eq!(
+                code(f.session.handle("c2", frame).await),
+                ErrorCode::TokenExpired
+            );
+        }
+        assert!(
+            f.reg
+                .subscriber_ids(&ChannelKey::new("acme", "agent-1"))
+                .is_empty()
+        );
+        assert!(matches!(
+            f.session
+                .handle("c3", r#"{"action":"join","id":"j","channels":["agent-1"]}"#)
+                .await,
+            Some(ServerFrame::Joined { .. })
+        ));
+        assert!(matches!(
+            f.session.handle("c2", r#"{"action":"ping"}"#).await,
+            Some(ServerFrame::Pong)
+        ));
     }
 
     #[tokio::test]
