@@ -246,6 +246,8 @@ pub struct StackOptions {
     pub count_dynamodb_calls: bool,
     /// The webhook retry schedule, when a test shortens it.
     pub webhook_schedule: Option<agentwire_core::webhook::RetrySchedule>,
+    /// Most events one join replays, when a test lowers it.
+    pub replay_max_events: Option<usize>,
 }
 
 impl Default for StackOptions {
@@ -260,6 +262,7 @@ impl Default for StackOptions {
             retention: None,
             count_dynamodb_calls: false,
             webhook_schedule: None,
+            replay_max_events: None,
         }
     }
 }
@@ -329,6 +332,9 @@ impl Stack {
         config.connections_endpoint = None;
         if let Some(r) = options.retention {
             config.retention = r;
+        }
+        if let Some(n) = options.replay_max_events {
+            config.replay_max_events = n;
         }
         config.webhook_queue_url = Some(queues.webhooks.clone());
         config.webhook_dlq_url = Some(queues.webhooks_dlq.clone());

@@ -141,6 +141,66 @@ async fn posts_that_fail_are_fetched_from_the_log_not_reported_as_a_gap() {
     stack.shutdown().await;
 }
 
+/// A replay longer than one join's budget (here 50 events) is paged: the
+/// client joins again from where each page ended, on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_longer_than_the_join_budget_arrives_whole_in_pages() {
+    use agentwire_core::adapters::DynamoLog;
+    use agentwire_core::model::{ChannelKey, Envelope};
+    use agentwire_core::ports::ChannelLog;
+    let stack = Stack::start_with(StackOptions {
+        replay_max_events: Some(50),
+        ..StackOptions::default()
+    })
+    .await;
+    let ch = "agent-history";
+    let key = ChannelKey::new(&stack.tenant, ch);
+    let log = DynamoLog::new(stack.ddb(), stack.config.tables.clone());
+    let state = log.ensure_channel(&key).await.unwrap();
+    let history: Vec<Envelope> = (1..=300)
+        .map(|i| Envelope {
+            tenant: stack.tenant.clone(),
+            channel: ch.into(),
+            id: format!("h{i}"),
+            kind: "status".into(),
+            data: json!({ "i": i }),
+            ts: "2026-11-23T09:00:00.000Z".into(),
+        })
+        .collect();
+    log.import(&key, &state, &history, u64::from(u32::MAX))
+        .await
+        .unwrap();
+    let mut c = Client::builder()
+        .url(stack.gateway.ws_url())
+        .token(stack.token("ana", &[ch]))
+        .channel_since(
+            ch,
+            agentwire_protocol::Since::Position {
+                epoch: state.epoch.clone(),
+                seq: 0,
+            },
+        )
+        .options(options())
+        .connect()
+        .unwrap();
+    let mut seen = Seen::default();
+    assert!(
+        read_until(&mut c, &mut seen, Duration::from_secs(60), |s| s.has(300)).await,
+        "{seen:?}"
+    );
+    let last = catch_up(&stack, &mut c, &mut seen, ch, 300).await;
+    assert_eq!(
+        seen.seqs,
+        (1..=last).collect::<Vec<u64>>(),
+        "each seq once, in order"
+    );
+    assert!(seen.gaps.is_empty(), "{:?}", seen.gaps);
+    assert!(seen.joins >= 6, "300 events in pages of 50: {seen:?}");
+    assert_eq!(seen.connected, 1);
+    c.close().await;
+    stack.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_stops_reading_for_20_s_misses_nothing() {
     let mut stack_options = StackOptions::default();

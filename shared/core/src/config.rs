@@ -58,6 +58,10 @@ pub struct Config {
     pub max_connection: Duration,
     /// Posts to live connections in flight at once, per dispatcher invocation.
     pub fanout_concurrency: usize,
+    /// Most events one join request replays (`AGENTWIRE_REPLAY_MAX_EVENTS`).
+    pub replay_max_events: usize,
+    /// Most bytes one join request replays (`AGENTWIRE_REPLAY_MAX_BYTES`).
+    pub replay_max_bytes: usize,
     /// Seconds between pings a client should send (announced in `welcome`).
     pub heartbeat_s: u64,
     /// Which webhook URLs may be called.
@@ -83,6 +87,8 @@ impl Default for Config {
             retention: Duration::from_secs(72 * 3600),
             max_connection: Duration::from_secs(2 * 3600),
             fanout_concurrency: 64,
+            replay_max_events: 2_000,
+            replay_max_bytes: 2 * 1024 * 1024,
             heartbeat_s: 300,
             webhook_urls: crate::webhook::UrlPolicy::default(),
             webhook_queue_url: None,
@@ -122,6 +128,12 @@ impl Config {
         }
         if let Some(v) = get("AGENTWIRE_FANOUT_CONCURRENCY") {
             c.fanout_concurrency = number("AGENTWIRE_FANOUT_CONCURRENCY", &v)?;
+        }
+        if let Some(v) = get("AGENTWIRE_REPLAY_MAX_EVENTS") {
+            c.replay_max_events = number("AGENTWIRE_REPLAY_MAX_EVENTS", &v)?;
+        }
+        if let Some(v) = get("AGENTWIRE_REPLAY_MAX_BYTES") {
+            c.replay_max_bytes = number("AGENTWIRE_REPLAY_MAX_BYTES", &v)?;
         }
         if let Some(v) = get("AGENTWIRE_HEARTBEAT_S") {
             c.heartbeat_s = number("AGENTWIRE_HEARTBEAT_S", &v)?;

@@ -84,7 +84,11 @@ impl Deps {
             Arc::new(self.pusher()?),
             self.clock.clone(),
             self.config.heartbeat_s,
-        ))
+        )
+        .with_replay_budget(crate::usecases::session::ReplayBudget {
+            events: self.config.replay_max_events.max(1),
+            bytes: self.config.replay_max_bytes.max(1),
+        }))
     }
 
     pub fn disconnect(&self) -> Disconnect {

@@ -20,9 +20,49 @@ use crate::usecases::dispatch::coalesce;
 use crate::usecases::push::{PushRetry, post_retrying};
 use crate::usecases::resume::{self, ResumePlan};
 
-/// Events read from the log per page while replaying: a replay never holds
-/// more than one page in memory (at most 250 × 96 KiB of data).
+/// Events read from the log per page while replaying.
 pub const REPLAY_PAGE: usize = 250;
+
+/// What one join request replays at most, over all its channels: the rest
+/// follows on the client's next join from where this one ended (`until`).
+/// It bounds the time a join holds the route (API Gateway's 29 s) and the
+/// memory it holds (the replay is read before the answer that announces it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayBudget {
+    pub events: usize,
+    /// The events' approximate JSON size.
+    pub bytes: usize,
+}
+
+impl Default for ReplayBudget {
+    /// 2,000 events or 2 MiB.
+    fn default() -> Self {
+        Self {
+            events: 2_000,
+            bytes: 2 * 1024 * 1024,
+        }
+    }
+}
+
+/// One channel's replay, read: `from..=end` (`end` is `until` when the
+/// budget cut it short).
+struct Replay {
+    from: u64,
+    end: u64,
+    until: Option<u64>,
+    events: Vec<StoredEvent>,
+}
+
+/// An event's approximate size as a frame.
+fn approx_size(e: &StoredEvent) -> usize {
+    serde_json::to_string(&e.data).map_or(0, |d| d.len())
+        + e.id.len()
+        + e.kind.len()
+        + e.key.channel.len()
+        + e.epoch.len()
+        + e.ts.len()
+        + 80
+}
 
 /// The session use case.
 pub struct Session {
@@ -32,6 +72,7 @@ pub struct Session {
     pusher: Arc<dyn Pusher>,
     clock: Arc<dyn Clock>,
     heartbeat_s: u64,
+    replay_budget: ReplayBudget,
 }
 
 /// A failure answered with an error frame: the client's mistake, or ours.
@@ -50,12 +91,6 @@ impl From<StoreError> for Refusal {
     fn from(e: StoreError) -> Self {
         Refusal::Store(e)
     }
-}
-
-/// Why a replay stopped early.
-enum ReplayError {
-    Push(PushError),
-    Store(StoreError),
 }
 
 /// One channel of a join, once subscribed.
@@ -82,7 +117,14 @@ impl Session {
             pusher,
             clock,
             heartbeat_s,
+            replay_budget: ReplayBudget::default(),
         }
+    }
+
+    /// How much one join request replays at most.
+    pub fn with_replay_budget(mut self, budget: ReplayBudget) -> Self {
+        self.replay_budget = budget;
+        self
     }
 
     /// Answers one client frame. `None` when there is nothing to send back:
@@ -265,6 +307,18 @@ impl Session {
                 plan,
             });
         }
+        // The replays are read before the answer (which says where each one
+        // ends), within the request's budget.
+        let replays = self
+            .read_replays(&resumes, self.replay_budget)
+            .await
+            .map_err(Refusal::Store)?;
+        for (j, r) in joined.iter_mut().zip(&replays) {
+            if let Some(until) = r.as_ref().and_then(|r| r.until) {
+                j.until = Some(until);
+                j.replayed = r.as_ref().map_or(0, |r| until + 1 - r.from);
+            }
+        }
         let answer = ServerFrame::Joined {
             id: id.clone(),
             channels: joined,
@@ -284,9 +338,9 @@ impl Session {
         }
         // The answer, gaps and replay go out in this order through
         // @connections; the route response stays empty.
-        match self.send_resumes(&conn.id, answer, &resumes).await {
-            Ok(()) | Err(ReplayError::Push(PushError::Gone)) => Ok(None),
-            Err(ReplayError::Push(PushError::Failed(reason) | PushError::Retryable(reason))) => {
+        match self.send_resumes(&conn.id, answer, &resumes, replays).await {
+            Ok(()) | Err(PushError::Gone) => Ok(None),
+            Err(PushError::Failed(reason) | PushError::Retryable(reason)) => {
                 tracing::warn!(connection_id = %conn.id, reason, "replay interrupted");
                 Err(ProtocolError::new(
                     ErrorCode::Internal,
@@ -294,7 +348,6 @@ impl Session {
                 )
                 .into())
             }
-            Err(ReplayError::Store(e)) => Err(e.into()),
         }
     }
 
@@ -307,12 +360,12 @@ impl Session {
         })
     }
 
-    async fn post(&self, connection_id: &str, frame: &ServerFrame) -> Result<(), ReplayError> {
+    async fn post(&self, connection_id: &str, frame: &ServerFrame) -> Result<(), PushError> {
         self.post_text(connection_id, &frame.to_json()).await
     }
 
     /// Posts with bounded retries of throttled posts (a slow consumer).
-    async fn post_text(&self, connection_id: &str, frame: &str) -> Result<(), ReplayError> {
+    async fn post_text(&self, connection_id: &str, frame: &str) -> Result<(), PushError> {
         post_retrying(
             self.pusher.as_ref(),
             connection_id,
@@ -321,7 +374,6 @@ impl Session {
         )
         .await
         .result
-        .map_err(ReplayError::Push)
     }
 
     async fn send_resumes(
@@ -329,51 +381,93 @@ impl Session {
         connection_id: &str,
         answer: ServerFrame,
         resumes: &[Resume],
-    ) -> Result<(), ReplayError> {
+        replays: Vec<Option<Replay>>,
+    ) -> Result<(), PushError> {
         self.post(connection_id, &answer).await?;
-        for r in resumes {
+        for (r, replay) in resumes.iter().zip(replays) {
             if let Some((from, to)) = r.plan.gap {
                 self.post(connection_id, &gap(&r.key, from, to)).await?;
             }
-            if let Some((from, to)) = r.plan.replay {
-                tracing::debug!(channel = %r.key, from, to, oldest = ?r.oldest, epoch = %r.state.epoch, "replaying");
-                self.replay(connection_id, &r.key, from, to).await?;
+            if let Some(replay) = replay {
+                tracing::debug!(channel = %r.key, from = replay.from, to = replay.end, events = replay.events.len(), oldest = ?r.oldest, epoch = %r.state.epoch, "replaying");
+                self.post_replay(connection_id, &r.key, replay).await?;
             }
         }
         Ok(())
     }
 
-    /// Streams `from..=to` page by page, coalesced into frames within the
-    /// message limit. A hole (events that expired meanwhile) becomes a `gap`.
-    async fn replay(
+    /// Reads each channel's replay, in join order, until the request's
+    /// budget (events and bytes) is spent: a replay cut short ends at
+    /// `until`, and the client joins again from there. At least one event
+    /// is always read, so every request makes progress.
+    async fn read_replays(
+        &self,
+        resumes: &[Resume],
+        budget: ReplayBudget,
+    ) -> Result<Vec<Option<Replay>>, StoreError> {
+        let (mut events_left, mut bytes_left) = (budget.events, budget.bytes);
+        let mut first = true;
+        let mut out = Vec::with_capacity(resumes.len());
+        for r in resumes {
+            let Some((from, to)) = r.plan.replay else {
+                out.push(None);
+                continue;
+            };
+            let mut replay = Replay {
+                from,
+                end: to,
+                until: None,
+                events: Vec::new(),
+            };
+            let mut next = from;
+            'pages: while next <= to {
+                let page = self.log.read_range(&r.key, next, to, REPLAY_PAGE).await?;
+                let Some(last) = page.last().map(|e| e.seq) else {
+                    break;
+                };
+                for e in page {
+                    let size = approx_size(&e);
+                    if !first && (events_left == 0 || size > bytes_left) {
+                        let until = next - 1;
+                        replay.until = Some(until);
+                        replay.end = until;
+                        break 'pages;
+                    }
+                    first = false;
+                    events_left = events_left.saturating_sub(1);
+                    bytes_left = bytes_left.saturating_sub(size);
+                    next = e.seq + 1;
+                    replay.events.push(e);
+                }
+                next = next.max(last + 1);
+            }
+            out.push(Some(replay));
+        }
+        Ok(out)
+    }
+
+    /// Posts a replay coalesced into frames within the message limit; a
+    /// hole in it (events that expired meanwhile) becomes a `gap`.
+    async fn post_replay(
         &self,
         connection_id: &str,
         key: &ChannelKey,
-        from: u64,
-        to: u64,
-    ) -> Result<(), ReplayError> {
-        let mut next = from;
-        while next <= to {
-            let page = self
-                .log
-                .read_range(key, next, to, REPLAY_PAGE)
-                .await
-                .map_err(ReplayError::Store)?;
-            let Some(last) = page.last().map(|e| e.seq) else {
-                self.post(connection_id, &gap(key, next, to)).await?;
-                break;
-            };
-            for run in contiguous_runs(page) {
-                let first = run.first().map(|e| e.seq).unwrap_or(next);
-                if first > next {
-                    self.post(connection_id, &gap(key, next, first - 1)).await?;
-                }
-                next = run.last().map(|e| e.seq + 1).unwrap_or(next);
-                for frame in coalesce(run.iter().map(StoredEvent::frame).collect()) {
-                    self.post_text(connection_id, &frame).await?;
-                }
+        replay: Replay,
+    ) -> Result<(), PushError> {
+        let mut next = replay.from;
+        for run in contiguous_runs(replay.events) {
+            let first = run.first().map(|e| e.seq).unwrap_or(next);
+            if first > next {
+                self.post(connection_id, &gap(key, next, first - 1)).await?;
             }
-            next = next.max(last + 1);
+            next = run.last().map(|e| e.seq + 1).unwrap_or(next);
+            for frame in coalesce(run.iter().map(StoredEvent::frame).collect()) {
+                self.post_text(connection_id, &frame).await?;
+            }
+        }
+        if next <= replay.end {
+            self.post(connection_id, &gap(key, next, replay.end))
+                .await?;
         }
         Ok(())
     }
@@ -786,6 +880,66 @@ mod tests {
             f.session.handle("c2", r#"{"action":"ping"}"#).await,
             Some(ServerFrame::Pong)
         ));
+    }
+
+    /// A replay longer than the request's budget ends at `until`; joining
+    /// again from there brings the rest, with nothing lost or repeated.
+    #[tokio::test]
+    async fn a_replay_over_the_budget_is_paged_by_joining_again_from_until() {
+        let f = fx().await;
+        let epoch = commit(&f, "agent-1", 10).await;
+        let session = Session::new(
+            f.reg.clone(),
+            f.log.clone(),
+            f.cursors.clone(),
+            f.pusher.clone(),
+            Arc::new(SystemClock),
+            300,
+        )
+        .with_replay_budget(ReplayBudget {
+            events: 4,
+            bytes: 1 << 20,
+        });
+        let mut since = 0;
+        let mut pages = Vec::new();
+        let mut delivered = Vec::new();
+        loop {
+            let frame = format!(
+                r#"{{"action":"join","id":"j","channels":[{{"name":"agent-1","since":{{"epoch":"{epoch}","seq":{since}}}}}]}}"#
+            );
+            assert!(session.handle("c1", &frame).await.is_none(), "posted");
+            let posts = f.pusher.posts("c1");
+            let mut until = None;
+            for p in &posts[delivered_frames(&pages)..] {
+                let v: serde_json::Value = serde_json::from_str(p).unwrap();
+                match v["type"].as_str().unwrap() {
+                    "joined" => {
+                        until = v["channels"][0]["until"].as_u64();
+                        pages.push((v["channels"][0]["replayed"].as_u64().unwrap(), until));
+                    }
+                    "batch" => delivered.extend(
+                        v["events"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|e| e["seq"].as_u64().unwrap()),
+                    ),
+                    "event" => delivered.push(v["seq"].as_u64().unwrap()),
+                    other => panic!("{other}: {v}"),
+                }
+            }
+            match until {
+                Some(u) => since = u,
+                None => break,
+            }
+        }
+        assert_eq!(delivered, (1..=10).collect::<Vec<u64>>());
+        assert_eq!(pages, vec![(4, Some(4)), (4, Some(8)), (2, None)]);
+
+        fn delivered_frames(pages: &[(u64, Option<u64>)]) -> usize {
+            // Each page so far posted its `joined` and one frame of events.
+            pages.len() * 2
+        }
     }
 
     #[tokio::test]
