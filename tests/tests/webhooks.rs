@@ -397,3 +397,55 @@ async fn a_410_disables_the_webhook_and_shows_why() {
     );
     stack.shutdown().await;
 }
+
+/// A batch of jobs always finishes within the invocation: a job that could
+/// not finish before the deadline is not started and comes back from the
+/// queue (reported as a batch item failure), untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_that_cannot_finish_before_the_deadline_are_not_started() {
+    use agentwire_fn_webhook::WebhookFunction;
+    use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+    let stack = Stack::start_with(quick()).await;
+    let receiver = Receiver::start().await;
+    hooked(&stack, "late", WebhookMode::Fallback, &receiver).await;
+    let deps = agentwire_core::wiring::Deps::new(&stack.sdk, stack.config.clone());
+    let function = WebhookFunction::new(&deps).unwrap();
+    let job = |id: &str| {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(id.into());
+        m.body = Some(
+            serde_json::to_string(&agentwire_core::usecases::deliver::WebhookJob::new(
+                &stack.tenant,
+                agentwire_protocol::EventFrame {
+                    channel: "late".into(),
+                    epoch: "e".into(),
+                    seq: 1,
+                    id: id.into(),
+                    kind: "final".into(),
+                    data: json!({}),
+                    ts: "2026-11-23T09:00:00.000Z".into(),
+                },
+            ))
+            .unwrap(),
+        );
+        m
+    };
+    let mut event = SqsEvent::default();
+    event.records = vec![job("j1"), job("j2")];
+    // 10 s left: less than one job's budget (5 s DNS + 15 s POST + 5 s).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let resp = function.handle_until(event, deadline).await.unwrap();
+    let failed: Vec<String> = resp
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect();
+    assert_eq!(failed, vec!["j1", "j2"]);
+    // The receiver saw nothing: a marker delivered afterwards is the first.
+    let marker = stack
+        .publish("late", "final", json!({"marker": true}))
+        .await;
+    let got = receiver.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].json()["id"], marker.as_str(), "{got:?}");
+    stack.shutdown().await;
+}

@@ -6,5 +6,13 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 async fn main() -> Result<(), Error> {
     agentwire_core::telemetry::init_json();
     let f = WebhookFunction::new(&agentwire_core::wiring::Deps::from_env().await?)?;
-    lambda_runtime::run(service_fn(|e: LambdaEvent<SqsEvent>| f.handle(e.payload))).await
+    lambda_runtime::run(service_fn(|e: LambdaEvent<SqsEvent>| {
+        // The invocation's deadline (Unix ms) as an instant.
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let left = std::time::Duration::from_millis(e.context.deadline.saturating_sub(now_ms));
+        f.handle_until(e.payload, tokio::time::Instant::now() + left)
+    }))
+    .await
 }

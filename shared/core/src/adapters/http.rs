@@ -1,7 +1,7 @@
 //! The webhook sender on reqwest (rustls): connects only to the addresses the
 //! URL policy checked, follows no redirect (a redirect could lead past the
-//! policy), times out per request, and reads at most a bounded part of the
-//! answer.
+//! policy), ignores proxy environment variables, times out per request,
+//! and reads at most a bounded part of the answer.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -55,7 +55,10 @@ impl WebhookSender for ReqwestSender {
     ) -> SendOutcome {
         let mut builder = reqwest::Client::builder()
             .timeout(self.timeout)
-            .redirect(reqwest::redirect::Policy::none());
+            .redirect(reqwest::redirect::Policy::none())
+            // Never through a proxy from the environment (HTTPS_PROXY, ...):
+            // the connection must go to exactly the checked addresses.
+            .no_proxy();
         if let Some(host) = url.host_str() {
             builder = builder.resolve_to_addrs(host, addrs);
         }

@@ -26,7 +26,7 @@ use crate::ports::{SendOutcome, StoreError, WebhookJobs, WebhookSender};
 use crate::usecases::webhooks::WebhookAdmin;
 use crate::webhook::schedule::hop;
 use crate::webhook::signature::signature_header;
-use crate::webhook::{RetrySchedule, WebhookMode};
+use crate::webhook::{RetrySchedule, UrlRefusal, WebhookMode};
 
 /// One event on its way to a webhook, as it travels on the webhook queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,8 +156,14 @@ impl Deliverer {
         if config.mode == WebhookMode::Off {
             return self.dead(&job, "the webhook was turned off".into()).await;
         }
-        let (url, addrs) = match self.webhooks.policy().check(&config.url).await {
-            Ok(checked) => checked,
+        let target = match self.webhooks.policy().check(&config.url).await {
+            Ok(checked) => Ok(checked),
+            // DNS trouble (no answer in time, a failed lookup) is an outage
+            // of the receiver's, not a bad URL: retried like a connection
+            // that failed.
+            Err(UrlRefusal::Resolve { host, reason }) => {
+                Err(format!("cannot resolve {host}: {reason}"))
+            }
             Err(refusal) => return self.dead(&job, format!("refused URL: {refusal}")).await,
         };
         let secrets = match config.signing_secrets(now) {
@@ -179,7 +185,10 @@ impl Deliverer {
             ),
             ("webhook-id", webhook_id),
         ];
-        let outcome = self.sender.send(&url, &addrs, &headers, &body).await;
+        let outcome = match &target {
+            Ok((url, addrs)) => self.sender.send(url, addrs, &headers, &body).await,
+            Err(why) => SendOutcome::ConnectFailed(why.clone()),
+        };
         job.attempts += 1;
         let retry_after = match &outcome {
             SendOutcome::Answered { status, .. } if (200..300).contains(status) => {
@@ -257,10 +266,39 @@ mod tests {
 
     struct Fx {
         d: Deliverer,
+        store: Arc<MemoryWebhooks>,
         admin: Arc<WebhookAdmin>,
         sender: Arc<ScriptedSender>,
         jobs: Arc<MemoryWebhookJobs>,
         secret: String,
+    }
+
+    /// A host that does not resolve (in time) is the receiver's outage:
+    /// the job is retried on the schedule, never dead-lettered at once.
+    #[tokio::test]
+    async fn a_host_that_does_not_resolve_is_retried_not_dead_lettered() {
+        let f = fx(vec![]).await;
+        // Stored as it was when it resolved; the name has gone since.
+        let scope = WebhookScope::Channel(ChannelKey::new("acme", "a"));
+        use crate::ports::WebhookStore;
+        let mut config = f.store.get(&scope).await.unwrap().unwrap();
+        config.url = "https://agentwire-hooks.invalid/hook".into();
+        f.store.put(&scope, &config).await.unwrap();
+        let started = std::time::Instant::now();
+        let outcome = f.d.deliver(job()).await.unwrap();
+        assert!(matches!(outcome, Delivery::Retrying { .. }), "{outcome:?}");
+        assert!(
+            started.elapsed() < crate::webhook::url_policy::DNS_TIMEOUT + Duration::from_secs(2)
+        );
+        assert!(f.sender.sent().is_empty(), "nothing was sent");
+        let (j, _) = f.jobs.take_scheduled().pop().unwrap();
+        assert!(
+            j.last_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("cannot resolve agentwire-hooks.invalid"),
+            "{j:?}"
+        );
     }
 
     async fn fx(script: Vec<SendOutcome>) -> Fx {
@@ -268,8 +306,9 @@ mod tests {
             allow_insecure_loopback: true,
             allow_hosts: vec![],
         };
+        let store = Arc::new(MemoryWebhooks::default());
         let admin = Arc::new(WebhookAdmin::new(
-            Arc::new(MemoryWebhooks::default()),
+            store.clone(),
             policy,
             Arc::new(SystemClock),
         ));
@@ -299,6 +338,7 @@ mod tests {
         .with_jitter(|| 0.5);
         Fx {
             d,
+            store,
             admin,
             sender,
             jobs,

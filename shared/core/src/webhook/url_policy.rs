@@ -9,6 +9,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use url::{Host, Url};
 
+/// How long a webhook host's DNS resolution may take.
+pub const DNS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why a URL is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlRefusal {
@@ -78,8 +81,14 @@ impl UrlPolicy {
             .trim_matches(['[', ']'])
             .to_owned();
         let port = url.port_or_known_default().unwrap_or(443);
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
-            .await
+        let lookup =
+            tokio::time::timeout(DNS_TIMEOUT, tokio::net::lookup_host((host.as_str(), port)))
+                .await
+                .map_err(|_| UrlRefusal::Resolve {
+                    host: host.clone(),
+                    reason: format!("no answer within {DNS_TIMEOUT:?}"),
+                })?;
+        let addrs: Vec<SocketAddr> = lookup
             .map_err(|e| UrlRefusal::Resolve {
                 host: host.clone(),
                 reason: e.to_string(),
@@ -164,6 +173,19 @@ fn classify_v6(ip: Ipv6Addr) -> Option<&'static str> {
         Some("loopback")
     } else if ip.is_unspecified() {
         Some("reserved")
+    } else if seg[..6].iter().all(|s| *s == 0) {
+        // ::a.b.c.d, deprecated; some stacks still route it to IPv4.
+        Some("IPv4-compatible")
+    } else if seg[0] == 0x0064 && seg[1] == 0xff9b {
+        // 64:ff9b::/96 and the local-use 64:ff9b:1::/48: a NAT64 gateway
+        // turns them into any IPv4 address, private ones included.
+        Some("NAT64")
+    } else if seg[0] == 0x2002 {
+        Some("6to4")
+    } else if seg[0] == 0x2001 && seg[1] == 0x0000 {
+        Some("Teredo")
+    } else if seg[0] & 0xffc0 == 0xfec0 {
+        Some("site-local")
     } else if seg[0] & 0xfe00 == 0xfc00 {
         Some("private (unique local)")
     } else if seg[0] & 0xffc0 == 0xfe80 {
@@ -180,6 +202,26 @@ fn classify_v6(ip: Ipv6Addr) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_ranges_that_reach_ipv4_or_private_space_are_refused() {
+        for (addr, class) in [
+            ("::10.0.0.1", "IPv4-compatible"),
+            ("::8.8.8.8", "IPv4-compatible"),
+            ("64:ff9b::a9fe:a9fe", "NAT64"),
+            ("64:ff9b:1::1", "NAT64"),
+            ("2002:a00:1::1", "6to4"),
+            ("2001:0:4136:e378::1", "Teredo"),
+            ("fec0::1", "site-local"),
+            ("feff::1", "site-local"),
+        ] {
+            let ip: IpAddr = addr.parse().unwrap();
+            assert_eq!(classify(ip), Some(class), "{addr}");
+        }
+        for public in ["2606:4700::1111", "2001:4860::8888", "2a00:1450::1"] {
+            assert_eq!(classify(public.parse().unwrap()), None, "{public}");
+        }
+    }
 
     fn strict() -> UrlPolicy {
         UrlPolicy::default()
