@@ -125,3 +125,33 @@ async fn delete_one(State(app): State<Arc<App>>, Path(id): Path<String>) -> Resp
         gone(&id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::extract::connect_info::MockConnectInfo;
+    use tower::ServiceExt;
+
+    async fn status_from(peer: &str) -> StatusCode {
+        let app = Router::new()
+            .route("/@connections/{id}", post(|| async { StatusCode::OK }))
+            .route_layer(middleware::from_fn(loopback_only))
+            .layer(MockConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        let req = axum::http::Request::post("/@connections/c1")
+            .body(Body::empty())
+            .unwrap();
+        app.oneshot(req).await.unwrap().status()
+    }
+
+    #[tokio::test]
+    async fn connections_answers_only_loopback_callers() {
+        assert_eq!(status_from("127.0.0.1:40000").await, StatusCode::OK);
+        assert_eq!(status_from("[::1]:40000").await, StatusCode::OK);
+        assert_eq!(status_from("192.0.2.7:40000").await, StatusCode::FORBIDDEN);
+        assert_eq!(
+            status_from("[2001:db8::7]:40000").await,
+            StatusCode::FORBIDDEN
+        );
+    }
+}

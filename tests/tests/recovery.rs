@@ -252,3 +252,46 @@ async fn a_subscriber_that_stops_reading_for_20_s_misses_nothing() {
     c.close().await;
     stack.shutdown().await;
 }
+
+/// A client that stops reading blocks only its connection's writer: the
+/// idle timer still closes the connection (and `$disconnect` still runs),
+/// though the gateway cannot write to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_does_not_block_the_idle_timer() {
+    let mut stack_options = StackOptions::default();
+    stack_options.gateway.outbound_buffer_bytes = 256 * 1024;
+    stack_options.gateway.idle_timeout = Duration::from_secs(8);
+    let stack = Stack::start_with(stack_options).await;
+    let ch = "agent-stuck";
+    let mut ws = stack.client(&stack.token("ana", &[ch])).await;
+    let welcome = ws.hello().await;
+    let conn = welcome["connection_id"].as_str().unwrap().to_owned();
+    assert_eq!(ws.join(serde_json::json!([ch])).await["type"], "joined");
+    // From here on the client reads nothing and sends nothing.
+    let big = "x".repeat(60 * 1024);
+    let mut published = 0;
+    while stack.gateway.hub().post_stats(&conn).buffer_full == 0 {
+        assert!(
+            published < 2000,
+            "the buffer never filled: {:?}",
+            stack.gateway.hub().post_stats(&conn)
+        );
+        for _ in 0..20 {
+            stack.publish(ch, "output", json!({ "text": big })).await;
+        }
+        published += 20;
+    }
+    // Writes are stuck; the idle timer (8 s) closes the connection anyway
+    // and $disconnect removes its record.
+    let closed = stack
+        .eventually(Duration::from_secs(30), || {
+            let stack = &stack;
+            let conn = conn.clone();
+            async move { !stack.connection_recorded(&conn).await }
+        })
+        .await;
+    assert!(closed, "the connection outlived its idle timer");
+    assert!(stack.gateway.hub().get(&conn).is_none());
+    ws.drop_abruptly();
+    stack.shutdown().await;
+}

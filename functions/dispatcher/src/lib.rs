@@ -45,6 +45,8 @@ impl DispatcherFunction {
             posted = report.posted,
             gone = report.gone,
             post_failures = report.post_failures,
+            post_retries = report.post_retries,
+            token_expired = report.token_expired,
             failed = report.failed.len(),
             "dispatched batch"
         );
