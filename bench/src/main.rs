@@ -275,14 +275,29 @@ async fn replay(n: u64) {
     let mut frames = 0usize;
     let mut got = 0u64;
     let mut first = None;
+    let mut joins = 1usize;
+    // Where the current page ends, when the join budget cut the replay short.
+    let mut until: Option<u64> = None;
     while got < n {
         let v = c.recv().await;
         frames += 1;
         match v["type"].as_str() {
             Some("event") => got += 1,
             Some("batch") => got += v["events"].as_array().map(|a| a.len() as u64).unwrap_or(0),
-            Some("joined") => first = Some(t0.elapsed()),
+            Some("joined") => {
+                first.get_or_insert(t0.elapsed());
+                until = v["channels"][0]["until"].as_u64();
+            }
             _ => panic!("unexpected frame during replay: {v}"),
+        }
+        if let Some(u) = until.filter(|u| got >= *u) {
+            // The next page, as the client library does.
+            until = None;
+            joins += 1;
+            c.send_json(
+                json!({"action":"join","channels":[{"name":"history","since":{"epoch":epoch,"seq":u}}]}),
+            )
+            .await;
         }
     }
     let elapsed = t0.elapsed();
@@ -290,11 +305,11 @@ async fn replay(n: u64) {
     println!("Replay of {n} retained events to a reconnecting client (join since seq 0):");
     println!();
     println!(
-        "| events | joined after | last event after | events/s | frames | DynamoDB calls (Query) |"
+        "| events | joins (pages) | joined after | last event after | events/s | frames | DynamoDB calls (Query) |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| {n} | {} | {} | {:.0} | {frames} | {} ({queries}) |",
+        "| {n} | {joins} | {} | {} | {:.0} | {frames} | {} ({queries}) |",
         ms(first.unwrap_or_default()),
         ms(elapsed),
         n as f64 / elapsed.as_secs_f64(),

@@ -316,3 +316,28 @@ async fn an_unreachable_endpoint_fails_naming_the_command_that_starts_it() {
     let msg = check_endpoint("http://127.0.0.1:9").await.unwrap_err();
     assert!(msg.contains("localstack/up"), "{msg}");
 }
+
+/// After `leave`, a channel's events no longer reach the connection: a
+/// marker on a channel still joined arrives, the left one's event never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_left_channel_gets_nothing_more() {
+    let stack = Stack::start().await;
+    let mut ws = stack.client(&stack.token("ana", &["room-*"])).await;
+    ws.hello().await;
+    assert_eq!(ws.join(json!(["room-a", "room-b"])).await["type"], "joined");
+    ws.send_json(json!({"action":"leave","id":"l1","channels":["room-a"]}))
+        .await;
+    let left = ws.expect("left").await;
+    assert_eq!(left["channels"], json!(["room-a"]), "{left}");
+    assert!(stack.subscription_ids("room-a").await.is_empty());
+    stack.publish("room-a", "status", json!({"n": 1})).await;
+    stack.publish("room-b", "marker", json!({})).await;
+    let frames = ws
+        .frames_until(|f| f.iter().any(|v| v["channel"] == "room-b"))
+        .await;
+    assert!(
+        frames.iter().all(|v| v["channel"] != "room-a"),
+        "{frames:?}"
+    );
+    stack.shutdown().await;
+}
