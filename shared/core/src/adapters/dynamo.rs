@@ -334,18 +334,16 @@ impl DynamoLog {
             let mut writes = Vec::with_capacity(chunk.len());
             for (i, e) in chunk.iter().enumerate() {
                 let seq = state.head + 1 + (chunk_no * 25 + i) as u64;
-                let data =
-                    serde_json::to_string(&e.data).map_err(|err| StoreError::failed(op, err))?;
                 let put = PutRequest::builder()
-                    .item("pk", s(&pk))
-                    .item("sk", n(seq))
-                    .item("id", s(&e.id))
-                    .item("kind", s(&e.kind))
-                    .item("data", s(data))
-                    .item("ts", s(&e.ts))
-                    .item("epoch", s(&state.epoch))
-                    .item("committed_at", n(now))
-                    .item("expires_at", n(expires_at))
+                    .set_item(Some(event_item(
+                        op,
+                        &pk,
+                        seq,
+                        e,
+                        &state.epoch,
+                        now,
+                        expires_at,
+                    )?))
                     .build()
                     .map_err(|err| build_error(op, err))?;
                 writes.push(WriteRequest::builder().put_request(put).build());
@@ -439,6 +437,31 @@ impl DynamoLog {
 }
 
 /// A new epoch: 16 hex digits, unique per channel incarnation.
+/// The event item of seq `seq`: the one layout `append` and `import` write
+/// and `event_from` reads.
+fn event_item(
+    op: &'static str,
+    pk: &str,
+    seq: u64,
+    e: &Envelope,
+    epoch: &str,
+    now: u64,
+    expires_at: u64,
+) -> Result<Item, StoreError> {
+    let data = serde_json::to_string(&e.data).map_err(|err| StoreError::failed(op, err))?;
+    Ok(HashMap::from([
+        ("pk".to_owned(), s(pk)),
+        ("sk".to_owned(), n(seq)),
+        ("id".to_owned(), s(&e.id)),
+        ("kind".to_owned(), s(&e.kind)),
+        ("data".to_owned(), s(data)),
+        ("ts".to_owned(), s(&e.ts)),
+        ("epoch".to_owned(), s(epoch)),
+        ("committed_at".to_owned(), n(now)),
+        ("expires_at".to_owned(), n(expires_at)),
+    ]))
+}
+
 fn new_epoch() -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
     id[..16].to_owned()
@@ -508,18 +531,17 @@ impl ChannelLog for DynamoLog {
         let mut stored = Vec::with_capacity(events.len());
         for (i, e) in events.iter().enumerate() {
             let seq = state.head + 1 + i as u64;
-            let data = serde_json::to_string(&e.data).map_err(|err| StoreError::failed(op, err))?;
             let event = Put::builder()
                 .table_name(&self.tables.events)
-                .item("pk", s(&pk))
-                .item("sk", n(seq))
-                .item("id", s(&e.id))
-                .item("kind", s(&e.kind))
-                .item("data", s(data))
-                .item("ts", s(&e.ts))
-                .item("epoch", s(&state.epoch))
-                .item("committed_at", n(now))
-                .item("expires_at", n(expires_at))
+                .set_item(Some(event_item(
+                    op,
+                    &pk,
+                    seq,
+                    e,
+                    &state.epoch,
+                    now,
+                    expires_at,
+                )?))
                 .condition_expression("attribute_not_exists(pk)")
                 .build()
                 .map_err(|err| build_error(op, err))?;
