@@ -221,7 +221,7 @@ async fn a_subscriber_that_stops_reading_for_20_s_misses_nothing() {
     let conn = seen.connection_id.clone().unwrap();
 
     let big = "x".repeat(60 * 1024);
-    let published = 200u64;
+    let published = 300u64;
     let stalled = tokio::time::Instant::now();
     for i in 0..published {
         stack
