@@ -502,15 +502,33 @@ impl Driver {
                 }
             }
             Command::Leave(names) => {
-                let left: Vec<String> = names
-                    .into_iter()
-                    .filter(|n| self.channels.remove(n).is_some())
-                    .collect();
+                let mut left = Vec::new();
+                let mut acks = Vec::new();
+                for name in names {
+                    let Some(ch) = self.channels.remove(&name) else {
+                        continue;
+                    };
+                    // What was delivered on it is acknowledged before leaving.
+                    if self.options.ack_debounce.is_some()
+                        && let Some(last) = ch.seq.last()
+                        && last > 0
+                        && ch.acked.is_none_or(|a| last > a)
+                    {
+                        acks.push(ClientFrame::Ack {
+                            channel: name.clone(),
+                            seq: last,
+                        });
+                    }
+                    left.push(name);
+                }
                 if left.is_empty() {
                     return Ok(());
                 }
                 match ws {
                     Some(ws) => {
+                        for ack in &acks {
+                            send(ws, ack).await?;
+                        }
                         self.next_id += 1;
                         let frame = ClientFrame::Leave {
                             id: Some(format!("l{}", self.next_id)),
