@@ -97,10 +97,13 @@ pub(crate) async fn run(
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
             .send();
-        let out = tokio::select! {
-            _ = stop.wait_for(|s| *s) => break,
-            out = function::scope(target.function(), receive) => out,
-        };
+        // A receive under way is never abandoned: the endpoint would still
+        // hand it messages, which would then stay invisible for the queue's
+        // visibility timeout (and hold up their FIFO group). It ends within
+        // `poll_wait`; what it brings is processed like any batch, and the
+        // stop is honoured at the top of the next round, as a Lambda event
+        // source finishes the invocation it started.
+        let out = function::scope(target.function(), receive).await;
         let messages = match out {
             Ok(o) => {
                 backoff = Duration::from_millis(200);

@@ -615,8 +615,8 @@ impl Driver {
             // The token expired while connected: a new connection with a
             // fresh token (a provider is asked again) resumes from the last seq.
             ErrorCode::TokenExpired => {
-                return Err(Ended::Lost(format!(
-                    "the token expired: {}; reconnecting with a fresh token",
+                return Err(Ended::Rollover(format!(
+                    "the token expired: {}; reconnecting at once with a fresh token",
                     e.message
                 )));
             }
