@@ -1,0 +1,884 @@
+"""The subscriber: one WebSocket to the gateway that reconnects, re-joins,
+resumes and acknowledges by itself, and hands the application one ordered
+stream per channel. A port of the Rust client's behaviour
+(`clients/rust/src/driver.rs`, `docs/client.md`)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import json
+import logging
+import random
+import re
+from typing import Any, Awaitable, Callable, Literal, Union
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+
+from . import __version__
+from ._backoff import Backoff
+from ._sequencer import Sequencer, approx_size
+from ._types import Event, Gap, Joined, Position
+from .errors import (
+    AgentWireError,
+    ClosedError,
+    ExhaustedError,
+    ProtocolError,
+    RefusedError,
+    ServerError,
+    UnauthorizedError,
+)
+
+log = logging.getLogger("agentwire")
+
+#: The protocol versions this client speaks.
+PROTOCOL_MIN = 1
+PROTOCOL_MAX = 1
+#: Channels per `join` frame (the gateway's limit).
+MAX_CHANNELS_PER_JOIN = 50
+_CHANNEL_RE = re.compile(r"^[A-Za-z0-9\-_.:/@]{1,128}$")
+
+State = Literal["connecting", "connected", "reconnecting", "closed"]
+Since = Union[None, Literal["head"], Position]
+TokenProvider = Callable[[], Union[str, Awaitable[str]]]
+
+# How one connection ended.
+_CLOSED, _LOST, _ROLLOVER, _RECONNECT_NOW, _FATAL = "closed", "lost", "rollover", "now", "fatal"
+_FAILED, _TOKEN_REFUSED = "failed", "token_refused"
+
+
+class _End(Exception):
+    """Raised inside the connection loop to end the connection."""
+
+    def __init__(self, how: str, reason: Any) -> None:
+        super().__init__(str(reason))
+        self.how = how
+        self.reason = reason
+
+
+class Subscription:
+    """One joined channel: an async iterator of `Event | Gap`, each seq once,
+    in order, across reconnects. Items wait in a per-subscription buffer so a
+    slow consumer never blocks the connection (pings and acks keep flowing);
+    over `max_buffered` events the channel stops taking events and fetches
+    them again from the log once the consumer has caught up."""
+
+    def __init__(self, client: Client, channel: str) -> None:
+        self._client = client
+        self.channel = channel
+        self._items: collections.deque[Event | Gap] = collections.deque()
+        self._sizes: collections.deque[int] = collections.deque()
+        self._bytes = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._done = False
+        self._error: BaseException | None = None
+        self._consumed: Position | None = None
+        self._ack_wanted: int | None = None
+        self._joined: Joined | None = None
+        self._joined_waiters: list[asyncio.Future[Joined]] = []
+
+    # -- the application's side -------------------------------------------
+
+    @property
+    def position(self) -> Position | None:
+        """The position of the last item the application took: resume from
+        it (`Client.join(channel, since=sub.position)`) to miss nothing."""
+        return self._consumed
+
+    @property
+    def joined(self) -> Joined | None:
+        """The gateway's last `joined` answer for this channel."""
+        return self._joined
+
+    @property
+    def buffered(self) -> int:
+        """Items waiting for the application."""
+        return len(self._items)
+
+    async def wait_joined(self, timeout: float | None = None) -> Joined:
+        """Waits for the gateway's first `joined` answer; raises the refusal
+        (`ServerError` with code `forbidden`, `invalid_channel`...) or the
+        client's fatal error."""
+        if self._joined is not None:
+            return self._joined
+        if self._done:
+            raise self._error or ClosedError("the subscription ended before it was joined")
+        fut: asyncio.Future[Joined] = asyncio.get_running_loop().create_future()
+        self._joined_waiters.append(fut)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            if fut in self._joined_waiters:
+                self._joined_waiters.remove(fut)
+
+    def poll(self) -> Event | Gap | None:
+        """The next item if one is waiting, else `None` (never blocks). Raises
+        the client's fatal error once everything before it was taken."""
+        if self._items:
+            return self._take()
+        if self._done and self._error is not None:
+            raise self._error
+        return None
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event | Gap:
+        while True:
+            if self._items:
+                return self._take()
+            if self._done:
+                if self._error is not None:
+                    raise self._error
+                raise StopAsyncIteration
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    async def ack(self, seq: int) -> None:
+        """Moves the durable cursor to `seq` (at most what the application
+        took). With `auto_ack` the client does this by itself."""
+        self._ack_wanted = max(seq, self._ack_wanted or 0)
+        await self._client._flush_acks_now()
+
+    async def leave(self) -> None:
+        """Acknowledges what was taken, leaves the channel and ends the
+        iteration."""
+        await self._client._leave(self.channel)
+
+    # -- the client's side ------------------------------------------------
+
+    def _take(self) -> Event | Gap:
+        item = self._items.popleft()
+        self._bytes -= self._sizes.popleft()
+        if isinstance(item, Event):
+            self._consumed = Position(item.epoch, item.seq)
+        else:
+            epoch = self._consumed.epoch if self._consumed else self._client._epoch_of(self.channel)
+            self._consumed = Position(epoch or "", item.to_seq)
+        self._client._taken(self)
+        return item
+
+    def _put(self, item: Event | Gap) -> bool:
+        """Queues an item; `False` (and nothing queued) when the buffer is full."""
+        c = self._client
+        size = 0
+        if isinstance(item, Event):
+            if len(self._items) >= c._max_buffered:
+                return False
+            if c._max_buffered_bytes:
+                size = approx_size(item)
+                if self._items and self._bytes + size > c._max_buffered_bytes:
+                    return False
+                self._bytes += size
+        self._items.append(item)
+        self._sizes.append(size)
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        return True
+
+    def _set_joined(self, j: Joined) -> None:
+        self._joined = j
+        for fut in self._joined_waiters:
+            if not fut.done():
+                fut.set_result(j)
+        self._joined_waiters.clear()
+
+    def _finish(self, error: BaseException | None, *, discard: bool = False) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._error = error
+        if discard:
+            self._items.clear()
+            self._sizes.clear()
+            self._bytes = 0
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+        for fut in self._joined_waiters:
+            if not fut.done():
+                fut.set_exception(error or ClosedError("the subscription ended before it was joined"))
+        self._joined_waiters.clear()
+
+
+class _Channel:
+    __slots__ = ("name", "seq", "initial", "acked", "sub", "suspended")
+
+    def __init__(self, name: str, since: Since, sub: Subscription) -> None:
+        self.name = name
+        self.initial = since
+        self.seq = (
+            Sequencer.resuming(name, since.epoch, since.seq)
+            if isinstance(since, Position)
+            else Sequencer(name)
+        )
+        self.acked: Position | None = None
+        self.sub = sub
+        self.suspended = False
+
+    def since(self) -> Any:
+        if self.seq.epoch is not None and self.seq.last is not None:
+            return {"epoch": self.seq.epoch, "seq": self.seq.last}
+        if isinstance(self.initial, Position):
+            return {"epoch": self.initial.epoch, "seq": self.initial.seq}
+        return self.initial
+
+
+def _since_arg(since: Any) -> Since:
+    if since is None or since == "head":
+        return since
+    if isinstance(since, Position):
+        return since
+    if isinstance(since, tuple) and len(since) == 2:
+        return Position(str(since[0]), int(since[1]))
+    if isinstance(since, dict):
+        return Position(str(since["epoch"]), int(since["seq"]))
+    raise ValueError(f"since must be None, 'head' or Position(epoch, seq), not {since!r}")
+
+
+class Client:
+    """A reconnecting, resuming subscriber.
+
+    ```python
+    async with Client("wss://…", token="…") as client:
+        sub = await client.join("agent-1")
+        async for item in sub:
+            ...
+    ```
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        token_provider: TokenProvider | None = None,
+        min_reconnect_delay: float = 0.5,
+        max_reconnect_delay: float = 30.0,
+        max_attempts: int | None = None,
+        max_connection_age: float | None = 115 * 60.0,
+        ack_debounce: float | None = 1.0,
+        auto_ack: bool = True,
+        ping_interval: float = 30.0,
+        ping_timeout: float = 20.0,
+        handshake_timeout: float = 10.0,
+        max_buffered: int = 10_000,
+        max_buffered_bytes: int = 32 * 1024 * 1024,
+        client_name: str = f"agentwire-python/{__version__}",
+    ) -> None:
+        if (token is None) == (token_provider is None):
+            raise ValueError("give exactly one of token= and token_provider=")
+        if not url.startswith(("ws://", "wss://")):
+            raise ValueError(f"the gateway URL must start with ws:// or wss://: {url!r}")
+        self.url = url
+        self._token = token
+        self._provider = token_provider
+        self._backoff = Backoff(min_reconnect_delay, max_reconnect_delay, max_attempts)
+        self._max_age = max_connection_age
+        self._ack_debounce = ack_debounce
+        self._auto_ack = auto_ack
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._handshake_timeout = handshake_timeout
+        self._max_buffered = max(1, max_buffered)
+        self._max_buffered_bytes = max_buffered_bytes
+        self._client_name = client_name
+
+        self._channels: dict[str, _Channel] = {}
+        self._pending: dict[str, list[str]] = {}
+        self._next_id = 0
+        self._ws: ClientConnection | None = None
+        self._end: _End | None = None
+        self._pong_deadline: float | None = None
+        self._ack_at: float | None = None
+        self._resume_wanted = False
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._stopped: asyncio.Event | None = None
+        self._error: AgentWireError | None = None
+        self._state: State = "closed"
+        self._state_cbs: list[Callable[[State], Any]] = []
+        self._joined_cbs: list[Callable[[Joined], Any]] = []
+        self._error_cbs: list[Callable[[AgentWireError], Any]] = []
+
+    # -- lifecycle --------------------------------------------------------
+
+    async def __aenter__(self) -> Client:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        """Starts connecting (in the background). `async with` does it."""
+        if self._task is not None:
+            return
+        self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="agentwire-client")
+
+    async def close(self) -> None:
+        """Acknowledges what was taken, closes the connection and stops."""
+        if self._task is None:
+            self._closing = True
+            self._finish_all(None)
+            return
+        if self._closing:
+            await self._stopped.wait()  # type: ignore[union-attr]
+            return
+        self._closing = True
+        ws = self._ws
+        if ws is not None and not self._task.done():
+            try:
+                await self._flush_acks(ws)
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
+            self._end = _End(_CLOSED, "closed by the application")
+            try:
+                await ws.close(1000, "closed by the client")
+            except Exception:  # noqa: BLE001
+                pass
+        if not self._task.done() and self._ws is None:
+            self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            if not self._task.cancelled():
+                raise
+        self._finish_all(None)
+
+    async def wait_closed(self) -> None:
+        """Waits until the client stops; raises its fatal error, if any."""
+        if self._stopped is not None:
+            await self._stopped.wait()
+        if self._error is not None:
+            raise self._error
+
+    @property
+    def error(self) -> AgentWireError | None:
+        """The fatal error that stopped the client, if any."""
+        return self._error
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def on_state(self, callback: Callable[[State], Any]) -> Callable[[State], Any]:
+        """`callback(state)` on each change: connecting, connected,
+        reconnecting, closed. Usable as a decorator."""
+        self._state_cbs.append(callback)
+        return callback
+
+    def on_joined(self, callback: Callable[[Joined], Any]) -> Callable[[Joined], Any]:
+        """`callback(Joined)` for each channel of each `joined` answer (the
+        first join and every re-join), before its replayed items."""
+        self._joined_cbs.append(callback)
+        return callback
+
+    def on_error(self, callback: Callable[[AgentWireError], Any]) -> Callable[[AgentWireError], Any]:
+        """`callback(error)` for errors that do not stop the client (an error
+        frame, an unreadable frame)."""
+        self._error_cbs.append(callback)
+        return callback
+
+    # -- commands ---------------------------------------------------------
+
+    async def join(self, channel: str, since: Any = None) -> Subscription:
+        """Subscribes to `channel` from `since`: `None` (the durable cursor),
+        `"head"` (only new events) or `Position(epoch, seq)` (every retained
+        event after `seq`). Returns at once; a refusal ends the subscription
+        with a `ServerError` (see `Subscription.wait_joined`)."""
+        if self._closing or self._error is not None:
+            raise self._error or ClosedError("the client is closed")
+        if not _CHANNEL_RE.match(channel):
+            raise ValueError(f"invalid channel name {channel!r}")
+        existing = self._channels.get(channel)
+        if existing is not None:
+            return existing.sub
+        sub = Subscription(self, channel)
+        self._channels[channel] = _Channel(channel, _since_arg(since), sub)
+        if self._task is None:
+            self.start()
+        ws = self._ws
+        if ws is not None:
+            await self._send_joins(ws, [channel])
+        return sub
+
+    async def _leave(self, channel: str) -> None:
+        ch = self._channels.pop(channel, None)
+        if ch is None:
+            return
+        ack = self._ack_target(ch)
+        ws = self._ws
+        if ws is not None:
+            if ack is not None:
+                await self._send(ws, {"action": "ack", "channel": channel, "seq": ack.seq})
+            self._next_id += 1
+            await self._send(ws, {"action": "leave", "id": f"l{self._next_id}", "channels": [channel]})
+        ch.sub._finish(None, discard=True)
+
+    # -- internals: state -------------------------------------------------
+
+    def _set_state(self, state: State) -> None:
+        if state == self._state:
+            return
+        self._state = state
+        for cb in list(self._state_cbs):
+            self._call(cb, state)
+
+    def _call(self, cb: Callable[..., Any], *args: Any) -> None:
+        try:
+            r = cb(*args)
+            if inspect.iscoroutine(r):
+                r.close()
+                log.warning("agentwire: callbacks must be plain functions; %r returned a coroutine", cb)
+        except Exception:  # noqa: BLE001 - an application callback failed
+            log.exception("agentwire: a callback raised")
+
+    def _report(self, err: AgentWireError) -> None:
+        log.info("agentwire: %s", err)
+        for cb in list(self._error_cbs):
+            self._call(cb, err)
+
+    def _epoch_of(self, channel: str) -> str | None:
+        ch = self._channels.get(channel)
+        return ch.seq.epoch if ch else None
+
+    def _finish_all(self, error: AgentWireError | None) -> None:
+        for ch in self._channels.values():
+            ch.sub._finish(error)
+        self._set_state("closed")
+        if self._stopped is not None:
+            self._stopped.set()
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def _taken(self, sub: Subscription) -> None:
+        """The application took an item: ack it (debounced); resume a
+        channel that stopped taking events once its buffer drained."""
+        ch = self._channels.get(sub.channel)
+        if ch is None or ch.sub is not sub:
+            return
+        if self._auto_ack and self._ack_debounce is not None and self._ack_at is None:
+            loop = asyncio.get_running_loop()
+            self._ack_at = loop.time() + self._ack_debounce
+            self._poke()
+        if ch.suspended and len(sub._items) <= self._max_buffered // 2:
+            ch.suspended = False
+            ch.seq.rejoining()
+            self._resume_wanted = True
+            self._poke()
+
+    # -- internals: the connection loop -----------------------------------
+
+    async def _run(self) -> None:
+        token_refused_once = False
+        try:
+            while True:
+                how, reason = await self._attempt()
+                if how == _CLOSED:
+                    return
+                if how == _FATAL:
+                    self._fail(reason)
+                    return
+                if how in (_ROLLOVER, _RECONNECT_NOW):
+                    token_refused_once = False
+                    self._set_state("reconnecting")
+                    continue
+                if how == _LOST:
+                    token_refused_once = False
+                elif how == _TOKEN_REFUSED:
+                    # A provider is asked for a fresh token once; a fresh token
+                    # refused too means retrying would only hammer.
+                    if self._provider is None or token_refused_once:
+                        self._fail(reason)
+                        return
+                    token_refused_once = True
+                if self._closing:
+                    return
+                delay = self._backoff.next_delay(random.random())
+                if delay is None:
+                    self._fail(
+                        ExhaustedError(
+                            f"gave up after {self._backoff.attempt} reconnect attempts; last failure: {reason}"
+                        )
+                    )
+                    return
+                log.debug("agentwire: reconnecting in %.3fs (%s)", delay, reason)
+                self._set_state("reconnecting")
+                await asyncio.sleep(delay)
+        finally:
+            self._ws = None
+            self._finish_all(self._error)
+
+    def _fail(self, err: Any) -> None:
+        if not isinstance(err, AgentWireError):
+            err = AgentWireError(str(err))
+        log.warning("agentwire: client stopped: %s", err)
+        self._error = err
+        for ch in self._channels.values():
+            ch.sub._finish(err)
+
+    async def _get_token(self) -> str:
+        if self._token is not None:
+            return self._token
+        assert self._provider is not None
+        t = self._provider()
+        if inspect.isawaitable(t):
+            t = await t
+        return str(t)
+
+    async def _attempt(self) -> tuple[str, Any]:
+        self._set_state("connecting")
+        try:
+            token = await self._get_token()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any provider failure is retried
+            return _FAILED, f"the token provider failed: {e!r}"
+        if self._closing:
+            return _CLOSED, None
+        offered = [f"agentwire.v{v}" for v in range(PROTOCOL_MAX, PROTOCOL_MIN - 1, -1)]
+        try:
+            ws = await connect(
+                self.url,
+                additional_headers={"Authorization": f"Bearer {token}"},
+                subprotocols=offered,  # type: ignore[arg-type]
+                open_timeout=self._handshake_timeout,
+                ping_interval=None,
+                close_timeout=2,
+                max_size=None,
+                compression=None,
+                user_agent_header=self._client_name,
+            )
+        except asyncio.CancelledError:
+            raise
+        except InvalidStatus as e:
+            return self._classify_refusal(e.response.status_code, e.response.body or b"")
+        except InvalidURI as e:
+            return _FATAL, RefusedError(f"bad gateway URL: {e}", code="refused")
+        except Exception as e:  # noqa: BLE001 - network, TLS, time-out: retried
+            return _FAILED, f"cannot connect: {e!r}"
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self._end = None
+        timers: asyncio.Task[None] | None = None
+        try:
+            await self._handshake(ws)
+            self._ws = ws
+            self._pending.clear()
+            self._pong_deadline = None
+            self._set_state("connected")
+            await self._send_joins(ws, [n for n, ch in self._channels.items() if not ch.suspended])
+            timers = loop.create_task(self._timers(ws, started), name="agentwire-timers")
+            await self._read(ws)
+            end = self._end or _End(_LOST, "the gateway closed the connection")
+        except _End as e:
+            end = self._end or e
+        except ConnectionClosed as e:
+            end = self._end or _End(_LOST, f"the connection ended: {e}")
+        finally:
+            self._ws = None
+            if timers is not None:
+                timers.cancel()
+                try:
+                    await timers
+                except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                    pass
+            try:
+                await ws.close(1000, "closed by the client")
+            except Exception:  # noqa: BLE001
+                pass
+            self._backoff.connection_ended(loop.time() - started)
+            self._pending.clear()
+            for ch in self._channels.values():
+                ch.seq.rejoining()
+        if self._closing and end.how != _FATAL:
+            return _CLOSED, None
+        return end.how, end.reason
+
+    def _classify_refusal(self, status: int, body: bytes) -> tuple[str, Any]:
+        code: str | None = None
+        message = body.decode("utf-8", "replace").strip()[:300]
+        parsed: Any = None
+        try:
+            parsed = json.loads(body)
+            if isinstance(parsed, dict):
+                code = parsed.get("code")
+                message = str(parsed.get("message", message))
+        except ValueError:
+            pass
+        if code == "version_unsupported":
+            return _FATAL, ProtocolError(message, code=code, status=status, body=parsed)
+        if status == 401:
+            return _TOKEN_REFUSED, UnauthorizedError(message, code=code or "unauthorized", status=status, body=parsed)
+        if status in (408, 429) or 500 <= status <= 599:
+            return _FAILED, f"the gateway answered HTTP {status}: {message}"
+        return _FATAL, RefusedError(f"HTTP {status}: {message}", status=status, body=parsed)
+
+    async def _handshake(self, ws: ClientConnection) -> None:
+        await ws.send(
+            json.dumps(
+                {
+                    "action": "hello",
+                    "protocol": {"min": PROTOCOL_MIN, "max": PROTOCOL_MAX},
+                    "client": self._client_name,
+                }
+            )
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._handshake_timeout
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise _End(_LOST, f"no `welcome` within {self._handshake_timeout}s")
+            try:
+                raw = await asyncio.wait_for(ws.recv(), remaining)
+            except asyncio.TimeoutError:
+                raise _End(_LOST, f"no `welcome` within {self._handshake_timeout}s") from None
+            if not isinstance(raw, str):
+                continue
+            try:
+                frame = json.loads(raw)
+            except ValueError:
+                continue
+            t = frame.get("type") if isinstance(frame, dict) else None
+            if t == "welcome":
+                return
+            if t == "error":
+                if frame.get("code") == "version_unsupported":
+                    raise _End(
+                        _FATAL,
+                        ProtocolError(str(frame.get("message", "")), code="version_unsupported", body=frame),
+                    )
+                raise _End(_LOST, f"`hello` refused ({frame.get('code')}): {frame.get('message')}")
+
+    async def _read(self, ws: ClientConnection) -> None:
+        async for raw in ws:
+            self._pong_deadline = None
+            if not isinstance(raw, str):
+                continue
+            try:
+                frame = json.loads(raw)
+            except ValueError as e:
+                self._report(ProtocolError(f"unreadable frame: {e}: {raw[:200]}", code="decode"))
+                continue
+            if not isinstance(frame, dict):
+                continue
+            touched = self._on_frame(frame)
+            if touched:
+                lagging = [
+                    n
+                    for n in touched
+                    if (ch := self._channels.get(n)) is not None and not ch.suspended and ch.seq.wants_rejoin()
+                ]
+                if lagging:
+                    log.debug("agentwire: fetching missed seqs of %s from the log", lagging)
+                    await self._send_joins(ws, lagging)
+            if self._end is not None:
+                raise self._end
+
+    def _on_frame(self, f: dict[str, Any]) -> list[str]:
+        t = f.get("type")
+        if t == "event":
+            name = f.get("channel")
+            ch = self._channels.get(name)  # type: ignore[arg-type]
+            if ch is None or ch.suspended:
+                return []
+            self._deliver(ch, ch.seq.event(Event.from_frame(f)))
+            return [ch.name]
+        if t == "batch":
+            touched: list[str] = []
+            for e in f.get("events") or []:
+                ch = self._channels.get(e.get("channel"))
+                if ch is None or ch.suspended:
+                    continue
+                self._deliver(ch, ch.seq.event(Event.from_frame(e)))
+                if not touched or touched[-1] != ch.name:
+                    touched.append(ch.name)
+            return touched
+        if t == "joined":
+            rid = f.get("id")
+            if rid is not None:
+                self._pending.pop(rid, None)
+            confirmed: list[tuple[_Channel, Joined]] = []
+            for jc in f.get("channels") or []:
+                ch = self._channels.get(jc.get("name"))
+                if ch is None:
+                    continue
+                j = Joined(
+                    channel=ch.name,
+                    epoch=str(jc.get("epoch", "")),
+                    head=int(jc.get("head", 0)),
+                    replayed=int(jc.get("replayed", 0)),
+                    recovered=bool(jc.get("recovered", True)),
+                    until=jc.get("until"),
+                )
+                confirmed.append((ch, j))
+            deliveries = []
+            for ch, j in confirmed:
+                deliveries.append((ch, ch.seq.joined(j.epoch, j.head, j.replayed, j.until)))
+            for ch, j in confirmed:
+                ch.sub._set_joined(j)
+                for cb in list(self._joined_cbs):
+                    self._call(cb, j)
+            for ch, ds in deliveries:
+                if self._channels.get(ch.name) is ch:
+                    self._deliver(ch, ds)
+            return [ch.name for ch, _ in confirmed]
+        if t == "gap":
+            ch = self._channels.get(f.get("channel"))  # type: ignore[arg-type]
+            if ch is None or ch.suspended:
+                return []
+            self._deliver(ch, ch.seq.gap(int(f["from"]), int(f["to"])))
+            return [ch.name]
+        if t == "error":
+            self._on_error_frame(f)
+            return []
+        return []  # welcome, pong, left
+
+    def _on_error_frame(self, f: dict[str, Any]) -> None:
+        code = str(f.get("code", "internal"))
+        message = str(f.get("message", ""))
+        rid = f.get("id")
+        request = self._pending.pop(rid, None) if rid is not None else None
+        if code == "version_unsupported":
+            raise _End(_FATAL, ProtocolError(message, code=code, body=f))
+        if code == "token_expired":
+            # A new connection with a fresh token resumes from the last seq.
+            raise _End(_RECONNECT_NOW, f"the token expired: {message}; reconnecting with a fresh token")
+        if code == "not_connected":
+            raise _End(_LOST, f"the gateway no longer knows this connection: {message}")
+        if code == "internal" and request is not None:
+            raise _End(_LOST, f"a join failed: {message}")
+        err = ServerError(message, code=code, body=f)
+        if request is not None:
+            # Refused for good (forbidden, invalid channel): not re-joined.
+            for name in request:
+                ch = self._channels.pop(name, None)
+                if ch is not None:
+                    ch.sub._finish(err)
+        self._report(err)
+
+    def _deliver(self, ch: _Channel, ds: list[Event | Gap]) -> None:
+        if not ds:
+            return
+        sub = ch.sub
+        for d in ds:
+            if not sub._put(d):
+                # The application is behind: stop taking this channel's events
+                # and fetch them again from the log once it has caught up.
+                assert isinstance(d, Event)
+                ch.seq.rewind(d.seq - 1)
+                ch.suspended = True
+                log.debug("agentwire: %s: buffer full; pausing after seq %d", ch.name, d.seq - 1)
+                return
+
+    async def _timers(self, ws: ClientConnection, started: float) -> None:
+        loop = asyncio.get_running_loop()
+        wake = self._wake
+        assert wake is not None
+        ping_at = loop.time() + self._ping_interval
+        rollover_at = started + self._max_age if self._max_age is not None else None
+        while True:
+            if self._resume_wanted:
+                self._resume_wanted = False
+                names = [n for n, ch in self._channels.items() if not ch.suspended and ch.seq.awaiting_join]
+                names = [n for n in names if not any(n in v for v in self._pending.values())]
+                if names:
+                    await self._send_joins(ws, names)
+            now = loop.time()
+            if self._pong_deadline is not None and now >= self._pong_deadline:
+                self._end = _End(_LOST, f"no answer to ping within {self._ping_timeout}s: the connection is dead")
+                ws.transport.abort()
+                return
+            if rollover_at is not None and now >= rollover_at:
+                await self._flush_acks(ws)
+                self._end = _End(_ROLLOVER, "connection age limit reached: reconnecting")
+                await ws.close(1000, "rollover")
+                return
+            if self._ack_at is not None and now >= self._ack_at:
+                self._ack_at = None
+                await self._flush_acks(ws)
+            if now >= ping_at:
+                await self._send(ws, {"action": "ping"})
+                ping_at = now + self._ping_interval
+                if self._pong_deadline is None:
+                    self._pong_deadline = now + self._ping_timeout
+            deadlines = [d for d in (ping_at, self._pong_deadline, self._ack_at, rollover_at) if d is not None]
+            timeout = max(0.0, min(deadlines) - loop.time())
+            wake.clear()
+            if self._resume_wanted:
+                continue
+            try:
+                await asyncio.wait_for(wake.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _send(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
+        try:
+            await ws.send(json.dumps(frame, separators=(",", ":")))
+        except ConnectionClosed:
+            pass  # the reader notices and reconnects
+
+    async def _send_joins(self, ws: ClientConnection, names: list[str]) -> None:
+        for i in range(0, len(names), MAX_CHANNELS_PER_JOIN):
+            entries = []
+            chunk: list[str] = []
+            for name in names[i : i + MAX_CHANNELS_PER_JOIN]:
+                ch = self._channels.get(name)
+                if ch is None:
+                    continue
+                ch.seq.rejoining()
+                since = ch.since()
+                entries.append({"name": name} if since is None else {"name": name, "since": since})
+                chunk.append(name)
+            if not entries:
+                continue
+            self._next_id += 1
+            rid = f"j{self._next_id}"
+            self._pending[rid] = chunk
+            await self._send(ws, {"action": "join", "id": rid, "channels": entries})
+
+    def _ack_target(self, ch: _Channel) -> Position | None:
+        """What to acknowledge on `ch` now: what the application took (or, without
+        auto_ack, what it asked for, never past what it took), if it moved."""
+        sub = ch.sub
+        taken = sub._consumed
+        if taken is None or taken.seq <= 0:
+            return None
+        if self._auto_ack and self._ack_debounce is not None:
+            want = taken.seq
+        elif sub._ack_wanted is None:
+            return None
+        else:
+            want = min(sub._ack_wanted, taken.seq)
+        if want <= 0:
+            return None
+        if ch.seq.epoch is not None and ch.seq.epoch not in ("", taken.epoch):
+            return None  # the log was reset since: that seq means nothing now
+        if ch.acked is not None and ch.acked.epoch == taken.epoch and ch.acked.seq >= want:
+            return None
+        return Position(taken.epoch, want)
+
+    async def _flush_acks(self, ws: ClientConnection) -> None:
+        for name, ch in list(self._channels.items()):
+            target = self._ack_target(ch)
+            if target is not None:
+                ch.acked = target
+                await self._send(ws, {"action": "ack", "channel": name, "seq": target.seq})
+
+    async def _flush_acks_now(self) -> None:
+        ws = self._ws
+        if ws is not None:
+            await self._flush_acks(ws)

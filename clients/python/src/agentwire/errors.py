@@ -1,0 +1,74 @@
+"""What can go wrong, typed. Every error carries the gateway's stable `code`
+(`forbidden`, `unauthorized`, `token_expired`, `version_unsupported`,
+`rate_limited`, ...) when there is one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AgentWireError(Exception):
+    """The base of every agentwire error."""
+
+    code: str = "error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.status = status
+        self.body = body
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class UnauthorizedError(AgentWireError):
+    """The gateway refused the token (`unauthorized` or `token_expired`).
+    Fatal for a client with a fixed token; with a token provider, fatal once
+    a freshly provided token is refused too."""
+
+    code = "unauthorized"
+
+
+class ProtocolError(AgentWireError):
+    """No protocol version in common (`version_unsupported`), or an answer
+    this client cannot read."""
+
+    code = "protocol"
+
+
+class ServerError(AgentWireError):
+    """The gateway answered with an error: an `error` frame (for example
+    `forbidden` for a join the token does not grant) or an HTTP error of the
+    publish route (`forbidden`, `message_too_large`, `rate_limited`,
+    `internal`...)."""
+
+    code = "internal"
+
+
+class RefusedError(AgentWireError):
+    """The gateway refused the connection for a reason a retry cannot fix
+    (an HTTP 4xx on the upgrade other than 401/408/429)."""
+
+    code = "refused"
+
+
+class ExhaustedError(AgentWireError):
+    """The reconnect attempts ran out (`max_attempts`)."""
+
+    code = "exhausted"
+
+
+class ClosedError(AgentWireError):
+    """The client is closed: nothing more can be joined, acknowledged or read."""
+
+    code = "closed"

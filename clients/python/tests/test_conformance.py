@@ -1,0 +1,306 @@
+"""The language-neutral client scenarios of `conformance/` (see its README),
+run against this client: an in-process scripted gateway accepts or refuses
+each connection attempt, checks the frames the client sends, sends the frames
+the script says, and the application's observations (joined, events, gaps, a
+fatal error) are compared in order. The Rust and TypeScript clients run the
+same files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from agentwire import AgentWireError, Client, Event, Gap, Position
+from agentwire._backoff import Backoff
+
+ROOT = Path(__file__).resolve().parents[3] / "conformance"
+SCENARIOS = sorted((ROOT / "scenarios").glob("*.json"))
+STEP = 5.0
+
+
+def matches(pattern: Any, actual: Any) -> bool:
+    """`pattern` ⊆ `actual`, `"*"` matching any present value."""
+    if pattern == "*":
+        return actual is not None
+    if isinstance(pattern, dict):
+        return isinstance(actual, dict) and all(k in actual and matches(v, actual[k]) for k, v in pattern.items())
+    if isinstance(pattern, list):
+        return isinstance(actual, list) and len(pattern) == len(actual) and all(map(matches, pattern, actual))
+    if isinstance(pattern, bool) or isinstance(actual, bool):
+        return type(pattern) is type(actual) and pattern == actual
+    return pattern == actual
+
+
+def substitute(v: Any, rid: str) -> Any:
+    if v == "$id":
+        return rid
+    if isinstance(v, dict):
+        return {k: substitute(x, rid) for k, x in v.items()}
+    if isinstance(v, list):
+        return [substitute(x, rid) for x in v]
+    return v
+
+
+def since(v: Any) -> Any:
+    if v is None or v == "head":
+        return v
+    return Position(v["epoch"], v["seq"])
+
+
+def observation(item: Event | Gap) -> dict[str, Any]:
+    if isinstance(item, Event):
+        return {
+            "event": {
+                "channel": item.channel,
+                "epoch": item.epoch,
+                "seq": item.seq,
+                "id": item.id,
+                "kind": item.kind,
+                "data": item.data,
+                "ts": item.ts,
+            }
+        }
+    return {"gap": {"channel": item.channel, "from": item.from_seq, "to": item.to_seq}}
+
+
+class Attempt:
+    def __init__(self, request: Request) -> None:
+        auth = request.headers.get("Authorization", "")
+        token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else None
+        if token is None:
+            token = (parse_qs(urlsplit(request.path).query).get("token") or [None])[0]
+        self.token = token
+        self.offered = [
+            p.strip() for h in request.headers.get_all("Sec-WebSocket-Protocol") for p in h.split(",")
+        ]
+        self.decision: asyncio.Future[tuple[int, Any] | None] = asyncio.get_running_loop().create_future()
+
+
+class Runner:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.attempts: asyncio.Queue[Attempt] = asyncio.Queue()
+        self.conns: asyncio.Queue[ServerConnection] = asyncio.Queue()
+        self.ws: ServerConnection | None = None
+        self.obs: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.ended = False
+        self.last_id = ""
+        self.fatal_seen = False
+        self.open_attempts: list[Attempt] = []
+
+    async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        att = Attempt(request)
+        self.open_attempts.append(att)
+        await self.attempts.put(att)
+        answer = await att.decision
+        if answer is None:
+            return None
+        status, body = answer
+        resp = connection.respond(status, json.dumps(body))
+        resp.headers["Content-Type"] = "application/json"
+        return resp
+
+    async def handler(self, ws: ServerConnection) -> None:
+        await self.conns.put(ws)
+        await ws.wait_closed()
+
+    async def next_obs(self) -> dict[str, Any] | None:
+        try:
+            return await asyncio.wait_for(self.obs.get(), STEP)
+        except asyncio.TimeoutError:
+            pytest.fail(f"{self.name}: nothing observed within {STEP}s")
+
+    async def observe(self, pattern: Any) -> None:
+        assert not self.ended, f"{self.name}: the client ended before {pattern}"
+        o = await self.next_obs()
+        if o is None:
+            self.ended = True
+            pytest.fail(f"{self.name}: the client ended before {pattern}")
+        assert matches(pattern, o), f"{self.name}: observed {o}, expected {pattern}"
+
+    async def attempt(self, answer: tuple[int, Any] | None, token: str | None) -> None:
+        try:
+            att = await asyncio.wait_for(self.attempts.get(), STEP)
+        except asyncio.TimeoutError:
+            pytest.fail(f"{self.name}: no connection attempt within {STEP}s")
+        att.decision.set_result(answer)
+        if answer is None:
+            assert "agentwire.v1" in att.offered, f"{self.name}: agentwire.v1 not offered: {att.offered}"
+            if token is not None:
+                assert att.token == token, f"{self.name}: the token of this attempt"
+            self.ws = await asyncio.wait_for(self.conns.get(), STEP)
+            assert self.ws.subprotocol == "agentwire.v1"
+
+    async def expect(self, pattern: Any) -> None:
+        assert self.ws is not None, f"{self.name}: expect without a connection"
+        while True:
+            try:
+                text = await asyncio.wait_for(self.ws.recv(), STEP)
+            except asyncio.TimeoutError:
+                pytest.fail(f"{self.name}: no frame within {STEP}s; expected {pattern}")
+            frame = json.loads(text)
+            if frame.get("action") == "ping" and pattern.get("action") != "ping":
+                continue
+            assert matches(pattern, frame), f"{self.name}: the client sent {frame}, expected {pattern}"
+            if isinstance(frame.get("id"), str):
+                self.last_id = frame["id"]
+            return
+
+    async def step(self, client: Client, subs: dict[str, Any], step: dict[str, Any]) -> None:
+        ((kind, arg),) = step.items()
+        if kind == "accept":
+            await self.attempt(None, arg.get("token"))
+        elif kind == "refuse":
+            await self.attempt((arg["status"], arg["body"]), None)
+        elif kind == "expect":
+            await self.expect(arg)
+        elif kind == "send":
+            assert self.ws is not None
+            await self.ws.send(json.dumps(substitute(arg, self.last_id)))
+        elif kind == "drop":
+            assert self.ws is not None
+            self.ws.transport.abort()
+            self.ws = None
+        elif kind == "close":
+            assert self.ws is not None
+            await self.ws.close(arg["code"], arg.get("reason", ""))
+            self.ws = None
+        elif kind == "observe":
+            await self.observe(arg)
+        elif kind == "act":
+            if "close" in arg:
+                await client.close()
+            elif "leave" in arg:
+                await subs[arg["leave"]["channel"]].leave()
+            else:
+                pytest.fail(f"{self.name}: unknown act {arg}")
+        elif kind == "no_connection":
+            while not self.ended:
+                o = await self.next_obs()
+                if o is None:
+                    self.ended = True
+                else:
+                    pytest.fail(f"{self.name}: observed {o} after the end")
+            try:
+                await asyncio.wait_for(client.wait_closed(), STEP)
+            except AgentWireError:
+                pass
+            assert self.attempts.empty(), f"{self.name}: a connection after the end"
+        else:
+            pytest.fail(f"{self.name}: unknown step {kind}")
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+async def test_scenario(path: Path) -> None:
+    sc = json.loads(path.read_text())
+    c = sc["client"]
+    r = Runner(sc["name"])
+    async with serve(
+        r.handler,
+        "127.0.0.1",
+        0,
+        process_request=r.process_request,
+        subprotocols=["agentwire.v1"],  # type: ignore[list-item]
+        ping_interval=None,
+    ) as server:
+        port = server.sockets[0].getsockname()[1]
+        kw: dict[str, Any] = {}
+        if "token" in c:
+            kw["token"] = c["token"]
+        else:
+            tokens = list(c["tokens"])
+
+            async def provider() -> str:
+                if not tokens:
+                    raise RuntimeError("no more tokens")
+                return tokens.pop(0)
+
+            kw["token_provider"] = provider
+        debounce = c.get("ackDebounceMs")
+        client = Client(
+            f"ws://127.0.0.1:{port}",
+            min_reconnect_delay=c.get("minReconnectMs", 10) / 1000,
+            max_reconnect_delay=c.get("maxReconnectMs", 40) / 1000,
+            max_attempts=c.get("maxAttempts"),
+            ping_interval=60.0,
+            ping_timeout=60.0,
+            max_connection_age=None,
+            ack_debounce=None if debounce is None else debounce / 1000,
+            handshake_timeout=STEP,
+            **kw,
+        )
+        subs: dict[str, Any] = {}
+
+        def on_joined(j: Any) -> None:
+            # What the application already had comes first.
+            for sub in subs.values():
+                while (item := sub.poll()) is not None:
+                    r.obs.put_nowait(observation(item))
+            r.obs.put_nowait(
+                {
+                    "joined": {
+                        "channel": j.channel,
+                        "epoch": j.epoch,
+                        "head": j.head,
+                        "replayed": j.replayed,
+                        "recovered": j.recovered,
+                    }
+                }
+            )
+
+        client.on_joined(on_joined)
+
+        async def pump(sub: Any) -> None:
+            try:
+                async for item in sub:
+                    r.obs.put_nowait(observation(item))
+            except AgentWireError as e:
+                if not r.fatal_seen:
+                    r.fatal_seen = True
+                    r.obs.put_nowait({"fatal": {"code": e.code}})
+            r.obs.put_nowait(None)
+
+        pumps = []
+        try:
+            for ch in c["channels"]:
+                subs[ch["name"]] = await client.join(ch["name"], since(ch.get("since")))
+            pumps = [asyncio.create_task(pump(s)) for s in subs.values()]
+            for step in sc["script"]:
+                await r.step(client, subs, step)
+        finally:
+            await client.close()
+            for att in r.open_attempts:
+                if not att.decision.done():
+                    att.decision.set_result((503, {"type": "error", "code": "internal", "message": "over"}))
+            for p in pumps:
+                await asyncio.wait_for(p, STEP)
+
+
+def test_the_backoff_schedule() -> None:
+    b = json.loads((ROOT / "backoff.json").read_text())
+
+    def fresh() -> Backoff:
+        return Backoff(b["min_ms"] / 1000, b["max_ms"] / 1000)
+
+    s = fresh()
+    for n, want in enumerate(b["ceilings_ms"]):
+        assert round(s.ceiling() * 1000) == want, f"ceiling before attempt {n + 1}"
+        s.next_delay(0.5)
+    for d in b["draws"]:
+        s = fresh()
+        for _ in range(1, d["attempt"]):
+            s.next_delay(0.0)
+        got = s.next_delay(d["unit"])
+        assert got is not None and round(got * 1000, 6) == d["delay_ms"], d
+
+
+def test_the_scenarios_are_there() -> None:
+    assert len(SCENARIOS) >= 10, SCENARIOS

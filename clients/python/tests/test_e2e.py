@@ -1,0 +1,359 @@
+"""End to end on the local stack: the dev gateway (`target/debug/agentwire-local`)
+on the local AWS endpoint (`localstack/up`, 127.0.0.1:4566), tokens and queue
+publishes from the `agentwire` CLI. Skipped only when the endpoint does not
+answer. Every run uses its own tenant."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator
+
+import pytest
+
+from agentwire import (
+    Client,
+    Event,
+    Gap,
+    Position,
+    Publisher,
+    ServerError,
+    UnauthorizedError,
+    publish_sync,
+)
+
+REPO = Path(__file__).resolve().parents[3]
+LOCAL = REPO / "target" / "debug" / "agentwire-local"
+CLI = REPO / "target" / "debug" / "agentwire"
+ENDPOINT = "http://127.0.0.1:4566"
+SECRET = "python-e2e-secret-" + "x" * 24
+WAIT = 30.0
+#: This run's events queue (a FIFO queue like `localstack/up`'s, with a 2 s
+#: visibility timeout): a stopped gateway's last long poll may still take
+#: messages published right after it stopped, which then stay invisible for
+#: the visibility timeout (60 s on the shared queue).
+QUEUE = "agentwire-py-" + uuid.uuid4().hex[:12] + ".fifo"
+_SIGV4 = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0"
+
+
+def _endpoint_answers() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 4566), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+pytestmark = pytest.mark.skipif(
+    not _endpoint_answers(),
+    reason="the local AWS endpoint (127.0.0.1:4566) does not answer: run localstack/up",
+)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        AWS_ENDPOINT_URL=ENDPOINT,
+        AWS_REGION="us-east-1",
+        AWS_ACCESS_KEY_ID="test",
+        AWS_SECRET_ACCESS_KEY="test",
+        AGENTWIRE_JWT_SECRET=SECRET,
+        AGENTWIRE_EVENTS_QUEUE=QUEUE,
+        RUST_LOG=env.get("RUST_LOG", "warn"),
+    )
+    return env
+
+
+def cli(*args: str, secret: str = SECRET) -> str:
+    assert CLI.exists(), f"{CLI} is missing: build the workspace (cargo build)"
+    env = _env()
+    env["AGENTWIRE_JWT_SECRET"] = secret
+    out = subprocess.run([str(CLI), *args], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, f"agentwire {' '.join(args)}: {out.stderr}"
+    return out.stdout.strip()
+
+
+def token(tenant: str, sub: str, *, secret: str = SECRET) -> str:
+    return cli("token", "--tenant", tenant, "--sub", sub, "--channels", "agent-*", "--publish", "agent-*", secret=secret)
+
+
+async def publish_queue(tenant: str, channel: str, n: int) -> None:
+    """Puts an event on the events queue (the gateway need not be up)."""
+    await asyncio.to_thread(
+        cli, "publish", "--endpoint", ENDPOINT, "--tenant", tenant, "--channel", channel,
+        "--kind", "k", "--data", json.dumps({"n": n}),
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Gateway:
+    def __init__(self, port: int, log: Path) -> None:
+        self.port = port
+        self.log_path = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        assert LOCAL.exists(), f"{LOCAL} is missing: build the workspace (cargo build)"
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(LOCAL), "--port", str(self.port)], env=_env(), stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"agentwire-local exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"agentwire-local did not listen within {WAIT}s")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def _sqs(**params: str) -> str:
+    import httpx
+
+    r = httpx.post(ENDPOINT + "/", data={"Version": "2012-11-05", **params}, headers={"Authorization": _SIGV4})
+    assert r.status_code == 200, r.text
+    return r.text
+
+
+@pytest.fixture(scope="module", autouse=True)
+def events_queue() -> Iterator[str]:
+    attrs = {
+        "FifoQueue": "true",
+        "VisibilityTimeout": "2",
+        "DeduplicationScope": "messageGroup",
+        "FifoThroughputLimit": "perMessageGroupId",
+    }
+    params = {"Action": "CreateQueue", "QueueName": QUEUE}
+    for i, (k, v) in enumerate(attrs.items(), 1):
+        params[f"Attribute.{i}.Name"] = k
+        params[f"Attribute.{i}.Value"] = v
+    _sqs(**params)
+    try:
+        yield QUEUE
+    finally:
+        _sqs(Action="DeleteQueue", QueueUrl=f"{ENDPOINT}/123456789012/{QUEUE}")
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[Gateway]:
+    gw = Gateway(free_port(), tmp_path / "agentwire-local.log")
+    gw.start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+@pytest.fixture
+def tenant() -> str:
+    return "py" + uuid.uuid4().hex[:12]
+
+
+async def take(sub: Any, n: int, timeout: float = WAIT) -> list[Event | Gap]:
+    out: list[Event | Gap] = []
+
+    async def run() -> None:
+        async for item in sub:
+            out.append(item)
+            if len(out) == n:
+                return
+
+    try:
+        await asyncio.wait_for(run(), timeout)
+    except asyncio.TimeoutError:
+        pytest.fail(f"{len(out)} of {n} items within {timeout}s: {out}")
+    return out
+
+
+def seqs(items: list[Event | Gap]) -> list[int]:
+    return [i.seq for i in items if isinstance(i, Event)]
+
+
+@pytest.fixture
+async def client_factory() -> AsyncIterator[Any]:
+    clients: list[Client] = []
+
+    def make(url: str, tok: str, **kw: Any) -> Client:
+        c = Client(url, token=tok, min_reconnect_delay=0.05, max_reconnect_delay=0.5, **kw)
+        clients.append(c)
+        return c
+
+    yield make
+    for c in clients:
+        await c.close()
+
+
+async def test_a_client_tails_a_channel_across_a_gateway_restart(gateway: Gateway, tenant: str, client_factory: Any) -> None:
+    channel = "agent-restart"
+    for n in (1, 2, 3):
+        await publish_queue(tenant, channel, n)
+    client = client_factory(gateway.ws_url, token(tenant, "tail"))
+    states: list[str] = []
+    client.on_state(states.append)
+    async with client:
+        sub = await client.join(channel, since=Position("", 0))
+        first = await take(sub, 3)
+        assert seqs(first) == [1, 2, 3]
+        await asyncio.to_thread(gateway.stop)
+        for n in (4, 5, 6):
+            await publish_queue(tenant, channel, n)
+        await asyncio.to_thread(gateway.start)
+        for n in (7, 8):
+            await publish_queue(tenant, channel, n)
+        rest = await take(sub, 5)
+        assert seqs(first + rest) == list(range(1, 9)), "every seq once, in order"
+        assert all(isinstance(i, Event) and i.data == {"n": i.seq} for i in first + rest)
+        assert "reconnecting" in states and states.count("connected") >= 2
+
+
+async def test_events_from_publisher_and_publish_sync_arrive(gateway: Gateway, tenant: str, client_factory: Any) -> None:
+    channel = "agent-pub"
+    tok = token(tenant, "pub")
+    async with client_factory(gateway.ws_url, tok) as client:
+        sub = await client.join(channel, since="head")
+        await sub.wait_joined(WAIT)
+        async with Publisher(gateway.http_url, token=tok) as p:
+            r = await p.publish(channel, kind="final", data={"text": "done"}, idempotency_key="run-7/final")
+        assert (r.id, r.channel) == ("run-7/final", channel)
+        r2 = await asyncio.to_thread(
+            publish_sync, gateway.http_url, token=tok, channel=channel, kind="status", data={"text": "cron ran"}
+        )
+        assert r2.channel == channel and r2.id
+        items = await take(sub, 2)
+        got = {(i.kind, json.dumps(i.data, sort_keys=True), i.id) for i in items if isinstance(i, Event)}
+        assert got == {
+            ("final", json.dumps({"text": "done"}), "run-7/final"),
+            ("status", json.dumps({"text": "cron ran"}), r2.id),
+        }
+        assert seqs(items) == [1, 2]
+
+
+async def test_a_refused_token_is_a_typed_error(gateway: Gateway, tenant: str, client_factory: Any) -> None:
+    bad = token(tenant, "intruder", secret="not-the-gateways-secret-" + "y" * 16)
+    client = client_factory(gateway.ws_url, bad)
+    async with client:
+        sub = await client.join("agent-1")
+        with pytest.raises(UnauthorizedError) as e:
+            await asyncio.wait_for(client.wait_closed(), WAIT)
+        assert e.value.code == "unauthorized"
+        with pytest.raises(UnauthorizedError):
+            async for _ in sub:
+                pass
+    async with Publisher(gateway.http_url, token=bad) as p:
+        with pytest.raises(UnauthorizedError) as pe:
+            await p.publish("agent-1", kind="k", data={})
+        assert pe.value.status == 401
+
+
+async def test_a_forbidden_channel_is_a_typed_error(gateway: Gateway, tenant: str, client_factory: Any) -> None:
+    tok = token(tenant, "nosy")
+    async with client_factory(gateway.ws_url, tok) as client:
+        sub = await client.join("secret-plans")
+        with pytest.raises(ServerError) as e:
+            await sub.wait_joined(WAIT)
+        assert e.value.code == "forbidden"
+        # The client carries on with what it may join.
+        ok = await client.join("agent-ok", since="head")
+        j = await ok.wait_joined(WAIT)
+        assert j.channel == "agent-ok"
+    with pytest.raises(ServerError) as pe:
+        await asyncio.to_thread(publish_sync, gateway.http_url, token=tok, channel="secret-plans", kind="k", data={})
+    assert pe.value.code == "forbidden" and pe.value.status == 403
+
+
+async def test_an_expired_range_is_one_gap_with_the_exact_range(gateway: Gateway, tenant: str, client_factory: Any) -> None:
+    channel = "agent-retention"
+    state = json.loads(await asyncio.to_thread(cli, "channel", "--endpoint", ENDPOINT, "--tenant", tenant, "--channel", channel))
+    await asyncio.to_thread(
+        cli, "channel", "--endpoint", ENDPOINT, "--tenant", tenant, "--channel", channel, "--retention", "1s"
+    )
+    tok = token(tenant, "gappy")
+    async with client_factory(gateway.ws_url, tok) as watcher:
+        live = await watcher.join(channel, since="head")
+        await live.wait_joined(WAIT)
+        for n in (1, 2, 3):
+            await publish_queue(tenant, channel, n)
+        assert seqs(await take(live, 3)) == [1, 2, 3]
+        # Their `expires_at` is at most 2 s past now (1 s retention, whole
+        # seconds): let that time pass, then keep the next ones.
+        await asyncio.sleep(2.5)
+        await asyncio.to_thread(
+            cli, "channel", "--endpoint", ENDPOINT, "--tenant", tenant, "--channel", channel, "--default-retention"
+        )
+        for n in (4, 5):
+            await publish_queue(tenant, channel, n)
+        assert seqs(await take(live, 2)) == [4, 5]
+    async with client_factory(gateway.ws_url, tok) as client:
+        sub = await client.join(channel, since=Position(state["epoch"], 0))
+        items = await take(sub, 3)
+        assert items[0] == Gap(channel, 1, 3), items
+        assert seqs(items[1:]) == [4, 5]
+        assert not sub.joined.recovered  # type: ignore[union-attr]
+        # Exactly one gap: nothing else is waiting.
+        assert sub.poll() is None
+
+
+async def test_the_relay_example_resumes_from_its_durable_cursor(gateway: Gateway, tenant: str) -> None:
+    import sys
+
+    channel = "agent-relay"
+    env = _env()
+    env.update(AGENTWIRE_URL=gateway.ws_url, AGENTWIRE_TOKEN=token(tenant, "relay"))
+    example = Path(__file__).resolve().parents[1] / "examples" / "relay.py"
+
+    async def run_relay(want: list[int]) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(example), channel, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert proc.stderr is not None and proc.stdout is not None
+            while b"# connected" not in await asyncio.wait_for(proc.stderr.readline(), WAIT):
+                pass
+            for n in want:
+                await publish_queue(tenant, channel, n)
+            for n in want:
+                line = (await asyncio.wait_for(proc.stdout.readline(), WAIT)).decode()
+                assert line.startswith(f"[{channel} #{n}] k:"), line
+        finally:
+            proc.send_signal(signal.SIGINT)
+            await asyncio.wait_for(proc.wait(), WAIT)
+        assert proc.returncode == 0
+
+    await run_relay([1, 2])
+    await run_relay([3])  # not 1 and 2 again: the cursor moved on close
