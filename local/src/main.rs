@@ -201,12 +201,22 @@ async fn serve(args: Args) -> Result<(), String> {
         endpoint = args.endpoint,
         http = gateway.http_url(),
     );
-    tokio::signal::ctrl_c()
-        .await
-        .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+    stopped().await?;
     eprintln!("agentwire-local: stopping");
     gateway.shutdown().await;
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM (what `kill` and process managers send): either
+/// stops the gateway cleanly.
+async fn stopped() -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot wait for SIGTERM: {e}"))?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.map_err(|e| format!("cannot wait for Ctrl-C: {e}")),
+        _ = term.recv() => Ok(()),
+    }
 }
 
 /// A queue URL as given, or the URL of a queue name, with the command to

@@ -1,0 +1,1189 @@
+/**
+ * The reconnecting, resuming client: connects, negotiates, (re)joins every
+ * channel from the last delivered seq, feeds frames through each channel's
+ * Sequencer, pings, acknowledges, rolls over ahead of the gateway's age
+ * limit, and reconnects with full-jitter backoff when anything breaks.
+ *
+ * The behaviour follows clients/rust/src/driver.rs (see docs/client.md).
+ */
+import { Backoff } from "./backoff.js";
+import { Emitter } from "./emitter.js";
+import {
+  AgentWireError,
+  ProtocolError,
+  ServerError,
+  UnauthorizedError,
+  parseErrorBody,
+  type ErrorBody,
+} from "./errors.js";
+import { Sequencer, type Delivery } from "./sequencer.js";
+import type {
+  AgentWireEvent,
+  AgentWireGap,
+  ChannelHealth,
+  JoinedInfo,
+  Position,
+  Presence,
+  Since,
+  StreamItem,
+} from "./types.js";
+
+/** The client's version, sent in `hello`. */
+export const VERSION = "0.1.0";
+/** The protocol versions this client speaks. */
+export const PROTOCOL = { min: 1, max: 1 } as const;
+/** Channels per `join` frame (the protocol's limit). */
+const MAX_CHANNELS_PER_JOIN = 50;
+const CHANNEL_NAME = /^[A-Za-z0-9\-_.:/@]{1,128}$/;
+
+/** The part of the WebSocket API the client uses: the standard (browser,
+ * Node 22+) `WebSocket`, or `ws`'s (`import { WebSocket } from "ws"`). */
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  onopen: ((ev: any) => unknown) | null;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  onmessage: ((ev: any) => unknown) | null;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  onclose: ((ev: any) => unknown) | null;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  onerror: ((ev: any) => unknown) | null;
+}
+
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
+
+/** `ws`'s extras, used when present: the HTTP answer of a refused upgrade. */
+interface NodeWs {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  on(event: string, listener: (...args: any[]) => void): unknown;
+  terminate(): void;
+}
+
+export type ConnectionState = "idle" | "connecting" | "connected" | "reconnecting" | "closed";
+
+export interface StateChange {
+  previous: ConnectionState;
+  current: ConnectionState;
+  /** Why (the failure before a reconnect, `closed by the application`…). */
+  reason: string;
+  /** Reconnecting: the attempt that follows (from 1) and its delay in ms. */
+  attempt?: number;
+  delay?: number;
+  /** Closed by a fatal error: the error. */
+  error?: AgentWireError;
+  /** Connected: the negotiated protocol and the gateway's connection id. */
+  protocol?: number;
+  connectionId?: string;
+}
+
+export interface TokenContext {
+  /** The connection attempt this token is for (from 1; counts every attempt). */
+  attempt: number;
+  /** Aborted when the client closes. */
+  signal: AbortSignal;
+}
+
+export interface AgentWireOptions {
+  /** A fixed token: refused (401) ends the client. */
+  token?: string;
+  /** Asked before every connection attempt. A token it gave that is refused
+   * makes the client ask again; a second refusal in a row, or an
+   * `UnauthorizedError` thrown by it, ends the client; other failures are retried. */
+  getToken?: (ctx: TokenContext) => string | Promise<string>;
+  /** The WebSocket constructor (default `globalThis.WebSocket`; pass `ws`'s on Node 20). */
+  WebSocket?: WebSocketConstructor;
+  /** The first reconnect ceiling, ms (default 500). */
+  minReconnectDelay?: number;
+  /** The largest reconnect ceiling, ms (default 30,000). */
+  maxReconnectDelay?: number;
+  /** Give up after this many reconnect attempts in a row (default: never). */
+  maxAttempts?: number;
+  /** Roll over to a new connection after this long, ms (default 115 min;
+   * `null` leaves it to the gateway's 2-hour cut). */
+  maxConnectionAge?: number | null;
+  /** A `ping` every this many ms (default 30,000). */
+  pingInterval?: number;
+  /** Nothing received within this long after a ping: the connection is dead (default 20,000). */
+  pingTimeout?: number;
+  /** The longest the upgrade, and then `welcome`, may take, ms (default 10,000). */
+  handshakeTimeout?: number;
+  /** Acknowledge the last delivered seq this long after the first unacknowledged
+   * delivery, ms (default 1,000); `null` never acknowledges by itself. */
+  ackDebounce?: number | null;
+  /** `false`: no automatic acks (explicit `channel.ack()` still works). */
+  autoAck?: boolean;
+  /** Aborting it closes the client. */
+  signal?: AbortSignal;
+  /** Sent in `hello` (default `@agentwire/client/<version>`). */
+  clientName?: string;
+  /** Held (out-of-order) events per channel before they are dropped and fetched again. */
+  maxPending?: number;
+  maxPendingBytes?: number;
+}
+
+export interface ClientEvents {
+  state: StateChange;
+  error: AgentWireError;
+}
+
+export interface ChannelEvents {
+  event: AgentWireEvent;
+  gap: AgentWireGap;
+  joined: JoinedInfo;
+  /** The gateway refused the channel (`forbidden`, `invalid_channel`): it is dropped. */
+  error: AgentWireError;
+}
+
+export interface ChannelOptions {
+  /** `"head"`, a position `{epoch, seq}` (the last seq already seen), or
+   * absent: the principal's durable cursor. */
+  since?: Since;
+}
+
+type Outcome =
+  | { kind: "closed" }
+  | { kind: "lost"; reason: string; immediate?: boolean }
+  | { kind: "rollover"; reason: string }
+  | { kind: "failed"; reason: string }
+  | { kind: "token_refused"; error: UnauthorizedError }
+  | { kind: "fatal"; error: AgentWireError };
+
+interface Conn {
+  ws: WebSocketLike;
+  opened: boolean;
+  welcomed: boolean;
+  settled: boolean;
+  startedAt: number;
+  lastError?: string;
+  resolve: (o: Outcome) => void;
+  handshakeTimer?: ReturnType<typeof setTimeout>;
+  pingTimer?: ReturnType<typeof setInterval>;
+  pongTimer?: ReturnType<typeof setTimeout>;
+  ackTimer?: ReturnType<typeof setTimeout>;
+  rolloverTimer?: ReturnType<typeof setTimeout>;
+  closedWaiters: (() => void)[];
+  socketClosed: boolean;
+}
+
+/** One subscribed channel's state inside the client. */
+interface ChannelCore {
+  name: string;
+  seq: Sequencer;
+  initial: Since | undefined;
+  acked: number | undefined;
+  /** An explicit `ack(seq)` not yet sent. */
+  ackWanted: number | undefined;
+  channel: Channel;
+}
+
+interface ChannelOps {
+  position(): Position | undefined;
+  ack(seq: number): Promise<void>;
+  leave(): Promise<void>;
+}
+
+type Sink = {
+  push(item: StreamItem): void;
+  end(err?: AgentWireError): void;
+};
+
+/**
+ * One channel of a client: events in order, each seq once; gaps the gateway
+ * reports; `joined` answers. Get it from `client.channel(name)`.
+ */
+export class Channel {
+  readonly name: string;
+  readonly #emitter: Emitter<ChannelEvents>;
+  readonly #sinks = new Set<Sink>();
+  readonly #ops: ChannelOps;
+  #ended: AgentWireError | null | undefined = undefined;
+
+  /** @internal */
+  constructor(
+    name: string,
+    onListenerError: (err: unknown, event: string) => void,
+    ops: ChannelOps,
+  ) {
+    this.name = name;
+    this.#emitter = new Emitter<ChannelEvents>(onListenerError);
+    this.#ops = ops;
+  }
+
+  /** Listens; returns the function that stops listening. */
+  on<K extends keyof ChannelEvents>(event: K, listener: (value: ChannelEvents[K]) => void): () => void {
+    return this.#emitter.on(event, listener);
+  }
+
+  /** Where delivery stands: the log's epoch and the last delivered seq. */
+  get position(): Position | undefined {
+    return this.#ops.position();
+  }
+
+  /** Moves the durable cursor to `seq`, never past the last delivered seq.
+   * Sent at once when connected, else with the next connection. */
+  ack(seq: number): Promise<void> {
+    return this.#ops.ack(seq);
+  }
+
+  /** Acknowledges what was delivered (unless acks are off), leaves, and ends
+   * the channel's streams. Resolves when the gateway answered (or the
+   * connection ended). */
+  leave(): Promise<void> {
+    return this.#ops.leave();
+  }
+
+  /**
+   * The channel's events and gaps as an async iterator, from the moment it
+   * is called (call it right after `client.channel()` to miss nothing). It
+   * ends when the channel is left, the client closes, or `signal` aborts;
+   * it throws the error that ended the client or refused the channel.
+   */
+  stream(options: { signal?: AbortSignal } = {}): AsyncIterableIterator<StreamItem> {
+    const queue: StreamItem[] = [];
+    let waiting: { resolve: (r: IteratorResult<StreamItem>) => void; reject: (e: unknown) => void } | undefined;
+    let done = false;
+    let failure: AgentWireError | undefined;
+    const signal = options.signal;
+    const finish = (err?: AgentWireError) => {
+      if (done) return;
+      done = true;
+      failure = err;
+      this.#sinks.delete(sink);
+      signal?.removeEventListener("abort", onAbort);
+      if (waiting) {
+        const w = waiting;
+        waiting = undefined;
+        if (err && queue.length === 0) w.reject(err);
+        else if (queue.length) w.resolve({ value: queue.shift()!, done: false });
+        else w.resolve({ value: undefined, done: true });
+      }
+    };
+    const onAbort = () => finish();
+    const sink: Sink = {
+      push: (item) => {
+        if (done) return;
+        if (waiting) {
+          const w = waiting;
+          waiting = undefined;
+          w.resolve({ value: item, done: false });
+        } else queue.push(item);
+      },
+      end: (err) => finish(err),
+    };
+    if (this.#ended !== undefined) {
+      done = true;
+      failure = this.#ended ?? undefined;
+    } else if (signal?.aborted) {
+      done = true;
+    } else {
+      this.#sinks.add(sink);
+      signal?.addEventListener("abort", onAbort, { once: true });
+    }
+    const iterator: AsyncIterableIterator<StreamItem> = {
+      next: () => {
+        if (queue.length) return Promise.resolve({ value: queue.shift()!, done: false });
+        if (done) {
+          if (failure) {
+            const err = failure;
+            failure = undefined; // thrown once, then the iterator is done
+            return Promise.reject(err);
+          }
+          return Promise.resolve({ value: undefined, done: true });
+        }
+        return new Promise((resolve, reject) => {
+          waiting = { resolve, reject };
+        });
+      },
+      return: () => {
+        finish();
+        queue.length = 0;
+        failure = undefined;
+        return Promise.resolve({ value: undefined, done: true });
+      },
+      [Symbol.asyncIterator]() {
+        return iterator;
+      },
+    };
+    return iterator;
+  }
+
+  /** @internal */
+  _emit<K extends keyof ChannelEvents>(event: K, value: ChannelEvents[K]): void {
+    this.#emitter.emit(event, value);
+  }
+
+  /** @internal */
+  _push(item: StreamItem): void {
+    for (const s of [...this.#sinks]) s.push(item);
+  }
+
+  /** @internal: the channel is over (left: no error; refused or the client failed: the error). */
+  _end(err?: AgentWireError): void {
+    if (this.#ended !== undefined) return;
+    this.#ended = err ?? null;
+    for (const s of [...this.#sinks]) s.end(err);
+    this.#sinks.clear();
+  }
+}
+
+/**
+ * An agentwire client: one WebSocket to the gateway, any number of channels.
+ *
+ * ```ts
+ * const client = new AgentWire("wss://…", { getToken: async () => fetchToken() });
+ * const ch = client.channel("agent-1");
+ * ch.on("event", (e) => console.log(e.seq, e.data));
+ * client.connect();
+ * ```
+ */
+export class AgentWire {
+  readonly url: string;
+  readonly #WS: WebSocketConstructor;
+  readonly #opts: Required<
+    Pick<AgentWireOptions, "pingInterval" | "pingTimeout" | "handshakeTimeout" | "clientName">
+  > & { maxConnectionAge: number | null; ackDebounce: number | null; autoAck: boolean };
+  readonly #token: string | undefined;
+  readonly #getToken: AgentWireOptions["getToken"];
+  readonly #backoff: Backoff;
+  readonly #emitter: Emitter<ClientEvents>;
+  readonly #channels = new Map<string, ChannelCore>();
+  readonly #seqOptions: { maxPending?: number; maxPendingBytes?: number };
+  /** Join request id → its channels, until `joined` or an error answers. */
+  readonly #pendingJoins = new Map<string, string[]>();
+  /** Leave request id → its waiters. */
+  readonly #pendingLeaves = new Map<string, () => void>();
+  #queuedJoins: string[] = [];
+  #joinFlushScheduled = false;
+  #state: ConnectionState = "idle";
+  #conn: Conn | undefined;
+  #started = false;
+  #closed = false;
+  #attempts = 0;
+  #nextId = 0;
+  #readyWaiters: { resolve: () => void; reject: (e: unknown) => void }[] = [];
+  #sleepCancel: (() => void) | undefined;
+  readonly #abort = new AbortController();
+  #finished: Promise<void>;
+  #finish!: () => void;
+  #fatalError: AgentWireError | undefined;
+
+  constructor(url: string, options: AgentWireOptions = {}) {
+    this.url = normaliseUrl(url);
+    const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (typeof WS !== "function") {
+      throw new AgentWireError(
+        "config",
+        "no WebSocket implementation: this runtime has no global WebSocket (Node 20 has none without a flag); " +
+          'pass one: new AgentWire(url, { WebSocket }) with `import { WebSocket } from "ws"`',
+      );
+    }
+    this.#WS = WS;
+    if (options.token === undefined && options.getToken === undefined) {
+      throw new AgentWireError("config", "a token is needed: pass `token` or `getToken`");
+    }
+    if (options.token !== undefined && typeof options.token !== "string") {
+      throw new AgentWireError("config", "`token` must be a string");
+    }
+    this.#token = options.token;
+    this.#getToken = options.getToken;
+    const num = (v: number | undefined, d: number, name: string) => {
+      const n = v ?? d;
+      if (typeof n !== "number" || !Number.isFinite(n) || n < 0) {
+        throw new AgentWireError("config", `\`${name}\` must be a non-negative number of milliseconds`);
+      }
+      return n;
+    };
+    this.#opts = {
+      pingInterval: Math.max(1, num(options.pingInterval, 30_000, "pingInterval")),
+      pingTimeout: Math.max(1, num(options.pingTimeout, 20_000, "pingTimeout")),
+      handshakeTimeout: Math.max(1, num(options.handshakeTimeout, 10_000, "handshakeTimeout")),
+      clientName: options.clientName ?? `@agentwire/client/${VERSION}`,
+      maxConnectionAge:
+        options.maxConnectionAge === null ? null : num(options.maxConnectionAge, 115 * 60_000, "maxConnectionAge"),
+      ackDebounce: options.ackDebounce === null ? null : num(options.ackDebounce, 1_000, "ackDebounce"),
+      autoAck: options.autoAck !== false,
+    };
+    this.#backoff = new Backoff({
+      min: num(options.minReconnectDelay, 500, "minReconnectDelay"),
+      max: num(options.maxReconnectDelay, 30_000, "maxReconnectDelay"),
+      maxAttempts: options.maxAttempts,
+    });
+    this.#seqOptions = {};
+    if (options.maxPending !== undefined) this.#seqOptions.maxPending = options.maxPending;
+    if (options.maxPendingBytes !== undefined) this.#seqOptions.maxPendingBytes = options.maxPendingBytes;
+    this.#emitter = new Emitter<ClientEvents>((err, event) => this.#listenerFailed(err, event));
+    this.#finished = new Promise((resolve) => {
+      this.#finish = resolve;
+    });
+    const signal = options.signal;
+    if (signal) {
+      if (signal.aborted) void this.close();
+      else signal.addEventListener("abort", () => void this.close(), { once: true });
+    }
+  }
+
+  /** `idle` (before `connect()`), `connecting`, `connected`, `reconnecting` or `closed`. */
+  get state(): ConnectionState {
+    return this.#state;
+  }
+
+  /** Listens to `state` changes and `error`s; returns the function that stops listening. */
+  on<K extends keyof ClientEvents>(event: K, listener: (value: ClientEvents[K]) => void): () => void {
+    return this.#emitter.on(event, listener);
+  }
+
+  /** Starts connecting (and reconnecting, until `close()` or a fatal error). */
+  connect(): this {
+    if (this.#started || this.#closed) return this;
+    this.#started = true;
+    this.#setState("connecting", "connecting");
+    void this.#run();
+    return this;
+  }
+
+  /** Resolves once connected (at once if connected now); rejects if the client ends first. */
+  ready(): Promise<void> {
+    if (this.#state === "connected") return Promise.resolve();
+    if (this.#closed) {
+      return Promise.reject(this.#fatalError ?? new AgentWireError("closed", "the client is closed"));
+    }
+    return new Promise((resolve, reject) => this.#readyWaiters.push({ resolve, reject }));
+  }
+
+  /** The channel `name`, joined now (or with the next connection). Calling it
+   * again for a channel already joined returns the same channel. */
+  channel(name: string, options: ChannelOptions = {}): Channel {
+    const existing = this.#channels.get(name);
+    if (existing) return existing.channel;
+    if (this.#closed) throw new AgentWireError("closed", "the client is closed");
+    if (typeof name !== "string" || !CHANNEL_NAME.test(name)) {
+      throw new ProtocolError(
+        "invalid_channel",
+        `invalid channel name ${JSON.stringify(name)}: 1 to 128 characters of A-Z a-z 0-9 - _ . : / @`,
+      );
+    }
+    const since = options.since;
+    let seq: Sequencer;
+    if (since === undefined || since === null) seq = new Sequencer(name, this.#seqOptions);
+    else if (since === "head") seq = new Sequencer(name, this.#seqOptions);
+    else if (typeof since === "object" && typeof since.epoch === "string" && Number.isInteger(since.seq) && since.seq >= 0) {
+      seq = Sequencer.resuming(name, since.epoch, since.seq, this.#seqOptions);
+    } else {
+      throw new AgentWireError("config", '`since` must be "head" or {epoch, seq}');
+    }
+    const channel = new Channel(name, (err, event) => this.#listenerFailed(err, event), {
+      position: () => {
+        const core = this.#channels.get(name);
+        const s = core?.seq ?? seq;
+        return s.epoch !== undefined && s.last !== undefined ? { epoch: s.epoch, seq: s.last } : undefined;
+      },
+      ack: (n) => this.#ack(name, n),
+      leave: () => this.#leave(name),
+    });
+    const core: ChannelCore = {
+      name,
+      seq,
+      initial: since ?? undefined,
+      acked: undefined,
+      ackWanted: undefined,
+      channel,
+    };
+    this.#channels.set(name, core);
+    if (this.#conn?.welcomed) this.#queueJoin(name);
+    return channel;
+  }
+
+  /** The channels joined (or to be joined with the next connection). */
+  get channels(): Channel[] {
+    return [...this.#channels.values()].map((c) => c.channel);
+  }
+
+  /** Acknowledges what was delivered (unless acks are off), closes the
+   * connection and stops. Resolves once the socket is closed. */
+  close(): Promise<void> {
+    if (this.#closed) return this.#finished;
+    this.#closed = true;
+    this.#abort.abort();
+    const conn = this.#conn;
+    if (!this.#started) {
+      this.#end();
+      return this.#finished;
+    }
+    let socketDone: Promise<void> = Promise.resolve();
+    if (conn && !conn.settled) {
+      if (conn.welcomed) this.#flushAcks(conn);
+      socketDone = new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 1_000);
+        conn.closedWaiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+      this.#settle(conn, { kind: "closed" });
+    }
+    this.#sleepCancel?.();
+    return Promise.all([socketDone, this.#finished]).then(() => undefined);
+  }
+
+  // ---- the connection loop ----
+
+  async #run(): Promise<void> {
+    let tokenRefusedOnce = false;
+    for (;;) {
+      const out = await this.#attempt();
+      if (this.#closed || out.kind === "closed") return this.#end();
+      let failure: string;
+      switch (out.kind) {
+        case "fatal":
+          return this.#end(out.error);
+        case "rollover":
+          tokenRefusedOnce = false;
+          this.#setState("reconnecting", out.reason);
+          continue;
+        case "lost":
+          tokenRefusedOnce = false;
+          if (out.immediate) {
+            this.#setState("reconnecting", out.reason);
+            continue;
+          }
+          failure = out.reason;
+          break;
+        case "failed":
+          failure = out.reason;
+          break;
+        case "token_refused":
+          // A provider is asked for a fresh token once; a fresh token refused
+          // as well means retrying would only hammer.
+          if (!this.#getToken || tokenRefusedOnce) return this.#end(out.error);
+          tokenRefusedOnce = true;
+          failure = out.error.message;
+          break;
+      }
+      const delay = this.#backoff.nextDelay(Math.random());
+      if (delay === undefined) {
+        const attempts = this.#backoff.attempt;
+        return this.#end(
+          new AgentWireError("exhausted", `gave up after ${attempts} reconnect attempts; last failure: ${failure}`),
+        );
+      }
+      this.#setState("reconnecting", failure, { attempt: this.#backoff.attempt, delay });
+      const slept = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => {
+          this.#sleepCancel = undefined;
+          resolve(true);
+        }, delay);
+        this.#sleepCancel = () => {
+          clearTimeout(timer);
+          this.#sleepCancel = undefined;
+          resolve(false);
+        };
+      });
+      if (!slept || this.#closed) return this.#end();
+    }
+  }
+
+  async #attempt(): Promise<Outcome> {
+    this.#attempts += 1;
+    let token: string;
+    if (this.#getToken) {
+      try {
+        token = await this.#getToken({ attempt: this.#attempts, signal: this.#abort.signal });
+      } catch (err) {
+        if (this.#closed) return { kind: "closed" };
+        if (err instanceof UnauthorizedError) return { kind: "fatal", error: err };
+        return { kind: "failed", reason: `the token provider failed: ${message(err)}` };
+      }
+      if (typeof token !== "string" || token === "") {
+        return { kind: "failed", reason: "the token provider returned no token" };
+      }
+    } else {
+      token = this.#token!;
+    }
+    if (this.#closed) return { kind: "closed" };
+    return new Promise<Outcome>((resolve) => this.#open(token, resolve));
+  }
+
+  #open(token: string, resolve: (o: Outcome) => void): void {
+    const u = new URL(this.url);
+    u.searchParams.set("token", token);
+    const protocols: string[] = [];
+    for (let v = PROTOCOL.max; v >= PROTOCOL.min; v--) protocols.push(`agentwire.v${v}`);
+    let ws: WebSocketLike;
+    try {
+      ws = new this.#WS(u.toString(), protocols);
+    } catch (err) {
+      resolve({ kind: "fatal", error: new AgentWireError("config", `cannot open ${this.url}: ${message(err)}`, { cause: err }) });
+      return;
+    }
+    const c: Conn = {
+      ws,
+      opened: false,
+      welcomed: false,
+      settled: false,
+      startedAt: Date.now(),
+      resolve,
+      closedWaiters: [],
+      socketClosed: false,
+    };
+    this.#conn = c;
+    c.handshakeTimer = setTimeout(
+      () => this.#settle(c, { kind: "failed", reason: `the WebSocket handshake took longer than ${this.#opts.handshakeTimeout} ms` }),
+      this.#opts.handshakeTimeout,
+    );
+    const nodeWs = ws as unknown as Partial<NodeWs>;
+    if (typeof nodeWs.on === "function") {
+      // `ws` tells the HTTP answer of a refused upgrade; browsers do not.
+      nodeWs.on("unexpected-response", (_req: unknown, res: HttpResponseLike) => {
+        const chunks: string[] = [];
+        let size = 0;
+        const done = () => {
+          this.#settle(c, classifyRefusal(res.statusCode ?? 0, chunks.join("")));
+          try {
+            nodeWs.terminate?.();
+          } catch {
+            // already gone
+          }
+        };
+        try {
+          res.setEncoding?.("utf8");
+          res.on("data", (d: string) => {
+            if (size < 65_536) chunks.push(String(d));
+            size += String(d).length;
+          });
+          res.on("end", done);
+          res.on("error", done);
+        } catch {
+          done();
+        }
+      });
+    }
+    ws.onopen = () => {
+      if (c.settled) return;
+      c.opened = true;
+      c.startedAt = Date.now();
+      clearTimeout(c.handshakeTimer);
+      c.handshakeTimer = setTimeout(
+        () => this.#settle(c, { kind: "lost", reason: `no \`welcome\` within ${this.#opts.handshakeTimeout} ms` }),
+        this.#opts.handshakeTimeout,
+      );
+      this.#send(c, {
+        action: "hello",
+        protocol: { min: PROTOCOL.min, max: PROTOCOL.max },
+        client: this.#opts.clientName,
+      });
+    };
+    ws.onmessage = (ev: { data: unknown }) => {
+      if (c.settled) return;
+      if (c.pongTimer !== undefined) {
+        clearTimeout(c.pongTimer);
+        c.pongTimer = undefined;
+      }
+      if (typeof ev.data !== "string") return; // the protocol is text frames only
+      let frame: ServerFrame;
+      try {
+        frame = JSON.parse(ev.data) as ServerFrame;
+        if (!frame || typeof frame !== "object" || typeof frame.type !== "string") throw new Error("no `type`");
+      } catch (err) {
+        this.#emitError(new ProtocolError("decode", `unreadable frame from the gateway: ${message(err)}: ${ev.data.slice(0, 200)}`));
+        return;
+      }
+      if (!c.welcomed) this.#onHandshakeFrame(c, frame);
+      else {
+        this.#onFrame(c, frame);
+        if (!c.settled) this.#rejoinLagging(c);
+      }
+    };
+    ws.onerror = (ev: { message?: string; error?: unknown }) => {
+      c.lastError = ev?.message || (ev?.error ? message(ev.error) : undefined) || c.lastError;
+    };
+    ws.onclose = (ev: { code?: number; reason?: string }) => {
+      c.socketClosed = true;
+      for (const w of c.closedWaiters.splice(0)) w();
+      if (c.settled) return;
+      if (!c.opened) {
+        this.#settle(c, {
+          kind: "failed",
+          reason: `could not connect to ${this.url}${c.lastError ? `: ${c.lastError}` : ""}`,
+        });
+      } else {
+        const why = ev?.code ? ` (${ev.code}${ev.reason ? ` ${ev.reason}` : ""})` : "";
+        this.#settle(c, {
+          kind: "lost",
+          reason: c.welcomed ? `the gateway closed the connection${why}` : "the connection ended before `welcome`",
+        });
+      }
+    };
+  }
+
+  /** Ends one connection (once): timers, socket, and the attempt's outcome. */
+  #settle(c: Conn, o: Outcome): void {
+    if (c.settled) return;
+    c.settled = true;
+    clearTimeout(c.handshakeTimer);
+    clearInterval(c.pingTimer);
+    clearTimeout(c.pongTimer);
+    clearTimeout(c.ackTimer);
+    clearTimeout(c.rolloverTimer);
+    if (!c.socketClosed) {
+      try {
+        if (o.kind === "closed" || o.kind === "rollover") {
+          c.ws.close(1000, o.kind === "rollover" ? "rollover" : "closed by the client");
+        } else {
+          const t = (c.ws as unknown as Partial<NodeWs>).terminate;
+          if (typeof t === "function") t.call(c.ws);
+          else c.ws.close();
+        }
+      } catch {
+        // closing a socket that is already going
+      }
+    }
+    if (c.welcomed) this.#backoff.connectionEnded(Date.now() - c.startedAt);
+    this.#pendingJoins.clear();
+    for (const done of this.#pendingLeaves.values()) done();
+    this.#pendingLeaves.clear();
+    this.#queuedJoins = [];
+    if (this.#conn === c) this.#conn = undefined;
+    c.resolve(o);
+  }
+
+  /** `hello` → `welcome` (or the typed refusal). */
+  #onHandshakeFrame(c: Conn, frame: ServerFrame): void {
+    if (frame.type === "welcome") {
+      clearTimeout(c.handshakeTimer);
+      c.welcomed = true;
+      this.#setState("connected", "connected", {
+        protocol: frame.protocol as number,
+        connectionId: frame.connection_id as string,
+      });
+      for (const w of this.#readyWaiters.splice(0)) w.resolve();
+      if (c.settled) return; // a listener closed the client
+      this.#sendJoins(c, [...this.#channels.keys()]);
+      this.#sendWantedAcks(c);
+      c.pingTimer = setInterval(() => {
+        if (c.settled) return;
+        this.#send(c, { action: "ping" });
+        if (c.pongTimer === undefined) {
+          c.pongTimer = setTimeout(
+            () =>
+              this.#settle(c, {
+                kind: "lost",
+                reason: `no answer to ping within ${this.#opts.pingTimeout} ms: the connection is dead`,
+              }),
+            this.#opts.pingTimeout,
+          );
+        }
+      }, this.#opts.pingInterval);
+      const age = this.#opts.maxConnectionAge;
+      if (age !== null) {
+        c.rolloverTimer = setTimeout(() => {
+          if (c.settled) return;
+          this.#flushAcks(c);
+          this.#settle(c, { kind: "rollover", reason: `connection age limit (${age} ms) reached: reconnecting` });
+        }, Math.max(0, age - (Date.now() - c.startedAt)));
+      }
+      return;
+    }
+    if (frame.type === "error") {
+      const e = frame as unknown as ErrorBody;
+      if (e.code === "version_unsupported") {
+        this.#settle(c, { kind: "fatal", error: versionError(e) });
+      } else {
+        this.#settle(c, { kind: "lost", reason: `\`hello\` refused (${e.code}): ${e.message ?? ""}` });
+      }
+    }
+    // anything else before `welcome` is ignored
+  }
+
+  #onFrame(c: Conn, frame: ServerFrame): void {
+    switch (frame.type) {
+      case "joined":
+        return this.#onJoined(c, frame as unknown as JoinedFrame);
+      case "event":
+        return this.#onEvent(c, frame as unknown as AgentWireEvent);
+      case "batch": {
+        const events = (frame as unknown as { events?: AgentWireEvent[] }).events;
+        if (!Array.isArray(events)) return;
+        for (const e of events) {
+          if (c.settled) return;
+          this.#onEvent(c, e);
+        }
+        return;
+      }
+      case "gap": {
+        const g = frame as unknown as { channel: string; from: number; to: number };
+        const core = this.#channels.get(g.channel);
+        if (core && isSeq(g.from) && isSeq(g.to)) this.#deliver(c, core, core.seq.gap(g.from, g.to));
+        return;
+      }
+      case "left": {
+        const id = (frame as unknown as { id?: string }).id;
+        if (id !== undefined) {
+          const done = this.#pendingLeaves.get(id);
+          this.#pendingLeaves.delete(id);
+          done?.();
+        }
+        return;
+      }
+      case "error":
+        return this.#onError(c, frame as unknown as ErrorBody);
+      default:
+        return; // welcome, pong, and frames of a later protocol
+    }
+  }
+
+  #onJoined(c: Conn, frame: JoinedFrame): void {
+    if (frame.id !== undefined) this.#pendingJoins.delete(frame.id);
+    const deliveries: [ChannelCore, Delivery[]][] = [];
+    for (const jc of frame.channels ?? []) {
+      const core = this.#channels.get(jc.name);
+      if (!core || typeof jc.epoch !== "string" || !isSeq(jc.head) || !isSeq(jc.replayed)) continue;
+      const ds = core.seq.joined(jc.epoch, jc.head, jc.replayed, isSeq(jc.until) ? jc.until : undefined);
+      deliveries.push([core, ds]);
+      const info: JoinedInfo = {
+        channel: jc.name,
+        epoch: jc.epoch,
+        head: jc.head,
+        replayed: jc.replayed,
+        recovered: jc.recovered,
+      };
+      if (jc.until !== undefined && jc.until !== null) info.until = jc.until;
+      const presence = frame.presence?.[jc.name];
+      if (presence) info.presence = presence;
+      if (frame.health) {
+        const h = frame.health;
+        info.health = { server: h.server, protocol: h.protocol, time: h.time, ...(h.channels?.[jc.name] ?? {}) };
+      }
+      core.channel._emit("joined", info);
+    }
+    // Like the Rust client: every channel's `joined` first, then what it allows.
+    for (const [core, ds] of deliveries) {
+      if (c.settled) return;
+      this.#deliver(c, core, ds);
+    }
+  }
+
+  #onEvent(c: Conn, e: AgentWireEvent): void {
+    if (!e || typeof e.channel !== "string" || !isSeq(e.seq) || typeof e.epoch !== "string") return;
+    const core = this.#channels.get(e.channel);
+    if (!core) return;
+    // Exactly the event's fields (an `event` frame also carries `type`).
+    const event: AgentWireEvent = {
+      channel: e.channel,
+      seq: e.seq,
+      epoch: e.epoch,
+      id: e.id,
+      kind: e.kind,
+      data: e.data,
+      ts: e.ts,
+    };
+    this.#deliver(c, core, core.seq.event(event));
+  }
+
+  #onError(c: Conn, e: ErrorBody): void {
+    const request = e.id !== undefined ? this.#pendingJoins.get(e.id) : undefined;
+    if (e.id !== undefined) this.#pendingJoins.delete(e.id);
+    const msg = e.message ?? "";
+    switch (e.code) {
+      case "version_unsupported":
+        return this.#settle(c, { kind: "fatal", error: versionError(e) });
+      case "token_expired":
+        // A new connection with a fresh token resumes from the last seq.
+        return this.#settle(c, {
+          kind: "lost",
+          reason: `the token expired: ${msg}; reconnecting with a fresh token`,
+          immediate: true,
+        });
+      case "not_connected":
+        return this.#settle(c, { kind: "lost", reason: `the gateway no longer knows this connection: ${msg}` });
+      case "internal":
+        if (request) return this.#settle(c, { kind: "lost", reason: `a join failed: ${msg}` });
+        break;
+    }
+    const opts = { ...(e.id !== undefined ? { requestId: e.id } : {}), ...(request ? { channels: request } : {}) };
+    const err =
+      e.code === "internal"
+        ? new ServerError("internal", msg, opts)
+        : e.code === "unauthorized"
+          ? new UnauthorizedError(msg, opts)
+          : new ProtocolError(e.code ?? "unknown", msg, opts);
+    if (request) {
+      // Refused for good (forbidden, invalid channel): not joined again.
+      for (const name of request) {
+        const core = this.#channels.get(name);
+        if (!core) continue;
+        this.#channels.delete(name);
+        core.channel._emit("error", err);
+        core.channel._end(err);
+      }
+    }
+    this.#emitError(err);
+  }
+
+  #deliver(c: Conn, core: ChannelCore, ds: Delivery[]): void {
+    if (ds.length === 0) return;
+    for (const d of ds) {
+      if (this.#channels.get(core.name) !== core) return; // left by a listener
+      if (d.type === "event") {
+        core.channel._emit("event", d.event);
+        core.channel._push({ type: "event", ...d.event });
+      } else {
+        core.channel._emit("gap", d.gap);
+        core.channel._push({ type: "gap", ...d.gap });
+      }
+    }
+    if (this.#autoAck && c.ackTimer === undefined && !c.settled) {
+      c.ackTimer = setTimeout(() => {
+        c.ackTimer = undefined;
+        if (!c.settled) this.#flushAcks(c);
+      }, this.#opts.ackDebounce!);
+    }
+  }
+
+  get #autoAck(): boolean {
+    return this.#opts.autoAck && this.#opts.ackDebounce !== null;
+  }
+
+  /** Joins, each from where its delivery stands, in frames of at most 50 channels. */
+  #sendJoins(c: Conn, names: string[]): void {
+    for (let i = 0; i < names.length; i += MAX_CHANNELS_PER_JOIN) {
+      const list: (string | { name: string; since: Since })[] = [];
+      const chunk: string[] = [];
+      for (const name of names.slice(i, i + MAX_CHANNELS_PER_JOIN)) {
+        const core = this.#channels.get(name);
+        if (!core) continue;
+        core.seq.rejoining();
+        const since = sinceOf(core);
+        list.push(since === undefined ? name : { name, since });
+        chunk.push(name);
+      }
+      if (list.length === 0) continue;
+      const id = `j${++this.#nextId}`;
+      this.#pendingJoins.set(id, chunk);
+      this.#send(c, { action: "join", id, channels: list });
+      if (c.settled) return;
+    }
+  }
+
+  #queueJoin(name: string): void {
+    this.#queuedJoins.push(name);
+    if (this.#joinFlushScheduled) return;
+    this.#joinFlushScheduled = true;
+    // Channels added in the same tick share join frames.
+    queueMicrotask(() => {
+      this.#joinFlushScheduled = false;
+      const names = this.#queuedJoins;
+      this.#queuedJoins = [];
+      const c = this.#conn;
+      if (c && c.welcomed && !c.settled && names.length) this.#sendJoins(c, names);
+    });
+  }
+
+  /** Joins again, from their last delivered seq, the channels whose sequencer
+   * knows of seqs that did not arrive: the log still has them. */
+  #rejoinLagging(c: Conn): void {
+    const lagging: string[] = [];
+    for (const [name, core] of this.#channels) if (core.seq.wantsRejoin()) lagging.push(name);
+    if (lagging.length) this.#sendJoins(c, lagging);
+  }
+
+  /** The ack each channel should send now, if it moved. */
+  #ackTarget(core: ChannelCore): number | undefined {
+    const last = core.seq.last;
+    if (last === undefined || last <= 0) return undefined;
+    let target = this.#autoAck ? last : 0;
+    if (core.ackWanted !== undefined) target = Math.max(target, Math.min(core.ackWanted, last));
+    if (target <= 0 || (core.acked !== undefined && target <= core.acked)) return undefined;
+    return target;
+  }
+
+  #sendAck(c: Conn, core: ChannelCore): void {
+    const target = this.#ackTarget(core);
+    core.ackWanted = undefined;
+    if (target === undefined) return;
+    core.acked = target;
+    this.#send(c, { action: "ack", channel: core.name, seq: target });
+  }
+
+  /** Acknowledges each channel's last delivered seq, if it moved. */
+  #flushAcks(c: Conn): void {
+    clearTimeout(c.ackTimer);
+    c.ackTimer = undefined;
+    for (const core of this.#channels.values()) {
+      if (c.settled) return;
+      this.#sendAck(c, core);
+    }
+  }
+
+  /** Explicit acks asked for while disconnected. */
+  #sendWantedAcks(c: Conn): void {
+    for (const core of this.#channels.values()) {
+      if (core.ackWanted !== undefined && !c.settled) this.#sendAck(c, core);
+    }
+  }
+
+  #ack(name: string, seq: number): Promise<void> {
+    const core = this.#channels.get(name);
+    if (!core) return Promise.reject(new AgentWireError("closed", `not joined to ${name}`));
+    if (!isSeq(seq)) return Promise.reject(new AgentWireError("config", "`seq` must be a non-negative integer"));
+    core.ackWanted = Math.max(core.ackWanted ?? 0, seq);
+    const c = this.#conn;
+    if (c?.welcomed && !c.settled) this.#sendAck(c, core);
+    return Promise.resolve();
+  }
+
+  #leave(name: string): Promise<void> {
+    const core = this.#channels.get(name);
+    if (!core) return Promise.resolve();
+    const c = this.#conn;
+    let answered: Promise<void> = Promise.resolve();
+    if (c?.welcomed && !c.settled) {
+      // What was delivered on it is acknowledged before leaving.
+      this.#sendAck(c, core);
+      const id = `l${++this.#nextId}`;
+      answered = new Promise<void>((resolve) => this.#pendingLeaves.set(id, resolve));
+      this.#channels.delete(name);
+      this.#queuedJoins = this.#queuedJoins.filter((n) => n !== name);
+      this.#send(c, { action: "leave", id, channels: [name] });
+    } else {
+      // Not connected: the next connection's re-join simply leaves it out.
+      this.#channels.delete(name);
+    }
+    core.channel._end();
+    return answered;
+  }
+
+  #send(c: Conn, frame: object): void {
+    if (c.settled) return;
+    try {
+      c.ws.send(JSON.stringify(frame));
+    } catch (err) {
+      this.#settle(c, { kind: "lost", reason: `send failed: ${message(err)}` });
+    }
+  }
+
+  // ---- state, errors, the end ----
+
+  #setState(current: ConnectionState, reason: string, extra: Partial<StateChange> = {}): void {
+    const previous = this.#state;
+    if (previous === current && current !== "reconnecting") return;
+    this.#state = current;
+    this.#emitter.emit("state", { previous, current, reason, ...extra });
+  }
+
+  #emitError(err: AgentWireError): void {
+    this.#emitter.emit("error", err);
+  }
+
+  #listenerFailed(err: unknown, event: string): void {
+    if (event === "error") return; // an error listener that throws: nowhere left to report it
+    const e =
+      err instanceof AgentWireError
+        ? err
+        : new AgentWireError("listener", `a \`${event}\` listener threw: ${message(err)}`, { cause: err });
+    this.#emitError(e);
+  }
+
+  /** The client stops: closed by the application (no error) or a fatal error. */
+  #end(error?: AgentWireError): void {
+    if (this.#state === "closed") return;
+    this.#closed = true;
+    this.#abort.abort();
+    const c = this.#conn;
+    if (c) this.#settle(c, { kind: "closed" });
+    if (error) {
+      this.#fatalError = error;
+      this.#emitError(error);
+    }
+    this.#setState("closed", error ? error.message : "closed by the application", error ? { error } : {});
+    const rejection = error ?? new AgentWireError("closed", "the client is closed");
+    for (const w of this.#readyWaiters.splice(0)) w.reject(rejection);
+    for (const core of this.#channels.values()) core.channel._end(error);
+    this.#finish();
+  }
+}
+
+// ---- helpers ----
+
+type ServerFrame = { type: string; [k: string]: unknown };
+
+interface JoinedFrame {
+  type: "joined";
+  id?: string;
+  channels?: {
+    name: string;
+    epoch: string;
+    head: number;
+    replayed: number;
+    recovered: boolean;
+    until?: number | null;
+  }[];
+  presence?: Record<string, Presence>;
+  health?: { server?: string; protocol?: number; time?: string; channels?: Record<string, ChannelHealth> };
+}
+
+interface HttpResponseLike {
+  statusCode?: number;
+  setEncoding?(enc: string): void;
+  on(event: string, listener: (...args: never[]) => void): unknown;
+}
+
+function sinceOf(core: ChannelCore): Since | undefined {
+  const { epoch, last } = core.seq;
+  if (epoch !== undefined && last !== undefined) return { epoch, seq: last };
+  return core.initial;
+}
+
+function isSeq(n: unknown): n is number {
+  return typeof n === "number" && Number.isInteger(n) && n >= 0;
+}
+
+function message(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}
+
+function versionError(e: ErrorBody): ProtocolError {
+  const range = e.supported ? `, gateway speaks ${e.supported.min}..=${e.supported.max}` : "";
+  return new ProtocolError(
+    "version_unsupported",
+    `no protocol version in common (client offers ${PROTOCOL.min}..=${PROTOCOL.max}${range}): ${e.message ?? ""}`,
+    e.supported ? { supported: e.supported } : {},
+  );
+}
+
+/** What a refused upgrade means: fatal, a token to renew, or worth a retry. */
+export function classifyRefusal(
+  status: number,
+  body: string,
+): Extract<Outcome, { kind: "fatal" | "token_refused" | "failed" }> {
+  const e = parseErrorBody(body);
+  const msg = e?.message ?? body.trim().slice(0, 300);
+  if (e?.code === "version_unsupported") return { kind: "fatal", error: versionError(e) };
+  if (status === 401) {
+    return { kind: "token_refused", error: new UnauthorizedError(msg, { code: e?.code ?? "unauthorized", status }) };
+  }
+  if (status === 408 || status === 429 || (status >= 500 && status <= 599) || status === 0) {
+    return { kind: "failed", reason: `the gateway answered HTTP ${status}: ${msg}` };
+  }
+  return {
+    kind: "fatal",
+    error: new AgentWireError("refused", `the gateway refused the connection: HTTP ${status}: ${msg}`, { status }),
+  };
+}
+
+function normaliseUrl(url: string): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new AgentWireError("config", `bad url ${JSON.stringify(url)}`);
+  }
+  if (u.protocol === "http:") u.protocol = "ws:";
+  else if (u.protocol === "https:") u.protocol = "wss:";
+  if (u.protocol !== "ws:" && u.protocol !== "wss:") {
+    throw new AgentWireError("config", `bad url ${JSON.stringify(url)}: use ws:// or wss://`);
+  }
+  return u.toString();
+}

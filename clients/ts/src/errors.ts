@@ -1,0 +1,80 @@
+/**
+ * Typed errors. Every error the client reports is an {@link AgentWireError}
+ * with a stable `code` (the gateway's error code when it gave one) and
+ * `retryable` (whether trying again can help).
+ */
+
+export interface AgentWireErrorOptions {
+  retryable?: boolean;
+  /** HTTP status, for refusals of the upgrade and `publish` answers. */
+  status?: number;
+  /** The id of the request an error frame answers. */
+  requestId?: string;
+  /** The channels a refused request named. */
+  channels?: string[];
+  /** The gateway's protocol range, for `version_unsupported`. */
+  supported?: { min: number; max: number };
+  cause?: unknown;
+}
+
+export class AgentWireError extends Error {
+  /** Stable: the gateway's error code, or one of the client's own
+   * (`config`, `refused`, `exhausted`, `closed`, `token_provider`, `decode`,
+   * `network`). */
+  readonly code: string;
+  /** Whether trying again (later, or with a fresh token) can help. */
+  readonly retryable: boolean;
+  readonly status?: number;
+  readonly requestId?: string;
+  readonly channels?: string[];
+  readonly supported?: { min: number; max: number };
+
+  constructor(code: string, message: string, options: AgentWireErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.retryable = options.retryable ?? false;
+    if (options.status !== undefined) this.status = options.status;
+    if (options.requestId !== undefined) this.requestId = options.requestId;
+    if (options.channels !== undefined) this.channels = options.channels;
+    if (options.supported !== undefined) this.supported = options.supported;
+  }
+}
+
+/** The gateway refused the token (`unauthorized` or `token_expired`). */
+export class UnauthorizedError extends AgentWireError {
+  constructor(message: string, options: AgentWireErrorOptions & { code?: string } = {}) {
+    super(options.code ?? "unauthorized", message, options);
+  }
+}
+
+/** The gateway refused a request or frame (`forbidden`, `invalid_channel`,
+ * `invalid_frame`, `version_unsupported`…), or sent one the client cannot read. */
+export class ProtocolError extends AgentWireError {}
+
+/** The gateway failed (`internal`, HTTP 5xx): retrying may help. */
+export class ServerError extends AgentWireError {
+  constructor(code: string, message: string, options: AgentWireErrorOptions = {}) {
+    super(code, message, { retryable: true, ...options });
+  }
+}
+
+/** The JSON error body `{type: "error", code, message}` the gateway answers with. */
+export interface ErrorBody {
+  type?: string;
+  code?: string;
+  message?: string;
+  supported?: { min: number; max: number };
+  id?: string;
+  channels?: string[];
+}
+
+export function parseErrorBody(text: string): ErrorBody | undefined {
+  try {
+    const v: unknown = JSON.parse(text);
+    if (v && typeof v === "object" && typeof (v as ErrorBody).code === "string") return v as ErrorBody;
+  } catch {
+    // not JSON
+  }
+  return undefined;
+}

@@ -1,0 +1,29 @@
+export { AgentWire, Channel, VERSION, PROTOCOL } from "./client.js";
+export type {
+  AgentWireOptions,
+  ChannelOptions,
+  ChannelEvents,
+  ClientEvents,
+  ConnectionState,
+  StateChange,
+  TokenContext,
+  WebSocketConstructor,
+  WebSocketLike,
+} from "./client.js";
+export { publish } from "./publish.js";
+export type { PublishOptions, PublishResult } from "./publish.js";
+export { AgentWireError, UnauthorizedError, ProtocolError, ServerError } from "./errors.js";
+export { Backoff } from "./backoff.js";
+export type { BackoffOptions } from "./backoff.js";
+export { Sequencer, DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES } from "./sequencer.js";
+export type { Delivery, SequencerOptions } from "./sequencer.js";
+export type {
+  AgentWireEvent,
+  AgentWireGap,
+  ChannelHealth,
+  JoinedInfo,
+  Position,
+  Presence,
+  Since,
+  StreamItem,
+} from "./types.js";
