@@ -62,6 +62,10 @@ struct Args {
         default_value = "latency,fanout,replay,calls,resume,memory,coldstart"
     )]
     only: Vec<String>,
+    /// Clients compared by `clients` (rust, ts, python; ts needs
+    /// `npm ci` in clients/ts, python the venv of clients/python).
+    #[arg(long, value_delimiter = ',', default_value = "rust,ts,python")]
+    clients: Vec<String>,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -96,6 +100,13 @@ async fn main() -> ExitCode {
     }
     if run("resume") {
         resume(args.drops).await;
+        println!();
+    }
+    if run("clients") {
+        if let Err(e) = clients(&args).await {
+            eprintln!("agentwire-bench: clients: {e}");
+            return ExitCode::FAILURE;
+        }
         println!();
     }
     if run("memory") {
@@ -483,6 +494,233 @@ async fn resume(drops: usize) {
         );
         c.close().await;
         stack.shutdown().await;
+    }
+}
+
+/// One client following a channel for `clients`: in this process (Rust) or
+/// a child process printing `joined` and then one `{"seq":N}` line per event.
+enum Follower {
+    Rust(Client),
+    Child {
+        child: tokio::process::Child,
+        lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    },
+}
+
+impl Follower {
+    async fn start(kind: &str, url: &str, token: &str, channel: &str) -> Result<Self, String> {
+        use tokio::io::AsyncBufReadExt;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut cmd = match kind {
+            "rust" => {
+                let options = Options {
+                    backoff: Backoff::new(Duration::ZERO, Duration::from_secs(30)),
+                    ack_debounce: None,
+                    ..Options::default()
+                };
+                let mut c = Client::builder()
+                    .url(url)
+                    .token(token)
+                    .channel_since(channel, agentwire_client::Since::Head)
+                    .options(options)
+                    .connect()
+                    .map_err(|e| e.to_string())?;
+                client_until(&mut c, |e| matches!(e, ClientEvent::Joined { .. })).await;
+                return Ok(Follower::Rust(c));
+            }
+            "ts" => {
+                let mut c = tokio::process::Command::new("node");
+                c.current_dir(root.join("clients/ts"))
+                    .args(["--import", "tsx", "bench/follow.ts"]);
+                c
+            }
+            "python" => {
+                let mut c =
+                    tokio::process::Command::new(root.join("clients/python/.venv/bin/python"));
+                c.current_dir(root.join("clients/python"))
+                    .arg("bench/follow.py");
+                c
+            }
+            other => return Err(format!("unknown client {other:?} (rust, ts, python)")),
+        };
+        let mut child = cmd
+            .args([url, token, channel])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start the {kind} follower: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await {
+                Ok(Ok(Some(l))) if l == "joined" => break,
+                Ok(Ok(Some(_))) => {}
+                other => return Err(format!("the {kind} follower did not join: {other:?}")),
+            }
+        }
+        Ok(Follower::Child { child, lines })
+    }
+
+    /// The next delivery: `None` for a `joined`, else the event's seq.
+    async fn next(&mut self) -> Result<Option<u64>, String> {
+        match self {
+            Follower::Rust(c) => {
+                match client_until(c, |e| {
+                    matches!(e, ClientEvent::Event(_) | ClientEvent::Joined { .. })
+                })
+                .await
+                {
+                    ClientEvent::Event(e) => Ok(Some(e.seq)),
+                    _ => Ok(None),
+                }
+            }
+            Follower::Child { lines, .. } => {
+                let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+                    .await
+                    .map_err(|_| "nothing within 60 s".to_owned())?
+                    .map_err(|e| e.to_string())?
+                    .ok_or("the follower exited")?;
+                if line == "joined" {
+                    return Ok(None);
+                }
+                let v: serde_json::Value =
+                    serde_json::from_str(&line).map_err(|e| e.to_string())?;
+                v["seq"]
+                    .as_u64()
+                    .map(Some)
+                    .ok_or_else(|| format!("unexpected line from the follower: {line}"))
+            }
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Follower::Rust(c) => {
+                c.close().await;
+            }
+            Follower::Child { mut child, .. } => {
+                drop(child.stdin.take());
+                if tokio::time::timeout(Duration::from_secs(5), child.wait())
+                    .await
+                    .is_err()
+                {
+                    let _ = child.kill().await;
+                }
+            }
+        }
+    }
+}
+
+/// Dropped connection → re-joined, for the Rust, TypeScript and Python
+/// clients side by side, each reconnecting without a delay: the resume
+/// itself (notice the drop, new WebSocket, `hello`, `join` from the last
+/// seq, `joined`). After each, an event published then checks that the
+/// client goes on in order (not timed).
+async fn clients(args: &Args) -> Result<(), String> {
+    let drops = args.drops;
+    println!(
+        "Dropped connection → re-joined (`joined` answered), {drops} drops per client, reconnect delay 0, dev gateway:"
+    );
+    println!();
+    println!("| client | p50 | p95 | max |");
+    println!("|---|---:|---:|---:|");
+    for kind in &args.clients {
+        eprintln!("clients: {kind}");
+        let stack = Stack::start().await;
+        let channel = format!("resume-{kind}");
+        let mut f = Follower::start(
+            kind,
+            &stack.gateway.ws_url(),
+            &stack.token("bench", &["*"]),
+            &channel,
+        )
+        .await?;
+        let mut took = Vec::with_capacity(drops);
+        for i in 0..drops {
+            let t0 = Instant::now();
+            stack.gateway.hub().close_all(1006, "bench drop");
+            if let Some(seq) = f.next().await? {
+                return Err(format!("{kind}: event {seq} before the re-join"));
+            }
+            took.push(t0.elapsed());
+            stack.publish(&channel, "status", json!({ "i": i })).await;
+            match f.next().await? {
+                Some(seq) if seq == i as u64 + 1 => {}
+                other => {
+                    return Err(format!(
+                        "{kind}: after re-join {other:?}, expected seq {}",
+                        i + 1
+                    ));
+                }
+            }
+        }
+        took.sort();
+        println!(
+            "| {kind} | {} | {} | {} |",
+            ms(pct(&took, 0.5)),
+            ms(pct(&took, 0.95)),
+            ms(*took.last().unwrap_or(&Duration::ZERO))
+        );
+        f.stop().await;
+        stack.shutdown().await;
+    }
+    if args.clients.iter().any(|c| c == "ts") {
+        node_memory(args.channels).await?;
+    }
+    Ok(())
+}
+
+/// The heap a Node process (the TypeScript client) keeps per subscribed
+/// channel, as `memory` measures the Rust client's.
+async fn node_memory(n: usize) -> Result<(), String> {
+    eprintln!("clients: node memory, {n} channels");
+    let stack = Stack::start().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = tokio::process::Command::new("node")
+        .current_dir(root.join("clients/ts"))
+        .args(["--expose-gc", "--import", "tsx", "bench/memory.ts"])
+        .arg(stack.gateway.ws_url())
+        .arg(stack.token("bench", &["*"]))
+        .arg(n.to_string())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run node: {e}"))?;
+    stack.shutdown().await;
+    if !out.status.success() {
+        return Err(format!(
+            "bench/memory.ts failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("memory.ts output: {e}"))?;
+    let bytes = v["bytes"].as_f64().unwrap_or(0.0);
+    println!();
+    println!(
+        "TypeScript client (Node {}), heap kept per subscribed channel:",
+        node_version().await
+    );
+    println!();
+    println!("| channels | joined in | heap kept | bytes per channel | process RSS |");
+    println!("|---:|---:|---:|---:|---:|");
+    println!(
+        "| {n} | {:.1} ms | {bytes:.0} | {:.0} | {:.1} MiB |",
+        v["joined_ms"].as_f64().unwrap_or(0.0),
+        bytes / n as f64,
+        v["rss"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
+    );
+    Ok(())
+}
+
+async fn node_version() -> String {
+    match tokio::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .await
+    {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        Err(_) => "?".into(),
     }
 }
 
