@@ -501,10 +501,13 @@ async fn resume(drops: usize) {
 /// a child process printing `joined` and then one `{"seq":N}` line per event.
 enum Follower {
     Rust(Client),
-    Child {
-        child: tokio::process::Child,
-        lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
-    },
+    Child(Box<ChildFollower>),
+}
+
+/// A follower in a child process, and its stdout a line at a time.
+struct ChildFollower {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
 }
 
 impl Follower {
@@ -559,7 +562,7 @@ impl Follower {
                 other => return Err(format!("the {kind} follower did not join: {other:?}")),
             }
         }
-        Ok(Follower::Child { child, lines })
+        Ok(Follower::Child(Box::new(ChildFollower { child, lines })))
     }
 
     /// The next delivery: `None` for a `joined`, else the event's seq.
@@ -575,8 +578,8 @@ impl Follower {
                     _ => Ok(None),
                 }
             }
-            Follower::Child { lines, .. } => {
-                let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            Follower::Child(c) => {
+                let line = tokio::time::timeout(Duration::from_secs(60), c.lines.next_line())
                     .await
                     .map_err(|_| "nothing within 60 s".to_owned())?
                     .map_err(|e| e.to_string())?
