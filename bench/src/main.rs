@@ -602,13 +602,13 @@ impl Follower {
             Follower::Rust(c) => {
                 c.close().await;
             }
-            Follower::Child { mut child, .. } => {
-                drop(child.stdin.take());
-                if tokio::time::timeout(Duration::from_secs(5), child.wait())
+            Follower::Child(mut c) => {
+                drop(c.child.stdin.take());
+                if tokio::time::timeout(Duration::from_secs(5), c.child.wait())
                     .await
                     .is_err()
                 {
-                    let _ = child.kill().await;
+                    let _ = c.child.kill().await;
                 }
             }
         }
