@@ -668,8 +668,112 @@ async fn clients(args: &Args) -> Result<(), String> {
         f.stop().await;
         stack.shutdown().await;
     }
+    client_replays(args).await?;
     if args.clients.iter().any(|c| c == "ts") {
         node_memory(args.channels).await?;
+    }
+    Ok(())
+}
+
+/// A replay of `--replay` retained events to each client joining from
+/// `{epoch, 0}`: the TypeScript and Python clients as child processes
+/// (`bench/replay.ts`, `bench/replay.py`) printing their own timings.
+async fn client_replays(args: &Args) -> Result<(), String> {
+    use agentwire_core::adapters::DynamoLog;
+    use agentwire_core::model::ChannelKey;
+    let n = args.replay;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    println!();
+    println!("Replay of {n} retained events to each client (join since seq 0, dev gateway):");
+    println!();
+    println!("| client | first event after | last event after | events/s |");
+    println!("|---|---:|---:|---:|");
+    let data =
+        json!({"text": "a status line of an agent run, about eighty bytes long ............"});
+    for kind in &args.clients {
+        eprintln!("clients: {kind} replay, seeding {n} events");
+        let stack = Stack::start().await;
+        let log = DynamoLog::new(stack.ddb(), stack.config.tables.clone());
+        let key = ChannelKey::new(&stack.tenant, "history");
+        let epoch = seed(&log, &key, n, &data).await;
+        let (url, token) = (stack.gateway.ws_url(), stack.token("bench", &["*"]));
+        let (first, last) = match kind.as_str() {
+            "rust" => {
+                let t0 = Instant::now();
+                let mut c = Client::builder()
+                    .url(&url)
+                    .token(&token)
+                    .channel_since(
+                        "history",
+                        agentwire_client::Since::Position {
+                            epoch: epoch.clone(),
+                            seq: 0,
+                        },
+                    )
+                    .options(Options {
+                        ack_debounce: None,
+                        ..Options::default()
+                    })
+                    .connect()
+                    .map_err(|e| e.to_string())?;
+                let mut first = None;
+                let mut got = 0u64;
+                while got < n {
+                    if let ClientEvent::Event(e) =
+                        client_until(&mut c, |e| matches!(e, ClientEvent::Event(_))).await
+                    {
+                        got += 1;
+                        first.get_or_insert(t0.elapsed());
+                        if e.seq != got {
+                            return Err(format!("rust: seq {} at position {got}", e.seq));
+                        }
+                    }
+                }
+                let last = t0.elapsed();
+                c.close().await;
+                (first.unwrap_or_default(), last)
+            }
+            "ts" | "python" => {
+                let mut cmd = if kind == "ts" {
+                    let mut c = tokio::process::Command::new("node");
+                    c.current_dir(root.join("clients/ts")).args([
+                        "--import",
+                        "tsx",
+                        "bench/replay.ts",
+                    ]);
+                    c
+                } else {
+                    let mut c =
+                        tokio::process::Command::new(root.join("clients/python/.venv/bin/python"));
+                    c.current_dir(root.join("clients/python"))
+                        .arg("bench/replay.py");
+                    c
+                };
+                let out = cmd
+                    .args([&url, &token, "history", &epoch, &n.to_string()])
+                    .output()
+                    .await
+                    .map_err(|e| format!("cannot run the {kind} replay: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "{kind} replay failed: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    ));
+                }
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+                    .map_err(|e| format!("{kind} replay output: {e}"))?;
+                let d = |k: &str| Duration::from_secs_f64(v[k].as_f64().unwrap_or(0.0) / 1000.0);
+                (d("first_ms"), d("elapsed_ms"))
+            }
+            other => return Err(format!("unknown client {other:?}")),
+        };
+        println!(
+            "| {kind} | {} | {} | {:.0} |",
+            ms(first),
+            ms(last),
+            n as f64 / last.as_secs_f64()
+        );
+        stack.shutdown().await;
     }
     Ok(())
 }
