@@ -29,7 +29,7 @@ class Backoff:
 
     def ceiling(self) -> float:
         """The ceiling of the next delay: `initial × 2^attempt`, at most `maximum`."""
-        return min(self.maximum, self.initial * (2 ** min(self._attempt, 62)))
+        return float(min(self.maximum, self.initial * (2 ** min(self._attempt, 62))))
 
     def next_delay(self, unit: float) -> float | None:
         """The next delay, `unit` (uniform in 0..1) picking where under the

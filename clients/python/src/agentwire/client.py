@@ -231,8 +231,10 @@ class _Channel:
 
 
 def _since_arg(since: Any) -> Since:
-    if since is None or since == "head":
-        return since
+    if since is None:
+        return None
+    if since == "head":
+        return "head"
     if isinstance(since, Position):
         return since
     if isinstance(since, tuple) and len(since) == 2:
@@ -564,7 +566,7 @@ class Client:
         except asyncio.CancelledError:
             raise
         except InvalidStatus as e:
-            return self._classify_refusal(e.response.status_code, e.response.body or b"")
+            return self._classify_refusal(e.response.status_code, bytes(e.response.body or b""))
         except InvalidURI as e:
             return _FATAL, RefusedError(f"bad gateway URL: {e}", code="refused")
         except Exception as e:  # noqa: BLE001 - network, TLS, time-out: retried

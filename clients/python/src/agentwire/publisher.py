@@ -102,7 +102,7 @@ class _Retry:
     def next_delay(self, resp: httpx.Response | None) -> float | None:
         if self.attempt >= self.retries:
             return None
-        ceiling = min(self.max_delay, self.min_delay * 2**self.attempt)
+        ceiling: float = min(self.max_delay, self.min_delay * 2**self.attempt)
         self.attempt += 1
         delay = random.random() * ceiling
         hinted = _retry_after(resp)
