@@ -175,18 +175,34 @@ class Publisher:
             resp: httpx.Response | None = None
             try:
                 resp = await self._http.post(url, headers=headers, content=body)
+                unreachable = None
             except httpx.TransportError as e:
-                failure: AgentWireError = ServerError(f"cannot reach the gateway: {e!r}", code="unavailable")
-            else:
-                if 200 <= resp.status_code < 300:
-                    return _result(resp, channel, key)
-                failure = _error(resp)
-                if resp.status_code not in _RETRY_STATUS:
-                    raise failure
+                unreachable = e
+            outcome = _settle(resp, unreachable, channel, key)
+            if isinstance(outcome, PublishResult):
+                return outcome
             delay = retry.next_delay(resp)
             if delay is None:
-                raise failure
+                raise outcome
             await asyncio.sleep(delay)
+
+
+def _settle(
+    resp: httpx.Response | None,
+    unreachable: httpx.TransportError | None,
+    channel: str,
+    key: str,
+) -> PublishResult | AgentWireError:
+    """What one attempt came to: the result, or the failure worth a retry
+    (a failure that is not worth one is raised here)."""
+    if resp is None:
+        return ServerError(f"cannot reach the gateway: {unreachable!r}", code="unavailable")
+    if 200 <= resp.status_code < 300:
+        return _result(resp, channel, key)
+    failure = _error(resp)
+    if resp.status_code not in _RETRY_STATUS:
+        raise failure
+    return failure
 
 
 def publish_sync(
@@ -213,15 +229,13 @@ def publish_sync(
             resp: httpx.Response | None = None
             try:
                 resp = http.post(target, headers=headers, content=body)
+                unreachable = None
             except httpx.TransportError as e:
-                failure: AgentWireError = ServerError(f"cannot reach the gateway: {e!r}", code="unavailable")
-            else:
-                if 200 <= resp.status_code < 300:
-                    return _result(resp, channel, key)
-                failure = _error(resp)
-                if resp.status_code not in _RETRY_STATUS:
-                    raise failure
+                unreachable = e
+            outcome = _settle(resp, unreachable, channel, key)
+            if isinstance(outcome, PublishResult):
+                return outcome
             delay = retry.next_delay(resp)
             if delay is None:
-                raise failure
+                raise outcome
             time.sleep(delay)
