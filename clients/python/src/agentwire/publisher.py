@@ -19,6 +19,7 @@ from urllib.parse import quote
 import httpx
 
 from . import __version__
+from ._backoff import Backoff
 from ._types import PublishResult
 from .errors import AgentWireError, ProtocolError, ServerError, UnauthorizedError
 
@@ -91,23 +92,20 @@ def _retry_after(resp: httpx.Response | None) -> float | None:
 
 
 class _Retry:
-    """Full-jitter delays between attempts, at most `retries` retries."""
+    """Full-jitter delays between attempts (the client's reconnect
+    schedule), at most `retries` retries, and never shorter than the
+    answer's `Retry-After` (up to `max_delay`)."""
 
     def __init__(self, retries: int, min_delay: float, max_delay: float) -> None:
-        self.retries = retries
-        self.min_delay = min_delay
-        self.max_delay = max_delay
-        self.attempt = 0
+        self._backoff = Backoff(min_delay, max_delay, max_attempts=retries)
 
     def next_delay(self, resp: httpx.Response | None) -> float | None:
-        if self.attempt >= self.retries:
+        delay = self._backoff.next_delay(random.random())
+        if delay is None:
             return None
-        ceiling: float = min(self.max_delay, self.min_delay * 2**self.attempt)
-        self.attempt += 1
-        delay = random.random() * ceiling
         hinted = _retry_after(resp)
         if hinted is not None:
-            delay = max(delay, min(hinted, self.max_delay))
+            delay = max(delay, min(hinted, self._backoff.maximum))
         return delay
 
 
