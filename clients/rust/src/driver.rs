@@ -38,6 +38,20 @@ struct Channel {
 }
 
 impl Channel {
+    /// The ack of the last delivered seq, if it is past the last one sent
+    /// (which it then becomes).
+    fn due_ack(&mut self, name: &str) -> Option<ClientFrame> {
+        let last = self.seq.last().filter(|&l| l > 0)?;
+        if self.acked.is_some_and(|a| a >= last) {
+            return None;
+        }
+        self.acked = Some(last);
+        Some(ClientFrame::Ack {
+            channel: name.to_owned(),
+            seq: last,
+        })
+    }
+
     /// Where a (re)join resumes: right after the last delivered seq once the
     /// channel's log is known, else where the application asked.
     fn since(&self) -> Option<Since> {
@@ -505,19 +519,14 @@ impl Driver {
                 let mut left = Vec::new();
                 let mut acks = Vec::new();
                 for name in names {
-                    let Some(ch) = self.channels.remove(&name) else {
+                    let Some(mut ch) = self.channels.remove(&name) else {
                         continue;
                     };
                     // What was delivered on it is acknowledged before leaving.
                     if self.options.ack_debounce.is_some()
-                        && let Some(last) = ch.seq.last()
-                        && last > 0
-                        && ch.acked.is_none_or(|a| last > a)
+                        && let Some(ack) = ch.due_ack(&name)
                     {
-                        acks.push(ClientFrame::Ack {
-                            channel: name.clone(),
-                            seq: last,
-                        });
+                        acks.push(ack);
                     }
                     left.push(name);
                 }
@@ -672,19 +681,11 @@ impl Driver {
         if self.options.ack_debounce.is_none() {
             return Ok(());
         }
-        let mut acks = Vec::new();
-        for (name, ch) in &mut self.channels {
-            if let Some(last) = ch.seq.last()
-                && last > 0
-                && ch.acked.is_none_or(|a| last > a)
-            {
-                ch.acked = Some(last);
-                acks.push(ClientFrame::Ack {
-                    channel: name.clone(),
-                    seq: last,
-                });
-            }
-        }
+        let acks: Vec<ClientFrame> = self
+            .channels
+            .iter_mut()
+            .filter_map(|(name, ch)| ch.due_ack(name))
+            .collect();
         for ack in &acks {
             send(ws, ack).await?;
         }
