@@ -145,7 +145,7 @@ impl Sequencer {
             // A new client, another epoch, or a reset log: the replay (if
             // any) starts right after `end - replayed`.
             self.pending.retain(|_, e| e.epoch == epoch);
-            self.pending_bytes = self.pending.values().map(approx_size).sum();
+            self.pending_bytes = self.pending.values().map(EventFrame::approx_len).sum();
             self.last = Some(end.saturating_sub(replayed));
             self.known = 0;
         }
@@ -229,7 +229,7 @@ impl Sequencer {
         if self.epoch.as_deref() == Some(e.epoch.as_str()) {
             self.known = self.known.max(e.seq);
         }
-        self.pending_bytes += approx_size(&e);
+        self.pending_bytes += e.approx_len();
         self.pending.insert(e.seq, e);
         if self.pending.len() > self.max_pending || self.pending_bytes > self.max_pending_bytes {
             tracing::debug!(
@@ -254,7 +254,7 @@ impl Sequencer {
                 break;
             }
             if let Some((_, e)) = self.pending.pop_first() {
-                self.pending_bytes = self.pending_bytes.saturating_sub(approx_size(&e));
+                self.pending_bytes = self.pending_bytes.saturating_sub(e.approx_len());
                 if seq == last + 1 {
                     out.push(Delivery::Event(e));
                     last = seq;
@@ -264,12 +264,6 @@ impl Sequencer {
         self.last = Some(last);
         out
     }
-}
-
-/// An event's approximate size in memory: its JSON text.
-fn approx_size(e: &EventFrame) -> usize {
-    let data = serde_json::to_string(&e.data).map(|d| d.len()).unwrap_or(0);
-    data + e.id.len() + e.kind.len() + e.channel.len() + e.epoch.len() + e.ts.len() + 64
 }
 
 #[cfg(test)]

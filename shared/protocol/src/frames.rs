@@ -280,6 +280,20 @@ pub struct EventFrame {
     pub ts: String,
 }
 
+impl EventFrame {
+    /// Its approximate size as JSON text: what holding or sending it costs
+    /// (the data's serialisation, the other fields, the keys around them).
+    pub fn approx_len(&self) -> usize {
+        let data = serde_json::to_string(&self.data).map_or(0, |d| d.len());
+        data + self.channel.len()
+            + self.epoch.len()
+            + self.id.len()
+            + self.kind.len()
+            + self.ts.len()
+            + 80
+    }
+}
+
 /// A typed error: a stable `code`, a message for humans, the request `id`
 /// when the failing frame had one, and the supported range for
 /// `version_unsupported`.

@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use agentwire_protocol::limits::{MAX_CHANNELS_PER_JOIN, validate_channel};
 use agentwire_protocol::{
-    ChannelHealth, ClientFrame, ErrorCode, Health, JoinChannel, JoinedChannel, Limits,
+    ChannelHealth, ClientFrame, ErrorCode, EventFrame, Health, JoinChannel, JoinedChannel, Limits,
     PRESENCE_SAMPLE, Presence, ProtocolError, SERVER, ServerFrame, negotiate, parse_client_frame,
     supported,
 };
 
 use crate::auth::Grants;
 use crate::clock::{Clock, rfc3339};
-use crate::model::{ChannelKey, ChannelState, Connection, StoredEvent};
+use crate::model::{ChannelKey, ChannelState, Connection};
 use crate::ports::{ChannelLog, ConnectionRegistry, CursorStore, PushError, Pusher, StoreError};
 use crate::usecases::dispatch::coalesce;
 use crate::usecases::push::{PushRetry, post_retrying};
@@ -44,24 +44,20 @@ impl Default for ReplayBudget {
     }
 }
 
-/// One channel's replay, read: `from..=end` (`end` is `until` when the
-/// budget cut it short).
+/// One channel's replay, read: the frames of `from..=to`, or of
+/// `from..=until` when the budget cut it short.
 struct Replay {
     from: u64,
-    end: u64,
+    to: u64,
     until: Option<u64>,
-    events: Vec<StoredEvent>,
+    frames: Vec<EventFrame>,
 }
 
-/// An event's approximate size as a frame.
-fn approx_size(e: &StoredEvent) -> usize {
-    serde_json::to_string(&e.data).map_or(0, |d| d.len())
-        + e.id.len()
-        + e.kind.len()
-        + e.key.channel.len()
-        + e.epoch.len()
-        + e.ts.len()
-        + 80
+impl Replay {
+    /// The last seq this replay covers.
+    fn end(&self) -> u64 {
+        self.until.unwrap_or(self.to)
+    }
 }
 
 /// The session use case.
@@ -389,7 +385,7 @@ impl Session {
                 self.post(connection_id, &gap(&r.key, from, to)).await?;
             }
             if let Some(replay) = replay {
-                tracing::debug!(channel = %r.key, from = replay.from, to = replay.end, events = replay.events.len(), oldest = ?r.oldest, epoch = %r.state.epoch, "replaying");
+                tracing::debug!(channel = %r.key, from = replay.from, to = replay.end(), events = replay.frames.len(), oldest = ?r.oldest, epoch = %r.state.epoch, "replaying");
                 self.post_replay(connection_id, &r.key, replay).await?;
             }
         }
@@ -415,9 +411,9 @@ impl Session {
             };
             let mut replay = Replay {
                 from,
-                end: to,
+                to,
                 until: None,
-                events: Vec::new(),
+                frames: Vec::new(),
             };
             let mut next = from;
             'pages: while next <= to {
@@ -426,18 +422,17 @@ impl Session {
                     break;
                 };
                 for e in page {
-                    let size = approx_size(&e);
+                    let frame = e.frame();
+                    let size = frame.approx_len();
                     if !first && (events_left == 0 || size > bytes_left) {
-                        let until = next - 1;
-                        replay.until = Some(until);
-                        replay.end = until;
+                        replay.until = Some(next - 1);
                         break 'pages;
                     }
                     first = false;
                     events_left = events_left.saturating_sub(1);
                     bytes_left = bytes_left.saturating_sub(size);
-                    next = e.seq + 1;
-                    replay.events.push(e);
+                    next = frame.seq + 1;
+                    replay.frames.push(frame);
                 }
                 next = next.max(last + 1);
             }
@@ -454,20 +449,20 @@ impl Session {
         key: &ChannelKey,
         replay: Replay,
     ) -> Result<(), PushError> {
+        let end = replay.end();
         let mut next = replay.from;
-        for run in contiguous_runs(replay.events) {
+        for run in contiguous_runs(replay.frames) {
             let first = run.first().map(|e| e.seq).unwrap_or(next);
             if first > next {
                 self.post(connection_id, &gap(key, next, first - 1)).await?;
             }
             next = run.last().map(|e| e.seq + 1).unwrap_or(next);
-            for frame in coalesce(run.iter().map(StoredEvent::frame).collect()) {
+            for frame in coalesce(run) {
                 self.post_text(connection_id, &frame).await?;
             }
         }
-        if next <= replay.end {
-            self.post(connection_id, &gap(key, next, replay.end))
-                .await?;
+        if next <= end {
+            self.post(connection_id, &gap(key, next, end)).await?;
         }
         Ok(())
     }
@@ -525,8 +520,8 @@ fn gap(key: &ChannelKey, from: u64, to: u64) -> ServerFrame {
 }
 
 /// Splits seq-ordered events into runs without holes.
-fn contiguous_runs(events: Vec<StoredEvent>) -> Vec<Vec<StoredEvent>> {
-    let mut runs: Vec<Vec<StoredEvent>> = Vec::new();
+fn contiguous_runs(events: Vec<EventFrame>) -> Vec<Vec<EventFrame>> {
+    let mut runs: Vec<Vec<EventFrame>> = Vec::new();
     for e in events {
         match runs.last_mut() {
             Some(run) if run.last().is_some_and(|l| l.seq + 1 == e.seq) => run.push(e),
