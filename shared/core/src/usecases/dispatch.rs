@@ -171,22 +171,13 @@ impl Dispatcher {
                 Err(e) => {
                     let m = &msgs[i];
                     tracing::warn!(message_id = %m.message_id, reason = %e, "invalid envelope, dead-lettering");
-                    match self
-                        .dead_letters
-                        .record(&m.message_id, &m.body, &e.to_string())
-                        .await
-                    {
-                        Ok(()) => {
-                            report.dead_lettered += 1;
-                            i += 1;
-                            continue;
-                        }
-                        Err(err) => {
-                            tracing::error!(message_id = %m.message_id, error = %err, "dead-letter failed");
-                            fail_rest(&mut report, &msgs[i..]);
-                            break;
-                        }
+                    if let Err(err) = self.dead_letter(m, &e.to_string(), &mut report).await {
+                        tracing::error!(message_id = %m.message_id, error = %err, "dead-letter failed");
+                        fail_rest(&mut report, &msgs[i..]);
+                        break;
                     }
+                    i += 1;
+                    continue;
                 }
                 Ok(env) => env,
             };
@@ -242,21 +233,12 @@ impl Dispatcher {
                         m.receive_count
                     );
                     tracing::error!(channel = %key, message_id = %m.message_id, reason, "dead-lettering a message that keeps failing; its group goes on");
-                    match self
-                        .dead_letters
-                        .record(&m.message_id, &m.body, &reason)
-                        .await
-                    {
-                        Ok(()) => {
-                            report.dead_lettered += 1;
-                            i = j;
-                        }
-                        Err(err) => {
-                            tracing::error!(message_id = %m.message_id, error = %err, "dead-letter failed");
-                            fail_rest(&mut report, &msgs[i..]);
-                            break;
-                        }
+                    if let Err(err) = self.dead_letter(m, &reason, &mut report).await {
+                        tracing::error!(message_id = %m.message_id, error = %err, "dead-letter failed");
+                        fail_rest(&mut report, &msgs[i..]);
+                        break;
                     }
+                    i = j;
                 }
                 Err(e) => {
                     tracing::error!(channel = %key, error = %e, "commit failed; the rest of the group will be retried");
@@ -279,16 +261,29 @@ impl Dispatcher {
     ) -> Result<(), StoreError> {
         for (m, p) in msgs.iter().zip(parsed) {
             if p.as_ref().is_ok_and(|e| unresolved.contains(&e.id)) {
-                self.dead_letters
-                    .record(
-                        &m.message_id,
-                        &m.body,
-                        "duplicate_unresolved: the event id has a live dedup record but its event is no longer in the log",
-                    )
-                    .await?;
-                report.dead_lettered += 1;
+                self.dead_letter(
+                    m,
+                    "duplicate_unresolved: the event id has a live dedup record but its event is no longer in the log",
+                    report,
+                )
+                .await?;
             }
         }
+        Ok(())
+    }
+
+    /// Keeps a message that will not be committed in the events DLQ, with
+    /// its reason, and counts it.
+    async fn dead_letter(
+        &self,
+        m: &QueueMessage,
+        reason: &str,
+        report: &mut DispatchReport,
+    ) -> Result<(), StoreError> {
+        self.dead_letters
+            .record(&m.message_id, &m.body, reason)
+            .await?;
+        report.dead_lettered += 1;
         Ok(())
     }
 
