@@ -513,7 +513,6 @@ struct ChildFollower {
 impl Follower {
     async fn start(kind: &str, url: &str, token: &str, channel: &str) -> Result<Self, String> {
         use tokio::io::AsyncBufReadExt;
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut cmd = match kind {
             "rust" => {
                 let options = Options {
@@ -531,20 +530,7 @@ impl Follower {
                 client_until(&mut c, |e| matches!(e, ClientEvent::Joined { .. })).await;
                 return Ok(Follower::Rust(c));
             }
-            "ts" => {
-                let mut c = tokio::process::Command::new("node");
-                c.current_dir(root.join("clients/ts"))
-                    .args(["--import", "tsx", "bench/follow.ts"]);
-                c
-            }
-            "python" => {
-                let mut c =
-                    tokio::process::Command::new(root.join("clients/python/.venv/bin/python"));
-                c.current_dir(root.join("clients/python"))
-                    .arg("bench/follow.py");
-                c
-            }
-            other => return Err(format!("unknown client {other:?} (rust, ts, python)")),
+            other => bench_script(other, "follow")?,
         };
         let mut child = cmd
             .args([url, token, channel])
@@ -675,6 +661,31 @@ async fn clients(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// The command that runs a client's bench script `name` (`bench/NAME.ts`
+/// with node for `ts`, `bench/NAME.py` in the package's venv for `python`),
+/// from the client's directory.
+fn bench_script(kind: &str, name: &str) -> Result<tokio::process::Command, String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut c = match kind {
+        "ts" => {
+            let mut c = tokio::process::Command::new("node");
+            c.current_dir(root.join("clients/ts"))
+                .args(["--import", "tsx"])
+                .arg(format!("bench/{name}.ts"));
+            c
+        }
+        "python" => {
+            let mut c = tokio::process::Command::new(root.join("clients/python/.venv/bin/python"));
+            c.current_dir(root.join("clients/python"))
+                .arg(format!("bench/{name}.py"));
+            c
+        }
+        other => return Err(format!("unknown client {other:?} (rust, ts, python)")),
+    };
+    c.kill_on_drop(true);
+    Ok(c)
+}
+
 /// A replay of `--replay` retained events to each client joining from
 /// `{epoch, 0}`: the TypeScript and Python clients as child processes
 /// (`bench/replay.ts`, `bench/replay.py`) printing their own timings.
@@ -682,7 +693,6 @@ async fn client_replays(args: &Args) -> Result<(), String> {
     use agentwire_core::adapters::DynamoLog;
     use agentwire_core::model::ChannelKey;
     let n = args.replay;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     println!();
     println!("Replay of {n} retained events to each client (join since seq 0, dev gateway):");
     println!();
@@ -733,23 +743,8 @@ async fn client_replays(args: &Args) -> Result<(), String> {
                 c.close().await;
                 (first.unwrap_or_default(), last)
             }
-            "ts" | "python" => {
-                let mut cmd = if kind == "ts" {
-                    let mut c = tokio::process::Command::new("node");
-                    c.current_dir(root.join("clients/ts")).args([
-                        "--import",
-                        "tsx",
-                        "bench/replay.ts",
-                    ]);
-                    c
-                } else {
-                    let mut c =
-                        tokio::process::Command::new(root.join("clients/python/.venv/bin/python"));
-                    c.current_dir(root.join("clients/python"))
-                        .arg("bench/replay.py");
-                    c
-                };
-                let out = cmd
+            other => {
+                let out = bench_script(other, "replay")?
                     .args([&url, &token, "history", &epoch, &n.to_string()])
                     .output()
                     .await
@@ -765,7 +760,6 @@ async fn client_replays(args: &Args) -> Result<(), String> {
                 let d = |k: &str| Duration::from_secs_f64(v[k].as_f64().unwrap_or(0.0) / 1000.0);
                 (d("first_ms"), d("elapsed_ms"))
             }
-            other => return Err(format!("unknown client {other:?}")),
         };
         println!(
             "| {kind} | {} | {} | {:.0} |",

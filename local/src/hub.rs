@@ -72,8 +72,12 @@ impl Hub {
         lock(&self.live).insert(id.to_owned(), live);
     }
 
+    /// Forgets a closed connection, with its post counters and injected
+    /// failures.
     pub(crate) fn remove(&self, id: &str) {
         lock(&self.live).remove(id);
+        lock(&self.failing).remove(id);
+        lock(&self.stats).remove(id);
     }
 
     pub fn get(&self, id: &str) -> Option<Live> {
@@ -135,7 +139,7 @@ impl Hub {
         lock(&self.failing).insert(id.to_owned(), n);
     }
 
-    /// What the posts to connection `id` came to so far.
+    /// What the posts to connection `id` came to so far (while it is open).
     pub fn post_stats(&self, id: &str) -> PostStats {
         lock(&self.stats).get(id).copied().unwrap_or_default()
     }
