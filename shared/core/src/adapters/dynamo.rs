@@ -659,11 +659,10 @@ impl ChannelLog for DynamoLog {
 
     /// Expired events are a prefix of the log until TTL deletes them (which
     /// may take days), and a filter applies after `Limit`: a `Limit 1`
-    /// filtered query would walk them one round trip each. So: one unfiltered
-    /// `Limit 1` query (the common case: the first item is live), then
-    /// filtered pages of growing size (100, then 10,000: DynamoDB's 1 MB page
-    /// cap bounds each), projecting only the key. 5,000 expired events cost
-    /// 3 queries.
+    /// filtered query would walk them one round trip each. So the filtered
+    /// pages grow: 1 item (the common case: the first item is live), then
+    /// 100, then 10,000 (DynamoDB's 1 MB page cap bounds each), projecting
+    /// only the key. 5,000 expired events cost 3 queries.
     async fn oldest_retained(
         &self,
         key: &ChannelKey,
@@ -673,29 +672,8 @@ impl ChannelLog for DynamoLog {
             return Ok(None);
         }
         let now = SystemClock.epoch_s();
-        let first = self
-            .client
-            .query()
-            .table_name(&self.tables.events)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-            .expression_attribute_values(":pk", s(key.pk()))
-            .expression_attribute_values(":from", n(1))
-            .expression_attribute_values(":to", n(head))
-            .projection_expression("sk, expires_at")
-            .consistent_read(true)
-            .limit(1)
-            .send()
-            .await
-            .map_err(|e| store_error("find oldest event", e))?;
-        let Some(item) = first.items().first() else {
-            return Ok(None);
-        };
-        if !expired(item, now) {
-            return Ok(get_n(item, "sk"));
-        }
-        let mut start = first.last_evaluated_key().cloned();
-        let mut page = 100;
-        while let Some(from) = start.take().filter(|k| !k.is_empty()) {
+        let mut start: Option<Item> = None;
+        for page in [1, 100].into_iter().chain(std::iter::repeat(10_000)) {
             let res = self
                 .client
                 .query()
@@ -709,15 +687,17 @@ impl ChannelLog for DynamoLog {
                 .projection_expression("sk")
                 .consistent_read(true)
                 .limit(page)
-                .set_exclusive_start_key(Some(from))
+                .set_exclusive_start_key(start.take())
                 .send()
                 .await
                 .map_err(|e| store_error("find oldest event", e))?;
             if let Some(seq) = res.items().first().and_then(|i| get_n(i, "sk")) {
                 return Ok(Some(seq));
             }
-            start = res.last_evaluated_key().cloned();
-            page = 10_000;
+            match res.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(None),
+            }
         }
         Ok(None)
     }
