@@ -264,11 +264,15 @@ fn counted() -> StackOptions {
 
 /// A client that was away while `n` events were committed joins from seq 0.
 async fn replay(n: u64) {
-    use agentwire_core::adapters::DynamoLog;
+    use agentwire_aws::DynamoLog;
     use agentwire_core::model::ChannelKey;
     eprintln!("replay: seeding {n} events");
     let stack = Stack::start_with(counted()).await;
-    let log = DynamoLog::new(stack.ddb(), stack.config.tables.clone());
+    let log = DynamoLog::new(
+        stack.ddb(),
+        stack.config.tables.clone(),
+        stack.clock.clone(),
+    );
     let key = ChannelKey::new(&stack.tenant, "history");
     let data =
         json!({"text": "a status line of an agent run, about eighty bytes long ............"});
@@ -379,7 +383,7 @@ async fn calls(n: usize) {
 /// would measure moto (which copies the table per transaction item), not
 /// the replay.
 async fn seed(
-    log: &agentwire_core::adapters::DynamoLog,
+    log: &agentwire_aws::DynamoLog,
     key: &agentwire_core::model::ChannelKey,
     n: u64,
     data: &serde_json::Value,
@@ -690,7 +694,7 @@ fn bench_script(kind: &str, name: &str) -> Result<tokio::process::Command, Strin
 /// `{epoch, 0}`: the TypeScript and Python clients as child processes
 /// (`bench/replay.ts`, `bench/replay.py`) printing their own timings.
 async fn client_replays(args: &Args) -> Result<(), String> {
-    use agentwire_core::adapters::DynamoLog;
+    use agentwire_aws::DynamoLog;
     use agentwire_core::model::ChannelKey;
     let n = args.replay;
     println!();
@@ -703,7 +707,11 @@ async fn client_replays(args: &Args) -> Result<(), String> {
     for kind in &args.clients {
         eprintln!("clients: {kind} replay, seeding {n} events");
         let stack = Stack::start().await;
-        let log = DynamoLog::new(stack.ddb(), stack.config.tables.clone());
+        let log = DynamoLog::new(
+            stack.ddb(),
+            stack.config.tables.clone(),
+            stack.clock.clone(),
+        );
         let key = ChannelKey::new(&stack.tenant, "history");
         let epoch = seed(&log, &key, n, &data).await;
         let (url, token) = (stack.gateway.ws_url(), stack.token("bench", &["*"]));
@@ -985,7 +993,7 @@ async fn coldstart(args: &Args) -> Result<(), String> {
                 .env("AWS_ACCESS_KEY_ID", "test")
                 .env("AWS_SECRET_ACCESS_KEY", "test")
                 .env("AWS_ENDPOINT_URL", &endpoint)
-                .env("AGENTWIRE_JWT_SECRET", "bench-secret")
+                .env("AGENTWIRE_JWT_SECRET", "bench-secret-of-at-least-32-bytes!")
                 .env(
                     "AGENTWIRE_EVENTS_QUEUE_URL",
                     format!("{endpoint}/000000000000/agentwire-events.fifo"),

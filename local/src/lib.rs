@@ -29,12 +29,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentwire_aws::deps::Deps;
 use agentwire_core::config::{Config, ConfigError};
-use agentwire_core::wiring::Deps;
 use agentwire_fn_connect::ConnectFunction;
 use agentwire_fn_disconnect::DisconnectFunction;
 use agentwire_fn_dispatcher::DispatcherFunction;
-use agentwire_fn_join::JoinFunction;
+use agentwire_fn_join::SessionFunction;
 use agentwire_fn_publish::PublishFunction;
 use agentwire_fn_webhook::WebhookFunction;
 use aws_config::SdkConfig;
@@ -98,7 +98,7 @@ pub(crate) struct Functions {
     /// Present when the deployment has a webhook queue.
     pub webhook: Option<WebhookFunction>,
     pub connect: ConnectFunction,
-    pub join: JoinFunction,
+    pub join: SessionFunction,
     pub disconnect: DisconnectFunction,
     pub dispatcher: DispatcherFunction,
     pub publish: PublishFunction,
@@ -154,7 +154,7 @@ impl Gateway {
         let queue_url = deps.config.require_events_queue_url()?.to_owned();
         let functions = Functions {
             connect: ConnectFunction::new(&deps)?,
-            join: JoinFunction::new(&deps)?,
+            join: SessionFunction::new(&deps)?,
             disconnect: DisconnectFunction::new(&deps),
             dispatcher: DispatcherFunction::new(&deps)?,
             publish: PublishFunction::new(&deps)?,

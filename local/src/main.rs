@@ -123,7 +123,7 @@ const DEFAULT_DEV_SECRET: &str = "agentwire-local-dev-secret-never-deploy-it";
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    agentwire_core::telemetry::init_text();
+    agentwire_aws::telemetry::init_text();
     let args = Args::parse();
     match serve(args).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -226,7 +226,7 @@ async fn queue_url(
     queue: &str,
     endpoint: &str,
 ) -> Result<String, String> {
-    agentwire_core::adapters::sqs::resolve_queue_url(sqs, queue)
+    agentwire_aws::sqs::resolve_queue_url(sqs, queue)
         .await
         .map_err(|e| {
             format!(

@@ -234,7 +234,7 @@ async fn create_tables(sdk: &SdkConfig, run: &str) -> Tables {
 }
 
 /// Knobs a test may turn.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StackOptions {
     pub gateway: GatewayOptions,
     /// Visibility timeout of this test's events queue (how soon a failed
@@ -248,6 +248,10 @@ pub struct StackOptions {
     pub webhook_schedule: Option<agentwire_core::webhook::RetrySchedule>,
     /// Most events one join replays, when a test lowers it.
     pub replay_max_events: Option<usize>,
+    /// The clock of the gateway's adapters and use cases: a test that needs
+    /// time to pass (token expiry, retention) moves a
+    /// [`ManualClock`](agentwire_core::clock::ManualClock) instead of waiting.
+    pub clock: Option<std::sync::Arc<dyn agentwire_core::clock::Clock>>,
 }
 
 impl Default for StackOptions {
@@ -263,6 +267,7 @@ impl Default for StackOptions {
             count_dynamodb_calls: false,
             webhook_schedule: None,
             replay_max_events: None,
+            clock: None,
         }
     }
 }
@@ -281,9 +286,14 @@ pub struct Stack {
     /// This stack's webhook job queue and its dead-letter queue.
     pub webhook_queue_url: String,
     pub webhook_dlq_url: String,
+    /// The clock the gateway reads.
+    pub clock: std::sync::Arc<dyn agentwire_core::clock::Clock>,
     /// What a restarted gateway is built from.
     gateway_options: GatewayOptions,
     ddb_client: aws_sdk_dynamodb::Client,
+    /// Set once [`Stack::shutdown`] has deleted the resources; otherwise
+    /// dropping the stack (a failed test) deletes them.
+    cleaned: bool,
 }
 
 impl Stack {
@@ -352,7 +362,18 @@ impl Stack {
         } else {
             aws_sdk_dynamodb::Client::new(&sdk)
         };
-        let gateway = start_gateway(&sdk, &ddb_client, &config, options.gateway.clone()).await;
+        let clock = options
+            .clock
+            .clone()
+            .unwrap_or_else(|| std::sync::Arc::new(SystemClock));
+        let gateway = start_gateway(
+            &sdk,
+            &ddb_client,
+            &config,
+            clock.clone(),
+            options.gateway.clone(),
+        )
+        .await;
         config.connections_endpoint = Some(gateway.connections_endpoint());
         Self {
             gateway,
@@ -365,8 +386,10 @@ impl Stack {
             dlq_url,
             webhook_queue_url: queues.webhooks,
             webhook_dlq_url: queues.webhooks_dlq,
+            clock,
             gateway_options: options.gateway,
             ddb_client,
+            cleaned: false,
         }
     }
 
@@ -382,7 +405,14 @@ impl Stack {
     pub async fn gateway_up(&mut self) {
         let mut options = self.gateway_options.clone();
         options.bind = self.gateway.addr();
-        self.gateway = start_gateway(&self.sdk, &self.ddb_client, &self.config, options).await;
+        self.gateway = start_gateway(
+            &self.sdk,
+            &self.ddb_client,
+            &self.config,
+            self.clock.clone(),
+            options,
+        )
+        .await;
     }
 
     /// A token of this stack's tenant for `sub`, granting `channels`.
@@ -486,7 +516,7 @@ impl Stack {
             data,
             ts: rfc3339(std::time::SystemTime::now()),
         };
-        agentwire_core::adapters::SqsEventQueue::new(self.sqs(), &self.queue_url)
+        agentwire_aws::SqsEventQueue::new(self.sqs(), &self.queue_url)
             .send(&env)
             .await
             .expect("publish");
@@ -518,15 +548,15 @@ impl Stack {
         &self,
         pusher: std::sync::Arc<dyn agentwire_core::ports::Pusher>,
     ) -> Dispatcher {
-        use agentwire_core::adapters::{DynamoLog, DynamoRegistry, SqsDeadLetters};
+        use agentwire_aws::{DynamoLog, DynamoRegistry, SqsDeadLetters};
         use std::sync::Arc;
         let t = self.config.tables.clone();
         Dispatcher::new(
-            Arc::new(DynamoLog::new(self.ddb(), t.clone())),
-            Arc::new(DynamoRegistry::new(self.ddb(), t)),
+            Arc::new(DynamoLog::new(self.ddb(), t.clone(), self.clock.clone())),
+            Arc::new(DynamoRegistry::new(self.ddb(), t, self.clock.clone())),
             pusher,
             Arc::new(SqsDeadLetters::new(self.sqs(), &self.dlq_url)),
-            Arc::new(SystemClock),
+            self.clock.clone(),
             self.config.retention,
             8,
         )
@@ -545,7 +575,9 @@ impl Stack {
             .key_condition_expression("pk = :pk")
             .expression_attribute_values(
                 ":pk",
-                AttributeValue::S(format!("{}#{channel}", self.tenant)),
+                AttributeValue::S(agentwire_aws::dynamo::item::channel_pk(
+                    &agentwire_core::model::ChannelKey::new(&self.tenant, channel),
+                )),
             )
             .consistent_read(true)
             .send()
@@ -635,26 +667,66 @@ impl Stack {
     /// Stops the gateway and deletes this test's queues and tables.
     pub async fn shutdown(mut self) {
         self.gateway.shutdown().await;
-        let sqs = aws_sdk_sqs::Client::new(&self.sdk);
-        for url in [
-            &self.queue_url,
-            &self.dlq_url,
-            &self.webhook_queue_url,
-            &self.webhook_dlq_url,
-        ] {
-            let _ = sqs.delete_queue().queue_url(url).send().await;
-        }
-        let ddb = aws_sdk_dynamodb::Client::new(&self.sdk);
+        delete_resources(&self.sdk, &self.resources()).await;
+        self.cleaned = true;
+    }
+
+    /// This stack's queue URLs and table names.
+    fn resources(&self) -> (Vec<String>, Vec<String>) {
         let t = &self.config.tables;
-        for name in [
-            &t.connections,
-            &t.subscriptions,
-            &t.channels,
-            &t.events,
-            &t.cursors,
-        ] {
-            let _ = ddb.delete_table().table_name(name).send().await;
+        (
+            vec![
+                self.queue_url.clone(),
+                self.dlq_url.clone(),
+                self.webhook_queue_url.clone(),
+                self.webhook_dlq_url.clone(),
+            ],
+            vec![
+                t.connections.clone(),
+                t.subscriptions.clone(),
+                t.channels.clone(),
+                t.events.clone(),
+                t.cursors.clone(),
+            ],
+        )
+    }
+}
+
+/// A stack dropped without [`Stack::shutdown`] (its test failed or
+/// returned early) still deletes its queues and tables: on a thread of its
+/// own, with a runtime and SDK clients of its own (the test's runtime is
+/// the one being dropped from).
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
         }
+        let resources = self.resources();
+        let cleanup = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                let sdk = local_sdk(&endpoint()).await;
+                delete_resources(&sdk, &resources).await;
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// Deletes queues and tables, ignoring those already gone.
+async fn delete_resources(sdk: &SdkConfig, (queues, tables): &(Vec<String>, Vec<String>)) {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    for url in queues {
+        let _ = sqs.delete_queue().queue_url(url).send().await;
+    }
+    let ddb = aws_sdk_dynamodb::Client::new(sdk);
+    for name in tables {
+        let _ = ddb.delete_table().table_name(name).send().await;
     }
 }
 
@@ -663,9 +735,10 @@ async fn start_gateway(
     sdk: &SdkConfig,
     ddb: &aws_sdk_dynamodb::Client,
     config: &Config,
+    clock: std::sync::Arc<dyn agentwire_core::clock::Clock>,
     options: GatewayOptions,
 ) -> Gateway {
-    let deps = agentwire_core::wiring::Deps::with_dynamodb(sdk, ddb.clone(), config.clone());
+    let deps = agentwire_aws::deps::Deps::with_clock(sdk, ddb.clone(), config.clone(), clock);
     Gateway::start_with_deps(deps, options)
         .await
         .unwrap_or_else(|e| panic!("the dev gateway did not start: {e}"))

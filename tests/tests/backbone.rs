@@ -100,8 +100,11 @@ async fn a_stale_connection_answering_gone_is_pruned_by_the_dispatcher() {
     live.join(json!(["room"])).await;
     // A registry record whose socket no longer exists (its $disconnect was
     // lost): the gateway answers 410 GoneException for it.
-    let registry =
-        agentwire_core::adapters::DynamoRegistry::new(stack.ddb(), stack.config.tables.clone());
+    let registry = agentwire_aws::DynamoRegistry::new(
+        stack.ddb(),
+        stack.config.tables.clone(),
+        stack.clock.clone(),
+    );
     let mut stale = connection("stale0000000001", &stack.tenant, "ghost", &["*"]);
     stale.expires_at = SystemClock.epoch_s() + 3600;
     registry.put_connection(&stale).await.unwrap();

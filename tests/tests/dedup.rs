@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use agentwire_core::adapters::{DynamoLog, SqsEventQueue};
+use agentwire_aws::{DynamoLog, SqsEventQueue};
 use agentwire_core::clock::{Clock, SystemClock, rfc3339};
 use agentwire_core::model::{ChannelKey, Envelope};
 use agentwire_core::ports::{ChannelLog, EventQueue};
@@ -97,7 +97,11 @@ async fn the_same_idempotency_key_in_two_tenants_is_two_messages_on_the_queue() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_whose_dedup_record_expired_is_committed_again_not_dropped() {
     let stack = Stack::start().await;
-    let log = DynamoLog::new(stack.ddb(), stack.config.tables.clone());
+    let log = DynamoLog::new(
+        stack.ddb(),
+        stack.config.tables.clone(),
+        stack.clock.clone(),
+    );
     let key = ChannelKey::new(&stack.tenant, "agent-9");
     let now = SystemClock.epoch_s();
     let env = envelope(&stack.tenant, "agent-9", "same-key");

@@ -3,7 +3,7 @@
 //! a time. Counted with the SDK interceptor on the real DynamoDB adapter.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-use agentwire_core::adapters::DynamoLog;
+use agentwire_aws::DynamoLog;
 use agentwire_core::clock::{Clock, SystemClock, rfc3339};
 use agentwire_core::model::{ChannelKey, Envelope};
 use agentwire_core::ports::ChannelLog;
@@ -18,7 +18,11 @@ async fn a_join_over_5000_expired_events_and_one_live_one_uses_at_most_5_queries
     })
     .await;
     let ch = "history";
-    let log = DynamoLog::new(stack.ddb(), stack.config.tables.clone());
+    let log = DynamoLog::new(
+        stack.ddb(),
+        stack.config.tables.clone(),
+        stack.clock.clone(),
+    );
     let key = ChannelKey::new(&stack.tenant, ch);
     let now = SystemClock.epoch_s();
     let env = |i: u64| Envelope {

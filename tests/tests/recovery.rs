@@ -151,7 +151,7 @@ async fn posts_that_fail_are_fetched_from_the_log_not_reported_as_a_gap() {
 /// client joins again from where each page ended, on the same connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_longer_than_the_join_budget_arrives_whole_in_pages() {
-    use agentwire_core::adapters::DynamoLog;
+    use agentwire_aws::DynamoLog;
     use agentwire_core::model::{ChannelKey, Envelope};
     use agentwire_core::ports::ChannelLog;
     let stack = Stack::start_with(StackOptions {
@@ -161,7 +161,11 @@ async fn a_replay_longer_than_the_join_budget_arrives_whole_in_pages() {
     .await;
     let ch = "agent-history";
     let key = ChannelKey::new(&stack.tenant, ch);
-    let log = DynamoLog::new(stack.ddb(), stack.config.tables.clone());
+    let log = DynamoLog::new(
+        stack.ddb(),
+        stack.config.tables.clone(),
+        stack.clock.clone(),
+    );
     let state = log.ensure_channel(&key).await.unwrap();
     let history: Vec<Envelope> = (1..=300)
         .map(|i| Envelope {

@@ -292,10 +292,15 @@ async fn a_position_from_another_epoch_replays_the_current_log_unrecovered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_can_keep_its_events_for_less_or_longer_than_the_deployment() {
-    use agentwire_core::adapters::DynamoLog;
+    use agentwire_aws::DynamoLog;
     use agentwire_core::model::ChannelKey;
+    use agentwire_core::usecases::ChannelAdmin;
     let stack = Stack::start().await;
-    let log = DynamoLog::new(stack.ddb(), stack.config.tables.clone());
+    let log = ChannelAdmin::new(Arc::new(DynamoLog::new(
+        stack.ddb(),
+        stack.config.tables.clone(),
+        stack.clock.clone(),
+    )));
     let key = ChannelKey::new(&stack.tenant, "brief");
     let state = log
         .set_retention(&key, Some(Duration::from_secs(600)))
@@ -356,11 +361,15 @@ impl Pusher for Nowhere {
 /// same: `concurrent_writers_never_share_or_skip_a_seq`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflicting_writer_is_refused_and_the_retry_takes_the_next_seq() {
-    use agentwire_core::adapters::DynamoLog;
+    use agentwire_aws::DynamoLog;
     use agentwire_core::model::{ChannelKey, Envelope};
     use agentwire_core::ports::{AppendError, ChannelLog};
     let stack = Stack::start().await;
-    let log = DynamoLog::new(stack.ddb(), stack.config.tables.clone());
+    let log = DynamoLog::new(
+        stack.ddb(),
+        stack.config.tables.clone(),
+        stack.clock.clone(),
+    );
     let key = ChannelKey::new(&stack.tenant, "race");
     let group = format!("{}#race", stack.tenant);
     let message = |id: &str| QueueMessage {

@@ -6,18 +6,26 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentwire_core::adapters::DynamoWebhooks;
+use agentwire_aws::DynamoWebhooks;
 use agentwire_core::clock::{Clock, SystemClock};
 use agentwire_core::model::ChannelKey;
-use agentwire_core::usecases::{WebhookAdmin, WebhookAdminError};
+use agentwire_core::ports::WebhookDirectory;
+use agentwire_core::usecases::{DeadWebhooks, WebhookAdmin, WebhookAdminError};
 use agentwire_core::webhook::{
     UrlPolicy, UrlRefusal, WebhookMode, WebhookScope, signature::signature_header,
 };
 use agentwire_e2e::Stack;
 
+fn store(stack: &Stack) -> Arc<DynamoWebhooks> {
+    Arc::new(DynamoWebhooks::new(
+        stack.ddb(),
+        stack.config.tables.clone(),
+        stack.clock.clone(),
+    ))
+}
+
 fn admin(stack: &Stack, policy: UrlPolicy) -> WebhookAdmin {
-    let store = DynamoWebhooks::new(stack.ddb(), stack.config.tables.clone());
-    WebhookAdmin::new(Arc::new(store), policy, Arc::new(SystemClock))
+    WebhookAdmin::new(store(stack), policy, Arc::new(SystemClock))
 }
 
 fn local_policy() -> UrlPolicy {
@@ -54,11 +62,7 @@ async fn a_webhook_is_durable_state_read_for_every_event_until_removed() {
         .unwrap();
     // Read back through a fresh client: it is state, not a one-shot token.
     for _ in 0..3 {
-        let seen = admin(&stack, local_policy())
-            .effective(&key)
-            .await
-            .unwrap()
-            .unwrap();
+        let (_, seen) = store(&stack).effective(&key).await.unwrap().unwrap();
         assert_eq!(seen, set);
     }
     // Setting a webhook never disturbs the channel's log.
@@ -84,11 +88,11 @@ async fn a_webhook_is_durable_state_read_for_every_event_until_removed() {
     // Removing the channel's webhook falls back to the tenant default.
     a.remove(&channel).await.unwrap();
     assert_eq!(
-        a.effective(&key).await.unwrap().unwrap().url,
+        store(&stack).effective(&key).await.unwrap().unwrap().1.url,
         "http://127.0.0.1:9/default"
     );
     a.remove(&tenant).await.unwrap();
-    assert!(a.effective(&key).await.unwrap().is_none());
+    assert!(store(&stack).effective(&key).await.unwrap().is_none());
     assert!(matches!(
         a.get(&channel).await,
         Err(WebhookAdminError::NotFound(_))
@@ -136,7 +140,7 @@ async fn private_link_local_and_metadata_urls_are_refused_when_set() {
 
 // ---- delivery, end to end: dispatcher → webhook queue → webhook function → a real HTTP receiver
 
-use agentwire_core::adapters::SqsWebhookJobs;
+use agentwire_aws::SqsWebhookJobs;
 use agentwire_core::webhook::RetrySchedule;
 use agentwire_e2e::StackOptions;
 use agentwire_e2e::receiver::{Received, Receiver};
@@ -202,12 +206,13 @@ fn delivered_once(got: &[Received]) {
     assert_eq!(ok.len(), n, "an event reached the 2xx receiver twice");
 }
 
-fn dead_jobs(stack: &Stack) -> SqsWebhookJobs {
-    SqsWebhookJobs::new(
+fn dead_jobs(stack: &Stack) -> DeadWebhooks {
+    let jobs = Arc::new(SqsWebhookJobs::new(
         stack.sqs(),
         &stack.webhook_queue_url,
         &stack.webhook_dlq_url,
-    )
+    ));
+    DeadWebhooks::new(jobs.clone(), jobs)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,7 +308,7 @@ async fn a_503_twice_then_200_is_delivered_once_with_the_same_webhook_id() {
     delivered_once(&receiver.requests());
     assert!(
         dead_jobs(&stack)
-            .list_dead(10, Duration::from_secs(1))
+            .list(10, Duration::from_secs(1))
             .await
             .unwrap()
             .is_empty()
@@ -322,7 +327,7 @@ async fn a_400_lands_in_the_dlq_with_status_and_reason_and_redrive_delivers_it()
     let jobs = dead_jobs(&stack);
     let mut dead = Vec::new();
     for _ in 0..40 {
-        dead = jobs.list_dead(10, Duration::from_secs(1)).await.unwrap();
+        dead = jobs.list(10, Duration::from_secs(1)).await.unwrap();
         if !dead.is_empty() {
             break;
         }
@@ -343,7 +348,7 @@ async fn a_400_lands_in_the_dlq_with_status_and_reason_and_redrive_delivers_it()
 
     // The receiver is fixed (it answers 200 from now on); redrive.
     tokio::time::sleep(Duration::from_millis(1100)).await; // the listing's hold ends
-    let again = jobs.list_dead(10, Duration::from_secs(5)).await.unwrap();
+    let again = jobs.list(10, Duration::from_secs(5)).await.unwrap();
     assert_eq!(again.len(), 1);
     jobs.redrive(&again[0]).await.unwrap();
     let got = receiver.wait_for(2, Duration::from_secs(20)).await;
@@ -354,7 +359,7 @@ async fn a_400_lands_in_the_dlq_with_status_and_reason_and_redrive_delivers_it()
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
-        jobs.list_dead(10, Duration::from_secs(1))
+        jobs.list(10, Duration::from_secs(1))
             .await
             .unwrap()
             .is_empty(),
@@ -408,13 +413,13 @@ async fn jobs_that_cannot_finish_before_the_deadline_are_not_started() {
     let stack = Stack::start_with(quick()).await;
     let receiver = Receiver::start().await;
     hooked(&stack, "late", WebhookMode::Fallback, &receiver).await;
-    let deps = agentwire_core::wiring::Deps::new(&stack.sdk, stack.config.clone());
+    let deps = agentwire_aws::deps::Deps::new(&stack.sdk, stack.config.clone());
     let function = WebhookFunction::new(&deps).unwrap();
     let job = |id: &str| {
         let mut m = SqsMessage::default();
         m.message_id = Some(id.into());
         m.body = Some(
-            serde_json::to_string(&agentwire_core::usecases::deliver::WebhookJob::new(
+            serde_json::to_string(&agentwire_core::model::WebhookJob::new(
                 &stack.tenant,
                 agentwire_protocol::EventFrame {
                     channel: "late".into(),

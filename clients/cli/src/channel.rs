@@ -2,10 +2,16 @@
 
 use std::time::Duration;
 
-use agentwire_core::adapters::DynamoLog;
+use std::sync::Arc;
+
+use agentwire_aws::DynamoLog;
+use agentwire_core::clock::SystemClock;
 use agentwire_core::config::Config;
 use agentwire_core::model::ChannelKey;
 use agentwire_core::ports::ChannelLog;
+use agentwire_core::usecases::ChannelAdmin;
+
+use crate::error::CliError;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -24,19 +30,24 @@ pub struct Args {
     endpoint: Option<String>,
 }
 
-pub async fn run(args: Args) -> Result<(), String> {
-    agentwire_protocol::limits::validate_tenant(&args.tenant).map_err(|e| e.message)?;
-    agentwire_protocol::limits::validate_channel(&args.channel).map_err(|e| e.message)?;
-    let config = Config::from_env().map_err(|e| e.to_string())?;
+pub async fn run(args: Args) -> Result<(), CliError> {
+    agentwire_protocol::limits::validate_tenant(&args.tenant)?;
+    agentwire_protocol::limits::validate_channel(&args.channel)?;
+    let config = Config::from_env()?;
     let sdk = crate::publish::sdk_config(args.endpoint.as_deref()).await;
-    let log = DynamoLog::new(aws_sdk_dynamodb::Client::new(&sdk), config.tables);
+    let log = Arc::new(DynamoLog::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        config.tables.clone(),
+        Arc::new(SystemClock),
+    ));
     let key = ChannelKey::new(&args.tenant, &args.channel);
     let state = if args.retention.is_some() || args.default_retention {
-        log.set_retention(&key, args.retention).await
+        ChannelAdmin::new(log)
+            .set_retention(&key, args.retention)
+            .await?
     } else {
-        log.ensure_channel(&key).await
-    }
-    .map_err(|e| e.to_string())?;
+        log.ensure_channel(&key).await?
+    };
     let out = serde_json::json!({
         "tenant": args.tenant,
         "channel": args.channel,

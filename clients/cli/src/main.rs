@@ -1,6 +1,7 @@
 //! `agentwire`: mint tokens, publish events, tail channels.
 
 mod channel;
+mod error;
 mod publish;
 mod tail;
 mod webhooks;
@@ -63,7 +64,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    agentwire_core::telemetry::init_text();
+    agentwire_aws::telemetry::init_text();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Token {
@@ -82,7 +83,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("agentwire: {e}");
+            eprintln!("{}", error::report(&e));
             ExitCode::FAILURE
         }
     }
@@ -95,8 +96,8 @@ fn token(
     publish: Vec<String>,
     ttl: Duration,
     secret: &str,
-) -> Result<(), String> {
-    agentwire_protocol::limits::validate_tenant(tenant).map_err(|e| e.message)?;
+) -> Result<(), error::CliError> {
+    agentwire_protocol::limits::validate_tenant(tenant)?;
     if sub.is_empty() {
         return Err("--sub must not be empty".into());
     }
@@ -109,6 +110,6 @@ fn token(
     agentwire_core::auth::Grants::compile(&publish)?;
     let key = TokenKey::hs256(secret.as_bytes());
     let claims = TokenKey::claims(tenant, sub, channels, publish, SystemClock.epoch_s(), ttl);
-    println!("{}", key.sign(&claims).map_err(|e| e.to_string())?);
+    println!("{}", key.sign(&claims)?);
     Ok(())
 }

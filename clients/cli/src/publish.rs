@@ -2,9 +2,10 @@
 //! (SQS, with AWS credentials) or post it to the HTTP publish API (`--url`,
 //! with a token).
 
+use crate::error::CliError;
 use std::sync::Arc;
 
-use agentwire_core::adapters::SqsEventQueue;
+use agentwire_aws::SqsEventQueue;
 use agentwire_core::clock::SystemClock;
 use agentwire_core::usecases::{Publication, Publisher};
 use aws_config::BehaviorVersion;
@@ -51,9 +52,9 @@ pub struct Args {
     endpoint: Option<String>,
 }
 
-pub async fn run(args: Args) -> Result<(), String> {
-    let data: serde_json::Value =
-        serde_json::from_str(&args.data).map_err(|e| format!("--data is not valid JSON: {e}"))?;
+pub async fn run(args: Args) -> Result<(), CliError> {
+    let data: serde_json::Value = serde_json::from_str(&args.data)
+        .map_err(|e| CliError::Usage(format!("--data is not valid JSON: {e}")))?;
     let id = match (&args.url, args.tenant.clone()) {
         (Some(url), _) => publish_http(url, &args, data).await?,
         (None, Some(tenant)) => {
@@ -71,8 +72,7 @@ pub async fn run(args: Args) -> Result<(), String> {
                     data,
                     id: args.id.clone(),
                 })
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             envelope.id
         }
         (None, None) => return Err("give --tenant (SQS) or --url (HTTP)".into()),
@@ -82,7 +82,7 @@ pub async fn run(args: Args) -> Result<(), String> {
 }
 
 /// `POST {url}/v1/channels/{channel}/events`; the event id on 202.
-async fn publish_http(url: &str, args: &Args, data: serde_json::Value) -> Result<String, String> {
+async fn publish_http(url: &str, args: &Args, data: serde_json::Value) -> Result<String, CliError> {
     let token = args
         .token
         .as_deref()
@@ -100,10 +100,10 @@ async fn publish_http(url: &str, args: &Args, data: serde_json::Value) -> Result
     if let Some(id) = &args.id {
         req = req.header("idempotency-key", id);
     }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach {endpoint}: {e}"))?;
+    let resp = req.send().await.map_err(|source| CliError::Http {
+        endpoint: endpoint.clone(),
+        source,
+    })?;
     let status = resp.status();
     let body = resp.text().await.unwrap_or_default();
     let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
@@ -111,15 +111,19 @@ async fn publish_http(url: &str, args: &Args, data: serde_json::Value) -> Result
         return json["id"]
             .as_str()
             .map(str::to_owned)
-            .ok_or_else(|| format!("202 without an id: {body}"));
+            .ok_or_else(|| CliError::Refused {
+                status: 202,
+                message: format!("an answer without an id: {body}"),
+            });
     }
-    match (json["code"].as_str(), json["message"].as_str()) {
-        (Some(code), Some(message)) => Err(format!("HTTP {status}: {code}: {message}")),
-        _ => Err(format!(
-            "HTTP {status}: {}",
-            body.chars().take(300).collect::<String>()
-        )),
-    }
+    let message = match (json["code"].as_str(), json["message"].as_str()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        _ => body.chars().take(300).collect::<String>(),
+    };
+    Err(CliError::Refused {
+        status: status.as_u16(),
+        message,
+    })
 }
 
 /// The SDK's settings, with `endpoint` if given. A loopback endpoint with no
@@ -148,8 +152,11 @@ pub async fn sdk_config(endpoint: Option<&str>) -> aws_config::SdkConfig {
     loader.load().await
 }
 
-pub(crate) async fn queue_url(sqs: &aws_sdk_sqs::Client, queue: &str) -> Result<String, String> {
-    agentwire_core::adapters::sqs::resolve_queue_url(sqs, queue)
+pub(crate) async fn queue_url(sqs: &aws_sdk_sqs::Client, queue: &str) -> Result<String, CliError> {
+    agentwire_aws::sqs::resolve_queue_url(sqs, queue)
         .await
-        .map_err(|e| format!("cannot find queue {queue:?}: {e}"))
+        .map_err(|source| CliError::Queue {
+            queue: queue.to_owned(),
+            source,
+        })
 }

@@ -3,9 +3,11 @@
 //! It keeps running across dropped connections and gateway restarts, and
 //! resumes from the last seq it printed.
 
+use crate::error::CliError;
+use agentwire_client::TokenError;
 use std::time::Duration;
 
-use agentwire_client::{Backoff, Client, ClientError, ClientEvent, Options, Since};
+use agentwire_client::{Backoff, Client, ClientEvent, Options, Since};
 use serde_json::json;
 
 #[derive(Debug, clap::Args)]
@@ -42,7 +44,7 @@ pub struct Args {
     max_backoff: Duration,
 }
 
-pub async fn run(args: Args) -> Result<(), String> {
+pub async fn run(args: Args) -> Result<(), CliError> {
     let mut backoff = Backoff::new(Duration::from_millis(500), args.max_backoff);
     backoff.max_attempts = args.max_attempts;
     let options = Options {
@@ -64,7 +66,7 @@ pub async fn run(args: Args) -> Result<(), String> {
             builder.channel(name)
         };
     }
-    let mut client = builder.connect().map_err(|e| e.to_string())?;
+    let mut client = builder.connect()?;
     eprintln!("agentwire: connecting to {}", args.url);
     loop {
         let event = tokio::select! {
@@ -86,10 +88,10 @@ pub async fn run(args: Args) -> Result<(), String> {
 
 /// Prints one client event: data on stdout, state on stderr; a fatal error
 /// becomes the command's error.
-fn print_event(ev: ClientEvent) -> Result<(), String> {
+fn print_event(ev: ClientEvent) -> Result<(), CliError> {
     match ev {
         ClientEvent::Event(e) => {
-            let mut v = serde_json::to_value(&e).map_err(|e| e.to_string())?;
+            let mut v = serde_json::to_value(&e)?;
             if let Some(o) = v.as_object_mut() {
                 o.insert("type".into(), json!("event"));
             }
@@ -132,22 +134,22 @@ fn print_event(ev: ClientEvent) -> Result<(), String> {
             "agentwire: reconnecting in {:.1}s (attempt {attempt}; {reason})",
             delay.as_secs_f64()
         ),
-        ClientEvent::Error(e) if e.is_fatal() => return Err(e.to_string()),
+        ClientEvent::Error(e) if e.is_fatal() => return Err(e.into()),
         ClientEvent::Error(e) => eprintln!("agentwire: {e}"),
     }
     Ok(())
 }
 
 /// Runs `cmd` with `sh -c`; its trimmed stdout is the token.
-async fn token_from_command(cmd: String) -> Result<String, ClientError> {
+async fn token_from_command(cmd: String) -> Result<String, TokenError> {
     let out = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(&cmd)
         .output()
         .await
-        .map_err(|e| ClientError::TokenProvider(format!("cannot run {cmd:?}: {e}")))?;
+        .map_err(|e| TokenError::new(format!("cannot run {cmd:?}: {e}")))?;
     if !out.status.success() {
-        return Err(ClientError::TokenProvider(format!(
+        return Err(TokenError::new(format!(
             "{cmd:?} failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
@@ -155,9 +157,7 @@ async fn token_from_command(cmd: String) -> Result<String, ClientError> {
     }
     let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     if token.is_empty() {
-        return Err(ClientError::TokenProvider(format!(
-            "{cmd:?} printed no token"
-        )));
+        return Err(TokenError::new(format!("{cmd:?} printed no token")));
     }
     Ok(token)
 }

@@ -5,11 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentwire_core::adapters::{DynamoWebhooks, SqsWebhookJobs};
+use agentwire_aws::{DynamoWebhooks, SqsWebhookJobs};
 use agentwire_core::clock::SystemClock;
 use agentwire_core::config::Config;
 use agentwire_core::model::ChannelKey;
-use agentwire_core::usecases::WebhookAdmin;
+use agentwire_core::usecases::{DeadWebhooks, WebhookAdmin};
+
+use crate::error::CliError;
 use agentwire_core::webhook::{WebhookConfig, WebhookMode, WebhookScope};
 
 /// Which webhook.
@@ -107,46 +109,43 @@ pub enum Dlq {
     },
 }
 
-async fn jobs(q: &Queues) -> Result<SqsWebhookJobs, String> {
+async fn dead_webhooks(q: &Queues) -> Result<DeadWebhooks, CliError> {
     let sdk = crate::publish::sdk_config(q.endpoint.as_deref()).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let queue = crate::publish::queue_url(&sqs, &q.queue).await?;
     let dlq = crate::publish::queue_url(&sqs, &q.dlq).await?;
-    Ok(SqsWebhookJobs::new(sqs, queue, dlq))
+    let jobs = Arc::new(SqsWebhookJobs::new(sqs, queue, dlq));
+    Ok(DeadWebhooks::new(jobs.clone(), jobs))
 }
 
-async fn dlq(cmd: Dlq) -> Result<(), String> {
+async fn dlq(cmd: Dlq) -> Result<(), CliError> {
     // Jobs looked at are hidden this long, then reappear unless redriven.
     let hold = Duration::from_secs(30);
     match cmd {
         Dlq::List { queues, max } => {
-            let dead = jobs(&queues)
-                .await?
-                .list_dead(max, hold)
-                .await
-                .map_err(|e| e.to_string())?;
+            let dead = dead_webhooks(&queues).await?.list(max, hold).await?;
             for d in &dead {
-                println!("{}", serde_json::to_string(d).map_err(|e| e.to_string())?);
+                println!("{}", serde_json::to_string(d)?);
             }
             eprintln!("agentwire: {} failed webhook job(s)", dead.len());
             Ok(())
         }
         Dlq::Redrive { queues, id, max } => {
-            let jobs = jobs(&queues).await?;
-            let dead = jobs.list_dead(max, hold).await.map_err(|e| e.to_string())?;
+            let jobs = dead_webhooks(&queues).await?;
+            let dead = jobs.list(max, hold).await?;
             let mut sent = 0;
             for d in dead
                 .iter()
                 .filter(|d| id.as_ref().is_none_or(|i| *i == d.event_id))
             {
-                jobs.redrive(d).await.map_err(|e| e.to_string())?;
+                jobs.redrive(d).await?;
                 sent += 1;
             }
             if sent == 0 && id.is_some() {
-                return Err(format!(
+                return Err(CliError::Usage(format!(
                     "no failed job for event {:?}",
                     id.unwrap_or_default()
-                ));
+                )));
             }
             eprintln!("agentwire: {sent} job(s) sent back for delivery");
             Ok(())
@@ -154,33 +153,34 @@ async fn dlq(cmd: Dlq) -> Result<(), String> {
     }
 }
 
-async fn admin(target: &Target) -> Result<(WebhookAdmin, WebhookScope), String> {
-    agentwire_protocol::limits::validate_tenant(&target.tenant).map_err(|e| e.message)?;
+async fn admin(target: &Target) -> Result<(WebhookAdmin, WebhookScope), CliError> {
+    agentwire_protocol::limits::validate_tenant(&target.tenant)?;
     let scope = match &target.channel {
         Some(ch) => {
-            agentwire_protocol::limits::validate_channel(ch).map_err(|e| e.message)?;
+            agentwire_protocol::limits::validate_channel(ch)?;
             WebhookScope::Channel(ChannelKey::new(&target.tenant, ch))
         }
         None => WebhookScope::TenantDefault(target.tenant.clone()),
     };
-    let config = Config::from_env().map_err(|e| e.to_string())?;
+    let config = Config::from_env()?;
     let sdk = crate::publish::sdk_config(target.endpoint.as_deref()).await;
-    let store = DynamoWebhooks::new(aws_sdk_dynamodb::Client::new(&sdk), config.tables);
+    let store = DynamoWebhooks::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        config.tables,
+        Arc::new(SystemClock),
+    );
     Ok((
         WebhookAdmin::new(Arc::new(store), config.webhook_urls, Arc::new(SystemClock)),
         scope,
     ))
 }
 
-fn print(c: &WebhookConfig) -> Result<(), String> {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(c).map_err(|e| e.to_string())?
-    );
+fn print(c: &WebhookConfig) -> Result<(), CliError> {
+    println!("{}", serde_json::to_string_pretty(c)?);
     Ok(())
 }
 
-pub async fn run(cmd: Command) -> Result<(), String> {
+pub async fn run(cmd: Command) -> Result<(), CliError> {
     match cmd {
         Command::Set {
             target,
@@ -189,24 +189,20 @@ pub async fn run(cmd: Command) -> Result<(), String> {
             expires_in,
         } => {
             let (a, scope) = admin(&target).await?;
-            print(
-                &a.set(&scope, &url, mode, expires_in)
-                    .await
-                    .map_err(|e| e.to_string())?,
-            )
+            print(&a.set(&scope, &url, mode, expires_in).await?)
         }
         Command::Get { target } => {
             let (a, scope) = admin(&target).await?;
-            print(&a.get(&scope).await.map_err(|e| e.to_string())?)
+            print(&a.get(&scope).await?)
         }
         Command::Rotate { target, grace } => {
             let (a, scope) = admin(&target).await?;
-            print(&a.rotate(&scope, grace).await.map_err(|e| e.to_string())?)
+            print(&a.rotate(&scope, grace).await?)
         }
         Command::Dlq(cmd) => dlq(cmd).await,
         Command::Rm { target } => {
             let (a, scope) = admin(&target).await?;
-            a.remove(&scope).await.map_err(|e| e.to_string())?;
+            a.remove(&scope).await?;
             eprintln!("agentwire: webhook removed");
             Ok(())
         }

@@ -64,4 +64,4 @@ pub use error::ClientError;
 pub use event::ClientEvent;
 pub use options::Options;
 pub use sequencer::{Delivery, Sequencer};
-pub use token::{TokenFuture, TokenProvider};
+pub use token::{TokenError, TokenFuture, TokenProvider};

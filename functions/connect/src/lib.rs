@@ -2,9 +2,9 @@
 //! connect use case and its result into the upgrade answer (200 with the
 //! chosen `Sec-WebSocket-Protocol`, or 401/400/500 with a typed error body).
 
+use agentwire_aws::deps::Deps;
 use agentwire_core::config::ConfigError;
 use agentwire_core::usecases::{Connect, ConnectError, ConnectRequest};
-use agentwire_core::wiring::Deps;
 use agentwire_protocol::{ErrorCode, ServerFrame};
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
@@ -15,11 +15,23 @@ pub struct ConnectFunction {
     connect: Connect,
 }
 
+/// The HTTP status the upgrade is refused with.
+pub fn http_status(e: &ConnectError) -> u16 {
+    match e {
+        ConnectError::Auth(_) => 401,
+        ConnectError::VersionUnsupported { .. } => 400,
+        ConnectError::Store(_) => 500,
+    }
+}
+
 impl ConnectFunction {
     pub fn new(deps: &Deps) -> Result<Self, ConfigError> {
-        Ok(Self {
-            connect: deps.connect()?,
-        })
+        Ok(Self::with(deps.connect()?))
+    }
+
+    /// Around a use case built elsewhere (tests, the dev gateway).
+    pub fn with(connect: Connect) -> Self {
+        Self { connect }
     }
 
     pub async fn handle(
@@ -61,7 +73,8 @@ impl ConnectFunction {
                 );
             }
             Err(e) => {
-                resp.status_code = i64::from(e.status());
+                let status = http_status(&e);
+                resp.status_code = i64::from(status);
                 let frame = match e {
                     // The details (table names, SDK text) go to the log only.
                     ConnectError::Store(_) => ServerFrame::error(
@@ -77,7 +90,7 @@ impl ConnectFunction {
                 resp.body = Some(Body::Text(frame.to_json()));
                 resp.headers
                     .insert("content-type", HeaderValue::from_static("application/json"));
-                tracing::warn!(connection_id = %request.connection_id, request_id = ?req.request_context.request_id, status = e.status(), error = %e, "connect refused");
+                tracing::warn!(connection_id = %request.connection_id, request_id = ?req.request_context.request_id, status, error = %e, "connect refused");
             }
         }
         Ok(resp)

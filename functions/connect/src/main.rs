@@ -4,8 +4,8 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    agentwire_core::telemetry::init_json();
-    let f = ConnectFunction::new(&agentwire_core::wiring::Deps::from_env().await?)?;
+    agentwire_aws::telemetry::init_json();
+    let f = ConnectFunction::new(&agentwire_aws::deps::Deps::from_env().await?)?;
     lambda_runtime::run(service_fn(
         |e: LambdaEvent<ApiGatewayWebsocketProxyRequest>| f.handle(e.payload),
     ))

@@ -2,8 +2,8 @@
 //! API Gateway ignores the answer; a store failure is returned as an error so
 //! it is logged and counted, and the records' TTL cleans up after it.
 
+use agentwire_aws::deps::Deps;
 use agentwire_core::usecases::Disconnect;
-use agentwire_core::wiring::Deps;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 
 /// The handler, holding its use case across invocations.
@@ -13,9 +13,12 @@ pub struct DisconnectFunction {
 
 impl DisconnectFunction {
     pub fn new(deps: &Deps) -> Self {
-        Self {
-            disconnect: deps.disconnect(),
-        }
+        Self::with(deps.disconnect())
+    }
+
+    /// Around a use case built elsewhere (tests, the dev gateway).
+    pub fn with(disconnect: Disconnect) -> Self {
+        Self { disconnect }
     }
 
     pub async fn handle(

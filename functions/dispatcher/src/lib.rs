@@ -2,9 +2,9 @@
 //! dispatch use case and reports the messages that must come back as
 //! `batchItemFailures` (the event source mapping has `ReportBatchItemFailures`).
 
+use agentwire_aws::deps::Deps;
 use agentwire_core::config::ConfigError;
 use agentwire_core::usecases::{Dispatcher, QueueMessage};
-use agentwire_core::wiring::Deps;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 
 /// The handler, holding its use case (and SDK clients) across invocations.
@@ -14,9 +14,12 @@ pub struct DispatcherFunction {
 
 impl DispatcherFunction {
     pub fn new(deps: &Deps) -> Result<Self, ConfigError> {
-        Ok(Self {
-            dispatcher: deps.dispatcher()?,
-        })
+        Ok(Self::with(deps.dispatcher()?))
+    }
+
+    /// Around a use case built elsewhere (tests, the dev gateway).
+    pub fn with(dispatcher: Dispatcher) -> Self {
+        Self { dispatcher }
     }
 
     pub async fn handle(&self, event: SqsEvent) -> Result<SqsBatchResponse, lambda_runtime::Error> {

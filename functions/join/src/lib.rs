@@ -4,22 +4,25 @@
 //! that replays posts its answer, gaps and events through `@connections`
 //! (so they arrive in order) and returns an empty body.
 
+use agentwire_aws::deps::Deps;
 use agentwire_core::config::ConfigError;
 use agentwire_core::usecases::Session;
-use agentwire_core::wiring::Deps;
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
 
 /// The handler, holding its use case across invocations.
-pub struct JoinFunction {
+pub struct SessionFunction {
     session: Session,
 }
 
-impl JoinFunction {
+impl SessionFunction {
     pub fn new(deps: &Deps) -> Result<Self, ConfigError> {
-        Ok(Self {
-            session: deps.session()?,
-        })
+        Ok(Self::with(deps.session()?))
+    }
+
+    /// Around a use case built elsewhere (tests, the dev gateway).
+    pub fn with(session: Session) -> Self {
+        Self { session }
     }
 
     pub async fn handle(

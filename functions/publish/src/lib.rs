@@ -4,10 +4,11 @@
 //! its result into `202 {"id"}` or a JSON error body with a stable code
 //! (400/401/403/413, 500/503 when the queue fails).
 
+use agentwire_aws::deps::Deps;
 use agentwire_core::auth::{TokenKey, token_from};
 use agentwire_core::config::ConfigError;
+use agentwire_core::ports::StoreError;
 use agentwire_core::usecases::{PublishError, Publisher};
-use agentwire_core::wiring::Deps;
 use agentwire_protocol::ServerFrame;
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
@@ -20,12 +21,26 @@ pub struct PublishFunction {
     key: TokenKey,
 }
 
+/// The HTTP status a refusal is answered with.
+pub fn http_status(e: &PublishError) -> u16 {
+    match e {
+        PublishError::Unauthorized(_) => 401,
+        PublishError::Forbidden(_) => 403,
+        PublishError::Invalid(_) => 400,
+        PublishError::TooLarge { .. } => 413,
+        PublishError::Queue(StoreError::Unavailable { .. }) => 503,
+        PublishError::Queue(_) => 500,
+    }
+}
+
 impl PublishFunction {
     pub fn new(deps: &Deps) -> Result<Self, ConfigError> {
-        Ok(Self {
-            publisher: deps.publisher()?,
-            key: deps.token_key()?,
-        })
+        Ok(Self::with(deps.publisher()?, deps.token_key()?))
+    }
+
+    /// Around a use case and key built elsewhere (tests, the dev gateway).
+    pub fn with(publisher: Publisher, key: TokenKey) -> Self {
+        Self { publisher, key }
     }
 
     pub async fn handle(
@@ -71,14 +86,15 @@ impl PublishFunction {
                 let request_id = req.request_context.request_id.clone().unwrap_or_default();
                 tracing::error!(%channel, %request_id, error = %e, "publish failed");
                 response(
-                    e.status(),
+                    http_status(&e),
                     &ServerFrame::error(e.code(), internal_message(&request_id), None).to_json(),
                 )
             }
             Err(e) => {
-                tracing::info!(%channel, status = e.status(), error = %e, "publish refused");
+                let status = http_status(&e);
+                tracing::info!(%channel, status, error = %e, "publish refused");
                 response(
-                    e.status(),
+                    status,
                     &ServerFrame::error(e.code(), e.to_string(), None).to_json(),
                 )
             }

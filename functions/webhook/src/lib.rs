@@ -3,10 +3,9 @@
 //! as `batchItemFailures` only the jobs it could neither finish, reschedule
 //! nor dead-letter, so SQS gives them back.
 
-use agentwire_core::adapters::SqsWebhookJobs;
+use agentwire_aws::deps::Deps;
 use agentwire_core::config::ConfigError;
-use agentwire_core::usecases::deliver::{Deliverer, Delivery, WebhookJob};
-use agentwire_core::wiring::Deps;
+use agentwire_core::usecases::deliver::{Deliverer, JobOutcome};
 use std::time::Duration;
 
 use agentwire_core::webhook::url_policy::DNS_TIMEOUT;
@@ -16,7 +15,6 @@ use tokio::time::Instant;
 /// The handler, holding its use case (and clients) across invocations.
 pub struct WebhookFunction {
     deliverer: Deliverer,
-    jobs: SqsWebhookJobs,
     /// The most one job can take: DNS, the POST's time-out, and the queue
     /// calls around it.
     job_budget: Duration,
@@ -28,11 +26,16 @@ pub const DEFAULT_INVOCATION_BUDGET: Duration = Duration::from_secs(55);
 
 impl WebhookFunction {
     pub fn new(deps: &Deps) -> Result<Self, ConfigError> {
-        Ok(Self {
-            deliverer: deps.deliverer()?,
-            jobs: deps.webhook_jobs()?,
-            job_budget: deps.config.webhook_timeout + DNS_TIMEOUT + Duration::from_secs(5),
-        })
+        Ok(Self::with(deps.deliverer()?, deps.config.webhook_timeout))
+    }
+
+    /// Around a use case built elsewhere (tests, the dev gateway), whose
+    /// POSTs time out after `post_timeout`.
+    pub fn with(deliverer: Deliverer, post_timeout: Duration) -> Self {
+        Self {
+            deliverer,
+            job_budget: post_timeout + DNS_TIMEOUT + Duration::from_secs(5),
+        }
     }
 
     /// [`WebhookFunction::handle_until`] with the template's time-out.
@@ -61,22 +64,13 @@ impl WebhookFunction {
                 continue;
             }
             let body = m.body.unwrap_or_default();
-            let outcome = match serde_json::from_str::<WebhookJob>(&body) {
-                Ok(job) => self.deliverer.deliver(job).await.map(Some),
-                Err(e) => self
-                    .jobs
-                    .dead_letter_raw(&body, &format!("not a webhook job: {e}"))
-                    .await
-                    .map(|()| None),
-            };
-            match outcome {
-                Ok(Some(Delivery::Delivered { status })) => {
+            match self.deliverer.handle_message(&body).await {
+                Ok(JobOutcome::Delivered { status }) => {
                     tracing::info!(message_id = %id, status, "webhook delivered")
                 }
-                Ok(Some(other)) => {
+                Ok(other) => {
                     tracing::info!(message_id = %id, outcome = ?other, "webhook job handled")
                 }
-                Ok(None) => tracing::warn!(message_id = %id, "malformed webhook job dead-lettered"),
                 Err(e) => {
                     tracing::error!(message_id = %id, error = %e, "webhook job will be redelivered");
                     let mut f = BatchItemFailure::default();

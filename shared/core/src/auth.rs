@@ -38,6 +38,8 @@ pub enum AuthError {
     Expired,
     #[error("token grants nothing usable: {0}")]
     InvalidClaims(String),
+    #[error("token grants nothing usable: {0}")]
+    Grant(#[from] GrantError),
     #[error("token could not be signed: {0}")]
     Signing(String),
 }
@@ -62,7 +64,9 @@ pub const LEEWAY_S: u64 = 5;
 impl TokenKey {
     pub fn hs256(secret: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = LEEWAY_S;
+        // `exp` is required, and checked against the caller's clock in
+        // `verify`, not the library's reading of the system time.
+        validation.validate_exp = false;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             encoding: EncodingKey::from_secret(secret),
@@ -71,9 +75,11 @@ impl TokenKey {
         }
     }
 
-    /// The verified claims, or why not. Also checks that the tenant is a
-    /// valid name and every grant compiles.
-    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+    /// The verified claims at `now_s` (Unix seconds, from the caller's
+    /// [`Clock`](crate::clock::Clock)), or why not: `exp` may be passed by
+    /// at most [`LEEWAY_S`]. Also checks that the tenant is a valid name and
+    /// every grant compiles.
+    pub fn verify(&self, token: &str, now_s: u64) -> Result<Claims, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token.trim(), &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
             ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -81,13 +87,16 @@ impl TokenKey {
             other => AuthError::Malformed(format!("{other:?}")),
         })?;
         let claims = data.claims;
+        if crate::model::token_expired(claims.exp, now_s) {
+            return Err(AuthError::Expired);
+        }
         agentwire_protocol::limits::validate_tenant(&claims.tenant)
             .map_err(|e| AuthError::InvalidClaims(e.message))?;
         if claims.sub.is_empty() {
             return Err(AuthError::InvalidClaims("sub is empty".into()));
         }
-        Grants::compile(&claims.channels).map_err(AuthError::InvalidClaims)?;
-        Grants::compile(&claims.publish).map_err(AuthError::InvalidClaims)?;
+        Grants::compile(&claims.channels)?;
+        Grants::compile(&claims.publish)?;
         Ok(claims)
     }
 
@@ -124,13 +133,29 @@ pub struct Grants {
     set: GlobSet,
 }
 
+/// A grant pattern that does not compile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    #[error("grant pattern {pattern:?}: {source}")]
+    Pattern {
+        pattern: String,
+        #[source]
+        source: globset::Error,
+    },
+    #[error("grant patterns: {0}")]
+    Set(#[source] globset::Error),
+}
+
 impl Grants {
-    pub fn compile(patterns: &[String]) -> Result<Self, String> {
+    pub fn compile(patterns: &[String]) -> Result<Self, GrantError> {
         let mut b = GlobSetBuilder::new();
         for p in patterns {
-            b.add(Glob::new(p).map_err(|e| format!("grant pattern {p:?}: {e}"))?);
+            b.add(Glob::new(p).map_err(|source| GrantError::Pattern {
+                pattern: p.clone(),
+                source,
+            })?);
         }
-        let set = b.build().map_err(|e| e.to_string())?;
+        let set = b.build().map_err(GrantError::Set)?;
         Ok(Self { set })
     }
 
@@ -173,7 +198,7 @@ mod tests {
             Duration::from_secs(60),
         );
         let t = key.sign(&c).unwrap();
-        assert_eq!(key.verify(&t).unwrap(), c);
+        assert_eq!(key.verify(&t, now()).unwrap(), c);
     }
 
     #[test]
@@ -189,11 +214,11 @@ mod tests {
             Duration::from_secs(60),
         );
         assert_eq!(
-            key.verify(&other.sign(&c).unwrap()),
+            key.verify(&other.sign(&c).unwrap(), now()),
             Err(AuthError::BadSignature)
         );
         assert!(matches!(
-            key.verify("not-a-jwt"),
+            key.verify("not-a-jwt", now()),
             Err(AuthError::Malformed(_))
         ));
         let old = TokenKey::claims(
@@ -205,7 +230,14 @@ mod tests {
             Duration::from_secs(60),
         );
         assert_eq!(
-            key.verify(&key.sign(&old).unwrap()),
+            key.verify(&key.sign(&old).unwrap(), now()),
+            Err(AuthError::Expired)
+        );
+        // Expiry is read at the caller's time, with the leeway.
+        let t = key.sign(&c).unwrap();
+        assert!(key.verify(&t, c.exp + LEEWAY_S).is_ok());
+        assert_eq!(
+            key.verify(&t, c.exp + LEEWAY_S + 1),
             Err(AuthError::Expired)
         );
         let bad_tenant = TokenKey::claims(
@@ -217,7 +249,7 @@ mod tests {
             Duration::from_secs(60),
         );
         assert!(matches!(
-            key.verify(&key.sign(&bad_tenant).unwrap()),
+            key.verify(&key.sign(&bad_tenant).unwrap(), now()),
             Err(AuthError::InvalidClaims(_))
         ));
     }
@@ -230,6 +262,11 @@ mod tests {
         assert!(!g.allows("fleet/eu/ab"));
         assert!(!g.allows("ops"));
         assert!(!Grants::compile(&[]).unwrap().allows("agent-1"));
+        let err = Grants::compile(&["a[".into()]).unwrap_err();
+        assert!(
+            matches!(&err, GrantError::Pattern { pattern, .. } if pattern == "a["),
+            "{err}"
+        );
     }
 
     #[test]

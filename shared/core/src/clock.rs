@@ -33,3 +33,44 @@ pub fn epoch_s(t: SystemTime) -> u64 {
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
+
+/// A clock that stands still until moved (feature `test-util`): expiry,
+/// retention and schedules tested without waiting.
+#[cfg(any(test, feature = "test-util"))]
+#[derive(Debug)]
+pub struct ManualClock {
+    now: std::sync::Mutex<SystemTime>,
+}
+
+#[cfg(any(test, feature = "test-util"))]
+impl ManualClock {
+    /// Starting at the system's time.
+    pub fn new() -> Self {
+        Self::at(SystemTime::now())
+    }
+
+    pub fn at(t: SystemTime) -> Self {
+        Self {
+            now: std::sync::Mutex::new(t),
+        }
+    }
+
+    pub fn advance(&self, d: std::time::Duration) {
+        let mut now = self.now.lock().unwrap_or_else(|p| p.into_inner());
+        *now += d;
+    }
+}
+
+#[cfg(any(test, feature = "test-util"))]
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(any(test, feature = "test-util"))]
+impl Clock for ManualClock {
+    fn now(&self) -> SystemTime {
+        *self.now.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

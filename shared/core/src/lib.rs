@@ -1,29 +1,38 @@
-//! agentwire's core: everything the Lambda functions do, with no Lambda in it.
+//! agentwire's core: the domain and everything the functions do, with no
+//! Lambda, no AWS SDK and no HTTP client in it.
 //!
-//! - [`usecases`]: connect, session (hello/join/leave/ack), disconnect and
-//!   dispatch, each a plain struct over the ports.
-//! - [`ports`]: the traits the use cases need, grouped by use: the connection
-//!   registry, the channel log, the cursor store, the pusher that posts to
-//!   live connections, the event queue and the dead-letter sink.
-//! - [`adapters`]: DynamoDB, SQS and API Gateway Management implementations
-//!   of the ports, mapping SDK errors to the ports' typed errors.
-//! - [`memory`]: in-memory implementations of the ports, for unit tests.
-//! - [`auth`], [`config`], [`model`]: tokens and grants, settings from the
-//!   environment, and the domain types.
+//! - [`model`]: the domain types (channel keys, envelopes, stored events,
+//!   connections, webhook jobs).
+//! - [`ports`]: the traits the use cases need, grouped by use: the
+//!   connection registry, the channel log and its settings, the cursor
+//!   store, the pusher that posts to live connections, the event queue, the
+//!   dead-letter sink, and the webhook store, directory, sender, job queue
+//!   and dead-letter queue.
+//! - [`usecases`]: connect, session (hello/join/leave/ack), disconnect,
+//!   dispatch, publish, webhook delivery and the operator's admin, each a
+//!   plain struct over the ports.
+//! - [`auth`], [`config`], [`clock`]: tokens and grants, settings from the
+//!   environment, and the time every use case and adapter reads.
 //! - [`webhook`]: Standard Webhooks signatures, the URL safety policy, the
 //!   retry schedule and the webhook configuration model.
-//! - [`wiring`]: builds the real dependencies once per cold start.
+//! - [`memory`] and [`contract`] (feature `test-util`): in-memory fakes of
+//!   every port, and the contract tests each implementation of a port must
+//!   pass (run against the fakes here and against the DynamoDB adapters on
+//!   the local endpoint in `agentwire-e2e`).
+//!
+//! The adapters on AWS are in `agentwire-aws`; dependencies point one way:
+//! protocol <- core <- aws <- entry points.
 
-pub mod adapters;
 pub mod auth;
 pub mod clock;
 pub mod config;
+#[cfg(any(test, feature = "test-util"))]
+pub mod contract;
+#[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 pub mod model;
 pub mod ports;
-pub mod telemetry;
 pub mod usecases;
 pub mod webhook;
-pub mod wiring;
 
 pub use agentwire_protocol as protocol;

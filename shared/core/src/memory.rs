@@ -1,16 +1,33 @@
-//! In-memory implementations of the ports, for unit tests. Not for
-//! production or integration tests: those use the real adapters.
+//! In-memory implementations of the ports, for unit tests (feature
+//! `test-util`). They keep the adapters' rules (TTL filtering at their
+//! clock's time, conditional commits, forward-only cursors), which the
+//! [`contract`](crate::contract) tests check against both.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::model::{ChannelKey, ChannelState, Connection, Envelope, StoredEvent, Subscriber};
-use crate::ports::{
-    AppendError, ChannelLog, ConnectionRegistry, CursorStore, DeadLetters, EventQueue, PushError,
-    Pusher, StoreError,
+use crate::clock::{Clock, SystemClock};
+use crate::model::{
+    ChannelKey, ChannelState, Connection, DeadWebhookJob, Envelope, StoredEvent, Subscriber,
+    WebhookJob,
 };
+use crate::ports::{
+    AppendError, ChannelLog, ChannelSettings, ConnectionRegistry, CursorStore, DeadLetters,
+    EventQueue, PushError, Pusher, StoreError, WebhookDeadLetterQueue, WebhookDirectory,
+    WebhookJobs, WebhookStore,
+};
+use crate::webhook::{WebhookConfig, WebhookScope};
+
+/// The clock of a fake: the system's unless one is given.
+fn system() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
+}
+
+/// How long a cursor outlives its last move (the DynamoDB adapter's TTL).
+const CURSOR_TTL_S: u64 = 30 * 24 * 3600;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -32,13 +49,31 @@ pub fn connection(id: &str, tenant: &str, principal: &str, grants: &[&str]) -> C
     }
 }
 
-#[derive(Default)]
+/// A subscription: the subscriber and when it expires.
+type Subscriptions = BTreeMap<String, (Subscriber, u64)>;
+
+/// Connections and subscriptions; expired ones are left out of reads.
 pub struct MemoryRegistry {
     conns: Mutex<HashMap<String, Connection>>,
-    subs: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
+    subs: Mutex<BTreeMap<ChannelKey, Subscriptions>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for MemoryRegistry {
+    fn default() -> Self {
+        Self::with_clock(system())
+    }
 }
 
 impl MemoryRegistry {
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            conns: Mutex::default(),
+            subs: Mutex::default(),
+            clock,
+        }
+    }
+
     pub fn len(&self) -> usize {
         lock(&self.conns).len()
     }
@@ -50,7 +85,7 @@ impl MemoryRegistry {
     /// Connection ids subscribed to the channel.
     pub fn subscriber_ids(&self, key: &ChannelKey) -> Vec<String> {
         lock(&self.subs)
-            .get(&key.pk())
+            .get(key)
             .map(|s| s.keys().cloned().collect())
             .unwrap_or_default()
     }
@@ -64,7 +99,11 @@ impl ConnectionRegistry for MemoryRegistry {
     }
 
     async fn get_connection(&self, id: &str) -> Result<Option<Connection>, StoreError> {
-        Ok(lock(&self.conns).get(id).cloned())
+        let now = self.clock.epoch_s();
+        Ok(lock(&self.conns)
+            .get(id)
+            .filter(|c| c.expires_at > now)
+            .cloned())
     }
 
     async fn set_protocol(&self, id: &str, protocol: u32) -> Result<bool, StoreError> {
@@ -87,11 +126,15 @@ impl ConnectionRegistry for MemoryRegistry {
         if !c.channels.contains(&key.channel) {
             c.channels.push(key.channel.clone());
         }
-        let _ = expires_at;
+        let subscriber = Subscriber {
+            connection_id: conn.id.clone(),
+            principal: conn.principal.clone(),
+            token_exp: conn.token_exp,
+        };
         lock(&self.subs)
-            .entry(key.pk())
+            .entry(key.clone())
             .or_default()
-            .insert(conn.id.clone(), conn.principal.clone());
+            .insert(conn.id.clone(), (subscriber, expires_at));
         Ok(true)
     }
 
@@ -99,23 +142,20 @@ impl ConnectionRegistry for MemoryRegistry {
         if let Some(c) = lock(&self.conns).get_mut(conn_id) {
             c.channels.retain(|ch| ch != &key.channel);
         }
-        if let Some(s) = lock(&self.subs).get_mut(&key.pk()) {
+        if let Some(s) = lock(&self.subs).get_mut(key) {
             s.remove(conn_id);
         }
         Ok(())
     }
 
     async fn subscribers(&self, key: &ChannelKey) -> Result<Vec<Subscriber>, StoreError> {
-        let conns = lock(&self.conns);
+        let now = self.clock.epoch_s();
         Ok(lock(&self.subs)
-            .get(&key.pk())
+            .get(key)
             .map(|s| {
-                s.iter()
-                    .map(|(c, p)| Subscriber {
-                        connection_id: c.clone(),
-                        principal: p.clone(),
-                        token_exp: conns.get(c).map_or(0, |c| c.token_exp),
-                    })
+                s.values()
+                    .filter(|(_, expires_at)| *expires_at > now)
+                    .map(|(sub, _)| sub.clone())
                     .collect()
             })
             .unwrap_or_default())
@@ -127,7 +167,7 @@ impl ConnectionRegistry for MemoryRegistry {
         };
         let mut subs = lock(&self.subs);
         for ch in c.channels {
-            if let Some(s) = subs.get_mut(&ChannelKey::new(&c.tenant, ch).pk()) {
+            if let Some(s) = subs.get_mut(&ChannelKey::new(&c.tenant, ch)) {
                 s.remove(id);
             }
         }
@@ -137,26 +177,43 @@ impl ConnectionRegistry for MemoryRegistry {
 
 #[derive(Default)]
 struct LogState {
-    heads: HashMap<String, ChannelState>,
-    events: HashMap<String, Vec<StoredEvent>>,
-    ids: HashMap<String, u64>,
-    failing: HashSet<String>,
+    heads: HashMap<ChannelKey, ChannelState>,
+    /// Events with when they expire.
+    events: HashMap<ChannelKey, Vec<(StoredEvent, u64)>>,
+    /// Dedup records: (channel, id) → (seq, epoch, expires_at).
+    ids: HashMap<(ChannelKey, String), (u64, String, u64)>,
+    failing: HashSet<ChannelKey>,
     failing_ids: HashSet<String>,
     epochs: u64,
 }
 
-/// The channel log in memory, with the same conditional-commit rules as the
-/// DynamoDB adapter, and a switch to make a channel's commits fail.
-#[derive(Default)]
+/// The channel log in memory, with the same conditional-commit and TTL
+/// rules as the DynamoDB adapter, and switches to make commits fail.
 pub struct MemoryLog {
     state: Mutex<LogState>,
+    clock: Arc<dyn Clock>,
     /// Yield to the scheduler between a writer's read of the head and its
     /// commit, so that concurrent writers really interleave there.
     interleave: std::sync::atomic::AtomicBool,
     head_moved: std::sync::atomic::AtomicUsize,
 }
 
+impl Default for MemoryLog {
+    fn default() -> Self {
+        Self::with_clock(system())
+    }
+}
+
 impl MemoryLog {
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            state: Mutex::default(),
+            clock,
+            interleave: Default::default(),
+            head_moved: Default::default(),
+        }
+    }
+
     /// Makes every commit yield before it checks the head (see `interleave`).
     pub fn interleave_writers(&self) {
         self.interleave
@@ -176,21 +233,22 @@ impl MemoryLog {
 
     /// Every later commit on this channel fails with an unavailable store.
     pub fn fail_channel(&self, key: &ChannelKey) {
-        lock(&self.state).failing.insert(key.pk());
+        lock(&self.state).failing.insert(key.clone());
     }
 
+    /// Every event of the channel ever committed, expired ones included.
     pub fn events(&self, key: &ChannelKey) -> Vec<StoredEvent> {
         lock(&self.state)
             .events
-            .get(&key.pk())
-            .cloned()
+            .get(key)
+            .map(|v| v.iter().map(|(e, _)| e.clone()).collect())
             .unwrap_or_default()
     }
 
     /// Forgets the channel's events up to `seq`, as retention would.
     pub fn expire_through(&self, key: &ChannelKey, seq: u64) {
-        if let Some(v) = lock(&self.state).events.get_mut(&key.pk()) {
-            v.retain(|e| e.seq > seq);
+        if let Some(v) = lock(&self.state).events.get_mut(key) {
+            v.retain(|(e, _)| e.seq > seq);
         }
     }
 }
@@ -198,7 +256,7 @@ impl MemoryLog {
 #[async_trait]
 impl ChannelLog for MemoryLog {
     async fn channel(&self, key: &ChannelKey) -> Result<Option<ChannelState>, StoreError> {
-        Ok(lock(&self.state).heads.get(&key.pk()).cloned())
+        Ok(lock(&self.state).heads.get(key).cloned())
     }
 
     async fn ensure_channel(&self, key: &ChannelKey) -> Result<ChannelState, StoreError> {
@@ -206,7 +264,7 @@ impl ChannelLog for MemoryLog {
         s.epochs += 1;
         let epoch = format!("mem{}", s.epochs);
         Ok(s.heads
-            .entry(key.pk())
+            .entry(key.clone())
             .or_insert(ChannelState {
                 epoch,
                 head: 0,
@@ -220,28 +278,34 @@ impl ChannelLog for MemoryLog {
         key: &ChannelKey,
         state: &ChannelState,
         events: &[Envelope],
-        _expires_at: u64,
+        expires_at: u64,
     ) -> Result<Vec<StoredEvent>, AppendError> {
         if self.interleave.load(std::sync::atomic::Ordering::Relaxed) {
             tokio::task::yield_now().await;
         }
+        let now = self.clock.epoch_s();
         let mut s = lock(&self.state);
-        let pk = key.pk();
-        if s.failing.contains(&pk) || events.iter().any(|e| s.failing_ids.contains(&e.id)) {
+        if s.failing.contains(key) || events.iter().any(|e| s.failing_ids.contains(&e.id)) {
             return Err(StoreError::Unavailable {
                 op: "append",
                 reason: "injected failure".into(),
             }
             .into());
         }
-        if s.heads.get(&pk).map(|h| h.head) != Some(state.head) {
+        if s.heads.get(key).map(|h| h.head) != Some(state.head) {
             self.head_moved
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err(AppendError::HeadMoved);
         }
+        // As in DynamoDB: a dedup record blocks its id while it is live and
+        // of this epoch.
         let dups: Vec<String> = events
             .iter()
-            .filter(|e| s.ids.contains_key(&format!("{pk}#{}", e.id)))
+            .filter(|e| {
+                s.ids
+                    .get(&(key.clone(), e.id.clone()))
+                    .is_some_and(|(_, epoch, exp)| *exp > now && *epoch == state.epoch)
+            })
             .map(|e| e.id.clone())
             .collect();
         if !dups.is_empty() {
@@ -250,24 +314,19 @@ impl ChannelLog for MemoryLog {
         let stored: Vec<StoredEvent> = events
             .iter()
             .enumerate()
-            .map(|(i, e)| StoredEvent {
-                key: key.clone(),
-                epoch: state.epoch.clone(),
-                seq: state.head + 1 + i as u64,
-                id: e.id.clone(),
-                kind: e.kind.clone(),
-                data: e.data.clone(),
-                ts: e.ts.clone(),
-            })
+            .map(|(i, e)| e.stored(key, &state.epoch, state.head + 1 + i as u64))
             .collect();
         for e in &stored {
-            s.ids.insert(format!("{pk}#{}", e.id), e.seq);
+            s.ids.insert(
+                (key.clone(), e.id.clone()),
+                (e.seq, e.epoch.clone(), expires_at),
+            );
         }
         s.events
-            .entry(pk.clone())
+            .entry(key.clone())
             .or_default()
-            .extend(stored.iter().cloned());
-        if let Some(h) = s.heads.get_mut(&pk) {
+            .extend(stored.iter().map(|e| (e.clone(), expires_at)));
+        if let Some(h) = s.heads.get_mut(key) {
             h.head += stored.len() as u64;
         }
         Ok(stored)
@@ -278,15 +337,21 @@ impl ChannelLog for MemoryLog {
         key: &ChannelKey,
         id: &str,
     ) -> Result<Option<StoredEvent>, StoreError> {
+        let now = self.clock.epoch_s();
         let s = lock(&self.state);
-        let pk = key.pk();
-        let Some(seq) = s.ids.get(&format!("{pk}#{id}")) else {
+        let Some((seq, _, exp)) = s.ids.get(&(key.clone(), id.to_owned())) else {
             return Ok(None);
         };
+        if *exp <= now {
+            return Ok(None);
+        }
         Ok(s.events
-            .get(&pk)
-            .and_then(|v| v.iter().find(|e| e.seq == *seq))
-            .cloned())
+            .get(key)
+            .and_then(|v| {
+                v.iter()
+                    .find(|(e, exp)| e.seq == *seq && e.id == id && *exp > now)
+            })
+            .map(|(e, _)| e.clone()))
     }
 
     async fn read_range(
@@ -296,23 +361,62 @@ impl ChannelLog for MemoryLog {
         to: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
+        let now = self.clock.epoch_s();
         let s = lock(&self.state);
         Ok(s.events
-            .get(&key.pk())
+            .get(key)
             .map(|v| {
                 v.iter()
-                    .filter(|e| e.seq >= from && e.seq <= to)
+                    .filter(|(e, exp)| e.seq >= from && e.seq <= to && *exp > now)
                     .take(limit)
-                    .cloned()
+                    .map(|(e, _)| e.clone())
                     .collect()
             })
             .unwrap_or_default())
     }
 }
 
-#[derive(Default)]
+#[async_trait]
+impl ChannelSettings for MemoryLog {
+    async fn set_retention(
+        &self,
+        key: &ChannelKey,
+        retention: Option<Duration>,
+    ) -> Result<ChannelState, StoreError> {
+        self.ensure_channel(key).await?;
+        let mut s = lock(&self.state);
+        let state = s
+            .heads
+            .get_mut(key)
+            .ok_or_else(|| StoreError::failed("set retention", "channel vanished"))?;
+        state.retention_s = retention.map(|r| r.as_secs().max(1));
+        Ok(state.clone())
+    }
+}
+
+/// Cursors that move forward only and expire [`CURSOR_TTL_S`] after their
+/// last move.
+/// (tenant, principal, channel) → (seq, expires_at).
+type CursorMap = HashMap<(String, String, String), (u64, u64)>;
+
 pub struct MemoryCursors {
-    cursors: Mutex<HashMap<(String, String, String), u64>>,
+    cursors: Mutex<CursorMap>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for MemoryCursors {
+    fn default() -> Self {
+        Self::with_clock(system())
+    }
+}
+
+impl MemoryCursors {
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            cursors: Mutex::default(),
+            clock,
+        }
+    }
 }
 
 #[async_trait]
@@ -324,12 +428,19 @@ impl CursorStore for MemoryCursors {
         channel: &str,
         seq: u64,
     ) -> Result<u64, StoreError> {
+        let now = self.clock.epoch_s();
         let mut c = lock(&self.cursors);
         let v = c
             .entry((tenant.into(), principal.into(), channel.into()))
-            .or_insert(seq);
-        *v = (*v).max(seq);
-        Ok(*v)
+            .or_insert((0, 0));
+        if v.1 <= now {
+            // Expired: as good as none.
+            *v = (0, 0);
+        }
+        if v.1 == 0 || seq > v.0 {
+            *v = (seq, now + CURSOR_TTL_S);
+        }
+        Ok(v.0)
     }
 
     async fn get(
@@ -338,9 +449,11 @@ impl CursorStore for MemoryCursors {
         principal: &str,
         channel: &str,
     ) -> Result<Option<u64>, StoreError> {
+        let now = self.clock.epoch_s();
         Ok(lock(&self.cursors)
             .get(&(tenant.into(), principal.into(), channel.into()))
-            .copied())
+            .filter(|(_, exp)| *exp > now)
+            .map(|(seq, _)| *seq))
     }
 }
 
@@ -360,7 +473,7 @@ impl MemoryPusher {
         lock(&self.gone).insert(id.into());
     }
 
-    /// The next `n` posts to `id` fail: `Retryable` (throttled) or `Failed`.
+    /// The next `n` posts to `id` fail: `Throttled` (retryable) or `Refused`.
     pub fn fail_next(&self, id: &str, n: usize, retryable: bool) {
         lock(&self.failing).insert(id.into(), (n, retryable));
     }
@@ -388,11 +501,13 @@ impl Pusher for MemoryPusher {
             && *left > 0
         {
             *left -= 1;
-            let reason = "injected failure".to_owned();
             return Err(if *retryable {
-                PushError::Retryable(reason)
+                PushError::Throttled
             } else {
-                PushError::Failed(reason)
+                PushError::Refused {
+                    status: Some(400),
+                    reason: "injected failure".to_owned(),
+                }
             });
         }
         lock(&self.posts)
@@ -451,32 +566,61 @@ impl EventQueue for MemoryEventQueue {
     }
 }
 
-/// Webhook configurations by scope key.
-#[derive(Default)]
+/// Webhook configurations by scope; the directory skips expired ones at
+/// its clock's time.
 pub struct MemoryWebhooks {
-    configs: Mutex<HashMap<String, crate::webhook::WebhookConfig>>,
+    configs: Mutex<HashMap<WebhookScope, WebhookConfig>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for MemoryWebhooks {
+    fn default() -> Self {
+        Self::with_clock(system())
+    }
+}
+
+impl MemoryWebhooks {
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            configs: Mutex::default(),
+            clock,
+        }
+    }
 }
 
 #[async_trait]
-impl crate::ports::WebhookStore for MemoryWebhooks {
-    async fn get(
-        &self,
-        scope: &crate::webhook::WebhookScope,
-    ) -> Result<Option<crate::webhook::WebhookConfig>, StoreError> {
-        Ok(lock(&self.configs).get(&scope.pk()).cloned())
+impl WebhookStore for MemoryWebhooks {
+    async fn get(&self, scope: &WebhookScope) -> Result<Option<WebhookConfig>, StoreError> {
+        Ok(lock(&self.configs).get(scope).cloned())
     }
 
-    async fn put(
-        &self,
-        scope: &crate::webhook::WebhookScope,
-        config: &crate::webhook::WebhookConfig,
-    ) -> Result<(), StoreError> {
-        lock(&self.configs).insert(scope.pk(), config.clone());
+    async fn put(&self, scope: &WebhookScope, config: &WebhookConfig) -> Result<(), StoreError> {
+        lock(&self.configs).insert(scope.clone(), config.clone());
         Ok(())
     }
 
-    async fn remove(&self, scope: &crate::webhook::WebhookScope) -> Result<bool, StoreError> {
-        Ok(lock(&self.configs).remove(&scope.pk()).is_some())
+    async fn remove(&self, scope: &WebhookScope) -> Result<bool, StoreError> {
+        Ok(lock(&self.configs).remove(scope).is_some())
+    }
+}
+
+#[async_trait]
+impl WebhookDirectory for MemoryWebhooks {
+    async fn effective(
+        &self,
+        key: &ChannelKey,
+    ) -> Result<Option<(WebhookScope, WebhookConfig)>, StoreError> {
+        let now = self.clock.epoch_s();
+        let configs = lock(&self.configs);
+        Ok([
+            WebhookScope::Channel(key.clone()),
+            WebhookScope::TenantDefault(key.tenant.clone()),
+        ]
+        .into_iter()
+        .find_map(|scope| {
+            let c = configs.get(&scope).filter(|c| !c.expired(now))?.clone();
+            Some((scope, c))
+        }))
     }
 }
 
@@ -527,11 +671,14 @@ impl crate::ports::WebhookSender for ScriptedSender {
     }
 }
 
-/// Scheduled and dead-lettered webhook jobs.
+/// Scheduled and dead-lettered webhook jobs, and raw dead letters; the
+/// dead-letter queue lists both.
 #[derive(Default)]
 pub struct MemoryWebhookJobs {
-    scheduled: Mutex<Vec<(crate::usecases::deliver::WebhookJob, std::time::Duration)>>,
-    dead: Mutex<Vec<(crate::usecases::deliver::WebhookJob, String)>>,
+    scheduled: Mutex<Vec<(WebhookJob, Duration)>>,
+    dead: Mutex<Vec<(WebhookJob, String)>>,
+    /// Everything dead-lettered, as the queue holds it: (body, reason, handle).
+    queue: Mutex<Vec<(String, String, String)>>,
     failing: Mutex<bool>,
 }
 
@@ -541,24 +688,32 @@ impl MemoryWebhookJobs {
         *lock(&self.failing) = true;
     }
 
-    pub fn take_scheduled(
-        &self,
-    ) -> Vec<(crate::usecases::deliver::WebhookJob, std::time::Duration)> {
+    pub fn take_scheduled(&self) -> Vec<(WebhookJob, Duration)> {
         std::mem::take(&mut *lock(&self.scheduled))
     }
 
-    pub fn dead(&self) -> Vec<(crate::usecases::deliver::WebhookJob, String)> {
+    pub fn dead(&self) -> Vec<(WebhookJob, String)> {
         lock(&self.dead).clone()
+    }
+
+    /// What the dead-letter queue holds: (body, reason).
+    pub fn dead_letter_queue(&self) -> Vec<(String, String)> {
+        lock(&self.queue)
+            .iter()
+            .map(|(b, r, _)| (b.clone(), r.clone()))
+            .collect()
+    }
+
+    fn keep(&self, body: String, reason: &str) {
+        let mut q = lock(&self.queue);
+        let handle = format!("h{}", q.len());
+        q.push((body, reason.to_owned(), handle));
     }
 }
 
 #[async_trait]
-impl crate::ports::WebhookJobs for MemoryWebhookJobs {
-    async fn schedule(
-        &self,
-        job: &crate::usecases::deliver::WebhookJob,
-        delay: std::time::Duration,
-    ) -> Result<(), StoreError> {
+impl WebhookJobs for MemoryWebhookJobs {
+    async fn schedule(&self, job: &WebhookJob, delay: Duration) -> Result<(), StoreError> {
         if *lock(&self.failing) {
             return Err(StoreError::Unavailable {
                 op: "schedule webhook job",
@@ -569,12 +724,32 @@ impl crate::ports::WebhookJobs for MemoryWebhookJobs {
         Ok(())
     }
 
-    async fn dead_letter(
-        &self,
-        job: &crate::usecases::deliver::WebhookJob,
-        reason: &str,
-    ) -> Result<(), StoreError> {
+    async fn dead_letter(&self, job: &WebhookJob, reason: &str) -> Result<(), StoreError> {
+        let body =
+            serde_json::to_string(job).map_err(|e| StoreError::failed("encode webhook job", e))?;
         lock(&self.dead).push((job.clone(), reason.to_owned()));
+        self.keep(body, reason);
+        Ok(())
+    }
+
+    async fn dead_letter_raw(&self, body: &str, reason: &str) -> Result<(), StoreError> {
+        self.keep(body.to_owned(), reason);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl WebhookDeadLetterQueue for MemoryWebhookJobs {
+    async fn list(&self, max: usize, _hold: Duration) -> Result<Vec<DeadWebhookJob>, StoreError> {
+        Ok(lock(&self.queue)
+            .iter()
+            .take(max)
+            .map(|(body, reason, handle)| DeadWebhookJob::new(body, reason, handle))
+            .collect())
+    }
+
+    async fn delete(&self, dead: &DeadWebhookJob) -> Result<(), StoreError> {
+        lock(&self.queue).retain(|(_, _, h)| *h != dead.handle);
         Ok(())
     }
 }

@@ -8,7 +8,7 @@ use agentwire_protocol::{ErrorCode, EventFrame, ProtocolError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// A channel of a tenant: the key of every per-channel item (`tenant#channel`).
+/// A channel of a tenant (shown as `tenant#channel`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChannelKey {
     pub tenant: String,
@@ -23,12 +23,6 @@ impl ChannelKey {
         }
     }
 
-    /// `tenant#channel`. Tenants and channels cannot contain `#`, so the key
-    /// splits back uniquely and no tenant can name another's channel.
-    pub fn pk(&self) -> String {
-        format!("{}#{}", self.tenant, self.channel)
-    }
-
     /// A name for event `id` of this channel that no other channel or tenant
     /// shares (hex SHA-256 of `tenant#channel#id`, 64 characters): the SQS
     /// deduplication id and the webhook's `webhook-id`, so the same
@@ -37,12 +31,6 @@ impl ChannelKey {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(format!("{}#{}#{id}", self.tenant, self.channel));
         digest.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    /// The key of a `tenant#channel` string.
-    pub fn from_pk(pk: &str) -> Option<Self> {
-        let (tenant, channel) = pk.split_once('#')?;
-        Some(Self::new(tenant, channel))
     }
 }
 
@@ -68,6 +56,19 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// This envelope committed as `seq` of `key`'s log in `epoch`.
+    pub fn stored(&self, key: &ChannelKey, epoch: &str, seq: u64) -> StoredEvent {
+        StoredEvent {
+            key: key.clone(),
+            epoch: epoch.to_owned(),
+            seq,
+            id: self.id.clone(),
+            kind: self.kind.clone(),
+            data: self.data.clone(),
+            ts: self.ts.clone(),
+        }
+    }
+
     pub fn key(&self) -> ChannelKey {
         ChannelKey::new(&self.tenant, &self.channel)
     }
@@ -198,6 +199,78 @@ pub struct Connection {
     /// After it, joins and acks are refused with `token_expired` and live
     /// delivery stops: the client reconnects with a fresh token.
     pub token_exp: u64,
+}
+
+/// One event on its way to a webhook, as it travels on the webhook queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookJob {
+    pub tenant: String,
+    pub event: EventFrame,
+    /// Attempts made so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// When the next attempt is due (Unix seconds); 0 for now.
+    #[serde(default)]
+    pub due_at: u64,
+    /// What the last attempt got, for the dead-letter record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl WebhookJob {
+    pub fn new(tenant: &str, event: EventFrame) -> Self {
+        Self {
+            tenant: tenant.to_owned(),
+            event,
+            attempts: 0,
+            due_at: 0,
+            last_status: None,
+            last_error: None,
+        }
+    }
+
+    pub fn key(&self) -> ChannelKey {
+        ChannelKey::new(&self.tenant, &self.event.channel)
+    }
+}
+
+/// A webhook message that was dead-lettered, as the operator sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadWebhookJob {
+    pub event_id: String,
+    pub channel: String,
+    pub reason: String,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    /// The message as it was dead-lettered (a [`WebhookJob`], or what came
+    /// instead of one).
+    #[serde(skip)]
+    pub body: String,
+    /// The queue's handle for removing it (SQS's receipt handle).
+    #[serde(skip)]
+    pub handle: String,
+}
+
+impl DeadWebhookJob {
+    /// A dead-lettered message; the event, channel and attempts are read
+    /// from the body when it is a job, left empty when not.
+    pub fn new(body: &str, reason: &str, handle: &str) -> Self {
+        let job: Option<WebhookJob> = serde_json::from_str(body).ok();
+        Self {
+            event_id: job.as_ref().map(|j| j.event.id.clone()).unwrap_or_default(),
+            channel: job
+                .as_ref()
+                .map(|j| j.key().to_string())
+                .unwrap_or_default(),
+            reason: reason.to_owned(),
+            attempts: job.as_ref().map(|j| j.attempts).unwrap_or(0),
+            last_status: job.as_ref().and_then(|j| j.last_status),
+            body: body.to_owned(),
+            handle: handle.to_owned(),
+        }
+    }
 }
 
 #[cfg(test)]

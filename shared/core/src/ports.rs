@@ -1,9 +1,15 @@
 //! The ports: what the use cases need from the outside world, grouped by use.
 //! Adapters map their SDK errors into the typed errors here.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
-use crate::model::{ChannelKey, ChannelState, Connection, Envelope, StoredEvent, Subscriber};
+use crate::model::{
+    ChannelKey, ChannelState, Connection, DeadWebhookJob, Envelope, StoredEvent, Subscriber,
+    WebhookJob,
+};
+use crate::webhook::{WebhookConfig, WebhookScope};
 
 /// A storage or transport failure, with what failed and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -112,6 +118,18 @@ pub trait ChannelLog: Send + Sync {
     ) -> Result<Vec<StoredEvent>, StoreError>;
 }
 
+/// A channel's settings, changed by the operator.
+#[async_trait]
+pub trait ChannelSettings: Send + Sync {
+    /// Sets (or, with `None`, removes) the channel's own retention, creating
+    /// the channel if new; it applies to events committed from then on.
+    async fn set_retention(
+        &self,
+        key: &ChannelKey,
+        retention: Option<Duration>,
+    ) -> Result<ChannelState, StoreError>;
+}
+
 /// Durable per-principal read positions.
 #[async_trait]
 pub trait CursorStore: Send + Sync {
@@ -137,14 +155,28 @@ pub enum PushError {
     /// The connection is closed (API Gateway's `GoneException`).
     #[error("connection is gone")]
     Gone,
-    /// Throttled (`LimitExceededException`: the connection's outbound buffer
-    /// is full, or the account's rate), a server error or a time-out:
-    /// retrying may succeed.
-    #[error("post throttled or unavailable: {0}")]
-    Retryable(String),
+    /// Throttled: `LimitExceededException` or 429 (the connection's
+    /// outbound buffer is full, or the account's rate).
+    #[error("post throttled")]
+    Throttled,
+    /// A server error (`status`), a time-out or a failed connection
+    /// (`status` `None`): retrying may succeed.
+    #[error("post unavailable ({}): {reason}", status_text(*.status))]
+    Unavailable { status: Option<u16>, reason: String },
     /// Refused for good (payload too large, forbidden, ...).
-    #[error("post failed: {0}")]
-    Failed(String),
+    #[error("post refused ({}): {reason}", status_text(*.status))]
+    Refused { status: Option<u16>, reason: String },
+}
+
+fn status_text(status: Option<u16>) -> String {
+    status.map_or_else(|| "no answer".to_owned(), |s| format!("HTTP {s}"))
+}
+
+impl PushError {
+    /// Whether another attempt may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, PushError::Throttled | PushError::Unavailable { .. })
+    }
 }
 
 /// Posts frames to live connections (API Gateway's `@connections`).
@@ -168,17 +200,22 @@ pub trait DeadLetters: Send + Sync {
 /// Webhook configurations, per channel and per tenant default.
 #[async_trait]
 pub trait WebhookStore: Send + Sync {
-    async fn get(
-        &self,
-        scope: &crate::webhook::WebhookScope,
-    ) -> Result<Option<crate::webhook::WebhookConfig>, StoreError>;
-    async fn put(
-        &self,
-        scope: &crate::webhook::WebhookScope,
-        config: &crate::webhook::WebhookConfig,
-    ) -> Result<(), StoreError>;
+    async fn get(&self, scope: &WebhookScope) -> Result<Option<WebhookConfig>, StoreError>;
+    async fn put(&self, scope: &WebhookScope, config: &WebhookConfig) -> Result<(), StoreError>;
     /// `false` when there was none.
-    async fn remove(&self, scope: &crate::webhook::WebhookScope) -> Result<bool, StoreError>;
+    async fn remove(&self, scope: &WebhookScope) -> Result<bool, StoreError>;
+}
+
+/// Where a channel's events go when they go to a webhook: the lookup on
+/// the dispatcher's and the deliverer's hot path.
+#[async_trait]
+pub trait WebhookDirectory: Send + Sync {
+    /// The channel's own webhook, else its tenant's default, with the scope
+    /// it was found in; `None` when neither exists or has not expired.
+    async fn effective(
+        &self,
+        key: &ChannelKey,
+    ) -> Result<Option<(WebhookScope, WebhookConfig)>, StoreError>;
 }
 
 /// What one webhook POST came to.
@@ -187,7 +224,7 @@ pub enum SendOutcome {
     /// The receiver answered (any status), with its `Retry-After` if any.
     Answered {
         status: u16,
-        retry_after: Option<std::time::Duration>,
+        retry_after: Option<Duration>,
     },
     /// No answer within the per-request timeout.
     TimedOut,
@@ -212,15 +249,19 @@ pub trait WebhookSender: Send + Sync {
 #[async_trait]
 pub trait WebhookJobs: Send + Sync {
     /// Puts the job back to be received after `delay` (at most SQS's 15 minutes).
-    async fn schedule(
-        &self,
-        job: &crate::usecases::deliver::WebhookJob,
-        delay: std::time::Duration,
-    ) -> Result<(), StoreError>;
+    async fn schedule(&self, job: &WebhookJob, delay: Duration) -> Result<(), StoreError>;
     /// Keeps a job that will not be delivered, with the reason.
-    async fn dead_letter(
-        &self,
-        job: &crate::usecases::deliver::WebhookJob,
-        reason: &str,
-    ) -> Result<(), StoreError>;
+    async fn dead_letter(&self, job: &WebhookJob, reason: &str) -> Result<(), StoreError>;
+    /// Keeps a message that is not a job at all, with the reason.
+    async fn dead_letter_raw(&self, body: &str, reason: &str) -> Result<(), StoreError>;
+}
+
+/// The webhook dead-letter queue, as the operator works it.
+#[async_trait]
+pub trait WebhookDeadLetterQueue: Send + Sync {
+    /// Up to `max` dead-lettered messages, hidden from other readers for
+    /// `hold` while the caller looks at them.
+    async fn list(&self, max: usize, hold: Duration) -> Result<Vec<DeadWebhookJob>, StoreError>;
+    /// Removes one (after it was sent back for delivery).
+    async fn delete(&self, dead: &DeadWebhookJob) -> Result<(), StoreError>;
 }

@@ -4,13 +4,16 @@
 //! as typed serde enums: [`ClientFrame`] (routed on `action`) and
 //! [`ServerFrame`] (tagged by `type`). Also the version negotiation
 //! ([`negotiate`]), the stable error codes ([`ErrorCode`]) and the validation
-//! of channel names, tenants, event ids and frame sizes ([`limits`]).
+//! of channel names, tenants, event ids and frame sizes ([`limits`]), and
+//! the coalescing of events into frames within the message size
+//! ([`framing`]).
 //!
 //! This crate has no AWS dependency: the Lambda functions, the dev gateway and
 //! the client library all speak through it.
 
 mod error;
 mod frames;
+pub mod framing;
 pub mod limits;
 mod negotiate;
 mod parse;

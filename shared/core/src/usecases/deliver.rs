@@ -17,55 +17,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentwire_protocol::EventFrame;
-use serde::{Deserialize, Serialize};
-
 use crate::clock::Clock;
-use crate::model::ChannelKey;
-use crate::ports::{SendOutcome, StoreError, WebhookJobs, WebhookSender};
-use crate::usecases::webhooks::WebhookAdmin;
+use crate::model::{ChannelKey, WebhookJob};
+use crate::ports::{
+    SendOutcome, StoreError, WebhookDirectory, WebhookJobs, WebhookSender, WebhookStore,
+};
 use crate::webhook::schedule::hop;
 use crate::webhook::signature::signature_header;
-use crate::webhook::{RetrySchedule, UrlRefusal, WebhookMode};
+use crate::webhook::{RetrySchedule, UrlPolicy, UrlRefusal, WebhookMode, WebhookScope};
 
-/// One event on its way to a webhook, as it travels on the webhook queue.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WebhookJob {
-    pub tenant: String,
-    pub event: EventFrame,
-    /// Attempts made so far.
-    #[serde(default)]
-    pub attempts: u32,
-    /// When the next attempt is due (Unix seconds); 0 for now.
-    #[serde(default)]
-    pub due_at: u64,
-    /// What the last attempt got, for the dead-letter record.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_status: Option<u16>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-}
-
-impl WebhookJob {
-    pub fn new(tenant: &str, event: EventFrame) -> Self {
-        Self {
-            tenant: tenant.to_owned(),
-            event,
-            attempts: 0,
-            due_at: 0,
-            last_status: None,
-            last_error: None,
-        }
-    }
-
-    pub fn key(&self) -> ChannelKey {
-        ChannelKey::new(&self.tenant, &self.event.channel)
-    }
-}
-
-/// What became of a job.
+/// What became of a webhook job.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivery {
+pub enum JobOutcome {
     Delivered {
         status: u16,
     },
@@ -84,7 +47,9 @@ pub enum Delivery {
 
 /// The delivery use case.
 pub struct Deliverer {
-    webhooks: Arc<WebhookAdmin>,
+    directory: Arc<dyn WebhookDirectory>,
+    store: Arc<dyn WebhookStore>,
+    policy: UrlPolicy,
     sender: Arc<dyn WebhookSender>,
     jobs: Arc<dyn WebhookJobs>,
     schedule: RetrySchedule,
@@ -104,15 +69,21 @@ pub(crate) fn random_unit() -> f64 {
 }
 
 impl Deliverer {
+    /// `directory` finds a job's webhook, `store` records a webhook
+    /// disabled by a 410, `policy` checks its URL again at every attempt.
     pub fn new(
-        webhooks: Arc<WebhookAdmin>,
+        directory: Arc<dyn WebhookDirectory>,
+        store: Arc<dyn WebhookStore>,
+        policy: UrlPolicy,
         sender: Arc<dyn WebhookSender>,
         jobs: Arc<dyn WebhookJobs>,
         schedule: RetrySchedule,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
-            webhooks,
+            directory,
+            store,
+            policy,
             sender,
             jobs,
             schedule,
@@ -127,23 +98,48 @@ impl Deliverer {
         self
     }
 
-    async fn dead(&self, job: &WebhookJob, reason: String) -> Result<Delivery, StoreError> {
+    async fn dead(&self, job: &WebhookJob, reason: String) -> Result<JobOutcome, StoreError> {
         tracing::warn!(event_id = %job.event.id, channel = %job.key(), attempts = job.attempts, reason, "webhook job dead-lettered");
         self.jobs.dead_letter(job, &reason).await?;
-        Ok(Delivery::DeadLettered { reason })
+        Ok(JobOutcome::DeadLettered { reason })
+    }
+
+    /// Works one message of the webhook queue: a job is delivered; anything
+    /// else is dead-lettered as it came, with the reason.
+    pub async fn handle_message(&self, body: &str) -> Result<JobOutcome, StoreError> {
+        match serde_json::from_str::<WebhookJob>(body) {
+            Ok(job) => self.deliver(job).await,
+            Err(e) => {
+                let reason = format!("not a webhook job: {e}");
+                tracing::warn!(reason, "malformed webhook message dead-lettered");
+                self.jobs.dead_letter_raw(body, &reason).await?;
+                Ok(JobOutcome::DeadLettered { reason })
+            }
+        }
+    }
+
+    /// Stops deliveries to a scope's webhook, keeping it (and the reason)
+    /// for the operator to see with `webhooks get`.
+    async fn disable(&self, scope: &WebhookScope, reason: &str) -> Result<(), StoreError> {
+        if let Some(mut c) = self.store.get(scope).await? {
+            c.disabled = Some(reason.to_owned());
+            c.updated_at = self.clock.epoch_s();
+            self.store.put(scope, &c).await?;
+        }
+        Ok(())
     }
 
     /// Works one job. An `Err` means the job could not be rescheduled or
     /// dead-lettered: the caller reports it as failed so SQS redelivers it.
-    pub async fn deliver(&self, mut job: WebhookJob) -> Result<Delivery, StoreError> {
+    pub async fn deliver(&self, mut job: WebhookJob) -> Result<JobOutcome, StoreError> {
         let now = self.clock.epoch_s();
         if job.due_at > now {
             let delay = hop(Duration::from_secs(job.due_at - now));
             self.jobs.schedule(&job, delay).await?;
-            return Ok(Delivery::Deferred { delay });
+            return Ok(JobOutcome::Deferred { delay });
         }
         let key = job.key();
-        let Some((scope, config)) = self.webhooks.effective_scoped(&key).await? else {
+        let Some((scope, config)) = self.directory.effective(&key).await? else {
             return self
                 .dead(&job, format!("no webhook is configured for {key} any more"))
                 .await;
@@ -156,7 +152,7 @@ impl Deliverer {
         if config.mode == WebhookMode::Off {
             return self.dead(&job, "the webhook was turned off".into()).await;
         }
-        let target = match self.webhooks.policy().check(&config.url).await {
+        let target = match self.policy.check(&config.url).await {
             Ok(checked) => Ok(checked),
             // DNS trouble (no answer in time, a failed lookup) is an outage
             // of the receiver's, not a bad URL: retried like a connection
@@ -192,7 +188,7 @@ impl Deliverer {
         job.attempts += 1;
         let retry_after = match &outcome {
             SendOutcome::Answered { status, .. } if (200..300).contains(status) => {
-                return Ok(Delivery::Delivered { status: *status });
+                return Ok(JobOutcome::Delivered { status: *status });
             }
             SendOutcome::Answered { status: 410, .. } => {
                 job.last_status = Some(410);
@@ -200,7 +196,7 @@ impl Deliverer {
                     "the receiver answered 410 Gone at attempt {}; webhook disabled",
                     job.attempts
                 );
-                self.webhooks.disable(&scope, &reason).await?;
+                self.disable(&scope, &reason).await?;
                 return self.dead(&job, reason).await;
             }
             SendOutcome::Answered {
@@ -239,7 +235,7 @@ impl Deliverer {
             Some(delay) => {
                 job.due_at = now + delay.as_secs();
                 self.jobs.schedule(&job, hop(delay)).await?;
-                Ok(Delivery::Retrying { delay })
+                Ok(JobOutcome::Retrying { delay })
             }
             None => {
                 let last = match (&job.last_status, &job.last_error) {
@@ -262,7 +258,10 @@ mod tests {
     use super::*;
     use crate::clock::SystemClock;
     use crate::memory::{MemoryWebhookJobs, MemoryWebhooks, ScriptedSender};
-    use crate::webhook::{SigningSecret, UrlPolicy, WebhookScope};
+    use crate::ports::WebhookDeadLetterQueue;
+    use crate::usecases::webhooks::WebhookAdmin;
+    use crate::webhook::SigningSecret;
+    use agentwire_protocol::EventFrame;
 
     struct Fx {
         d: Deliverer,
@@ -280,13 +279,15 @@ mod tests {
         let f = fx(vec![]).await;
         // Stored as it was when it resolved; the name has gone since.
         let scope = WebhookScope::Channel(ChannelKey::new("acme", "a"));
-        use crate::ports::WebhookStore;
         let mut config = f.store.get(&scope).await.unwrap().unwrap();
         config.url = "https://agentwire-hooks.invalid/hook".into();
         f.store.put(&scope, &config).await.unwrap();
         let started = std::time::Instant::now();
         let outcome = f.d.deliver(job()).await.unwrap();
-        assert!(matches!(outcome, Delivery::Retrying { .. }), "{outcome:?}");
+        assert!(
+            matches!(outcome, JobOutcome::Retrying { .. }),
+            "{outcome:?}"
+        );
         assert!(
             started.elapsed() < crate::webhook::url_policy::DNS_TIMEOUT + Duration::from_secs(2)
         );
@@ -309,7 +310,7 @@ mod tests {
         let store = Arc::new(MemoryWebhooks::default());
         let admin = Arc::new(WebhookAdmin::new(
             store.clone(),
-            policy,
+            policy.clone(),
             Arc::new(SystemClock),
         ));
         let cfg = admin
@@ -329,7 +330,9 @@ mod tests {
             Duration::from_secs(300),
         ]);
         let d = Deliverer::new(
-            admin.clone(),
+            store.clone(),
+            store.clone(),
+            policy,
             sender.clone(),
             jobs.clone(),
             schedule,
@@ -373,7 +376,7 @@ mod tests {
         let f = fx(vec![ok(204)]).await;
         assert_eq!(
             f.d.deliver(job()).await.unwrap(),
-            Delivery::Delivered { status: 204 }
+            JobOutcome::Delivered { status: 204 }
         );
         let sent = f.sender.sent();
         assert_eq!(sent.len(), 1);
@@ -411,7 +414,7 @@ mod tests {
         let mut j = job();
         assert_eq!(
             f.d.deliver(j.clone()).await.unwrap(),
-            Delivery::Retrying {
+            JobOutcome::Retrying {
                 delay: Duration::from_secs(5)
             }
         );
@@ -420,14 +423,14 @@ mod tests {
         // Not due yet: sent on, not attempted.
         assert!(matches!(
             f.d.deliver(j.clone()).await.unwrap(),
-            Delivery::Deferred { .. }
+            JobOutcome::Deferred { .. }
         ));
         assert_eq!(f.sender.sent().len(), 1);
         j = f.jobs.take_scheduled().pop().unwrap().0;
         j.due_at = 0;
         assert_eq!(
             f.d.deliver(j.clone()).await.unwrap(),
-            Delivery::Retrying {
+            JobOutcome::Retrying {
                 delay: Duration::from_secs(300)
             }
         );
@@ -437,7 +440,7 @@ mod tests {
         j.due_at = 0;
         assert_eq!(
             f.d.deliver(j).await.unwrap(),
-            Delivery::Delivered { status: 200 }
+            JobOutcome::Delivered { status: 200 }
         );
         let ids: Vec<String> = f
             .sender
@@ -466,7 +469,7 @@ mod tests {
         .await;
         assert_eq!(
             f.d.deliver(job()).await.unwrap(),
-            Delivery::Retrying {
+            JobOutcome::Retrying {
                 delay: Duration::from_secs(120)
             }
         );
@@ -482,7 +485,7 @@ mod tests {
             j.due_at = 0;
         }
         let r = f.d.deliver(j).await.unwrap();
-        let Delivery::DeadLettered { reason } = r else {
+        let JobOutcome::DeadLettered { reason } = r else {
             panic!("{r:?}")
         };
         assert!(
@@ -498,18 +501,18 @@ mod tests {
         let f = fx(vec![ok(400)]).await;
         let r = f.d.deliver(job()).await.unwrap();
         assert!(
-            matches!(&r, Delivery::DeadLettered { reason } if reason.contains("400")),
+            matches!(&r, JobOutcome::DeadLettered { reason } if reason.contains("400")),
             "{r:?}"
         );
 
         let f = fx(vec![ok(410)]).await;
         let r = f.d.deliver(job()).await.unwrap();
         assert!(
-            matches!(&r, Delivery::DeadLettered { reason } if reason.contains("410")),
+            matches!(&r, JobOutcome::DeadLettered { reason } if reason.contains("410")),
             "{r:?}"
         );
-        let cfg = f
-            .admin
+        let (_, cfg) = f
+            .store
             .effective(&ChannelKey::new("acme", "a"))
             .await
             .unwrap()
@@ -518,7 +521,7 @@ mod tests {
         // Later jobs are not sent to a disabled webhook; they are kept with the reason.
         let r = f.d.deliver(job()).await.unwrap();
         assert!(
-            matches!(&r, Delivery::DeadLettered { reason } if reason.contains("disabled")),
+            matches!(&r, JobOutcome::DeadLettered { reason } if reason.contains("disabled")),
             "{r:?}"
         );
         assert_eq!(f.sender.sent().len(), 1);
@@ -533,9 +536,24 @@ mod tests {
             .unwrap();
         let r = f.d.deliver(job()).await.unwrap();
         assert!(
-            matches!(&r, Delivery::DeadLettered { reason } if reason.contains("no webhook")),
+            matches!(&r, JobOutcome::DeadLettered { reason } if reason.contains("no webhook")),
             "{r:?}"
         );
         assert_eq!(f.jobs.dead().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_message_that_is_not_a_job_is_dead_lettered_as_it_came() {
+        let f = fx(vec![]).await;
+        let r = f.d.handle_message("{\"not\":\"a job\"}").await.unwrap();
+        assert!(
+            matches!(&r, JobOutcome::DeadLettered { reason } if reason.starts_with("not a webhook job")),
+            "{r:?}"
+        );
+        let dead = f.jobs.list(10, Duration::ZERO).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].body, "{\"not\":\"a job\"}");
+        assert!(dead[0].event_id.is_empty() && dead[0].reason.contains("not a webhook job"));
+        assert!(f.sender.sent().is_empty());
     }
 }

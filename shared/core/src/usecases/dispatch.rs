@@ -6,19 +6,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use agentwire_protocol::limits::MAX_MESSAGE_BYTES;
-use agentwire_protocol::{EventFrame, ProtocolError, ServerFrame};
+use agentwire_protocol::framing::coalesce;
+use agentwire_protocol::{ProtocolError, ServerFrame};
 use futures::StreamExt;
 
 use crate::clock::Clock;
-use crate::model::{ChannelKey, Envelope, StoredEvent};
+use crate::model::{ChannelKey, Envelope, StoredEvent, WebhookJob};
 use crate::ports::{
     AppendError, ChannelLog, ConnectionRegistry, DeadLetters, PushError, Pusher, StoreError,
-    WebhookJobs,
+    WebhookDirectory, WebhookJobs,
 };
-use crate::usecases::deliver::WebhookJob;
 use crate::usecases::push::{PushRetry, post_retrying};
-use crate::usecases::webhooks::WebhookAdmin;
 
 /// One message of the batch, as the queue delivered it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,8 +106,12 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// Events of channels with no live subscriber (or a webhook in mode
     /// `always`) are handed to the webhook queue.
-    pub fn with_webhooks(mut self, admin: Arc<WebhookAdmin>, jobs: Arc<dyn WebhookJobs>) -> Self {
-        self.webhooks = Some(WebhookFallback { admin, jobs });
+    pub fn with_webhooks(
+        mut self,
+        directory: Arc<dyn WebhookDirectory>,
+        jobs: Arc<dyn WebhookJobs>,
+    ) -> Self {
+        self.webhooks = Some(WebhookFallback { directory, jobs });
         self
     }
 
@@ -411,12 +413,12 @@ impl Dispatcher {
                                 }
                                 return;
                             }
-                            Err(PushError::Retryable(reason) | PushError::Failed(reason)) => {
+                            Err(e) => {
                                 // The rest of this run's frames would only
                                 // widen the hole; the client fetches it from
                                 // the log when the next frame shows it.
                                 failed.fetch_add(1, Ordering::Relaxed);
-                                tracing::warn!(connection_id = %conn, reason, retries = p.retries, "post failed; giving up on the connection for this run (the client recovers from the log)");
+                                tracing::warn!(connection_id = %conn, error = %e, retries = p.retries, "post failed; giving up on the connection for this run (the client recovers from the log)");
                                 return;
                             }
                         }
@@ -465,7 +467,7 @@ impl Dispatcher {
         let Some(w) = &self.webhooks else {
             return Ok(());
         };
-        let Some(config) = w.admin.effective(key).await? else {
+        let Some((_, config)) = w.directory.effective(key).await? else {
             return Ok(());
         };
         if !config.wants(live, self.clock.epoch_s()) {
@@ -491,48 +493,8 @@ struct Committed {
 
 /// Where events without a live subscriber go.
 struct WebhookFallback {
-    admin: Arc<WebhookAdmin>,
+    directory: Arc<dyn WebhookDirectory>,
     jobs: Arc<dyn WebhookJobs>,
-}
-
-/// One `event` frame for a single event; otherwise `batch` frames, each
-/// within API Gateway's message size.
-pub fn coalesce(events: Vec<EventFrame>) -> Vec<String> {
-    if events.len() == 1 {
-        return events
-            .into_iter()
-            .map(|e| ServerFrame::Event(e).to_json())
-            .collect();
-    }
-    let mut frames = Vec::new();
-    let mut current: Vec<EventFrame> = Vec::new();
-    let mut size = 0;
-    const ENVELOPE: usize = 32;
-    for e in events {
-        let len = serde_json::to_string(&e)
-            .map(|s| s.len())
-            .unwrap_or(MAX_MESSAGE_BYTES);
-        if !current.is_empty() && size + len + 1 + ENVELOPE > MAX_MESSAGE_BYTES {
-            frames.push(batch_frame(std::mem::take(&mut current)));
-            size = 0;
-        }
-        size += len + 1;
-        current.push(e);
-    }
-    if !current.is_empty() {
-        frames.push(batch_frame(current));
-    }
-    frames
-}
-
-fn batch_frame(events: Vec<EventFrame>) -> String {
-    if events.len() == 1 {
-        return events
-            .into_iter()
-            .map(|e| ServerFrame::Event(e).to_json())
-            .collect();
-    }
-    ServerFrame::Batch { events }.to_json()
 }
 
 fn fail_rest(report: &mut DispatchReport, rest: &[QueueMessage]) {
@@ -882,9 +844,11 @@ mod tests {
         fx: Fx,
         mode: crate::webhook::WebhookMode,
     ) -> (Dispatcher, Arc<crate::memory::MemoryWebhookJobs>) {
+        use crate::usecases::WebhookAdmin;
         use crate::webhook::{UrlPolicy, WebhookScope};
+        let store = Arc::new(crate::memory::MemoryWebhooks::default());
         let admin = Arc::new(WebhookAdmin::new(
-            Arc::new(crate::memory::MemoryWebhooks::default()),
+            store.clone(),
             UrlPolicy {
                 allow_insecure_loopback: true,
                 allow_hosts: vec![],
@@ -901,7 +865,7 @@ mod tests {
             .await
             .unwrap();
         let jobs = Arc::new(crate::memory::MemoryWebhookJobs::default());
-        (fx.d.with_webhooks(admin, jobs.clone()), jobs)
+        (fx.d.with_webhooks(store, jobs.clone()), jobs)
     }
 
     #[tokio::test]
@@ -961,26 +925,5 @@ mod tests {
         let mut r = d.dispatch(vec![msg(1, "a", "e1"), msg(2, "a", "e2")]).await;
         r.failed.sort();
         assert_eq!(r.failed, vec!["m1".to_string(), "m2".to_string()]);
-    }
-
-    #[test]
-    fn coalesce_splits_within_the_message_limit() {
-        let big = "x".repeat(50_000);
-        let ev = |seq| EventFrame {
-            channel: "a".into(),
-            epoch: "e".into(),
-            seq,
-            id: format!("i{seq}"),
-            kind: "k".into(),
-            data: json!(big),
-            ts: "t".into(),
-        };
-        let frames = coalesce((1..=5).map(ev).collect());
-        assert_eq!(frames.len(), 3);
-        assert!(frames.iter().all(|f| f.len() <= MAX_MESSAGE_BYTES));
-        assert!(
-            frames[2].starts_with(r#"{"type":"event""#),
-            "a lone leftover is a plain event"
-        );
     }
 }

@@ -15,4 +15,4 @@ pub use disconnect::Disconnect;
 pub use dispatch::{DispatchReport, Dispatcher, QueueMessage};
 pub use publish::{Publication, PublishError, Publisher};
 pub use session::Session;
-pub use webhooks::{WebhookAdmin, WebhookAdminError};
+pub use webhooks::{ChannelAdmin, DeadWebhooks, RedriveError, WebhookAdmin, WebhookAdminError};

@@ -52,8 +52,9 @@ pub struct Posted {
     pub retries: u32,
 }
 
-/// Posts `frame`, retrying [`PushError::Retryable`] answers per `policy`.
-/// `Gone` and `Failed` are final at once.
+/// Posts `frame`, retrying throttled and unavailable answers
+/// ([`PushError::is_retryable`]) per `policy`. `Gone` and `Refused` are
+/// final at once.
 pub async fn post_retrying(
     pusher: &dyn Pusher,
     connection_id: &str,
@@ -63,15 +64,15 @@ pub async fn post_retrying(
     let mut retries = 0;
     loop {
         match pusher.post(connection_id, frame).await {
-            Err(PushError::Retryable(reason)) if retries + 1 < policy.attempts => {
+            Err(e) if e.is_retryable() && retries + 1 < policy.attempts => {
                 retries += 1;
                 let delay = policy.delay(retries, crate::usecases::deliver::random_unit());
                 tracing::debug!(
                     connection_id,
                     retries,
                     ?delay,
-                    reason,
-                    "post throttled; retrying"
+                    error = %e,
+                    "post throttled or unavailable; retrying"
                 );
                 tokio::time::sleep(delay).await;
             }
@@ -120,7 +121,7 @@ mod tests {
         let pusher = MemoryPusher::default();
         pusher.fail_next("c1", 10, true);
         let p = post_retrying(&pusher, "c1", "f", fast()).await;
-        assert!(matches!(p.result, Err(PushError::Retryable(_))));
+        assert!(matches!(p.result, Err(PushError::Throttled)));
         assert_eq!(pusher.attempts("c1"), 4);
         assert!(pusher.posts("c1").is_empty());
     }
@@ -130,7 +131,7 @@ mod tests {
         let pusher = MemoryPusher::default();
         pusher.fail_next("c1", 1, false);
         let p = post_retrying(&pusher, "c1", "f", fast()).await;
-        assert!(matches!(p.result, Err(PushError::Failed(_))));
+        assert!(matches!(p.result, Err(PushError::Refused { .. })));
         assert_eq!((pusher.attempts("c1"), p.retries), (1, 0));
     }
 }

@@ -16,9 +16,9 @@ use crate::auth::Grants;
 use crate::clock::{Clock, rfc3339};
 use crate::model::{ChannelKey, ChannelState, Connection};
 use crate::ports::{ChannelLog, ConnectionRegistry, CursorStore, PushError, Pusher, StoreError};
-use crate::usecases::dispatch::coalesce;
 use crate::usecases::push::{PushRetry, post_retrying};
 use crate::usecases::resume::{self, ResumePlan};
+use agentwire_protocol::framing::coalesce;
 
 /// Events read from the log per page while replaying.
 pub const REPLAY_PAGE: usize = 250;
@@ -217,7 +217,7 @@ impl Session {
     /// names the channels refused and ends with `consequence`.
     fn require_grants(conn: &Connection, names: &[&str], consequence: &str) -> Result<(), Refusal> {
         let grants = Grants::compile(&conn.grants)
-            .map_err(|e| Refusal::from(ProtocolError::new(ErrorCode::Forbidden, e)))?;
+            .map_err(|e| Refusal::from(ProtocolError::new(ErrorCode::Forbidden, e.to_string())))?;
         let denied: Vec<&str> = names
             .iter()
             .copied()
@@ -336,8 +336,8 @@ impl Session {
         // @connections; the route response stays empty.
         match self.send_resumes(&conn.id, answer, &resumes, replays).await {
             Ok(()) | Err(PushError::Gone) => Ok(None),
-            Err(PushError::Failed(reason) | PushError::Retryable(reason)) => {
-                tracing::warn!(connection_id = %conn.id, reason, "replay interrupted");
+            Err(e) => {
+                tracing::warn!(connection_id = %conn.id, error = %e, "replay interrupted");
                 Err(ProtocolError::new(
                     ErrorCode::Internal,
                     "the replay was interrupted; join again from the last seq you received",

@@ -1,11 +1,16 @@
-//! Managing webhooks: set (URL checked against the deployment's policy),
-//! show, rotate the secret with a grace period, remove.
+//! The operator's use cases: webhooks (set with the URL checked against the
+//! deployment's policy, show, rotate the secret with a grace period,
+//! remove), the webhook dead-letter queue (list, redrive) and channel
+//! settings (retention).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Clock;
-use crate::ports::{StoreError, WebhookStore};
+use crate::model::{ChannelKey, ChannelState, DeadWebhookJob, WebhookJob};
+use crate::ports::{
+    ChannelSettings, StoreError, WebhookDeadLetterQueue, WebhookJobs, WebhookStore,
+};
 use crate::webhook::{
     UrlPolicy, UrlRefusal, WebhookConfig, WebhookMode, WebhookScope, WebhookSignError,
 };
@@ -100,49 +105,73 @@ impl WebhookAdmin {
             Err(WebhookAdminError::NotFound(describe(scope)))
         }
     }
+}
 
-    /// The webhook an event of this channel goes to: the channel's own, else
-    /// the tenant default; `None` when neither exists or it has expired.
-    pub async fn effective(
-        &self,
-        key: &crate::model::ChannelKey,
-    ) -> Result<Option<WebhookConfig>, StoreError> {
-        Ok(self.effective_scoped(key).await?.map(|(_, c)| c))
+/// The webhook dead-letter queue, as the operator works it: look, then send
+/// back for delivery.
+pub struct DeadWebhooks {
+    queue: Arc<dyn WebhookDeadLetterQueue>,
+    jobs: Arc<dyn WebhookJobs>,
+}
+
+/// Why a dead-lettered message could not be sent back.
+#[derive(Debug, thiserror::Error)]
+pub enum RedriveError {
+    #[error("not a webhook job, so it cannot be delivered: {0}")]
+    NotAJob(#[source] serde_json::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl DeadWebhooks {
+    pub fn new(queue: Arc<dyn WebhookDeadLetterQueue>, jobs: Arc<dyn WebhookJobs>) -> Self {
+        Self { queue, jobs }
     }
 
-    /// Like [`WebhookAdmin::effective`], with the scope it was found in.
-    pub async fn effective_scoped(
+    /// Up to `max` dead-lettered messages, hidden from other readers for
+    /// `hold` (they reappear afterwards unless redriven).
+    pub async fn list(
         &self,
-        key: &crate::model::ChannelKey,
-    ) -> Result<Option<(WebhookScope, WebhookConfig)>, StoreError> {
-        let now = self.clock.epoch_s();
-        for scope in [
-            WebhookScope::Channel(key.clone()),
-            WebhookScope::TenantDefault(key.tenant.clone()),
-        ] {
-            if let Some(c) = self.store.get(&scope).await?
-                && !c.expired(now)
-            {
-                return Ok(Some((scope, c)));
-            }
-        }
-        Ok(None)
+        max: usize,
+        hold: Duration,
+    ) -> Result<Vec<DeadWebhookJob>, StoreError> {
+        self.queue.list(max, hold).await
     }
 
-    /// Stops deliveries to a scope's webhook, keeping it (and the reason) for
-    /// the operator to see with `webhooks get`.
-    pub async fn disable(&self, scope: &WebhookScope, reason: &str) -> Result<(), StoreError> {
-        if let Some(mut c) = self.store.get(scope).await? {
-            c.disabled = Some(reason.to_owned());
-            c.updated_at = self.clock.epoch_s();
-            self.store.put(scope, &c).await?;
-        }
+    /// Sends a dead-lettered job back for delivery with a fresh schedule,
+    /// then removes it from the dead-letter queue (a failure in between
+    /// leaves it in both: delivered twice at worst, never lost).
+    pub async fn redrive(&self, dead: &DeadWebhookJob) -> Result<(), RedriveError> {
+        let mut job: WebhookJob =
+            serde_json::from_str(&dead.body).map_err(RedriveError::NotAJob)?;
+        job.attempts = 0;
+        job.due_at = 0;
+        job.last_status = None;
+        job.last_error = None;
+        self.jobs.schedule(&job, Duration::ZERO).await?;
+        self.queue.delete(dead).await?;
         Ok(())
     }
+}
 
-    /// The deployment's URL rules.
-    pub fn policy(&self) -> &UrlPolicy {
-        &self.policy
+/// A channel's settings, as the operator changes them.
+pub struct ChannelAdmin {
+    settings: Arc<dyn ChannelSettings>,
+}
+
+impl ChannelAdmin {
+    pub fn new(settings: Arc<dyn ChannelSettings>) -> Self {
+        Self { settings }
+    }
+
+    /// Sets (or, with `None`, removes) the channel's own retention, at least
+    /// a second; events committed from now on keep it.
+    pub async fn set_retention(
+        &self,
+        key: &ChannelKey,
+        retention: Option<Duration>,
+    ) -> Result<ChannelState, StoreError> {
+        self.settings.set_retention(key, retention).await
     }
 }
 
@@ -212,37 +241,54 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_channel_overrides_the_tenant_default_and_expiry_removes_it() {
-        let a = admin();
-        let key = ChannelKey::new("acme", "a");
-        let tenant = WebhookScope::TenantDefault("acme".into());
-        a.set(&tenant, "http://127.0.0.1:1/t", WebhookMode::Fallback, None)
+    async fn a_redriven_job_starts_afresh_and_leaves_the_dead_letter_queue() {
+        use crate::memory::MemoryWebhookJobs;
+        let jobs = Arc::new(MemoryWebhookJobs::default());
+        let dead = DeadWebhooks::new(jobs.clone(), jobs.clone());
+        let mut job = WebhookJob::new(
+            "acme",
+            agentwire_protocol::EventFrame {
+                channel: "a".into(),
+                epoch: "e".into(),
+                seq: 1,
+                id: "i1".into(),
+                kind: "k".into(),
+                data: serde_json::json!(1),
+                ts: "t".into(),
+            },
+        );
+        job.attempts = 5;
+        job.last_status = Some(400);
+        jobs.dead_letter(&job, "the receiver answered 400")
             .await
             .unwrap();
-        assert_eq!(
-            a.effective(&key).await.unwrap().unwrap().url,
-            "http://127.0.0.1:1/t"
-        );
-        let own = WebhookScope::Channel(key.clone());
-        a.set(&own, "http://127.0.0.1:2/c", WebhookMode::Always, None)
+        jobs.dead_letter_raw("junk", "not a webhook job")
             .await
             .unwrap();
+        let listed = dead.list(10, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(listed.len(), 2);
         assert_eq!(
-            a.effective(&key).await.unwrap().unwrap().url,
-            "http://127.0.0.1:2/c"
+            (
+                listed[0].event_id.as_str(),
+                listed[0].channel.as_str(),
+                listed[0].attempts,
+                listed[0].last_status
+            ),
+            ("i1", "acme#a", 5, Some(400))
         );
-        a.set(
-            &own,
-            "http://127.0.0.1:2/c",
-            WebhookMode::Always,
-            Some(Duration::ZERO),
-        )
-        .await
-        .unwrap();
+        assert!(matches!(
+            dead.redrive(&listed[1]).await,
+            Err(RedriveError::NotAJob(_))
+        ));
+        dead.redrive(&listed[0]).await.unwrap();
+        let scheduled = jobs.take_scheduled();
+        assert_eq!(scheduled.len(), 1);
         assert_eq!(
-            a.effective(&key).await.unwrap().unwrap().url,
-            "http://127.0.0.1:1/t",
-            "expired: back to the default"
+            (scheduled[0].0.attempts, scheduled[0].0.last_status),
+            (0, None)
         );
+        let left = dead.list(10, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(left.len(), 1, "only the one that is not a job is left");
+        assert_eq!(left[0].body, "junk");
     }
 }

@@ -5,15 +5,19 @@ use std::sync::Arc;
 
 use aws_config::{BehaviorVersion, SdkConfig};
 
-use crate::adapters::{
+use agentwire_core::auth::TokenKey;
+use agentwire_core::clock::{Clock, SystemClock};
+use agentwire_core::config::{Config, ConfigError};
+use agentwire_core::usecases::deliver::Deliverer;
+use agentwire_core::usecases::session::ReplayBudget;
+use agentwire_core::usecases::{
+    ChannelAdmin, Connect, DeadWebhooks, Disconnect, Dispatcher, Publisher, Session, WebhookAdmin,
+};
+
+use crate::{
     ApiGatewayPusher, DynamoCursors, DynamoLog, DynamoRegistry, DynamoWebhooks, ReqwestSender,
     SqsDeadLetters, SqsEventQueue, SqsWebhookJobs,
 };
-use crate::auth::TokenKey;
-use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, ConfigError};
-use crate::usecases::deliver::Deliverer;
-use crate::usecases::{Connect, Disconnect, Dispatcher, Session, WebhookAdmin};
 
 /// The AWS SDK configuration from the environment (`AWS_REGION`,
 /// `AWS_ENDPOINT_URL`, credentials chain).
@@ -29,6 +33,7 @@ pub struct Deps {
     pub registry: Arc<DynamoRegistry>,
     pub log: Arc<DynamoLog>,
     pub cursors: Arc<DynamoCursors>,
+    pub webhooks: Arc<DynamoWebhooks>,
     pub clock: Arc<dyn Clock>,
     /// The one DynamoDB client every adapter shares.
     pub ddb: aws_sdk_dynamodb::Client,
@@ -42,13 +47,34 @@ impl Deps {
     /// Like [`Deps::new`], with a DynamoDB client built by the caller (for
     /// example with an interceptor that counts calls).
     pub fn with_dynamodb(sdk: &SdkConfig, ddb: aws_sdk_dynamodb::Client, config: Config) -> Self {
+        Self::with_clock(sdk, ddb, config, Arc::new(SystemClock))
+    }
+
+    /// Like [`Deps::with_dynamodb`], with the clock every adapter and use
+    /// case reads (tests move it instead of waiting).
+    pub fn with_clock(
+        sdk: &SdkConfig,
+        ddb: aws_sdk_dynamodb::Client,
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let tables = config.tables.clone();
         Self {
             sdk: sdk.clone(),
-            registry: Arc::new(DynamoRegistry::new(ddb.clone(), config.tables.clone())),
-            log: Arc::new(DynamoLog::new(ddb.clone(), config.tables.clone())),
-            cursors: Arc::new(DynamoCursors::new(ddb.clone(), config.tables.clone())),
+            registry: Arc::new(DynamoRegistry::new(
+                ddb.clone(),
+                tables.clone(),
+                clock.clone(),
+            )),
+            log: Arc::new(DynamoLog::new(ddb.clone(), tables.clone(), clock.clone())),
+            cursors: Arc::new(DynamoCursors::new(
+                ddb.clone(),
+                tables.clone(),
+                clock.clone(),
+            )),
+            webhooks: Arc::new(DynamoWebhooks::new(ddb.clone(), tables, clock.clone())),
             ddb,
-            clock: Arc::new(SystemClock),
+            clock,
             config,
         }
     }
@@ -85,7 +111,7 @@ impl Deps {
             self.clock.clone(),
             self.config.heartbeat_s,
         )
-        .with_replay_budget(crate::usecases::session::ReplayBudget {
+        .with_replay_budget(ReplayBudget {
             events: self.config.replay_max_events.max(1),
             bytes: self.config.replay_max_bytes.max(1),
         }))
@@ -111,22 +137,27 @@ impl Deps {
         if self.config.webhook_queue_url.is_none() {
             return Ok(dispatcher);
         }
-        Ok(dispatcher.with_webhooks(
-            Arc::new(self.webhook_admin()),
-            Arc::new(self.webhook_jobs()?),
-        ))
+        Ok(dispatcher.with_webhooks(self.webhooks.clone(), Arc::new(self.webhook_jobs()?)))
     }
 
     /// Webhook configuration on the channels table, with the deployment's URL rules.
     pub fn webhook_admin(&self) -> WebhookAdmin {
         WebhookAdmin::new(
-            Arc::new(DynamoWebhooks::new(
-                self.ddb.clone(),
-                self.config.tables.clone(),
-            )),
+            self.webhooks.clone(),
             self.config.webhook_urls.clone(),
             self.clock.clone(),
         )
+    }
+
+    /// The webhook dead-letter queue, for the operator.
+    pub fn dead_webhooks(&self) -> Result<DeadWebhooks, ConfigError> {
+        let jobs = Arc::new(self.webhook_jobs()?);
+        Ok(DeadWebhooks::new(jobs.clone(), jobs))
+    }
+
+    /// Channel settings (retention), for the operator.
+    pub fn channel_admin(&self) -> ChannelAdmin {
+        ChannelAdmin::new(self.log.clone())
     }
 
     /// The webhook job queue and its dead-letter queue.
@@ -141,7 +172,9 @@ impl Deps {
     /// The webhook delivery use case.
     pub fn deliverer(&self) -> Result<Deliverer, ConfigError> {
         Ok(Deliverer::new(
-            Arc::new(self.webhook_admin()),
+            self.webhooks.clone(),
+            self.webhooks.clone(),
+            self.config.webhook_urls.clone(),
             Arc::new(ReqwestSender::new(self.config.webhook_timeout, 64 * 1024)),
             Arc::new(self.webhook_jobs()?),
             self.config.webhook_schedule.clone(),
@@ -150,8 +183,8 @@ impl Deps {
     }
 
     /// Validates and enqueues events (the publish function, the CLI, agents).
-    pub fn publisher(&self) -> Result<crate::usecases::Publisher, ConfigError> {
-        Ok(crate::usecases::Publisher::new(
+    pub fn publisher(&self) -> Result<Publisher, ConfigError> {
+        Ok(Publisher::new(
             Arc::new(self.event_queue()?),
             self.clock.clone(),
         ))

@@ -1,12 +1,19 @@
-//! SQS adapters: the events queue (publishing) and the dead-letter sink.
+//! SQS adapters: the events queue (publishing), its dead-letter sink, and
+//! the webhook job queue with its dead-letter queue.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::MessageAttributeValue;
 
-use super::store_error;
-use crate::model::Envelope;
-use crate::ports::{DeadLetters, EventQueue, StoreError};
+use agentwire_core::model::{DeadWebhookJob, Envelope, WebhookJob};
+use agentwire_core::ports::{
+    DeadLetters, EventQueue, StoreError, WebhookDeadLetterQueue, WebhookJobs,
+};
+use agentwire_core::webhook::schedule::hop;
+
+use crate::error::store_error;
 
 /// A queue given as a URL is used as is; a name is looked up (`GetQueueUrl`).
 pub async fn resolve_queue_url(client: &Client, name_or_url: &str) -> Result<String, StoreError> {
@@ -26,7 +33,7 @@ pub async fn resolve_queue_url(client: &Client, name_or_url: &str) -> Result<Str
 
 /// Publishes envelopes to the FIFO events queue: group = tenant#channel
 /// (order per channel), deduplication id = the event id scoped to its
-/// tenant and channel ([`ChannelKey::scoped_id`](crate::model::ChannelKey::scoped_id)):
+/// tenant and channel ([`ChannelKey::scoped_id`](agentwire_core::model::ChannelKey::scoped_id)):
 /// the same idempotency key in another channel or tenant is another event.
 /// (The template also sets `DeduplicationScope: messageGroup`.)
 #[derive(Clone)]
@@ -53,7 +60,7 @@ impl EventQueue for SqsEventQueue {
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(body)
-            .message_group_id(envelope.key().pk())
+            .message_group_id(envelope.key().to_string())
             .message_deduplication_id(envelope.key().scoped_id(&envelope.id))
             .send()
             .await
@@ -121,20 +128,6 @@ pub struct SqsWebhookJobs {
     dlq_url: String,
 }
 
-/// One dead-lettered webhook job, as `webhooks dlq list` shows it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct DeadWebhookJob {
-    pub event_id: String,
-    pub channel: String,
-    pub reason: String,
-    pub attempts: u32,
-    pub last_status: Option<u16>,
-    #[serde(skip)]
-    pub body: String,
-    #[serde(skip)]
-    pub receipt_handle: String,
-}
-
 impl SqsWebhookJobs {
     pub fn new(client: Client, queue_url: impl Into<String>, dlq_url: impl Into<String>) -> Self {
         Self {
@@ -143,27 +136,13 @@ impl SqsWebhookJobs {
             dlq_url: dlq_url.into(),
         }
     }
+}
 
-    /// Keeps a message that is not even a job, with the reason.
-    pub async fn dead_letter_raw(&self, body: &str, reason: &str) -> Result<(), StoreError> {
-        self.client
-            .send_message()
-            .queue_url(&self.dlq_url)
-            .message_body(if body.is_empty() { "(empty)" } else { body })
-            .message_attributes("reason", reason_attr(reason)?)
-            .send()
-            .await
-            .map_err(|e| store_error("send to webhook dead-letter queue", e))?;
-        Ok(())
-    }
-
-    /// Up to `max` dead-lettered jobs, hidden for `hold` while the caller
-    /// looks at them (they reappear afterwards unless deleted).
-    pub async fn list_dead(
-        &self,
-        max: usize,
-        hold: std::time::Duration,
-    ) -> Result<Vec<DeadWebhookJob>, StoreError> {
+#[async_trait]
+impl WebhookDeadLetterQueue for SqsWebhookJobs {
+    /// Received with a visibility timeout of `hold`: they reappear
+    /// afterwards unless deleted.
+    async fn list(&self, max: usize, hold: Duration) -> Result<Vec<DeadWebhookJob>, StoreError> {
         let mut out: Vec<DeadWebhookJob> = Vec::new();
         while out.len() < max {
             let batch = self
@@ -182,63 +161,39 @@ impl SqsWebhookJobs {
                 break;
             }
             for m in msgs {
-                let attr = |k: &str| {
-                    m.message_attributes()
-                        .and_then(|a| a.get(k))
-                        .and_then(|v| v.string_value())
-                        .map(str::to_owned)
-                };
-                let body = m.body().unwrap_or_default().to_owned();
-                let job: Option<crate::usecases::deliver::WebhookJob> =
-                    serde_json::from_str(&body).ok();
-                out.push(DeadWebhookJob {
-                    event_id: job.as_ref().map(|j| j.event.id.clone()).unwrap_or_default(),
-                    channel: job
-                        .as_ref()
-                        .map(|j| j.key().to_string())
-                        .unwrap_or_default(),
-                    reason: attr("reason").unwrap_or_default(),
-                    attempts: job.as_ref().map(|j| j.attempts).unwrap_or(0),
-                    last_status: job.as_ref().and_then(|j| j.last_status),
-                    body,
-                    receipt_handle: m.receipt_handle().unwrap_or_default().to_owned(),
-                });
+                let reason = m
+                    .message_attributes()
+                    .and_then(|a| a.get("reason"))
+                    .and_then(|v| v.string_value())
+                    .unwrap_or_default();
+                out.push(DeadWebhookJob::new(
+                    m.body().unwrap_or_default(),
+                    reason,
+                    m.receipt_handle().unwrap_or_default(),
+                ));
             }
         }
         Ok(out)
     }
 
-    /// Sends a dead-lettered job back for delivery with a fresh schedule and
-    /// removes it from the dead-letter queue.
-    pub async fn redrive(&self, dead: &DeadWebhookJob) -> Result<(), StoreError> {
-        let mut job: crate::usecases::deliver::WebhookJob = serde_json::from_str(&dead.body)
-            .map_err(|e| StoreError::failed("redrive", format!("not a webhook job: {e}")))?;
-        job.attempts = 0;
-        job.due_at = 0;
-        job.last_status = None;
-        job.last_error = None;
-        crate::ports::WebhookJobs::schedule(self, &job, std::time::Duration::ZERO).await?;
+    async fn delete(&self, dead: &DeadWebhookJob) -> Result<(), StoreError> {
         self.client
             .delete_message()
             .queue_url(&self.dlq_url)
-            .receipt_handle(&dead.receipt_handle)
+            .receipt_handle(&dead.handle)
             .send()
             .await
-            .map_err(|e| store_error("delete redriven job", e))?;
+            .map_err(|e| store_error("delete dead-lettered job", e))?;
         Ok(())
     }
 }
 
 #[async_trait]
-impl crate::ports::WebhookJobs for SqsWebhookJobs {
-    async fn schedule(
-        &self,
-        job: &crate::usecases::deliver::WebhookJob,
-        delay: std::time::Duration,
-    ) -> Result<(), StoreError> {
+impl WebhookJobs for SqsWebhookJobs {
+    async fn schedule(&self, job: &WebhookJob, delay: Duration) -> Result<(), StoreError> {
         let body =
             serde_json::to_string(job).map_err(|e| StoreError::failed("encode webhook job", e))?;
-        let delay = i32::try_from(crate::webhook::schedule::hop(delay).as_secs()).unwrap_or(900);
+        let delay = i32::try_from(hop(delay).as_secs()).unwrap_or(900);
         self.client
             .send_message()
             .queue_url(&self.queue_url)
@@ -250,11 +205,7 @@ impl crate::ports::WebhookJobs for SqsWebhookJobs {
         Ok(())
     }
 
-    async fn dead_letter(
-        &self,
-        job: &crate::usecases::deliver::WebhookJob,
-        reason: &str,
-    ) -> Result<(), StoreError> {
+    async fn dead_letter(&self, job: &WebhookJob, reason: &str) -> Result<(), StoreError> {
         let body =
             serde_json::to_string(job).map_err(|e| StoreError::failed("encode webhook job", e))?;
         let mut req = self
@@ -269,6 +220,18 @@ impl crate::ports::WebhookJobs for SqsWebhookJobs {
             req = req.message_attributes("last_status", text_attr(&s.to_string())?);
         }
         req.send()
+            .await
+            .map_err(|e| store_error("send to webhook dead-letter queue", e))?;
+        Ok(())
+    }
+
+    async fn dead_letter_raw(&self, body: &str, reason: &str) -> Result<(), StoreError> {
+        self.client
+            .send_message()
+            .queue_url(&self.dlq_url)
+            .message_body(if body.is_empty() { "(empty)" } else { body })
+            .message_attributes("reason", reason_attr(reason)?)
+            .send()
             .await
             .map_err(|e| store_error("send to webhook dead-letter queue", e))?;
         Ok(())

@@ -5,11 +5,12 @@ use aws_sdk_apigatewaymanagement::Client;
 use aws_sdk_apigatewaymanagement::error::{DisplayErrorContext, SdkError};
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 
-use crate::ports::{PushError, Pusher};
+use agentwire_core::ports::{PushError, Pusher};
 
 /// Posts frames with `PostToConnection`. `GoneException` is
-/// [`PushError::Gone`]; `LimitExceededException`, 429, 5xx, time-outs and
-/// connection failures are [`PushError::Retryable`].
+/// [`PushError::Gone`]; `LimitExceededException` and 429 are
+/// [`PushError::Throttled`]; 5xx, time-outs and connection failures are
+/// [`PushError::Unavailable`]; any other answer is [`PushError::Refused`].
 #[derive(Clone)]
 pub struct ApiGatewayPusher {
     client: Client,
@@ -49,25 +50,22 @@ impl Pusher for ApiGatewayPusher {
                 Err(PushError::Gone)
             }
             Err(e) => {
-                let retryable = match &e {
-                    SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => true,
-                    SdkError::ServiceError(se) => {
-                        se.err().is_limit_exceeded_exception() || {
-                            let status = se.raw().status().as_u16();
-                            status == 429 || status >= 500
-                        }
-                    }
-                    SdkError::ResponseError(r) => {
-                        let status = r.raw().status().as_u16();
-                        status == 429 || status >= 500
-                    }
-                    _ => false,
+                let status = match &e {
+                    SdkError::ServiceError(se) => Some(se.raw().status().as_u16()),
+                    SdkError::ResponseError(r) => Some(r.raw().status().as_u16()),
+                    _ => None,
                 };
+                let limited = e
+                    .as_service_error()
+                    .is_some_and(|se| se.is_limit_exceeded_exception());
                 let reason = DisplayErrorContext(&e).to_string();
-                Err(if retryable {
-                    PushError::Retryable(reason)
-                } else {
-                    PushError::Failed(reason)
+                Err(match (&e, status) {
+                    _ if limited || status == Some(429) => PushError::Throttled,
+                    (SdkError::TimeoutError(_) | SdkError::DispatchFailure(_), _) => {
+                        PushError::Unavailable { status, reason }
+                    }
+                    (_, Some(s)) if s >= 500 => PushError::Unavailable { status, reason },
+                    _ => PushError::Refused { status, reason },
                 })
             }
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::ports::{SendOutcome, WebhookSender};
+use agentwire_core::ports::{SendOutcome, WebhookSender};
 
 /// Sends webhook requests.
 #[derive(Debug, Clone)]

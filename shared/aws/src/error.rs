@@ -1,24 +1,14 @@
-//! The ports on AWS: DynamoDB, SQS and the API Gateway Management API.
-
-pub mod apigw;
-pub mod dynamo;
-pub mod http;
-pub mod sqs;
-
-pub use apigw::ApiGatewayPusher;
-pub use dynamo::{DynamoCursors, DynamoLog, DynamoRegistry, DynamoWebhooks};
-pub use http::ReqwestSender;
-pub use sqs::{SqsDeadLetters, SqsEventQueue, SqsWebhookJobs};
+//! SDK errors to port errors.
 
 // The error types are the smithy runtime's, re-exported alike by every SDK crate.
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
-use crate::ports::StoreError;
+use agentwire_core::ports::StoreError;
 
 /// Maps an SDK failure to the port error: throttling, server faults,
 /// timeouts and connection failures are `Unavailable` (worth a retry);
 /// everything else is `Failed`.
-pub(crate) fn store_error<E, R>(op: &'static str, err: SdkError<E, R>) -> StoreError
+pub fn store_error<E, R>(op: &'static str, err: SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,

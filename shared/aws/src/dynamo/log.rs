@@ -1,0 +1,430 @@
+//! [`ChannelLog`] and [`ChannelSettings`] on the channels and events tables.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+
+use agentwire_core::clock::Clock;
+use agentwire_core::config::Tables;
+use agentwire_core::model::{ChannelKey, ChannelState, Envelope, StoredEvent};
+use agentwire_core::ports::{AppendError, ChannelLog, ChannelSettings, StoreError};
+
+use super::build_error;
+use super::item::{
+    ChannelRecord, EventRecord, FromItem, Item, ToItem, channel_pk, dedup_pk, expired, get_n,
+    get_s, n, s,
+};
+use crate::error::store_error;
+
+/// The per-channel log: head, events and dedup items.
+#[derive(Clone)]
+pub struct DynamoLog {
+    pub(super) client: Client,
+    pub(super) tables: Tables,
+    clock: Arc<dyn Clock>,
+}
+
+impl DynamoLog {
+    pub fn new(client: Client, tables: Tables, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            client,
+            tables,
+            clock,
+        }
+    }
+
+    /// Bulk-loads `events` as seqs `state.head + 1 ..` (25 items per
+    /// `BatchWriteItem`, unprocessed items resent) and moves the head past
+    /// them: history for benchmarks and tests, not a publish path (no dedup
+    /// records, no transaction; nothing else may write the channel
+    /// meanwhile). Returns the new head.
+    pub async fn import(
+        &self,
+        key: &ChannelKey,
+        state: &ChannelState,
+        events: &[Envelope],
+        expires_at: u64,
+    ) -> Result<u64, StoreError> {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        let op = "import events";
+        let now = self.clock.epoch_s();
+        let pk = channel_pk(key);
+        for (chunk_no, chunk) in events.chunks(25).enumerate() {
+            let mut writes = Vec::with_capacity(chunk.len());
+            for (i, e) in chunk.iter().enumerate() {
+                let seq = state.head + 1 + (chunk_no * 25 + i) as u64;
+                let event = e.stored(key, &state.epoch, seq);
+                let record = EventRecord {
+                    event: &event,
+                    committed_at: now,
+                    expires_at,
+                };
+                let put = PutRequest::builder()
+                    .set_item(Some(record.to_item()))
+                    .build()
+                    .map_err(|err| build_error(op, err))?;
+                writes.push(WriteRequest::builder().put_request(put).build());
+            }
+            let mut pending = HashMap::from([(self.tables.events.clone(), writes)]);
+            for _ in 0..8 {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .set_request_items(Some(pending))
+                    .send()
+                    .await
+                    .map_err(|e| store_error(op, e))?;
+                pending = out.unprocessed_items.unwrap_or_default();
+                if pending.values().all(Vec::is_empty) {
+                    break;
+                }
+            }
+            if !pending.values().all(Vec::is_empty) {
+                return Err(StoreError::Unavailable {
+                    op,
+                    reason: "items stayed unprocessed after 8 attempts".into(),
+                });
+            }
+        }
+        let head = state.head + events.len() as u64;
+        self.client
+            .update_item()
+            .table_name(&self.tables.channels)
+            .key("pk", s(&pk))
+            .update_expression("SET head = :n")
+            .expression_attribute_values(":n", n(head))
+            .send()
+            .await
+            .map_err(|e| store_error(op, e))?;
+        Ok(head)
+    }
+
+    async fn read_channel(&self, key: &ChannelKey) -> Result<Option<ChannelState>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.channels)
+            .key("pk", s(channel_pk(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("get channel", e))?;
+        out.item().map(ChannelState::from_item).transpose()
+    }
+}
+
+#[async_trait]
+impl ChannelSettings for DynamoLog {
+    async fn set_retention(
+        &self,
+        key: &ChannelKey,
+        retention: Option<std::time::Duration>,
+    ) -> Result<ChannelState, StoreError> {
+        self.ensure_channel(key).await?;
+        let req = self
+            .client
+            .update_item()
+            .table_name(&self.tables.channels)
+            .key("pk", s(channel_pk(key)))
+            .condition_expression("attribute_exists(pk)");
+        let req = match retention {
+            Some(r) => req
+                .update_expression("SET retention_s = :r")
+                .expression_attribute_values(":r", n(r.as_secs().max(1))),
+            None => req.update_expression("REMOVE retention_s"),
+        };
+        req.send()
+            .await
+            .map_err(|e| store_error("set retention", e))?;
+        self.read_channel(key)
+            .await?
+            .ok_or_else(|| StoreError::failed("set retention", "channel vanished"))
+    }
+}
+
+/// A new epoch: 16 hex digits, unique per channel incarnation.
+fn new_epoch() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    id[..16].to_owned()
+}
+
+#[async_trait]
+impl ChannelLog for DynamoLog {
+    async fn channel(&self, key: &ChannelKey) -> Result<Option<ChannelState>, StoreError> {
+        self.read_channel(key).await
+    }
+
+    async fn ensure_channel(&self, key: &ChannelKey) -> Result<ChannelState, StoreError> {
+        if let Some(state) = self.read_channel(key).await? {
+            return Ok(state);
+        }
+        let state = ChannelState {
+            epoch: new_epoch(),
+            head: 0,
+            retention_s: None,
+        };
+        let record = ChannelRecord {
+            key,
+            state: &state,
+            created_at: self.clock.epoch_s(),
+        };
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.tables.channels)
+            .set_item(Some(record.to_item()))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(state),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                self.read_channel(key).await?.ok_or_else(|| {
+                    StoreError::failed("create channel", "channel vanished while being created")
+                })
+            }
+            Err(e) => Err(store_error("create channel", e)),
+        }
+    }
+
+    async fn append(
+        &self,
+        key: &ChannelKey,
+        state: &ChannelState,
+        events: &[Envelope],
+        expires_at: u64,
+    ) -> Result<Vec<StoredEvent>, AppendError> {
+        let op = "append";
+        let pk = channel_pk(key);
+        let now = self.clock.epoch_s();
+        let new_head = state.head + events.len() as u64;
+        let head = Update::builder()
+            .table_name(&self.tables.channels)
+            .key("pk", s(&pk))
+            .update_expression("SET head = :new")
+            .condition_expression("head = :old")
+            .expression_attribute_values(":new", n(new_head))
+            .expression_attribute_values(":old", n(state.head))
+            .build()
+            .map_err(|e| build_error(op, e))?;
+        let mut items = vec![TransactWriteItem::builder().update(head).build()];
+        let mut stored = Vec::with_capacity(events.len());
+        for (i, e) in events.iter().enumerate() {
+            let seq = state.head + 1 + i as u64;
+            let stored_event = e.stored(key, &state.epoch, seq);
+            let record = EventRecord {
+                event: &stored_event,
+                committed_at: now,
+                expires_at,
+            };
+            let event = Put::builder()
+                .table_name(&self.tables.events)
+                .set_item(Some(record.to_item()))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(|err| build_error(op, err))?;
+            // An id is new unless a live dedup record of this epoch holds
+            // it: one that expired (TTL deletes late) or belongs to an
+            // earlier incarnation of the channel is replaced, and the event
+            // committed again.
+            let dedup = Put::builder()
+                .table_name(&self.tables.events)
+                .item("pk", s(dedup_pk(key, &e.id)))
+                .item("sk", n(0))
+                .item("seq", n(seq))
+                .item("epoch", s(&state.epoch))
+                .item("expires_at", n(expires_at))
+                .condition_expression(
+                    "attribute_not_exists(pk) OR expires_at <= :now OR epoch <> :epoch",
+                )
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":epoch", s(&state.epoch))
+                .build()
+                .map_err(|err| build_error(op, err))?;
+            items.push(TransactWriteItem::builder().put(event).build());
+            items.push(TransactWriteItem::builder().put(dedup).build());
+            stored.push(stored_event);
+        }
+        let res = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        let err = match res {
+            Ok(_) => return Ok(stored),
+            Err(err) => err,
+        };
+        if let Some(tce) = err.as_service_error().and_then(|se| match se {
+            aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(t) => {
+                Some(t)
+            }
+            _ => None,
+        }) {
+            let failed: Vec<usize> = tce
+                .cancellation_reasons()
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+                .map(|(i, _)| i)
+                .collect();
+            if failed.contains(&0) {
+                return Err(AppendError::HeadMoved);
+            }
+            // Items are [head, event 1, dedup 1, event 2, dedup 2, ...].
+            let dups: Vec<String> = failed
+                .iter()
+                .filter(|i| **i > 0)
+                .map(|i| events[(i - 1) / 2].id.clone())
+                .collect();
+            if !dups.is_empty() {
+                return Err(AppendError::Duplicate(dups));
+            }
+        }
+        Err(store_error(op, err).into())
+    }
+
+    async fn find_by_id(
+        &self,
+        key: &ChannelKey,
+        id: &str,
+    ) -> Result<Option<StoredEvent>, StoreError> {
+        let now = self.clock.epoch_s();
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.events)
+            .key("pk", s(dedup_pk(key, id)))
+            .key("sk", n(0))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("get dedup record", e))?;
+        let Some(seq) = out
+            .item()
+            .filter(|i| !expired(i, now))
+            .and_then(|i| get_n(i, "seq"))
+        else {
+            return Ok(None);
+        };
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.events)
+            .key("pk", s(channel_pk(key)))
+            .key("sk", n(seq))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("get event", e))?;
+        // The seq must still hold this id (a reset log reuses seqs).
+        let Some(item) = out
+            .item()
+            .filter(|i| !expired(i, now) && get_s(i, "id").as_deref() == Some(id))
+        else {
+            return Ok(None);
+        };
+        Ok(Some(StoredEvent::from_item(item)?))
+    }
+
+    /// Expired events are a prefix of the log until TTL deletes them (which
+    /// may take days), and a filter applies after `Limit`: a `Limit 1`
+    /// filtered query would walk them one round trip each. So the filtered
+    /// pages grow: 1 item (the common case: the first item is live), then
+    /// 100, then 10,000 (DynamoDB's 1 MB page cap bounds each), projecting
+    /// only the key. 5,000 expired events cost 3 queries.
+    async fn oldest_retained(
+        &self,
+        key: &ChannelKey,
+        head: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        if head == 0 {
+            return Ok(None);
+        }
+        let now = self.clock.epoch_s();
+        let mut start: Option<Item> = None;
+        for page in [1, 100].into_iter().chain(std::iter::repeat(10_000)) {
+            let res = self
+                .client
+                .query()
+                .table_name(&self.tables.events)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .filter_expression("attribute_not_exists(expires_at) OR expires_at > :now")
+                .expression_attribute_values(":pk", s(channel_pk(key)))
+                .expression_attribute_values(":from", n(1))
+                .expression_attribute_values(":to", n(head))
+                .expression_attribute_values(":now", n(now))
+                .projection_expression("sk")
+                .consistent_read(true)
+                .limit(page)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| store_error("find oldest event", e))?;
+            if let Some(seq) = res.items().first().and_then(|i| get_n(i, "sk")) {
+                return Ok(Some(seq));
+            }
+            match res.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Pages through DynamoDB: a filter applies after `Limit`, so a page may
+    /// hold fewer retained events than it read.
+    async fn read_range(
+        &self,
+        key: &ChannelKey,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut out = Vec::new();
+        if from > to || limit == 0 {
+            return Ok(out);
+        }
+        let now = self.clock.epoch_s();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = i32::try_from(limit - out.len())
+                .unwrap_or(READ_PAGE)
+                .clamp(1, READ_PAGE);
+            let res = self
+                .client
+                .query()
+                .table_name(&self.tables.events)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .filter_expression("attribute_not_exists(expires_at) OR expires_at > :now")
+                .expression_attribute_values(":pk", s(channel_pk(key)))
+                .expression_attribute_values(":from", n(from))
+                .expression_attribute_values(":to", n(to))
+                .expression_attribute_values(":now", n(now))
+                .consistent_read(true)
+                .limit(page)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| store_error("read events", e))?;
+            for item in res.items() {
+                out.push(StoredEvent::from_item(item)?);
+            }
+            match res.last_evaluated_key() {
+                Some(k) if out.len() < limit && !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+}
+
+/// Events read per DynamoDB page while looking for retained ones.
+const READ_PAGE: i32 = 1000;

@@ -1,0 +1,59 @@
+//! DynamoDB adapters, one file per port, and the one place that knows the
+//! table layout.
+//!
+//! Items (tables are named in [`agentwire_core::config::Tables`]):
+//! - connections: `pk` = connection id; tenant, principal, grants, publish,
+//!   protocol, connected_at, expires_at (TTL), token_exp, channels (string set).
+//! - subscriptions: `pk` = tenant#channel, `sk` = connection id; principal,
+//!   token_exp, joined_at, expires_at (TTL).
+//! - channels: `pk` = tenant#channel; head, epoch, created_at, retention_s,
+//!   webhook (JSON text). The tenant default webhook is on `tenant#*`.
+//! - events: `pk` = tenant#channel, `sk` = seq; id, kind, data (JSON text),
+//!   ts, epoch, committed_at, expires_at (TTL). Beside them, one dedup item
+//!   per event id: `pk` = tenant#channel#id, `sk` = 0, holding the seq.
+//! - cursors: `pk` = tenant#principal, `sk` = channel; seq, updated_at,
+//!   expires_at (TTL).
+//!
+//! TTL deletes late, so every read here filters expired items itself, at
+//! the time of the adapter's [`Clock`](agentwire_core::clock::Clock).
+
+mod cursors;
+pub mod item;
+mod log;
+mod registry;
+mod webhooks;
+
+pub use cursors::{CURSOR_TTL_S, DynamoCursors};
+pub use item::{FromItem, Item, ToItem};
+pub use log::DynamoLog;
+pub use registry::DynamoRegistry;
+pub use webhooks::DynamoWebhooks;
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
+
+use agentwire_core::ports::StoreError;
+
+use crate::error::store_error;
+
+/// A conditional `UpdateItem`'s result: `Some(output)` when it applied,
+/// `None` when its condition did not hold, the mapped error otherwise.
+fn condition_held<R: std::fmt::Debug>(
+    op: &'static str,
+    res: Result<UpdateItemOutput, SdkError<UpdateItemError, R>>,
+) -> Result<Option<UpdateItemOutput>, StoreError> {
+    match res {
+        Ok(out) => Ok(Some(out)),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(store_error(op, e)),
+    }
+}
+
+fn build_error(op: &'static str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::failed(op, format!("request could not be built: {e}"))
+}

@@ -1,0 +1,317 @@
+//! Port contract tests (feature `test-util`): one set of cases per port,
+//! which every implementation must pass. Each takes the implementation
+//! under test, built on the [`ManualClock`] it is given, and a namespace
+//! (a tenant name no other test uses), so the same cases run against the
+//! in-memory fakes (this crate's tests) and against the DynamoDB adapters
+//! on the local endpoint (`agentwire-e2e`), and the fakes cannot drift from
+//! the adapters. A failed case panics with what differed.
+
+// Test code, shipped for the other crates' tests: assertions are its point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::clock::{Clock, ManualClock};
+use crate::model::{ChannelKey, Connection, Envelope};
+use crate::ports::{
+    AppendError, ChannelLog, ChannelSettings, ConnectionRegistry, CursorStore, WebhookDirectory,
+    WebhookStore,
+};
+use crate::webhook::{WebhookConfig, WebhookMode, WebhookScope};
+
+fn conn(ns: &str, id: &str, expires_at: u64) -> Connection {
+    Connection {
+        id: format!("{ns}-{id}"),
+        tenant: ns.to_owned(),
+        principal: format!("p-{id}"),
+        grants: vec!["*".into()],
+        publish: vec![],
+        protocol: None,
+        connected_at: 1,
+        expires_at,
+        channels: vec![],
+        token_exp: 77,
+    }
+}
+
+fn env(key: &ChannelKey, id: &str) -> Envelope {
+    Envelope {
+        tenant: key.tenant.clone(),
+        channel: key.channel.clone(),
+        id: id.to_owned(),
+        kind: "note".into(),
+        data: json!({"id": id}),
+        ts: "2026-11-24T09:00:00.000Z".into(),
+    }
+}
+
+/// [`ConnectionRegistry`]: records, protocol, subscriptions, TTL filtering
+/// and removal.
+pub async fn connection_registry(reg: &dyn ConnectionRegistry, clock: &ManualClock, ns: &str) {
+    let now = clock.epoch_s();
+    let key = ChannelKey::new(ns, "room");
+    let a = conn(ns, "a", now + 3600);
+    reg.put_connection(&a).await.unwrap();
+    assert_eq!(reg.get_connection(&a.id).await.unwrap(), Some(a.clone()));
+    assert_eq!(
+        reg.get_connection(&format!("{ns}-none")).await.unwrap(),
+        None
+    );
+
+    // Conditional updates refuse unknown connections.
+    assert!(!reg.set_protocol(&format!("{ns}-none"), 1).await.unwrap());
+    assert!(reg.set_protocol(&a.id, 1).await.unwrap());
+    assert_eq!(
+        reg.get_connection(&a.id).await.unwrap().unwrap().protocol,
+        Some(1)
+    );
+    let ghost = conn(ns, "ghost", now + 3600);
+    assert!(!reg.subscribe(&ghost, &key, now + 3600).await.unwrap());
+    assert!(reg.subscribers(&key).await.unwrap().is_empty());
+
+    // Subscriptions list their principal and token expiry; an expired one
+    // is left out before TTL deletes it.
+    let b = conn(ns, "b", now + 3600);
+    reg.put_connection(&b).await.unwrap();
+    assert!(reg.subscribe(&a, &key, now + 3600).await.unwrap());
+    assert!(reg.subscribe(&b, &key, now + 10).await.unwrap());
+    let mut subs = reg.subscribers(&key).await.unwrap();
+    subs.sort_by(|x, y| x.connection_id.cmp(&y.connection_id));
+    assert_eq!(
+        subs.iter()
+            .map(|s| (s.connection_id.as_str(), s.principal.as_str(), s.token_exp))
+            .collect::<Vec<_>>(),
+        [(a.id.as_str(), "p-a", 77), (b.id.as_str(), "p-b", 77)]
+    );
+    assert_eq!(
+        reg.get_connection(&a.id).await.unwrap().unwrap().channels,
+        ["room"]
+    );
+    clock.advance(Duration::from_secs(11));
+    let subs = reg.subscribers(&key).await.unwrap();
+    assert_eq!(subs.len(), 1, "the expired subscription is left out");
+    assert_eq!(subs[0].connection_id, a.id);
+
+    // Leaving, then removing the connection with what it joined.
+    reg.unsubscribe(&a.id, &key).await.unwrap();
+    assert!(reg.subscribers(&key).await.unwrap().is_empty());
+    assert!(
+        reg.get_connection(&a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .channels
+            .is_empty()
+    );
+    assert!(
+        reg.subscribe(&a, &key, clock.epoch_s() + 3600)
+            .await
+            .unwrap()
+    );
+    assert!(reg.remove_connection(&a.id).await.unwrap());
+    assert!(!reg.remove_connection(&a.id).await.unwrap());
+    assert_eq!(reg.get_connection(&a.id).await.unwrap(), None);
+    assert!(
+        reg.subscribers(&key)
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.connection_id != a.id),
+        "removing a connection removes its subscriptions"
+    );
+
+    // A connection past its TTL is gone for readers.
+    let c = conn(ns, "c", clock.epoch_s() + 5);
+    reg.put_connection(&c).await.unwrap();
+    clock.advance(Duration::from_secs(6));
+    assert_eq!(reg.get_connection(&c.id).await.unwrap(), None);
+}
+
+/// [`ChannelLog`] and [`ChannelSettings`]: creation, conditional commits,
+/// dedup (live, expired), reads that skip expired events across pages, and
+/// retention.
+pub async fn channel_log<L>(log: &L, clock: &ManualClock, ns: &str)
+where
+    L: ChannelLog + ChannelSettings,
+{
+    let key = ChannelKey::new(ns, "log");
+    assert_eq!(
+        log.channel(&key).await.unwrap(),
+        None,
+        "reads create nothing"
+    );
+    let state = log.ensure_channel(&key).await.unwrap();
+    assert_eq!((state.head, state.retention_s), (0, None));
+    assert_eq!(log.ensure_channel(&key).await.unwrap(), state, "idempotent");
+    assert_eq!(log.channel(&key).await.unwrap(), Some(state.clone()));
+    assert_eq!(log.oldest_retained(&key, 0).await.unwrap(), None);
+
+    // 30 short-lived events, then 10 long-lived ones.
+    let now = clock.epoch_s();
+    let short: Vec<Envelope> = (1..=30).map(|i| env(&key, &format!("s{i}"))).collect();
+    let stored = log.append(&key, &state, &short, now + 10).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=30).collect::<Vec<_>>()
+    );
+    assert_eq!(stored[0].epoch, state.epoch);
+    // A writer holding the old head is refused; a known id is a duplicate.
+    assert!(matches!(
+        log.append(&key, &state, &[env(&key, "x")], now + 10).await,
+        Err(AppendError::HeadMoved)
+    ));
+    let state = log.channel(&key).await.unwrap().unwrap();
+    assert_eq!(state.head, 30);
+    match log
+        .append(&key, &state, &[env(&key, "new"), env(&key, "s3")], now + 10)
+        .await
+    {
+        Err(AppendError::Duplicate(ids)) => assert_eq!(ids, ["s3"]),
+        other => panic!("expected a duplicate, got {other:?}"),
+    }
+    assert_eq!(
+        log.channel(&key).await.unwrap().unwrap().head,
+        30,
+        "nothing committed"
+    );
+    let long: Vec<Envelope> = (1..=10).map(|i| env(&key, &format!("l{i}"))).collect();
+    log.append(&key, &state, &long, now + 1000).await.unwrap();
+    let found = log.find_by_id(&key, "s3").await.unwrap().unwrap();
+    assert_eq!((found.seq, found.data["id"].as_str()), (3, Some("s3")));
+    assert_eq!(log.find_by_id(&key, "nope").await.unwrap(), None);
+    let all = log.read_range(&key, 1, 40, 100).await.unwrap();
+    assert_eq!(all.len(), 40);
+    assert_eq!(all[39].kind, "note");
+    assert_eq!(log.read_range(&key, 5, 7, 100).await.unwrap().len(), 3);
+    assert_eq!(log.read_range(&key, 5, 40, 2).await.unwrap().len(), 2);
+    assert!(log.read_range(&key, 7, 5, 10).await.unwrap().is_empty());
+
+    // The short-lived ones expire: reads skip them (in small pages, so the
+    // adapters page past the expired prefix), dedup records no longer block.
+    clock.advance(Duration::from_secs(11));
+    let live = log.read_range(&key, 1, 40, 3).await.unwrap();
+    assert_eq!(live.iter().map(|e| e.seq).collect::<Vec<_>>(), [31, 32, 33]);
+    assert_eq!(log.oldest_retained(&key, 40).await.unwrap(), Some(31));
+    assert_eq!(log.find_by_id(&key, "s3").await.unwrap(), None);
+    let state = log.channel(&key).await.unwrap().unwrap();
+    let again = log
+        .append(&key, &state, &[env(&key, "s3")], clock.epoch_s() + 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        again[0].seq, 41,
+        "an id whose dedup record expired commits again"
+    );
+    assert_eq!(log.find_by_id(&key, "s3").await.unwrap().unwrap().seq, 41);
+
+    // Retention is the channel's own setting.
+    let set = log
+        .set_retention(&key, Some(Duration::from_secs(600)))
+        .await
+        .unwrap();
+    assert_eq!((set.retention_s, set.head), (Some(600), 41));
+    let cleared = log.set_retention(&key, None).await.unwrap();
+    assert_eq!(cleared.retention_s, None);
+    let other = ChannelKey::new(ns, "fresh");
+    let created = log
+        .set_retention(&other, Some(Duration::from_millis(10)))
+        .await
+        .unwrap();
+    assert_eq!((created.head, created.retention_s), (0, Some(1)));
+}
+
+/// [`CursorStore`]: forward only, per principal and channel, expiring.
+pub async fn cursor_store(cursors: &dyn CursorStore, clock: &ManualClock, ns: &str) {
+    assert_eq!(cursors.get(ns, "ana", "a").await.unwrap(), None);
+    assert_eq!(cursors.advance(ns, "ana", "a", 5).await.unwrap(), 5);
+    assert_eq!(
+        cursors.advance(ns, "ana", "a", 3).await.unwrap(),
+        5,
+        "never back"
+    );
+    assert_eq!(cursors.advance(ns, "ana", "a", 9).await.unwrap(), 9);
+    assert_eq!(cursors.get(ns, "ana", "a").await.unwrap(), Some(9));
+    assert_eq!(cursors.get(ns, "ana", "b").await.unwrap(), None);
+    assert_eq!(cursors.get(ns, "bob", "a").await.unwrap(), None);
+    clock.advance(Duration::from_secs(31 * 24 * 3600));
+    assert_eq!(cursors.get(ns, "ana", "a").await.unwrap(), None, "expired");
+}
+
+/// [`WebhookStore`] and [`WebhookDirectory`]: configurations per scope, and
+/// the effective one (the channel's own, else the tenant default, never an
+/// expired one).
+pub async fn webhooks<W>(store: &W, clock: &ManualClock, ns: &str)
+where
+    W: WebhookStore + WebhookDirectory,
+{
+    let key = ChannelKey::new(ns, "hooked");
+    let own = WebhookScope::Channel(key.clone());
+    let default = WebhookScope::TenantDefault(ns.to_owned());
+    let now = clock.epoch_s();
+    assert_eq!(store.get(&own).await.unwrap(), None);
+    assert_eq!(store.effective(&key).await.unwrap(), None);
+    assert!(!store.remove(&own).await.unwrap());
+
+    let d = WebhookConfig::new("http://127.0.0.1:1/t", WebhookMode::Fallback, None, now).unwrap();
+    store.put(&default, &d).await.unwrap();
+    assert_eq!(store.get(&default).await.unwrap(), Some(d.clone()));
+    assert_eq!(
+        store.effective(&key).await.unwrap(),
+        Some((default.clone(), d.clone()))
+    );
+    let c = WebhookConfig::new(
+        "http://127.0.0.1:2/c",
+        WebhookMode::Always,
+        Some(now + 10),
+        now,
+    )
+    .unwrap();
+    store.put(&own, &c).await.unwrap();
+    assert_eq!(store.effective(&key).await.unwrap(), Some((own.clone(), c)));
+    clock.advance(Duration::from_secs(11));
+    assert_eq!(
+        store.effective(&key).await.unwrap(),
+        Some((default.clone(), d)),
+        "expired: back to the default"
+    );
+    assert!(store.remove(&default).await.unwrap());
+    assert_eq!(store.effective(&key).await.unwrap(), None);
+    assert!(
+        store.get(&own).await.unwrap().is_some(),
+        "kept for the operator"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::memory::{MemoryCursors, MemoryLog, MemoryRegistry, MemoryWebhooks};
+
+    #[tokio::test]
+    async fn the_memory_registry_keeps_the_contract() {
+        let clock = Arc::new(ManualClock::new());
+        connection_registry(&MemoryRegistry::with_clock(clock.clone()), &clock, "t1").await;
+    }
+
+    #[tokio::test]
+    async fn the_memory_log_keeps_the_contract() {
+        let clock = Arc::new(ManualClock::new());
+        channel_log(&MemoryLog::with_clock(clock.clone()), &clock, "t1").await;
+    }
+
+    #[tokio::test]
+    async fn the_memory_cursors_keep_the_contract() {
+        let clock = Arc::new(ManualClock::new());
+        cursor_store(&MemoryCursors::with_clock(clock.clone()), &clock, "t1").await;
+    }
+
+    #[tokio::test]
+    async fn the_memory_webhooks_keep_the_contract() {
+        let clock = Arc::new(ManualClock::new());
+        webhooks(&MemoryWebhooks::with_clock(clock.clone()), &clock, "t1").await;
+    }
+}
