@@ -5,7 +5,7 @@ calls the end-to-end suite recorded.
 
 RECORDING_DIR holds one or more *.jsonl files (all are read), one call a line:
 
-    {"function": "join", "service": "dynamodb", "action": "UpdateItem", "resource": "connections"}
+    {"function": "session", "service": "dynamodb", "action": "UpdateItem", "resource": "connections"}
 
 Each function's grants are expanded from the template: SAM policy templates
 (with aws-sam-translator's published definitions, policy_templates.json),
@@ -45,7 +45,7 @@ DEFAULT_TEMPLATE = os.path.join(HERE, "template.yaml")
 # Recording name -> template logical id of the function.
 FUNCTIONS = {
     "connect": "ConnectFunction",
-    "join": "JoinFunction",
+    "session": "SessionFunction",
     "disconnect": "DisconnectFunction",
     "dispatcher": "DispatcherFunction",
     "webhook": "WebhookFunction",

@@ -34,7 +34,7 @@ Resources:
   ChannelsTable: {Type: AWS::DynamoDB::Table}
   EventsQueue: {Type: AWS::SQS::Queue}
 """
-OTHERS = ["join", "disconnect", "dispatcher", "webhook", "publish"]
+OTHERS = ["session", "disconnect", "dispatcher", "webhook", "publish"]
 
 
 def template(connect_policies: str) -> dict:

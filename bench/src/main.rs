@@ -943,7 +943,7 @@ fn release_bin(
 
 const FUNCTIONS: [&str; 6] = [
     "connect",
-    "join",
+    "session",
     "disconnect",
     "dispatcher",
     "webhook",

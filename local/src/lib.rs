@@ -5,7 +5,7 @@
 //! - A WebSocket upgrade becomes a `$connect` event for the connect handler;
 //!   a non-2xx answer refuses the upgrade with that status and body.
 //! - Each text message is routed on `$request.body.action` (`hello`, `join`,
-//!   `leave`, `ack`, else `$default`) to the join handler; its response body
+//!   `leave`, `ack`, else `$default`) to the session handler; its response body
 //!   is sent back as a frame. `ping` is answered here, like the production
 //!   MOCK integration.
 //! - `POST|GET|DELETE /@connections/{id}` serve the dispatcher's SDK client,
@@ -34,7 +34,7 @@ use agentwire_core::config::{Config, ConfigError};
 use agentwire_fn_connect::ConnectFunction;
 use agentwire_fn_disconnect::DisconnectFunction;
 use agentwire_fn_dispatcher::DispatcherFunction;
-use agentwire_fn_join::SessionFunction;
+use agentwire_fn_session::SessionFunction;
 use agentwire_fn_publish::PublishFunction;
 use agentwire_fn_webhook::WebhookFunction;
 use aws_config::SdkConfig;
@@ -98,7 +98,7 @@ pub(crate) struct Functions {
     /// Present when the deployment has a webhook queue.
     pub webhook: Option<WebhookFunction>,
     pub connect: ConnectFunction,
-    pub join: SessionFunction,
+    pub session: SessionFunction,
     pub disconnect: DisconnectFunction,
     pub dispatcher: DispatcherFunction,
     pub publish: PublishFunction,
@@ -154,7 +154,7 @@ impl Gateway {
         let queue_url = deps.config.require_events_queue_url()?.to_owned();
         let functions = Functions {
             connect: ConnectFunction::new(&deps)?,
-            join: SessionFunction::new(&deps)?,
+            session: SessionFunction::new(&deps)?,
             disconnect: DisconnectFunction::new(&deps),
             dispatcher: DispatcherFunction::new(&deps)?,
             publish: PublishFunction::new(&deps)?,

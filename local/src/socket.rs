@@ -289,7 +289,7 @@ async fn route(app: &App, conn: &Conn, text: String, binary: bool) -> Option<Str
         _ => "$default".to_owned(),
     };
     let event = events::message(&conn.origin(app), &route_key, text, binary);
-    match function::scope("join", app.functions.join.handle(event)).await {
+    match function::scope("session", app.functions.session.handle(event)).await {
         Ok(resp) => match resp.body {
             Some(LambdaBody::Text(t)) => Some(t),
             Some(LambdaBody::Binary(b)) => Some(String::from_utf8_lossy(&b).into_owned()),

@@ -1,4 +1,4 @@
-use agentwire_fn_join::SessionFunction;
+use agentwire_fn_session::SessionFunction;
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 

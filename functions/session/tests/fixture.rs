@@ -9,7 +9,7 @@ use agentwire_core::clock::ManualClock;
 use agentwire_core::memory::{MemoryCursors, MemoryLog, MemoryPusher, MemoryRegistry, connection};
 use agentwire_core::ports::ConnectionRegistry;
 use agentwire_core::usecases::Session;
-use agentwire_fn_join::SessionFunction;
+use agentwire_fn_session::SessionFunction;
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use aws_lambda_events::encodings::Body;
 
