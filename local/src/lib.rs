@@ -34,8 +34,8 @@ use agentwire_core::config::{Config, ConfigError};
 use agentwire_fn_connect::ConnectFunction;
 use agentwire_fn_disconnect::DisconnectFunction;
 use agentwire_fn_dispatcher::DispatcherFunction;
-use agentwire_fn_session::SessionFunction;
 use agentwire_fn_publish::PublishFunction;
+use agentwire_fn_session::SessionFunction;
 use agentwire_fn_webhook::WebhookFunction;
 use aws_config::SdkConfig;
 use tokio::sync::watch;
@@ -118,6 +118,8 @@ pub struct Gateway {
     hub: Arc<Hub>,
     stop: watch::Sender<bool>,
     source_enabled: watch::Sender<bool>,
+    /// `true` while the events queue's poller is disabled and idle.
+    source_paused: watch::Receiver<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -196,6 +198,7 @@ impl Gateway {
             }
         });
         let (source_enabled, enabled) = watch::channel(true);
+        let (paused_tx, source_paused) = watch::channel(false);
         let mut tasks = vec![server];
         if let Some(ws) = webhook_source {
             tasks.push(tokio::spawn(poller::run(
@@ -205,6 +208,7 @@ impl Gateway {
                 app.clone(),
                 stopped.clone(),
                 enabled.clone(),
+                None,
             )));
         }
         tasks.push(tokio::spawn(poller::run(
@@ -214,6 +218,7 @@ impl Gateway {
             app,
             stopped,
             enabled,
+            Some(paused_tx),
         )));
         tracing::info!(%addr, queue = %queue_url, "dev gateway started");
         Ok(Self {
@@ -221,6 +226,7 @@ impl Gateway {
             hub,
             stop,
             source_enabled,
+            source_paused,
             tasks,
         })
     }
@@ -250,6 +256,15 @@ impl Gateway {
     /// finishes first.
     pub fn set_event_source_enabled(&self, enabled: bool) {
         let _ = self.source_enabled.send(enabled);
+    }
+
+    /// Disables the events queue's event source and waits until the receive
+    /// under way (if any) has finished and been processed: from then on,
+    /// what is published stays on the queue.
+    pub async fn pause_event_source(&self) {
+        self.set_event_source_enabled(false);
+        let mut paused = self.source_paused.clone();
+        let _ = paused.wait_for(|p| *p).await;
     }
 
     /// The live connections, for tests and fault injection.

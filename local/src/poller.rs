@@ -74,6 +74,7 @@ pub(crate) async fn run(
     app: Arc<App>,
     mut stop: watch::Receiver<bool>,
     mut enabled: watch::Receiver<bool>,
+    paused: Option<watch::Sender<bool>>,
 ) {
     let wait = i32::try_from(app.options.poll_wait.as_secs())
         .unwrap_or(20)
@@ -84,9 +85,18 @@ pub(crate) async fn run(
             break;
         }
         if !*enabled.borrow() {
+            // Nothing is under way any more: say so to whoever disabled it.
+            if let Some(p) = &paused {
+                let _ = p.send(true);
+            }
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
-                _ = enabled.wait_for(|e| *e) => continue,
+                _ = enabled.wait_for(|e| *e) => {
+                    if let Some(p) = &paused {
+                        let _ = p.send(false);
+                    }
+                    continue;
+                }
             }
         }
         let receive = sqs

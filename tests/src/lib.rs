@@ -946,13 +946,6 @@ impl WsClient {
         out
     }
 
-    /// Nothing arrives within `wait`.
-    pub async fn assert_quiet(&mut self, wait: Duration) {
-        if let Ok(Some(m)) = tokio::time::timeout(wait, self.ws.next()).await {
-            panic!("expected no frame, got {m:?}");
-        }
-    }
-
     /// Drops the TCP connection without a close frame.
     pub fn drop_abruptly(self) {
         drop(self.ws);

@@ -141,9 +141,11 @@ impl SqsWebhookJobs {
 #[async_trait]
 impl WebhookDeadLetterQueue for SqsWebhookJobs {
     /// Received with a visibility timeout of `hold`: they reappear
-    /// afterwards unless deleted.
+    /// afterwards unless deleted. Each message is listed once, even when a
+    /// short `hold` lets the queue hand it out again during the listing.
     async fn list(&self, max: usize, hold: Duration) -> Result<Vec<DeadWebhookJob>, StoreError> {
         let mut out: Vec<DeadWebhookJob> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         while out.len() < max {
             let batch = self
                 .client
@@ -156,11 +158,15 @@ impl WebhookDeadLetterQueue for SqsWebhookJobs {
                 .send()
                 .await
                 .map_err(|e| store_error("read webhook dead-letter queue", e))?;
-            let msgs = batch.messages();
-            if msgs.is_empty() {
+            let fresh: Vec<_> = batch
+                .messages()
+                .iter()
+                .filter(|m| seen.insert(m.message_id().unwrap_or_default().to_owned()))
+                .collect();
+            if fresh.is_empty() {
                 break;
             }
-            for m in msgs {
+            for m in fresh {
                 let reason = m
                     .message_attributes()
                     .and_then(|a| a.get("reason"))

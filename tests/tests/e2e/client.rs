@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use agentwire_client::{Backoff, Client, ClientError, ClientEvent, Options, ProtocolRange};
-use agentwire_core::clock::{Clock, SystemClock};
 use agentwire_e2e::{Stack, StackOptions};
 use agentwire_protocol::ErrorCode;
 use serde_json::json;
@@ -106,16 +105,17 @@ async fn until(
     }
 }
 
+/// The first `joined` arrived: the subscription is recorded and every
+/// event committed after the head it reported is delivered live.
 fn joined(s: &Seen) -> bool {
-    s.connected >= 1
+    !s.joined.is_empty()
 }
 
-/// A client following `ch`, connected, its first `joined` given a moment.
+/// A client following `ch`, its first `joined` received.
 async fn following(stack: &Stack, token: String, ch: &str, options: Options) -> (Client, Seen) {
     let mut c = client(stack, token, ch, options);
     let mut seen = Seen::default();
     until(&mut c, &mut seen, Duration::from_secs(10), joined).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     (c, seen)
 }
 
@@ -127,12 +127,17 @@ async fn publish_paced(stack: &Stack, ch: &str, n: u64, every: Duration) {
     }
 }
 
-/// Whatever else arrives within half a second (a duplicate would).
-async fn settle(c: &mut Client, seen: &mut Seen) {
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    while let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(100), c.next()).await {
-        seen.record(ev);
-    }
+/// Publishes a marker after the `n` events of `ch` and waits for it (seq
+/// `n + 1`): whatever the client would deliver before it, a duplicate
+/// included, has then arrived. The marker is taken off `seen`.
+async fn settle(stack: &Stack, ch: &str, n: u64, c: &mut Client, seen: &mut Seen) {
+    stack.publish(ch, "marker", json!({})).await;
+    until(c, seen, Duration::from_secs(20), |s| {
+        s.seqs.last() == Some(&(n + 1))
+    })
+    .await;
+    seen.seqs.pop();
+    seen.channels.pop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,7 +161,7 @@ async fn dropped_connections_mid_stream_lose_and_repeat_nothing() {
         .await;
     };
     tokio::join!(publisher, consumer);
-    settle(&mut c, &mut seen).await;
+    settle(&stack, ch, 60, &mut c, &mut seen).await;
     assert_eq!(
         seen.seqs,
         (1..=60).collect::<Vec<u64>>(),
@@ -189,7 +194,7 @@ async fn a_short_maximum_connection_duration_rolls_over_without_gap_or_duplicate
         s.seqs.len() >= 40
     });
     tokio::join!(publisher, consumer);
-    settle(&mut c, &mut seen).await;
+    settle(&stack, ch, 40, &mut c, &mut seen).await;
     assert_eq!(seen.seqs, (1..=40).collect::<Vec<u64>>());
     assert!(seen.gaps.is_empty(), "{:?}", seen.gaps);
     assert!(
@@ -323,14 +328,21 @@ async fn an_unsupported_version_is_a_typed_error_and_no_retry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_that_expires_while_connected_is_replaced_by_the_provider_on_reconnect() {
-    let stack = Arc::new(Stack::start().await);
+    let clock = Arc::new(agentwire_core::clock::ManualClock::new());
+    let stack = Arc::new(
+        Stack::start_with(StackOptions {
+            clock: Some(clock.clone()),
+            ..StackOptions::default()
+        })
+        .await,
+    );
     let ch = "agent-5";
     // Each token expires 1 s after it is minted (plus the gateway's 5 s
-    // leeway for clock skew).
+    // leeway for clock skew), at the gateway's time.
     let mint = {
         let stack = stack.clone();
         move || {
-            let now = SystemClock.epoch_s();
+            let now = stack.clock.epoch_s();
             stack.token_with("fay", &[ch], now - 60, Duration::from_secs(61))
         }
     };
@@ -355,7 +367,6 @@ async fn a_token_that_expires_while_connected_is_replaced_by_the_provider_on_rec
     let (mut seen, mut seen_fixed) = (Seen::default(), Seen::default());
     until(&mut renewing, &mut seen, Duration::from_secs(10), joined).await;
     until(&mut fixed, &mut seen_fixed, Duration::from_secs(10), joined).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     stack.publish(ch, "tick", json!({ "i": 1 })).await;
     until(&mut renewing, &mut seen, Duration::from_secs(20), |s| {
         !s.seqs.is_empty()
@@ -363,7 +374,7 @@ async fn a_token_that_expires_while_connected_is_replaced_by_the_provider_on_rec
     .await;
 
     // Both tokens in hand are now expired; the connections are dropped.
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    clock.advance(Duration::from_secs(7));
     stack.gateway.hub().close_all(1001, "Going away");
     stack.publish(ch, "tick", json!({ "i": 2 })).await;
     until(&mut renewing, &mut seen, Duration::from_secs(20), |s| {

@@ -285,3 +285,41 @@ fn every_websocket_route_of_the_protocol_is_deployed() {
         "ping invokes no Lambda"
     );
 }
+
+/// A test that fails (panics) drops its stack without `shutdown`: the
+/// stack still deletes its tables and queues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_dropped_without_shutdown_still_deletes_its_tables_and_queues() {
+    let stack = agentwire_e2e::Stack::start().await;
+    let tables = stack.config.tables.clone();
+    let queue = stack.queue_url.clone();
+    let (ddb, sqs) = (stack.ddb(), stack.sqs());
+    assert!(
+        ddb.describe_table()
+            .table_name(&tables.events)
+            .send()
+            .await
+            .is_ok()
+    );
+    drop(stack);
+    for table in [
+        &tables.connections,
+        &tables.subscriptions,
+        &tables.channels,
+        &tables.events,
+        &tables.cursors,
+    ] {
+        assert!(
+            ddb.describe_table().table_name(table).send().await.is_err(),
+            "{table} is left behind"
+        );
+    }
+    assert!(
+        sqs.get_queue_attributes()
+            .queue_url(&queue)
+            .send()
+            .await
+            .is_err(),
+        "{queue} is left behind"
+    );
+}

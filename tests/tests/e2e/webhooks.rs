@@ -193,6 +193,26 @@ fn webhook_id(stack: &Stack, channel: &str, id: &str) -> String {
     agentwire_core::model::ChannelKey::new(&stack.tenant, channel).scoped_id(id)
 }
 
+/// Publishes a marker to `channel` and waits for it to reach the receiver
+/// as request `n`: whatever the webhook path would still send before it
+/// (a duplicate, a retry) has then arrived. Returns every request.
+async fn marker(stack: &Stack, channel: &str, receiver: &Receiver, n: usize) -> Vec<Received> {
+    let id = webhook_id(
+        stack,
+        channel,
+        &stack.publish(channel, "marker", json!({})).await,
+    );
+    let got = receiver.wait_for(n, Duration::from_secs(30)).await;
+    assert_eq!(
+        got.iter()
+            .map(|r| r.header("webhook-id"))
+            .position(|h| h == id),
+        Some(n - 1),
+        "the marker is request {n}: {got:?}"
+    );
+    got
+}
+
 /// Every event id answered 2xx exactly once.
 fn delivered_once(got: &[Received]) {
     let mut ok: Vec<&str> = got
@@ -260,9 +280,9 @@ async fn with_nobody_connected_the_status_and_the_final_event_both_arrive_signed
         assert_eq!(r.json()["type"], "event");
         assert!(r.header("webhook-timestamp").parse::<u64>().is_ok());
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(receiver.requests().len(), 2, "nothing more");
-    delivered_once(&receiver.requests());
+    let all = marker(&stack, "run-7", &receiver, 3).await;
+    assert_eq!(all.len(), 3, "nothing more before the marker");
+    delivered_once(&all);
     stack.shutdown().await;
 }
 
@@ -276,8 +296,18 @@ async fn a_live_subscriber_in_fallback_mode_means_no_webhook_call() {
     c.join(json!(["live"])).await;
     stack.publish("live", "status", json!({})).await;
     assert_eq!(c.events(1).await[0]["seq"], 1);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(receiver.requests().is_empty(), "{:?}", receiver.requests());
+    // Once nobody is connected, a marker goes to the webhook; it is the
+    // first request, so seq 1 (delivered live) never was.
+    c.ws.close(None).await.unwrap();
+    assert!(
+        stack
+            .eventually(Duration::from_secs(10), || async {
+                stack.subscription_ids("live").await.is_empty()
+            })
+            .await
+    );
+    let got = marker(&stack, "live", &receiver, 1).await;
+    assert_eq!(got[0].json()["seq"], 2, "{got:?}");
     stack.shutdown().await;
 }
 
@@ -299,13 +329,13 @@ async fn a_503_twice_then_200_is_delivered_once_with_the_same_webhook_id() {
         got.iter()
             .all(|r| r.header("webhook-id") == id && signed_by(&secret, r))
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = marker(&stack, "flaky", &receiver, 4).await;
     assert_eq!(
-        receiver.requests().len(),
-        3,
-        "delivered once, then nothing more"
+        all.len(),
+        4,
+        "delivered once, then nothing more before the marker"
     );
-    delivered_once(&receiver.requests());
+    delivered_once(&all);
     assert!(
         dead_jobs(&stack)
             .list(10, Duration::from_secs(1))
@@ -327,7 +357,8 @@ async fn a_400_lands_in_the_dlq_with_status_and_reason_and_redrive_delivers_it()
     let jobs = dead_jobs(&stack);
     let mut dead = Vec::new();
     for _ in 0..40 {
-        dead = jobs.list(10, Duration::from_secs(1)).await.unwrap();
+        // Held for no time: what is listed is visible again at once.
+        dead = jobs.list(10, Duration::ZERO).await.unwrap();
         if !dead.is_empty() {
             break;
         }
@@ -347,7 +378,6 @@ async fn a_400_lands_in_the_dlq_with_status_and_reason_and_redrive_delivers_it()
     assert_eq!(receiver.requests().len(), 1, "a 4xx is not retried");
 
     // The receiver is fixed (it answers 200 from now on); redrive.
-    tokio::time::sleep(Duration::from_millis(1100)).await; // the listing's hold ends
     let again = jobs.list(10, Duration::from_secs(5)).await.unwrap();
     assert_eq!(again.len(), 1);
     jobs.redrive(&again[0]).await.unwrap();
@@ -357,7 +387,7 @@ async fn a_400_lands_in_the_dlq_with_status_and_reason_and_redrive_delivers_it()
         (got[1].answered, got[1].header("webhook-id")),
         (200, webhook_id(&stack, "strict", &id).as_str())
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The redrive deleted it from the dead-letter queue before returning.
     assert!(
         jobs.list(10, Duration::from_secs(1))
             .await
@@ -393,8 +423,21 @@ async fn a_410_disables_the_webhook_and_shows_why() {
             .unwrap()
             .contains("410")
     );
+    // The next event's job is kept in the dead-letter queue with the
+    // reason, and the receiver is not called.
     stack.publish("gone", "status", json!({})).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let jobs = dead_jobs(&stack);
+    assert!(
+        stack
+            .eventually(Duration::from_secs(20), || async {
+                jobs.list(10, Duration::ZERO)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|d| d.reason.contains("disabled"))
+            })
+            .await
+    );
     assert_eq!(
         receiver.requests().len(),
         1,

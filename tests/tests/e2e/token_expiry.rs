@@ -8,19 +8,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentwire_client::{Backoff, Client, ClientEvent, Options};
-use agentwire_core::clock::{Clock, SystemClock};
-use agentwire_e2e::Stack;
+use agentwire_core::clock::ManualClock;
+use agentwire_e2e::{Stack, StackOptions};
 use serde_json::json;
 
-/// A token valid for `ttl` from now (plus the gateway's 5 s leeway).
+/// A token valid for `ttl` from the stack's now (plus the gateway's 5 s leeway).
 fn mint(stack: &Stack, ch: &str, ttl: u64) -> String {
-    let now = SystemClock.epoch_s();
+    let now = stack.clock.epoch_s();
     stack.token_with("ida", &[ch], now - 60, Duration::from_secs(60 + ttl))
+}
+
+/// A stack whose gateway reads `clock`: the test moves it past a token's
+/// expiry instead of waiting.
+async fn stack_on(clock: &Arc<ManualClock>) -> Stack {
+    Stack::start_with(StackOptions {
+        clock: Some(clock.clone()),
+        ..StackOptions::default()
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_stops_at_expiry_and_the_provider_resumes_it_from_the_last_seq() {
-    let stack = Arc::new(Stack::start().await);
+    let clock = Arc::new(ManualClock::new());
+    let stack = Arc::new(stack_on(&clock).await);
     let ch = "agent-exp";
     let provider = {
         let stack = stack.clone();
@@ -59,7 +70,7 @@ async fn delivery_stops_at_expiry_and_the_provider_resumes_it_from_the_last_seq(
         }
     }
     // The token (1 s + 5 s leeway) runs out while connected.
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    clock.advance(Duration::from_secs(7));
     stack.publish(ch, "tick", json!({ "i": 2 })).await;
     while seqs.len() < 2 {
         match next(&mut c).await {
@@ -82,12 +93,13 @@ async fn delivery_stops_at_expiry_and_the_provider_resumes_it_from_the_last_seq(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_connection_is_refused_joins_and_acks_with_token_expired() {
-    let stack = Stack::start().await;
+    let clock = Arc::new(ManualClock::new());
+    let stack = stack_on(&clock).await;
     let ch = "agent-exp2";
     let mut ws = stack.client(&mint(&stack, ch, 1)).await;
     ws.hello().await;
     stack.publish(ch, "tick", json!({ "i": 1 })).await;
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    clock.advance(Duration::from_secs(7));
     let answer = ws.join(json!([ch])).await;
     assert_eq!(answer["type"], "error", "{answer}");
     assert_eq!(answer["code"], "token_expired", "{answer}");
