@@ -63,6 +63,12 @@ pub struct GatewayOptions {
     /// which `@connections` answers 429 `LimitExceededException` (API
     /// Gateway bounds each connection's outbound buffer too).
     pub outbound_buffer_bytes: usize,
+    /// Emulated round trip of every `@connections` call (API Gateway's
+    /// Management API: about 20 to 50 ms from a Lambda), so benchmarks show
+    /// what parallel posting buys; zero answers at once.
+    pub connections_latency: Duration,
+    /// Uniform random extra on top of `connections_latency`, 0 to this.
+    pub connections_jitter: Duration,
 }
 
 impl Default for GatewayOptions {
@@ -75,6 +81,8 @@ impl Default for GatewayOptions {
             max_duration: Duration::from_secs(2 * 3600),
             poll_wait: Duration::from_secs(2),
             outbound_buffer_bytes: 1024 * 1024,
+            connections_latency: Duration::ZERO,
+            connections_jitter: Duration::ZERO,
         }
     }
 }
@@ -181,7 +189,10 @@ impl Gateway {
         });
         let (stop, stopped) = watch::channel(false);
         let router = socket::routes()
-            .merge(management::routes())
+            .merge(management::routes(management::Latency {
+                fixed: options.connections_latency,
+                jitter: options.connections_jitter,
+            }))
             .merge(http_api::routes())
             .with_state(app.clone());
         let mut server_stop = stopped.clone();

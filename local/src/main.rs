@@ -115,6 +115,14 @@ struct Args {
     /// which `@connections` answers 429 LimitExceededException.
     #[arg(long, env = "AGENTWIRE_LOCAL_OUTBOUND_BUFFER", default_value_t = 1024 * 1024)]
     outbound_buffer_bytes: usize,
+    /// Emulated round trip of every `@connections` call, like 20ms (API
+    /// Gateway's Management API from a Lambda: about 20-50 ms); 0 answers
+    /// at once.
+    #[arg(long, env = "AGENTWIRE_LOCAL_CONNECTIONS_LATENCY", default_value = "0ms", value_parser = humantime::parse_duration)]
+    connections_latency: Duration,
+    /// Uniform random extra on top of --connections-latency, 0 to this.
+    #[arg(long, env = "AGENTWIRE_LOCAL_CONNECTIONS_JITTER", default_value = "0ms", value_parser = humantime::parse_duration)]
+    connections_jitter: Duration,
 }
 
 /// The signing key `--jwt-secret` defaults to: fine on loopback, refused
@@ -182,6 +190,8 @@ async fn serve(args: Args) -> Result<(), String> {
         idle_timeout: args.idle_timeout,
         max_duration: args.max_connection,
         outbound_buffer_bytes: args.outbound_buffer_bytes,
+        connections_latency: args.connections_latency,
+        connections_jitter: args.connections_jitter,
         ..GatewayOptions::default()
     };
     let mut gateway = Gateway::start(&sdk, config, options)

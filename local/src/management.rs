@@ -2,8 +2,11 @@
 //! DeleteConnection), answering as API Gateway does: 410 `GoneException`
 //! for unknown or closed connections, 413 over the message limit, 429
 //! `LimitExceededException` when the connection's outbound buffer is full.
+//! With `connections_latency` set, every call first waits that long (plus
+//! up to `connections_jitter`), as a round trip to the real API would.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -18,13 +21,37 @@ use axum::routing::post;
 use crate::App;
 use crate::hub::{Outbound, PostRefused};
 
-pub(crate) fn routes() -> Router<Arc<App>> {
+pub(crate) fn routes(latency: Latency) -> Router<Arc<App>> {
     Router::new()
         .route(
             "/@connections/{id}",
             post(post_to).get(get_one).delete(delete_one),
         )
+        .route_layer(middleware::from_fn_with_state(latency, emulate_latency))
         .route_layer(middleware::from_fn(loopback_only))
+}
+
+/// The emulated round trip of one `@connections` call.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Latency {
+    pub fixed: Duration,
+    pub jitter: Duration,
+}
+
+impl Latency {
+    /// `fixed` plus a uniform share of `jitter` (`unit` in 0..1).
+    fn delay(self, unit: f64) -> Duration {
+        self.fixed + self.jitter.mul_f64(unit.clamp(0.0, 1.0))
+    }
+}
+
+async fn emulate_latency(State(latency): State<Latency>, request: Request, next: Next) -> Response {
+    if !latency.fixed.is_zero() || !latency.jitter.is_zero() {
+        // 53 random bits from a v4 UUID: a uniform draw in 0..1.
+        let unit = (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64;
+        tokio::time::sleep(latency.delay(unit)).await;
+    }
+    next.run(request).await
 }
 
 /// `@connections` is the functions' API, not the clients': it answers only
@@ -142,6 +169,41 @@ mod tests {
             .body(Body::empty())
             .unwrap();
         app.oneshot(req).await.unwrap().status()
+    }
+
+    /// On tokio's paused clock (virtual time: it jumps to the next timer
+    /// when all tasks wait), the answer comes exactly the emulated latency
+    /// after the call.
+    #[tokio::test(start_paused = true)]
+    async fn every_call_waits_the_emulated_latency() {
+        for (fixed, want) in [(Duration::from_millis(20), 20), (Duration::ZERO, 0)] {
+            let latency = Latency {
+                fixed,
+                jitter: Duration::ZERO,
+            };
+            let app = Router::new()
+                .route("/@connections/{id}", post(|| async { StatusCode::OK }))
+                .route_layer(middleware::from_fn_with_state(latency, emulate_latency));
+            let req = axum::http::Request::post("/@connections/c1")
+                .body(Body::empty())
+                .unwrap();
+            let start = tokio::time::Instant::now();
+            let resp = app.oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            assert_eq!(start.elapsed(), Duration::from_millis(want));
+        }
+    }
+
+    #[test]
+    fn jitter_stays_within_its_band() {
+        let l = Latency {
+            fixed: Duration::from_millis(20),
+            jitter: Duration::from_millis(10),
+        };
+        assert_eq!(l.delay(0.0), Duration::from_millis(20));
+        assert_eq!(l.delay(1.0), Duration::from_millis(30));
+        assert_eq!(l.delay(7.0), Duration::from_millis(30));
+        assert_eq!(l.delay(0.5), Duration::from_millis(25));
     }
 
     #[tokio::test]
