@@ -102,20 +102,33 @@ fn resources() -> Value {
     serde_json::from_str(RESOURCES).expect("localstack/resources.json is valid JSON")
 }
 
+type Counts = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>;
+
 /// Counts DynamoDB requests by operation name (an SDK interceptor; a retried
-/// call counts once per attempt).
+/// call counts once per attempt), and the items they read (a `Query`'s
+/// `Count`, a `GetItem` that found one).
 #[derive(Debug, Clone, Default)]
-pub struct DynamoCalls(std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>);
+pub struct DynamoCalls {
+    calls: Counts,
+    items: Counts,
+}
 
 impl DynamoCalls {
     /// Calls so far, by operation.
     pub fn snapshot(&self) -> std::collections::BTreeMap<String, u64> {
-        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+        self.calls.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Items read so far, by operation.
+    pub fn items(&self) -> std::collections::BTreeMap<String, u64> {
+        self.items.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     pub fn reset(&self) {
-        if let Ok(mut m) = self.0.lock() {
-            m.clear();
+        for counts in [&self.calls, &self.items] {
+            if let Ok(mut m) = counts.lock() {
+                m.clear();
+            }
         }
     }
 
@@ -144,8 +157,34 @@ impl aws_sdk_dynamodb::config::Intercept for DynamoCalls {
             .and_then(|t| t.rsplit('.').next())
             .unwrap_or("unknown")
             .to_owned();
-        if let Ok(mut m) = self.0.lock() {
+        if let Ok(mut m) = self.calls.lock() {
             *m.entry(op).or_default() += 1;
+        }
+        Ok(())
+    }
+
+    /// The items each read brought back.
+    fn read_after_deserialization(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::AfterDeserializationInterceptorContextRef<
+            '_,
+        >,
+        _components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let Ok(out) = context.output_or_error() else {
+            return Ok(());
+        };
+        let read = if let Some(q) =
+            out.downcast_ref::<aws_sdk_dynamodb::operation::query::QueryOutput>()
+        {
+            Some(("Query", u64::try_from(q.count()).unwrap_or(0)))
+        } else {
+            out.downcast_ref::<aws_sdk_dynamodb::operation::get_item::GetItemOutput>()
+                .map(|g| ("GetItem", u64::from(g.item().is_some())))
+        };
+        if let (Some((op, n)), Ok(mut m)) = (read, self.items.lock()) {
+            *m.entry(op.to_owned()).or_default() += n;
         }
         Ok(())
     }
@@ -643,6 +682,7 @@ impl Stack {
             .await
             .iter()
             .filter_map(|i| i.get("sk").and_then(|v| v.as_s().ok()).cloned())
+            .filter(|sk| sk != agentwire_aws::dynamo::PRESENCE_SK)
             .collect()
     }
 

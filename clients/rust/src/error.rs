@@ -35,7 +35,7 @@ pub enum ClientError {
 
     /// The token provider failed.
     #[error("the token provider failed: {0}")]
-    TokenProvider(#[source] crate::token::TokenError),
+    TokenProvider(crate::token::TokenError),
 
     /// The gateway refused the connection for a reason a retry cannot fix
     /// (HTTP 400, 403, 404, ...).

@@ -87,7 +87,9 @@ impl TokenKey {
             other => AuthError::Malformed(format!("{other:?}")),
         })?;
         let claims = data.claims;
-        if crate::model::token_expired(claims.exp, now_s) {
+        // `exp` 0 would mean "no expiry known" to `token_expired`: a token
+        // must carry a real one.
+        if claims.exp == 0 || crate::model::token_expired(claims.exp, now_s) {
             return Err(AuthError::Expired);
         }
         agentwire_protocol::limits::validate_tenant(&claims.tenant)
@@ -239,6 +241,15 @@ mod tests {
         assert_eq!(
             key.verify(&t, c.exp + LEEWAY_S + 1),
             Err(AuthError::Expired)
+        );
+        let zero = Claims {
+            exp: 0,
+            ..c.clone()
+        };
+        assert_eq!(
+            key.verify(&key.sign(&zero).unwrap(), now()),
+            Err(AuthError::Expired),
+            "exp 0 is no expiry at all: refused"
         );
         let bad_tenant = TokenKey::claims(
             "ac#me",

@@ -94,8 +94,56 @@ pub async fn connection_registry(reg: &dyn ConnectionRegistry, clock: &ManualClo
     assert_eq!(subs.len(), 1, "the expired subscription is left out");
     assert_eq!(subs[0].connection_id, a.id);
 
+    // Presence: b's subscription expired; once the subscribers have been
+    // listed (as the dispatcher does for every event), the count is the
+    // live one. Joining again is not counted twice.
+    let p = reg.presence(&key).await.unwrap();
+    assert_eq!(
+        (p.count, p.principals.as_slice()),
+        (1, ["p-a".to_owned()].as_slice())
+    );
+    assert!(
+        reg.subscribe(&a, &key, clock.epoch_s() + 3600)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        reg.presence(&key).await.unwrap().count,
+        1,
+        "a re-join counts once"
+    );
+    let others: Vec<Connection> = (0..25)
+        .map(|i| conn(ns, &format!("x{i:02}"), clock.epoch_s() + 3600))
+        .collect();
+    for c in &others {
+        reg.put_connection(c).await.unwrap();
+        assert!(
+            reg.subscribe(c, &key, clock.epoch_s() + 3600)
+                .await
+                .unwrap()
+        );
+    }
+    let p = reg.presence(&key).await.unwrap();
+    assert_eq!(p.count, 26);
+    assert!(
+        !p.principals.is_empty() && p.principals.len() <= agentwire_protocol::PRESENCE_SAMPLE,
+        "a bounded sample: {:?}",
+        p.principals
+    );
+    let mut sorted = p.principals.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, p.principals, "distinct and sorted");
+    for c in &others {
+        reg.unsubscribe(&c.id, &key).await.unwrap();
+    }
+    assert_eq!(reg.presence(&key).await.unwrap().count, 1);
+    let empty = reg.presence(&ChannelKey::new(ns, "nobody")).await.unwrap();
+    assert_eq!((empty.count, empty.principals.len()), (0, 0));
+
     // Leaving, then removing the connection with what it joined.
     reg.unsubscribe(&a.id, &key).await.unwrap();
+    assert_eq!(reg.presence(&key).await.unwrap().count, 0);
     assert!(reg.subscribers(&key).await.unwrap().is_empty());
     assert!(
         reg.get_connection(&a.id)
@@ -120,6 +168,11 @@ pub async fn connection_registry(reg: &dyn ConnectionRegistry, clock: &ManualClo
             .iter()
             .all(|s| s.connection_id != a.id),
         "removing a connection removes its subscriptions"
+    );
+    assert_eq!(
+        reg.presence(&key).await.unwrap().count,
+        0,
+        "and its presence"
     );
 
     // A connection past its TTL is gone for readers.
@@ -237,6 +290,9 @@ pub async fn cursor_store(cursors: &dyn CursorStore, clock: &ManualClock, ns: &s
     assert_eq!(cursors.get(ns, "bob", "a").await.unwrap(), None);
     clock.advance(Duration::from_secs(31 * 24 * 3600));
     assert_eq!(cursors.get(ns, "ana", "a").await.unwrap(), None, "expired");
+    // An expired cursor (TTL not yet run) is as good as none: any seq sets it.
+    assert_eq!(cursors.advance(ns, "ana", "a", 3).await.unwrap(), 3);
+    assert_eq!(cursors.get(ns, "ana", "a").await.unwrap(), Some(3));
 }
 
 /// [`WebhookStore`] and [`WebhookDirectory`]: configurations per scope, and

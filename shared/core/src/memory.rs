@@ -11,8 +11,8 @@ use async_trait::async_trait;
 
 use crate::clock::{Clock, SystemClock};
 use crate::model::{
-    ChannelKey, ChannelState, Connection, DeadWebhookJob, Envelope, StoredEvent, Subscriber,
-    WebhookJob,
+    ChannelKey, ChannelPresence, ChannelState, Connection, DeadWebhookJob, Envelope, StoredEvent,
+    Subscriber, WebhookJob,
 };
 use crate::ports::{
     AppendError, ChannelLog, ChannelSettings, ConnectionRegistry, CursorStore, DeadLetters,
@@ -159,6 +159,20 @@ impl ConnectionRegistry for MemoryRegistry {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    /// Exact: the live subscriptions, the first principals in order.
+    async fn presence(&self, key: &ChannelKey) -> Result<ChannelPresence, StoreError> {
+        let live = self.subscribers(key).await?;
+        let principals: std::collections::BTreeSet<String> =
+            live.iter().map(|s| s.principal.clone()).collect();
+        Ok(ChannelPresence {
+            count: live.len() as u64,
+            principals: principals
+                .into_iter()
+                .take(agentwire_protocol::PRESENCE_SAMPLE)
+                .collect(),
+        })
     }
 
     async fn remove_connection(&self, id: &str) -> Result<bool, StoreError> {

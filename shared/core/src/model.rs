@@ -201,6 +201,14 @@ pub struct Connection {
     pub token_exp: u64,
 }
 
+/// Who is on a channel: the subscribed connections' count and a bounded
+/// sample of their principals (distinct, at most `PRESENCE_SAMPLE`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelPresence {
+    pub count: u64,
+    pub principals: Vec<String>,
+}
+
 /// One event on its way to a webhook, as it travels on the webhook queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookJob {

@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::model::{
-    ChannelKey, ChannelState, Connection, DeadWebhookJob, Envelope, StoredEvent, Subscriber,
-    WebhookJob,
+    ChannelKey, ChannelPresence, ChannelState, Connection, DeadWebhookJob, Envelope, StoredEvent,
+    Subscriber, WebhookJob,
 };
 use crate::webhook::{WebhookConfig, WebhookScope};
 
@@ -47,8 +47,14 @@ pub trait ConnectionRegistry: Send + Sync {
         expires_at: u64,
     ) -> Result<bool, StoreError>;
     async fn unsubscribe(&self, conn_id: &str, key: &ChannelKey) -> Result<(), StoreError>;
-    /// The channel's subscriptions, expired ones left out.
+    /// The channel's subscriptions, expired ones left out. (The DynamoDB
+    /// adapter also corrects the channel's presence count to what it read.)
     async fn subscribers(&self, key: &ChannelKey) -> Result<Vec<Subscriber>, StoreError>;
+    /// How many connections are subscribed and a sample of their principals
+    /// (at most [`PRESENCE_SAMPLE`](agentwire_protocol::PRESENCE_SAMPLE)),
+    /// read at a cost that does not grow with the channel: the count is
+    /// kept as connections subscribe and leave, not counted on read.
+    async fn presence(&self, key: &ChannelKey) -> Result<ChannelPresence, StoreError>;
     /// Deletes the connection and all its subscriptions; `false` when it was unknown.
     async fn remove_connection(&self, id: &str) -> Result<bool, StoreError>;
 }

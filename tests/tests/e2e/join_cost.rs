@@ -59,3 +59,83 @@ async fn a_join_over_5000_expired_events_and_one_live_one_uses_at_most_5_queries
     );
     stack.shutdown().await;
 }
+
+/// Items a join reads on a channel of `crowd` subscribers (imported, as
+/// joins would have left them), counted by the SDK interceptor.
+async fn join_reads(crowd: usize) -> (u64, serde_json::Value) {
+    use agentwire_aws::DynamoRegistry;
+    use agentwire_core::model::Subscriber;
+    let stack = Stack::start_with(StackOptions {
+        count_dynamodb_calls: true,
+        ..StackOptions::default()
+    })
+    .await;
+    let ch = "crowd";
+    let registry = DynamoRegistry::new(
+        stack.ddb(),
+        stack.config.tables.clone(),
+        stack.clock.clone(),
+    );
+    let subs: Vec<Subscriber> = (0..crowd)
+        .map(|i| Subscriber {
+            connection_id: format!("conn-{i:05}"),
+            principal: format!("p{i:05}"),
+            token_exp: 0,
+        })
+        .collect();
+    registry
+        .import_subscribers(
+            &ChannelKey::new(&stack.tenant, ch),
+            &subs,
+            SystemClock.epoch_s() + 3600,
+        )
+        .await
+        .unwrap();
+    let mut c = stack.client(&stack.token("ana", &[ch])).await;
+    c.hello().await;
+    stack.calls.reset();
+    let joined = c.join(json!([ch])).await;
+    let items: u64 = stack.calls.items().values().sum();
+    println!(
+        "join on {crowd} subscribers: calls {:?}, items read {:?}",
+        stack.calls.snapshot(),
+        stack.calls.items()
+    );
+    stack.shutdown().await;
+    (items, joined)
+}
+
+/// Presence comes from a kept count and a bounded sample: a join reads at
+/// most 25 items (the connection and the cursor, one query of the presence
+/// item plus up to 20 subscriptions, the oldest-event query) however big the
+/// channel: as many on a channel of 2,000 subscribers as on one of 200, and
+/// on one of 2 only the sample is smaller. (Before, a join read every
+/// subscription: 2,001 items here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_reads_a_bounded_number_of_items_however_big_the_channel() {
+    let (small, joined_small) = join_reads(2).await;
+    let (mid, _) = join_reads(200).await;
+    let (big, joined_big) = join_reads(2000).await;
+    assert_eq!(
+        joined_small["presence"]["crowd"]["count"], 3,
+        "{joined_small}"
+    );
+    assert_eq!(
+        joined_big["presence"]["crowd"]["count"], 2001,
+        "{joined_big}"
+    );
+    assert_eq!(
+        joined_big["presence"]["crowd"]["principals"]
+            .as_array()
+            .unwrap()
+            .len(),
+        20,
+        "{joined_big}"
+    );
+    assert_eq!(mid, big, "the same items read at 200 and 2,000 subscribers");
+    assert!(big <= 25, "a join read {big} items");
+    assert!(
+        big - small <= 20,
+        "2 and 2,000 subscribers differ only by the presence sample: {small} vs {big}"
+    );
+}

@@ -327,10 +327,11 @@ async fn a_channel_can_keep_its_events_for_less_or_longer_than_the_deployment() 
                 .table_name(&stack.config.tables.events)
                 .key(
                     "pk",
-                    aws_sdk_dynamodb::types::AttributeValue::S(format!(
-                        "{}#{channel}",
-                        stack.tenant
-                    )),
+                    aws_sdk_dynamodb::types::AttributeValue::S(
+                        agentwire_aws::dynamo::item::channel_pk(
+                            &agentwire_core::model::ChannelKey::new(&stack.tenant, channel),
+                        ),
+                    ),
                 )
                 .key("sk", aws_sdk_dynamodb::types::AttributeValue::N("1".into()))
                 .send()

@@ -49,7 +49,7 @@ impl CursorStore for DynamoCursors {
             .key("pk", s(cursor_pk(tenant, principal)))
             .key("sk", s(channel))
             .update_expression("SET seq = :s, updated_at = :now, expires_at = :exp")
-            .condition_expression("attribute_not_exists(seq) OR seq < :s")
+            .condition_expression("attribute_not_exists(seq) OR seq < :s OR expires_at <= :now")
             .expression_attribute_values(":s", n(seq))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":exp", n(now + CURSOR_TTL_S))

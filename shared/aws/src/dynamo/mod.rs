@@ -26,7 +26,7 @@ mod webhooks;
 pub use cursors::{CURSOR_TTL_S, DynamoCursors};
 pub use item::{FromItem, Item, ToItem};
 pub use log::DynamoLog;
-pub use registry::DynamoRegistry;
+pub use registry::{DynamoRegistry, PRESENCE_SK};
 pub use webhooks::DynamoWebhooks;
 
 use aws_sdk_dynamodb::error::SdkError;

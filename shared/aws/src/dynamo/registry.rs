@@ -1,4 +1,16 @@
 //! [`ConnectionRegistry`] on the connections and subscriptions tables.
+//!
+//! Presence is kept, not counted on read: beside a channel's subscription
+//! items, one item (`sk` = [`PRESENCE_SK`], which sorts before every
+//! connection id) holds `count`, moved by one when a subscription is
+//! created or deleted (a `PutItem`/`DeleteItem` that returns the old item
+//! says which). A subscription that ends by TTL (a connection dropped
+//! without `$disconnect`) is not subtracted at once: listing the
+//! subscribers, which the dispatcher does for every event, sets the count
+//! to the live subscriptions it read (only if no join or leave moved it
+//! meanwhile). A join reads the count and a sample of principals in one
+//! `Query` of at most `1 + PRESENCE_SAMPLE` items, whatever the channel's
+//! size.
 
 use std::sync::Arc;
 
@@ -12,9 +24,26 @@ use agentwire_core::config::Tables;
 use agentwire_core::model::{ChannelKey, Connection, Subscriber};
 use agentwire_core::ports::{ConnectionRegistry, StoreError};
 
+use agentwire_core::model::ChannelPresence;
+use agentwire_core::protocol::PRESENCE_SAMPLE;
+use aws_sdk_dynamodb::types::ReturnValue;
+
 use super::condition_held;
-use super::item::{FromItem, Item, SubscriptionRecord, ToItem, channel_pk, expired, s};
+use super::item::{FromItem, Item, SubscriptionRecord, ToItem, channel_pk, expired, get_s, n, s};
 use crate::error::store_error;
+
+/// The count a presence item holds (below 0 after decrements that passed an
+/// uncorrected TTL expiry).
+fn presence_count(item: &Item) -> i64 {
+    item.get("count")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The `sk` of a channel's presence item: `#` sorts before the characters
+/// of a connection id, so a `Query` reads it first.
+pub const PRESENCE_SK: &str = "#presence";
 
 /// Connections and subscriptions.
 #[derive(Clone)]
@@ -25,6 +54,33 @@ pub struct DynamoRegistry {
 }
 
 impl DynamoRegistry {
+    /// Sets the presence count to `live` if it is still `kept` (no join or
+    /// leave moved it since it was read).
+    async fn correct_presence(
+        &self,
+        key: &ChannelKey,
+        kept: Option<i64>,
+        live: u64,
+    ) -> Result<(), StoreError> {
+        let req = self
+            .client
+            .update_item()
+            .table_name(&self.tables.subscriptions)
+            .key("pk", s(channel_pk(key)))
+            .key("sk", s(PRESENCE_SK))
+            .update_expression("SET #c = :live")
+            .expression_attribute_names("#c", "count")
+            .expression_attribute_values(":live", n(live));
+        let req = match kept {
+            Some(k) => req
+                .condition_expression("#c = :kept")
+                .expression_attribute_values(":kept", AttributeValue::N(k.to_string())),
+            None => req.condition_expression("attribute_not_exists(#c)"),
+        };
+        condition_held("correct presence", req.send().await)?;
+        Ok(())
+    }
+
     pub fn new(client: Client, tables: Tables, clock: Arc<dyn Clock>) -> Self {
         Self {
             client,
@@ -33,15 +89,100 @@ impl DynamoRegistry {
         }
     }
 
+    /// Deletes a subscription; one fewer present if it was there.
     async fn delete_subscription(&self, key_pk: String, conn_id: &str) -> Result<(), StoreError> {
-        self.client
+        let out = self
+            .client
             .delete_item()
             .table_name(&self.tables.subscriptions)
-            .key("pk", s(key_pk))
+            .key("pk", s(key_pk.clone()))
             .key("sk", s(conn_id))
+            .return_values(ReturnValue::AllOld)
             .send()
             .await
             .map_err(|e| store_error("delete subscription", e))?;
+        if out.attributes().is_some_and(|a| !a.is_empty()) {
+            self.move_presence(key_pk, -1).await?;
+        }
+        Ok(())
+    }
+
+    /// Adds `by` (±1) to the channel's presence count.
+    async fn move_presence(&self, key_pk: String, by: i64) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.tables.subscriptions)
+            .key("pk", s(key_pk))
+            .key("sk", s(PRESENCE_SK))
+            .update_expression("ADD #c :by")
+            .expression_attribute_names("#c", "count")
+            .expression_attribute_values(":by", AttributeValue::N(by.to_string()))
+            .send()
+            .await
+            .map_err(|e| store_error("count presence", e))?;
+        Ok(())
+    }
+
+    /// Bulk-loads subscriptions of connections that need not exist (25
+    /// items per `BatchWriteItem`) and adds them to the presence count:
+    /// crowds for benchmarks and tests, not a join path.
+    pub async fn import_subscribers(
+        &self,
+        key: &ChannelKey,
+        subscribers: &[Subscriber],
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        let op = "import subscribers";
+        let now = self.clock.epoch_s();
+        for chunk in subscribers.chunks(25) {
+            let mut writes = Vec::with_capacity(chunk.len());
+            for sub in chunk {
+                let record = SubscriptionRecord {
+                    key,
+                    subscriber: sub,
+                    joined_at: now,
+                    expires_at,
+                };
+                let put = PutRequest::builder()
+                    .set_item(Some(record.to_item()))
+                    .build()
+                    .map_err(|e| super::build_error(op, e))?;
+                writes.push(WriteRequest::builder().put_request(put).build());
+            }
+            let mut pending =
+                std::collections::HashMap::from([(self.tables.subscriptions.clone(), writes)]);
+            for _ in 0..8 {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .set_request_items(Some(pending))
+                    .send()
+                    .await
+                    .map_err(|e| store_error(op, e))?;
+                pending = out.unprocessed_items.unwrap_or_default();
+                if pending.values().all(Vec::is_empty) {
+                    break;
+                }
+            }
+            if !pending.values().all(Vec::is_empty) {
+                return Err(StoreError::Unavailable {
+                    op,
+                    reason: "items stayed unprocessed after 8 attempts".into(),
+                });
+            }
+        }
+        self.client
+            .update_item()
+            .table_name(&self.tables.subscriptions)
+            .key("pk", s(channel_pk(key)))
+            .key("sk", s(PRESENCE_SK))
+            .update_expression("ADD #c :by")
+            .expression_attribute_names("#c", "count")
+            .expression_attribute_values(":by", n(subscribers.len() as u64))
+            .send()
+            .await
+            .map_err(|e| store_error(op, e))?;
         Ok(())
     }
 }
@@ -123,13 +264,20 @@ impl ConnectionRegistry for DynamoRegistry {
             joined_at: self.clock.epoch_s(),
             expires_at,
         };
-        self.client
+        let old = self
+            .client
             .put_item()
             .table_name(&self.tables.subscriptions)
             .set_item(Some(record.to_item()))
+            .return_values(ReturnValue::AllOld)
             .send()
             .await
             .map_err(|e| store_error("put subscription", e))?;
+        // A new subscription is one more present; joining again is not (an
+        // expired one replaced is still counted, until a listing corrects it).
+        if old.attributes().is_none_or(|a| a.is_empty()) {
+            self.move_presence(channel_pk(key), 1).await?;
+        }
         Ok(true)
     }
 
@@ -165,11 +313,48 @@ impl ConnectionRegistry for DynamoRegistry {
             .try_collect()
             .await
             .map_err(|e| store_error("query subscribers", e))?;
-        items
+        let kept = items
             .iter()
-            .filter(|i| !expired(i, now))
+            .find(|i| get_s(i, "sk").as_deref() == Some(PRESENCE_SK))
+            .map(presence_count);
+        let live: Vec<Subscriber> = items
+            .iter()
+            .filter(|i| get_s(i, "sk").as_deref() != Some(PRESENCE_SK) && !expired(i, now))
             .map(Subscriber::from_item)
-            .collect()
+            .collect::<Result<_, _>>()?;
+        if kept.unwrap_or(0) != live.len() as i64 {
+            self.correct_presence(key, kept, live.len() as u64).await?;
+        }
+        Ok(live)
+    }
+
+    async fn presence(&self, key: &ChannelKey) -> Result<ChannelPresence, StoreError> {
+        let now = self.clock.epoch_s();
+        let out = self
+            .client
+            .query()
+            .table_name(&self.tables.subscriptions)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(channel_pk(key)))
+            .consistent_read(true)
+            .limit(1 + PRESENCE_SAMPLE as i32)
+            .send()
+            .await
+            .map_err(|e| store_error("read presence", e))?;
+        let mut count = 0;
+        let mut principals = std::collections::BTreeSet::new();
+        for item in out.items() {
+            if get_s(item, "sk").as_deref() == Some(PRESENCE_SK) {
+                // Decrements may pass an uncorrected TTL expiry: never below 0.
+                count = u64::try_from(presence_count(item)).unwrap_or(0);
+            } else if !expired(item, now) {
+                principals.insert(Subscriber::from_item(item)?.principal);
+            }
+        }
+        Ok(ChannelPresence {
+            count: count.max(principals.len() as u64),
+            principals: principals.into_iter().take(PRESENCE_SAMPLE).collect(),
+        })
     }
 
     async fn remove_connection(&self, id: &str) -> Result<bool, StoreError> {

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use agentwire_protocol::limits::{MAX_CHANNELS_PER_JOIN, validate_channel};
 use agentwire_protocol::{
     ChannelHealth, ClientFrame, ErrorCode, EventFrame, Health, JoinChannel, JoinedChannel, Limits,
-    PRESENCE_SAMPLE, Presence, ProtocolError, SERVER, ServerFrame, negotiate, parse_client_frame,
-    supported,
+    Presence, ProtocolError, SERVER, ServerFrame, negotiate, parse_client_frame, supported,
 };
 
 use crate::auth::Grants;
@@ -347,12 +346,13 @@ impl Session {
         }
     }
 
+    /// From the registry's kept count and sample: a join's cost does not
+    /// grow with the channel.
     async fn presence(&self, key: &ChannelKey) -> Result<Presence, StoreError> {
-        let subs = self.registry.subscribers(key).await?;
-        let principals: BTreeSet<String> = subs.iter().map(|s| s.principal.clone()).collect();
+        let p = self.registry.presence(key).await?;
         Ok(Presence {
-            count: subs.len() as u64,
-            principals: principals.into_iter().take(PRESENCE_SAMPLE).collect(),
+            count: p.count,
+            principals: p.principals,
         })
     }
 
