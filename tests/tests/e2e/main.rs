@@ -13,5 +13,6 @@ mod join_cost;
 mod publish;
 mod recovery;
 mod replay;
+mod storm;
 mod token_expiry;
 mod webhooks;
