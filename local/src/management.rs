@@ -47,8 +47,7 @@ impl Latency {
 
 async fn emulate_latency(State(latency): State<Latency>, request: Request, next: Next) -> Response {
     if !latency.fixed.is_zero() || !latency.jitter.is_zero() {
-        // 53 random bits from a v4 UUID: a uniform draw in 0..1.
-        let unit = (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64;
+        let unit = agentwire_core::clock::random_unit();
         tokio::time::sleep(latency.delay(unit)).await;
     }
     next.run(request).await

@@ -29,6 +29,17 @@ pub fn epoch_s(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// A uniform draw in 0..1 from the operating system's random source, for
+/// jitter (retry delays, emulated latency); 0.5, the middle of the band, if
+/// it cannot be read.
+pub fn random_unit() -> f64 {
+    let mut b = [0u8; 8];
+    match getrandom::fill(&mut b) {
+        Ok(()) => (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64,
+        Err(_) => 0.5,
+    }
+}
+
 /// RFC 3339 with milliseconds, in UTC: `2026-11-23T09:00:00.000Z`.
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
@@ -72,5 +83,17 @@ impl Default for ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
         *self.now.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_draws_stay_in_the_unit_interval() {
+        let draws: Vec<f64> = (0..1000).map(|_| random_unit()).collect();
+        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
+        assert!(draws.iter().any(|d| *d < 0.5) && draws.iter().any(|d| *d >= 0.5));
     }
 }

@@ -17,7 +17,7 @@ use crate::model::{
 use crate::ports::{
     AppendError, ChannelLog, ChannelSettings, ConnectionRegistry, CursorStore, DeadLetters,
     EventQueue, PushError, Pusher, StoreError, WebhookDeadLetterQueue, WebhookDirectory,
-    WebhookJobs, WebhookStore,
+    WebhookJobs, WebhookStore, effective_webhook,
 };
 use crate::webhook::{WebhookConfig, WebhookScope};
 
@@ -624,17 +624,7 @@ impl WebhookDirectory for MemoryWebhooks {
         &self,
         key: &ChannelKey,
     ) -> Result<Option<(WebhookScope, WebhookConfig)>, StoreError> {
-        let now = self.clock.epoch_s();
-        let configs = lock(&self.configs);
-        Ok([
-            WebhookScope::Channel(key.clone()),
-            WebhookScope::TenantDefault(key.tenant.clone()),
-        ]
-        .into_iter()
-        .find_map(|scope| {
-            let c = configs.get(&scope).filter(|c| !c.expired(now))?.clone();
-            Some((scope, c))
-        }))
+        effective_webhook(self, key, self.clock.epoch_s()).await
     }
 }
 

@@ -224,6 +224,27 @@ pub trait WebhookDirectory: Send + Sync {
     ) -> Result<Option<(WebhookScope, WebhookConfig)>, StoreError>;
 }
 
+/// The rule every [`WebhookDirectory`] keeps, read from a [`WebhookStore`]:
+/// the channel's own webhook, else its tenant's default, an expired one
+/// skipped (at `now`, Unix seconds).
+pub async fn effective_webhook<S: WebhookStore + ?Sized>(
+    store: &S,
+    key: &ChannelKey,
+    now: u64,
+) -> Result<Option<(WebhookScope, WebhookConfig)>, StoreError> {
+    for scope in [
+        WebhookScope::Channel(key.clone()),
+        WebhookScope::TenantDefault(key.tenant.clone()),
+    ] {
+        if let Some(c) = store.get(&scope).await?
+            && !c.expired(now)
+        {
+            return Ok(Some((scope, c)));
+        }
+    }
+    Ok(None)
+}
+
 /// What one webhook POST came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendOutcome {

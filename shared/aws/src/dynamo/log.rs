@@ -1,6 +1,5 @@
 //! [`ChannelLog`] and [`ChannelSettings`] on the channels and events tables.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -12,11 +11,11 @@ use agentwire_core::config::Tables;
 use agentwire_core::model::{ChannelKey, ChannelState, Envelope, StoredEvent};
 use agentwire_core::ports::{AppendError, ChannelLog, ChannelSettings, StoreError};
 
-use super::build_error;
 use super::item::{
     ChannelRecord, EventRecord, FromItem, Item, ToItem, channel_pk, dedup_pk, expired, get_n,
     get_s, n, s,
 };
+use super::{build_error, put_all};
 use crate::error::store_error;
 
 /// The per-channel log: head, events and dedup items.
@@ -48,47 +47,18 @@ impl DynamoLog {
         events: &[Envelope],
         expires_at: u64,
     ) -> Result<u64, StoreError> {
-        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
         let op = "import events";
         let now = self.clock.epoch_s();
         let pk = channel_pk(key);
-        for (chunk_no, chunk) in events.chunks(25).enumerate() {
-            let mut writes = Vec::with_capacity(chunk.len());
-            for (i, e) in chunk.iter().enumerate() {
-                let seq = state.head + 1 + (chunk_no * 25 + i) as u64;
-                let event = e.stored(key, &state.epoch, seq);
-                let record = EventRecord {
-                    event: &event,
-                    committed_at: now,
-                    expires_at,
-                };
-                let put = PutRequest::builder()
-                    .set_item(Some(record.to_item()))
-                    .build()
-                    .map_err(|err| build_error(op, err))?;
-                writes.push(WriteRequest::builder().put_request(put).build());
+        let items = events.iter().zip(state.head + 1..).map(|(e, seq)| {
+            EventRecord {
+                event: &e.stored(key, &state.epoch, seq),
+                committed_at: now,
+                expires_at,
             }
-            let mut pending = HashMap::from([(self.tables.events.clone(), writes)]);
-            for _ in 0..8 {
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .set_request_items(Some(pending))
-                    .send()
-                    .await
-                    .map_err(|e| store_error(op, e))?;
-                pending = out.unprocessed_items.unwrap_or_default();
-                if pending.values().all(Vec::is_empty) {
-                    break;
-                }
-            }
-            if !pending.values().all(Vec::is_empty) {
-                return Err(StoreError::Unavailable {
-                    op,
-                    reason: "items stayed unprocessed after 8 attempts".into(),
-                });
-            }
-        }
+            .to_item()
+        });
+        put_all(&self.client, &self.tables.events, op, items).await?;
         let head = state.head + events.len() as u64;
         self.client
             .update_item()

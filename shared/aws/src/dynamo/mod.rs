@@ -29,8 +29,12 @@ pub use log::DynamoLog;
 pub use registry::{DynamoRegistry, PRESENCE_SK};
 pub use webhooks::DynamoWebhooks;
 
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
+use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 
 use agentwire_core::ports::StoreError;
 
@@ -52,6 +56,48 @@ fn condition_held<R: std::fmt::Debug>(
         }
         Err(e) => Err(store_error(op, e)),
     }
+}
+
+/// Puts `items` into `table` with `BatchWriteItem`, 25 at a time, resending
+/// what comes back unprocessed (up to 8 rounds per batch): the bulk loads
+/// of benchmarks and tests, never a path whose writes must be conditional.
+async fn put_all(
+    client: &Client,
+    table: &str,
+    op: &'static str,
+    items: impl IntoIterator<Item = Item>,
+) -> Result<(), StoreError> {
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        let mut writes = Vec::with_capacity(25);
+        for item in items.by_ref().take(25) {
+            let put = PutRequest::builder()
+                .set_item(Some(item))
+                .build()
+                .map_err(|e| build_error(op, e))?;
+            writes.push(WriteRequest::builder().put_request(put).build());
+        }
+        let mut pending = HashMap::from([(table.to_owned(), writes)]);
+        for _ in 0..8 {
+            let out = client
+                .batch_write_item()
+                .set_request_items(Some(pending))
+                .send()
+                .await
+                .map_err(|e| store_error(op, e))?;
+            pending = out.unprocessed_items.unwrap_or_default();
+            if pending.values().all(Vec::is_empty) {
+                break;
+            }
+        }
+        if !pending.values().all(Vec::is_empty) {
+            return Err(StoreError::Unavailable {
+                op,
+                reason: "items stayed unprocessed after 8 attempts".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn build_error(op: &'static str, e: impl std::fmt::Display) -> StoreError {

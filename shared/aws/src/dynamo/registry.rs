@@ -28,8 +28,8 @@ use agentwire_core::model::ChannelPresence;
 use agentwire_core::protocol::PRESENCE_SAMPLE;
 use aws_sdk_dynamodb::types::ReturnValue;
 
-use super::condition_held;
 use super::item::{FromItem, Item, SubscriptionRecord, ToItem, channel_pk, expired, get_s, n, s};
+use super::{condition_held, put_all};
 use crate::error::store_error;
 
 /// The count a presence item holds (below 0 after decrements that passed an
@@ -89,6 +89,20 @@ impl DynamoRegistry {
         }
     }
 
+    /// The connection's item, expired or not (a consistent read).
+    async fn connection_item(&self, id: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.connections)
+            .key("pk", s(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("get connection", e))?;
+        Ok(out.item)
+    }
+
     /// Deletes a subscription; one fewer present if it was there.
     async fn delete_subscription(&self, key_pk: String, conn_id: &str) -> Result<(), StoreError> {
         let out = self
@@ -107,7 +121,7 @@ impl DynamoRegistry {
         Ok(())
     }
 
-    /// Adds `by` (±1) to the channel's presence count.
+    /// Adds `by` (±1 on a join or leave) to the channel's presence count.
     async fn move_presence(&self, key_pk: String, by: i64) -> Result<(), StoreError> {
         self.client
             .update_item()
@@ -132,58 +146,25 @@ impl DynamoRegistry {
         subscribers: &[Subscriber],
         expires_at: u64,
     ) -> Result<(), StoreError> {
-        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
-        let op = "import subscribers";
         let now = self.clock.epoch_s();
-        for chunk in subscribers.chunks(25) {
-            let mut writes = Vec::with_capacity(chunk.len());
-            for sub in chunk {
-                let record = SubscriptionRecord {
-                    key,
-                    subscriber: sub,
-                    joined_at: now,
-                    expires_at,
-                };
-                let put = PutRequest::builder()
-                    .set_item(Some(record.to_item()))
-                    .build()
-                    .map_err(|e| super::build_error(op, e))?;
-                writes.push(WriteRequest::builder().put_request(put).build());
+        let items = subscribers.iter().map(|subscriber| {
+            SubscriptionRecord {
+                key,
+                subscriber,
+                joined_at: now,
+                expires_at,
             }
-            let mut pending =
-                std::collections::HashMap::from([(self.tables.subscriptions.clone(), writes)]);
-            for _ in 0..8 {
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .set_request_items(Some(pending))
-                    .send()
-                    .await
-                    .map_err(|e| store_error(op, e))?;
-                pending = out.unprocessed_items.unwrap_or_default();
-                if pending.values().all(Vec::is_empty) {
-                    break;
-                }
-            }
-            if !pending.values().all(Vec::is_empty) {
-                return Err(StoreError::Unavailable {
-                    op,
-                    reason: "items stayed unprocessed after 8 attempts".into(),
-                });
-            }
-        }
-        self.client
-            .update_item()
-            .table_name(&self.tables.subscriptions)
-            .key("pk", s(channel_pk(key)))
-            .key("sk", s(PRESENCE_SK))
-            .update_expression("ADD #c :by")
-            .expression_attribute_names("#c", "count")
-            .expression_attribute_values(":by", n(subscribers.len() as u64))
-            .send()
+            .to_item()
+        });
+        put_all(
+            &self.client,
+            &self.tables.subscriptions,
+            "import subscribers",
+            items,
+        )
+        .await?;
+        self.move_presence(channel_pk(key), subscribers.len() as i64)
             .await
-            .map_err(|e| store_error(op, e))?;
-        Ok(())
     }
 }
 
@@ -201,18 +182,9 @@ impl ConnectionRegistry for DynamoRegistry {
     }
 
     async fn get_connection(&self, id: &str) -> Result<Option<Connection>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.tables.connections)
-            .key("pk", s(id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| store_error("get connection", e))?;
-        match out.item() {
-            Some(item) if !expired(item, self.clock.epoch_s()) => {
-                Ok(Some(Connection::from_item(item)?))
+        match self.connection_item(id).await? {
+            Some(item) if !expired(&item, self.clock.epoch_s()) => {
+                Ok(Some(Connection::from_item(&item)?))
             }
             _ => Ok(None),
         }
@@ -358,19 +330,11 @@ impl ConnectionRegistry for DynamoRegistry {
     }
 
     async fn remove_connection(&self, id: &str) -> Result<bool, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.tables.connections)
-            .key("pk", s(id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| store_error("get connection", e))?;
-        let Some(item) = out.item() else {
+        // Expired or not: whatever it joined is deleted with it.
+        let Some(item) = self.connection_item(id).await? else {
             return Ok(false);
         };
-        let conn = Connection::from_item(item)?;
+        let conn = Connection::from_item(&item)?;
         let pks: Vec<String> = conn
             .channels
             .iter()

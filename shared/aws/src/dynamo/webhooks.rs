@@ -10,7 +10,9 @@ use aws_sdk_dynamodb::Client;
 use agentwire_core::clock::Clock;
 use agentwire_core::config::Tables;
 use agentwire_core::model::ChannelKey;
-use agentwire_core::ports::{ChannelLog, StoreError, WebhookDirectory, WebhookStore};
+use agentwire_core::ports::{
+    ChannelLog, StoreError, WebhookDirectory, WebhookStore, effective_webhook,
+};
 use agentwire_core::webhook::{WebhookConfig, WebhookScope};
 
 use super::DynamoLog;
@@ -98,17 +100,6 @@ impl WebhookDirectory for DynamoWebhooks {
         &self,
         key: &ChannelKey,
     ) -> Result<Option<(WebhookScope, WebhookConfig)>, StoreError> {
-        let now = self.clock.epoch_s();
-        for scope in [
-            WebhookScope::Channel(key.clone()),
-            WebhookScope::TenantDefault(key.tenant.clone()),
-        ] {
-            if let Some(c) = self.get(&scope).await?
-                && !c.expired(now)
-            {
-                return Ok(Some((scope, c)));
-            }
-        }
-        Ok(None)
+        effective_webhook(self, key, self.clock.epoch_s()).await
     }
 }

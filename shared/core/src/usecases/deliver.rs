@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, random_unit};
 use crate::model::{ChannelKey, WebhookJob};
 use crate::ports::{
     SendOutcome, StoreError, WebhookDirectory, WebhookJobs, WebhookSender, WebhookStore,
@@ -56,16 +56,6 @@ pub struct Deliverer {
     clock: Arc<dyn Clock>,
     /// Where in the ±10% jitter band a delay falls (0..1); random in production.
     jitter: Arc<dyn Fn() -> f64 + Send + Sync>,
-}
-
-/// A uniform draw in 0..1 from the operating system's random source
-/// (0.5, the middle of the band, if it cannot be read).
-pub(crate) fn random_unit() -> f64 {
-    let mut b = [0u8; 8];
-    match getrandom::fill(&mut b) {
-        Ok(()) => (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64,
-        Err(_) => 0.5,
-    }
 }
 
 impl Deliverer {
@@ -451,13 +441,6 @@ mod tests {
         let expected = ChannelKey::new("acme", "a").scoped_id("run-1/final");
         assert_eq!(ids, vec![expected; 3]);
         assert!(f.jobs.dead().is_empty());
-    }
-
-    #[test]
-    fn random_draws_stay_in_the_unit_interval() {
-        let draws: Vec<f64> = (0..1000).map(|_| random_unit()).collect();
-        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
-        assert!(draws.iter().any(|d| *d < 0.5) && draws.iter().any(|d| *d >= 0.5));
     }
 
     #[tokio::test]

@@ -66,7 +66,7 @@ pub async fn post_retrying(
         match pusher.post(connection_id, frame).await {
             Err(e) if e.is_retryable() && retries + 1 < policy.attempts => {
                 retries += 1;
-                let delay = policy.delay(retries, crate::usecases::deliver::random_unit());
+                let delay = policy.delay(retries, crate::clock::random_unit());
                 tracing::debug!(
                     connection_id,
                     retries,
