@@ -49,6 +49,7 @@ FUNCTIONS = {
     "disconnect": "DisconnectFunction",
     "dispatcher": "DispatcherFunction",
     "webhook": "WebhookFunction",
+    "fanout": "FanoutFunction",
     "publish": "PublishFunction",
 }
 
@@ -64,6 +65,7 @@ ROLE_ENV = {
     "events_dlq": "AGENTWIRE_EVENTS_DLQ_URL",
     "webhook_queue": "AGENTWIRE_WEBHOOK_QUEUE_URL",
     "webhook_dlq": "AGENTWIRE_WEBHOOK_DLQ_URL",
+    "fanout_queue": "AGENTWIRE_FANOUT_QUEUE_URL",
     "connections_api": "AGENTWIRE_CONNECTIONS_ENDPOINT",
 }
 
@@ -102,6 +104,18 @@ ALLOWED_UNUSED = {
         "the event source mapping needs it; the dev gateway's poller calls it once, at start-up",
     ("webhook", "sqs:GetQueueAttributes", "WebhookQueue"):
         "the event source mapping needs it; the dev gateway's poller calls it once, at start-up",
+    ("fanout", "sqs:GetQueueAttributes", "FanoutQueue"):
+        "the event source mapping needs it; the dev gateway's poller calls it once, at start-up",
+    ("fanout", "dynamodb:GetItem", "ConnectionsTable"):
+        "a gone connection met by a fan-out job (remove_connection)",
+    ("fanout", "dynamodb:DeleteItem", "ConnectionsTable"):
+        "a gone connection met by a fan-out job (remove_connection)",
+    ("fanout", "dynamodb:UpdateItem", "ConnectionsTable"):
+        "a subscriber of a big channel whose token expired leaves it",
+    ("fanout", "dynamodb:DeleteItem", "SubscriptionsTable"):
+        "a gone connection met by a fan-out job (its subscriptions)",
+    ("fanout", "dynamodb:UpdateItem", "SubscriptionsTable"):
+        "a gone connection met by a fan-out job (one fewer present)",
     ("dispatcher", "dynamodb:GetItem", "EventsTable"):
         "find_by_id: only when a redelivered event id already has a seq",
     ("webhook", "dynamodb:UpdateItem", "ChannelsTable"):

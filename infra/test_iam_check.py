@@ -34,7 +34,7 @@ Resources:
   ChannelsTable: {Type: AWS::DynamoDB::Table}
   EventsQueue: {Type: AWS::SQS::Queue}
 """
-OTHERS = ["session", "disconnect", "dispatcher", "webhook", "publish"]
+OTHERS = ["session", "disconnect", "dispatcher", "webhook", "fanout", "publish"]
 
 
 def template(connect_policies: str) -> dict:

@@ -12,9 +12,11 @@
 //!   with 410 `GoneException` for unknown or closed connections.
 //! - `POST /v1/channels/{channel}/events` serves the HTTP API's publish
 //!   route through the publish function.
-//! - Pollers receive from the events queue and the webhook job queue, call
-//!   the dispatcher and the webhook function with real `SqsEvent` batches,
-//!   and delete only what did not fail.
+//! - Pollers receive from the events queue, the fan-out queue and the
+//!   webhook job queue, call the dispatcher, the fan-out function and the
+//!   webhook function with real `SqsEvent` batches, and delete only what
+//!   did not fail. The fan-out queue has several pollers, as Lambda runs
+//!   several invocations of a function on a standard queue at once.
 //! - API Gateway's limits (message size, idle timeout, connection duration)
 //!   are enforced, each configurable so tests can shorten them.
 
@@ -34,6 +36,7 @@ use agentwire_core::config::{Config, ConfigError};
 use agentwire_fn_connect::ConnectFunction;
 use agentwire_fn_disconnect::DisconnectFunction;
 use agentwire_fn_dispatcher::DispatcherFunction;
+use agentwire_fn_fanout::FanoutFunction;
 use agentwire_fn_publish::PublishFunction;
 use agentwire_fn_session::SessionFunction;
 use agentwire_fn_webhook::WebhookFunction;
@@ -69,6 +72,10 @@ pub struct GatewayOptions {
     pub connections_latency: Duration,
     /// Uniform random extra on top of `connections_latency`, 0 to this.
     pub connections_jitter: Duration,
+    /// Pollers on the fan-out queue, each running one invocation (one job)
+    /// at a time: the fan-out function's `MaximumConcurrency` in the
+    /// template.
+    pub fanout_pollers: usize,
 }
 
 impl Default for GatewayOptions {
@@ -83,6 +90,7 @@ impl Default for GatewayOptions {
             outbound_buffer_bytes: 1024 * 1024,
             connections_latency: Duration::ZERO,
             connections_jitter: Duration::ZERO,
+            fanout_pollers: 4,
         }
     }
 }
@@ -105,6 +113,8 @@ pub enum GatewayError {
 pub(crate) struct Functions {
     /// Present when the deployment has a webhook queue.
     pub webhook: Option<WebhookFunction>,
+    /// Present when the deployment has a fan-out queue.
+    pub fanout: Option<FanoutFunction>,
     pub connect: ConnectFunction,
     pub session: SessionFunction,
     pub disconnect: DisconnectFunction,
@@ -172,12 +182,21 @@ impl Gateway {
                 Some(_) => Some(WebhookFunction::new(&deps)?),
                 None => None,
             },
+            fanout: match deps.config.fanout_queue_url {
+                Some(_) => Some(FanoutFunction::new(&deps)?),
+                None => None,
+            },
         };
+        let fanout_queue = deps.config.fanout_queue_url.clone();
         let webhook_queue = deps.config.webhook_queue_url.clone();
         let sqs = aws_sdk_sqs::Client::new(&deps.sdk);
         let source = poller::Source::resolve(&sqs, &queue_url).await?;
         let webhook_source = match &webhook_queue {
             Some(url) => Some(poller::Source::resolve(&sqs, url).await?),
+            None => None,
+        };
+        let fanout_source = match &fanout_queue {
+            Some(url) => Some(Arc::new(poller::Source::resolve(&sqs, url).await?)),
             None => None,
         };
         let hub = Arc::new(Hub::default());
@@ -211,10 +230,26 @@ impl Gateway {
         let (source_enabled, enabled) = watch::channel(true);
         let (paused_tx, source_paused) = watch::channel(false);
         let mut tasks = vec![server];
+        if let Some(fs) = fanout_source {
+            // Not paused with the events queue's source: jobs already
+            // handed out are worked, as on Lambda.
+            let (_on, always) = watch::channel(true);
+            for _ in 0..options.fanout_pollers.max(1) {
+                tasks.push(tokio::spawn(poller::run(
+                    sqs.clone(),
+                    fs.clone(),
+                    poller::Target::Fanout,
+                    app.clone(),
+                    stopped.clone(),
+                    always.clone(),
+                    None,
+                )));
+            }
+        }
         if let Some(ws) = webhook_source {
             tasks.push(tokio::spawn(poller::run(
                 sqs.clone(),
-                ws,
+                Arc::new(ws),
                 poller::Target::Webhook,
                 app.clone(),
                 stopped.clone(),
@@ -224,7 +259,7 @@ impl Gateway {
         }
         tasks.push(tokio::spawn(poller::run(
             sqs,
-            source,
+            Arc::new(source),
             poller::Target::Dispatcher,
             app,
             stopped,

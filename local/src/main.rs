@@ -52,6 +52,17 @@ struct Args {
         default_value = "agentwire-webhooks"
     )]
     webhook_queue: String,
+    /// Fan-out queue (big channels' deliveries, by shard): a name or a URL;
+    /// empty to fan out every channel inline.
+    #[arg(
+        long,
+        env = "AGENTWIRE_FANOUT_QUEUE",
+        default_value = "agentwire-fanout"
+    )]
+    fanout_queue: String,
+    /// Pollers (concurrent invocations, one job each) on the fan-out queue.
+    #[arg(long, env = "AGENTWIRE_LOCAL_FANOUT_POLLERS", default_value_t = 4)]
+    fanout_pollers: usize,
     /// Webhook dead-letter queue: a name or a URL.
     #[arg(
         long,
@@ -175,6 +186,9 @@ async fn serve(args: Args) -> Result<(), String> {
             Some(queue_url(&sqs, &args.webhook_queue, &args.endpoint).await?);
         config.webhook_dlq_url = Some(queue_url(&sqs, &args.webhook_dlq, &args.endpoint).await?);
     }
+    if !args.fanout_queue.is_empty() {
+        config.fanout_queue_url = Some(queue_url(&sqs, &args.fanout_queue, &args.endpoint).await?);
+    }
     config.tables = Tables {
         connections: args.connections_table,
         subscriptions: args.subscriptions_table,
@@ -192,6 +206,7 @@ async fn serve(args: Args) -> Result<(), String> {
         outbound_buffer_bytes: args.outbound_buffer_bytes,
         connections_latency: args.connections_latency,
         connections_jitter: args.connections_jitter,
+        fanout_pollers: args.fanout_pollers,
         ..GatewayOptions::default()
     };
     let mut gateway = Gateway::start(&sdk, config, options)

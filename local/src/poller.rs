@@ -55,6 +55,7 @@ impl Source {
 pub(crate) enum Target {
     Dispatcher,
     Webhook,
+    Fanout,
 }
 
 impl Target {
@@ -63,13 +64,24 @@ impl Target {
         match self {
             Target::Dispatcher => "dispatcher",
             Target::Webhook => "webhook",
+            Target::Fanout => "fanout",
+        }
+    }
+
+    /// Messages per invocation: the template's `BatchSize` for the fan-out
+    /// function (one job each, so jobs spread over invocations), else
+    /// SQS's most per receive.
+    fn batch_size(self) -> i32 {
+        match self {
+            Target::Fanout => 1,
+            Target::Dispatcher | Target::Webhook => 10,
         }
     }
 }
 
 pub(crate) async fn run(
     sqs: Client,
-    source: Source,
+    source: Arc<Source>,
     target: Target,
     app: Arc<App>,
     mut stop: watch::Receiver<bool>,
@@ -102,7 +114,7 @@ pub(crate) async fn run(
         let receive = sqs
             .receive_message()
             .queue_url(&source.url)
-            .max_number_of_messages(10)
+            .max_number_of_messages(target.batch_size())
             .wait_time_seconds(wait)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
@@ -130,12 +142,14 @@ pub(crate) async fn run(
             continue;
         }
         let event = events::sqs_batch(&messages, &source.arn, &source.region);
-        let result = match (target, &app.functions.webhook) {
-            (Target::Dispatcher, _) => {
-                function::scope("dispatcher", app.functions.dispatcher.handle(event)).await
+        let f = &app.functions;
+        let result = match (target, &f.webhook, &f.fanout) {
+            (Target::Dispatcher, _, _) => {
+                function::scope("dispatcher", f.dispatcher.handle(event)).await
             }
-            (Target::Webhook, Some(w)) => function::scope("webhook", w.handle(event)).await,
-            (Target::Webhook, None) => break,
+            (Target::Webhook, Some(w), _) => function::scope("webhook", w.handle(event)).await,
+            (Target::Fanout, _, Some(fan)) => function::scope("fanout", fan.handle(event)).await,
+            (Target::Webhook, None, _) | (Target::Fanout, _, None) => break,
         };
         let failed: HashSet<String> = match result {
             Ok(resp) => resp

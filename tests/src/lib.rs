@@ -111,6 +111,20 @@ type Counts = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String,
 pub struct DynamoCalls {
     calls: Counts,
     items: Counts,
+    /// Keyed `function:Operation` (the function whose code made the call,
+    /// `test` outside the gateway's functions).
+    calls_by_function: Counts,
+    items_by_function: Counts,
+}
+
+fn tally(counts: &Counts, key: String, n: u64) {
+    if let Ok(mut m) = counts.lock() {
+        *m.entry(key).or_default() += n;
+    }
+}
+
+fn calling_function() -> &'static str {
+    agentwire_local::function::current().unwrap_or("test")
 }
 
 impl DynamoCalls {
@@ -124,8 +138,29 @@ impl DynamoCalls {
         self.items.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
+    /// Calls so far, by `function:Operation`.
+    pub fn by_function(&self) -> std::collections::BTreeMap<String, u64> {
+        self.calls_by_function
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+
+    /// Items read so far, by `function:Operation`.
+    pub fn items_by_function(&self) -> std::collections::BTreeMap<String, u64> {
+        self.items_by_function
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+
     pub fn reset(&self) {
-        for counts in [&self.calls, &self.items] {
+        for counts in [
+            &self.calls,
+            &self.items,
+            &self.calls_by_function,
+            &self.items_by_function,
+        ] {
             if let Ok(mut m) = counts.lock() {
                 m.clear();
             }
@@ -157,9 +192,12 @@ impl aws_sdk_dynamodb::config::Intercept for DynamoCalls {
             .and_then(|t| t.rsplit('.').next())
             .unwrap_or("unknown")
             .to_owned();
-        if let Ok(mut m) = self.calls.lock() {
-            *m.entry(op).or_default() += 1;
-        }
+        tally(
+            &self.calls_by_function,
+            format!("{}:{op}", calling_function()),
+            1,
+        );
+        tally(&self.calls, op, 1);
         Ok(())
     }
 
@@ -183,8 +221,13 @@ impl aws_sdk_dynamodb::config::Intercept for DynamoCalls {
             out.downcast_ref::<aws_sdk_dynamodb::operation::get_item::GetItemOutput>()
                 .map(|g| ("GetItem", u64::from(g.item().is_some())))
         };
-        if let (Some((op, n)), Ok(mut m)) = (read, self.items.lock()) {
-            *m.entry(op.to_owned()).or_default() += n;
+        if let Some((op, n)) = read {
+            tally(
+                &self.items_by_function,
+                format!("{}:{op}", calling_function()),
+                n,
+            );
+            tally(&self.items, op.to_owned(), n);
         }
         Ok(())
     }
@@ -291,6 +334,8 @@ pub struct StackOptions {
     /// time to pass (token expiry, retention) moves a
     /// [`ManualClock`](agentwire_core::clock::ManualClock) instead of waiting.
     pub clock: Option<std::sync::Arc<dyn agentwire_core::clock::Clock>>,
+    /// When fan-out is sharded, when a test lowers the threshold.
+    pub fanout: Option<agentwire_core::usecases::FanoutPolicy>,
 }
 
 impl Default for StackOptions {
@@ -299,6 +344,8 @@ impl Default for StackOptions {
             gateway: GatewayOptions {
                 bind: "127.0.0.1:0".parse().expect("loopback address"),
                 poll_wait: Duration::from_secs(1),
+                // Fewer long-polls on the shared endpoint per test stack.
+                fanout_pollers: 2,
                 ..GatewayOptions::default()
             },
             visibility_timeout: Duration::from_secs(5),
@@ -307,6 +354,7 @@ impl Default for StackOptions {
             webhook_schedule: None,
             replay_max_events: None,
             clock: None,
+            fanout: None,
         }
     }
 }
@@ -325,6 +373,9 @@ pub struct Stack {
     /// This stack's webhook job queue and its dead-letter queue.
     pub webhook_queue_url: String,
     pub webhook_dlq_url: String,
+    /// This stack's fan-out queue and its dead-letter queue.
+    pub fanout_queue_url: String,
+    pub fanout_dlq_url: String,
     /// The clock the gateway reads.
     pub clock: std::sync::Arc<dyn agentwire_core::clock::Clock>,
     /// What a restarted gateway is built from.
@@ -366,6 +417,8 @@ impl Stack {
             (&queues.events_dlq, "events_dlq"),
             (&queues.webhooks, "webhook_queue"),
             (&queues.webhooks_dlq, "webhook_dlq"),
+            (&queues.fanout, "fanout_queue"),
+            (&queues.fanout_dlq, "fanout_dlq"),
         ] {
             iam::register(name, role);
         }
@@ -387,6 +440,10 @@ impl Stack {
         }
         config.webhook_queue_url = Some(queues.webhooks.clone());
         config.webhook_dlq_url = Some(queues.webhooks_dlq.clone());
+        config.fanout_queue_url = Some(queues.fanout.clone());
+        if let Some(p) = options.fanout {
+            config.fanout = p;
+        }
         // The test's receivers listen on loopback.
         config.webhook_urls.allow_insecure_loopback = true;
         if let Some(s) = options.webhook_schedule.clone() {
@@ -425,6 +482,8 @@ impl Stack {
             dlq_url,
             webhook_queue_url: queues.webhooks,
             webhook_dlq_url: queues.webhooks_dlq,
+            fanout_queue_url: queues.fanout,
+            fanout_dlq_url: queues.fanout_dlq,
             clock,
             gateway_options: options.gateway,
             ddb_client,
@@ -683,6 +742,7 @@ impl Stack {
             .iter()
             .filter_map(|i| i.get("sk").and_then(|v| v.as_s().ok()).cloned())
             .filter(|sk| sk != agentwire_aws::dynamo::PRESENCE_SK)
+            .map(|sk| agentwire_aws::dynamo::item::subscription_connection(&sk).to_owned())
             .collect()
     }
 
@@ -720,6 +780,8 @@ impl Stack {
                 self.dlq_url.clone(),
                 self.webhook_queue_url.clone(),
                 self.webhook_dlq_url.clone(),
+                self.fanout_queue_url.clone(),
+                self.fanout_dlq_url.clone(),
             ],
             vec![
                 t.connections.clone(),
@@ -791,6 +853,8 @@ pub struct Queues {
     pub events_dlq: String,
     pub webhooks: String,
     pub webhooks_dlq: String,
+    pub fanout: String,
+    pub fanout_dlq: String,
 }
 
 async fn create_queues(sdk: &SdkConfig, run: &str, visibility: Duration) -> Queues {
@@ -867,6 +931,8 @@ async fn create_queues(sdk: &SdkConfig, run: &str, visibility: Duration) -> Queu
         events_dlq: find("agentwire-events-dlq.fifo"),
         webhooks: find("agentwire-webhooks"),
         webhooks_dlq: find("agentwire-webhooks-dlq"),
+        fanout: find("agentwire-fanout"),
+        fanout_dlq: find("agentwire-fanout-dlq"),
     }
 }
 

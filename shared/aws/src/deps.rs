@@ -11,12 +11,13 @@ use agentwire_core::config::{Config, ConfigError};
 use agentwire_core::usecases::deliver::Deliverer;
 use agentwire_core::usecases::session::ReplayBudget;
 use agentwire_core::usecases::{
-    ChannelAdmin, Connect, DeadWebhooks, Disconnect, Dispatcher, Publisher, Session, WebhookAdmin,
+    ChannelAdmin, Connect, DeadWebhooks, Disconnect, Dispatcher, FanoutWorker, Publisher, Session,
+    WebhookAdmin,
 };
 
 use crate::{
     ApiGatewayPusher, DynamoCursors, DynamoLog, DynamoRegistry, DynamoWebhooks, ReqwestSender,
-    SqsDeadLetters, SqsEventQueue, SqsWebhookJobs,
+    SqsDeadLetters, SqsEventQueue, SqsFanoutQueue, SqsWebhookJobs,
 };
 
 /// The AWS SDK configuration from the environment (`AWS_REGION`,
@@ -134,10 +135,30 @@ impl Deps {
             self.config.retention,
             self.config.fanout_concurrency,
         );
+        let dispatcher = match &self.config.fanout_queue_url {
+            Some(url) => dispatcher.with_fanout_queue(
+                Arc::new(SqsFanoutQueue::new(
+                    aws_sdk_sqs::Client::new(&self.sdk),
+                    url,
+                )),
+                self.config.fanout,
+            ),
+            None => dispatcher,
+        };
         if self.config.webhook_queue_url.is_none() {
             return Ok(dispatcher);
         }
         Ok(dispatcher.with_webhooks(self.webhooks.clone(), Arc::new(self.webhook_jobs()?)))
+    }
+
+    /// The fan-out function's use case: one shard range of a big channel.
+    pub fn fanout_worker(&self) -> Result<FanoutWorker, ConfigError> {
+        Ok(FanoutWorker::new(
+            self.registry.clone(),
+            Arc::new(self.pusher()?),
+            self.clock.clone(),
+            self.config.fanout_concurrency,
+        ))
     }
 
     /// Webhook configuration on the channels table, with the deployment's URL rules.

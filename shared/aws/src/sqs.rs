@@ -1,15 +1,16 @@
-//! SQS adapters: the events queue (publishing), its dead-letter sink, and
-//! the webhook job queue with its dead-letter queue.
+//! SQS adapters: the events queue (publishing), its dead-letter sink, the
+//! fan-out queue, and the webhook job queue with its dead-letter queue.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::MessageAttributeValue;
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use futures::{StreamExt, TryStreamExt};
 
-use agentwire_core::model::{DeadWebhookJob, Envelope, WebhookJob};
+use agentwire_core::model::{DeadWebhookJob, Envelope, FanoutJob, WebhookJob};
 use agentwire_core::ports::{
-    DeadLetters, EventQueue, StoreError, WebhookDeadLetterQueue, WebhookJobs,
+    DeadLetters, EventQueue, FanoutQueue, StoreError, WebhookDeadLetterQueue, WebhookJobs,
 };
 use agentwire_core::webhook::schedule::hop;
 
@@ -241,5 +242,115 @@ impl WebhookJobs for SqsWebhookJobs {
             .await
             .map_err(|e| store_error("send to webhook dead-letter queue", e))?;
         Ok(())
+    }
+}
+
+/// The fan-out queue (a standard queue): jobs go in `SendMessageBatch`
+/// calls of at most 10 messages and 256 KiB, sent concurrently.
+#[derive(Clone)]
+pub struct SqsFanoutQueue {
+    client: Client,
+    queue_url: String,
+}
+
+/// SQS's limits on one `SendMessageBatch`.
+const BATCH_MESSAGES: usize = 10;
+const BATCH_BYTES: usize = 256 * 1024;
+
+impl SqsFanoutQueue {
+    pub fn new(client: Client, queue_url: impl Into<String>) -> Self {
+        Self {
+            client,
+            queue_url: queue_url.into(),
+        }
+    }
+
+    async fn send_batch(&self, bodies: Vec<String>) -> Result<(), StoreError> {
+        let entries = bodies
+            .into_iter()
+            .enumerate()
+            .map(|(i, body)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body)
+                    .build()
+                    .map_err(|e| StoreError::failed("build fan-out batch", e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| store_error("send to fan-out queue", e))?;
+        match out.failed().first() {
+            None => Ok(()),
+            Some(f) => Err(StoreError::Unavailable {
+                op: "send to fan-out queue",
+                reason: format!(
+                    "{} of the batch refused, first: {} {}",
+                    out.failed().len(),
+                    f.code(),
+                    f.message().unwrap_or_default()
+                ),
+            }),
+        }
+    }
+}
+
+/// Jobs' bodies grouped into batches within SQS's count and size limits.
+fn batches(bodies: Vec<String>) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = vec![];
+    let mut size = 0;
+    for b in bodies {
+        let full = out
+            .last()
+            .is_none_or(|l| l.len() == BATCH_MESSAGES || size + b.len() > BATCH_BYTES);
+        if full {
+            out.push(vec![]);
+            size = 0;
+        }
+        size += b.len();
+        if let Some(l) = out.last_mut() {
+            l.push(b);
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl FanoutQueue for SqsFanoutQueue {
+    async fn enqueue(&self, jobs: &[FanoutJob]) -> Result<(), StoreError> {
+        let bodies = jobs
+            .iter()
+            .map(|j| {
+                serde_json::to_string(j).map_err(|e| StoreError::failed("encode fan-out job", e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        futures::stream::iter(batches(bodies))
+            .map(|b| self.send_batch(b))
+            .buffer_unordered(8)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod fanout_tests {
+    use super::*;
+
+    #[test]
+    fn batches_keep_to_ten_messages_and_256_kib() {
+        let small: Vec<String> = (0..23).map(|i| format!("job{i}")).collect();
+        let b = batches(small.clone());
+        assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 3]);
+        assert_eq!(b.concat(), small);
+        let big: Vec<String> = (0..5).map(|_| "x".repeat(100 * 1024)).collect();
+        let b = batches(big);
+        assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
+        assert!(batches(vec![]).is_empty());
     }
 }

@@ -74,6 +74,12 @@ pub struct Config {
     pub webhook_schedule: crate::webhook::RetrySchedule,
     /// Per-request timeout of a webhook call.
     pub webhook_timeout: Duration,
+    /// The fan-out queue (a standard queue); without it every channel is
+    /// fanned out inline by the dispatcher.
+    pub fanout_queue_url: Option<String>,
+    /// When fan-out is sharded (`AGENTWIRE_FANOUT_THRESHOLD`,
+    /// `AGENTWIRE_FANOUT_PER_JOB`).
+    pub fanout: crate::usecases::FanoutPolicy,
 }
 
 impl Default for Config {
@@ -95,6 +101,8 @@ impl Default for Config {
             webhook_dlq_url: None,
             webhook_schedule: crate::webhook::RetrySchedule::default(),
             webhook_timeout: Duration::from_secs(15),
+            fanout_queue_url: None,
+            fanout: crate::usecases::FanoutPolicy::default(),
         }
     }
 }
@@ -150,6 +158,13 @@ impl Config {
                     });
                 }
             };
+        }
+        c.fanout_queue_url = get("AGENTWIRE_FANOUT_QUEUE_URL").filter(|u| !u.is_empty());
+        if let Some(v) = get("AGENTWIRE_FANOUT_THRESHOLD") {
+            c.fanout.threshold = positive("AGENTWIRE_FANOUT_THRESHOLD", &v)?;
+        }
+        if let Some(v) = get("AGENTWIRE_FANOUT_PER_JOB") {
+            c.fanout.per_job = positive("AGENTWIRE_FANOUT_PER_JOB", &v)?;
         }
         c.webhook_queue_url = get("AGENTWIRE_WEBHOOK_QUEUE_URL");
         c.webhook_dlq_url = get("AGENTWIRE_WEBHOOK_DLQ_URL");
@@ -228,6 +243,17 @@ impl Config {
     }
 }
 
+fn positive(name: &'static str, v: &str) -> Result<u64, ConfigError> {
+    match number::<u64>(name, v)? {
+        0 => Err(ConfigError::Invalid {
+            name,
+            value: v.to_owned(),
+            reason: "must be at least 1".into(),
+        }),
+        n => Ok(n),
+    }
+}
+
 fn duration(name: &'static str, v: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(v).map_err(|e| ConfigError::Invalid {
         name,
@@ -261,6 +287,8 @@ mod tests {
             ("AGENTWIRE_WEBHOOK_ALLOW_INSECURE", "true"),
             ("AGENTWIRE_WEBHOOK_ALLOW_HOSTS", "hooks.internal, 10.0.0.5"),
             ("AGENTWIRE_WEBHOOK_SCHEDULE", "0s, 1s, 2s"),
+            ("AGENTWIRE_FANOUT_QUEUE_URL", "http://q/fanout"),
+            ("AGENTWIRE_FANOUT_THRESHOLD", "2000"),
         ]
         .into();
         let c = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
@@ -268,6 +296,8 @@ mod tests {
         assert_eq!(c.tables.connections, "agentwire-connections");
         assert_eq!(c.retention, Duration::from_secs(90));
         assert_eq!(c.fanout_concurrency, 8);
+        assert_eq!(c.fanout_queue_url.as_deref(), Some("http://q/fanout"));
+        assert_eq!((c.fanout.threshold, c.fanout.per_job), (2000, 250));
         assert!(c.webhook_urls.allow_insecure_loopback);
         assert_eq!(
             c.webhook_urls.allow_hosts,
@@ -294,6 +324,16 @@ mod tests {
         let ok =
             Config::from_lookup(|k| (k == "AGENTWIRE_JWT_SECRET").then(|| "k".repeat(32))).unwrap();
         assert_eq!(ok.require_jwt_secret().unwrap().len(), 32);
+    }
+
+    #[test]
+    fn a_fanout_threshold_of_zero_is_refused() {
+        let err = Config::from_lookup(|k| (k == "AGENTWIRE_FANOUT_PER_JOB").then(|| "0".into()))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("AGENTWIRE_FANOUT_PER_JOB"),
+            "{err}"
+        );
     }
 
     #[test]

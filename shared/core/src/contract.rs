@@ -180,6 +180,89 @@ pub async fn connection_registry(reg: &dyn ConnectionRegistry, clock: &ManualClo
     reg.put_connection(&c).await.unwrap();
     clock.advance(Duration::from_secs(6));
     assert_eq!(reg.get_connection(&c.id).await.unwrap(), None);
+
+    membership_and_shards(reg, clock, ns).await;
+}
+
+/// The membership version moves with every subscribe (a re-join too: a
+/// retried join must be seen), leave and removal, and not otherwise; a
+/// shard range lists exactly its shards' subscriptions.
+async fn membership_and_shards(reg: &dyn ConnectionRegistry, clock: &ManualClock, ns: &str) {
+    let key = ChannelKey::new(ns, "members");
+    let later = clock.epoch_s() + 3600;
+    let none = reg.membership(&key).await.unwrap();
+    assert_eq!(none.count, 0);
+    let conns: Vec<Connection> = (0..40)
+        .map(|i| conn(ns, &format!("m{i:02}"), later))
+        .collect();
+    for c in &conns {
+        reg.put_connection(c).await.unwrap();
+    }
+    let mut last = none.version;
+    let mut moved = |m: crate::model::Membership, what: &str| {
+        assert!(
+            m.version > last,
+            "{what} moves the version ({} -> {})",
+            last,
+            m.version
+        );
+        last = m.version;
+    };
+    assert!(reg.subscribe(&conns[0], &key, later).await.unwrap());
+    let m = reg.membership(&key).await.unwrap();
+    assert_eq!(m.count, 1);
+    moved(m, "a subscribe");
+    assert!(reg.subscribe(&conns[0], &key, later).await.unwrap());
+    let m = reg.membership(&key).await.unwrap();
+    assert_eq!(m.count, 1, "a re-join counts once");
+    moved(m, "a re-join");
+    let same = reg.membership(&key).await.unwrap();
+    assert_eq!(same, m, "reads move nothing");
+    reg.subscribers(&key).await.unwrap();
+    assert_eq!(reg.membership(&key).await.unwrap(), m, "nor does listing");
+    reg.unsubscribe(&conns[1].id, &key).await.unwrap();
+    assert_eq!(
+        reg.membership(&key).await.unwrap(),
+        m,
+        "leaving a channel not joined moves nothing"
+    );
+    for c in &conns[1..] {
+        assert!(reg.subscribe(c, &key, later).await.unwrap());
+    }
+    let m = reg.membership(&key).await.unwrap();
+    assert_eq!(m.count, 40);
+    moved(m, "subscribes");
+
+    let all: std::collections::BTreeSet<String> = reg
+        .subscribers(&key)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.connection_id)
+        .collect();
+    assert_eq!(all.len(), 40);
+    let mut union = std::collections::BTreeSet::new();
+    for range in crate::model::ShardRange::split(7) {
+        for s in reg.subscribers_in(&key, range).await.unwrap() {
+            assert!(
+                range.contains(crate::model::subscription_shard(&s.connection_id)),
+                "{} listed in {range}",
+                s.connection_id
+            );
+            assert_eq!(s.token_exp, 77);
+            assert!(union.insert(s.connection_id), "listed by one range only");
+        }
+    }
+    assert_eq!(union, all, "the ranges together list every subscriber");
+
+    reg.unsubscribe(&conns[0].id, &key).await.unwrap();
+    let m = reg.membership(&key).await.unwrap();
+    assert_eq!(m.count, 39);
+    moved(m, "a leave");
+    assert!(reg.remove_connection(&conns[1].id).await.unwrap());
+    let m = reg.membership(&key).await.unwrap();
+    assert_eq!(m.count, 38);
+    moved(m, "a removal");
 }
 
 /// [`ChannelLog`] and [`ChannelSettings`]: creation, conditional commits,

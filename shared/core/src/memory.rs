@@ -11,13 +11,13 @@ use async_trait::async_trait;
 
 use crate::clock::{Clock, SystemClock};
 use crate::model::{
-    ChannelKey, ChannelPresence, ChannelState, Connection, DeadWebhookJob, Envelope, StoredEvent,
-    Subscriber, WebhookJob,
+    ChannelKey, ChannelPresence, ChannelState, Connection, DeadWebhookJob, Envelope, FanoutJob,
+    Membership, ShardRange, StoredEvent, Subscriber, WebhookJob, subscription_shard,
 };
 use crate::ports::{
     AppendError, ChannelLog, ChannelSettings, ConnectionRegistry, CursorStore, DeadLetters,
-    EventQueue, PushError, Pusher, StoreError, WebhookDeadLetterQueue, WebhookDirectory,
-    WebhookJobs, WebhookStore, effective_webhook,
+    EventQueue, FanoutQueue, PushError, Pusher, StoreError, WebhookDeadLetterQueue,
+    WebhookDirectory, WebhookJobs, WebhookStore, effective_webhook,
 };
 use crate::webhook::{WebhookConfig, WebhookScope};
 
@@ -49,6 +49,40 @@ pub fn connection(id: &str, tenant: &str, principal: &str, grants: &[&str]) -> C
     }
 }
 
+/// Holds a fake's call at one point until the test lets it go, so that a
+/// test can make something happen exactly there: [`Gate::arm`], start the
+/// code under test, wait for [`Gate::reached`], act, then [`Gate::release`].
+/// Only the first call after `arm` is held.
+#[derive(Default)]
+pub struct Gate {
+    armed: std::sync::atomic::AtomicBool,
+    reached: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+impl Gate {
+    pub fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Waits until a call is held here.
+    pub async fn reached(&self) {
+        self.reached.notified().await;
+    }
+
+    /// Lets the held call go on.
+    pub fn release(&self) {
+        self.release.notify_one();
+    }
+
+    async fn pass(&self) {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.reached.notify_one();
+            self.release.notified().await;
+        }
+    }
+}
+
 /// A subscription: the subscriber and when it expires.
 type Subscriptions = BTreeMap<String, (Subscriber, u64)>;
 
@@ -56,7 +90,12 @@ type Subscriptions = BTreeMap<String, (Subscriber, u64)>;
 pub struct MemoryRegistry {
     conns: Mutex<HashMap<String, Connection>>,
     subs: Mutex<BTreeMap<ChannelKey, Subscriptions>>,
+    /// Each channel's membership version, moved like the adapter's.
+    versions: Mutex<HashMap<ChannelKey, u64>>,
+    listings: std::sync::atomic::AtomicUsize,
     clock: Arc<dyn Clock>,
+    /// Holds the next [`ConnectionRegistry::membership`] read once armed.
+    pub before_membership: Gate,
 }
 
 impl Default for MemoryRegistry {
@@ -70,8 +109,37 @@ impl MemoryRegistry {
         Self {
             conns: Mutex::default(),
             subs: Mutex::default(),
+            versions: Mutex::default(),
+            listings: Default::default(),
             clock,
+            before_membership: Gate::default(),
         }
+    }
+
+    /// How many times a channel's subscribers were listed (whole or by shard).
+    pub fn listings(&self) -> usize {
+        self.listings.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn bump(&self, key: &ChannelKey) {
+        *lock(&self.versions).entry(key.clone()).or_default() += 1;
+    }
+
+    fn live_in(&self, key: &ChannelKey, shards: ShardRange) -> Vec<Subscriber> {
+        self.listings
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let now = self.clock.epoch_s();
+        lock(&self.subs)
+            .get(key)
+            .map(|s| {
+                s.values()
+                    .filter(|(sub, expires_at)| {
+                        *expires_at > now && shards.contains(subscription_shard(&sub.connection_id))
+                    })
+                    .map(|(sub, _)| sub.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub fn len(&self) -> usize {
@@ -135,6 +203,8 @@ impl ConnectionRegistry for MemoryRegistry {
             .entry(key.clone())
             .or_default()
             .insert(conn.id.clone(), (subscriber, expires_at));
+        drop(conns);
+        self.bump(key);
         Ok(true)
     }
 
@@ -142,23 +212,37 @@ impl ConnectionRegistry for MemoryRegistry {
         if let Some(c) = lock(&self.conns).get_mut(conn_id) {
             c.channels.retain(|ch| ch != &key.channel);
         }
-        if let Some(s) = lock(&self.subs).get_mut(key) {
-            s.remove(conn_id);
+        let removed = lock(&self.subs)
+            .get_mut(key)
+            .is_some_and(|s| s.remove(conn_id).is_some());
+        if removed {
+            self.bump(key);
         }
         Ok(())
     }
 
     async fn subscribers(&self, key: &ChannelKey) -> Result<Vec<Subscriber>, StoreError> {
+        Ok(self.live_in(key, ShardRange::ALL))
+    }
+
+    async fn subscribers_in(
+        &self,
+        key: &ChannelKey,
+        shards: ShardRange,
+    ) -> Result<Vec<Subscriber>, StoreError> {
+        Ok(self.live_in(key, shards))
+    }
+
+    async fn membership(&self, key: &ChannelKey) -> Result<Membership, StoreError> {
+        self.before_membership.pass().await;
         let now = self.clock.epoch_s();
-        Ok(lock(&self.subs)
+        let count = lock(&self.subs)
             .get(key)
-            .map(|s| {
-                s.values()
-                    .filter(|(_, expires_at)| *expires_at > now)
-                    .map(|(sub, _)| sub.clone())
-                    .collect()
-            })
-            .unwrap_or_default())
+            .map_or(0, |s| s.values().filter(|(_, e)| *e > now).count());
+        Ok(Membership {
+            count: count as u64,
+            version: lock(&self.versions).get(key).copied().unwrap_or(0),
+        })
     }
 
     /// Exact: the live subscriptions, the first principals in order.
@@ -179,10 +263,13 @@ impl ConnectionRegistry for MemoryRegistry {
         let Some(c) = lock(&self.conns).remove(id) else {
             return Ok(false);
         };
-        let mut subs = lock(&self.subs);
         for ch in c.channels {
-            if let Some(s) = subs.get_mut(&ChannelKey::new(&c.tenant, ch)) {
-                s.remove(id);
+            let key = ChannelKey::new(&c.tenant, ch);
+            let removed = lock(&self.subs)
+                .get_mut(&key)
+                .is_some_and(|s| s.remove(id).is_some());
+            if removed {
+                self.bump(&key);
             }
         }
         Ok(true)
@@ -210,6 +297,8 @@ pub struct MemoryLog {
     /// commit, so that concurrent writers really interleave there.
     interleave: std::sync::atomic::AtomicBool,
     head_moved: std::sync::atomic::AtomicUsize,
+    /// Holds the next append, before it commits, once armed.
+    pub before_append: Gate,
 }
 
 impl Default for MemoryLog {
@@ -225,6 +314,7 @@ impl MemoryLog {
             clock,
             interleave: Default::default(),
             head_moved: Default::default(),
+            before_append: Gate::default(),
         }
     }
 
@@ -294,6 +384,7 @@ impl ChannelLog for MemoryLog {
         events: &[Envelope],
         expires_at: u64,
     ) -> Result<Vec<StoredEvent>, AppendError> {
+        self.before_append.pass().await;
         if self.interleave.load(std::sync::atomic::Ordering::Relaxed) {
             tokio::task::yield_now().await;
         }
@@ -576,6 +667,40 @@ impl MemoryEventQueue {
 impl EventQueue for MemoryEventQueue {
     async fn send(&self, envelope: &Envelope) -> Result<(), StoreError> {
         lock(&self.sent).push(envelope.clone());
+        Ok(())
+    }
+}
+
+/// The fan-out queue in memory: the jobs enqueued, in order, and a switch
+/// to make enqueueing fail.
+#[derive(Default)]
+pub struct MemoryFanoutQueue {
+    jobs: Mutex<Vec<FanoutJob>>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl MemoryFanoutQueue {
+    /// Takes the jobs enqueued so far.
+    pub fn take(&self) -> Vec<FanoutJob> {
+        std::mem::take(&mut *lock(&self.jobs))
+    }
+
+    pub fn fail(&self, failing: bool) {
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl FanoutQueue for MemoryFanoutQueue {
+    async fn enqueue(&self, jobs: &[FanoutJob]) -> Result<(), StoreError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Unavailable {
+                op: "enqueue fan-out jobs",
+                reason: "the fake queue is set to fail".into(),
+            });
+        }
+        lock(&self.jobs).extend(jobs.iter().cloned());
         Ok(())
     }
 }

@@ -209,6 +209,93 @@ pub struct ChannelPresence {
     pub principals: Vec<String>,
 }
 
+/// A channel's membership as kept beside its subscriptions: how many there
+/// are (see [`ChannelPresence`] on its accuracy) and a version that every
+/// subscribe, re-subscribe and leave moves. A subscriber list read after
+/// the version is current for as long as the version stays the same.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Membership {
+    pub count: u64,
+    pub version: u64,
+}
+
+/// How many shards a channel's subscriptions are spread over. Fixed: the
+/// shard is part of each subscription's stored key.
+pub const SUBSCRIPTION_SHARDS: u16 = 256;
+
+/// The shard a connection's subscriptions are stored in: the first byte of
+/// the SHA-256 of its id (stable across versions and processes).
+pub fn subscription_shard(connection_id: &str) -> u16 {
+    use sha2::Digest;
+    u16::from(sha2::Sha256::digest(connection_id.as_bytes())[0])
+}
+
+/// The subscription shards `start..end`: what one fan-out job lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl ShardRange {
+    /// Every shard.
+    pub const ALL: ShardRange = ShardRange {
+        start: 0,
+        end: SUBSCRIPTION_SHARDS,
+    };
+
+    pub fn contains(&self, shard: u16) -> bool {
+        (self.start..self.end).contains(&shard)
+    }
+
+    /// `n` ranges (1 to [`SUBSCRIPTION_SHARDS`]) of nearly equal width that
+    /// cover every shard once, in order.
+    pub fn split(n: usize) -> Vec<ShardRange> {
+        let total = usize::from(SUBSCRIPTION_SHARDS);
+        let n = n.clamp(1, total);
+        let bound = |i: usize| u16::try_from(i * total / n).unwrap_or(SUBSCRIPTION_SHARDS);
+        (0..n)
+            .map(|i| ShardRange {
+                start: bound(i),
+                end: bound(i + 1),
+            })
+            .collect()
+    }
+
+    /// Whether the range is well-formed (a job from the queue is checked).
+    pub fn is_valid(&self) -> bool {
+        self.start < self.end && self.end <= SUBSCRIPTION_SHARDS
+    }
+}
+
+impl std::fmt::Display for ShardRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}..{}", self.start, self.end)
+    }
+}
+
+/// One shard range's share of the fan-out of a committed run, as it
+/// travels on the fan-out queue: the frames to post (already coalesced, in
+/// seq order) to the channel's subscribers in `shards`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FanoutJob {
+    pub tenant: String,
+    pub channel: String,
+    pub shards: ShardRange,
+    /// The seqs the frames carry, for logs.
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// Each a frame's JSON as posted (kept raw: no escaping, so a job's
+    /// size is its frames' size plus a few bytes).
+    pub frames: Vec<Box<serde_json::value::RawValue>>,
+}
+
+impl FanoutJob {
+    pub fn key(&self) -> ChannelKey {
+        ChannelKey::new(&self.tenant, &self.channel)
+    }
+}
+
 /// One event on its way to a webhook, as it travels on the webhook queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookJob {

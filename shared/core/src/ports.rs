@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::model::{
-    ChannelKey, ChannelPresence, ChannelState, Connection, DeadWebhookJob, Envelope, StoredEvent,
-    Subscriber, WebhookJob,
+    ChannelKey, ChannelPresence, ChannelState, Connection, DeadWebhookJob, Envelope, FanoutJob,
+    Membership, ShardRange, StoredEvent, Subscriber, WebhookJob,
 };
 use crate::webhook::{WebhookConfig, WebhookScope};
 
@@ -50,6 +50,17 @@ pub trait ConnectionRegistry: Send + Sync {
     /// The channel's subscriptions, expired ones left out. (The DynamoDB
     /// adapter also corrects the channel's presence count to what it read.)
     async fn subscribers(&self, key: &ChannelKey) -> Result<Vec<Subscriber>, StoreError>;
+    /// The live subscriptions stored in `shards` (see
+    /// [`subscription_shard`](crate::model::subscription_shard)), reading
+    /// no other shard's items: what one fan-out job lists.
+    async fn subscribers_in(
+        &self,
+        key: &ChannelKey,
+        shards: ShardRange,
+    ) -> Result<Vec<Subscriber>, StoreError>;
+    /// The kept count and the membership version, in one read of one item
+    /// (a consistent read: a subscribe that returned before it is seen).
+    async fn membership(&self, key: &ChannelKey) -> Result<Membership, StoreError>;
     /// How many connections are subscribed and a sample of their principals
     /// (at most [`PRESENCE_SAMPLE`](agentwire_protocol::PRESENCE_SAMPLE)),
     /// read at a cost that does not grow with the channel: the count is
@@ -189,6 +200,15 @@ impl PushError {
 #[async_trait]
 pub trait Pusher: Send + Sync {
     async fn post(&self, connection_id: &str, frame: &str) -> Result<(), PushError>;
+}
+
+/// The fan-out queue: big channels' deliveries, one job per shard range,
+/// worked in parallel by the fan-out function.
+#[async_trait]
+pub trait FanoutQueue: Send + Sync {
+    /// Enqueues every job, or fails (some may have been enqueued: a job
+    /// worked twice posts its frames twice, which clients drop by seq).
+    async fn enqueue(&self, jobs: &[FanoutJob]) -> Result<(), StoreError>;
 }
 
 /// Puts envelopes on the events queue.

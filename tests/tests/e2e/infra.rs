@@ -37,6 +37,8 @@ fn logical_id(local_name: &str) -> &'static str {
         "agentwire-events-dlq.fifo" => "EventsDeadLetterQueue",
         "agentwire-webhooks" => "WebhookQueue",
         "agentwire-webhooks-dlq" => "WebhookDeadLetterQueue",
+        "agentwire-fanout" => "FanoutQueue",
+        "agentwire-fanout-dlq" => "FanoutDeadLetterQueue",
         other => panic!("resources.json has {other:?}, which the template does not map"),
     }
 }
@@ -213,7 +215,7 @@ fn queues_match_the_local_definitions() {
 fn functions_build_from_this_workspace_and_fit_their_queues() {
     let t = template();
     let functions = of_type(&t, "AWS::Serverless::Function");
-    assert_eq!(functions.len(), 6, "{functions:?}");
+    assert_eq!(functions.len(), 7, "{functions:?}");
     let globals = &t["Globals"]["Function"];
     assert_eq!(globals["Runtime"].as_str(), Some("provided.al2023"));
     assert_eq!(globals["Architectures"][0].as_str(), Some("arm64"));

@@ -8,6 +8,7 @@ mod backbone;
 mod client;
 mod contract;
 mod dedup;
+mod fanout;
 mod infra;
 mod join_cost;
 mod publish;

@@ -159,10 +159,37 @@ pub struct SubscriptionRecord<'a> {
     pub expires_at: u64,
 }
 
+/// A subscription's `sk`: its shard (three digits), `#`, the connection
+/// id. A shard's items are one contiguous key range, so a fan-out job
+/// lists its shards with one `Query` that reads no other shard's items.
+pub fn subscription_sk(connection_id: &str) -> String {
+    format!(
+        "{:03}#{connection_id}",
+        agentwire_core::model::subscription_shard(connection_id)
+    )
+}
+
+/// The connection id of a subscription's `sk`.
+pub fn subscription_connection(sk: &str) -> &str {
+    match sk.split_once('#') {
+        Some((shard, id)) if shard.len() == 3 && shard.bytes().all(|b| b.is_ascii_digit()) => id,
+        _ => sk,
+    }
+}
+
+/// The `sk` bounds of the shards `range` (inclusive, for `BETWEEN`): `#`
+/// sorts before `$`, so `"NNN$"` is above every `"NNN#..."`.
+pub fn subscription_sk_bounds(range: agentwire_core::model::ShardRange) -> (String, String) {
+    (
+        format!("{:03}#", range.start),
+        format!("{:03}$", range.end.saturating_sub(1)),
+    )
+}
+
 impl FromItem for Subscriber {
     fn from_item(item: &Item) -> Result<Self, StoreError> {
         Ok(Subscriber {
-            connection_id: req_s(item, "subscription", "sk")?,
+            connection_id: subscription_connection(&req_s(item, "subscription", "sk")?).to_owned(),
             principal: get_s(item, "principal").unwrap_or_default(),
             token_exp: get_n(item, "token_exp").unwrap_or(0),
         })
@@ -173,7 +200,10 @@ impl ToItem for SubscriptionRecord<'_> {
     fn to_item(&self) -> Item {
         HashMap::from([
             ("pk".to_owned(), s(channel_pk(self.key))),
-            ("sk".to_owned(), s(&self.subscriber.connection_id)),
+            (
+                "sk".to_owned(),
+                s(subscription_sk(&self.subscriber.connection_id)),
+            ),
             ("principal".to_owned(), s(&self.subscriber.principal)),
             ("token_exp".to_owned(), n(self.subscriber.token_exp)),
             ("joined_at".to_owned(), n(self.joined_at)),
@@ -300,6 +330,8 @@ mod tests {
         .to_item();
         assert_eq!(Subscriber::from_item(&item).unwrap(), sub);
         assert_eq!(get_s(&item, "pk").as_deref(), Some("acme#a"));
+        let shard = agentwire_core::model::subscription_shard("c-1");
+        assert_eq!(get_s(&item, "sk"), Some(format!("{shard:03}#c-1")));
         assert!(expired(&item, 2) && !expired(&item, 1));
     }
 
@@ -358,5 +390,22 @@ mod tests {
             "acme#agent-1"
         );
         assert_eq!(dedup_pk(&key, "x"), "acme#agent-1#x");
+    }
+
+    #[test]
+    fn a_subscription_key_sorts_inside_its_shard_bounds_and_after_presence() {
+        use agentwire_core::model::ShardRange;
+        for id in ["c-1", "AbC=", "zzzz", "a#b", "x"] {
+            let sk = subscription_sk(id);
+            assert_eq!(subscription_connection(&sk), id);
+            assert!(sk.as_str() > super::super::registry::PRESENCE_SK);
+            let shard = agentwire_core::model::subscription_shard(id);
+            for r in ShardRange::split(9) {
+                let (lo, hi) = subscription_sk_bounds(r);
+                let inside = lo.as_str() <= sk.as_str() && sk.as_str() <= hi.as_str();
+                assert_eq!(inside, r.contains(shard), "{id} in {r}");
+            }
+        }
+        assert_eq!(subscription_connection("legacy-id"), "legacy-id");
     }
 }

@@ -11,6 +11,15 @@
 //! meanwhile). A join reads the count and a sample of principals in one
 //! `Query` of at most `1 + PRESENCE_SAMPLE` items, whatever the channel's
 //! size.
+//!
+//! The same item holds `version`, moved by one on every subscribe (a
+//! re-join too) and every deleted subscription, in the same `UpdateItem`
+//! as the count: the dispatcher reads it (one `GetItem`) after each commit
+//! and reuses the subscriber list it read before while it has not moved.
+//!
+//! Subscription items are keyed `sk` = `NNN#connection-id`, `NNN` the
+//! connection's shard (see [`subscription_sk`]), so that a fan-out job's
+//! shards are one key range.
 
 use std::sync::Arc;
 
@@ -21,14 +30,17 @@ use futures::{StreamExt, TryStreamExt};
 
 use agentwire_core::clock::Clock;
 use agentwire_core::config::Tables;
-use agentwire_core::model::{ChannelKey, Connection, Subscriber};
+use agentwire_core::model::{ChannelKey, Connection, Membership, ShardRange, Subscriber};
 use agentwire_core::ports::{ConnectionRegistry, StoreError};
 
 use agentwire_core::model::ChannelPresence;
 use agentwire_core::protocol::PRESENCE_SAMPLE;
 use aws_sdk_dynamodb::types::ReturnValue;
 
-use super::item::{FromItem, Item, SubscriptionRecord, ToItem, channel_pk, expired, get_s, n, s};
+use super::item::{
+    FromItem, Item, SubscriptionRecord, ToItem, channel_pk, expired, get_n, get_s, n, s,
+    subscription_sk, subscription_sk_bounds,
+};
 use super::{condition_held, put_all};
 use crate::error::store_error;
 
@@ -110,7 +122,7 @@ impl DynamoRegistry {
             .delete_item()
             .table_name(&self.tables.subscriptions)
             .key("pk", s(key_pk.clone()))
-            .key("sk", s(conn_id))
+            .key("sk", s(subscription_sk(conn_id)))
             .return_values(ReturnValue::AllOld)
             .send()
             .await
@@ -121,16 +133,19 @@ impl DynamoRegistry {
         Ok(())
     }
 
-    /// Adds `by` (±1 on a join or leave) to the channel's presence count.
+    /// Adds `by` (±1 on a join or leave, 0 on a re-join) to the channel's
+    /// presence count and moves its membership version.
     async fn move_presence(&self, key_pk: String, by: i64) -> Result<(), StoreError> {
         self.client
             .update_item()
             .table_name(&self.tables.subscriptions)
             .key("pk", s(key_pk))
             .key("sk", s(PRESENCE_SK))
-            .update_expression("ADD #c :by")
+            .update_expression("ADD #c :by, #v :one")
             .expression_attribute_names("#c", "count")
+            .expression_attribute_names("#v", "version")
             .expression_attribute_values(":by", AttributeValue::N(by.to_string()))
+            .expression_attribute_values(":one", n(1))
             .send()
             .await
             .map_err(|e| store_error("count presence", e))?;
@@ -246,10 +261,11 @@ impl ConnectionRegistry for DynamoRegistry {
             .await
             .map_err(|e| store_error("put subscription", e))?;
         // A new subscription is one more present; joining again is not (an
-        // expired one replaced is still counted, until a listing corrects it).
-        if old.attributes().is_none_or(|a| a.is_empty()) {
-            self.move_presence(channel_pk(key), 1).await?;
-        }
+        // expired one replaced is still counted, until a listing corrects
+        // it). Either way the version moves, before the join reads the
+        // head: a join retried after this failed is seen too.
+        let new = old.attributes().is_none_or(|a| a.is_empty());
+        self.move_presence(channel_pk(key), i64::from(new)).await?;
         Ok(true)
     }
 
@@ -298,6 +314,52 @@ impl ConnectionRegistry for DynamoRegistry {
             self.correct_presence(key, kept, live.len() as u64).await?;
         }
         Ok(live)
+    }
+
+    async fn subscribers_in(
+        &self,
+        key: &ChannelKey,
+        shards: ShardRange,
+    ) -> Result<Vec<Subscriber>, StoreError> {
+        let now = self.clock.epoch_s();
+        let (lo, hi) = subscription_sk_bounds(shards);
+        let items: Vec<Item> = self
+            .client
+            .query()
+            .table_name(&self.tables.subscriptions)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+            .expression_attribute_values(":pk", s(channel_pk(key)))
+            .expression_attribute_values(":lo", s(lo))
+            .expression_attribute_values(":hi", s(hi))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| store_error("query subscribers of shards", e))?;
+        items
+            .iter()
+            .filter(|i| !expired(i, now))
+            .map(Subscriber::from_item)
+            .collect()
+    }
+
+    async fn membership(&self, key: &ChannelKey) -> Result<Membership, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.subscriptions)
+            .key("pk", s(channel_pk(key)))
+            .key("sk", s(PRESENCE_SK))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("read membership", e))?;
+        Ok(out.item.map_or(Membership::default(), |item| Membership {
+            count: u64::try_from(presence_count(&item)).unwrap_or(0),
+            version: get_n(&item, "version").unwrap_or(0),
+        }))
     }
 
     async fn presence(&self, key: &ChannelKey) -> Result<ChannelPresence, StoreError> {

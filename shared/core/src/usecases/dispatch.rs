@@ -2,21 +2,21 @@
 //! queue, and say which messages must come back.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use agentwire_protocol::ProtocolError;
 use agentwire_protocol::framing::coalesce;
-use agentwire_protocol::{ProtocolError, ServerFrame};
 use futures::StreamExt;
 
 use crate::clock::Clock;
-use crate::model::{ChannelKey, Envelope, StoredEvent, WebhookJob};
+use crate::model::{ChannelKey, Envelope, ShardRange, StoredEvent, Subscriber, WebhookJob};
 use crate::ports::{
-    AppendError, ChannelLog, ConnectionRegistry, DeadLetters, PushError, Pusher, StoreError,
+    AppendError, ChannelLog, ConnectionRegistry, DeadLetters, FanoutQueue, Pusher, StoreError,
     WebhookDirectory, WebhookJobs,
 };
-use crate::usecases::push::{PushRetry, post_retrying};
+use crate::usecases::fanout::{Broadcaster, FanoutPolicy, jobs_for};
+use crate::usecases::push::PushRetry;
 
 /// One message of the batch, as the queue delivered it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +56,12 @@ pub struct DispatchReport {
     pub token_expired: usize,
     /// Events handed to the webhook queue.
     pub webhook_jobs: usize,
+    /// Jobs put on the fan-out queue (big channels).
+    pub fanout_jobs: usize,
+    /// Subscriber lists read from the registry.
+    pub lists_read: usize,
+    /// Subscriber lists reused because the membership had not changed.
+    pub lists_reused: usize,
 }
 
 impl DispatchReport {
@@ -70,6 +76,9 @@ impl DispatchReport {
         self.post_retries += o.post_retries;
         self.token_expired += o.token_expired;
         self.webhook_jobs += o.webhook_jobs;
+        self.fanout_jobs += o.fanout_jobs;
+        self.lists_read += o.lists_read;
+        self.lists_reused += o.lists_reused;
     }
 }
 
@@ -94,13 +103,58 @@ const GROUP_CONCURRENCY: usize = 4;
 pub struct Dispatcher {
     log: Arc<dyn ChannelLog>,
     registry: Arc<dyn ConnectionRegistry>,
-    pusher: Arc<dyn Pusher>,
     dead_letters: Arc<dyn DeadLetters>,
     clock: Arc<dyn Clock>,
     retention: Duration,
-    concurrency: usize,
-    push_retry: PushRetry,
+    broadcaster: Broadcaster,
     webhooks: Option<WebhookFallback>,
+    sharded: Option<Sharded>,
+    cache: SubscriberCache,
+}
+
+/// Where big channels' fan-out goes.
+struct Sharded {
+    queue: Arc<dyn FanoutQueue>,
+    policy: FanoutPolicy,
+}
+
+/// Most subscribers a dispatcher keeps listed across invocations (all
+/// channels together); past it the cache starts afresh.
+pub const CACHED_SUBSCRIBERS_MAX: usize = 200_000;
+
+/// Channels' subscriber lists, each with the membership version read
+/// before it was listed.
+#[derive(Default)]
+struct SubscriberCache {
+    lists: Mutex<CachedLists>,
+}
+
+/// Channel → (membership version, subscribers listed after reading it).
+type CachedLists = HashMap<ChannelKey, (u64, Arc<Vec<Subscriber>>)>;
+
+impl SubscriberCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CachedLists> {
+        self.lists.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, key: &ChannelKey, version: u64) -> Option<Arc<Vec<Subscriber>>> {
+        self.lock()
+            .get(key)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, l)| l.clone())
+    }
+
+    fn put(&self, key: &ChannelKey, version: u64, list: Arc<Vec<Subscriber>>) {
+        let mut lists = self.lock();
+        lists.remove(key);
+        let held: usize = lists.values().map(|(_, l)| l.len()).sum();
+        if held + list.len() > CACHED_SUBSCRIBERS_MAX {
+            lists.clear();
+        }
+        if list.len() <= CACHED_SUBSCRIBERS_MAX {
+            lists.insert(key.clone(), (version, list));
+        }
+    }
 }
 
 impl Dispatcher {
@@ -125,21 +179,34 @@ impl Dispatcher {
         concurrency: usize,
     ) -> Self {
         Self {
+            broadcaster: Broadcaster {
+                registry: registry.clone(),
+                pusher,
+                clock: clock.clone(),
+                concurrency: concurrency.max(1),
+                push_retry: PushRetry::default(),
+            },
             log,
             registry,
-            pusher,
             dead_letters,
             clock,
             retention,
-            concurrency: concurrency.max(1),
-            push_retry: PushRetry::default(),
             webhooks: None,
+            sharded: None,
+            cache: SubscriberCache::default(),
         }
     }
 
     /// How throttled posts are retried (tests shorten the delays).
     pub fn with_push_retry(mut self, policy: PushRetry) -> Self {
-        self.push_retry = policy;
+        self.broadcaster.push_retry = policy;
+        self
+    }
+
+    /// Channels with at least `policy.threshold` subscribers are fanned
+    /// out by shard through `queue` (see [`crate::usecases::fanout`]).
+    pub fn with_fanout_queue(mut self, queue: Arc<dyn FanoutQueue>, policy: FanoutPolicy) -> Self {
+        self.sharded = Some(Sharded { queue, policy });
         self
     }
 
@@ -354,11 +421,18 @@ impl Dispatcher {
         })
     }
 
-    /// Posts the events to every live subscriber, `concurrency` connections
-    /// at a time, each connection's frames in seq order.
-    /// Returns how many subscribers are live after stale ones were pruned
-    /// (0 when the subscribers could not be listed, so the webhook gets the
-    /// events rather than nobody).
+    /// Posts the events to every live subscriber: by shard on the fan-out
+    /// queue for a big channel, else inline, `concurrency` connections at a
+    /// time, each connection's frames in seq order. Returns how many
+    /// subscribers are live (after stale ones were pruned; 0 when they
+    /// could not be listed, so the webhook gets the events rather than
+    /// nobody).
+    ///
+    /// The membership (kept count and version) is read after the commit.
+    /// A subscriber list read after a membership read is reused while the
+    /// version stays the same: a join subscribes (moving the version)
+    /// before it reads the head, so a join whose head is older than this
+    /// run moved the version before this read, and the list is read anew.
     async fn fan_out(
         &self,
         key: &ChannelKey,
@@ -368,91 +442,64 @@ impl Dispatcher {
         if events.is_empty() {
             return 0;
         }
-        let subscribers = match self.registry.subscribers(key).await {
-            Ok(s) => s,
+        let frames = coalesce(events.iter().map(StoredEvent::frame).collect());
+        let membership = match self.registry.membership(key).await {
+            Ok(m) => Some(m),
             Err(e) => {
-                tracing::error!(channel = %key, error = %e, "could not list subscribers; events stay in the log");
-                report.post_failures += 1;
-                return 0;
+                tracing::warn!(channel = %key, error = %e, "could not read the membership; listing the subscribers");
+                None
             }
         };
-        let now = self.clock.epoch_s();
-        let (expired, subscribers): (Vec<_>, Vec<_>) =
-            subscribers.into_iter().partition(|s| s.token_expired(now));
-        for s in &expired {
-            self.stop_expired(key, &s.connection_id).await;
-        }
-        report.token_expired += expired.len();
-        if subscribers.is_empty() {
-            return 0;
-        }
-        let total = subscribers.len();
-        let frames = coalesce(events.iter().map(StoredEvent::frame).collect());
-        let posted = AtomicUsize::new(0);
-        let gone = AtomicUsize::new(0);
-        let failed = AtomicUsize::new(0);
-        let retries = AtomicUsize::new(0);
-        futures::stream::iter(subscribers.into_iter().map(|s| s.connection_id))
-            .for_each_concurrent(self.concurrency, |conn| {
-                let frames = &frames;
-                let (posted, gone, failed, retries) = (&posted, &gone, &failed, &retries);
-                async move {
-                    for frame in frames {
-                        let p =
-                            post_retrying(self.pusher.as_ref(), &conn, frame, self.push_retry)
-                                .await;
-                        retries.fetch_add(p.retries as usize, Ordering::Relaxed);
-                        match p.result {
-                            Ok(()) => {
-                                posted.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(PushError::Gone) => {
-                                gone.fetch_add(1, Ordering::Relaxed);
-                                if let Err(e) = self.registry.remove_connection(&conn).await {
-                                    tracing::warn!(connection_id = %conn, error = %e, "could not remove stale connection");
-                                }
-                                return;
-                            }
-                            Err(e) => {
-                                // The rest of this run's frames would only
-                                // widen the hole; the client fetches it from
-                                // the log when the next frame shows it.
-                                failed.fetch_add(1, Ordering::Relaxed);
-                                tracing::warn!(connection_id = %conn, error = %e, retries = p.retries, "post failed; giving up on the connection for this run (the client recovers from the log)");
-                                return;
-                            }
-                        }
-                    }
+        if let (Some(m), Some(sharded)) = (membership, &self.sharded)
+            && let Some(n) = sharded.policy.jobs(m.count)
+        {
+            let enqueued = match jobs_for(key, events, &frames, &ShardRange::split(n)) {
+                Ok(jobs) => sharded.queue.enqueue(&jobs).await.map(|()| jobs.len()),
+                Err(e) => Err(e),
+            };
+            match enqueued {
+                Ok(jobs) => {
+                    report.fanout_jobs += jobs;
+                    return usize::try_from(m.count).unwrap_or(usize::MAX);
                 }
-            })
+                Err(e) => {
+                    // Inline is slower, never wrong (jobs that did go out
+                    // post again; clients drop what they have by seq).
+                    tracing::warn!(channel = %key, error = %e, "could not enqueue fan-out jobs; posting inline");
+                }
+            }
+        }
+        let subscribers = match membership.and_then(|m| self.cache.get(key, m.version)) {
+            Some(list) => {
+                report.lists_reused += 1;
+                list
+            }
+            None => match self.registry.subscribers(key).await {
+                Ok(list) => {
+                    report.lists_read += 1;
+                    let list = Arc::new(list);
+                    if let Some(m) = membership {
+                        self.cache.put(key, m.version, list.clone());
+                    }
+                    list
+                }
+                Err(e) => {
+                    tracing::error!(channel = %key, error = %e, "could not list subscribers; events stay in the log");
+                    report.post_failures += 1;
+                    return 0;
+                }
+            },
+        };
+        let counts = self
+            .broadcaster
+            .deliver(key, subscribers.as_slice(), &frames)
             .await;
-        let gone = gone.into_inner();
-        report.posted += posted.into_inner();
-        report.gone += gone;
-        report.post_failures += failed.into_inner();
-        report.post_retries += retries.into_inner();
-        total - gone
-    }
-
-    /// Live delivery to a connection whose token expired stops: it is told
-    /// `token_expired` (the client reconnects with a fresh token and resumes
-    /// from its last seq) and unsubscribed from the channel.
-    async fn stop_expired(&self, key: &ChannelKey, connection_id: &str) {
-        let frame = ServerFrame::error(
-            agentwire_protocol::ErrorCode::TokenExpired,
-            format!(
-                "the token of this connection has expired; live delivery on {} stopped: reconnect with a fresh token and resume from your last seq",
-                key.channel
-            ),
-            None,
-        )
-        .to_json();
-        if let Err(e) = self.pusher.post(connection_id, &frame).await {
-            tracing::info!(connection_id, error = %e, "could not tell a connection its token expired");
-        }
-        if let Err(e) = self.registry.unsubscribe(connection_id, key).await {
-            tracing::warn!(connection_id, channel = %key, error = %e, "could not unsubscribe a connection whose token expired");
-        }
+        report.posted += counts.posted;
+        report.gone += counts.gone;
+        report.post_failures += counts.post_failures;
+        report.post_retries += counts.post_retries;
+        report.token_expired += counts.token_expired;
+        counts.live
     }
 
     /// Hands the events to the channel's webhook when it wants them: no live
@@ -925,5 +972,196 @@ mod tests {
         let mut r = d.dispatch(vec![msg(1, "a", "e1"), msg(2, "a", "e2")]).await;
         r.failed.sort();
         assert_eq!(r.failed, vec!["m1".to_string(), "m2".to_string()]);
+    }
+
+    /// The seqs of every event frame (single or batched) posted to `conn`.
+    fn seqs_posted(pusher: &MemoryPusher, conn: &str) -> Vec<u64> {
+        pusher
+            .posts(conn)
+            .iter()
+            .flat_map(|f| {
+                let v: serde_json::Value = serde_json::from_str(f).unwrap();
+                match v["type"].as_str() {
+                    Some("batch") => v["events"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| e["seq"].as_u64().unwrap())
+                        .collect(),
+                    Some("event") => vec![v["seq"].as_u64().unwrap()],
+                    _ => vec![],
+                }
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_stable_channel_is_listed_once_and_re_listed_when_membership_moves() {
+        let fx = fx();
+        subscribe(&fx, "c1", "a").await;
+        subscribe(&fx, "c2", "a").await;
+        for n in 1..=5 {
+            let r = fx.d.dispatch(vec![msg(n, "a", &format!("e{n}"))]).await;
+            assert_eq!(r.posted, 2);
+        }
+        assert_eq!(fx.reg.listings(), 1, "five events, one listing");
+        subscribe(&fx, "c3", "a").await;
+        let r = fx.d.dispatch(vec![msg(6, "a", "e6")]).await;
+        assert_eq!((r.lists_read, r.lists_reused, r.posted), (1, 0, 3));
+        fx.reg
+            .unsubscribe("c1", &ChannelKey::new("acme", "a"))
+            .await
+            .unwrap();
+        let r = fx.d.dispatch(vec![msg(7, "a", "e7")]).await;
+        assert_eq!((r.lists_read, r.posted), (1, 2));
+        let r = fx.d.dispatch(vec![msg(8, "a", "e8")]).await;
+        assert_eq!((r.lists_read, r.lists_reused), (0, 1));
+        assert_eq!(seqs_posted(&fx.pusher, "c1"), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(seqs_posted(&fx.pusher, "c2"), (1..=8).collect::<Vec<_>>());
+        assert_eq!(seqs_posted(&fx.pusher, "c3"), vec![6, 7, 8]);
+    }
+
+    /// A join is "subscribe, then read the head": every seq after the head
+    /// it read must reach it live. The join is made to happen at each point
+    /// of a warm dispatcher's run where a reused list could miss it.
+    #[tokio::test]
+    async fn a_join_during_a_commit_gets_every_seq_after_the_head_it_read() {
+        for hold_before_commit in [true, false] {
+            let Fx {
+                d,
+                log,
+                reg,
+                pusher,
+                ..
+            } = fx();
+            let d = Arc::new(d);
+            let key = ChannelKey::new("acme", "a");
+            let c1 = connection("c1", "acme", "c1", &["*"]);
+            reg.put_connection(&c1).await.unwrap();
+            reg.subscribe(&c1, &key, u64::MAX).await.unwrap();
+            // Warm: the list [c1] is cached.
+            d.dispatch(vec![msg(1, "a", "e1")]).await;
+            d.dispatch(vec![msg(2, "a", "e2")]).await;
+            assert_eq!(reg.listings(), 1);
+
+            if hold_before_commit {
+                log.before_append.arm();
+            } else {
+                reg.before_membership.arm();
+            }
+            let run = tokio::spawn({
+                let d = d.clone();
+                async move { d.dispatch(vec![msg(3, "a", "e3")]).await }
+            });
+            if hold_before_commit {
+                log.before_append.reached().await;
+            } else {
+                reg.before_membership.reached().await;
+            }
+            // The join, exactly there.
+            let j = connection("j", "acme", "j", &["*"]);
+            reg.put_connection(&j).await.unwrap();
+            assert!(reg.subscribe(&j, &key, u64::MAX).await.unwrap());
+            let head = log.channel(&key).await.unwrap().unwrap().head;
+            assert_eq!(head, if hold_before_commit { 2 } else { 3 });
+            if hold_before_commit {
+                log.before_append.release();
+            } else {
+                reg.before_membership.release();
+            }
+            run.await.unwrap();
+            d.dispatch(vec![msg(4, "a", "e4")]).await;
+
+            let live: Vec<u64> = seqs_posted(&pusher, "j")
+                .into_iter()
+                .filter(|s| *s > head)
+                .collect();
+            assert_eq!(
+                live,
+                ((head + 1)..=4).collect::<Vec<_>>(),
+                "held before the commit: {hold_before_commit}"
+            );
+            assert_eq!(seqs_posted(&pusher, "c1"), vec![1, 2, 3, 4]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_big_channel_is_handed_to_the_fanout_queue_by_shard() {
+        let log = Arc::new(MemoryLog::default());
+        let reg = Arc::new(MemoryRegistry::default());
+        let pusher = Arc::new(MemoryPusher::default());
+        let queue = Arc::new(crate::memory::MemoryFanoutQueue::default());
+        let d = Dispatcher::new(
+            log.clone(),
+            reg.clone(),
+            pusher.clone(),
+            Arc::new(MemoryDeadLetters::default()),
+            Arc::new(SystemClock),
+            Duration::from_secs(3600),
+            4,
+        )
+        .with_fanout_queue(
+            queue.clone(),
+            FanoutPolicy {
+                threshold: 10,
+                per_job: 4,
+            },
+        );
+        let key = ChannelKey::new("acme", "big");
+        let small = ChannelKey::new("acme", "small");
+        for i in 0..10 {
+            let c = connection(&format!("b{i}"), "acme", "p", &["*"]);
+            reg.put_connection(&c).await.unwrap();
+            reg.subscribe(&c, &key, u64::MAX).await.unwrap();
+            if i < 9 {
+                reg.subscribe(&c, &small, u64::MAX).await.unwrap();
+            }
+        }
+        let r = d
+            .dispatch(vec![
+                msg(1, "big", "x1"),
+                msg(2, "big", "x2"),
+                msg(3, "small", "s1"),
+            ])
+            .await;
+        assert_eq!(r.fanout_jobs, 3, "10 subscribers at 4 per job");
+        assert_eq!(r.posted, 9, "the small channel stays inline");
+        assert_eq!(
+            reg.listings(),
+            1,
+            "the big channel is not listed by the dispatcher"
+        );
+        let jobs = queue.take();
+        assert_eq!(jobs.len(), 3);
+        let covered: Vec<ShardRange> = jobs.iter().map(|j| j.shards).collect();
+        assert_eq!(covered, ShardRange::split(3));
+        assert!(jobs.iter().all(|j| (j.first_seq, j.last_seq) == (1, 2)));
+
+        // The worker posts each job's frames to its shards only.
+        let worker = crate::usecases::FanoutWorker::new(
+            reg.clone(),
+            pusher.clone(),
+            Arc::new(SystemClock),
+            4,
+        );
+        for j in &jobs {
+            worker.run(j).await.unwrap();
+        }
+        for i in 0..10 {
+            let got: Vec<u64> = seqs_posted(&pusher, &format!("b{i}"))
+                .into_iter()
+                .filter(|_| true)
+                .collect();
+            // b0..b8 also got s1 (seq 1 of the small channel) inline.
+            let expected: Vec<u64> = if i < 9 { vec![1, 1, 2] } else { vec![1, 2] };
+            let mut sorted = got.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, expected, "b{i}");
+        }
+
+        // A queue that fails: inline instead, nothing lost.
+        queue.fail(true);
+        let r = d.dispatch(vec![msg(4, "big", "x3")]).await;
+        assert_eq!((r.fanout_jobs, r.posted), (0, 10));
     }
 }

@@ -1,0 +1,188 @@
+//! Big and stable channels on the real path (issue 14, parts 2 and 5):
+//! a channel at or above the fan-out threshold is posted to by the fan-out
+//! function, one job per shard range, and every client still gets every
+//! seq; a stable channel's subscribers are listed once, not per event, and
+//! clients that join while events are being committed miss nothing after
+//! the head their `joined` named. Raw WebSocket clients: a seq missed live
+//! would never arrive (they do not recover from the log), so the wait for
+//! it fails the test.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+
+use agentwire_core::usecases::FanoutPolicy;
+use agentwire_e2e::{Stack, StackOptions, WsClient};
+use serde_json::json;
+
+/// Every seq in `from..=to` among the event frames of `frames`.
+fn has_all(frames: &[serde_json::Value], from: u64, to: u64) -> bool {
+    let seen: BTreeSet<u64> = frames
+        .iter()
+        .filter(|f| f["type"] == "event")
+        .filter_map(|f| f["seq"].as_u64())
+        .collect();
+    (from..=to).all(|s| seen.contains(&s))
+}
+
+/// A client joined to `ch`, the head its `joined` named, and the events
+/// that arrived before `joined` did (a live post may overtake the answer).
+async fn joined(stack: &Stack, token: &str, ch: &str) -> (WsClient, u64, Vec<serde_json::Value>) {
+    let mut c = stack.client(token).await;
+    c.hello().await;
+    c.send_json(json!({"action":"join","id":"j","channels":[ch]}))
+        .await;
+    let mut frames = c
+        .frames_until(|f| f.last().is_some_and(|v| v["type"] != "event"))
+        .await;
+    let j = frames.pop().expect("an answer");
+    assert_eq!(j["type"], "joined", "{j}");
+    let head = j["channels"][0]["head"].as_u64().expect("head");
+    (c, head, frames)
+}
+
+#[tokio::test]
+async fn a_big_channel_is_fanned_out_by_shard_and_every_client_gets_every_seq() {
+    const CLIENTS: usize = 12;
+    const EVENTS: u64 = 30;
+    let stack = Stack::start_with(StackOptions {
+        count_dynamodb_calls: true,
+        fanout: Some(FanoutPolicy {
+            threshold: 8,
+            per_job: 3,
+        }),
+        ..StackOptions::default()
+    })
+    .await;
+    let ch = "fleet";
+    let token = stack.token("agent", &[ch]);
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let (c, head, early) = joined(&stack, &token, ch).await;
+        assert_eq!((head, early.len()), (0, 0));
+        clients.push(c);
+    }
+    stack.calls.reset();
+    for n in 0..EVENTS {
+        stack.publish(ch, "config", json!({"n": n})).await;
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let frames = c.frames_until(|f| has_all(f, 1, EVENTS)).await;
+        let seqs: Vec<u64> = frames.iter().filter_map(|f| f["seq"].as_u64()).collect();
+        assert!(
+            seqs.iter().all(|s| (1..=EVENTS).contains(s)),
+            "client {i}: {seqs:?}"
+        );
+    }
+    let calls = stack.calls.by_function();
+    // 12 subscribers at 3 per job: 4 jobs per committed run, each one
+    // shard-range Query by the fan-out function; the dispatcher lists no one.
+    assert!(
+        calls.get("fanout:Query").copied().unwrap_or(0) >= 4,
+        "{calls:?}"
+    );
+    assert_eq!(calls.get("dispatcher:Query"), None, "{calls:?}");
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stable_channel_is_not_re_listed_and_joins_during_commits_miss_nothing() {
+    const STABLE: usize = 10;
+    const WARM: u64 = 5;
+    const RACE_EVENTS: u64 = 60;
+    const JOINERS: usize = 20;
+    let stack = Stack::start_with(StackOptions {
+        count_dynamodb_calls: true,
+        ..StackOptions::default()
+    })
+    .await;
+    let ch = "dashboard";
+    let token = stack.token("operator", &[ch]);
+    let mut stable = Vec::new();
+    for _ in 0..STABLE {
+        stable.push(joined(&stack, &token, ch).await.0);
+    }
+
+    // A stable channel: after the first run lists it, each run reads the
+    // membership item only.
+    stack.publish(ch, "warm", json!({})).await;
+    for c in stable.iter_mut() {
+        c.frames_until(|f| has_all(f, 1, 1)).await;
+    }
+    stack.calls.reset();
+    for n in 1..WARM {
+        stack.publish(ch, "tick", json!({"n": n})).await;
+    }
+    for c in stable.iter_mut() {
+        c.frames_until(|f| has_all(f, 2, WARM)).await;
+    }
+    let calls = stack.calls.by_function();
+    let items = stack.calls.items_by_function();
+    assert_eq!(calls.get("dispatcher:Query"), None, "{calls:?}");
+    let gets = calls.get("dispatcher:GetItem").copied().unwrap_or(0);
+    // Per run: the channel's head, the membership, the channel's and the
+    // tenant's webhook.
+    assert!(
+        gets <= 4 * (WARM - 1),
+        "no more than four item reads per run: {calls:?} {items:?}"
+    );
+    eprintln!(
+        "stable channel, {} runs: calls {calls:?}, items {items:?}",
+        WARM - 1
+    );
+
+    // Joins while events are being committed: each joiner must get every
+    // seq after the head its `joined` named, live.
+    let publisher = {
+        let stack_queue = stack.queue_url.clone();
+        let sqs = stack.sqs();
+        let tenant = stack.tenant.clone();
+        let ch = ch.to_owned();
+        tokio::spawn(async move {
+            use agentwire_core::ports::EventQueue;
+            let q = agentwire_aws::SqsEventQueue::new(sqs, &stack_queue);
+            for n in 0..RACE_EVENTS {
+                let env = agentwire_core::model::Envelope {
+                    tenant: tenant.clone(),
+                    channel: ch.clone(),
+                    id: format!("race-{n}"),
+                    kind: "tick".into(),
+                    data: json!({"n": n}),
+                    ts: "2026-11-24T09:00:00.000Z".into(),
+                };
+                q.send(&env).await.expect("publish");
+            }
+        })
+    };
+    // Each join once the log has grown by about three more events, so the
+    // joins are spread over the commits.
+    let mut joiners = Vec::new();
+    for i in 0..JOINERS as u64 {
+        let target = (WARM + 3 * i) as usize;
+        assert!(
+            stack
+                .eventually(std::time::Duration::from_secs(30), || async {
+                    stack.stored_events(ch).await.len() >= target
+                })
+                .await,
+            "the log reached {target} events"
+        );
+        joiners.push(joined(&stack, &token, ch).await);
+    }
+    publisher.await.unwrap();
+    let last = WARM + RACE_EVENTS;
+    let heads: Vec<u64> = joiners.iter().map(|(_, h, _)| *h).collect();
+    assert!(
+        heads.iter().any(|h| *h > WARM && *h < last),
+        "some joins happened while the channel was being committed: {heads:?}"
+    );
+    for (c, head, early) in joiners.iter_mut() {
+        let from = *head + 1;
+        let early = std::mem::take(early);
+        c.frames_until(|f| has_all(&[early.as_slice(), f].concat(), from, last))
+            .await;
+    }
+    for c in stable.iter_mut() {
+        c.frames_until(|f| has_all(f, WARM + 1, last)).await;
+    }
+    stack.shutdown().await;
+}
