@@ -6,6 +6,9 @@
 // A benchmark that sees a lost or misordered event must stop loudly.
 #![allow(clippy::panic)]
 
+mod chatsample;
+mod crowd;
+
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -55,7 +58,19 @@ struct Args {
     /// Process starts per function for `coldstart`.
     #[arg(long, default_value_t = 10)]
     starts: usize,
-    /// Sections to run.
+    /// Crowd sizes for `crowd` (clients on one channel); up to 1,000 the
+    /// gateway runs in-process, above in its own process.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    crowd: Vec<usize>,
+    /// Events per setting in `crowd`.
+    #[arg(long, default_value_t = 5)]
+    crowd_events: usize,
+    /// A checkout of aws-samples/simple-websockets-chat-app: `crowd` then
+    /// compares publish-to-all with its `sendmessage` handler (needs
+    /// `npm ci` in bench/chat-sample).
+    #[arg(long)]
+    chat_sample: Option<std::path::PathBuf>,
+    /// Sections to run (`crowd` and `clients` only when named).
     #[arg(
         long,
         value_delimiter = ',',
@@ -112,6 +127,20 @@ async fn main() -> ExitCode {
     if run("memory") {
         if let Err(e) = memory(&args).await {
             eprintln!("agentwire-bench: memory: {e}");
+            return ExitCode::FAILURE;
+        }
+        println!();
+    }
+    if run("crowd") {
+        if let Err(e) = crowd::crowd(
+            &args.crowd,
+            args.crowd_events,
+            &args.bin_dir,
+            args.chat_sample.as_deref(),
+        )
+        .await
+        {
+            eprintln!("agentwire-bench: crowd: {e}");
             return ExitCode::FAILURE;
         }
         println!();

@@ -10,6 +10,9 @@
 //!   MOCK integration.
 //! - `POST|GET|DELETE /@connections/{id}` serve the dispatcher's SDK client,
 //!   with 410 `GoneException` for unknown or closed connections.
+//! - `POST /@dev/settings` (loopback only) changes the emulated
+//!   `@connections` latency and the fan-out threshold while it runs, for
+//!   benchmarks: `{"connections_latency_ms": 20, "fanout_threshold": 1}`.
 //! - `POST /v1/channels/{channel}/events` serves the HTTP API's publish
 //!   route through the publish function.
 //! - Pollers receive from the events queue, the fan-out queue and the
@@ -72,9 +75,8 @@ pub struct GatewayOptions {
     pub connections_latency: Duration,
     /// Uniform random extra on top of `connections_latency`, 0 to this.
     pub connections_jitter: Duration,
-    /// Pollers on the fan-out queue, each running one invocation (one job)
-    /// at a time: the fan-out function's `MaximumConcurrency` in the
-    /// template.
+    /// Fan-out invocations (one job each) run at once: the fan-out
+    /// function's `MaximumConcurrency` in the template.
     pub fanout_pollers: usize,
 }
 
@@ -126,12 +128,15 @@ pub(crate) struct Functions {
 pub(crate) struct App {
     pub functions: Functions,
     pub hub: Arc<Hub>,
+    /// The emulated `@connections` round trip, changeable while running.
+    pub latency: management::Latency,
     pub options: GatewayOptions,
     pub domain: String,
 }
 
 /// A running dev gateway. Dropping it does not stop it; call [`Gateway::shutdown`].
 pub struct Gateway {
+    app: Arc<App>,
     addr: SocketAddr,
     hub: Arc<Hub>,
     stop: watch::Sender<bool>,
@@ -203,15 +208,17 @@ impl Gateway {
         let app = Arc::new(App {
             functions,
             hub: hub.clone(),
+            latency: management::Latency::new(
+                options.connections_latency,
+                options.connections_jitter,
+            ),
             options: options.clone(),
             domain: addr.to_string(),
         });
         let (stop, stopped) = watch::channel(false);
         let router = socket::routes()
-            .merge(management::routes(management::Latency {
-                fixed: options.connections_latency,
-                jitter: options.connections_jitter,
-            }))
+            .merge(management::routes(app.latency.clone()))
+            .merge(management::dev_routes())
             .merge(http_api::routes())
             .with_state(app.clone());
         let mut server_stop = stopped.clone();
@@ -229,22 +236,21 @@ impl Gateway {
         });
         let (source_enabled, enabled) = watch::channel(true);
         let (paused_tx, source_paused) = watch::channel(false);
+        let handle = app.clone();
         let mut tasks = vec![server];
         if let Some(fs) = fanout_source {
             // Not paused with the events queue's source: jobs already
             // handed out are worked, as on Lambda.
             let (_on, always) = watch::channel(true);
-            for _ in 0..options.fanout_pollers.max(1) {
-                tasks.push(tokio::spawn(poller::run(
-                    sqs.clone(),
-                    fs.clone(),
-                    poller::Target::Fanout,
-                    app.clone(),
-                    stopped.clone(),
-                    always.clone(),
-                    None,
-                )));
-            }
+            tasks.push(tokio::spawn(poller::run(
+                sqs.clone(),
+                fs,
+                poller::Target::Fanout,
+                app.clone(),
+                stopped.clone(),
+                always,
+                None,
+            )));
         }
         if let Some(ws) = webhook_source {
             tasks.push(tokio::spawn(poller::run(
@@ -268,6 +274,7 @@ impl Gateway {
         )));
         tracing::info!(%addr, queue = %queue_url, "dev gateway started");
         Ok(Self {
+            app: handle,
             addr,
             hub,
             stop,
@@ -311,6 +318,24 @@ impl Gateway {
         self.set_event_source_enabled(false);
         let mut paused = self.source_paused.clone();
         let _ = paused.wait_for(|p| *p).await;
+    }
+
+    /// Changes the emulated `@connections` round trip while running (see
+    /// [`GatewayOptions::connections_latency`]); also `POST /@dev/settings`.
+    pub fn set_connections_latency(&self, fixed: Duration, jitter: Duration) {
+        self.app.latency.set(fixed, jitter);
+    }
+
+    /// Changes from how many subscribers a channel's fan-out is sharded
+    /// (`AGENTWIRE_FANOUT_THRESHOLD`) while running, so that a benchmark
+    /// compares inline and sharded fan-out on one connected crowd; also
+    /// `POST /@dev/settings`. No effect without a fan-out queue.
+    pub fn set_fanout_threshold(&self, threshold: u64) {
+        self.app
+            .functions
+            .dispatcher
+            .dispatcher()
+            .set_fanout_threshold(threshold);
     }
 
     /// The live connections, for tests and fault injection.

@@ -60,7 +60,7 @@ struct Args {
         default_value = "agentwire-fanout"
     )]
     fanout_queue: String,
-    /// Pollers (concurrent invocations, one job each) on the fan-out queue.
+    /// Fan-out invocations (one job each) run at once.
     #[arg(long, env = "AGENTWIRE_LOCAL_FANOUT_POLLERS", default_value_t = 4)]
     fanout_pollers: usize,
     /// Webhook dead-letter queue: a name or a URL.

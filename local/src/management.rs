@@ -6,6 +6,7 @@
 //! up to `connections_jitter`), as a round trip to the real API would.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -27,28 +28,110 @@ pub(crate) fn routes(latency: Latency) -> Router<Arc<App>> {
             "/@connections/{id}",
             post(post_to).get(get_one).delete(delete_one),
         )
+        // API Gateway's own path carries the stage: callers given the
+        // endpoint as `https://{api}.execute-api.../{stage}` post here.
+        .route(
+            "/{stage}/@connections/{id}",
+            post(staged_post).get(staged_get).delete(staged_delete),
+        )
         .route_layer(middleware::from_fn_with_state(latency, emulate_latency))
         .route_layer(middleware::from_fn(loopback_only))
 }
 
-/// The emulated round trip of one `@connections` call.
-#[derive(Debug, Clone, Copy, Default)]
+/// `POST /@dev/settings` (loopback only): the dev gateway's emulation
+/// knobs, changed while it runs, for a benchmark in another process.
+pub(crate) fn dev_routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/@dev/settings", post(dev_settings))
+        .route_layer(middleware::from_fn(loopback_only))
+}
+
+/// What `POST /@dev/settings` may change; absent fields stay as they are.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DevSettings {
+    connections_latency_ms: Option<u64>,
+    connections_jitter_ms: Option<u64>,
+    fanout_threshold: Option<u64>,
+}
+
+async fn dev_settings(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let s: DevSettings = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => {
+            return aws_error(
+                StatusCode::BAD_REQUEST,
+                "BadRequestException",
+                format!("settings: {e}"),
+            );
+        }
+    };
+    if s.connections_latency_ms.is_some() || s.connections_jitter_ms.is_some() {
+        let (fixed, jitter) = app.latency.current();
+        let ms = |v: Option<u64>, d: Duration| v.map_or(d, Duration::from_millis);
+        app.latency.set(
+            ms(s.connections_latency_ms, fixed),
+            ms(s.connections_jitter_ms, jitter),
+        );
+    }
+    if let Some(t) = s.fanout_threshold {
+        app.functions
+            .dispatcher
+            .dispatcher()
+            .set_fanout_threshold(t);
+    }
+    let (fixed, jitter) = app.latency.current();
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        serde_json::json!({
+            "connections_latency_ms": fixed.as_millis() as u64,
+            "connections_jitter_ms": jitter.as_millis() as u64,
+        })
+        .to_string(),
+    )
+        .into_response()
+}
+
+/// The emulated round trip of one `@connections` call, shared by the
+/// middleware and the gateway's handle, which may change it while running.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Latency {
-    pub fixed: Duration,
-    pub jitter: Duration,
+    /// Fixed and jitter, in microseconds.
+    micros: Arc<[AtomicU64; 2]>,
 }
 
 impl Latency {
+    pub(crate) fn new(fixed: Duration, jitter: Duration) -> Self {
+        let l = Self::default();
+        l.set(fixed, jitter);
+        l
+    }
+
+    pub(crate) fn set(&self, fixed: Duration, jitter: Duration) {
+        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.micros[0].store(us(fixed), Ordering::Relaxed);
+        self.micros[1].store(us(jitter), Ordering::Relaxed);
+    }
+
+    fn current(&self) -> (Duration, Duration) {
+        (
+            Duration::from_micros(self.micros[0].load(Ordering::Relaxed)),
+            Duration::from_micros(self.micros[1].load(Ordering::Relaxed)),
+        )
+    }
+
     /// `fixed` plus a uniform share of `jitter` (`unit` in 0..1).
-    fn delay(self, unit: f64) -> Duration {
-        self.fixed + self.jitter.mul_f64(unit.clamp(0.0, 1.0))
+    fn delay(&self, unit: f64) -> Duration {
+        let (fixed, jitter) = self.current();
+        fixed + jitter.mul_f64(unit.clamp(0.0, 1.0))
     }
 }
 
 async fn emulate_latency(State(latency): State<Latency>, request: Request, next: Next) -> Response {
-    if !latency.fixed.is_zero() || !latency.jitter.is_zero() {
-        let unit = agentwire_core::clock::random_unit();
-        tokio::time::sleep(latency.delay(unit)).await;
+    let delay = latency.delay(agentwire_core::clock::random_unit());
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     next.run(request).await
 }
@@ -144,6 +227,28 @@ async fn get_one(State(app): State<Arc<App>>, Path(id): Path<String>) -> Respons
         .into_response()
 }
 
+async fn staged_post(
+    state: State<Arc<App>>,
+    Path((_stage, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    post_to(state, Path(id), body).await
+}
+
+async fn staged_get(
+    state: State<Arc<App>>,
+    Path((_stage, id)): Path<(String, String)>,
+) -> Response {
+    get_one(state, Path(id)).await
+}
+
+async fn staged_delete(
+    state: State<Arc<App>>,
+    Path((_stage, id)): Path<(String, String)>,
+) -> Response {
+    delete_one(state, Path(id)).await
+}
+
 async fn delete_one(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
     if app.hub.send(&id, Outbound::Close(1000, String::new())) {
         StatusCode::NO_CONTENT.into_response()
@@ -176,10 +281,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn every_call_waits_the_emulated_latency() {
         for (fixed, want) in [(Duration::from_millis(20), 20), (Duration::ZERO, 0)] {
-            let latency = Latency {
-                fixed,
-                jitter: Duration::ZERO,
-            };
+            let latency = Latency::new(fixed, Duration::ZERO);
             let app = Router::new()
                 .route("/@connections/{id}", post(|| async { StatusCode::OK }))
                 .route_layer(middleware::from_fn_with_state(latency, emulate_latency));
@@ -195,14 +297,17 @@ mod tests {
 
     #[test]
     fn jitter_stays_within_its_band() {
-        let l = Latency {
-            fixed: Duration::from_millis(20),
-            jitter: Duration::from_millis(10),
-        };
+        let l = Latency::new(Duration::from_millis(20), Duration::from_millis(10));
         assert_eq!(l.delay(0.0), Duration::from_millis(20));
         assert_eq!(l.delay(1.0), Duration::from_millis(30));
         assert_eq!(l.delay(7.0), Duration::from_millis(30));
         assert_eq!(l.delay(0.5), Duration::from_millis(25));
+        l.set(Duration::from_millis(5), Duration::ZERO);
+        assert_eq!(
+            l.delay(1.0),
+            Duration::from_millis(5),
+            "changed while running"
+        );
     }
 
     #[tokio::test]

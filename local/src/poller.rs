@@ -7,11 +7,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_lambda_events::sqs::SqsEvent;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
+use futures::StreamExt;
 use tokio::sync::watch;
 
 use crate::function;
@@ -69,12 +71,42 @@ impl Target {
     }
 
     /// Messages per invocation: the template's `BatchSize` for the fan-out
-    /// function (one job each, so jobs spread over invocations), else
-    /// SQS's most per receive.
-    fn batch_size(self) -> i32 {
+    /// function (one job each, so jobs spread over invocations), else all
+    /// of a receive.
+    fn batch_size(self) -> usize {
         match self {
             Target::Fanout => 1,
             Target::Dispatcher | Target::Webhook => 10,
+        }
+    }
+}
+
+/// One invocation: the message ids to leave on the queue (all of them when
+/// the invocation itself failed, as Lambda returns the whole batch).
+async fn invoke(app: Arc<App>, target: Target, event: SqsEvent) -> HashSet<String> {
+    let ids: HashSet<String> = event
+        .records
+        .iter()
+        .filter_map(|r| r.message_id.clone())
+        .collect();
+    let f = &app.functions;
+    let result = match (target, &f.webhook, &f.fanout) {
+        (Target::Dispatcher, _, _) => {
+            function::scope("dispatcher", f.dispatcher.handle(event)).await
+        }
+        (Target::Webhook, Some(w), _) => function::scope("webhook", w.handle(event)).await,
+        (Target::Fanout, _, Some(fan)) => function::scope("fanout", fan.handle(event)).await,
+        (Target::Webhook, None, _) | (Target::Fanout, _, None) => return ids,
+    };
+    match result {
+        Ok(resp) => resp
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect(),
+        Err(e) => {
+            tracing::error!(?target, error = %e, "invocation failed; the batch will be redelivered");
+            ids
         }
     }
 }
@@ -114,7 +146,7 @@ pub(crate) async fn run(
         let receive = sqs
             .receive_message()
             .queue_url(&source.url)
-            .max_number_of_messages(target.batch_size())
+            .max_number_of_messages(10)
             .wait_time_seconds(wait)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
@@ -141,28 +173,37 @@ pub(crate) async fn run(
         if messages.is_empty() {
             continue;
         }
-        let event = events::sqs_batch(&messages, &source.arn, &source.region);
-        let f = &app.functions;
-        let result = match (target, &f.webhook, &f.fanout) {
-            (Target::Dispatcher, _, _) => {
-                function::scope("dispatcher", f.dispatcher.handle(event)).await
-            }
-            (Target::Webhook, Some(w), _) => function::scope("webhook", w.handle(event)).await,
-            (Target::Fanout, _, Some(fan)) => function::scope("fanout", fan.handle(event)).await,
-            (Target::Webhook, None, _) | (Target::Fanout, _, None) => break,
+        if matches!(
+            (target, &app.functions.webhook, &app.functions.fanout),
+            (Target::Webhook, None, _) | (Target::Fanout, _, None)
+        ) {
+            break;
+        }
+        // One receive, split into invocations of `batch_size` messages, up
+        // to `fanout_pollers` of them at once (the function's
+        // concurrency). The next receive waits for them: a long poll
+        // beside messages in flight makes moto spin.
+        let concurrency = match target {
+            Target::Fanout => app.options.fanout_pollers.max(1),
+            Target::Dispatcher | Target::Webhook => 1,
         };
-        let failed: HashSet<String> = match result {
-            Ok(resp) => resp
-                .batch_item_failures
-                .into_iter()
-                .map(|f| f.item_identifier)
-                .collect(),
-            Err(e) => {
-                // A failed invocation returns the whole batch to the queue.
-                tracing::error!(?target, error = %e, "invocation failed; the batch will be redelivered");
-                continue;
+        let mut batches = messages
+            .chunks(target.batch_size())
+            .map(|batch| events::sqs_batch(batch, &source.arn, &source.region))
+            .collect::<Vec<SqsEvent>>()
+            .into_iter();
+        let mut failed: HashSet<String> = HashSet::new();
+        let mut running = futures::stream::FuturesUnordered::new();
+        loop {
+            while running.len() < concurrency {
+                let Some(event) = batches.next() else { break };
+                running.push(invoke(app.clone(), target, event));
             }
-        };
+            match running.next().await {
+                Some(f) => failed.extend(f),
+                None => break,
+            }
+        }
         let entries: Vec<DeleteMessageBatchRequestEntry> = messages
             .iter()
             .enumerate()

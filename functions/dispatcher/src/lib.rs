@@ -22,6 +22,11 @@ impl DispatcherFunction {
         Self { dispatcher }
     }
 
+    /// The use case (the dev gateway adjusts its fan-out threshold).
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
     pub async fn handle(&self, event: SqsEvent) -> Result<SqsBatchResponse, lambda_runtime::Error> {
         let mut messages = Vec::with_capacity(event.records.len());
         for m in event.records {

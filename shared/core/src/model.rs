@@ -231,7 +231,7 @@ pub fn subscription_shard(connection_id: &str) -> u16 {
 }
 
 /// The subscription shards `start..end`: what one fan-out job lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ShardRange {
     pub start: u16,
     pub end: u16,

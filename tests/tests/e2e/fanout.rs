@@ -186,3 +186,47 @@ async fn a_stable_channel_is_not_re_listed_and_joins_during_commits_miss_nothing
     }
     stack.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_dev_gateway_settings_change_while_running_and_refuse_bad_input() {
+    let stack = Stack::start().await;
+    let url = format!("{}/@dev/settings", stack.gateway.http_url());
+    let http = reqwest::Client::new();
+    let ok = http
+        .post(&url)
+        .body(r#"{"connections_latency_ms": 30, "fanout_threshold": 2}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let now: serde_json::Value = serde_json::from_str(&ok.text().await.unwrap()).unwrap();
+    assert_eq!(
+        (
+            now["connections_latency_ms"].as_u64(),
+            now["connections_jitter_ms"].as_u64()
+        ),
+        (Some(30), Some(0))
+    );
+    let bad = http
+        .post(&url)
+        .body(r#"{"latency": 30}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(
+        bad.headers()
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok()),
+        Some("BadRequestException")
+    );
+    let body: serde_json::Value = serde_json::from_str(&bad.text().await.unwrap()).unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unknown field"),
+        "{body}"
+    );
+    stack.shutdown().await;
+}

@@ -2,7 +2,7 @@
 //! queue, and say which messages must come back.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use agentwire_protocol::ProtocolError;
@@ -10,12 +10,12 @@ use agentwire_protocol::framing::coalesce;
 use futures::StreamExt;
 
 use crate::clock::Clock;
-use crate::model::{ChannelKey, Envelope, ShardRange, StoredEvent, Subscriber, WebhookJob};
+use crate::model::{ChannelKey, Envelope, ShardRange, StoredEvent, WebhookJob};
 use crate::ports::{
     AppendError, ChannelLog, ConnectionRegistry, DeadLetters, FanoutQueue, Pusher, StoreError,
     WebhookDirectory, WebhookJobs,
 };
-use crate::usecases::fanout::{Broadcaster, FanoutPolicy, jobs_for};
+use crate::usecases::fanout::{Broadcaster, FanoutPolicy, ListCache, jobs_for};
 use crate::usecases::push::PushRetry;
 
 /// One message of the batch, as the queue delivered it.
@@ -109,50 +109,22 @@ pub struct Dispatcher {
     broadcaster: Broadcaster,
     webhooks: Option<WebhookFallback>,
     sharded: Option<Sharded>,
-    cache: SubscriberCache,
+    cache: ListCache<ChannelKey>,
 }
 
 /// Where big channels' fan-out goes.
 struct Sharded {
     queue: Arc<dyn FanoutQueue>,
-    policy: FanoutPolicy,
+    /// The policy's threshold, changeable on a running dispatcher.
+    threshold: std::sync::atomic::AtomicU64,
+    per_job: u64,
 }
 
-/// Most subscribers a dispatcher keeps listed across invocations (all
-/// channels together); past it the cache starts afresh.
-pub const CACHED_SUBSCRIBERS_MAX: usize = 200_000;
-
-/// Channels' subscriber lists, each with the membership version read
-/// before it was listed.
-#[derive(Default)]
-struct SubscriberCache {
-    lists: Mutex<CachedLists>,
-}
-
-/// Channel → (membership version, subscribers listed after reading it).
-type CachedLists = HashMap<ChannelKey, (u64, Arc<Vec<Subscriber>>)>;
-
-impl SubscriberCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, CachedLists> {
-        self.lists.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn get(&self, key: &ChannelKey, version: u64) -> Option<Arc<Vec<Subscriber>>> {
-        self.lock()
-            .get(key)
-            .filter(|(v, _)| *v == version)
-            .map(|(_, l)| l.clone())
-    }
-
-    fn put(&self, key: &ChannelKey, version: u64, list: Arc<Vec<Subscriber>>) {
-        let mut lists = self.lock();
-        lists.remove(key);
-        let held: usize = lists.values().map(|(_, l)| l.len()).sum();
-        if held + list.len() > CACHED_SUBSCRIBERS_MAX {
-            lists.clear();
-        }
-        if list.len() <= CACHED_SUBSCRIBERS_MAX {
-            lists.insert(key.clone(), (version, list));
+impl Sharded {
+    fn policy(&self) -> FanoutPolicy {
+        FanoutPolicy {
+            threshold: self.threshold.load(std::sync::atomic::Ordering::Relaxed),
+            per_job: self.per_job,
         }
     }
 }
@@ -193,7 +165,7 @@ impl Dispatcher {
             retention,
             webhooks: None,
             sharded: None,
-            cache: SubscriberCache::default(),
+            cache: ListCache::default(),
         }
     }
 
@@ -206,8 +178,21 @@ impl Dispatcher {
     /// Channels with at least `policy.threshold` subscribers are fanned
     /// out by shard through `queue` (see [`crate::usecases::fanout`]).
     pub fn with_fanout_queue(mut self, queue: Arc<dyn FanoutQueue>, policy: FanoutPolicy) -> Self {
-        self.sharded = Some(Sharded { queue, policy });
+        self.sharded = Some(Sharded {
+            queue,
+            threshold: policy.threshold.into(),
+            per_job: policy.per_job,
+        });
         self
+    }
+
+    /// Changes the fan-out threshold of a running dispatcher (the dev
+    /// gateway's benchmarks compare inline and sharded on one crowd).
+    pub fn set_fanout_threshold(&self, threshold: u64) {
+        if let Some(s) = &self.sharded {
+            s.threshold
+                .store(threshold.max(1), std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Works through a batch. Per group, in order: invalid envelopes go to the
@@ -451,7 +436,7 @@ impl Dispatcher {
             }
         };
         if let (Some(m), Some(sharded)) = (membership, &self.sharded)
-            && let Some(n) = sharded.policy.jobs(m.count)
+            && let Some(n) = sharded.policy().jobs(m.count)
         {
             let enqueued = match jobs_for(key, events, &frames, &ShardRange::split(n)) {
                 Ok(jobs) => sharded.queue.enqueue(&jobs).await.map(|()| jobs.len()),

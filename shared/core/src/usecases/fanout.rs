@@ -10,6 +10,7 @@
 //! order within a job; frames of different jobs may arrive out of order,
 //! which the clients put right by seq.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -226,6 +227,51 @@ impl Broadcaster {
     }
 }
 
+/// Most subscribers one warm dispatcher or fan-out worker keeps listed
+/// across invocations (all its lists together); past it the cache starts
+/// afresh.
+pub const CACHED_SUBSCRIBERS_MAX: usize = 200_000;
+
+/// Subscriber lists, each with the membership version read before it was
+/// listed, reused while the channel's version is the same (see
+/// docs/architecture.md, "Subscriber lists").
+pub(crate) struct ListCache<K> {
+    lists: std::sync::Mutex<HashMap<K, (u64, Arc<Vec<Subscriber>>)>>,
+}
+
+impl<K> Default for ListCache<K> {
+    fn default() -> Self {
+        Self {
+            lists: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> ListCache<K> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, (u64, Arc<Vec<Subscriber>>)>> {
+        self.lists.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn get(&self, key: &K, version: u64) -> Option<Arc<Vec<Subscriber>>> {
+        self.lock()
+            .get(key)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, l)| l.clone())
+    }
+
+    pub(crate) fn put(&self, key: &K, version: u64, list: Arc<Vec<Subscriber>>) {
+        let mut lists = self.lock();
+        lists.remove(key);
+        let held: usize = lists.values().map(|(_, l)| l.len()).sum();
+        if held + list.len() > CACHED_SUBSCRIBERS_MAX {
+            lists.clear();
+        }
+        if list.len() <= CACHED_SUBSCRIBERS_MAX {
+            lists.insert(key.clone(), (version, list));
+        }
+    }
+}
+
 /// What handling one message of the fan-out queue came to.
 #[derive(Debug)]
 pub enum FanoutOutcome {
@@ -243,6 +289,7 @@ pub enum FanoutOutcome {
 pub struct FanoutWorker {
     registry: Arc<dyn ConnectionRegistry>,
     broadcaster: Broadcaster,
+    cache: ListCache<(ChannelKey, ShardRange)>,
 }
 
 impl FanoutWorker {
@@ -261,6 +308,7 @@ impl FanoutWorker {
                 push_retry: PushRetry::default(),
             },
             registry,
+            cache: ListCache::default(),
         }
     }
 
@@ -270,10 +318,31 @@ impl FanoutWorker {
         self
     }
 
-    /// Lists the job's shards (and no other) and posts its frames.
+    /// Lists the job's shards (and no other) and posts its frames. Like
+    /// the dispatcher, a warm worker reads the channel's membership first
+    /// and reuses the list it read for the same shards while the version
+    /// stands (the job was enqueued after the commit, so the ordering
+    /// argument of the inline path holds here too).
     pub async fn run(&self, job: &FanoutJob) -> Result<FanoutCounts, StoreError> {
         let key = job.key();
-        let subscribers = self.registry.subscribers_in(&key, job.shards).await?;
+        let version = match self.registry.membership(&key).await {
+            Ok(m) => Some(m.version),
+            Err(e) => {
+                tracing::warn!(channel = %key, error = %e, "could not read the membership; listing the shards");
+                None
+            }
+        };
+        let slot = (key.clone(), job.shards);
+        let subscribers = match version.and_then(|v| self.cache.get(&slot, v)) {
+            Some(list) => list,
+            None => {
+                let list = Arc::new(self.registry.subscribers_in(&key, job.shards).await?);
+                if let Some(v) = version {
+                    self.cache.put(&slot, v, list.clone());
+                }
+                list
+            }
+        };
         let frames: Vec<&str> = job.frames.iter().map(|f| f.get()).collect();
         Ok(self.broadcaster.deliver(&key, &subscribers, &frames).await)
     }
@@ -400,6 +469,39 @@ mod tests {
         for id in &ids {
             assert_eq!(pusher.posts(id), frames, "{id} got the frame once");
         }
+    }
+
+    #[tokio::test]
+    async fn a_warm_worker_reuses_its_shard_list_until_membership_moves() {
+        let reg = Arc::new(MemoryRegistry::default());
+        let pusher = Arc::new(MemoryPusher::default());
+        let key = ChannelKey::new("t", "big");
+        let subscribe = |id: String| {
+            let reg = reg.clone();
+            let key = key.clone();
+            async move {
+                let c = connection(&id, "t", "p", &["*"]);
+                reg.put_connection(&c).await.unwrap();
+                reg.subscribe(&c, &key, u64::MAX).await.unwrap();
+            }
+        };
+        for i in 0..20 {
+            subscribe(format!("c{i}")).await;
+        }
+        let worker = FanoutWorker::new(reg.clone(), pusher.clone(), Arc::new(SystemClock), 8);
+        let frames = vec![r#"{"type":"event","seq":1}"#.to_owned()];
+        let job = &jobs_for(&key, &[], &frames, &[ShardRange::ALL]).unwrap()[0];
+        for _ in 0..3 {
+            assert_eq!(worker.run(job).await.unwrap().posted, 20);
+        }
+        assert_eq!(reg.listings(), 1, "three jobs, one listing");
+        subscribe("late".into()).await;
+        assert_eq!(
+            worker.run(job).await.unwrap().posted,
+            21,
+            "the joiner is listed"
+        );
+        assert_eq!(reg.listings(), 2);
     }
 
     #[tokio::test]
