@@ -236,8 +236,11 @@ pub const CACHED_SUBSCRIBERS_MAX: usize = 200_000;
 /// listed, reused while the channel's version is the same (see
 /// docs/architecture.md, "Subscriber lists").
 pub(crate) struct ListCache<K> {
-    lists: std::sync::Mutex<HashMap<K, (u64, Arc<Vec<Subscriber>>)>>,
+    lists: std::sync::Mutex<Lists<K>>,
 }
+
+/// Key → (membership version, the subscribers listed after reading it).
+type Lists<K> = HashMap<K, (u64, Arc<Vec<Subscriber>>)>;
 
 impl<K> Default for ListCache<K> {
     fn default() -> Self {
@@ -248,7 +251,7 @@ impl<K> Default for ListCache<K> {
 }
 
 impl<K: std::hash::Hash + Eq + Clone> ListCache<K> {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, (u64, Arc<Vec<Subscriber>>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lists<K>> {
         self.lists.lock().unwrap_or_else(|p| p.into_inner())
     }
 
