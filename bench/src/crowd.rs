@@ -29,8 +29,6 @@ use crate::{ms, pct};
 const INLINE: u64 = u64::MAX / 2;
 /// Sharded from the first subscriber.
 const SHARDED: u64 = 1;
-/// The dev secret `agentwire-local` signs with by default.
-const DEV_SECRET: &[u8] = b"agentwire-local-dev-secret-never-deploy-it";
 
 /// Where the crowd connects and how its knobs are turned (one per run).
 #[allow(clippy::large_enum_variant)]
@@ -65,16 +63,8 @@ impl Target {
         match self {
             Target::InProcess(s) => s.token("crowd", channels),
             Target::Process { tenant, .. } => {
-                let key = agentwire_core::auth::TokenKey::hs256(DEV_SECRET);
-                let claims = agentwire_core::auth::TokenKey::claims(
-                    tenant,
-                    "crowd",
-                    channels.iter().map(|c| (*c).to_owned()).collect(),
-                    vec![],
-                    agentwire_core::clock::epoch_s(std::time::SystemTime::now()),
-                    Duration::from_secs(6 * 3600),
-                );
-                key.sign(&claims).unwrap_or_else(|e| panic!("sign: {e}"))
+                crate::dev_token(tenant, "crowd", channels, Duration::from_secs(6 * 3600))
+                    .unwrap_or_else(|e| panic!("sign: {e}"))
             }
         }
     }
@@ -155,37 +145,12 @@ impl Target {
 }
 
 async fn spawn_gateway(bin_dir: &std::path::Path) -> Result<Target, String> {
-    let bin = crate::release_bin(bin_dir, "agentwire-local", "agentwire-local")?;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        l.local_addr().map_err(|e| e.to_string())?.port()
-    };
-    let child = tokio::process::Command::new(&bin)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--endpoint",
-            &agentwire_e2e::endpoint(),
-            "--fanout-pollers",
-            "4",
-        ])
-        .env("RUST_LOG", "error")
-        .env("AGENTWIRE_FANOUT_THRESHOLD", INLINE.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        if Instant::now() > deadline {
-            return Err("agentwire-local did not listen within 30 s".into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (child, port) = crate::start_local(
+        bin_dir,
+        &["--fanout-pollers", "4"],
+        &[("AGENTWIRE_FANOUT_THRESHOLD", INLINE.to_string())],
+    )
+    .await?;
     let sdk = agentwire_e2e::local_sdk(&agentwire_e2e::endpoint()).await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let queue_url = agentwire_aws::resolve_queue_url(&sqs, "agentwire-events.fifo")

@@ -870,47 +870,11 @@ async fn node_version() -> String {
 async fn memory(args: &Args) -> Result<(), String> {
     let n = args.channels;
     eprintln!("memory: one client joining {n} channels");
-    let bin = release_bin(&args.bin_dir, "agentwire-local", "agentwire-local")?;
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        l.local_addr().map_err(|e| e.to_string())?.port()
-    };
-    let mut gateway = tokio::process::Command::new(&bin)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--endpoint",
-            &agentwire_e2e::endpoint(),
-        ])
-        .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let (mut gateway, port) = start_local(&args.bin_dir, &[], &[]).await?;
     let url = format!("ws://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        if Instant::now() > deadline {
-            return Err("agentwire-local did not listen within 30 s".into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     // A tenant of its own, so every channel is new.
     let tenant = format!("mem{}", std::process::id());
-    let key = agentwire_core::auth::TokenKey::hs256(b"agentwire-local-dev-secret-never-deploy-it");
-    let claims = agentwire_core::auth::TokenKey::claims(
-        &tenant,
-        "bench",
-        vec!["mem-*".into()],
-        vec![],
-        agentwire_core::clock::epoch_s(std::time::SystemTime::now()),
-        Duration::from_secs(3600),
-    );
-    let token = key.sign(&claims).map_err(|e| e.to_string())?;
+    let token = dev_token(&tenant, "bench", &["mem-*"], Duration::from_secs(3600))?;
     let names: Vec<String> = (0..n).map(|i| format!("mem-{i:05}")).collect();
     // A one-channel client first, so one-off costs (the WebSocket stack,
     // the runtime's buffers) are not counted per channel.
@@ -951,6 +915,66 @@ async fn memory(args: &Args) -> Result<(), String> {
     one.close().await;
     let _ = gateway.kill().await;
     Ok(())
+}
+
+/// The dev gateway's release binary started as its own process on a free
+/// port, with the endpoint of `localstack/up`, `args` and `envs` added;
+/// returned once it listens.
+pub async fn start_local(
+    bin_dir: &std::path::Path,
+    args: &[&str],
+    envs: &[(&str, String)],
+) -> Result<(tokio::process::Child, u16), String> {
+    let bin = release_bin(bin_dir, "agentwire-local", "agentwire-local")?;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        l.local_addr().map_err(|e| e.to_string())?.port()
+    };
+    let child = tokio::process::Command::new(&bin)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--endpoint",
+            &agentwire_e2e::endpoint(),
+        ])
+        .args(args)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            return Err("agentwire-local did not listen within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok((child, port))
+}
+
+/// A token signed with the key `agentwire-local` uses by default.
+pub fn dev_token(
+    tenant: &str,
+    sub: &str,
+    channels: &[&str],
+    ttl: Duration,
+) -> Result<String, String> {
+    let key = agentwire_core::auth::TokenKey::hs256(b"agentwire-local-dev-secret-never-deploy-it");
+    let claims = agentwire_core::auth::TokenKey::claims(
+        tenant,
+        sub,
+        channels.iter().map(|c| (*c).to_owned()).collect(),
+        vec![],
+        agentwire_core::clock::epoch_s(std::time::SystemTime::now()),
+        ttl,
+    );
+    key.sign(&claims).map_err(|e| e.to_string())
 }
 
 /// `dir/name`, or how to build it.

@@ -53,15 +53,11 @@ impl FanoutFunction {
                 }
                 FanoutOutcome::Retry(e) => {
                     tracing::error!(message_id = %id, error = %e, "could not list the shard's subscribers; the job will be redelivered");
-                    let mut f = BatchItemFailure::default();
-                    f.item_identifier = id;
-                    resp.batch_item_failures.push(f);
+                    resp.batch_item_failures.push(failure(id));
                 }
                 FanoutOutcome::Invalid(reason) => {
                     tracing::error!(message_id = %id, reason, "not a fan-out job; left to the queue's redrive (fan-out dead-letter queue)");
-                    let mut f = BatchItemFailure::default();
-                    f.item_identifier = id;
-                    resp.batch_item_failures.push(f);
+                    resp.batch_item_failures.push(failure(id));
                 }
             }
         }
@@ -74,4 +70,11 @@ impl FanoutFunction {
         );
         Ok(resp)
     }
+}
+
+/// A message to leave on the queue.
+fn failure(id: String) -> BatchItemFailure {
+    let mut f = BatchItemFailure::default();
+    f.item_identifier = id;
+    f
 }

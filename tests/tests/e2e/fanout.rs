@@ -132,43 +132,30 @@ async fn a_stable_channel_is_not_re_listed_and_joins_during_commits_miss_nothing
 
     // Joins while events are being committed: each joiner must get every
     // seq after the head its `joined` named, live.
-    let publisher = {
-        let stack_queue = stack.queue_url.clone();
-        let sqs = stack.sqs();
-        let tenant = stack.tenant.clone();
-        let ch = ch.to_owned();
-        tokio::spawn(async move {
-            use agentwire_core::ports::EventQueue;
-            let q = agentwire_aws::SqsEventQueue::new(sqs, &stack_queue);
-            for n in 0..RACE_EVENTS {
-                let env = agentwire_core::model::Envelope {
-                    tenant: tenant.clone(),
-                    channel: ch.clone(),
-                    id: format!("race-{n}"),
-                    kind: "tick".into(),
-                    data: json!({"n": n}),
-                    ts: "2026-11-24T09:00:00.000Z".into(),
-                };
-                q.send(&env).await.expect("publish");
-            }
-        })
+    let publishing = async {
+        for n in 0..RACE_EVENTS {
+            stack.publish(ch, "tick", json!({"n": n})).await;
+        }
     };
     // Each join once the log has grown by about three more events, so the
     // joins are spread over the commits.
-    let mut joiners = Vec::new();
-    for i in 0..JOINERS as u64 {
-        let target = (WARM + 3 * i) as usize;
-        assert!(
-            stack
-                .eventually(std::time::Duration::from_secs(30), || async {
-                    stack.stored_events(ch).await.len() >= target
-                })
-                .await,
-            "the log reached {target} events"
-        );
-        joiners.push(joined(&stack, &token, ch).await);
-    }
-    publisher.await.unwrap();
+    let joining = async {
+        let mut joiners = Vec::new();
+        for i in 0..JOINERS as u64 {
+            let target = (WARM + 3 * i) as usize;
+            assert!(
+                stack
+                    .eventually(std::time::Duration::from_secs(30), || async {
+                        stack.stored_events(ch).await.len() >= target
+                    })
+                    .await,
+                "the log reached {target} events"
+            );
+            joiners.push(joined(&stack, &token, ch).await);
+        }
+        joiners
+    };
+    let ((), mut joiners) = tokio::join!(publishing, joining);
     let last = WARM + RACE_EVENTS;
     let heads: Vec<u64> = joiners.iter().map(|(_, h, _)| *h).collect();
     assert!(

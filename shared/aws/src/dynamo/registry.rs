@@ -53,6 +53,11 @@ fn presence_count(item: &Item) -> i64 {
         .unwrap_or(0)
 }
 
+/// The count as readers see it: never below 0.
+fn present(item: &Item) -> u64 {
+    u64::try_from(presence_count(item)).unwrap_or(0)
+}
+
 /// The `sk` of a channel's presence item: `#` sorts before the characters
 /// of a connection id, so a `Query` reads it first.
 pub const PRESENCE_SK: &str = "#presence";
@@ -91,6 +96,39 @@ impl DynamoRegistry {
         };
         condition_held("correct presence", req.send().await)?;
         Ok(())
+    }
+
+    /// The channel's subscription items, every page of a consistent
+    /// `Query`: the whole partition (the presence item too), or only the
+    /// subscriptions of `shards`.
+    async fn channel_items(
+        &self,
+        key: &ChannelKey,
+        shards: Option<ShardRange>,
+    ) -> Result<Vec<Item>, StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.tables.subscriptions)
+            .expression_attribute_values(":pk", s(channel_pk(key)))
+            .consistent_read(true);
+        let query = match shards {
+            None => query.key_condition_expression("pk = :pk"),
+            Some(range) => {
+                let (lo, hi) = subscription_sk_bounds(range);
+                query
+                    .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+                    .expression_attribute_values(":lo", s(lo))
+                    .expression_attribute_values(":hi", s(hi))
+            }
+        };
+        query
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| store_error("query subscribers", e))
     }
 
     pub fn new(client: Client, tables: Tables, clock: Arc<dyn Clock>) -> Self {
@@ -288,19 +326,7 @@ impl ConnectionRegistry for DynamoRegistry {
 
     async fn subscribers(&self, key: &ChannelKey) -> Result<Vec<Subscriber>, StoreError> {
         let now = self.clock.epoch_s();
-        let items: Vec<Item> = self
-            .client
-            .query()
-            .table_name(&self.tables.subscriptions)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(channel_pk(key)))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| store_error("query subscribers", e))?;
+        let items = self.channel_items(key, None).await?;
         let kept = items
             .iter()
             .find(|i| get_s(i, "sk").as_deref() == Some(PRESENCE_SK))
@@ -322,23 +348,8 @@ impl ConnectionRegistry for DynamoRegistry {
         shards: ShardRange,
     ) -> Result<Vec<Subscriber>, StoreError> {
         let now = self.clock.epoch_s();
-        let (lo, hi) = subscription_sk_bounds(shards);
-        let items: Vec<Item> = self
-            .client
-            .query()
-            .table_name(&self.tables.subscriptions)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
-            .expression_attribute_values(":pk", s(channel_pk(key)))
-            .expression_attribute_values(":lo", s(lo))
-            .expression_attribute_values(":hi", s(hi))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| store_error("query subscribers of shards", e))?;
-        items
+        self.channel_items(key, Some(shards))
+            .await?
             .iter()
             .filter(|i| !expired(i, now))
             .map(Subscriber::from_item)
@@ -357,7 +368,7 @@ impl ConnectionRegistry for DynamoRegistry {
             .await
             .map_err(|e| store_error("read membership", e))?;
         Ok(out.item.map_or(Membership::default(), |item| Membership {
-            count: u64::try_from(presence_count(&item)).unwrap_or(0),
+            count: present(&item),
             version: get_n(&item, "version").unwrap_or(0),
         }))
     }
@@ -379,8 +390,8 @@ impl ConnectionRegistry for DynamoRegistry {
         let mut principals = std::collections::BTreeSet::new();
         for item in out.items() {
             if get_s(item, "sk").as_deref() == Some(PRESENCE_SK) {
-                // Decrements may pass an uncorrected TTL expiry: never below 0.
-                count = u64::try_from(presence_count(item)).unwrap_or(0);
+                // Decrements may pass an uncorrected TTL expiry.
+                count = present(item);
             } else if !expired(item, now) {
                 principals.insert(Subscriber::from_item(item)?.principal);
             }
