@@ -134,10 +134,69 @@ pub async fn connection_registry(reg: &dyn ConnectionRegistry, clock: &ManualClo
     sorted.sort();
     sorted.dedup();
     assert_eq!(sorted, p.principals, "distinct and sorted");
+    let present = |p: &crate::model::ChannelPresence, gone: &[&str]| {
+        p.principals.iter().all(|x| {
+            !gone.contains(&x.as_str()) && (x == "p-a" || others.iter().any(|c| &c.principal == x))
+        })
+    };
+    assert!(
+        present(&p, &[]),
+        "only present principals: {:?}",
+        p.principals
+    );
+    assert_eq!(
+        p.principals.len(),
+        agentwire_protocol::PRESENCE_SAMPLE,
+        "26 principals fill the sample"
+    );
+
+    // A sampled principal that leaves is out of the sample at once; a
+    // listing (which the dispatcher runs when the membership moved) fills
+    // the sample again from who is present.
+    let left = p.principals.iter().find(|x| *x != "p-a").cloned().unwrap();
+    let leaver = others.iter().find(|c| c.principal == left).unwrap();
+    reg.unsubscribe(&leaver.id, &key).await.unwrap();
+    let p = reg.presence(&key).await.unwrap();
+    assert_eq!(p.count, 25);
+    assert!(present(&p, &[&left]), "{left} left: {:?}", p.principals);
+    reg.subscribers(&key).await.unwrap();
+    let p = reg.presence(&key).await.unwrap();
+    assert_eq!(p.principals.len(), agentwire_protocol::PRESENCE_SAMPLE);
+    assert!(present(&p, &[&left]), "refilled: {:?}", p.principals);
+
+    // A principal on two connections that closes one is present still (in
+    // the sample after the next listing at the latest).
+    let a2 = Connection {
+        id: format!("{ns}-a2"),
+        ..a.clone()
+    };
+    reg.put_connection(&a2).await.unwrap();
+    assert!(
+        reg.subscribe(&a2, &key, clock.epoch_s() + 3600)
+            .await
+            .unwrap()
+    );
+    reg.unsubscribe(&a2.id, &key).await.unwrap();
+    reg.subscribers(&key).await.unwrap();
+    assert!(
+        reg.presence(&key)
+            .await
+            .unwrap()
+            .principals
+            .contains(&"p-a".to_owned()),
+        "p-a is still on the channel"
+    );
+
     for c in &others {
         reg.unsubscribe(&c.id, &key).await.unwrap();
     }
-    assert_eq!(reg.presence(&key).await.unwrap().count, 1);
+    assert_eq!(
+        reg.presence(&key).await.unwrap(),
+        crate::model::ChannelPresence {
+            count: 1,
+            principals: vec!["p-a".into()],
+        }
+    );
     let empty = reg.presence(&ChannelKey::new(ns, "nobody")).await.unwrap();
     assert_eq!((empty.count, empty.principals.len()), (0, 0));
 

@@ -6,11 +6,20 @@
 //! created or deleted (a `PutItem`/`DeleteItem` that returns the old item
 //! says which). A subscription that ends by TTL (a connection dropped
 //! without `$disconnect`) is not subtracted at once: listing the
-//! subscribers, which the dispatcher does for every event, sets the count
-//! to the live subscriptions it read (only if no join or leave moved it
-//! meanwhile). A join reads the count and a sample of principals in one
-//! `Query` of at most `1 + PRESENCE_SAMPLE` items, whatever the channel's
-//! size.
+//! subscribers, which the dispatcher does whenever the membership moved,
+//! sets the count to the live subscriptions it read (only if no join or
+//! leave moved it meanwhile).
+//!
+//! The same item keeps the sample of principals a join is answered with:
+//! `sample`, a string set of at most [`PRESENCE_SAMPLE`] principals. A
+//! subscribe adds its principal while there is room (a conditional
+//! `ADD`), a deleted subscription takes its principal out (in the update
+//! that moves the count), and a listing puts back present principals the
+//! set lost (a principal with two connections that closed one) and drops
+//! those whose subscription expired. A join reads count and sample with one
+//! `GetItem` of that one item: the same cost on a channel of 2 subscribers
+//! as of 100,000 (a `Query`, even with a `Limit`, reads the whole table on
+//! the local endpoint, see docs/benchmarks.md).
 //!
 //! The same item holds `version`, moved by one on every subscribe (a
 //! re-join too) and every deleted subscription, in the same `UpdateItem`
@@ -71,28 +80,42 @@ pub struct DynamoRegistry {
 }
 
 impl DynamoRegistry {
-    /// Sets the presence count to `live` if it is still `kept` (no join or
-    /// leave moved it since it was read).
+    /// Sets the presence count and sample to what a listing read, if no
+    /// join or leave moved the membership version since (`kept` is the
+    /// presence item the listing read, `None` when there was none).
     async fn correct_presence(
         &self,
         key: &ChannelKey,
-        kept: Option<i64>,
-        live: u64,
+        kept: Option<&Item>,
+        live: &[Subscriber],
     ) -> Result<(), StoreError> {
+        let count = kept.map_or(0, presence_count);
+        let had = kept.map(sample).unwrap_or_default();
+        let want = corrected_sample(&had, live);
+        if count == live.len() as i64 && want == had {
+            return Ok(());
+        }
         let req = self
             .client
             .update_item()
             .table_name(&self.tables.subscriptions)
             .key("pk", s(channel_pk(key)))
             .key("sk", s(PRESENCE_SK))
-            .update_expression("SET #c = :live")
             .expression_attribute_names("#c", "count")
-            .expression_attribute_values(":live", n(live));
-        let req = match kept {
-            Some(k) => req
-                .condition_expression("#c = :kept")
-                .expression_attribute_values(":kept", AttributeValue::N(k.to_string())),
-            None => req.condition_expression("attribute_not_exists(#c)"),
+            .expression_attribute_names("#v", "version")
+            .expression_attribute_values(":live", n(live.len() as u64));
+        let req = if want.is_empty() {
+            req.update_expression("SET #c = :live REMOVE #s")
+        } else {
+            req.update_expression("SET #c = :live, #s = :sample")
+                .expression_attribute_values(":sample", AttributeValue::Ss(want))
+        }
+        .expression_attribute_names("#s", "sample");
+        let req = match kept.and_then(|item| get_n(item, "version")) {
+            Some(v) => req
+                .condition_expression("#v = :v")
+                .expression_attribute_values(":v", n(v)),
+            None => req.condition_expression("attribute_not_exists(#v)"),
         };
         condition_held("correct presence", req.send().await)?;
         Ok(())
@@ -165,28 +188,86 @@ impl DynamoRegistry {
             .send()
             .await
             .map_err(|e| store_error("delete subscription", e))?;
-        if out.attributes().is_some_and(|a| !a.is_empty()) {
-            self.move_presence(key_pk, -1).await?;
+        if let Some(old) = out.attributes().filter(|a| !a.is_empty()) {
+            let principal = get_s(old, "principal");
+            self.move_presence(key_pk, -1, principal.as_deref()).await?;
         }
         Ok(())
     }
 
     /// Adds `by` (±1 on a join or leave, 0 on a re-join) to the channel's
-    /// presence count and moves its membership version.
-    async fn move_presence(&self, key_pk: String, by: i64) -> Result<(), StoreError> {
-        self.client
+    /// presence count and moves its membership version; a leave takes
+    /// `gone` out of the sample in the same update. Returns the presence
+    /// item as it is after the update.
+    async fn move_presence(
+        &self,
+        key_pk: String,
+        by: i64,
+        gone: Option<&str>,
+    ) -> Result<Item, StoreError> {
+        let req = self
+            .client
             .update_item()
             .table_name(&self.tables.subscriptions)
             .key("pk", s(key_pk))
             .key("sk", s(PRESENCE_SK))
-            .update_expression("ADD #c :by, #v :one")
             .expression_attribute_names("#c", "count")
             .expression_attribute_names("#v", "version")
             .expression_attribute_values(":by", AttributeValue::N(by.to_string()))
             .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::AllNew);
+        let req = match gone {
+            Some(p) => req
+                .update_expression("ADD #c :by, #v :one DELETE #s :p")
+                .expression_attribute_names("#s", "sample")
+                .expression_attribute_values(":p", AttributeValue::Ss(vec![p.to_owned()])),
+            None => req.update_expression("ADD #c :by, #v :one"),
+        };
+        let out = req
             .send()
             .await
             .map_err(|e| store_error("count presence", e))?;
+        Ok(out.attributes.unwrap_or_default())
+    }
+
+    /// Adds to the channel's sample (`presence`, the presence item as an
+    /// update left it) the first of `principals` it lacks, as many as it
+    /// has room for: one conditional `ADD`, which leaves a sample that
+    /// filled meanwhile as it is.
+    async fn fill_sample<'a>(
+        &self,
+        key_pk: String,
+        presence: &Item,
+        principals: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), StoreError> {
+        let had = sample(presence);
+        let room = PRESENCE_SAMPLE.saturating_sub(had.len());
+        let mut add: Vec<String> = Vec::new();
+        for p in principals {
+            if add.len() >= room {
+                break;
+            }
+            if !had.iter().any(|h| h == p) && !add.iter().any(|a| a == p) {
+                add.push(p.to_owned());
+            }
+        }
+        if add.is_empty() {
+            return Ok(());
+        }
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.tables.subscriptions)
+            .key("pk", s(key_pk))
+            .key("sk", s(PRESENCE_SK))
+            .update_expression("ADD #s :p")
+            .condition_expression("attribute_not_exists(#s) OR size(#s) <= :most")
+            .expression_attribute_names("#s", "sample")
+            .expression_attribute_values(":most", n((PRESENCE_SAMPLE - add.len()) as u64))
+            .expression_attribute_values(":p", AttributeValue::Ss(add))
+            .send()
+            .await;
+        condition_held("sample presence", res)?;
         Ok(())
     }
 
@@ -216,9 +297,46 @@ impl DynamoRegistry {
             items,
         )
         .await?;
-        self.move_presence(channel_pk(key), subscribers.len() as i64)
-            .await
+        let presence = self
+            .move_presence(channel_pk(key), subscribers.len() as i64, None)
+            .await?;
+        self.fill_sample(
+            channel_pk(key),
+            &presence,
+            subscribers.iter().map(|s| s.principal.as_str()),
+        )
+        .await
     }
+}
+
+/// The principals of a presence item's sample, sorted.
+fn sample(item: &Item) -> Vec<String> {
+    let mut principals = item
+        .get("sample")
+        .and_then(|v| v.as_ss().ok())
+        .cloned()
+        .unwrap_or_default();
+    principals.sort();
+    principals
+}
+
+/// The sample a listing sets: the principals of `had` still present, then
+/// other present principals in order, up to [`PRESENCE_SAMPLE`]; sorted.
+fn corrected_sample(had: &[String], live: &[Subscriber]) -> Vec<String> {
+    let present: std::collections::BTreeSet<&str> =
+        live.iter().map(|s| s.principal.as_str()).collect();
+    let mut want: std::collections::BTreeSet<&str> = had
+        .iter()
+        .map(String::as_str)
+        .filter(|p| present.contains(p))
+        .collect();
+    for p in &present {
+        if want.len() >= PRESENCE_SAMPLE {
+            break;
+        }
+        want.insert(p);
+    }
+    want.into_iter().map(str::to_owned).collect()
 }
 
 #[async_trait]
@@ -303,7 +421,11 @@ impl ConnectionRegistry for DynamoRegistry {
         // it). Either way the version moves, before the join reads the
         // head: a join retried after this failed is seen too.
         let new = old.attributes().is_none_or(|a| a.is_empty());
-        self.move_presence(channel_pk(key), i64::from(new)).await?;
+        let presence = self
+            .move_presence(channel_pk(key), i64::from(new), None)
+            .await?;
+        self.fill_sample(channel_pk(key), &presence, [conn.principal.as_str()])
+            .await?;
         Ok(true)
     }
 
@@ -329,16 +451,13 @@ impl ConnectionRegistry for DynamoRegistry {
         let items = self.channel_items(key, None).await?;
         let kept = items
             .iter()
-            .find(|i| get_s(i, "sk").as_deref() == Some(PRESENCE_SK))
-            .map(presence_count);
+            .find(|i| get_s(i, "sk").as_deref() == Some(PRESENCE_SK));
         let live: Vec<Subscriber> = items
             .iter()
             .filter(|i| get_s(i, "sk").as_deref() != Some(PRESENCE_SK) && !expired(i, now))
             .map(Subscriber::from_item)
             .collect::<Result<_, _>>()?;
-        if kept.unwrap_or(0) != live.len() as i64 {
-            self.correct_presence(key, kept, live.len() as u64).await?;
-        }
+        self.correct_presence(key, kept, &live).await?;
         Ok(live)
     }
 
@@ -374,31 +493,24 @@ impl ConnectionRegistry for DynamoRegistry {
     }
 
     async fn presence(&self, key: &ChannelKey) -> Result<ChannelPresence, StoreError> {
-        let now = self.clock.epoch_s();
         let out = self
             .client
-            .query()
+            .get_item()
             .table_name(&self.tables.subscriptions)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(channel_pk(key)))
+            .key("pk", s(channel_pk(key)))
+            .key("sk", s(PRESENCE_SK))
             .consistent_read(true)
-            .limit(1 + PRESENCE_SAMPLE as i32)
             .send()
             .await
             .map_err(|e| store_error("read presence", e))?;
-        let mut count = 0;
-        let mut principals = std::collections::BTreeSet::new();
-        for item in out.items() {
-            if get_s(item, "sk").as_deref() == Some(PRESENCE_SK) {
-                // Decrements may pass an uncorrected TTL expiry.
-                count = present(item);
-            } else if !expired(item, now) {
-                principals.insert(Subscriber::from_item(item)?.principal);
-            }
-        }
+        let Some(item) = out.item else {
+            return Ok(ChannelPresence::default());
+        };
+        let principals: Vec<String> = sample(&item).into_iter().take(PRESENCE_SAMPLE).collect();
         Ok(ChannelPresence {
-            count: count.max(principals.len() as u64),
-            principals: principals.into_iter().take(PRESENCE_SAMPLE).collect(),
+            // Decrements may pass an uncorrected TTL expiry.
+            count: present(&item).max(principals.len() as u64),
+            principals,
         })
     }
 
