@@ -106,7 +106,9 @@ async fn upgrade(
         };
         return (status, [("content-type", "application/json")], body).into_response();
     }
-    let mut ws = ws.max_message_size(app.options.max_message_bytes.saturating_mul(4));
+    let mut ws = ws
+        .max_message_size(app.options.max_message_bytes.saturating_mul(4))
+        .read_buffer_size(READ_BUFFER_BYTES);
     if let Some(p) = resp
         .headers
         .get("sec-websocket-protocol")
@@ -116,6 +118,13 @@ async fn upgrade(
     }
     ws.on_upgrade(move |socket| run(app, socket, conn, user_agent))
 }
+
+/// Each connection's read buffer. tungstenite fills its whole read buffer
+/// with zeros before each read, so the buffer is resident memory for as
+/// long as the connection lives: its default, 128 KiB, made an idle
+/// connection cost about 150 KiB. Client frames are small (a frame larger
+/// than the buffer grows it for that frame, and takes a few more reads).
+const READ_BUFFER_BYTES: usize = 8 * 1024;
 
 /// Why a connection ended: the close code and reason `$disconnect` gets.
 struct Ended(u16, String);
@@ -139,12 +148,14 @@ async fn run(app: Arc<App>, socket: WebSocket, conn: Conn, user_agent: Option<St
     // Messages are handled one at a time, in order, by a worker, so that the
     // socket keeps writing what handlers post to @connections meanwhile (a
     // long replay streams instead of arriving all at once at the end).
-    let (work, mut incoming_work) = mpsc::unbounded_channel::<(String, bool)>();
+    // `ping` is answered at once by the reader (API Gateway's MOCK route):
+    // a client's liveness check never waits behind a slow join.
+    let (work, mut incoming_work) = mpsc::unbounded_channel::<(String, String, bool)>();
     let worker = tokio::spawn({
         let (app, conn) = (app.clone(), conn.clone());
         async move {
-            while let Some((text, binary)) = incoming_work.recv().await {
-                if let Some(answer) = route(&app, &conn, text, binary).await
+            while let Some((route_key, text, binary)) = incoming_work.recv().await {
+                if let Some(answer) = route(&app, &conn, route_key, text, binary).await
                     && answers.send(Outbound::Text(answer, 0)).is_err()
                 {
                     break;
@@ -192,8 +203,16 @@ async fn run(app: Arc<App>, socket: WebSocket, conn: Conn, user_agent: Option<St
                     closing = true;
                     break Ended(1009, "Message too big".into());
                 }
-                if work.send((text, binary)).is_err() {
-                    break Ended(1011, "message worker stopped".into());
+                match select_route(&text, binary) {
+                    // A pong overtakes the answers of functions still running.
+                    RouteTo::Mock(answer) => {
+                        let _ = tx.send(Outbound::Text(answer, 0));
+                    }
+                    RouteTo::Function(route_key) => {
+                        if work.send((route_key, text, binary)).is_err() {
+                            break Ended(1011, "message worker stopped".into());
+                        }
+                    }
                 }
             }
             done = &mut writer => {
@@ -273,21 +292,37 @@ fn close(code: u16, reason: &str) -> Message {
     }))
 }
 
-/// API Gateway's route selection on `$request.body.action`; `ping` is the
-/// MOCK route answered without a function.
-async fn route(app: &App, conn: &Conn, text: String, binary: bool) -> Option<String> {
+/// Where API Gateway's route selection on `$request.body.action` sends a
+/// message: `ping` is the MOCK route, answered without a function (and so
+/// without waiting for the functions handling earlier messages).
+enum RouteTo {
+    Mock(String),
+    Function(String),
+}
+
+fn select_route(text: &str, binary: bool) -> RouteTo {
     let action = if binary {
         None
     } else {
-        serde_json::from_str::<serde_json::Value>(&text)
+        serde_json::from_str::<serde_json::Value>(text)
             .ok()
             .and_then(|v| v.get("action").and_then(|a| a.as_str()).map(str::to_owned))
     };
-    let route_key = match action.as_deref() {
-        Some("ping") => return Some(ServerFrame::Pong.to_json()),
-        Some(a @ ("hello" | "join" | "leave" | "ack")) => a.to_owned(),
-        _ => "$default".to_owned(),
-    };
+    match action.as_deref() {
+        Some("ping") => RouteTo::Mock(ServerFrame::Pong.to_json()),
+        Some(a @ ("hello" | "join" | "leave" | "ack")) => RouteTo::Function(a.to_owned()),
+        _ => RouteTo::Function("$default".to_owned()),
+    }
+}
+
+/// Invokes the session function for one message on `route_key`.
+async fn route(
+    app: &App,
+    conn: &Conn,
+    route_key: String,
+    text: String,
+    binary: bool,
+) -> Option<String> {
     let event = events::message(&conn.origin(app), &route_key, text, binary);
     match function::scope("session", app.functions.session.handle(event)).await {
         Ok(resp) => match resp.body {

@@ -3,6 +3,13 @@
 //! each resume from its last seq and end with every seq exactly once, in
 //! order. The time until the last one is back is printed (not asserted:
 //! speed is measured in the bench, not timed in tests).
+//!
+//! A binary of its own, so that `cargo test` runs it alone: a thousand
+//! clients reconnecting at once saturate the shared local endpoint (its
+//! accept queue overflows and calls time out while connecting), and the
+//! e2e tests running beside it would measure that load instead of their
+//! own behaviour (a 20 s stalled subscriber, say, waits out redeliveries
+//! that the storm caused).
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;

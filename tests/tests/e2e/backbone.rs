@@ -347,3 +347,52 @@ async fn a_left_channel_gets_nothing_more() {
     );
     stack.shutdown().await;
 }
+
+/// `ping` is API Gateway's MOCK route: its `pong` does not wait for the
+/// function handling an earlier message. A join whose replay posts through
+/// a slow `@connections` (1.5 s per call, emulated) is still running when
+/// the `pong` arrives, so a client's liveness check never times out behind
+/// a long join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_is_answered_while_a_slow_join_is_still_replaying() {
+    let stack = Stack::start().await;
+    let ch = "agent-slow-join";
+    let mut c = stack.client(&stack.token("ana", &[ch])).await;
+    c.hello().await;
+    let joined = c.join(json!([{ "name": ch, "since": "head" }])).await;
+    let epoch = joined["channels"][0]["epoch"].as_str().unwrap().to_owned();
+    for i in 0..3 {
+        stack.publish(ch, "tick", json!({ "i": i })).await;
+    }
+    assert_eq!(seqs(&c.events(3).await), [1, 2, 3]);
+
+    stack
+        .gateway
+        .set_connections_latency(Duration::from_millis(1500), Duration::ZERO);
+    c.send_json(json!({
+        "action": "join", "id": "again",
+        "channels": [{ "name": ch, "since": { "epoch": epoch, "seq": 0 } }]
+    }))
+    .await;
+    c.send_json(json!({ "action": "ping" })).await;
+    let frames = c
+        .frames_until(|f| {
+            f.iter().any(|x| x["type"] == "pong")
+                && f.iter().filter(|x| x["type"] == "event").count() >= 3
+        })
+        .await;
+    let kinds: Vec<&str> = frames
+        .iter()
+        .map(|f| f["type"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        kinds.first(),
+        Some(&"pong"),
+        "the pong came before the join's answers: {kinds:?}"
+    );
+    assert!(kinds.contains(&"joined"), "{kinds:?}");
+    stack
+        .gateway
+        .set_connections_latency(Duration::ZERO, Duration::ZERO);
+    stack.shutdown().await;
+}

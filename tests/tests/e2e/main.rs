@@ -14,6 +14,5 @@ mod join_cost;
 mod publish;
 mod recovery;
 mod replay;
-mod storm;
 mod token_expiry;
 mod webhooks;
