@@ -10,6 +10,15 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_sqs::config::Credentials;
 use clap::Parser;
 
+/// One process runs every function, the WebSocket server and
+/// `@connections` for thousands of connections on a few cores: glibc's
+/// allocator spent about a third of its CPU in malloc, free and arena
+/// locks at 10,000 subscribers (docs/benchmarks.md, issue 14); mimalloc's
+/// per-thread heaps do not contend. (The Lambda functions keep the system
+/// allocator: one invocation at a time per instance.)
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// agentwire's dev gateway: API Gateway WebSocket + @connections + the SQS
 /// event source, running the function handlers in-process.
 #[derive(Debug, Parser)]

@@ -111,6 +111,40 @@ async fn invoke(app: Arc<App>, target: Target, event: SqsEvent) -> HashSet<Strin
     }
 }
 
+/// What one invocation was given: its messages' ids and receipt handles.
+type Receipts = Vec<(String, String)>;
+
+/// Runs one invocation; hands back the receipts of the messages it
+/// processed (not those it reported as failed, which stay on the queue for
+/// redelivery after the visibility timeout).
+async fn invoke_batch(
+    app: Arc<App>,
+    target: Target,
+    event: SqsEvent,
+    receipts: Receipts,
+) -> Receipts {
+    let failed = invoke(app, target, event).await;
+    if !failed.is_empty() {
+        tracing::warn!(
+            count = failed.len(),
+            "messages reported as failed stay on the queue for redelivery"
+        );
+    }
+    receipts
+        .into_iter()
+        .filter(|(id, _)| !failed.contains(id))
+        .collect()
+}
+
+/// Polls `source` and invokes `target` as Lambda's event source mapping
+/// does: up to `fanout_pollers` invocations at once for the fan-out
+/// function (its `MaximumConcurrency`), one at a time for the others. A
+/// free slot is filled at once from what the last receive brought (an
+/// invocation never waits for the others of its receive) or by a new
+/// receive; processed messages are deleted ten at a time, and all of them
+/// before the poller waits on an empty queue. Only a receive with nothing
+/// under way long-polls: moto's long poll spins while messages of its
+/// queue are in flight, so the others return at once.
 pub(crate) async fn run(
     sqs: Client,
     source: Arc<Source>,
@@ -123,12 +157,39 @@ pub(crate) async fn run(
     let wait = i32::try_from(app.options.poll_wait.as_secs())
         .unwrap_or(20)
         .clamp(0, 20);
+    let concurrency = match target {
+        Target::Fanout => app.options.fanout_pollers.max(1),
+        Target::Dispatcher | Target::Webhook => 1,
+    };
     let mut backoff = Duration::from_millis(200);
+    let mut running = futures::stream::FuturesUnordered::new();
+    // Received, not yet invoked.
+    let mut waiting: std::collections::VecDeque<(SqsEvent, Receipts)> = Default::default();
+    // Processed, not yet deleted.
+    let mut done: Receipts = Vec::new();
     loop {
-        if *stop.borrow() {
+        while running.len() < concurrency {
+            let Some((event, receipts)) = waiting.pop_front() else {
+                break;
+            };
+            // A task of its own, as each invocation is its own Lambda
+            // instance: concurrent invocations use every core.
+            let invocation = tokio::spawn(invoke_batch(app.clone(), target, event, receipts));
+            running.push(async move {
+                invocation.await.unwrap_or_else(|e| {
+                    tracing::error!(?target, error = %e, "invocation failed; its messages will be redelivered");
+                    Vec::new()
+                })
+            });
+        }
+        let idle = running.is_empty() && waiting.is_empty();
+        if idle || done.len() >= 10 {
+            delete(&sqs, &source, target, std::mem::take(&mut done)).await;
+        }
+        if idle && *stop.borrow() {
             break;
         }
-        if !*enabled.borrow() {
+        if idle && !*enabled.borrow() {
             // Nothing is under way any more: say so to whoever disabled it.
             if let Some(p) = &paused {
                 let _ = p.send(true);
@@ -143,11 +204,21 @@ pub(crate) async fn run(
                 }
             }
         }
+        if running.len() >= concurrency
+            || !waiting.is_empty()
+            || *stop.borrow()
+            || !*enabled.borrow()
+        {
+            if let Some(finished) = running.next().await {
+                done.extend(finished);
+            }
+            continue;
+        }
         let receive = sqs
             .receive_message()
             .queue_url(&source.url)
             .max_number_of_messages(10)
-            .wait_time_seconds(wait)
+            .wait_time_seconds(if idle { wait } else { 0 })
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
             .send();
@@ -155,8 +226,8 @@ pub(crate) async fn run(
         // hand it messages, which would then stay invisible for the queue's
         // visibility timeout (and hold up their FIFO group). It ends within
         // `poll_wait`; what it brings is processed like any batch, and the
-        // stop is honoured at the top of the next round, as a Lambda event
-        // source finishes the invocation it started.
+        // stop is honoured once nothing is under way, as a Lambda event
+        // source finishes the invocations it started.
         let out = function::scope(target.function(), receive).await;
         let messages = match out {
             Ok(o) => {
@@ -171,6 +242,10 @@ pub(crate) async fn run(
             }
         };
         if messages.is_empty() {
+            // Nothing more to start: wait for one under way to end.
+            if let Some(finished) = running.next().await {
+                done.extend(finished);
+            }
             continue;
         }
         if matches!(
@@ -179,52 +254,33 @@ pub(crate) async fn run(
         ) {
             break;
         }
-        // One receive, split into invocations of `batch_size` messages, up
-        // to `fanout_pollers` of them at once (the function's
-        // concurrency). The next receive waits for them: a long poll
-        // beside messages in flight makes moto spin.
-        let concurrency = match target {
-            Target::Fanout => app.options.fanout_pollers.max(1),
-            Target::Dispatcher | Target::Webhook => 1,
-        };
-        let mut batches = messages
-            .chunks(target.batch_size())
-            .map(|batch| events::sqs_batch(batch, &source.arn, &source.region))
-            .collect::<Vec<SqsEvent>>()
-            .into_iter();
-        let mut failed: HashSet<String> = HashSet::new();
-        let mut running = futures::stream::FuturesUnordered::new();
-        loop {
-            while running.len() < concurrency {
-                let Some(event) = batches.next() else { break };
-                running.push(invoke(app.clone(), target, event));
-            }
-            match running.next().await {
-                Some(f) => failed.extend(f),
-                None => break,
-            }
+        for batch in messages.chunks(target.batch_size()) {
+            let receipts: Receipts = batch
+                .iter()
+                .filter_map(|m| Some((m.message_id()?.to_owned(), m.receipt_handle()?.to_owned())))
+                .collect();
+            waiting.push_back((
+                events::sqs_batch(batch, &source.arn, &source.region),
+                receipts,
+            ));
         }
-        let entries: Vec<DeleteMessageBatchRequestEntry> = messages
+    }
+}
+
+/// Deletes processed messages (ten at most per `DeleteMessageBatch`).
+async fn delete(sqs: &Client, source: &Source, target: Target, processed: Receipts) {
+    for chunk in processed.chunks(10) {
+        let entries: Vec<DeleteMessageBatchRequestEntry> = chunk
             .iter()
             .enumerate()
-            .filter(|(_, m)| m.message_id().is_some_and(|id| !failed.contains(id)))
-            .filter_map(|(i, m)| {
+            .filter_map(|(i, (_, handle))| {
                 DeleteMessageBatchRequestEntry::builder()
                     .id(i.to_string())
-                    .receipt_handle(m.receipt_handle()?)
+                    .receipt_handle(handle)
                     .build()
                     .ok()
             })
             .collect();
-        if !failed.is_empty() {
-            tracing::warn!(
-                count = failed.len(),
-                "messages reported as failed stay on the queue for redelivery"
-            );
-        }
-        if entries.is_empty() {
-            continue;
-        }
         let delete = sqs
             .delete_message_batch()
             .queue_url(&source.url)
