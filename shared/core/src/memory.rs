@@ -93,6 +93,7 @@ pub struct MemoryRegistry {
     /// Each channel's membership version, moved like the adapter's.
     versions: Mutex<HashMap<ChannelKey, u64>>,
     listings: std::sync::atomic::AtomicUsize,
+    membership_reads: std::sync::atomic::AtomicUsize,
     clock: Arc<dyn Clock>,
     /// Holds the next [`ConnectionRegistry::membership`] read once armed.
     pub before_membership: Gate,
@@ -111,6 +112,7 @@ impl MemoryRegistry {
             subs: Mutex::default(),
             versions: Mutex::default(),
             listings: Default::default(),
+            membership_reads: Default::default(),
             clock,
             before_membership: Gate::default(),
         }
@@ -119,6 +121,12 @@ impl MemoryRegistry {
     /// How many times a channel's subscribers were listed (whole or by shard).
     pub fn listings(&self) -> usize {
         self.listings.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// How many times a channel's membership was read.
+    pub fn membership_reads(&self) -> usize {
+        self.membership_reads
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn bump(&self, key: &ChannelKey) {
@@ -235,6 +243,8 @@ impl ConnectionRegistry for MemoryRegistry {
 
     async fn membership(&self, key: &ChannelKey) -> Result<Membership, StoreError> {
         self.before_membership.pass().await;
+        self.membership_reads
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let now = self.clock.epoch_s();
         let count = lock(&self.subs)
             .get(key)

@@ -288,6 +288,13 @@ pub struct FanoutJob {
     /// Each a frame's JSON as posted (kept raw: no escaping, so a job's
     /// size is its frames' size plus a few bytes).
     pub frames: Vec<Box<serde_json::value::RawValue>>,
+    /// The membership version the dispatcher read after committing these
+    /// events: a list of the shards read for it (or after it was read)
+    /// reaches every subscriber that must get them live, so the worker
+    /// needs no read of its own. Absent from jobs of earlier versions (the
+    /// worker then reads the membership itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
 }
 
 impl FanoutJob {

@@ -438,10 +438,11 @@ impl Dispatcher {
         if let (Some(m), Some(sharded)) = (membership, &self.sharded)
             && let Some(n) = sharded.policy().jobs(m.count)
         {
-            let enqueued = match jobs_for(key, events, &frames, &ShardRange::split(n)) {
-                Ok(jobs) => sharded.queue.enqueue(&jobs).await.map(|()| jobs.len()),
-                Err(e) => Err(e),
-            };
+            let enqueued =
+                match jobs_for(key, events, &frames, &ShardRange::split(n), Some(m.version)) {
+                    Ok(jobs) => sharded.queue.enqueue(&jobs).await.map(|()| jobs.len()),
+                    Err(e) => Err(e),
+                };
             match enqueued {
                 Ok(jobs) => {
                     report.fanout_jobs += jobs;

@@ -65,12 +65,14 @@ impl FanoutPolicy {
 pub const JOB_FRAMES_BUDGET: usize = 200 * 1024;
 
 /// The jobs of one committed run: for each shard range, the run's frames
-/// in chunks of at most [`JOB_FRAMES_BUDGET`] bytes (in seq order).
+/// in chunks of at most [`JOB_FRAMES_BUDGET`] bytes (in seq order), with
+/// the membership `version` read after the commit.
 pub fn jobs_for(
     key: &ChannelKey,
     events: &[StoredEvent],
     frames: &[String],
     ranges: &[ShardRange],
+    version: Option<u64>,
 ) -> Result<Vec<FanoutJob>, StoreError> {
     let raw = |f: &String| {
         RawValue::from_string(f.clone())
@@ -100,6 +102,7 @@ pub fn jobs_for(
                 first_seq,
                 last_seq,
                 frames: frames.clone(),
+                version,
             })
         })
         .collect())
@@ -321,19 +324,23 @@ impl FanoutWorker {
         self
     }
 
-    /// Lists the job's shards (and no other) and posts its frames. Like
-    /// the dispatcher, a warm worker reads the channel's membership first
-    /// and reuses the list it read for the same shards while the version
-    /// stands (the job was enqueued after the commit, so the ordering
-    /// argument of the inline path holds here too).
+    /// Lists the job's shards (and no other) and posts its frames. A warm
+    /// worker reuses the list it read for the same shards while the
+    /// membership version stands: the version the dispatcher read after
+    /// its commit and put in the job (so the ordering argument of the
+    /// inline path holds here too, see docs/architecture.md), or, for a
+    /// job without one, the version it reads itself.
     pub async fn run(&self, job: &FanoutJob) -> Result<FanoutCounts, StoreError> {
         let key = job.key();
-        let version = match self.registry.membership(&key).await {
-            Ok(m) => Some(m.version),
-            Err(e) => {
-                tracing::warn!(channel = %key, error = %e, "could not read the membership; listing the shards");
-                None
-            }
+        let version = match job.version {
+            Some(v) => Some(v),
+            None => match self.registry.membership(&key).await {
+                Ok(m) => Some(m.version),
+                Err(e) => {
+                    tracing::warn!(channel = %key, error = %e, "could not read the membership; listing the shards");
+                    None
+                }
+            },
         };
         let slot = (key.clone(), job.shards);
         let subscribers = match version.and_then(|v| self.cache.get(&slot, v)) {
@@ -423,7 +430,7 @@ mod tests {
         };
         let frames: Vec<String> = (1..=5).map(frame).collect();
         let ranges = ShardRange::split(3);
-        let jobs = jobs_for(&key, &[], &frames, &ranges).unwrap();
+        let jobs = jobs_for(&key, &[], &frames, &ranges, Some(1)).unwrap();
         // Two frames of ~90 KiB per job: 3 chunks per range.
         assert_eq!(jobs.len(), 9);
         for r in &ranges {
@@ -454,7 +461,7 @@ mod tests {
         let worker = FanoutWorker::new(reg.clone(), pusher.clone(), Arc::new(SystemClock), 8);
         let ranges = ShardRange::split(4);
         let frames = vec![r#"{"type":"event","seq":1}"#.to_owned()];
-        let jobs = jobs_for(&key, &[], &frames, &ranges).unwrap();
+        let jobs = jobs_for(&key, &[], &frames, &ranges, Some(1)).unwrap();
         let mut reached = 0;
         for job in &jobs {
             let body = serde_json::to_string(job).unwrap();
@@ -493,7 +500,7 @@ mod tests {
         }
         let worker = FanoutWorker::new(reg.clone(), pusher.clone(), Arc::new(SystemClock), 8);
         let frames = vec![r#"{"type":"event","seq":1}"#.to_owned()];
-        let job = &jobs_for(&key, &[], &frames, &[ShardRange::ALL]).unwrap()[0];
+        let job = &jobs_for(&key, &[], &frames, &[ShardRange::ALL], None).unwrap()[0];
         for _ in 0..3 {
             assert_eq!(worker.run(job).await.unwrap().posted, 20);
         }
@@ -505,6 +512,43 @@ mod tests {
             "the joiner is listed"
         );
         assert_eq!(reg.listings(), 2);
+        assert_eq!(
+            reg.membership_reads(),
+            4,
+            "a job without a version reads it"
+        );
+    }
+
+    /// A job carries the version the dispatcher read after its commit: the
+    /// worker reads no membership and reuses its list while jobs carry the
+    /// version it was listed for.
+    #[tokio::test]
+    async fn a_job_with_the_dispatchers_version_needs_no_membership_read() {
+        let reg = Arc::new(MemoryRegistry::default());
+        let pusher = Arc::new(MemoryPusher::default());
+        let key = ChannelKey::new("t", "big");
+        for i in 0..20 {
+            let c = connection(&format!("c{i}"), "t", "p", &["*"]);
+            reg.put_connection(&c).await.unwrap();
+            reg.subscribe(&c, &key, u64::MAX).await.unwrap();
+        }
+        let worker = FanoutWorker::new(reg.clone(), pusher.clone(), Arc::new(SystemClock), 8);
+        let frames = vec![r#"{"type":"event","seq":1}"#.to_owned()];
+        let job = |v| jobs_for(&key, &[], &frames, &[ShardRange::ALL], Some(v)).unwrap();
+        let v = reg.membership(&key).await.unwrap().version;
+        for _ in 0..3 {
+            assert_eq!(worker.run(&job(v)[0]).await.unwrap().posted, 20);
+        }
+        assert_eq!((reg.listings(), reg.membership_reads()), (1, 1));
+        let late = connection("late", "t", "p", &["*"]);
+        reg.put_connection(&late).await.unwrap();
+        reg.subscribe(&late, &key, u64::MAX).await.unwrap();
+        assert_eq!(
+            worker.run(&job(v + 1)[0]).await.unwrap().posted,
+            21,
+            "a job of the moved version lists again"
+        );
+        assert_eq!((reg.listings(), reg.membership_reads()), (2, 1));
     }
 
     #[tokio::test]
