@@ -11,8 +11,9 @@
 //! - `POST|GET|DELETE /@connections/{id}` serve the dispatcher's SDK client,
 //!   with 410 `GoneException` for unknown or closed connections.
 //! - `POST /@dev/settings` (loopback only) changes the emulated
-//!   `@connections` latency and the fan-out threshold while it runs, for
-//!   benchmarks: `{"connections_latency_ms": 20, "fanout_threshold": 1}`.
+//!   `@connections` latency, the fan-out threshold and how many fan-out
+//!   invocations run at once while it runs, for benchmarks:
+//!   `{"connections_latency_ms": 20, "fanout_threshold": 1, "fanout_invocations": 8}`.
 //! - `POST /v1/channels/{channel}/events` serves the HTTP API's publish
 //!   route through the publish function.
 //! - Pollers receive from the events queue, the fan-out queue and the
@@ -130,6 +131,9 @@ pub(crate) struct App {
     pub hub: Arc<Hub>,
     /// The emulated `@connections` round trip, changeable while running.
     pub latency: management::Latency,
+    /// Fan-out invocations run at once, changeable while running (starts
+    /// at [`GatewayOptions::fanout_pollers`]).
+    pub fanout_invocations: std::sync::atomic::AtomicUsize,
     pub options: GatewayOptions,
     pub domain: String,
 }
@@ -212,6 +216,7 @@ impl Gateway {
                 options.connections_latency,
                 options.connections_jitter,
             ),
+            fanout_invocations: std::sync::atomic::AtomicUsize::new(options.fanout_pollers.max(1)),
             options: options.clone(),
             domain: addr.to_string(),
         });
@@ -336,6 +341,16 @@ impl Gateway {
             .dispatcher
             .dispatcher()
             .set_fanout_threshold(threshold);
+    }
+
+    /// Changes how many fan-out invocations run at once (the template's
+    /// `FanoutMaxConcurrency`, see [`GatewayOptions::fanout_pollers`])
+    /// while running: what a deployment with a raised API Gateway quota
+    /// would set; also `POST /@dev/settings`. At least 1.
+    pub fn set_fanout_invocations(&self, n: usize) {
+        self.app
+            .fanout_invocations
+            .store(n.max(1), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The live connections, for tests and fault injection.

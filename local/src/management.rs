@@ -53,6 +53,7 @@ struct DevSettings {
     connections_latency_ms: Option<u64>,
     connections_jitter_ms: Option<u64>,
     fanout_threshold: Option<u64>,
+    fanout_invocations: Option<usize>,
 }
 
 async fn dev_settings(State(app): State<Arc<App>>, body: Bytes) -> Response {
@@ -74,6 +75,16 @@ async fn dev_settings(State(app): State<Arc<App>>, body: Bytes) -> Response {
             ms(s.connections_jitter_ms, jitter),
         );
     }
+    if s.fanout_invocations == Some(0) {
+        return aws_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequestException",
+            "settings: fanout_invocations must be at least 1".into(),
+        );
+    }
+    if let Some(n) = s.fanout_invocations {
+        app.fanout_invocations.store(n, Ordering::Relaxed);
+    }
     if let Some(t) = s.fanout_threshold {
         app.functions
             .dispatcher
@@ -87,6 +98,7 @@ async fn dev_settings(State(app): State<Arc<App>>, body: Bytes) -> Response {
         serde_json::json!({
             "connections_latency_ms": fixed.as_millis() as u64,
             "connections_jitter_ms": jitter.as_millis() as u64,
+            "fanout_invocations": app.fanout_invocations.load(Ordering::Relaxed),
         })
         .to_string(),
     )

@@ -138,7 +138,8 @@ async fn invoke_batch(
 
 /// Polls `source` and invokes `target` as Lambda's event source mapping
 /// does: up to `fanout_pollers` invocations at once for the fan-out
-/// function (its `MaximumConcurrency`), one at a time for the others. A
+/// function (its `MaximumConcurrency`; `/@dev/settings` may change it while
+/// running), one at a time for the others. A
 /// free slot is filled at once from what the last receive brought (an
 /// invocation never waits for the others of its receive) or by a new
 /// receive; processed messages are deleted ten at a time, and all of them
@@ -157,8 +158,11 @@ pub(crate) async fn run(
     let wait = i32::try_from(app.options.poll_wait.as_secs())
         .unwrap_or(20)
         .clamp(0, 20);
-    let concurrency = match target {
-        Target::Fanout => app.options.fanout_pollers.max(1),
+    let concurrency = || match target {
+        Target::Fanout => app
+            .fanout_invocations
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(1),
         Target::Dispatcher | Target::Webhook => 1,
     };
     let mut backoff = Duration::from_millis(200);
@@ -168,7 +172,7 @@ pub(crate) async fn run(
     // Processed, not yet deleted.
     let mut done: Receipts = Vec::new();
     loop {
-        while running.len() < concurrency {
+        while running.len() < concurrency() {
             let Some((event, receipts)) = waiting.pop_front() else {
                 break;
             };
@@ -204,7 +208,7 @@ pub(crate) async fn run(
                 }
             }
         }
-        if running.len() >= concurrency
+        if running.len() >= concurrency()
             || !waiting.is_empty()
             || *stop.borrow()
             || !*enabled.borrow()

@@ -179,12 +179,11 @@ async fn the_dev_gateway_settings_change_while_running_and_refuse_bad_input() {
     let stack = Stack::start().await;
     let url = format!("{}/@dev/settings", stack.gateway.http_url());
     let http = reqwest::Client::new();
-    let ok = http
-        .post(&url)
-        .body(r#"{"connections_latency_ms": 30, "fanout_threshold": 2}"#)
-        .send()
-        .await
-        .unwrap();
+    let post = |body: &'static str| http.post(&url).body(body).send();
+    let ok =
+        post(r#"{"connections_latency_ms": 30, "fanout_threshold": 2, "fanout_invocations": 3}"#)
+            .await
+            .unwrap();
     assert_eq!(ok.status(), 200);
     let now: serde_json::Value = serde_json::from_str(&ok.text().await.unwrap()).unwrap();
     assert_eq!(
@@ -194,12 +193,14 @@ async fn the_dev_gateway_settings_change_while_running_and_refuse_bad_input() {
         ),
         (Some(30), Some(0))
     );
-    let bad = http
-        .post(&url)
-        .body(r#"{"latency": 30}"#)
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(now["fanout_invocations"].as_u64(), Some(3));
+    let none = post(r#"{"fanout_invocations": 0}"#).await.unwrap();
+    assert_eq!(none.status(), 400);
+    assert!(
+        none.text().await.unwrap().contains("at least 1"),
+        "a typed refusal"
+    );
+    let bad = post(r#"{"latency": 30}"#).await.unwrap();
     assert_eq!(bad.status(), 400);
     assert_eq!(
         bad.headers()
