@@ -171,6 +171,9 @@ pub(crate) async fn run(
     let mut waiting: std::collections::VecDeque<(SqsEvent, Receipts)> = Default::default();
     // Processed, not yet deleted.
     let mut done: Receipts = Vec::new();
+    // When the oldest of `done` finished: none waits longer than
+    // `DELETE_WITHIN` (its visibility timeout keeps running).
+    let mut done_since: Option<tokio::time::Instant> = None;
     loop {
         while running.len() < concurrency() {
             let Some((event, receipts)) = waiting.pop_front() else {
@@ -187,8 +190,10 @@ pub(crate) async fn run(
             });
         }
         let idle = running.is_empty() && waiting.is_empty();
-        if idle || done.len() >= 10 {
+        let due = done_since.is_some_and(|t| t.elapsed() >= DELETE_WITHIN);
+        if idle || done.len() >= 10 || due {
             delete(&sqs, &source, target, std::mem::take(&mut done)).await;
+            done_since = None;
         }
         if idle && *stop.borrow() {
             break;
@@ -213,9 +218,7 @@ pub(crate) async fn run(
             || *stop.borrow()
             || !*enabled.borrow()
         {
-            if let Some(finished) = running.next().await {
-                done.extend(finished);
-            }
+            next_finished(&mut running, &mut done, &mut done_since).await;
             continue;
         }
         let receive = sqs
@@ -247,9 +250,7 @@ pub(crate) async fn run(
         };
         if messages.is_empty() {
             // Nothing more to start: wait for one under way to end.
-            if let Some(finished) = running.next().await {
-                done.extend(finished);
-            }
+            next_finished(&mut running, &mut done, &mut done_since).await;
             continue;
         }
         if matches!(
@@ -268,6 +269,34 @@ pub(crate) async fn run(
                 receipts,
             ));
         }
+    }
+}
+
+/// How long a processed message may wait for the next batched delete.
+const DELETE_WITHIN: Duration = Duration::from_secs(1);
+
+/// Waits for the next invocation to end and adds what it processed to
+/// `done`; gives up after what is left of `DELETE_WITHIN` when `done`
+/// already holds messages, so that they are deleted in time.
+async fn next_finished<F: std::future::Future<Output = Receipts>>(
+    running: &mut futures::stream::FuturesUnordered<F>,
+    done: &mut Receipts,
+    done_since: &mut Option<tokio::time::Instant>,
+) {
+    let limit = done_since
+        .map(|t| (t + DELETE_WITHIN).saturating_duration_since(tokio::time::Instant::now()));
+    let finished = match limit {
+        Some(left) => tokio::time::timeout(left, running.next())
+            .await
+            .ok()
+            .flatten(),
+        None => running.next().await,
+    };
+    if let Some(processed) = finished {
+        if done_since.is_none() {
+            *done_since = Some(tokio::time::Instant::now());
+        }
+        done.extend(processed);
     }
 }
 

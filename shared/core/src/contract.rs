@@ -240,6 +240,42 @@ pub async fn connection_registry(reg: &dyn ConnectionRegistry, clock: &ManualClo
     clock.advance(Duration::from_secs(6));
     assert_eq!(reg.get_connection(&c.id).await.unwrap(), None);
 
+    // A shard listing (all a big channel ever gets) that meets an expired
+    // subscription takes it out of the count and the sample, as a 410
+    // would: nothing else would on a channel that is never listed whole.
+    let big = ChannelKey::new(ns, "big");
+    let stays = conn(ns, "stays", clock.epoch_s() + 3600);
+    let lapses = conn(ns, "lapses", clock.epoch_s() + 5);
+    for (c, until) in [(&stays, 3600), (&lapses, 5)] {
+        reg.put_connection(c).await.unwrap();
+        assert!(
+            reg.subscribe(c, &big, clock.epoch_s() + until)
+                .await
+                .unwrap()
+        );
+    }
+    assert_eq!(reg.presence(&big).await.unwrap().count, 2);
+    clock.advance(Duration::from_secs(6));
+    let listed = reg
+        .subscribers_in(&big, crate::model::ShardRange::ALL)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|s| s.principal.as_str())
+            .collect::<Vec<_>>(),
+        ["p-stays"]
+    );
+    assert_eq!(
+        reg.presence(&big).await.unwrap(),
+        crate::model::ChannelPresence {
+            count: 1,
+            principals: vec!["p-stays".into()],
+        },
+        "the lapsed subscription left count and sample"
+    );
+
     membership_and_shards(reg, clock, ns).await;
 }
 

@@ -48,7 +48,7 @@ use aws_sdk_dynamodb::types::ReturnValue;
 
 use super::item::{
     FromItem, Item, SubscriptionRecord, ToItem, channel_pk, expired, get_n, get_s, n, s,
-    subscription_sk, subscription_sk_bounds,
+    subscription_connection, subscription_sk, subscription_sk_bounds,
 };
 use super::{condition_held, put_all};
 use crate::error::store_error;
@@ -232,8 +232,12 @@ impl DynamoRegistry {
 
     /// Adds to the channel's sample (`presence`, the presence item as an
     /// update left it) the first of `principals` it lacks, as many as it
-    /// has room for: one conditional `ADD`, which leaves a sample that
-    /// filled meanwhile as it is.
+    /// has room for: one `ADD`, conditional on room and on the membership
+    /// version that update left. A sample that filled meanwhile stays as it
+    /// is, and so does one whose version moved: a leave of the same
+    /// connection that ran in between took its principal out before this
+    /// `ADD` could put it in, and must not be undone (another join that
+    /// moved it only leaves its principal for the next listing).
     async fn fill_sample<'a>(
         &self,
         key_pk: String,
@@ -261,8 +265,10 @@ impl DynamoRegistry {
             .key("pk", s(key_pk))
             .key("sk", s(PRESENCE_SK))
             .update_expression("ADD #s :p")
-            .condition_expression("attribute_not_exists(#s) OR size(#s) <= :most")
+            .condition_expression("(attribute_not_exists(#s) OR size(#s) <= :most) AND #v = :v")
             .expression_attribute_names("#s", "sample")
+            .expression_attribute_names("#v", "version")
+            .expression_attribute_values(":v", n(get_n(presence, "version").unwrap_or(0)))
             .expression_attribute_values(":most", n((PRESENCE_SAMPLE - add.len()) as u64))
             .expression_attribute_values(":p", AttributeValue::Ss(add))
             .send()
@@ -467,12 +473,33 @@ impl ConnectionRegistry for DynamoRegistry {
         shards: ShardRange,
     ) -> Result<Vec<Subscriber>, StoreError> {
         let now = self.clock.epoch_s();
-        self.channel_items(key, Some(shards))
+        let (gone, live): (Vec<Item>, Vec<Item>) = self
+            .channel_items(key, Some(shards))
             .await?
+            .into_iter()
+            .partition(|i| expired(i, now));
+        // A big channel is never listed whole, so nothing else would take
+        // the expired subscriptions (connections that vanished without
+        // `$disconnect`) out of its count and sample: each listing of a
+        // shard deletes those it met, as a 410 would.
+        let pk = channel_pk(key);
+        let ids: Vec<String> = gone
             .iter()
-            .filter(|i| !expired(i, now))
-            .map(Subscriber::from_item)
+            .filter_map(|i| get_s(i, "sk"))
+            .map(|sk| subscription_connection(&sk).to_owned())
+            .collect();
+        let pruned: Vec<Result<(), StoreError>> = futures::stream::iter(ids)
+            .map(|id| {
+                let pk = pk.clone();
+                async move { self.delete_subscription(pk, &id).await }
+            })
+            .buffer_unordered(8)
             .collect()
+            .await;
+        if let Some(Err(e)) = pruned.into_iter().find(Result::is_err) {
+            tracing::warn!(channel = %key, error = %e, "could not delete an expired subscription; the next listing tries again");
+        }
+        live.iter().map(Subscriber::from_item).collect()
     }
 
     async fn membership(&self, key: &ChannelKey) -> Result<Membership, StoreError> {
