@@ -112,6 +112,8 @@ ALLOWED_UNUSED = {
         "a gone connection met by a fan-out job (remove_connection)",
     ("fanout", "dynamodb:UpdateItem", "ConnectionsTable"):
         "a subscriber of a big channel whose token expired leaves it",
+    ("fanout", "dynamodb:GetItem", "SubscriptionsTable"):
+        "the membership version of a job enqueued without one (by a release before jobs carried it)",
     ("fanout", "dynamodb:DeleteItem", "SubscriptionsTable"):
         "a gone connection met by a fan-out job (its subscriptions)",
     ("fanout", "dynamodb:UpdateItem", "SubscriptionsTable"):
