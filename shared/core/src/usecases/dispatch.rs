@@ -151,13 +151,7 @@ impl Dispatcher {
         concurrency: usize,
     ) -> Self {
         Self {
-            broadcaster: Broadcaster {
-                registry: registry.clone(),
-                pusher,
-                clock: clock.clone(),
-                concurrency: concurrency.max(1),
-                push_retry: PushRetry::default(),
-            },
+            broadcaster: Broadcaster::new(registry.clone(), pusher, clock.clone(), concurrency),
             log,
             registry,
             dead_letters,

@@ -138,6 +138,23 @@ pub(crate) struct Broadcaster {
 }
 
 impl Broadcaster {
+    /// At least one post in flight; throttled posts retried by the default
+    /// [`PushRetry`].
+    pub(crate) fn new(
+        registry: Arc<dyn ConnectionRegistry>,
+        pusher: Arc<dyn Pusher>,
+        clock: Arc<dyn Clock>,
+        concurrency: usize,
+    ) -> Self {
+        Self {
+            registry,
+            pusher,
+            clock,
+            concurrency: concurrency.max(1),
+            push_retry: PushRetry::default(),
+        }
+    }
+
     pub(crate) async fn deliver<F: AsRef<str> + Sync>(
         &self,
         key: &ChannelKey,
@@ -306,13 +323,7 @@ impl FanoutWorker {
         concurrency: usize,
     ) -> Self {
         Self {
-            broadcaster: Broadcaster {
-                registry: registry.clone(),
-                pusher,
-                clock,
-                concurrency: concurrency.max(1),
-                push_retry: PushRetry::default(),
-            },
+            broadcaster: Broadcaster::new(registry.clone(), pusher, clock, concurrency),
             registry,
             cache: ListCache::default(),
         }
