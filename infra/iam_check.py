@@ -61,6 +61,7 @@ ROLE_ENV = {
     "channels": "AGENTWIRE_CHANNELS_TABLE",
     "events": "AGENTWIRE_EVENTS_TABLE",
     "cursors": "AGENTWIRE_CURSORS_TABLE",
+    "limits": "AGENTWIRE_LIMITS_TABLE",
     "events_queue": "AGENTWIRE_EVENTS_QUEUE_URL",
     "events_dlq": "AGENTWIRE_EVENTS_DLQ_URL",
     "webhook_queue": "AGENTWIRE_WEBHOOK_QUEUE_URL",

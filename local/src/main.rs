@@ -114,6 +114,13 @@ struct Args {
         default_value = "agentwire-cursors"
     )]
     cursors_table: String,
+    /// Limits table (tenants' limits and token buckets).
+    #[arg(
+        long,
+        env = "AGENTWIRE_LIMITS_TABLE",
+        default_value = "agentwire-limits"
+    )]
+    limits_table: String,
     /// HS256 key for tokens (use the same with `agentwire token`).
     #[arg(
         long,
@@ -204,6 +211,7 @@ async fn serve(args: Args) -> Result<(), String> {
         channels: args.channels_table,
         events: args.events_table,
         cursors: args.cursors_table,
+        limits: args.limits_table,
     };
     config.jwt_secret = Some(args.jwt_secret.into_bytes());
     config.max_connection = args.max_connection;

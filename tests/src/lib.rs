@@ -312,6 +312,7 @@ async fn create_tables(sdk: &SdkConfig, run: &str) -> Tables {
         channels: name("-channels"),
         events: name("-events"),
         cursors: name("-cursors"),
+        limits: name("-limits"),
     }
 }
 
@@ -413,6 +414,7 @@ impl Stack {
             (&tables.channels, "channels"),
             (&tables.events, "events"),
             (&tables.cursors, "cursors"),
+            (&tables.limits, "limits"),
             (&queues.events, "events_queue"),
             (&queues.events_dlq, "events_dlq"),
             (&queues.webhooks, "webhook_queue"),
@@ -789,6 +791,7 @@ impl Stack {
                 t.channels.clone(),
                 t.events.clone(),
                 t.cursors.clone(),
+                t.limits.clone(),
             ],
         )
     }

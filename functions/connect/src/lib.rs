@@ -1,6 +1,6 @@
 //! The `$connect` Lambda: translates API Gateway's connect event into the
 //! connect use case and its result into the upgrade answer (200 with the
-//! chosen `Sec-WebSocket-Protocol`, or 401/400/500 with a typed error body).
+//! chosen `Sec-WebSocket-Protocol`, or 401/400/429/500 with a typed error body).
 
 use agentwire_aws::deps::Deps;
 use agentwire_core::config::ConfigError;
@@ -20,6 +20,7 @@ pub fn http_status(e: &ConnectError) -> u16 {
     match e {
         ConnectError::Auth(_) => 401,
         ConnectError::VersionUnsupported { .. } => 400,
+        ConnectError::TooManyConnections { .. } => 429,
         ConnectError::Store(_) => 500,
     }
 }

@@ -2,7 +2,8 @@
 //! `POST /v1/channels/{channel}/events`: for agents that hold a token but no
 //! AWS credentials. Translates the HTTP event into the publish use case and
 //! its result into `202 {"id"}` or a JSON error body with a stable code
-//! (400/401/403/413, 500/503 when the queue fails).
+//! (400/401/403/413, 429 with `Retry-After` over a rate limit, 500/503
+//! when the queue fails).
 
 use agentwire_aws::deps::Deps;
 use agentwire_core::auth::{TokenKey, token_from};
@@ -28,6 +29,7 @@ pub fn http_status(e: &PublishError) -> u16 {
         PublishError::Forbidden(_) => 403,
         PublishError::Invalid(_) => 400,
         PublishError::TooLarge { .. } => 413,
+        PublishError::RateLimited(_) => 429,
         PublishError::Queue(StoreError::Unavailable { .. }) => 503,
         PublishError::Queue(_) => 500,
     }
@@ -89,6 +91,24 @@ impl PublishFunction {
                     http_status(&e),
                     &ServerFrame::error(e.code(), internal_message(&request_id), None).to_json(),
                 )
+            }
+            Err(PublishError::RateLimited(l)) => {
+                let frame = ServerFrame::rate_limited(
+                    l.scope.as_str(),
+                    l.retry_after_ms,
+                    format!(
+                        "over the {} publish rate; retry after {} ms",
+                        l.scope.as_str(),
+                        l.retry_after_ms
+                    ),
+                    None,
+                );
+                let mut resp = response(429, &frame.to_json());
+                // Whole seconds, rounded up: never earlier than the bucket allows.
+                let secs = l.retry_after_ms.div_ceil(1000).max(1);
+                resp.headers
+                    .insert("retry-after", HeaderValue::from(secs));
+                resp
             }
             Err(e) => {
                 let status = http_status(&e);

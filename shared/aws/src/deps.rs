@@ -11,12 +11,12 @@ use agentwire_core::config::{Config, ConfigError};
 use agentwire_core::usecases::deliver::Deliverer;
 use agentwire_core::usecases::session::ReplayBudget;
 use agentwire_core::usecases::{
-    ChannelAdmin, Connect, DeadWebhooks, Disconnect, Dispatcher, FanoutWorker, Publisher, Session,
-    WebhookAdmin,
+    ChannelAdmin, Connect, DeadWebhooks, Disconnect, Dispatcher, FanoutWorker, Publisher, Quotas,
+    Session, WebhookAdmin,
 };
 
 use crate::{
-    ApiGatewayPusher, DynamoCursors, DynamoLog, DynamoRegistry, DynamoWebhooks, ReqwestSender,
+    ApiGatewayPusher, DynamoCursors, DynamoLimits, DynamoLog, DynamoRegistry, DynamoWebhooks, ReqwestSender,
     SqsDeadLetters, SqsEventQueue, SqsFanoutQueue, SqsWebhookJobs,
 };
 
@@ -35,6 +35,7 @@ pub struct Deps {
     pub log: Arc<DynamoLog>,
     pub cursors: Arc<DynamoCursors>,
     pub webhooks: Arc<DynamoWebhooks>,
+    pub limits: Arc<DynamoLimits>,
     pub clock: Arc<dyn Clock>,
     /// The one DynamoDB client every adapter shares.
     pub ddb: aws_sdk_dynamodb::Client,
@@ -73,6 +74,7 @@ impl Deps {
                 tables.clone(),
                 clock.clone(),
             )),
+            limits: Arc::new(DynamoLimits::new(ddb.clone(), tables.limits.clone())),
             webhooks: Arc::new(DynamoWebhooks::new(ddb.clone(), tables, clock.clone())),
             ddb,
             clock,
@@ -92,7 +94,21 @@ impl Deps {
             self.token_key()?,
             self.clock.clone(),
             self.config.max_connection,
-        ))
+        )
+        .with_quotas(self.quotas()))
+    }
+
+    /// The quota checks over the limits table, with the deployment's defaults.
+    pub fn quotas(&self) -> Arc<Quotas> {
+        Arc::new(
+            Quotas::new(
+                self.limits.clone(),
+                self.limits.clone(),
+                self.config.default_limits.clone(),
+                self.clock.clone(),
+            )
+            .with_cache_for(self.config.limits_cache),
+        )
     }
 
     /// Posts to the API named by `AGENTWIRE_CONNECTIONS_ENDPOINT`.
@@ -115,7 +131,8 @@ impl Deps {
         .with_replay_budget(ReplayBudget {
             events: self.config.replay_max_events.max(1),
             bytes: self.config.replay_max_bytes.max(1),
-        }))
+        })
+        .with_quotas(self.quotas()))
     }
 
     pub fn disconnect(&self) -> Disconnect {
@@ -205,10 +222,8 @@ impl Deps {
 
     /// Validates and enqueues events (the publish function, the CLI, agents).
     pub fn publisher(&self) -> Result<Publisher, ConfigError> {
-        Ok(Publisher::new(
-            Arc::new(self.event_queue()?),
-            self.clock.clone(),
-        ))
+        Ok(Publisher::new(Arc::new(self.event_queue()?), self.clock.clone())
+            .with_quotas(self.quotas()))
     }
 
     /// The token key the connect and publish functions verify with.

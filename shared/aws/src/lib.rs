@@ -26,6 +26,6 @@ pub mod webhook_sender;
 
 pub use apigw::ApiGatewayPusher;
 pub use deps::{Deps, sdk_config_from_env};
-pub use dynamo::{DynamoCursors, DynamoLog, DynamoRegistry, DynamoWebhooks};
+pub use dynamo::{DynamoCursors, DynamoLimits, DynamoLog, DynamoRegistry, DynamoWebhooks};
 pub use sqs::{SqsDeadLetters, SqsEventQueue, SqsFanoutQueue, SqsWebhookJobs, resolve_queue_url};
 pub use webhook_sender::ReqwestSender;

@@ -26,6 +26,7 @@ pub struct Tables {
     pub channels: String,
     pub events: String,
     pub cursors: String,
+    pub limits: String,
 }
 
 impl Default for Tables {
@@ -36,6 +37,7 @@ impl Default for Tables {
             channels: "agentwire-channels".into(),
             events: "agentwire-events".into(),
             cursors: "agentwire-cursors".into(),
+            limits: "agentwire-limits".into(),
         }
     }
 }
@@ -80,6 +82,11 @@ pub struct Config {
     /// When fan-out is sharded (`AGENTWIRE_FANOUT_THRESHOLD`,
     /// `AGENTWIRE_FANOUT_PER_JOB`).
     pub fanout: crate::usecases::FanoutPolicy,
+    /// Every tenant's limits unless its own say otherwise
+    /// (`AGENTWIRE_DEFAULT_LIMITS`, JSON; empty: unlimited).
+    pub default_limits: crate::limits::TenantLimits,
+    /// How long an instance keeps a tenant's limits (`AGENTWIRE_LIMITS_CACHE`).
+    pub limits_cache: Duration,
 }
 
 impl Default for Config {
@@ -103,6 +110,8 @@ impl Default for Config {
             webhook_timeout: Duration::from_secs(15),
             fanout_queue_url: None,
             fanout: crate::usecases::FanoutPolicy::default(),
+            default_limits: Default::default(),
+            limits_cache: Duration::from_secs(10),
         }
     }
 }
@@ -123,7 +132,18 @@ impl Config {
             channels: table("AGENTWIRE_CHANNELS_TABLE", c.tables.channels),
             events: table("AGENTWIRE_EVENTS_TABLE", c.tables.events),
             cursors: table("AGENTWIRE_CURSORS_TABLE", c.tables.cursors),
+            limits: table("AGENTWIRE_LIMITS_TABLE", c.tables.limits),
         };
+        if let Some(v) = get("AGENTWIRE_DEFAULT_LIMITS") {
+            c.default_limits = serde_json::from_str(&v).map_err(|e| ConfigError::Invalid {
+                name: "AGENTWIRE_DEFAULT_LIMITS",
+                value: v.clone(),
+                reason: format!("not a limits object: {e}"),
+            })?;
+        }
+        if let Some(v) = get("AGENTWIRE_LIMITS_CACHE") {
+            c.limits_cache = duration("AGENTWIRE_LIMITS_CACHE", &v)?;
+        }
         c.events_queue_url = get("AGENTWIRE_EVENTS_QUEUE_URL");
         c.events_dlq_url = get("AGENTWIRE_EVENTS_DLQ_URL");
         c.connections_endpoint = get("AGENTWIRE_CONNECTIONS_ENDPOINT");

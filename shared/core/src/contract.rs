@@ -15,9 +15,10 @@ use serde_json::json;
 
 use crate::clock::{Clock, ManualClock};
 use crate::model::{ChannelKey, Connection, Envelope};
+use crate::limits::{Rate, Take, TenantLimits};
 use crate::ports::{
-    AppendError, ChannelLog, ChannelSettings, ConnectionRegistry, CursorStore, WebhookDirectory,
-    WebhookStore,
+    AppendError, ChannelLog, ChannelSettings, ConnectionRegistry, CursorStore, LimitSettings,
+    RateLimiter, WebhookDirectory, WebhookStore,
 };
 use crate::webhook::{WebhookConfig, WebhookMode, WebhookScope};
 
@@ -33,6 +34,7 @@ fn conn(ns: &str, id: &str, expires_at: u64) -> Connection {
         expires_at,
         channels: vec![],
         token_exp: 77,
+        counted: false,
     }
 }
 
@@ -518,6 +520,109 @@ where
     );
 }
 
+/// Counted connections: admitted up to `max`, the record and the count
+/// move together, a removal gives the place back (once), a reset zeroes it.
+pub async fn counted_connections(reg: &dyn ConnectionRegistry, ns: &str) {
+    let a = conn(ns, "ca", u64::MAX);
+    let b = conn(ns, "cb", u64::MAX);
+    let c = conn(ns, "cc", u64::MAX);
+    assert!(reg.put_counted_connection(&a, 2).await.unwrap());
+    assert!(reg.put_counted_connection(&b, 2).await.unwrap());
+    assert!(
+        !reg.put_counted_connection(&c, 2).await.unwrap(),
+        "a third at max 2"
+    );
+    assert!(
+        reg.get_connection(&c.id).await.unwrap().is_none(),
+        "a refused connection is not recorded"
+    );
+    assert_eq!(reg.counted_connections(ns).await.unwrap(), 2);
+    let stored = reg.get_connection(&a.id).await.unwrap().unwrap();
+    assert!(stored.counted, "the record says it is counted");
+    assert!(reg.remove_connection(&a.id).await.unwrap());
+    assert!(!reg.remove_connection(&a.id).await.unwrap());
+    assert_eq!(
+        reg.counted_connections(ns).await.unwrap(),
+        1,
+        "removed once, counted down once"
+    );
+    assert!(reg.put_counted_connection(&c, 2).await.unwrap());
+    // An uncounted connection leaves the count alone.
+    let d = conn(ns, "cd", u64::MAX);
+    reg.put_connection(&d).await.unwrap();
+    assert!(reg.remove_connection(&d.id).await.unwrap());
+    assert_eq!(reg.counted_connections(ns).await.unwrap(), 2);
+    reg.reset_connection_count(ns).await.unwrap();
+    assert_eq!(reg.counted_connections(ns).await.unwrap(), 0);
+    // A counted connection removed after a reset never goes below zero.
+    assert!(reg.remove_connection(&b.id).await.unwrap());
+    assert_eq!(reg.counted_connections(ns).await.unwrap(), 0);
+    assert!(reg.remove_connection(&c.id).await.unwrap());
+}
+
+/// Token buckets: a burst is allowed up to its size and refused after with
+/// the exact wait; concurrent takes never allow more than the burst; a
+/// bucket refills at its rate. Limits settings round-trip and clear.
+pub async fn rate_limiter<L>(limits: &L, ns: &str)
+where
+    L: RateLimiter + LimitSettings,
+{
+    let rate = Rate {
+        per_s: 5,
+        burst: 10,
+    };
+    let bucket = format!("bucket#contract#{ns}");
+    let now = 1_000_000_000_000u64;
+    let mut allowed = 0;
+    let mut waits = vec![];
+    for _ in 0..15 {
+        match limits.take(&bucket, rate, now).await.unwrap() {
+            Take::Allowed => allowed += 1,
+            Take::Limited { retry_after_ms } => waits.push(retry_after_ms),
+        }
+    }
+    assert_eq!(allowed, 10, "the burst");
+    assert_eq!(waits, vec![200; 5], "one interval (200 ms) until the next fits");
+    assert_eq!(
+        limits.take(&bucket, rate, now + 200_000).await.unwrap(),
+        Take::Allowed
+    );
+    assert!(matches!(
+        limits.take(&bucket, rate, now + 200_000).await.unwrap(),
+        Take::Limited { .. }
+    ));
+    // Idle for long: a full burst again.
+    let later = now + 3_600_000_000;
+    for _ in 0..10 {
+        assert_eq!(
+            limits.take(&bucket, rate, later).await.unwrap(),
+            Take::Allowed
+        );
+    }
+    // Concurrent takes on a fresh bucket: exactly the burst.
+    let bucket = format!("bucket#contract-race#{ns}");
+    let takes = (0..30).map(|_| limits.take(&bucket, rate, now));
+    let results = futures::future::join_all(takes).await;
+    let allowed = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Take::Allowed)))
+        .count();
+    assert_eq!(allowed, 10, "concurrent takes: {results:?}");
+
+    assert_eq!(limits.get(ns).await.unwrap(), None);
+    let l = TenantLimits {
+        publish_rate: Some(5),
+        max_connections: Some(3),
+        dry_run: Some(true),
+        ..Default::default()
+    };
+    limits.put(ns, &l).await.unwrap();
+    assert_eq!(limits.get(ns).await.unwrap(), Some(l));
+    assert!(limits.clear(ns).await.unwrap());
+    assert!(!limits.clear(ns).await.unwrap());
+    assert_eq!(limits.get(ns).await.unwrap(), None);
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -529,6 +634,16 @@ mod tests {
     async fn the_memory_registry_keeps_the_contract() {
         let clock = Arc::new(ManualClock::new());
         connection_registry(&MemoryRegistry::with_clock(clock.clone()), &clock, "t1").await;
+    }
+
+    #[tokio::test]
+    async fn the_memory_registry_counts_connections() {
+        counted_connections(&MemoryRegistry::default(), "t1").await;
+    }
+
+    #[tokio::test]
+    async fn the_memory_limits_keep_the_contract() {
+        rate_limiter(&crate::memory::MemoryLimits::default(), "t1").await;
     }
 
     #[tokio::test]

@@ -13,6 +13,8 @@
 //!   plain struct over the ports.
 //! - [`auth`], [`config`], [`clock`]: tokens and grants, settings from the
 //!   environment, and the time every use case and adapter reads.
+//! - [`limits`]: tenants' quotas and the token-bucket arithmetic.
+//! - [`metrics`]: the names, units and labels of every metric emitted.
 //! - [`webhook`]: Standard Webhooks signatures, the URL safety policy, the
 //!   retry schedule and the webhook configuration model.
 //! - [`memory`] and [`contract`] (feature `test-util`): in-memory fakes of
@@ -26,10 +28,12 @@
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod limits;
 #[cfg(any(test, feature = "test-util"))]
 pub mod contract;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod ports;
 pub mod usecases;

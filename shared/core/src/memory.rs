@@ -46,6 +46,7 @@ pub fn connection(id: &str, tenant: &str, principal: &str, grants: &[&str]) -> C
         expires_at: u64::MAX,
         channels: vec![],
         token_exp: 0,
+        counted: false,
     }
 }
 
@@ -89,6 +90,9 @@ type Subscriptions = BTreeMap<String, (Subscriber, u64)>;
 /// Connections and subscriptions; expired ones are left out of reads.
 pub struct MemoryRegistry {
     conns: Mutex<HashMap<String, Connection>>,
+    /// Each tenant's count of counted connections (kept apart from the
+    /// records, as the adapter keeps it).
+    counts: Mutex<HashMap<String, u64>>,
     subs: Mutex<BTreeMap<ChannelKey, Subscriptions>>,
     /// Each channel's membership version, moved like the adapter's.
     versions: Mutex<HashMap<ChannelKey, u64>>,
@@ -109,6 +113,7 @@ impl MemoryRegistry {
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
         Self {
             conns: Mutex::default(),
+            counts: Mutex::default(),
             subs: Mutex::default(),
             versions: Mutex::default(),
             listings: Default::default(),
@@ -269,10 +274,41 @@ impl ConnectionRegistry for MemoryRegistry {
         })
     }
 
+    async fn put_counted_connection(
+        &self,
+        conn: &Connection,
+        max: u64,
+    ) -> Result<bool, StoreError> {
+        let mut counts = lock(&self.counts);
+        let n = counts.entry(conn.tenant.clone()).or_default();
+        if *n >= max {
+            return Ok(false);
+        }
+        *n += 1;
+        let mut c = conn.clone();
+        c.counted = true;
+        lock(&self.conns).insert(c.id.clone(), c);
+        Ok(true)
+    }
+
+    async fn counted_connections(&self, tenant: &str) -> Result<u64, StoreError> {
+        Ok(lock(&self.counts).get(tenant).copied().unwrap_or(0))
+    }
+
+    async fn reset_connection_count(&self, tenant: &str) -> Result<(), StoreError> {
+        lock(&self.counts).remove(tenant);
+        Ok(())
+    }
+
     async fn remove_connection(&self, id: &str) -> Result<bool, StoreError> {
         let Some(c) = lock(&self.conns).remove(id) else {
             return Ok(false);
         };
+        if c.counted
+            && let Some(n) = lock(&self.counts).get_mut(&c.tenant)
+        {
+            *n = n.saturating_sub(1);
+        }
         for ch in c.channels {
             let key = ChannelKey::new(&c.tenant, ch);
             let removed = lock(&self.subs)
@@ -283,6 +319,63 @@ impl ConnectionRegistry for MemoryRegistry {
             }
         }
         Ok(true)
+    }
+}
+
+/// Token buckets and tenant limits in memory, with the adapter's
+/// arithmetic ([`Gcra`](crate::limits::Gcra)).
+#[derive(Default)]
+pub struct MemoryLimits {
+    tats: Mutex<HashMap<String, u64>>,
+    settings: Mutex<HashMap<String, crate::limits::TenantLimits>>,
+    /// How many takes and settings reads were made (cost tests).
+    pub calls: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl crate::ports::RateLimiter for MemoryLimits {
+    async fn take(
+        &self,
+        bucket: &str,
+        rate: crate::limits::Rate,
+        now_us: u64,
+    ) -> Result<crate::limits::Take, StoreError> {
+        use crate::limits::{Step, Take, wait_ms};
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut tats = lock(&self.tats);
+        let tat = tats.get(bucket).copied();
+        Ok(match rate.gcra().step(tat, now_us) {
+            Step::Start { new_tat } | Step::Advance { new_tat } => {
+                tats.insert(bucket.to_owned(), new_tat);
+                Take::Allowed
+            }
+            Step::Refuse { wait_us } => Take::Limited {
+                retry_after_ms: wait_ms(wait_us),
+            },
+        })
+    }
+}
+
+#[async_trait]
+impl crate::ports::LimitSettings for MemoryLimits {
+    async fn get(&self, tenant: &str) -> Result<Option<crate::limits::TenantLimits>, StoreError> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(lock(&self.settings).get(tenant).cloned())
+    }
+
+    async fn put(
+        &self,
+        tenant: &str,
+        limits: &crate::limits::TenantLimits,
+    ) -> Result<(), StoreError> {
+        lock(&self.settings).insert(tenant.to_owned(), limits.clone());
+        Ok(())
+    }
+
+    async fn clear(&self, tenant: &str) -> Result<bool, StoreError> {
+        Ok(lock(&self.settings).remove(tenant).is_some())
     }
 }
 

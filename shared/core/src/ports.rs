@@ -35,6 +35,17 @@ impl StoreError {
 #[async_trait]
 pub trait ConnectionRegistry: Send + Sync {
     async fn put_connection(&self, conn: &Connection) -> Result<(), StoreError>;
+    /// Records the connection as one of its tenant's counted connections
+    /// (`conn.counted` set), only while the tenant has fewer than `max`:
+    /// the count and the record move together or not at all. `false` when
+    /// the tenant is at `max` (nothing written).
+    async fn put_counted_connection(&self, conn: &Connection, max: u64)
+    -> Result<bool, StoreError>;
+    /// The tenant's counted connections.
+    async fn counted_connections(&self, tenant: &str) -> Result<u64, StoreError>;
+    /// Sets the tenant's count of connections to 0 (after a lost
+    /// `$disconnect` left it high; the operator's remedy).
+    async fn reset_connection_count(&self, tenant: &str) -> Result<(), StoreError>;
     /// The connection, unless unknown or expired.
     async fn get_connection(&self, id: &str) -> Result<Option<Connection>, StoreError>;
     /// Records the negotiated protocol; `false` when the connection is gone.
@@ -66,8 +77,36 @@ pub trait ConnectionRegistry: Send + Sync {
     /// read at a cost that does not grow with the channel: the count is
     /// kept as connections subscribe and leave, not counted on read.
     async fn presence(&self, key: &ChannelKey) -> Result<ChannelPresence, StoreError>;
-    /// Deletes the connection and all its subscriptions; `false` when it was unknown.
+    /// Deletes the connection and all its subscriptions (and takes a
+    /// counted connection off its tenant's count); `false` when it was
+    /// unknown.
     async fn remove_connection(&self, id: &str) -> Result<bool, StoreError>;
+}
+
+/// Token buckets shared by every instance of every function (the
+/// arithmetic is [`Gcra`](crate::limits::Gcra)).
+#[async_trait]
+pub trait RateLimiter: Send + Sync {
+    /// Takes one token from `bucket` at `now_us` (Unix microseconds).
+    async fn take(
+        &self,
+        bucket: &str,
+        rate: crate::limits::Rate,
+        now_us: u64,
+    ) -> Result<crate::limits::Take, StoreError>;
+}
+
+/// Each tenant's own limits (the operator's `agentwire tenant`).
+#[async_trait]
+pub trait LimitSettings: Send + Sync {
+    async fn get(&self, tenant: &str) -> Result<Option<crate::limits::TenantLimits>, StoreError>;
+    async fn put(
+        &self,
+        tenant: &str,
+        limits: &crate::limits::TenantLimits,
+    ) -> Result<(), StoreError>;
+    /// `false` when the tenant had none.
+    async fn clear(&self, tenant: &str) -> Result<bool, StoreError>;
 }
 
 /// Why an append did not commit.

@@ -33,6 +33,13 @@ pub enum ErrorCode {
     InvalidEvent,
     /// The gateway failed; the request may be retried.
     Internal,
+    /// Over a rate limit (the tenant's or the channel's publish rate, the
+    /// connection's join/ack rate): retry after `retry_after_ms`.
+    RateLimited,
+    /// The tenant has as many connections open as it may (`$connect`, 429).
+    TooManyConnections,
+    /// The connection has joined as many channels as its tenant allows.
+    TooManyChannels,
 }
 
 impl ErrorCode {
@@ -53,6 +60,9 @@ impl ErrorCode {
             ErrorCode::NotConnected => "not_connected",
             ErrorCode::InvalidEvent => "invalid_event",
             ErrorCode::Internal => "internal",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::TooManyChannels => "too_many_channels",
         }
     }
 }

@@ -191,6 +191,26 @@ impl ServerFrame {
             message: message.into(),
             id,
             supported: None,
+            scope: None,
+            retry_after_ms: None,
+        })
+    }
+
+    /// A `rate_limited` error: which limit (`tenant`, `channel`,
+    /// `connection`) and how long to wait before retrying.
+    pub fn rate_limited(
+        scope: &str,
+        retry_after_ms: u64,
+        message: impl Into<String>,
+        id: Option<String>,
+    ) -> Self {
+        ServerFrame::Error(ErrorFrame {
+            code: ErrorCode::RateLimited,
+            message: message.into(),
+            id,
+            supported: None,
+            scope: Some(scope.to_owned()),
+            retry_after_ms: Some(retry_after_ms),
         })
     }
 }
@@ -203,6 +223,8 @@ impl From<crate::ProtocolError> for ServerFrame {
             message: e.message,
             id: e.id,
             supported,
+            scope: None,
+            retry_after_ms: None,
         })
     }
 }
@@ -296,7 +318,8 @@ impl EventFrame {
 
 /// A typed error: a stable `code`, a message for humans, the request `id`
 /// when the failing frame had one, and the supported range for
-/// `version_unsupported`.
+/// `version_unsupported`; for `rate_limited`, the limit's `scope` and how
+/// long to wait (`retry_after_ms`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorFrame {
     pub code: ErrorCode,
@@ -305,4 +328,8 @@ pub struct ErrorFrame {
     pub id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supported: Option<ProtocolRange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }

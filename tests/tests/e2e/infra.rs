@@ -33,6 +33,7 @@ fn logical_id(local_name: &str) -> &'static str {
         "agentwire-channels" => "ChannelsTable",
         "agentwire-events" => "EventsTable",
         "agentwire-cursors" => "CursorsTable",
+        "agentwire-limits" => "LimitsTable",
         "agentwire-events.fifo" => "EventsQueue",
         "agentwire-events-dlq.fifo" => "EventsDeadLetterQueue",
         "agentwire-webhooks" => "WebhookQueue",

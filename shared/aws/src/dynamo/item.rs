@@ -55,6 +55,12 @@ pub fn dedup_pk(key: &ChannelKey, id: &str) -> String {
 }
 
 /// The cursors-table partition of a principal.
+/// The item holding a tenant's count of counted connections (a connection
+/// id never starts with `#`).
+pub fn connection_count_pk(tenant: &str) -> String {
+    format!("#count#{tenant}")
+}
+
 pub fn cursor_pk(tenant: &str, principal: &str) -> String {
     format!("{tenant}#{principal}")
 }
@@ -120,6 +126,7 @@ impl FromItem for Connection {
             expires_at: get_n(item, "expires_at").unwrap_or(0),
             channels: get_list(item, "channels"),
             token_exp: get_n(item, "token_exp").unwrap_or(0),
+            counted: matches!(item.get("counted"), Some(AttributeValue::Bool(true))),
         })
     }
 }
@@ -140,6 +147,9 @@ impl ToItem for Connection {
         ]);
         if let Some(p) = self.protocol {
             item.insert("protocol".to_owned(), n(u64::from(p)));
+        }
+        if self.counted {
+            item.insert("counted".to_owned(), AttributeValue::Bool(true));
         }
         if !self.channels.is_empty() {
             item.insert(
@@ -303,11 +313,13 @@ mod tests {
             expires_at: 20,
             channels: vec!["a".into(), "b".into()],
             token_exp: 30,
+            counted: true,
         };
         assert_eq!(Connection::from_item(&c.to_item()).unwrap(), c);
         let bare = Connection {
             protocol: None,
             channels: vec![],
+            counted: false,
             ..c
         };
         assert_eq!(Connection::from_item(&bare.to_item()).unwrap(), bare);

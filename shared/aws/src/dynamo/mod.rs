@@ -13,18 +13,24 @@
 //!   per event id: `pk` = tenant#channel#id, `sk` = 0, holding the seq.
 //! - cursors: `pk` = tenant#principal, `sk` = channel; seq, updated_at,
 //!   expires_at (TTL).
+//! - connections (counts): `pk` = `#count#tenant`; n, the tenant's counted
+//!   connections (`counted` on the connection's item).
+//! - limits: `pk` = `tenant#tenant` (limits, JSON text) or `bucket#…`
+//!   (tat, expires_at (TTL)).
 //!
 //! TTL deletes late, so every read here filters expired items itself, at
 //! the time of the adapter's [`Clock`](agentwire_core::clock::Clock).
 
 mod cursors;
 pub mod item;
+mod limits;
 mod log;
 mod registry;
 mod webhooks;
 
 pub use cursors::{CURSOR_TTL_S, DynamoCursors};
 pub use item::{FromItem, Item, ToItem};
+pub use limits::DynamoLimits;
 pub use log::DynamoLog;
 pub use registry::{DynamoRegistry, PRESENCE_SK};
 pub use webhooks::DynamoWebhooks;

@@ -47,7 +47,8 @@ use agentwire_core::protocol::PRESENCE_SAMPLE;
 use aws_sdk_dynamodb::types::ReturnValue;
 
 use super::item::{
-    FromItem, Item, SubscriptionRecord, ToItem, channel_pk, expired, get_n, get_s, n, s,
+    FromItem, Item, SubscriptionRecord, ToItem, channel_pk, connection_count_pk, expired, get_n,
+    get_s, n, s,
     subscription_connection, subscription_sk, subscription_sk_bounds,
 };
 use super::{condition_held, put_all};
@@ -358,6 +359,75 @@ impl ConnectionRegistry for DynamoRegistry {
         Ok(())
     }
 
+    async fn put_counted_connection(
+        &self,
+        c: &Connection,
+        max: u64,
+    ) -> Result<bool, StoreError> {
+        use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+        let op = "put counted connection";
+        let mut counted = c.clone();
+        counted.counted = true;
+        let count = Update::builder()
+            .table_name(&self.tables.connections)
+            .key("pk", s(connection_count_pk(&c.tenant)))
+            .update_expression("ADD n :one")
+            .condition_expression("attribute_not_exists(n) OR n < :max")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":max", n(max))
+            .build()
+            .map_err(|e| StoreError::failed(op, e))?;
+        let put = Put::builder()
+            .table_name(&self.tables.connections)
+            .set_item(Some(counted.to_item()))
+            .build()
+            .map_err(|e| StoreError::failed(op, e))?;
+        let res = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(count).build())
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+                let at_max = matches!(
+                    e.as_service_error(),
+                    Some(TransactWriteItemsError::TransactionCanceledException(t))
+                        if t.cancellation_reasons()
+                            .first()
+                            .is_some_and(|r| r.code() == Some("ConditionalCheckFailed"))
+                );
+                if at_max {
+                    Ok(false)
+                } else {
+                    Err(store_error(op, e))
+                }
+            }
+        }
+    }
+
+    async fn counted_connections(&self, tenant: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .connection_item(&connection_count_pk(tenant))
+            .await?
+            .and_then(|i| get_n(&i, "n"))
+            .unwrap_or(0))
+    }
+
+    async fn reset_connection_count(&self, tenant: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.tables.connections)
+            .key("pk", s(connection_count_pk(tenant)))
+            .send()
+            .await
+            .map_err(|e| store_error("reset connection count", e))?;
+        Ok(())
+    }
+
     async fn get_connection(&self, id: &str) -> Result<Option<Connection>, StoreError> {
         match self.connection_item(id).await? {
             Some(item) if !expired(&item, self.clock.epoch_s()) => {
@@ -557,13 +627,32 @@ impl ConnectionRegistry for DynamoRegistry {
             .buffer_unordered(8)
             .try_collect::<Vec<()>>()
             .await?;
-        self.client
+        let deleted = self
+            .client
             .delete_item()
             .table_name(&self.tables.connections)
             .key("pk", s(id))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await
             .map_err(|e| store_error("delete connection", e))?;
+        // Only the remover that deleted the item counts it down (a
+        // $disconnect racing a gone post's removal counts once), never
+        // below zero.
+        if conn.counted && deleted.attributes().is_some_and(|a| !a.is_empty()) {
+            let res = self
+                .client
+                .update_item()
+                .table_name(&self.tables.connections)
+                .key("pk", s(connection_count_pk(&conn.tenant)))
+                .update_expression("ADD n :minus")
+                .condition_expression("n > :zero")
+                .expression_attribute_values(":minus", AttributeValue::N("-1".into()))
+                .expression_attribute_values(":zero", n(0))
+                .send()
+                .await;
+            condition_held("count connection down", res)?;
+        }
         Ok(true)
     }
 }

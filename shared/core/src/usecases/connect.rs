@@ -9,6 +9,8 @@ use agentwire_protocol::{
 
 use crate::auth::{AuthError, TokenKey};
 use crate::clock::Clock;
+use crate::limits::Scope;
+use crate::usecases::quotas::Quotas;
 use crate::model::Connection;
 use crate::ports::{ConnectionRegistry, StoreError};
 
@@ -38,6 +40,8 @@ pub enum ConnectError {
     Auth(#[from] AuthError),
     #[error("no offered subprotocol is supported: {offered}")]
     VersionUnsupported { offered: String },
+    #[error("the tenant has {max} connections open, its limit; retry later")]
+    TooManyConnections { max: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -49,6 +53,7 @@ impl ConnectError {
             ConnectError::Auth(AuthError::Expired) => ErrorCode::TokenExpired,
             ConnectError::Auth(_) => ErrorCode::Unauthorized,
             ConnectError::VersionUnsupported { .. } => ErrorCode::VersionUnsupported,
+            ConnectError::TooManyConnections { .. } => ErrorCode::TooManyConnections,
             ConnectError::Store(_) => ErrorCode::Internal,
         };
         // The conversion adds the supported range to `version_unsupported`.
@@ -62,6 +67,7 @@ pub struct Connect {
     key: TokenKey,
     clock: Arc<dyn Clock>,
     max_connection: Duration,
+    quotas: Option<Arc<Quotas>>,
 }
 
 /// Kept a little longer than API Gateway keeps a connection, so a live
@@ -80,7 +86,14 @@ impl Connect {
             key,
             clock,
             max_connection,
+            quotas: None,
         }
+    }
+
+    /// Counts connections against their tenant's `max_connections`.
+    pub fn with_quotas(mut self, quotas: Arc<Quotas>) -> Self {
+        self.quotas = Some(quotas);
+        self
     }
 
     pub async fn connect(&self, req: &ConnectRequest) -> Result<Accepted, ConnectError> {
@@ -101,12 +114,35 @@ impl Connect {
             expires_at: now + (self.max_connection + RECORD_MARGIN).as_secs(),
             channels: Vec::new(),
             token_exp: claims.exp,
+            counted: false,
         };
-        self.registry.put_connection(&conn).await?;
+        self.record(conn.clone()).await?;
+        ::metrics::counter!(crate::metrics::CONNECTIONS_OPENED).increment(1);
         Ok(Accepted {
             subprotocol,
             connection: conn,
         })
+    }
+}
+
+impl Connect {
+    /// Records the connection, counted when its tenant has a maximum.
+    async fn record(&self, conn: Connection) -> Result<(), ConnectError> {
+        let Some(quotas) = &self.quotas else {
+            return Ok(self.registry.put_connection(&conn).await?);
+        };
+        let limits = quotas.limits(&conn.tenant).await;
+        let Some(max) = limits.max_connections.map(u64::from) else {
+            return Ok(self.registry.put_connection(&conn).await?);
+        };
+        if self.registry.put_counted_connection(&conn, max).await? {
+            return Ok(());
+        }
+        match quotas.over_quota(&limits, &conn.tenant, Scope::Connections) {
+            // Dry run: admitted, not counted.
+            Ok(()) => Ok(self.registry.put_connection(&conn).await?),
+            Err(_) => Err(ConnectError::TooManyConnections { max }),
+        }
     }
 }
 
@@ -168,6 +204,45 @@ mod tests {
         );
         claims.exp = (now + ttl_from_now) as u64;
         key.sign(&claims).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_connection_after_the_tenants_maximum_is_refused_until_one_closes() {
+        let (c, reg, key) = setup();
+        let limits = Arc::new(crate::memory::MemoryLimits::default());
+        use crate::ports::LimitSettings;
+        limits
+            .put(
+                "acme",
+                &crate::limits::TenantLimits {
+                    max_connections: Some(2),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let c = c.with_quotas(Arc::new(Quotas::new(
+            limits.clone(),
+            limits,
+            Default::default(),
+            Arc::new(SystemClock),
+        )));
+        let req = |id: &str| ConnectRequest {
+            connection_id: id.into(),
+            authorization: Some(format!("Bearer {}", token(&key, 60))),
+            ..Default::default()
+        };
+        c.connect(&req("c1")).await.unwrap();
+        c.connect(&req("c2")).await.unwrap();
+        let e = c.connect(&req("c3")).await.unwrap_err();
+        assert!(matches!(e, ConnectError::TooManyConnections { max: 2 }));
+        let ServerFrame::Error(f) = e.frame() else {
+            panic!("not an error frame")
+        };
+        assert_eq!(f.code, ErrorCode::TooManyConnections);
+        assert!(reg.get_connection("c3").await.unwrap().is_none());
+        assert!(reg.remove_connection("c1").await.unwrap());
+        c.connect(&req("c3")).await.unwrap();
     }
 
     #[tokio::test]

@@ -13,11 +13,18 @@ use crate::auth::{AuthError, Grants, TokenKey};
 use crate::clock::{Clock, rfc3339};
 use crate::model::{Envelope, oversize_data};
 use crate::ports::{EventQueue, StoreError};
+use crate::usecases::quotas::{Limited, Quotas};
 
 /// The largest request body the publish endpoint reads: one event's data
 /// (96 KiB) with room for `kind` and the JSON around it. Larger bodies are
 /// refused with 413 before they are parsed.
 pub const MAX_PUBLISH_BODY_BYTES: usize = MAX_MESSAGE_BYTES;
+
+/// The `path` label of `events_published`: the HTTP route, or the
+/// library (`agentwire publish`, Rust agents with AWS credentials, which
+/// no quota applies to).
+const PATH_HTTP: &str = "http";
+const PATH_LIBRARY: &str = "library";
 
 /// One event to publish.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +64,8 @@ pub enum PublishError {
     },
     #[error("the events queue did not take the event: {0}")]
     Queue(#[from] StoreError),
+    #[error("{0}")]
+    RateLimited(Limited),
 }
 
 impl PublishError {
@@ -69,6 +78,7 @@ impl PublishError {
             PublishError::Invalid(e) => e.code,
             PublishError::TooLarge { .. } => ErrorCode::MessageTooLarge,
             PublishError::Queue(_) => ErrorCode::Internal,
+            PublishError::RateLimited(_) => ErrorCode::RateLimited,
         }
     }
 }
@@ -77,16 +87,33 @@ impl PublishError {
 pub struct Publisher {
     queue: Arc<dyn EventQueue>,
     clock: Arc<dyn Clock>,
+    quotas: Option<Arc<Quotas>>,
 }
 
 impl Publisher {
     pub fn new(queue: Arc<dyn EventQueue>, clock: Arc<dyn Clock>) -> Self {
-        Self { queue, clock }
+        Self {
+            queue,
+            clock,
+            quotas: None,
+        }
+    }
+
+    /// Checks the tenant's and the channel's publish rates on the HTTP
+    /// path, before an event is taken.
+    pub fn with_quotas(mut self, quotas: Arc<Quotas>) -> Self {
+        self.quotas = Some(quotas);
+        self
     }
 
     /// Checks the publication and puts it on the events queue; the envelope
     /// sent (its `id` is the event id) on success.
     pub async fn publish(&self, p: Publication) -> Result<Envelope, PublishError> {
+        self.enqueue(p, PATH_LIBRARY).await
+    }
+
+    /// Validates, checks the quotas on the HTTP path, sends, counts.
+    async fn enqueue(&self, p: Publication, path: &'static str) -> Result<Envelope, PublishError> {
         if let Some(size) = oversize_data(&p.data) {
             return Err(PublishError::TooLarge {
                 what: "the event data",
@@ -103,7 +130,16 @@ impl Publisher {
             ts: rfc3339(self.clock.now()),
         };
         envelope.validate_names().map_err(PublishError::Invalid)?;
+        if path == PATH_HTTP
+            && let Some(quotas) = &self.quotas
+        {
+            quotas
+                .check_publish(&envelope.tenant, &envelope.channel)
+                .await
+                .map_err(PublishError::RateLimited)?;
+        }
         self.queue.send(&envelope).await?;
+        ::metrics::counter!(crate::metrics::EVENTS_PUBLISHED, "path" => path).increment(1);
         Ok(envelope)
     }
 
@@ -141,13 +177,16 @@ impl Publisher {
                 format!("the body must be {{\"kind\": string, \"data\": any}}: {e}"),
             ))
         })?;
-        self.publish(Publication {
-            tenant: claims.tenant,
-            channel: channel.to_owned(),
-            kind: parsed.kind,
-            data: parsed.data,
-            id: idempotency_key.map(str::to_owned),
-        })
+        self.enqueue(
+            Publication {
+                tenant: claims.tenant,
+                channel: channel.to_owned(),
+                kind: parsed.kind,
+                data: parsed.data,
+                id: idempotency_key.map(str::to_owned),
+            },
+            PATH_HTTP,
+        )
         .await
     }
 }

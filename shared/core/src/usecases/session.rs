@@ -13,6 +13,8 @@ use agentwire_protocol::{
 
 use crate::auth::Grants;
 use crate::clock::{Clock, rfc3339};
+use crate::limits::Scope;
+use crate::usecases::quotas::{Limited, Quotas};
 use crate::model::{ChannelKey, ChannelState, Connection};
 use crate::ports::{ChannelLog, ConnectionRegistry, CursorStore, PushError, Pusher, StoreError};
 use crate::usecases::push::{PushRetry, post_retrying};
@@ -68,12 +70,14 @@ pub struct Session {
     clock: Arc<dyn Clock>,
     heartbeat_s: u64,
     replay_budget: ReplayBudget,
+    quotas: Option<Arc<Quotas>>,
 }
 
 /// A failure answered with an error frame: the client's mistake, or ours.
 enum Refusal {
     Client(ProtocolError),
     Store(StoreError),
+    Limited(Limited),
 }
 
 impl From<ProtocolError> for Refusal {
@@ -113,7 +117,14 @@ impl Session {
             clock,
             heartbeat_s,
             replay_budget: ReplayBudget::default(),
+            quotas: None,
         }
+    }
+
+    /// Checks the connection's join/ack rate and the channels it may join.
+    pub fn with_quotas(mut self, quotas: Arc<Quotas>) -> Self {
+        self.quotas = Some(quotas);
+        self
     }
 
     /// How much one join request replays at most.
@@ -135,6 +146,15 @@ impl Session {
         match self.route(connection_id, frame).await {
             Ok(answer) => answer,
             Err(Refusal::Client(e)) => Some(e.with_id(request_id).into()),
+            Err(Refusal::Limited(l)) => Some(ServerFrame::rate_limited(
+                l.scope.as_str(),
+                l.retry_after_ms,
+                format!(
+                    "this connection is over its join/ack rate; retry after {} ms",
+                    l.retry_after_ms
+                ),
+                request_id,
+            )),
             Err(Refusal::Store(e)) => {
                 tracing::error!(connection_id, error = %e, "session request failed");
                 Some(ServerFrame::error(
@@ -172,6 +192,14 @@ impl Session {
                 "the token this connection was opened with has expired; reconnect with a fresh token (your position is kept: resume from your last seq)",
             )
             .into());
+        }
+        if matches!(frame, ClientFrame::Join { .. } | ClientFrame::Ack { .. })
+            && let Some(quotas) = &self.quotas
+        {
+            quotas
+                .check_action(&conn.tenant, &conn.id)
+                .await
+                .map_err(Refusal::Limited)?;
         }
         match frame {
             ClientFrame::Hello { protocol, .. } => self.hello(&conn, protocol).await.map(Some),
@@ -236,6 +264,38 @@ impl Session {
         .into())
     }
 
+    /// `too_many_channels` when joining `names` would take the connection
+    /// past its tenant's maximum of joined channels.
+    async fn require_room(&self, conn: &Connection, names: &[&str]) -> Result<(), Refusal> {
+        let Some(quotas) = &self.quotas else {
+            return Ok(());
+        };
+        let limits = quotas.limits(&conn.tenant).await;
+        let Some(max) = limits.max_channels else {
+            return Ok(());
+        };
+        let new = names
+            .iter()
+            .filter(|n| !conn.channels.iter().any(|c| c == *n))
+            .count();
+        let total = conn.channels.len() + new;
+        if total <= max as usize
+            || quotas
+                .over_quota(&limits, &conn.tenant, Scope::Channels)
+                .is_ok()
+        {
+            return Ok(());
+        }
+        Err(ProtocolError::new(
+            ErrorCode::TooManyChannels,
+            format!(
+                "this connection may join at most {max} channels and has {}; leave one first; nothing was joined",
+                conn.channels.len()
+            ),
+        )
+        .into())
+    }
+
     /// Subscribe first, then read the head: an event committed after the
     /// head was read is fanned out to this connection, one committed before
     /// it is replayed. So nothing falls between replay and live delivery;
@@ -249,6 +309,7 @@ impl Session {
         let names: Vec<&str> = channels.iter().map(|c| c.name.as_str()).collect();
         let names = checked_names(&names)?;
         Self::require_grants(conn, &names, "; nothing was joined")?;
+        self.require_room(conn, &names).await?;
         let mut resumes: Vec<Resume> = Vec::with_capacity(names.len());
         let mut joined = Vec::with_capacity(names.len());
         let mut presence = BTreeMap::new();
@@ -314,6 +375,9 @@ impl Session {
                 j.replayed = r.as_ref().map_or(0, |r| until + 1 - r.from);
             }
         }
+        ::metrics::counter!(crate::metrics::JOINS).increment(joined.len() as u64);
+        ::metrics::histogram!(crate::metrics::REPLAYED_EVENTS)
+            .record(joined.iter().map(|j| j.replayed).sum::<u64>() as f64);
         let answer = ServerFrame::Joined {
             id: id.clone(),
             channels: joined,

@@ -1,0 +1,154 @@
+//! The metrics every function emits, by name, through the `metrics` facade.
+//! The recorder is the entry point's choice: CloudWatch Embedded Metric
+//! Format in the Lambda functions (flushed per invocation), Prometheus text
+//! on the dev gateway's `GET /metrics`. The dashboard and alarms in
+//! `infra/template.yaml` name only metrics listed in [`ALL`] (the drift
+//! test, `infra/test_metrics_drift.py`, checks it).
+//!
+//! Labels are few on purpose (each is a CloudWatch dimension): `path` on
+//! [`EVENTS_PUBLISHED`], `outcome` on [`WEBHOOK_ATTEMPTS`], `reason` on
+//! [`DEAD_LETTERED`], `scope` on [`RATE_LIMITED`] and
+//! [`RATE_LIMITED_DRY_RUN`]. No metric is labelled by tenant, channel or
+//! connection.
+
+/// A unit of a metric, as CloudWatch names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    Milliseconds,
+}
+
+/// One metric: its name, what it counts and its unit.
+#[derive(Debug, Clone, Copy)]
+pub struct Metric {
+    pub name: &'static str,
+    pub unit: Unit,
+    pub help: &'static str,
+    /// Counter (summed) or distribution (a histogram of values).
+    pub histogram: bool,
+}
+
+const fn counter(name: &'static str, help: &'static str) -> Metric {
+    Metric {
+        name,
+        unit: Unit::Count,
+        help,
+        histogram: false,
+    }
+}
+
+const fn histogram(name: &'static str, unit: Unit, help: &'static str) -> Metric {
+    Metric {
+        name,
+        unit,
+        help,
+        histogram: true,
+    }
+}
+
+pub const CONNECTIONS_OPENED: &str = "connections_opened";
+pub const CONNECTIONS_CLOSED: &str = "connections_closed";
+pub const JOINS: &str = "joins";
+pub const REPLAYED_EVENTS: &str = "replayed_events";
+pub const EVENTS_PUBLISHED: &str = "events_published";
+pub const EVENTS_COMMITTED: &str = "events_committed";
+pub const FRAMES_POSTED: &str = "frames_posted";
+pub const POSTS_GONE: &str = "posts_gone";
+pub const POSTS_THROTTLED: &str = "posts_throttled";
+pub const POSTS_FAILED: &str = "posts_failed";
+pub const FANOUT_DURATION: &str = "fanout_duration_ms";
+pub const DELIVERY_LATENCY: &str = "delivery_latency_ms";
+pub const WEBHOOK_ATTEMPTS: &str = "webhook_attempts";
+pub const DEAD_LETTERED: &str = "dead_lettered";
+pub const RATE_LIMITED: &str = "rate_limited";
+pub const RATE_LIMITED_DRY_RUN: &str = "rate_limited_dry_run";
+
+/// Every metric the code emits.
+pub const ALL: &[Metric] = &[
+    counter(CONNECTIONS_OPENED, "WebSocket connections accepted by $connect"),
+    counter(CONNECTIONS_CLOSED, "connections removed by $disconnect"),
+    counter(JOINS, "channels joined (one per channel of a join)"),
+    histogram(
+        REPLAYED_EVENTS,
+        Unit::Count,
+        "events replayed by one join request",
+    ),
+    counter(
+        EVENTS_PUBLISHED,
+        "events accepted onto the events queue, by path (http, library)",
+    ),
+    counter(EVENTS_COMMITTED, "events given a seq and stored in the log"),
+    counter(FRAMES_POSTED, "frames posted to live connections"),
+    counter(POSTS_GONE, "posts answered 410 Gone (connection closed)"),
+    counter(POSTS_THROTTLED, "posts throttled by API Gateway (retried)"),
+    counter(POSTS_FAILED, "posts that failed after their retries"),
+    histogram(
+        FANOUT_DURATION,
+        Unit::Milliseconds,
+        "time to post one batch's frames to every live subscriber",
+    ),
+    histogram(
+        DELIVERY_LATENCY,
+        Unit::Milliseconds,
+        "from the event's ts (publish) to its post to a subscriber",
+    ),
+    counter(
+        WEBHOOK_ATTEMPTS,
+        "webhook POSTs, by outcome (delivered, retry, failed)",
+    ),
+    counter(
+        DEAD_LETTERED,
+        "messages dead-lettered, by reason (invalid_event, commit_failed, duplicate_unresolved, webhook)",
+    ),
+    counter(
+        RATE_LIMITED,
+        "requests refused by a quota, by scope (tenant, channel, connection, connections, channels)",
+    ),
+    counter(
+        RATE_LIMITED_DRY_RUN,
+        "requests a dry-run tenant would have had refused, by scope",
+    ),
+];
+
+/// The metric named `name`, if the code emits it.
+pub fn find(name: &str) -> Option<&'static Metric> {
+    ALL.iter().find(|m| m.name == name)
+}
+
+/// Describes every metric to the installed recorder (units and help text).
+pub fn describe() {
+    for m in ALL {
+        let unit = match m.unit {
+            Unit::Count => metrics::Unit::Count,
+            Unit::Milliseconds => metrics::Unit::Milliseconds,
+        };
+        if m.histogram {
+            metrics::describe_histogram!(m.name, unit, m.help);
+        } else {
+            metrics::describe_counter!(m.name, unit, m.help);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_cloudwatch_safe() {
+        let mut seen = std::collections::HashSet::new();
+        for m in ALL {
+            assert!(seen.insert(m.name), "{} twice", m.name);
+            assert!(
+                m.name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{}",
+                m.name
+            );
+        }
+        assert!(ALL.len() <= 100, "an EMF document holds at most 100 metrics");
+        assert_eq!(find(JOINS).map(|m| m.name), Some(JOINS));
+        assert!(find("nope").is_none());
+    }
+}

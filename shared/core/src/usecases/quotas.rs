@@ -1,0 +1,305 @@
+//! Quotas: what each tenant may do, checked before a request is taken.
+//! One piece for every entry point: publish (tenant and channel rates),
+//! `$connect` (concurrent connections), join and ack (the connection's
+//! action rate, the channels it may join). A tenant in dry-run is never
+//! refused; what would have been is logged and counted.
+//!
+//! The limits are read once per tenant every `cache_for` (10 s by
+//! default) per instance; a tenant with no limits costs nothing more. A
+//! limits store that fails lets the request through (logged): a quota
+//! never makes the gateway lose availability.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::clock::Clock;
+use crate::limits::{
+    Rate, Scope, Take, TenantLimits, channel_bucket, connection_bucket, tenant_bucket,
+};
+use crate::metrics;
+use crate::ports::{LimitSettings, RateLimiter};
+
+/// A refusal by a quota: which one and when to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("over the {} limit; retry after {retry_after_ms} ms", scope.as_str())]
+pub struct Limited {
+    pub scope: Scope,
+    pub retry_after_ms: u64,
+}
+
+/// The quota checks, over the limits store and the shared token buckets.
+pub struct Quotas {
+    settings: Arc<dyn LimitSettings>,
+    limiter: Arc<dyn RateLimiter>,
+    defaults: TenantLimits,
+    clock: Arc<dyn Clock>,
+    cache_for: Duration,
+    cache: Mutex<HashMap<String, (TenantLimits, std::time::SystemTime)>>,
+}
+
+/// Tenants whose limits one instance keeps at most (then it starts over).
+const CACHE_TENANTS: usize = 10_000;
+
+impl Quotas {
+    pub fn new(
+        settings: Arc<dyn LimitSettings>,
+        limiter: Arc<dyn RateLimiter>,
+        defaults: TenantLimits,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            settings,
+            limiter,
+            defaults,
+            clock,
+            cache_for: Duration::from_secs(10),
+            cache: Mutex::default(),
+        }
+    }
+
+    /// How long a tenant's limits are kept before they are read again.
+    pub fn with_cache_for(mut self, cache_for: Duration) -> Self {
+        self.cache_for = cache_for;
+        self
+    }
+
+    /// The tenant's effective limits: its own over the defaults.
+    pub async fn limits(&self, tenant: &str) -> TenantLimits {
+        let now = self.clock.now();
+        if let Some((l, at)) = self.lock().get(tenant)
+            && now.duration_since(*at).unwrap_or_default() < self.cache_for
+        {
+            return l.clone();
+        }
+        let own = match self.settings.get(tenant).await {
+            Ok(own) => own.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(%tenant, error = %e, "limits unreadable; the defaults apply");
+                TenantLimits::default()
+            }
+        };
+        let limits = own.over(&self.defaults);
+        let mut cache = self.lock();
+        if cache.len() >= CACHE_TENANTS {
+            cache.clear();
+        }
+        cache.insert(tenant.to_owned(), (limits.clone(), now));
+        limits
+    }
+
+    /// The tenant's and the channel's publish rates (both taken at once).
+    pub async fn check_publish(&self, tenant: &str, channel: &str) -> Result<(), Limited> {
+        let limits = self.limits(tenant).await;
+        let tenant_take = self.take(
+            Scope::Tenant,
+            tenant_bucket(tenant),
+            limits.publish(),
+            tenant,
+        );
+        let channel_take = self.take(
+            Scope::Channel,
+            channel_bucket(tenant, channel),
+            limits.channel_publish(),
+            tenant,
+        );
+        let (t, c) = futures::join!(tenant_take, channel_take);
+        let refused = [t, c]
+            .into_iter()
+            .flatten()
+            .max_by_key(|l| l.retry_after_ms);
+        self.decide(&limits, tenant, refused)
+    }
+
+    /// The connection's join/ack rate.
+    pub async fn check_action(&self, tenant: &str, connection_id: &str) -> Result<(), Limited> {
+        let limits = self.limits(tenant).await;
+        let refused = self
+            .take(
+                Scope::Connection,
+                connection_bucket(connection_id),
+                limits.connection_actions(),
+                tenant,
+            )
+            .await;
+        self.decide(&limits, tenant, refused)
+    }
+
+    /// Counts a refusal by a quota that is not a rate (`connections`,
+    /// `channels`): `Err` to refuse, `Ok` when the tenant is in dry-run.
+    pub fn over_quota(&self, limits: &TenantLimits, tenant: &str, scope: Scope) -> Result<(), Limited> {
+        self.decide(
+            limits,
+            tenant,
+            Some(Limited {
+                scope,
+                retry_after_ms: 0,
+            }),
+        )
+    }
+
+    fn decide(
+        &self,
+        limits: &TenantLimits,
+        tenant: &str,
+        refused: Option<Limited>,
+    ) -> Result<(), Limited> {
+        let Some(l) = refused else {
+            return Ok(());
+        };
+        if limits.is_dry_run() {
+            tracing::info!(%tenant, scope = l.scope.as_str(), retry_after_ms = l.retry_after_ms, "dry run: would be limited");
+            ::metrics::counter!(metrics::RATE_LIMITED_DRY_RUN, "scope" => l.scope.as_str())
+                .increment(1);
+            return Ok(());
+        }
+        tracing::info!(%tenant, scope = l.scope.as_str(), retry_after_ms = l.retry_after_ms, "limited");
+        ::metrics::counter!(metrics::RATE_LIMITED, "scope" => l.scope.as_str()).increment(1);
+        Err(l)
+    }
+
+    /// One take, `Some` when refused; a failing limiter lets it through.
+    async fn take(
+        &self,
+        scope: Scope,
+        bucket: String,
+        rate: Option<Rate>,
+        tenant: &str,
+    ) -> Option<Limited> {
+        let rate = rate?;
+        let now_us = self
+            .clock
+            .now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        match self.limiter.take(&bucket, rate, now_us).await {
+            Ok(Take::Allowed) => None,
+            Ok(Take::Limited { retry_after_ms }) => Some(Limited {
+                scope,
+                retry_after_ms,
+            }),
+            Err(e) => {
+                tracing::warn!(%tenant, scope = scope.as_str(), error = %e, "rate limiter unavailable; let through");
+                None
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (TenantLimits, std::time::SystemTime)>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::memory::MemoryLimits;
+    use std::sync::atomic::Ordering;
+
+    fn quotas(defaults: TenantLimits) -> (Quotas, Arc<MemoryLimits>, Arc<ManualClock>) {
+        let store = Arc::new(MemoryLimits::default());
+        let clock = Arc::new(ManualClock::new());
+        (
+            Quotas::new(store.clone(), store.clone(), defaults, clock.clone()),
+            store,
+            clock,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_tenant_over_its_burst_is_limited_and_another_is_not() {
+        let (q, store, clock) = quotas(TenantLimits::default());
+        store
+            .put(
+                "slow",
+                &TenantLimits {
+                    publish_rate: Some(5),
+                    publish_burst: Some(10),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let mut ok = 0;
+        let mut refused = vec![];
+        for _ in 0..50 {
+            match q.check_publish("slow", "a").await {
+                Ok(()) => ok += 1,
+                Err(l) => refused.push(l),
+            }
+        }
+        assert_eq!(ok, 10);
+        assert!(refused.iter().all(|l| l.scope == Scope::Tenant && l.retry_after_ms == 200));
+        for _ in 0..50 {
+            q.check_publish("fast", "a").await.unwrap();
+        }
+        clock.advance(Duration::from_millis(200));
+        q.check_publish("slow", "a").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_channel_rate_applies_per_channel() {
+        let (q, _, _) = quotas(TenantLimits {
+            channel_publish_rate: Some(1),
+            channel_publish_burst: Some(2),
+            ..Default::default()
+        });
+        q.check_publish("t", "a").await.unwrap();
+        q.check_publish("t", "a").await.unwrap();
+        let l = q.check_publish("t", "a").await.unwrap_err();
+        assert_eq!(l.scope, Scope::Channel);
+        assert_eq!(l.retry_after_ms, 1000);
+        q.check_publish("t", "b").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn dry_run_refuses_nothing() {
+        let (q, _, _) = quotas(TenantLimits {
+            publish_rate: Some(1),
+            publish_burst: Some(1),
+            dry_run: Some(true),
+            ..Default::default()
+        });
+        for _ in 0..5 {
+            q.check_publish("t", "a").await.unwrap();
+        }
+        let l = q.limits("t").await;
+        q.over_quota(&l, "t", Scope::Connections).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_tenant_without_limits_costs_one_read_per_cache_period() {
+        let (q, store, clock) = quotas(TenantLimits::default());
+        for _ in 0..20 {
+            q.check_publish("t", "a").await.unwrap();
+            q.check_action("t", "c1").await.unwrap();
+        }
+        assert_eq!(store.calls.load(Ordering::SeqCst), 1, "one settings read, no take");
+        clock.advance(Duration::from_secs(11));
+        q.check_publish("t", "a").await.unwrap();
+        assert_eq!(store.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn own_limits_are_seen_after_the_cache_period() {
+        let (q, store, clock) = quotas(TenantLimits::default());
+        q.check_action("t", "c1").await.unwrap();
+        store
+            .put(
+                "t",
+                &TenantLimits {
+                    connection_action_rate: Some(1),
+                    connection_action_burst: Some(1),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(10));
+        q.check_action("t", "c1").await.unwrap();
+        let l = q.check_action("t", "c1").await.unwrap_err();
+        assert_eq!(l.scope, Scope::Connection);
+        q.check_action("t", "c2").await.unwrap();
+    }
+}
