@@ -16,6 +16,8 @@
 //!   `{"connections_latency_ms": 20, "fanout_threshold": 1, "fanout_invocations": 8}`.
 //! - `POST /v1/channels/{channel}/events` serves the HTTP API's publish
 //!   route through the publish function.
+//! - `GET /metrics`: every handler's metrics in Prometheus text format
+//!   (`agentwire stats` reads it).
 //! - Pollers receive from the events queue, the fan-out queue and the
 //!   webhook job queue, call the dispatcher, the fan-out function and the
 //!   webhook function with real `SqsEvent` batches, and delete only what
@@ -28,6 +30,7 @@ mod events;
 mod http_api;
 mod hub;
 mod management;
+pub mod metrics;
 mod poller;
 mod socket;
 
@@ -167,6 +170,8 @@ impl Gateway {
         mut deps: Deps,
         options: GatewayOptions,
     ) -> Result<Self, GatewayError> {
+        // Installed before any handler runs, so every count is seen.
+        let _ = metrics::prometheus();
         let listener = tokio::net::TcpListener::bind(options.bind)
             .await
             .map_err(|source| GatewayError::Bind {
@@ -225,6 +230,7 @@ impl Gateway {
             .merge(management::routes(app.latency.clone()))
             .merge(management::dev_routes())
             .merge(http_api::routes())
+            .merge(metrics::routes())
             .with_state(app.clone());
         let mut server_stop = stopped.clone();
         let server = tokio::spawn(async move {

@@ -1,9 +1,12 @@
-//! `agentwire`: mint tokens, publish events, tail channels.
+//! `agentwire`: mint tokens, publish events, tail channels, and the
+//! operator's commands (channels, webhooks, tenants' limits).
 
 mod channel;
 mod error;
 mod publish;
+mod stats;
 mod tail;
+mod tenant;
 mod webhooks;
 
 use std::process::ExitCode;
@@ -60,6 +63,11 @@ enum Command {
     /// Configure the webhook of a channel, or a tenant's default.
     #[command(subcommand)]
     Webhooks(webhooks::Command),
+    /// The dev gateway's metrics as a table (connections, events/s, latency, errors).
+    Stats(stats::Args),
+    /// A tenant's quotas and rate limits.
+    #[command(subcommand)]
+    Tenant(tenant::Command),
 }
 
 #[tokio::main]
@@ -79,6 +87,8 @@ async fn main() -> ExitCode {
         Command::Tail(args) => tail::run(args).await,
         Command::Channel(args) => channel::run(args).await,
         Command::Webhooks(cmd) => webhooks::run(cmd).await,
+        Command::Tenant(cmd) => tenant::run(cmd).await,
+        Command::Stats(args) => stats::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

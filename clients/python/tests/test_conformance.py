@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from agentwire import AgentWireError, Client, Event, Gap, Position
@@ -95,6 +96,11 @@ class Runner:
         self.last_id = ""
         self.fatal_seen = False
         self.open_attempts: list[Attempt] = []
+        # What each connection's client sent: (loop time of arrival, text).
+        self.frames: dict[ServerConnection, asyncio.Queue[tuple[float, str | bytes]]] = {}
+        # When the previous step completed (loop time), for `notBeforeMs`.
+        self.previous_done = 0.0
+        self.pumps: list[asyncio.Task[None]] = []
 
     async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         att = Attempt(request)
@@ -109,8 +115,29 @@ class Runner:
         return resp
 
     async def handler(self, ws: ServerConnection) -> None:
+        q: asyncio.Queue[tuple[float, str | bytes]] = asyncio.Queue()
+        self.frames[ws] = q
         await self.conns.put(ws)
-        await ws.wait_closed()
+        loop = asyncio.get_running_loop()
+        try:
+            async for msg in ws:
+                q.put_nowait((loop.time(), msg))
+        except ConnectionClosed:
+            pass
+
+    async def pump(self, client: Client, sub: Any) -> None:
+        try:
+            async for item in sub:
+                self.obs.put_nowait(observation(item))
+        except AgentWireError as e:
+            if client.error is None:
+                # The gateway refused this channel (forbidden,
+                # too_many_channels...): not an observation, and the client goes on.
+                return
+            if not self.fatal_seen:
+                self.fatal_seen = True
+                self.obs.put_nowait({"fatal": {"code": e.code}})
+        self.obs.put_nowait(None)
 
     async def next_obs(self) -> dict[str, Any] | None:
         try:
@@ -139,29 +166,43 @@ class Runner:
             self.ws = await asyncio.wait_for(self.conns.get(), STEP)
             assert self.ws.subprotocol == "agentwire.v1"
 
-    async def expect(self, pattern: Any) -> None:
+    async def expect(self, pattern: Any, not_before_ms: float | None = None) -> None:
         assert self.ws is not None, f"{self.name}: expect without a connection"
         while True:
             try:
-                text = await asyncio.wait_for(self.ws.recv(), STEP)
+                at, text = await asyncio.wait_for(self.frames[self.ws].get(), STEP)
             except asyncio.TimeoutError:
                 pytest.fail(f"{self.name}: no frame within {STEP}s; expected {pattern}")
             frame = json.loads(text)
             if frame.get("action") == "ping" and pattern.get("action") != "ping":
                 continue
             assert matches(pattern, frame), f"{self.name}: the client sent {frame}, expected {pattern}"
+            if not_before_ms is not None:
+                after = (at - self.previous_done) * 1000
+                assert after >= not_before_ms, (
+                    f"{self.name}: {frame} came {after:.1f} ms after the previous step, before {not_before_ms} ms"
+                )
             if isinstance(frame.get("id"), str):
                 self.last_id = frame["id"]
             return
 
     async def step(self, client: Client, subs: dict[str, Any], step: dict[str, Any]) -> None:
+        step = dict(step)
+        not_before = step.pop("notBeforeMs", None)
         ((kind, arg),) = step.items()
+        assert not_before is None or kind == "expect", f"{self.name}: notBeforeMs belongs to an expect"
+        await self.run_step(client, subs, kind, arg, not_before)
+        self.previous_done = asyncio.get_running_loop().time()
+
+    async def run_step(
+        self, client: Client, subs: dict[str, Any], kind: str, arg: Any, not_before: float | None
+    ) -> None:
         if kind == "accept":
             await self.attempt(None, arg.get("token"))
         elif kind == "refuse":
             await self.attempt((arg["status"], arg["body"]), None)
         elif kind == "expect":
-            await self.expect(arg)
+            await self.expect(arg, not_before)
         elif kind == "send":
             assert self.ws is not None
             await self.ws.send(json.dumps(substitute(arg, self.last_id)))
@@ -180,6 +221,10 @@ class Runner:
                 await client.close()
             elif "leave" in arg:
                 await subs[arg["leave"]["channel"]].leave()
+            elif "join" in arg:
+                name = arg["join"]["channel"]
+                subs[name] = await client.join(name, since(arg["join"].get("since")))
+                self.pumps.append(asyncio.create_task(self.pump(client, subs[name])))
             else:
                 pytest.fail(f"{self.name}: unknown act {arg}")
         elif kind == "no_connection":
@@ -242,8 +287,11 @@ async def test_scenario(path: Path) -> None:
         def on_joined(j: Any) -> None:
             # What the application already had comes first.
             for sub in subs.values():
-                while (item := sub.poll()) is not None:
-                    r.obs.put_nowait(observation(item))
+                try:
+                    while (item := sub.poll()) is not None:
+                        r.obs.put_nowait(observation(item))
+                except AgentWireError:
+                    pass  # a refused channel: its pump sees the error
             r.obs.put_nowait(
                 {
                     "joined": {
@@ -258,21 +306,11 @@ async def test_scenario(path: Path) -> None:
 
         client.on_joined(on_joined)
 
-        async def pump(sub: Any) -> None:
-            try:
-                async for item in sub:
-                    r.obs.put_nowait(observation(item))
-            except AgentWireError as e:
-                if not r.fatal_seen:
-                    r.fatal_seen = True
-                    r.obs.put_nowait({"fatal": {"code": e.code}})
-            r.obs.put_nowait(None)
-
-        pumps = []
         try:
             for ch in c["channels"]:
                 subs[ch["name"]] = await client.join(ch["name"], since(ch.get("since")))
-            pumps = [asyncio.create_task(pump(s)) for s in subs.values()]
+            r.pumps = [asyncio.create_task(r.pump(client, s)) for s in subs.values()]
+            r.previous_done = asyncio.get_running_loop().time()
             for step in sc["script"]:
                 await r.step(client, subs, step)
         finally:
@@ -280,7 +318,7 @@ async def test_scenario(path: Path) -> None:
             for att in r.open_attempts:
                 if not att.decision.done():
                     att.decision.set_result((503, {"type": "error", "code": "internal", "message": "over"}))
-            for p in pumps:
+            for p in r.pumps:
                 await asyncio.wait_for(p, STEP)
 
 

@@ -8,7 +8,8 @@ import json
 import httpx
 import pytest
 
-from agentwire import Publisher, ServerError, UnauthorizedError
+from agentwire import Publisher, ServerError, UnauthorizedError, publish_sync
+from agentwire import publisher
 
 
 def api(answers: list[tuple[int, dict]], seen: list[httpx.Request]) -> httpx.AsyncClient:
@@ -75,3 +76,90 @@ async def test_retries_run_out_with_the_last_error() -> None:
         with pytest.raises(ServerError) as e:
             await p.publish("agent-1", kind="k")
     assert e.value.code == "internal" and len(seen) == 3
+
+
+def api_with_headers(answers: list[tuple[int, dict, dict[str, str]]], seen: list[httpx.Request]) -> httpx.AsyncClient:
+    def handle(req: httpx.Request) -> httpx.Response:
+        seen.append(req)
+        status, body, headers = answers.pop(0)
+        return httpx.Response(status, json=body, headers=headers)
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handle))
+
+
+def recorded_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The publisher's waits, recorded instead of slept."""
+    waits: list[float] = []
+
+    async def fake_sleep(delay: float) -> None:
+        waits.append(delay)
+
+    monkeypatch.setattr(publisher, "_sleep", fake_sleep)
+    monkeypatch.setattr(publisher, "_sleep_sync", waits.append)
+    return waits
+
+
+async def test_a_429_waits_its_retry_after_ms_then_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    waits = recorded_sleeps(monkeypatch)
+    seen: list[httpx.Request] = []
+    limited = {"type": "error", "code": "rate_limited", "message": "m", "scope": "tenant", "retry_after_ms": 300}
+    answers = [(429, limited, {"retry-after": "1"}), (202, {"id": "x", "channel": "agent-1"}, {})]
+    async with api_with_headers(answers, seen) as http:
+        # The backoff's own delay (at most 1 ms here) is shorter: the body's 300 ms wins over it and the header.
+        p = Publisher("https://api.example", token="t", http=http, min_retry_delay=0.001, max_retry_delay=0.001)
+        r = await p.publish("agent-1", kind="k")
+    assert r.id == "x" and len(seen) == 2
+    assert waits == [0.3]
+
+
+async def test_a_429_retry_after_is_never_shortened_by_max_retry_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    waits = recorded_sleeps(monkeypatch)
+    seen: list[httpx.Request] = []
+    limited = {"type": "error", "code": "rate_limited", "message": "m", "scope": "channel", "retry_after_ms": 7000}
+    answers = [(429, limited, {}), (202, {"id": "x", "channel": "agent-1"}, {})]
+    async with api_with_headers(answers, seen) as http:
+        p = Publisher("https://api.example", token="t", http=http, min_retry_delay=0.001, max_retry_delay=0.01)
+        await p.publish("agent-1", kind="k")
+    assert waits == [7.0]
+
+
+async def test_the_429_error_carries_retry_after_ms_from_the_header_without_a_body_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waits = recorded_sleeps(monkeypatch)
+    seen: list[httpx.Request] = []
+    limited = {"type": "error", "code": "rate_limited", "message": "m"}
+    answers = [(429, limited, {"retry-after": "2"})] * 2
+    async with api_with_headers(list(answers), seen) as http:
+        p = Publisher("https://api.example", token="t", http=http, max_retries=1, min_retry_delay=0.001)
+        with pytest.raises(ServerError) as e:
+            await p.publish("agent-1", kind="k")
+    assert (e.value.code, e.value.status, e.value.retry_after_ms, e.value.scope) == ("rate_limited", 429, 2000, None)
+    assert waits == [2.0] and len(seen) == 2
+
+
+async def test_the_429_error_carries_the_body_retry_after_ms_and_scope(monkeypatch: pytest.MonkeyPatch) -> None:
+    recorded_sleeps(monkeypatch)
+    seen: list[httpx.Request] = []
+    limited = {"type": "error", "code": "rate_limited", "message": "m", "scope": "tenant", "retry_after_ms": 180}
+    async with api_with_headers([(429, limited, {"retry-after": "1"})], seen) as http:
+        p = Publisher("https://api.example", token="t", http=http, max_retries=0)
+        with pytest.raises(ServerError) as e:
+            await p.publish("agent-1", kind="k")
+    assert (e.value.retry_after_ms, e.value.scope) == (180, "tenant")
+
+
+def test_publish_sync_honours_retry_after_ms(monkeypatch: pytest.MonkeyPatch) -> None:
+    waits = recorded_sleeps(monkeypatch)
+    answers = [
+        httpx.Response(429, json={"type": "error", "code": "rate_limited", "message": "m", "retry_after_ms": 250}),
+        httpx.Response(202, json={"id": "x", "channel": "agent-1"}),
+    ]
+    real_client = httpx.Client
+
+    def mocked(**kw: object) -> httpx.Client:
+        return real_client(transport=httpx.MockTransport(lambda req: answers.pop(0)))
+
+    monkeypatch.setattr(publisher.httpx, "Client", mocked)
+    r = publish_sync("https://api.example", token="t", channel="agent-1", kind="k", min_retry_delay=0.001, max_retry_delay=0.001)
+    assert r.id == "x" and waits == [0.25]

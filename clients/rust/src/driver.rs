@@ -95,6 +95,11 @@ pub(crate) struct Driver {
     deferred_left: Vec<String>,
     /// Join request id → its channels, until `joined` or an error answers.
     pending: HashMap<String, Vec<String>>,
+    /// Joins refused `rate_limited` on this connection: when to send them
+    /// again, and their channels.
+    join_retries: Vec<(Instant, Vec<String>)>,
+    /// An ack refused `rate_limited`: no ack goes out before this.
+    acks_paused_until: Option<Instant>,
     next_id: u64,
     backoff: Backoff,
     events: mpsc::Sender<ClientEvent>,
@@ -121,6 +126,8 @@ impl Driver {
             channels: BTreeMap::new(),
             deferred_left: Vec::new(),
             pending: HashMap::new(),
+            join_retries: Vec::new(),
+            acks_paused_until: None,
             next_id: 0,
             backoff,
             events,
@@ -311,6 +318,9 @@ impl Driver {
     /// connection ends (always an `Err` saying how).
     async fn serve(&mut self, ws: &mut Ws, started: Instant) -> Result<(), Ended> {
         self.handshake(ws).await?;
+        // The re-join below covers what a rate limit held back.
+        self.join_retries.clear();
+        self.acks_paused_until = None;
         let names: Vec<String> = self.channels.keys().cloned().collect();
         self.send_joins(ws, &names).await?;
         if !self.deferred_left.is_empty() {
@@ -323,11 +333,18 @@ impl Driver {
         let mut pong_deadline: Option<Instant> = None;
         let mut ack_at: Option<Instant> = None;
         loop {
-            let next_timer = [Some(ping_at), pong_deadline, ack_at, rollover_at]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(ping_at);
+            let join_retry_at = self.join_retries.iter().map(|(t, _)| *t).min();
+            let next_timer = [
+                Some(ping_at),
+                pong_deadline,
+                ack_at,
+                rollover_at,
+                join_retry_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(ping_at);
             tokio::select! {
                 biased;
                 msg = ws.next() => {
@@ -383,8 +400,17 @@ impl Driver {
                         )));
                     }
                     if ack_at.is_some_and(|d| now >= d) {
-                        ack_at = None;
-                        self.flush_acks(ws).await?;
+                        match self.acks_paused_until {
+                            Some(p) if now < p => ack_at = Some(p),
+                            _ => {
+                                ack_at = None;
+                                self.acks_paused_until = None;
+                                self.flush_acks(ws).await?;
+                            }
+                        }
+                    }
+                    if join_retry_at.is_some_and(|d| now >= d) {
+                        self.retry_joins(ws, now).await?;
                     }
                     if now >= ping_at {
                         send(ws, &ClientFrame::Ping).await?;
@@ -483,6 +509,26 @@ impl Driver {
             .await?;
         }
         Ok(())
+    }
+
+    /// Sends again the joins a rate limit held back whose wait is over, for
+    /// the channels still wanted and not in another pending join.
+    async fn retry_joins(&mut self, ws: &mut Ws, now: Instant) -> Result<(), Ended> {
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.join_retries)
+            .into_iter()
+            .partition(|(t, _)| *t <= now);
+        self.join_retries = later;
+        let names: Vec<String> = due
+            .into_iter()
+            .flat_map(|(_, names)| names)
+            .filter(|n| {
+                self.channels.contains_key(n) && !self.pending.values().any(|p| p.contains(n))
+            })
+            .collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        self.send_joins(ws, &names).await
     }
 
     /// Joins again, from their last delivered seq, the channels whose
@@ -638,6 +684,24 @@ impl Driver {
             // A join the gateway failed to serve: re-join on a new connection.
             ErrorCode::Internal if request.is_some() => {
                 return Err(Ended::Lost(format!("a join failed: {}", e.message)));
+            }
+            // Over the connection's join/ack rate: the join is sent again,
+            // or acks wait, for as long as the gateway says (1 s if it
+            // does not); the application is told, nothing is dropped.
+            ErrorCode::RateLimited => {
+                let until = Instant::now()
+                    + std::time::Duration::from_millis(e.retry_after_ms.unwrap_or(1000));
+                match request {
+                    Some(names) => self.join_retries.push((until, names)),
+                    None => self.acks_paused_until = Some(until),
+                }
+                return self
+                    .emit(ClientEvent::Error(ClientError::Server {
+                        code: e.code,
+                        message: e.message,
+                        id: e.id,
+                    }))
+                    .await;
             }
             _ => {}
         }

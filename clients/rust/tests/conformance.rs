@@ -109,6 +109,8 @@ struct Runner {
     pending: VecDeque<Value>,
     ended: bool,
     last_id: String,
+    /// When the previous step completed (`notBeforeMs` counts from it).
+    last_step: tokio::time::Instant,
 }
 
 impl Runner {
@@ -202,7 +204,7 @@ impl Runner {
         }
     }
 
-    async fn expect(&mut self, pattern: &Value) {
+    async fn expect(&mut self, pattern: &Value, not_before: Option<Duration>) {
         let ws = self
             .ws
             .as_mut()
@@ -230,6 +232,14 @@ impl Runner {
                 "{}: the client sent {frame}, expected {pattern}",
                 self.name
             );
+            if let Some(min) = not_before {
+                let after = self.last_step.elapsed();
+                assert!(
+                    after >= min,
+                    "{}: {frame} came {after:?} after the previous step; not before {min:?}",
+                    self.name
+                );
+            }
             if let Some(id) = frame["id"].as_str() {
                 self.last_id = id.to_owned();
             }
@@ -238,8 +248,22 @@ impl Runner {
     }
 
     async fn step(&mut self, step: &Value) {
-        let (kind, arg) = step.as_object().unwrap().iter().next().unwrap();
-        match kind.as_str() {
+        let obj = step.as_object().unwrap();
+        let (kind, arg) = obj.iter().find(|(k, _)| *k != "notBeforeMs").unwrap();
+        let not_before = obj
+            .get("notBeforeMs")
+            .map(|v| Duration::from_millis(v.as_u64().unwrap()));
+        assert!(
+            not_before.is_none() || kind == "expect",
+            "{}: notBeforeMs only goes with expect",
+            self.name
+        );
+        self.run_step(kind, arg, not_before).await;
+        self.last_step = tokio::time::Instant::now();
+    }
+
+    async fn run_step(&mut self, kind: &str, arg: &Value, not_before: Option<Duration>) {
+        match kind {
             "accept" => {
                 let token = arg["token"].as_str().map(str::to_owned);
                 self.attempt(Ok(token)).await;
@@ -248,7 +272,7 @@ impl Runner {
                 let status = arg["status"].as_u64().unwrap() as u16;
                 self.attempt(Err((status, arg["body"].clone()))).await;
             }
-            "expect" => self.expect(arg).await,
+            "expect" => self.expect(arg, not_before).await,
             "send" => {
                 let frame = substitute(arg, &self.last_id);
                 let ws = self.ws.as_mut().unwrap();
@@ -275,6 +299,12 @@ impl Runner {
                     handle.close().unwrap();
                 } else if let Some(leave) = arg.get("leave") {
                     handle.leave(&[leave["channel"].as_str().unwrap()]).unwrap();
+                } else if let Some(join) = arg.get("join") {
+                    let channel = join["channel"].as_str().unwrap();
+                    match since(join.get("since").unwrap_or(&Value::Null)) {
+                        None => handle.join(channel).unwrap(),
+                        Some(s) => handle.join_since(channel, s).unwrap(),
+                    }
                 } else {
                     panic!("{}: unknown act {arg}", self.name);
                 }
@@ -360,6 +390,7 @@ async fn run(path: &Path) {
         pending: VecDeque::new(),
         ended: false,
         last_id: String::new(),
+        last_step: tokio::time::Instant::now(),
     };
     for step in sc["script"].as_array().unwrap() {
         r.step(step).await;

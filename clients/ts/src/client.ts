@@ -14,6 +14,7 @@ import {
   ServerError,
   UnauthorizedError,
   parseErrorBody,
+  retryAfterOf,
   type ErrorBody,
 } from "./errors.js";
 import { Sequencer, type Delivery } from "./sequencer.js";
@@ -35,6 +36,8 @@ export const PROTOCOL = { min: 1, max: 1 } as const;
 /** Channels per `join` frame (the protocol's limit). */
 const MAX_CHANNELS_PER_JOIN = 50;
 const CHANNEL_NAME = /^[A-Za-z0-9\-_.:/@]{1,128}$/;
+/** The wait after a `rate_limited` answer that carries no `retry_after_ms`. */
+const DEFAULT_RETRY_AFTER_MS = 1_000;
 
 /** The part of the WebSocket API the client uses: the standard (browser,
  * Node 22+) `WebSocket`, or `ws`'s (`import { WebSocket } from "ws"`). */
@@ -132,7 +135,8 @@ export interface ChannelEvents {
   event: AgentWireEvent;
   gap: AgentWireGap;
   joined: JoinedInfo;
-  /** The gateway refused the channel (`forbidden`, `invalid_channel`): it is dropped. */
+  /** The gateway refused the channel (`forbidden`, `invalid_channel`,
+   * `too_many_channels`): it is dropped. */
   error: AgentWireError;
 }
 
@@ -163,6 +167,10 @@ interface Conn {
   pongTimer?: ReturnType<typeof setTimeout>;
   ackTimer?: ReturnType<typeof setTimeout>;
   rolloverTimer?: ReturnType<typeof setTimeout>;
+  /** Joins answered `rate_limited`, to be sent again after the gateway's delay. */
+  joinRetryTimers: Set<ReturnType<typeof setTimeout>>;
+  /** An ack answered `rate_limited`: no ack is sent before this time (Date.now() ms). */
+  ackPausedUntil?: number;
   closedWaiters: (() => void)[];
   socketClosed: boolean;
 }
@@ -624,6 +632,7 @@ export class AgentWire {
       settled: false,
       startedAt: Date.now(),
       resolve,
+      joinRetryTimers: new Set(),
       closedWaiters: [],
       socketClosed: false,
     };
@@ -726,6 +735,8 @@ export class AgentWire {
     clearTimeout(c.pongTimer);
     clearTimeout(c.ackTimer);
     clearTimeout(c.rolloverTimer);
+    for (const t of c.joinRetryTimers) clearTimeout(t);
+    c.joinRetryTimers.clear();
     if (!c.socketClosed) {
       try {
         if (o.kind === "closed" || o.kind === "rollover") {
@@ -885,7 +896,21 @@ export class AgentWire {
     const request = e.id !== undefined ? this.#pendingJoins.get(e.id) : undefined;
     if (e.id !== undefined) this.#pendingJoins.delete(e.id);
     const msg = e.message ?? "";
+    const opts = {
+      ...(e.id !== undefined ? { requestId: e.id } : {}),
+      ...(request ? { channels: request } : {}),
+      ...(typeof e.scope === "string" ? { scope: e.scope } : {}),
+    };
     switch (e.code) {
+      case "rate_limited": {
+        // Not a refusal: the join is sent again, or acks wait, for the
+        // gateway's delay (1 s when it gives none), on this connection.
+        const wait = retryAfterOf(e) ?? DEFAULT_RETRY_AFTER_MS;
+        if (request) this.#retryJoin(c, request, wait);
+        else this.#pauseAcks(c, wait);
+        this.#emitError(new ProtocolError("rate_limited", msg, { ...opts, retryable: true, retryAfterMs: wait }));
+        return;
+      }
       case "version_unsupported":
         return this.#settle(c, { kind: "fatal", error: versionError(e) });
       case "token_expired":
@@ -901,7 +926,6 @@ export class AgentWire {
         if (request) return this.#settle(c, { kind: "lost", reason: `a join failed: ${msg}` });
         break;
     }
-    const opts = { ...(e.id !== undefined ? { requestId: e.id } : {}), ...(request ? { channels: request } : {}) };
     const err =
       e.code === "internal"
         ? new ServerError("internal", msg, opts)
@@ -909,7 +933,7 @@ export class AgentWire {
           ? new UnauthorizedError(msg, opts)
           : new ProtocolError(e.code ?? "unknown", msg, opts);
     if (request) {
-      // Refused for good (forbidden, invalid channel): not joined again.
+      // Refused for good (forbidden, invalid channel, too many channels): not joined again.
       for (const name of request) {
         const core = this.#channels.get(name);
         if (!core) continue;
@@ -919,6 +943,46 @@ export class AgentWire {
       }
     }
     this.#emitError(err);
+  }
+
+  /** A join answered `rate_limited`: its channels (those still wanted and not
+   * in another join by then) are joined again on this connection after `wait`
+   * ms. A new connection re-joins everything anyway, so the timer dies with it. */
+  #retryJoin(c: Conn, names: string[], wait: number): void {
+    const timer = setTimeout(() => {
+      c.joinRetryTimers.delete(timer);
+      if (c.settled) return;
+      const inFlight = new Set<string>();
+      for (const list of this.#pendingJoins.values()) for (const n of list) inFlight.add(n);
+      const again = names.filter((n) => this.#channels.has(n) && !inFlight.has(n));
+      if (again.length) this.#sendJoins(c, again);
+    }, wait);
+    c.joinRetryTimers.add(timer);
+  }
+
+  /** An ack answered `rate_limited`: no ack for `wait` ms; what falls due
+   * meanwhile goes out when the pause ends. */
+  #pauseAcks(c: Conn, wait: number): void {
+    c.ackPausedUntil = Math.max(c.ackPausedUntil ?? 0, Date.now() + wait);
+    this.#ackPaused(c);
+  }
+
+  /** Whether acks are paused on `c`; if so, a flush is scheduled for the end of the pause. */
+  #ackPaused(c: Conn): boolean {
+    const until = c.ackPausedUntil;
+    if (until === undefined) return false;
+    const left = until - Date.now();
+    if (left <= 0) {
+      c.ackPausedUntil = undefined;
+      return false;
+    }
+    if (c.ackTimer === undefined && !c.settled) {
+      c.ackTimer = setTimeout(() => {
+        c.ackTimer = undefined;
+        if (!c.settled) this.#flushAcks(c);
+      }, left);
+    }
+    return true;
   }
 
   #deliver(c: Conn, core: ChannelCore, ds: Delivery[]): void {
@@ -999,6 +1063,7 @@ export class AgentWire {
   }
 
   #sendAck(c: Conn, core: ChannelCore): void {
+    if (this.#ackPaused(c)) return; // sent (ackWanted kept) when the pause ends
     const target = this.#ackTarget(core);
     core.ackWanted = undefined;
     if (target === undefined) return;
@@ -1010,6 +1075,7 @@ export class AgentWire {
   #flushAcks(c: Conn): void {
     clearTimeout(c.ackTimer);
     c.ackTimer = undefined;
+    if (this.#ackPaused(c)) return;
     for (const core of this.#channels.values()) {
       if (c.settled) return;
       this.#sendAck(c, core);

@@ -14,6 +14,11 @@ export interface AgentWireErrorOptions {
   channels?: string[];
   /** The gateway's protocol range, for `version_unsupported`. */
   supported?: { min: number; max: number };
+  /** `rate_limited`: how long to wait before trying again, ms (the gateway's
+   * `retry_after_ms`, else its `Retry-After` header × 1000). */
+  retryAfterMs?: number;
+  /** `rate_limited`: which limit was hit (`tenant`, `channel`, `connection`). */
+  scope?: string;
   cause?: unknown;
 }
 
@@ -28,6 +33,10 @@ export class AgentWireError extends Error {
   readonly requestId?: string;
   readonly channels?: string[];
   readonly supported?: { min: number; max: number };
+  /** `rate_limited`: wait this long (ms) before trying again. */
+  readonly retryAfterMs?: number;
+  /** `rate_limited`: the limit hit (`tenant`, `channel`, `connection`). */
+  readonly scope?: string;
 
   constructor(code: string, message: string, options: AgentWireErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -38,6 +47,8 @@ export class AgentWireError extends Error {
     if (options.requestId !== undefined) this.requestId = options.requestId;
     if (options.channels !== undefined) this.channels = options.channels;
     if (options.supported !== undefined) this.supported = options.supported;
+    if (options.retryAfterMs !== undefined) this.retryAfterMs = options.retryAfterMs;
+    if (options.scope !== undefined) this.scope = options.scope;
   }
 }
 
@@ -67,6 +78,16 @@ export interface ErrorBody {
   supported?: { min: number; max: number };
   id?: string;
   channels?: string[];
+  /** `rate_limited` (and other limits): the limit's scope: `tenant`, `channel`, `connection`. */
+  scope?: string;
+  /** `rate_limited`: how long to wait before trying again, ms. */
+  retry_after_ms?: number;
+}
+
+/** A usable `retry_after_ms` (a finite, non-negative number), else `undefined`. */
+export function retryAfterOf(e: ErrorBody | undefined): number | undefined {
+  const v = e?.retry_after_ms;
+  return typeof v === "number" && Number.isFinite(v) && v >= 0 ? v : undefined;
 }
 
 export function parseErrorBody(text: string): ErrorBody | undefined {

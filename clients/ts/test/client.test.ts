@@ -197,3 +197,64 @@ test("publish posts the event and maps error bodies to typed errors", async () =
     );
   }
 });
+
+test("publish: a 429 carries retryAfterMs (body, else Retry-After); with `retries` it waits that long, then retries", async (t) => {
+  const limited = (retryAfterMs?: number) =>
+    JSON.stringify({ type: "error", code: "rate_limited", message: "m", scope: "tenant", ...(retryAfterMs === undefined ? {} : { retry_after_ms: retryAfterMs }) });
+  const headers = (h: Record<string, string>) => ({ get: (n: string) => h[n.toLowerCase()] ?? null });
+  // Single shot (the default): the typed error says how long to wait.
+  const once = (body: string, h: Record<string, string>) => async () => ({ status: 429, ok: false, text: async () => body, headers: headers(h) });
+  await assert.rejects(
+    publish({ url: "http://gw", token: "t", channel: "c", kind: "k", fetch: once(limited(180), { "retry-after": "1" }) }),
+    (e: unknown) => e instanceof ProtocolError && e.code === "rate_limited" && e.retryable && e.retryAfterMs === 180 && e.scope === "tenant",
+  );
+  await assert.rejects(
+    publish({ url: "http://gw", token: "t", channel: "c", kind: "k", fetch: once(limited(), { "retry-after": "2" }) }),
+    (e: unknown) => e instanceof ProtocolError && e.retryAfterMs === 2_000,
+  );
+  // With retries: 429 (retry_after_ms 300), then 202, on fake timers.
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  t.mock.method(Math, "random", () => 0); // the backoff's own jitter: 0 ms
+  const keys: (string | undefined)[] = [];
+  const answers = [
+    { status: 429, body: limited(300) },
+    { status: 202, body: JSON.stringify({ id: "e1", channel: "c" }) },
+  ];
+  const fetch = async (_url: string, init: { headers: Record<string, string> }) => {
+    keys.push(init.headers["idempotency-key"]);
+    const a = answers.shift()!;
+    return { status: a.status, ok: a.status < 300, text: async () => a.body, headers: headers({}) };
+  };
+  const settle = async () => {
+    for (let i = 0; i < 20; i++) await new Promise<void>((r) => setImmediate(r));
+  };
+  const published = publish({ url: "http://gw", token: "t", channel: "c", kind: "k", retries: 2, fetch });
+  await settle();
+  assert.equal(keys.length, 1);
+  t.mock.timers.tick(299);
+  await settle();
+  assert.equal(keys.length, 1, "not retried before retry_after_ms");
+  t.mock.timers.tick(1);
+  await settle();
+  assert.equal(keys.length, 2, "retried once retry_after_ms passed");
+  assert.deepEqual(await published, { id: "e1", channel: "c" });
+  assert.ok(keys[0] && keys[0] === keys[1], "the same generated idempotency key on every attempt");
+});
+
+test("a join refused with too_many_channels drops that channel, like forbidden; the client goes on", async () => {
+  const { client, conn, done } = await connected();
+  const errors: AgentWireError[] = [];
+  client.on("error", (e) => errors.push(e));
+  const b = client.channel("b");
+  const refused = new Promise<AgentWireError>((resolve) => b.on("error", resolve));
+  const join = await conn.frames.next(5_000, "join b");
+  assert.deepEqual(join.channels, ["b"]);
+  conn.ws.send(JSON.stringify({ type: "error", code: "too_many_channels", message: "limit 1", id: join.id }));
+  const err = await refused;
+  assert.equal(err.code, "too_many_channels");
+  assert.deepEqual(err.channels, ["b"]);
+  assert.equal(client.state, "connected");
+  assert.deepEqual(client.channels.map((c) => c.name), ["a"]);
+  assert.equal(errors[0]?.code, "too_many_channels");
+  await done();
+});

@@ -8,7 +8,7 @@ import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { WebSocket } from "ws";
 import { AgentWire, Backoff, type AgentWireOptions, type Channel, type Since } from "../src/index.js";
-import { ScriptedServer, Waitable, mismatch, substitute, type Connection } from "./scripted.js";
+import { ScriptedServer, Waitable, arrivedAt, mismatch, substitute, type Connection } from "./scripted.js";
 
 // AGENTWIRE_CONFORMANCE_DIR points the runner at another copy (to check the runner itself).
 const ROOT =
@@ -62,19 +62,26 @@ async function run(s: Scenario): Promise<void> {
     if (st.error) observations.push({ fatal: { code: st.error.code, message: st.error.message } });
   });
   const channels = new Map<string, Channel>();
-  for (const c of s.client.channels) {
-    const ch = client.channel(c.name, c.since == null ? {} : { since: c.since });
-    channels.set(c.name, ch);
+  const join = (name: string, since: Since | null | undefined) => {
+    const ch = client.channel(name, since == null ? {} : { since });
+    channels.set(name, ch);
     ch.on("joined", (j) => observations.push({ joined: { ...j } }));
     ch.on("event", (e) => observations.push({ event: { ...e } }));
     ch.on("gap", (g) => observations.push({ gap: { ...g } }));
-  }
+  };
+  for (const c of s.client.channels) join(c.name, c.since);
   let conn: Connection | undefined;
   let lastId: string | undefined;
+  // When the previous step completed, for `notBeforeMs`.
+  let previousDone = performance.now();
   client.connect();
   try {
     for (const [i, step] of s.script.entries()) {
-      const [op, arg] = Object.entries(step)[0] as [string, Record<string, unknown>];
+      const entries = Object.entries(step).filter(([k]) => k !== "notBeforeMs");
+      assert.equal(entries.length, 1, `step ${i + 1}: one operation per step`);
+      const [op, arg] = entries[0] as [string, Record<string, unknown>];
+      const notBefore = step.notBeforeMs as number | undefined;
+      assert.ok(notBefore === undefined || op === "expect", `step ${i + 1}: notBeforeMs belongs to an expect`);
       const where = `step ${i + 1} ${JSON.stringify(step)}`;
       switch (op) {
         case "accept": {
@@ -96,6 +103,10 @@ async function run(s: Scenario): Promise<void> {
           while (frame.action === "ping" && arg.action !== "ping");
           const m = mismatch(arg, frame);
           assert.equal(m, undefined, `${where}: the client sent ${JSON.stringify(frame)}: ${m}`);
+          if (notBefore !== undefined) {
+            const after = (arrivedAt.get(frame) ?? performance.now()) - previousDone;
+            assert.ok(after >= notBefore, `${where}: the frame came ${after.toFixed(1)} ms after the previous step`);
+          }
           if (typeof frame.id === "string") lastId = frame.id;
           break;
         }
@@ -131,6 +142,9 @@ async function run(s: Scenario): Promise<void> {
             const ch = channels.get(name);
             assert.ok(ch, `${where}: no channel ${name}`);
             void ch.leave();
+          } else if ("join" in arg) {
+            const j = arg.join as { channel: string; since?: Since | null };
+            join(j.channel, j.since);
           } else assert.fail(`${where}: unknown act`);
           break;
         case "no_connection":
@@ -140,6 +154,7 @@ async function run(s: Scenario): Promise<void> {
         default:
           assert.fail(`${where}: unknown step ${op}`);
       }
+      previousDone = performance.now();
     }
     if (ended) {
       assert.equal(observations.size, 0, `nothing after the end: ${JSON.stringify(observations.peekAll())}`);

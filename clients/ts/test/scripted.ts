@@ -38,6 +38,9 @@ export class Waitable<T> {
   }
 }
 
+/** When each frame of a connection arrived (`performance.now()`), for `notBeforeMs`. */
+export const arrivedAt = new WeakMap<object, number>();
+
 export interface Upgrade {
   req: IncomingMessage;
   socket: Duplex;
@@ -98,15 +101,18 @@ export class ScriptedServer {
       this.#wss.handleUpgrade(u.req, u.socket, u.head, (ws) => {
         const frames = new Waitable<Record<string, unknown>>();
         ws.on("message", (data, isBinary) => {
-          if (isBinary) {
-            frames.push({ binary: true });
-            return;
+          const at = performance.now();
+          let frame: Record<string, unknown>;
+          if (isBinary) frame = { binary: true };
+          else {
+            try {
+              frame = JSON.parse(data.toString()) as Record<string, unknown>;
+            } catch {
+              frame = { unparsable: data.toString() };
+            }
           }
-          try {
-            frames.push(JSON.parse(data.toString()) as Record<string, unknown>);
-          } catch {
-            frames.push({ unparsable: data.toString() });
-          }
+          if (frame !== null && typeof frame === "object") arrivedAt.set(frame, at);
+          frames.push(frame);
         });
         ws.on("error", () => {});
         resolve({ ws, frames });

@@ -1,10 +1,14 @@
 use agentwire_fn_fanout::FanoutFunction;
 use aws_lambda_events::sqs::SqsEvent;
-use lambda_runtime::{Error, LambdaEvent, service_fn};
+use lambda_runtime::{Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     agentwire_aws::telemetry::init_json();
+    let metrics = agentwire_aws::telemetry::emf("fanout")?;
     let f = FanoutFunction::new(&agentwire_aws::deps::Deps::from_env().await?)?;
-    lambda_runtime::run(service_fn(|e: LambdaEvent<SqsEvent>| f.handle(e.payload))).await
+    agentwire_aws::telemetry::run_with_metrics(metrics, |e: LambdaEvent<SqsEvent>| {
+        f.handle(e.payload)
+    })
+    .await
 }

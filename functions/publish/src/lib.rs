@@ -106,8 +106,7 @@ impl PublishFunction {
                 let mut resp = response(429, &frame.to_json());
                 // Whole seconds, rounded up: never earlier than the bucket allows.
                 let secs = l.retry_after_ms.div_ceil(1000).max(1);
-                resp.headers
-                    .insert("retry-after", HeaderValue::from(secs));
+                resp.headers.insert("retry-after", HeaderValue::from(secs));
                 resp
             }
             Err(e) => {

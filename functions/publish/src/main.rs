@@ -1,13 +1,15 @@
 use agentwire_fn_publish::PublishFunction;
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
-use lambda_runtime::{Error, LambdaEvent, service_fn};
+use lambda_runtime::{Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     agentwire_aws::telemetry::init_json();
+    let metrics = agentwire_aws::telemetry::emf("publish")?;
     let f = PublishFunction::new(&agentwire_aws::deps::Deps::from_env().await?)?;
-    lambda_runtime::run(service_fn(|e: LambdaEvent<ApiGatewayV2httpRequest>| {
-        f.handle(e.payload)
-    }))
+    agentwire_aws::telemetry::run_with_metrics(
+        metrics,
+        |e: LambdaEvent<ApiGatewayV2httpRequest>| f.handle(e.payload),
+    )
     .await
 }

@@ -12,12 +12,12 @@ use agentwire_core::usecases::deliver::Deliverer;
 use agentwire_core::usecases::session::ReplayBudget;
 use agentwire_core::usecases::{
     ChannelAdmin, Connect, DeadWebhooks, Disconnect, Dispatcher, FanoutWorker, Publisher, Quotas,
-    Session, WebhookAdmin,
+    Session, TenantAdmin, WebhookAdmin,
 };
 
 use crate::{
-    ApiGatewayPusher, DynamoCursors, DynamoLimits, DynamoLog, DynamoRegistry, DynamoWebhooks, ReqwestSender,
-    SqsDeadLetters, SqsEventQueue, SqsFanoutQueue, SqsWebhookJobs,
+    ApiGatewayPusher, DynamoCursors, DynamoLimits, DynamoLog, DynamoRegistry, DynamoWebhooks,
+    ReqwestSender, SqsDeadLetters, SqsEventQueue, SqsFanoutQueue, SqsWebhookJobs,
 };
 
 /// The AWS SDK configuration from the environment (`AWS_REGION`,
@@ -96,6 +96,15 @@ impl Deps {
             self.config.max_connection,
         )
         .with_quotas(self.quotas()))
+    }
+
+    /// Tenants' limits, for the operator.
+    pub fn tenant_admin(&self) -> TenantAdmin {
+        TenantAdmin::new(
+            self.limits.clone(),
+            self.registry.clone(),
+            self.config.default_limits.clone(),
+        )
     }
 
     /// The quota checks over the limits table, with the deployment's defaults.
@@ -222,8 +231,10 @@ impl Deps {
 
     /// Validates and enqueues events (the publish function, the CLI, agents).
     pub fn publisher(&self) -> Result<Publisher, ConfigError> {
-        Ok(Publisher::new(Arc::new(self.event_queue()?), self.clock.clone())
-            .with_quotas(self.quotas()))
+        Ok(
+            Publisher::new(Arc::new(self.event_queue()?), self.clock.clone())
+                .with_quotas(self.quotas()),
+        )
     }
 
     /// The token key the connect and publish functions verify with.

@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::clock::{Clock, ManualClock};
-use crate::model::{ChannelKey, Connection, Envelope};
 use crate::limits::{Rate, Take, TenantLimits};
+use crate::model::{ChannelKey, Connection, Envelope};
 use crate::ports::{
     AppendError, ChannelLog, ChannelSettings, ConnectionRegistry, CursorStore, LimitSettings,
     RateLimiter, WebhookDirectory, WebhookStore,
@@ -582,7 +582,11 @@ where
         }
     }
     assert_eq!(allowed, 10, "the burst");
-    assert_eq!(waits, vec![200; 5], "one interval (200 ms) until the next fits");
+    assert_eq!(
+        waits,
+        vec![200; 5],
+        "one interval (200 ms) until the next fits"
+    );
     assert_eq!(
         limits.take(&bucket, rate, now + 200_000).await.unwrap(),
         Take::Allowed

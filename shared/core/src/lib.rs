@@ -28,9 +28,9 @@
 pub mod auth;
 pub mod clock;
 pub mod config;
-pub mod limits;
 #[cfg(any(test, feature = "test-util"))]
 pub mod contract;
+pub mod limits;
 #[cfg(any(test, feature = "test-util"))]
 pub mod memory;
 pub mod metrics;

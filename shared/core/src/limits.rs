@@ -89,7 +89,9 @@ impl Gcra {
 pub enum Take {
     Allowed,
     /// Refused; the bucket has room again after `retry_after_ms`.
-    Limited { retry_after_ms: u64 },
+    Limited {
+        retry_after_ms: u64,
+    },
 }
 
 /// Rounds a wait in microseconds up to whole milliseconds (at least 1).
@@ -294,7 +296,13 @@ mod tests {
         let l: TenantLimits =
             serde_json::from_str(r#"{"publish_rate":5,"publish_burst":10,"dry_run":true}"#)
                 .unwrap();
-        assert_eq!(l.publish(), Some(Rate { per_s: 5, burst: 10 }));
+        assert_eq!(
+            l.publish(),
+            Some(Rate {
+                per_s: 5,
+                burst: 10
+            })
+        );
         assert!(l.is_dry_run());
         assert_eq!(
             serde_json::from_str::<TenantLimits>(&serde_json::to_string(&l).unwrap()).unwrap(),

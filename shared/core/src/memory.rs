@@ -341,8 +341,7 @@ impl crate::ports::RateLimiter for MemoryLimits {
         now_us: u64,
     ) -> Result<crate::limits::Take, StoreError> {
         use crate::limits::{Step, Take, wait_ms};
-        self.calls
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let mut tats = lock(&self.tats);
         let tat = tats.get(bucket).copied();
         Ok(match rate.gcra().step(tat, now_us) {
@@ -360,8 +359,7 @@ impl crate::ports::RateLimiter for MemoryLimits {
 #[async_trait]
 impl crate::ports::LimitSettings for MemoryLimits {
     async fn get(&self, tenant: &str) -> Result<Option<crate::limits::TenantLimits>, StoreError> {
-        self.calls
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(lock(&self.settings).get(tenant).cloned())
     }
 

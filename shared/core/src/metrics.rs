@@ -65,7 +65,10 @@ pub const RATE_LIMITED_DRY_RUN: &str = "rate_limited_dry_run";
 
 /// Every metric the code emits.
 pub const ALL: &[Metric] = &[
-    counter(CONNECTIONS_OPENED, "WebSocket connections accepted by $connect"),
+    counter(
+        CONNECTIONS_OPENED,
+        "WebSocket connections accepted by $connect",
+    ),
     counter(CONNECTIONS_CLOSED, "connections removed by $disconnect"),
     counter(JOINS, "channels joined (one per channel of a join)"),
     histogram(
@@ -140,14 +143,15 @@ mod tests {
         for m in ALL {
             assert!(seen.insert(m.name), "{} twice", m.name);
             assert!(
-                m.name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c == '_'),
+                m.name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
                 "{}",
                 m.name
             );
         }
-        assert!(ALL.len() <= 100, "an EMF document holds at most 100 metrics");
+        assert!(
+            ALL.len() <= 100,
+            "an EMF document holds at most 100 metrics"
+        );
         assert_eq!(find(JOINS).map(|m| m.name), Some(JOINS));
         assert!(find("nope").is_none());
     }

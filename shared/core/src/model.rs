@@ -132,6 +132,13 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
+    /// When it was published (its `ts`), in Unix milliseconds, if readable.
+    pub fn published_ms(&self) -> Option<u64> {
+        let t = humantime::parse_rfc3339_weak(&self.ts).ok()?;
+        let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+        u64::try_from(d.as_millis()).ok()
+    }
+
     pub fn frame(&self) -> EventFrame {
         EventFrame {
             channel: self.key.channel.clone(),
@@ -298,6 +305,11 @@ pub struct FanoutJob {
     /// worker then reads the membership itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
+    /// When its events were published (Unix ms, from their `ts`), on the
+    /// last job of each shard range only: the worker records each one's
+    /// publish-to-post latency once its frames are posted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published_ms: Vec<u64>,
 }
 
 impl FanoutJob {

@@ -39,6 +39,8 @@ PROTOCOL_MAX = 1
 #: Channels per `join` frame (the gateway's limit).
 MAX_CHANNELS_PER_JOIN = 50
 _CHANNEL_RE = re.compile(r"^[A-Za-z0-9\-_.:/@]{1,128}$")
+#: The wait after a `rate_limited` answer that carries no `retry_after_ms`, in seconds.
+_DEFAULT_RETRY_AFTER = 1.0
 
 State = Literal["connecting", "connected", "reconnecting", "closed"]
 Since = Union[None, Literal["head"], Position]
@@ -230,6 +232,13 @@ class _Channel:
         return self.initial
 
 
+def _retry_after_s(ms: Any) -> float:
+    """A `retry_after_ms` in seconds (1 s when absent or unusable)."""
+    if isinstance(ms, (int, float)) and not isinstance(ms, bool) and ms >= 0:
+        return float(ms) / 1000.0
+    return _DEFAULT_RETRY_AFTER
+
+
 def _since_arg(since: Any) -> Since:
     if since is None:
         return None
@@ -299,6 +308,10 @@ class Client:
         self._end: _End | None = None
         self._pong_deadline: float | None = None
         self._ack_at: float | None = None
+        # An ack answered `rate_limited`: no ack before this (loop time).
+        self._ack_paused_until: float | None = None
+        # Joins answered `rate_limited`: (when to send them again, their channels).
+        self._join_retries: list[tuple[float, list[str]]] = []
         self._resume_wanted = False
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -421,7 +434,7 @@ class Client:
         ack = self._ack_target(ch)
         ws = self._ws
         if ws is not None:
-            if ack is not None:
+            if ack is not None and not self._acks_paused():
                 await self._send(ws, {"action": "ack", "channel": channel, "seq": ack.seq})
             self._next_id += 1
             await self._send(ws, {"action": "leave", "id": f"l{self._next_id}", "channels": [channel]})
@@ -579,6 +592,8 @@ class Client:
             await self._handshake(ws)
             self._ws = ws
             self._pending.clear()
+            self._join_retries.clear()
+            self._ack_paused_until = None
             self._pong_deadline = None
             self._set_state("connected")
             await self._send_joins(ws, [n for n, ch in self._channels.items() if not ch.suspended])
@@ -603,6 +618,9 @@ class Client:
                 pass
             self._backoff.connection_ended(loop.time() - started)
             self._pending.clear()
+            # A new connection re-joins every channel anyway.
+            self._join_retries.clear()
+            self._ack_paused_until = None
             for ch in self._channels.values():
                 ch.seq.rejoining()
         if self._closing and end.how != _FATAL:
@@ -754,6 +772,21 @@ class Client:
         message = str(f.get("message", ""))
         rid = f.get("id")
         request = self._pending.pop(rid, None) if rid is not None else None
+        scope = f.get("scope") if isinstance(f.get("scope"), str) else None
+        if code == "rate_limited":
+            # Not a refusal: the join is sent again, or acks wait, for the
+            # gateway's delay (1 s when it gives none), on this connection.
+            wait = _retry_after_s(f.get("retry_after_ms"))
+            now = asyncio.get_running_loop().time()
+            if request is not None:
+                self._join_retries.append((now + wait, request))
+            else:
+                self._ack_paused_until = max(self._ack_paused_until or 0.0, now + wait)
+            self._poke()
+            self._report(
+                ServerError(message, code=code, body=f, retry_after_ms=round(wait * 1000), scope=scope)
+            )
+            return
         if code == "version_unsupported":
             raise _End(_FATAL, ProtocolError(message, code=code, body=f))
         if code == "token_expired":
@@ -763,9 +796,9 @@ class Client:
             raise _End(_LOST, f"the gateway no longer knows this connection: {message}")
         if code == "internal" and request is not None:
             raise _End(_LOST, f"a join failed: {message}")
-        err = ServerError(message, code=code, body=f)
+        err = ServerError(message, code=code, body=f, scope=scope)
         if request is not None:
-            # Refused for good (forbidden, invalid channel): not re-joined.
+            # Refused for good (forbidden, invalid channel, too many channels): not re-joined.
             for name in request:
                 ch = self._channels.pop(name, None)
                 if ch is not None:
@@ -799,6 +832,21 @@ class Client:
                 names = [n for n in names if not any(n in v for v in self._pending.values())]
                 if names:
                     await self._send_joins(ws, names)
+            if self._join_retries:
+                now = loop.time()
+                due = [names for at, names in self._join_retries if at <= now]
+                self._join_retries = [(at, names) for at, names in self._join_retries if at > now]
+                for names in due:
+                    # The channels still wanted and not in another join by now.
+                    again = [
+                        n
+                        for n in names
+                        if (ch := self._channels.get(n)) is not None
+                        and not ch.suspended
+                        and not any(n in v for v in self._pending.values())
+                    ]
+                    if again:
+                        await self._send_joins(ws, again)
             now = loop.time()
             if self._pong_deadline is not None and now >= self._pong_deadline:
                 self._end = _End(_LOST, f"no answer to ping within {self._ping_timeout}s: the connection is dead")
@@ -818,6 +866,7 @@ class Client:
                 if self._pong_deadline is None:
                     self._pong_deadline = now + self._ping_timeout
             deadlines = [d for d in (ping_at, self._pong_deadline, self._ack_at, rollover_at) if d is not None]
+            deadlines += [at for at, _ in self._join_retries]
             timeout = max(0.0, min(deadlines) - loop.time())
             wake.clear()
             if self._resume_wanted:
@@ -873,7 +922,23 @@ class Client:
             return None
         return Position(taken.epoch, want)
 
+    def _acks_paused(self) -> bool:
+        """Whether an ack answered `rate_limited` holds acks back; if so, a
+        flush is due when the pause ends."""
+        until = self._ack_paused_until
+        if until is None:
+            return False
+        if asyncio.get_running_loop().time() >= until:
+            self._ack_paused_until = None
+            return False
+        if self._ack_at is None or self._ack_at < until:
+            self._ack_at = until
+            self._poke()
+        return True
+
     async def _flush_acks(self, ws: ClientConnection) -> None:
+        if self._acks_paused():
+            return  # what is due goes out when the pause ends
         for name, ch in list(self._channels.items()):
             target = self._ack_target(ch)
             if target is not None:

@@ -19,6 +19,8 @@ class AgentWireError(Exception):
         code: str | None = None,
         status: int | None = None,
         body: Any = None,
+        retry_after_ms: int | None = None,
+        scope: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -26,6 +28,11 @@ class AgentWireError(Exception):
             self.code = code
         self.status = status
         self.body = body
+        #: `rate_limited`: how long to wait before trying again, in ms (the
+        #: gateway's `retry_after_ms`, else its `Retry-After` header x 1000).
+        self.retry_after_ms = retry_after_ms
+        #: `rate_limited`: the limit that was hit (`tenant`, `channel`, `connection`).
+        self.scope = scope
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
@@ -48,9 +55,9 @@ class ProtocolError(AgentWireError):
 
 class ServerError(AgentWireError):
     """The gateway answered with an error: an `error` frame (for example
-    `forbidden` for a join the token does not grant) or an HTTP error of the
-    publish route (`forbidden`, `message_too_large`, `rate_limited`,
-    `internal`...)."""
+    `forbidden` for a join the token does not grant, `too_many_channels`, or
+    `rate_limited` with `retry_after_ms`) or an HTTP error of the publish
+    route (`forbidden`, `message_too_large`, `rate_limited`, `internal`...)."""
 
     code = "internal"
 

@@ -3,7 +3,8 @@ for agents that hold a token (with a `publish` grant) and no AWS credentials.
 
 Every publish carries an `Idempotency-Key` (one is generated when none is
 given), so a retry can never publish twice: only what is safe is retried
-(429, 5xx, connection errors and time-outs), with full-jitter backoff.
+(429, 5xx, connection errors and time-outs), with full-jitter backoff, and
+never sooner than the gateway's `retry_after_ms` (or `Retry-After`) says.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from .errors import AgentWireError, ProtocolError, ServerError, UnauthorizedErro
 
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _USER_AGENT = f"agentwire-python/{__version__}"
+# The waits between attempts (replaced in tests).
+_sleep = asyncio.sleep
+_sleep_sync = time.sleep
 
 
 def _events_url(base: str, channel: str) -> str:
@@ -49,19 +53,37 @@ def _error(resp: httpx.Response) -> AgentWireError:
     status = resp.status_code
     parsed: Any = None
     code: str | None = None
+    scope: str | None = None
+    retry_after_ms: int | None = None
     message = resp.text.strip()[:300]
     try:
         parsed = resp.json()
         if isinstance(parsed, dict):
             code = parsed.get("code")
             message = str(parsed.get("message", message))
+            if isinstance(parsed.get("scope"), str):
+                scope = parsed["scope"]
+            ms = parsed.get("retry_after_ms")
+            if isinstance(ms, (int, float)) and not isinstance(ms, bool) and ms >= 0:
+                retry_after_ms = int(ms)
     except ValueError:
         pass
+    if retry_after_ms is None:
+        seconds = _retry_after(resp)
+        if seconds is not None:
+            retry_after_ms = round(seconds * 1000)
     if status == 401:
         return UnauthorizedError(message, code=code or "unauthorized", status=status, body=parsed)
     if code is None:
         code = "rate_limited" if status == 429 else "internal" if status >= 500 else f"http_{status}"
-    return ServerError(message or f"HTTP {status}", code=code, status=status, body=parsed)
+    return ServerError(
+        message or f"HTTP {status}",
+        code=code,
+        status=status,
+        body=parsed,
+        retry_after_ms=retry_after_ms,
+        scope=scope,
+    )
 
 
 def _result(resp: httpx.Response, channel: str, key: str) -> PublishResult:
@@ -94,18 +116,17 @@ def _retry_after(resp: httpx.Response | None) -> float | None:
 class _Retry:
     """Full-jitter delays between attempts (the client's reconnect
     schedule), at most `retries` retries, and never shorter than the
-    answer's `Retry-After` (up to `max_delay`)."""
+    failure's `retry_after_ms` (the body's, else `Retry-After` x 1000)."""
 
     def __init__(self, retries: int, min_delay: float, max_delay: float) -> None:
         self._backoff = Backoff(min_delay, max_delay, max_attempts=retries)
 
-    def next_delay(self, resp: httpx.Response | None) -> float | None:
+    def next_delay(self, failure: AgentWireError) -> float | None:
         delay = self._backoff.next_delay(random.random())
         if delay is None:
             return None
-        hinted = _retry_after(resp)
-        if hinted is not None:
-            delay = max(delay, min(hinted, self._backoff.maximum))
+        if failure.retry_after_ms is not None:
+            delay = max(delay, failure.retry_after_ms / 1000)
         return delay
 
 
@@ -163,8 +184,11 @@ class Publisher:
     ) -> PublishResult:
         """Publishes one event; returns its id and channel once the gateway
         took it (HTTP 202). Raises `UnauthorizedError`, `ServerError` (with the
-        API's `code`: `forbidden`, `message_too_large`, `rate_limited`,
-        `internal`...) or `ProtocolError`."""
+        API's `code`: `forbidden`, `message_too_large`, `rate_limited` (with
+        `retry_after_ms` and `scope`), `internal`...) or `ProtocolError`.
+        429, 408, 5xx and connection failures are retried up to `max_retries`
+        times, each after max(a full-jitter backoff, the answer's
+        `retry_after_ms`)."""
         key = idempotency_key or str(uuid.uuid4())
         headers, body = _request(self._token, kind, data, key)
         url = _events_url(self.url, channel)
@@ -179,10 +203,10 @@ class Publisher:
             outcome = _settle(resp, unreachable, channel, key)
             if isinstance(outcome, PublishResult):
                 return outcome
-            delay = retry.next_delay(resp)
+            delay = retry.next_delay(outcome)
             if delay is None:
                 raise outcome
-            await asyncio.sleep(delay)
+            await _sleep(delay)
 
 
 def _settle(
@@ -233,7 +257,7 @@ def publish_sync(
             outcome = _settle(resp, unreachable, channel, key)
             if isinstance(outcome, PublishResult):
                 return outcome
-            delay = retry.next_delay(resp)
+            delay = retry.next_delay(outcome)
             if delay is None:
                 raise outcome
-            time.sleep(delay)
+            _sleep_sync(delay)

@@ -48,8 +48,7 @@ use aws_sdk_dynamodb::types::ReturnValue;
 
 use super::item::{
     FromItem, Item, SubscriptionRecord, ToItem, channel_pk, connection_count_pk, expired, get_n,
-    get_s, n, s,
-    subscription_connection, subscription_sk, subscription_sk_bounds,
+    get_s, n, s, subscription_connection, subscription_sk, subscription_sk_bounds,
 };
 use super::{condition_held, put_all};
 use crate::error::store_error;
@@ -359,11 +358,7 @@ impl ConnectionRegistry for DynamoRegistry {
         Ok(())
     }
 
-    async fn put_counted_connection(
-        &self,
-        c: &Connection,
-        max: u64,
-    ) -> Result<bool, StoreError> {
+    async fn put_counted_connection(&self, c: &Connection, max: u64) -> Result<bool, StoreError> {
         use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
         let op = "put counted connection";
         let mut counted = c.clone();

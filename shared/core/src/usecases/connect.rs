@@ -10,9 +10,9 @@ use agentwire_protocol::{
 use crate::auth::{AuthError, TokenKey};
 use crate::clock::Clock;
 use crate::limits::Scope;
-use crate::usecases::quotas::Quotas;
 use crate::model::Connection;
 use crate::ports::{ConnectionRegistry, StoreError};
+use crate::usecases::quotas::Quotas;
 
 /// What `$connect` carries that matters.
 #[derive(Debug, Clone, Default)]

@@ -97,15 +97,30 @@ impl Deliverer {
     /// Works one message of the webhook queue: a job is delivered; anything
     /// else is dead-lettered as it came, with the reason.
     pub async fn handle_message(&self, body: &str) -> Result<JobOutcome, StoreError> {
-        match serde_json::from_str::<WebhookJob>(body) {
-            Ok(job) => self.deliver(job).await,
+        let outcome = match serde_json::from_str::<WebhookJob>(body) {
+            Ok(job) => self.deliver(job).await?,
             Err(e) => {
                 let reason = format!("not a webhook job: {e}");
                 tracing::warn!(reason, "malformed webhook message dead-lettered");
                 self.jobs.dead_letter_raw(body, &reason).await?;
-                Ok(JobOutcome::DeadLettered { reason })
+                JobOutcome::DeadLettered { reason }
             }
+        };
+        use crate::metrics as m;
+        match &outcome {
+            JobOutcome::Delivered { .. } => {
+                ::metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => "delivered").increment(1);
+            }
+            JobOutcome::Retrying { .. } => {
+                ::metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => "retry").increment(1);
+            }
+            JobOutcome::DeadLettered { .. } => {
+                ::metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => "failed").increment(1);
+                ::metrics::counter!(m::DEAD_LETTERED, "reason" => "webhook").increment(1);
+            }
+            JobOutcome::Deferred { .. } => {}
         }
+        Ok(outcome)
     }
 
     /// Stops deliveries to a scope's webhook, keeping it (and the reason)

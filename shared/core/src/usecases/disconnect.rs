@@ -15,7 +15,9 @@ impl Disconnect {
 
     /// `true` when the connection was known. Idempotent.
     pub async fn disconnect(&self, connection_id: &str) -> Result<bool, StoreError> {
-        self.registry.remove_connection(connection_id).await
+        let known = self.registry.remove_connection(connection_id).await?;
+        ::metrics::counter!(crate::metrics::CONNECTIONS_CLOSED).increment(1);
+        Ok(known)
     }
 }
 

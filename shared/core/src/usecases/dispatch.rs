@@ -30,6 +30,18 @@ pub struct QueueMessage {
     pub receive_count: u32,
 }
 
+/// The `reason` label of a dead letter: `commit_failed`,
+/// `duplicate_unresolved`, else `invalid_event` (an envelope that does not
+/// parse or validate, whatever its protocol code).
+fn dead_letter_reason(reason: &str) -> &'static str {
+    for r in ["commit_failed", "duplicate_unresolved"] {
+        if reason.starts_with(r) {
+            return r;
+        }
+    }
+    "invalid_event"
+}
+
 /// What a batch came to. `failed` are the message ids to report as
 /// `batchItemFailures`; everything else may be deleted from the queue.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -251,6 +263,7 @@ impl Dispatcher {
                     unresolved,
                 }) => {
                     report.committed += fresh;
+                    ::metrics::counter!(crate::metrics::EVENTS_COMMITTED).increment(fresh as u64);
                     report.duplicates += run.len().saturating_sub(fresh + unresolved.len());
                     if !unresolved.is_empty()
                         && let Err(e) = self
@@ -332,6 +345,8 @@ impl Dispatcher {
             .record(&m.message_id, &m.body, reason)
             .await?;
         report.dead_lettered += 1;
+        ::metrics::counter!(crate::metrics::DEAD_LETTERED, "reason" => dead_letter_reason(reason))
+            .increment(1);
         Ok(())
     }
 
@@ -472,7 +487,15 @@ impl Dispatcher {
         };
         let counts = self
             .broadcaster
-            .deliver(key, subscribers.as_slice(), &frames)
+            .deliver(
+                key,
+                subscribers.as_slice(),
+                &frames,
+                &events
+                    .iter()
+                    .filter_map(StoredEvent::published_ms)
+                    .collect::<Vec<_>>(),
+            )
             .await;
         report.posted += counts.posted;
         report.gone += counts.gone;

@@ -92,10 +92,16 @@ pub fn jobs_for(
     }
     let first_seq = events.first().map_or(0, |e| e.seq);
     let last_seq = events.last().map_or(0, |e| e.seq);
+    let published: Vec<u64> = events
+        .iter()
+        .filter_map(StoredEvent::published_ms)
+        .collect();
+    let last = chunks.len().saturating_sub(1);
+    let published = &published;
     Ok(ranges
         .iter()
         .flat_map(|r| {
-            chunks.iter().map(move |frames| FanoutJob {
+            chunks.iter().enumerate().map(move |(i, frames)| FanoutJob {
                 tenant: key.tenant.clone(),
                 channel: key.channel.clone(),
                 shards: *r,
@@ -103,6 +109,11 @@ pub fn jobs_for(
                 last_seq,
                 frames: frames.clone(),
                 version,
+                published_ms: if i == last {
+                    published.clone()
+                } else {
+                    Vec::new()
+                },
             })
         })
         .collect())
@@ -155,7 +166,39 @@ impl Broadcaster {
         }
     }
 
+    /// Posts `frames` to `subscribers`; then records the posts' metrics,
+    /// how long it took, and (when anything was posted) each event's
+    /// publish-to-post latency from `published_ms`.
     pub(crate) async fn deliver<F: AsRef<str> + Sync>(
+        &self,
+        key: &ChannelKey,
+        subscribers: &[Subscriber],
+        frames: &[F],
+        published_ms: &[u64],
+    ) -> FanoutCounts {
+        let started = std::time::Instant::now();
+        let counts = self.post_all(key, subscribers, frames).await;
+        use crate::metrics as m;
+        ::metrics::counter!(m::FRAMES_POSTED).increment(counts.posted as u64);
+        ::metrics::counter!(m::POSTS_GONE).increment(counts.gone as u64);
+        ::metrics::counter!(m::POSTS_FAILED).increment(counts.post_failures as u64);
+        ::metrics::counter!(m::POSTS_THROTTLED).increment(counts.post_retries as u64);
+        if counts.posted > 0 {
+            ::metrics::histogram!(m::FANOUT_DURATION)
+                .record(started.elapsed().as_secs_f64() * 1000.0);
+            let now_ms = self
+                .clock
+                .now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            for p in published_ms {
+                ::metrics::histogram!(m::DELIVERY_LATENCY).record(now_ms.saturating_sub(*p) as f64);
+            }
+        }
+        counts
+    }
+
+    async fn post_all<F: AsRef<str> + Sync>(
         &self,
         key: &ChannelKey,
         subscribers: &[Subscriber],
@@ -365,7 +408,10 @@ impl FanoutWorker {
             }
         };
         let frames: Vec<&str> = job.frames.iter().map(|f| f.get()).collect();
-        Ok(self.broadcaster.deliver(&key, &subscribers, &frames).await)
+        Ok(self
+            .broadcaster
+            .deliver(&key, &subscribers, &frames, &job.published_ms)
+            .await)
     }
 
     /// One message body from the fan-out queue.

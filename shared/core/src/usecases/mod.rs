@@ -17,6 +17,6 @@ pub use disconnect::Disconnect;
 pub use dispatch::{DispatchReport, Dispatcher, QueueMessage};
 pub use fanout::{FanoutOutcome, FanoutPolicy, FanoutWorker};
 pub use publish::{Publication, PublishError, Publisher};
-pub use quotas::{Limited, Quotas};
+pub use quotas::{Limited, Quotas, TenantAdmin, TenantView};
 pub use session::Session;
 pub use webhooks::{ChannelAdmin, DeadWebhooks, RedriveError, WebhookAdmin, WebhookAdminError};

@@ -127,7 +127,12 @@ impl Quotas {
 
     /// Counts a refusal by a quota that is not a rate (`connections`,
     /// `channels`): `Err` to refuse, `Ok` when the tenant is in dry-run.
-    pub fn over_quota(&self, limits: &TenantLimits, tenant: &str, scope: Scope) -> Result<(), Limited> {
+    pub fn over_quota(
+        &self,
+        limits: &TenantLimits,
+        tenant: &str,
+        scope: Scope,
+    ) -> Result<(), Limited> {
         self.decide(
             limits,
             tenant,
@@ -185,8 +190,72 @@ impl Quotas {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (TenantLimits, std::time::SystemTime)>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (TenantLimits, std::time::SystemTime)>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What the operator sees of a tenant's limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantView {
+    /// The tenant's own settings (empty: none).
+    pub own: TenantLimits,
+    /// What applies: its own over the deployment's defaults.
+    pub effective: TenantLimits,
+    /// Its counted connections now.
+    pub connections: u64,
+}
+
+/// The operator's `agentwire tenant`: a tenant's own limits, set field by
+/// field, shown with what applies, cleared (with its connection count).
+pub struct TenantAdmin {
+    settings: Arc<dyn LimitSettings>,
+    registry: Arc<dyn crate::ports::ConnectionRegistry>,
+    defaults: TenantLimits,
+}
+
+impl TenantAdmin {
+    pub fn new(
+        settings: Arc<dyn LimitSettings>,
+        registry: Arc<dyn crate::ports::ConnectionRegistry>,
+        defaults: TenantLimits,
+    ) -> Self {
+        Self {
+            settings,
+            registry,
+            defaults,
+        }
+    }
+
+    pub async fn get(&self, tenant: &str) -> Result<TenantView, crate::ports::StoreError> {
+        let own = self.settings.get(tenant).await?.unwrap_or_default();
+        Ok(TenantView {
+            effective: own.over(&self.defaults),
+            connections: self.registry.counted_connections(tenant).await?,
+            own,
+        })
+    }
+
+    /// Sets the fields `change` has, keeping the tenant's others.
+    pub async fn set(
+        &self,
+        tenant: &str,
+        change: &TenantLimits,
+    ) -> Result<TenantView, crate::ports::StoreError> {
+        let own = self.settings.get(tenant).await?.unwrap_or_default();
+        self.settings.put(tenant, &change.over(&own)).await?;
+        self.get(tenant).await
+    }
+
+    /// Removes the tenant's own limits (the defaults apply) and sets its
+    /// connection count to zero (the remedy for a count a lost
+    /// `$disconnect` left high); `false` when it had no limits of its own.
+    pub async fn clear(&self, tenant: &str) -> Result<bool, crate::ports::StoreError> {
+        let had = self.settings.clear(tenant).await?;
+        self.registry.reset_connection_count(tenant).await?;
+        Ok(had)
     }
 }
 
@@ -230,7 +299,11 @@ mod tests {
             }
         }
         assert_eq!(ok, 10);
-        assert!(refused.iter().all(|l| l.scope == Scope::Tenant && l.retry_after_ms == 200));
+        assert!(
+            refused
+                .iter()
+                .all(|l| l.scope == Scope::Tenant && l.retry_after_ms == 200)
+        );
         for _ in 0..50 {
             q.check_publish("fast", "a").await.unwrap();
         }
@@ -275,10 +348,58 @@ mod tests {
             q.check_publish("t", "a").await.unwrap();
             q.check_action("t", "c1").await.unwrap();
         }
-        assert_eq!(store.calls.load(Ordering::SeqCst), 1, "one settings read, no take");
+        assert_eq!(
+            store.calls.load(Ordering::SeqCst),
+            1,
+            "one settings read, no take"
+        );
         clock.advance(Duration::from_secs(11));
         q.check_publish("t", "a").await.unwrap();
         assert_eq!(store.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn the_operator_sets_fields_one_by_one_and_clears_them() {
+        let store = Arc::new(MemoryLimits::default());
+        let reg = Arc::new(crate::memory::MemoryRegistry::default());
+        let admin = TenantAdmin::new(
+            store,
+            reg,
+            TenantLimits {
+                max_connections: Some(100),
+                ..Default::default()
+            },
+        );
+        let v = admin
+            .set(
+                "t",
+                &TenantLimits {
+                    publish_rate: Some(5),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(v.own.publish_rate, Some(5));
+        assert_eq!(v.effective.max_connections, Some(100));
+        let v = admin
+            .set(
+                "t",
+                &TenantLimits {
+                    publish_burst: Some(10),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (v.own.publish_rate, v.own.publish_burst),
+            (Some(5), Some(10)),
+            "the earlier field is kept"
+        );
+        assert!(admin.clear("t").await.unwrap());
+        assert!(admin.get("t").await.unwrap().own.is_empty());
+        assert!(!admin.clear("t").await.unwrap());
     }
 
     #[tokio::test]

@@ -14,10 +14,10 @@ use agentwire_protocol::{
 use crate::auth::Grants;
 use crate::clock::{Clock, rfc3339};
 use crate::limits::Scope;
-use crate::usecases::quotas::{Limited, Quotas};
 use crate::model::{ChannelKey, ChannelState, Connection};
 use crate::ports::{ChannelLog, ConnectionRegistry, CursorStore, PushError, Pusher, StoreError};
 use crate::usecases::push::{PushRetry, post_retrying};
+use crate::usecases::quotas::{Limited, Quotas};
 use crate::usecases::resume::{self, ResumePlan};
 use agentwire_protocol::framing::coalesce;
 
@@ -835,6 +835,63 @@ mod tests {
         };
         assert_eq!(e.code, ErrorCode::VersionUnsupported);
         assert_eq!(e.supported, Some(agentwire_protocol::supported()));
+    }
+
+    #[tokio::test]
+    async fn joins_over_the_connections_rate_and_channels_past_the_maximum_are_refused_typed() {
+        use crate::limits::TenantLimits;
+        use crate::ports::LimitSettings;
+        let limits = Arc::new(crate::memory::MemoryLimits::default());
+        limits
+            .put(
+                "acme",
+                &TenantLimits {
+                    connection_action_rate: Some(1),
+                    connection_action_burst: Some(3),
+                    max_channels: Some(2),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let mut f = fx().await;
+        f.session = f.session.with_quotas(Arc::new(Quotas::new(
+            limits.clone(),
+            limits,
+            TenantLimits::default(),
+            Arc::new(SystemClock),
+        )));
+        let join =
+            |id: &str, ch: &str| format!(r#"{{"action":"join","id":"{id}","channels":["{ch}"]}}"#);
+        assert!(matches!(
+            f.session.handle("c1", &join("r1", "agent-1")).await,
+            Some(ServerFrame::Joined { .. })
+        ));
+        assert!(matches!(
+            f.session.handle("c1", &join("r2", "agent-2")).await,
+            Some(ServerFrame::Joined { .. })
+        ));
+        // A third channel: the maximum is 2.
+        let Some(ServerFrame::Error(e)) = f.session.handle("c1", &join("r3", "agent-3")).await
+        else {
+            panic!("joined past the maximum")
+        };
+        assert_eq!(e.code, ErrorCode::TooManyChannels);
+        assert_eq!(e.id.as_deref(), Some("r3"));
+        assert!(
+            f.reg
+                .subscriber_ids(&ChannelKey::new("acme", "agent-3"))
+                .is_empty()
+        );
+        // The burst of 3 actions is spent: the 4th is rate limited.
+        let Some(ServerFrame::Error(e)) = f.session.handle("c1", &join("r4", "agent-1")).await
+        else {
+            panic!("over the rate and still joined")
+        };
+        assert_eq!(e.code, ErrorCode::RateLimited);
+        assert_eq!(e.id.as_deref(), Some("r4"));
+        assert_eq!(e.scope.as_deref(), Some("connection"));
+        assert!(e.retry_after_ms.is_some_and(|ms| ms > 0 && ms <= 1000));
     }
 
     #[tokio::test]

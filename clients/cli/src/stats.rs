@@ -1,0 +1,229 @@
+//! `agentwire stats`: the dev gateway's `GET /metrics` as a table:
+//! connections, events in and out (totals and per second over the sample
+//! interval), delivery latency p50/p99, and every kind of error.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::error::CliError;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The dev gateway's HTTP address.
+    #[arg(
+        long,
+        env = "AGENTWIRE_HTTP_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    url: String,
+    /// Time between the two samples the rates are computed from.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+}
+
+/// One scrape: each sample by name, with its labels rendered as text.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Scrape {
+    samples: BTreeMap<String, Vec<(String, f64)>>,
+}
+
+impl Scrape {
+    /// Parses Prometheus text format (comments and malformed lines skipped).
+    pub fn parse(text: &str) -> Self {
+        let mut samples: BTreeMap<String, Vec<(String, f64)>> = BTreeMap::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let (name, labels) = match series.split_once('{') {
+                Some((n, l)) => (n, l.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let name = name.strip_suffix("_total").unwrap_or(name);
+            samples
+                .entry(name.to_owned())
+                .or_default()
+                .push((labels.to_owned(), value));
+        }
+        Scrape { samples }
+    }
+
+    /// The sum of a counter over its labels (0 when absent).
+    pub fn total(&self, name: &str) -> f64 {
+        self.samples
+            .get(name)
+            .map_or(0.0, |v| v.iter().map(|(_, x)| x).sum())
+    }
+
+    /// A summary's quantile (`q` as rendered, like "0.5").
+    pub fn quantile(&self, name: &str, q: &str) -> Option<f64> {
+        let want = format!("quantile=\"{q}\"");
+        self.samples
+            .get(name)?
+            .iter()
+            .find(|(l, _)| l.split(',').any(|p| p == want))
+            .map(|(_, v)| *v)
+    }
+
+    /// A counter's values by label set.
+    pub fn by_label(&self, name: &str) -> Vec<(String, f64)> {
+        self.samples.get(name).cloned().unwrap_or_default()
+    }
+}
+
+pub async fn run(args: Args) -> Result<(), CliError> {
+    let endpoint = format!("{}/metrics", args.url.trim_end_matches('/'));
+    let first = scrape(&endpoint).await?;
+    tokio::time::sleep(args.interval).await;
+    let second = scrape(&endpoint).await?;
+    print!("{}", table(&first, &second, args.interval));
+    Ok(())
+}
+
+async fn scrape(endpoint: &str) -> Result<Scrape, CliError> {
+    let http = |source| CliError::Http {
+        endpoint: endpoint.to_owned(),
+        source,
+    };
+    let resp = reqwest::get(endpoint).await.map_err(http)?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await.map_err(http)?;
+    if status != 200 {
+        return Err(CliError::Refused {
+            status,
+            message: text,
+        });
+    }
+    Ok(Scrape::parse(&text))
+}
+
+/// The table: totals from the second scrape, rates from the difference.
+pub fn table(first: &Scrape, second: &Scrape, interval: Duration) -> String {
+    use agentwire_core::metrics as m;
+    let secs = interval.as_secs_f64().max(0.001);
+    let rate = |name: &str| (second.total(name) - first.total(name)).max(0.0) / secs;
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} ms"));
+    let mut rows: Vec<(String, String)> = vec![
+        (
+            "connections open".into(),
+            format!(
+                "{}",
+                second.total(m::CONNECTIONS_OPENED) - second.total(m::CONNECTIONS_CLOSED)
+            ),
+        ),
+        (
+            "connections opened / closed".into(),
+            format!(
+                "{} / {}",
+                second.total(m::CONNECTIONS_OPENED),
+                second.total(m::CONNECTIONS_CLOSED)
+            ),
+        ),
+        ("joins".into(), format!("{}", second.total(m::JOINS))),
+        (
+            "events published".into(),
+            format!(
+                "{} ({:.1}/s)",
+                second.total(m::EVENTS_PUBLISHED),
+                rate(m::EVENTS_PUBLISHED)
+            ),
+        ),
+        (
+            "events committed".into(),
+            format!(
+                "{} ({:.1}/s)",
+                second.total(m::EVENTS_COMMITTED),
+                rate(m::EVENTS_COMMITTED)
+            ),
+        ),
+        (
+            "frames posted".into(),
+            format!(
+                "{} ({:.1}/s)",
+                second.total(m::FRAMES_POSTED),
+                rate(m::FRAMES_POSTED)
+            ),
+        ),
+        (
+            "delivery latency p50 / p99".into(),
+            format!(
+                "{} / {}",
+                ms(second.quantile(m::DELIVERY_LATENCY, "0.5")),
+                ms(second.quantile(m::DELIVERY_LATENCY, "0.99"))
+            ),
+        ),
+        (
+            "fan-out duration p99".into(),
+            ms(second.quantile(m::FANOUT_DURATION, "0.99")),
+        ),
+    ];
+    for name in [m::POSTS_GONE, m::POSTS_THROTTLED, m::POSTS_FAILED] {
+        rows.push((name.replace('_', " "), format!("{}", second.total(name))));
+    }
+    for name in [
+        m::WEBHOOK_ATTEMPTS,
+        m::DEAD_LETTERED,
+        m::RATE_LIMITED,
+        m::RATE_LIMITED_DRY_RUN,
+    ] {
+        let parts = second.by_label(name);
+        let text = if parts.is_empty() {
+            "0".to_owned()
+        } else {
+            parts
+                .iter()
+                .map(|(l, v)| format!("{v} {}", l.replace('"', "")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        rows.push((name.replace('_', " "), text));
+    }
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (k, v) in rows {
+        out.push_str(&format!("{k:<width$}  {v}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = r#"# TYPE events_committed counter
+events_committed 10
+events_published{path="http"} 7
+events_published{path="library"} 5
+connections_opened 4
+connections_closed 1
+rate_limited{scope="tenant"} 3
+delivery_latency_ms{quantile="0.5"} 12.5
+delivery_latency_ms{quantile="0.99"} 40
+delivery_latency_ms_sum 100
+delivery_latency_ms_count 8
+"#;
+
+    #[test]
+    fn a_scrape_is_read_and_tabled() {
+        let s = Scrape::parse(TEXT);
+        assert_eq!(s.total("events_published"), 12.0);
+        assert_eq!(s.quantile("delivery_latency_ms", "0.99"), Some(40.0));
+        let before = Scrape::parse("events_committed 4\n");
+        let t = table(&before, &s, Duration::from_secs(2));
+        assert!(t.contains("events committed"), "{t}");
+        assert!(t.contains("10 (3.0/s)"), "{t}");
+        assert!(
+            t.contains("connections open  ") || t.contains("connections open "),
+            "{t}"
+        );
+        assert!(t.contains("12.5 ms / 40.0 ms"), "{t}");
+        assert!(t.contains("3 scope=tenant"), "{t}");
+    }
+}
