@@ -544,9 +544,56 @@ impl Stack {
 
     /// A token of this stack's tenant with these join and publish grants.
     fn sign(&self, sub: &str, join: &[&str], publish: &[&str], iat: u64, ttl: Duration) -> String {
+        self.token_of(&self.tenant.clone(), sub, join, publish, iat, ttl)
+    }
+
+    /// A token of any tenant (a second tenant beside this stack's), with
+    /// these join and publish grants.
+    pub fn token_of(
+        &self,
+        tenant: &str,
+        sub: &str,
+        join: &[&str],
+        publish: &[&str],
+        iat: u64,
+        ttl: Duration,
+    ) -> String {
         let list = |v: &[&str]| v.iter().map(|c| c.to_string()).collect();
-        let claims = TokenKey::claims(&self.tenant, sub, list(join), list(publish), iat, ttl);
+        let claims = TokenKey::claims(tenant, sub, list(join), list(publish), iat, ttl);
         self.key.sign(&claims).expect("token signs")
+    }
+
+    /// Publishes over the HTTP route with `token`: the status, the
+    /// `Retry-After` header and the JSON body.
+    pub async fn post_event(
+        &self,
+        token: &str,
+        channel: &str,
+        body: &Value,
+    ) -> (u16, Option<String>, Value) {
+        let url = format!("{}/v1/channels/{channel}/events", self.gateway.http_url());
+        let resp = reqwest::Client::new()
+            .post(url)
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("the gateway answers");
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = resp.text().await.expect("a body");
+        let v = serde_json::from_str(&text).unwrap_or_else(|_| panic!("JSON body, got {text:?}"));
+        (status, retry_after, v)
+    }
+
+    /// The tenants' limits and buckets of this stack's limits table.
+    pub fn limits(&self) -> agentwire_aws::DynamoLimits {
+        agentwire_aws::DynamoLimits::new(self.ddb(), self.config.tables.limits.clone())
     }
 
     /// A client with a bearer token, offering `agentwire.v1`.

@@ -12,6 +12,7 @@ mod fanout;
 mod infra;
 mod join_cost;
 mod publish;
+mod quotas;
 mod recovery;
 mod replay;
 mod token_expiry;

@@ -1,0 +1,197 @@
+//! Quotas on the local stack: a tenant's publish rate and burst enforced by
+//! the real publish function on the DynamoDB token bucket, with typed 429s
+//! and every 202'd event delivered; a second tenant publishing at the same
+//! time is not limited; the tenant's connection maximum refuses the next
+//! `$connect` with a typed 429 until one closes.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use agentwire_core::clock::{Clock, SystemClock};
+use agentwire_core::limits::TenantLimits;
+use agentwire_core::ports::{ConnectionRegistry, LimitSettings};
+use agentwire_e2e::Stack;
+use serde_json::json;
+use tokio::time::Instant;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_burst_gets_typed_429s_and_every_accepted_event_is_delivered() {
+    let stack = Stack::start().await;
+    stack
+        .limits()
+        .put(
+            &stack.tenant,
+            &TenantLimits {
+                publish_rate: Some(5),
+                publish_burst: Some(10),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut sub = stack.client(&stack.token("viewer", &["agent-*"])).await;
+    sub.hello().await;
+    assert_eq!(sub.join(json!(["agent-1"])).await["type"], "joined");
+
+    let limited = stack.publisher_token("bot", &["agent-*"]);
+    let other = format!("{}-b", stack.tenant);
+    let free = stack.token_of(
+        &other,
+        "bot",
+        &[],
+        &["agent-*"],
+        SystemClock.epoch_s(),
+        Duration::from_secs(3600),
+    );
+    let burst = async {
+        let started = Instant::now();
+        let mut answers = vec![];
+        for i in 0..50 {
+            let body = json!({"kind": "n", "data": {"i": i}});
+            answers.push(stack.post_event(&limited, "agent-1", &body).await);
+        }
+        (answers, started.elapsed())
+    };
+    let other_tenant = async {
+        let mut statuses = vec![];
+        for i in 0..50 {
+            let body = json!({"kind": "n", "data": {"i": i}});
+            statuses.push(stack.post_event(&free, "agent-1", &body).await.0);
+        }
+        statuses
+    };
+    let ((answers, took), other_statuses) = tokio::join!(burst, other_tenant);
+
+    assert!(
+        other_statuses.iter().all(|s| *s == 202),
+        "the other tenant is not limited: {other_statuses:?}"
+    );
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    assert!(
+        statuses[..10].iter().all(|s| *s == 202),
+        "the burst of 10 is accepted: {statuses:?}"
+    );
+    let accepted: Vec<String> = answers
+        .iter()
+        .filter(|a| a.0 == 202)
+        .map(|a| a.2["id"].as_str().unwrap().to_owned())
+        .collect();
+    // Beyond the burst, at most what 5/s refilled while the burst ran.
+    let refill = (took.as_secs_f64() * 5.0).ceil() as usize + 1;
+    assert!(
+        accepted.len() <= 10 + refill,
+        "{} accepted in {took:?}: {statuses:?}",
+        accepted.len()
+    );
+    let refused: Vec<_> = answers.iter().filter(|a| a.0 != 202).collect();
+    assert!(!refused.is_empty(), "50 at once exceed 5/s: {statuses:?}");
+    for (status, retry_after, body) in &refused {
+        assert_eq!(*status, 429, "{body}");
+        assert_eq!(body["code"], "rate_limited", "{body}");
+        assert_eq!(body["scope"], "tenant", "{body}");
+        let ms = body["retry_after_ms"].as_u64().unwrap();
+        assert!(ms > 0 && ms <= 200, "one 200 ms interval at most: {body}");
+        assert_eq!(
+            retry_after.as_deref(),
+            Some("1"),
+            "whole seconds, rounded up"
+        );
+    }
+
+    // Every accepted event is delivered, once.
+    let got = sub.events(accepted.len()).await;
+    let ids: BTreeSet<String> = got
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, accepted.iter().cloned().collect::<BTreeSet<_>>());
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_after_the_tenants_maximum_is_refused_with_a_typed_429() {
+    let stack = Stack::start().await;
+    stack
+        .limits()
+        .put(
+            &stack.tenant,
+            &TenantLimits {
+                max_connections: Some(2),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let token = stack.token("viewer", &["agent-*"]);
+    let mut a = stack.client(&token).await;
+    a.hello().await;
+    let mut b = stack.client(&token).await;
+    b.hello().await;
+    let refused = stack
+        .connect(
+            Some(&token),
+            &[("sec-websocket-protocol", "agentwire.v1")],
+            "",
+        )
+        .await;
+    let Err((status, body)) = refused else {
+        panic!("a third connection was accepted at a maximum of 2")
+    };
+    assert_eq!(status, 429, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["code"], "too_many_connections", "{body}");
+
+    // One closes: its $disconnect gives the place back.
+    a.ws.close(None).await.unwrap();
+    let registry = agentwire_aws::DynamoRegistry::new(
+        stack.ddb(),
+        stack.config.tables.clone(),
+        std::sync::Arc::new(SystemClock),
+    );
+    assert!(
+        stack
+            .eventually(Duration::from_secs(10), || async {
+                registry.counted_connections(&stack.tenant).await.unwrap() == 1
+            })
+            .await,
+        "the disconnect counted the connection down"
+    );
+    let mut c = stack.client(&token).await;
+    assert_eq!(c.hello().await["type"], "welcome");
+    b.ws.close(None).await.unwrap();
+    c.ws.close(None).await.unwrap();
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_over_its_join_rate_gets_a_typed_error_frame() {
+    let stack = Stack::start().await;
+    stack
+        .limits()
+        .put(
+            &stack.tenant,
+            &TenantLimits {
+                connection_action_rate: Some(1),
+                connection_action_burst: Some(2),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut c = stack.client(&stack.token("viewer", &["agent-*"])).await;
+    c.hello().await;
+    assert_eq!(c.join(json!(["agent-1"])).await["type"], "joined");
+    assert_eq!(c.join(json!(["agent-2"])).await["type"], "joined");
+    let refused = c.join(json!(["agent-3"])).await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["code"], "rate_limited", "{refused}");
+    assert_eq!(refused["scope"], "connection", "{refused}");
+    let ms = refused["retry_after_ms"].as_u64().unwrap();
+    assert!(ms > 0 && ms <= 1000, "{refused}");
+    assert!(
+        stack.subscription_ids("agent-3").await.is_empty(),
+        "a refused join joins nothing"
+    );
+    stack.shutdown().await;
+}
