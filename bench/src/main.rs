@@ -8,6 +8,7 @@
 
 mod chatsample;
 mod crowd;
+mod quotas;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -70,7 +71,10 @@ struct Args {
     /// `npm ci` in bench/chat-sample).
     #[arg(long)]
     chat_sample: Option<std::path::PathBuf>,
-    /// Sections to run (`crowd` and `clients` only when named).
+    /// HTTP publishes per setting for `quotas`.
+    #[arg(long, default_value_t = 300)]
+    quota_publishes: usize,
+    /// Sections to run (`crowd`, `clients` and `quotas` only when named).
     #[arg(
         long,
         value_delimiter = ',',
@@ -111,6 +115,10 @@ async fn main() -> ExitCode {
     }
     if run("calls") {
         calls(args.calls).await;
+        println!();
+    }
+    if run("quotas") {
+        quotas::quotas(args.quota_publishes).await;
         println!();
     }
     if run("resume") {

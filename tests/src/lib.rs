@@ -591,6 +591,15 @@ impl Stack {
         (status, retry_after, v)
     }
 
+    /// Sets this stack's tenant's own limits.
+    pub async fn set_limits(&self, limits: agentwire_core::limits::TenantLimits) {
+        use agentwire_core::ports::LimitSettings;
+        self.limits()
+            .put(&self.tenant, &limits)
+            .await
+            .expect("limits set");
+    }
+
     /// The tenants' limits and buckets of this stack's limits table.
     pub fn limits(&self) -> agentwire_aws::DynamoLimits {
         agentwire_aws::DynamoLimits::new(self.ddb(), self.config.tables.limits.clone())

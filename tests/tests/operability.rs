@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentwire_core::limits::TenantLimits;
-use agentwire_core::ports::LimitSettings;
 use agentwire_e2e::Stack;
 use serde_json::json;
 
@@ -59,17 +58,12 @@ async fn metrics_count_the_run_and_no_log_line_holds_a_secret() {
 
     let stack = Stack::start().await;
     stack
-        .limits()
-        .put(
-            &stack.tenant,
-            &TenantLimits {
-                publish_rate: Some(1),
-                publish_burst: Some(3),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+        .set_limits(TenantLimits {
+            publish_rate: Some(1),
+            publish_burst: Some(3),
+            ..Default::default()
+        })
+        .await;
 
     // Two subscribers join one channel each.
     let viewer = stack.token("viewer", &["agent-*"]);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use agentwire_core::clock::{Clock, SystemClock};
 use agentwire_core::limits::TenantLimits;
-use agentwire_core::ports::{ConnectionRegistry, LimitSettings};
+use agentwire_core::ports::ConnectionRegistry;
 use agentwire_e2e::Stack;
 use serde_json::json;
 use tokio::time::Instant;
@@ -19,17 +19,12 @@ use tokio::time::Instant;
 async fn a_tenant_over_its_burst_gets_typed_429s_and_every_accepted_event_is_delivered() {
     let stack = Stack::start().await;
     stack
-        .limits()
-        .put(
-            &stack.tenant,
-            &TenantLimits {
-                publish_rate: Some(5),
-                publish_burst: Some(10),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+        .set_limits(TenantLimits {
+            publish_rate: Some(5),
+            publish_burst: Some(10),
+            ..Default::default()
+        })
+        .await;
     let mut sub = stack.client(&stack.token("viewer", &["agent-*"])).await;
     sub.hello().await;
     assert_eq!(sub.join(json!(["agent-1"])).await["type"], "joined");
@@ -113,16 +108,11 @@ async fn a_tenant_over_its_burst_gets_typed_429s_and_every_accepted_event_is_del
 async fn the_connection_after_the_tenants_maximum_is_refused_with_a_typed_429() {
     let stack = Stack::start().await;
     stack
-        .limits()
-        .put(
-            &stack.tenant,
-            &TenantLimits {
-                max_connections: Some(2),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+        .set_limits(TenantLimits {
+            max_connections: Some(2),
+            ..Default::default()
+        })
+        .await;
     let token = stack.token("viewer", &["agent-*"]);
     let mut a = stack.client(&token).await;
     a.hello().await;
@@ -168,17 +158,12 @@ async fn the_connection_after_the_tenants_maximum_is_refused_with_a_typed_429() 
 async fn a_connection_over_its_join_rate_gets_a_typed_error_frame() {
     let stack = Stack::start().await;
     stack
-        .limits()
-        .put(
-            &stack.tenant,
-            &TenantLimits {
-                connection_action_rate: Some(1),
-                connection_action_burst: Some(2),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+        .set_limits(TenantLimits {
+            connection_action_rate: Some(1),
+            connection_action_burst: Some(2),
+            ..Default::default()
+        })
+        .await;
     let mut c = stack.client(&stack.token("viewer", &["agent-*"])).await;
     c.hello().await;
     assert_eq!(c.join(json!(["agent-1"])).await["type"], "joined");
