@@ -65,11 +65,11 @@ pub async fn quotas(n: usize) {
     ];
     let limits = stack.limits();
     for s in &settings {
-        if let Some(l) = &s.limits {
-            if let Err(e) = limits.put(&s.tenant, l).await {
-                eprintln!("quotas: cannot set the limits of {}: {e}", s.tenant);
-                return;
-            }
+        if let Some(l) = &s.limits
+            && let Err(e) = limits.put(&s.tenant, l).await
+        {
+            eprintln!("quotas: cannot set the limits of {}: {e}", s.tenant);
+            return;
         }
     }
     let body = json!({"kind": "status", "data": {"bench": true}});
