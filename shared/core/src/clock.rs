@@ -10,6 +10,16 @@ pub trait Clock: Send + Sync {
     fn epoch_s(&self) -> u64 {
         epoch_s(self.now())
     }
+
+    /// Milliseconds since the Unix epoch (latencies against an event's `ts`).
+    fn epoch_ms(&self) -> u64 {
+        epoch_ms(self.now())
+    }
+
+    /// Microseconds since the Unix epoch (token buckets).
+    fn epoch_us(&self) -> u64 {
+        epoch_us(self.now())
+    }
 }
 
 /// The system clock.
@@ -27,6 +37,18 @@ pub fn epoch_s(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Milliseconds since the Unix epoch, 0 before it.
+pub fn epoch_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Microseconds since the Unix epoch, 0 before it.
+pub fn epoch_us(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// A uniform draw in 0..1 from the operating system's random source, for

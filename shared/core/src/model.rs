@@ -135,8 +135,7 @@ impl StoredEvent {
     /// When it was published (its `ts`), in Unix milliseconds, if readable.
     pub fn published_ms(&self) -> Option<u64> {
         let t = humantime::parse_rfc3339_weak(&self.ts).ok()?;
-        let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
-        u64::try_from(d.as_millis()).ok()
+        Some(crate::clock::epoch_ms(t))
     }
 
     pub fn frame(&self) -> EventFrame {

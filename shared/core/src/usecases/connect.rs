@@ -116,7 +116,7 @@ impl Connect {
             token_exp: claims.exp,
             counted: false,
         };
-        self.record(conn.clone()).await?;
+        self.record(&conn).await?;
         ::metrics::counter!(crate::metrics::CONNECTIONS_OPENED).increment(1);
         Ok(Accepted {
             subprotocol,
@@ -127,20 +127,20 @@ impl Connect {
 
 impl Connect {
     /// Records the connection, counted when its tenant has a maximum.
-    async fn record(&self, conn: Connection) -> Result<(), ConnectError> {
+    async fn record(&self, conn: &Connection) -> Result<(), ConnectError> {
         let Some(quotas) = &self.quotas else {
-            return Ok(self.registry.put_connection(&conn).await?);
+            return Ok(self.registry.put_connection(conn).await?);
         };
         let limits = quotas.limits(&conn.tenant).await;
         let Some(max) = limits.max_connections.map(u64::from) else {
-            return Ok(self.registry.put_connection(&conn).await?);
+            return Ok(self.registry.put_connection(conn).await?);
         };
-        if self.registry.put_counted_connection(&conn, max).await? {
+        if self.registry.put_counted_connection(conn, max).await? {
             return Ok(());
         }
         match quotas.over_quota(&limits, &conn.tenant, Scope::Connections) {
             // Dry run: admitted, not counted.
-            Ok(()) => Ok(self.registry.put_connection(&conn).await?),
+            Ok(()) => Ok(self.registry.put_connection(conn).await?),
             Err(_) => Err(ConnectError::TooManyConnections { max }),
         }
     }

@@ -15,7 +15,7 @@ use crate::ports::{
     AppendError, ChannelLog, ConnectionRegistry, DeadLetters, FanoutQueue, Pusher, StoreError,
     WebhookDirectory, WebhookJobs,
 };
-use crate::usecases::fanout::{Broadcaster, FanoutPolicy, ListCache, jobs_for};
+use crate::usecases::fanout::{Broadcaster, FanoutPolicy, ListCache, jobs_for, published_ms};
 use crate::usecases::push::PushRetry;
 
 /// One message of the batch, as the queue delivered it.
@@ -487,15 +487,7 @@ impl Dispatcher {
         };
         let counts = self
             .broadcaster
-            .deliver(
-                key,
-                subscribers.as_slice(),
-                &frames,
-                &events
-                    .iter()
-                    .filter_map(StoredEvent::published_ms)
-                    .collect::<Vec<_>>(),
-            )
+            .deliver(key, subscribers.as_slice(), &frames, &published_ms(events))
             .await;
         report.posted += counts.posted;
         report.gone += counts.gone;

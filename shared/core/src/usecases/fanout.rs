@@ -64,6 +64,15 @@ impl FanoutPolicy {
 /// frame is at most 128 KiB, so one always fits).
 pub const JOB_FRAMES_BUDGET: usize = 200 * 1024;
 
+/// When each event was published (Unix ms, from its `ts`), for the
+/// publish-to-post latency recorded once its frames are posted.
+pub(crate) fn published_ms(events: &[StoredEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(StoredEvent::published_ms)
+        .collect()
+}
+
 /// The jobs of one committed run: for each shard range, the run's frames
 /// in chunks of at most [`JOB_FRAMES_BUDGET`] bytes (in seq order), with
 /// the membership `version` read after the commit.
@@ -92,10 +101,7 @@ pub fn jobs_for(
     }
     let first_seq = events.first().map_or(0, |e| e.seq);
     let last_seq = events.last().map_or(0, |e| e.seq);
-    let published: Vec<u64> = events
-        .iter()
-        .filter_map(StoredEvent::published_ms)
-        .collect();
+    let published = published_ms(events);
     let last = chunks.len().saturating_sub(1);
     let published = &published;
     Ok(ranges
@@ -186,11 +192,7 @@ impl Broadcaster {
         if counts.posted > 0 {
             ::metrics::histogram!(m::FANOUT_DURATION)
                 .record(started.elapsed().as_secs_f64() * 1000.0);
-            let now_ms = self
-                .clock
-                .now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
+            let now_ms = self.clock.epoch_ms();
             for p in published_ms {
                 ::metrics::histogram!(m::DELIVERY_LATENCY).record(now_ms.saturating_sub(*p) as f64);
             }

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::limits::{
@@ -172,12 +172,11 @@ impl Quotas {
         tenant: &str,
     ) -> Option<Limited> {
         let rate = rate?;
-        let now_us = self
-            .clock
-            .now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-        match self.limiter.take(&bucket, rate, now_us).await {
+        match self
+            .limiter
+            .take(&bucket, rate, self.clock.epoch_us())
+            .await
+        {
             Ok(Take::Allowed) => None,
             Ok(Take::Limited { retry_after_ms }) => Some(Limited {
                 scope,
