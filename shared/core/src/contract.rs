@@ -576,8 +576,8 @@ where
     let mut allowed = 0;
     let mut waits = vec![];
     for _ in 0..15 {
-        match limits.take(&bucket, rate, now).await.unwrap() {
-            Take::Allowed => allowed += 1,
+        match limits.take(&bucket, rate, 1, now).await.unwrap() {
+            Take::Granted(n) => allowed += n,
             Take::Limited { retry_after_ms } => waits.push(retry_after_ms),
         }
     }
@@ -588,30 +588,59 @@ where
         "one interval (200 ms) until the next fits"
     );
     assert_eq!(
-        limits.take(&bucket, rate, now + 200_000).await.unwrap(),
-        Take::Allowed
+        limits.take(&bucket, rate, 1, now + 200_000).await.unwrap(),
+        Take::Granted(1)
     );
     assert!(matches!(
-        limits.take(&bucket, rate, now + 200_000).await.unwrap(),
+        limits.take(&bucket, rate, 1, now + 200_000).await.unwrap(),
         Take::Limited { .. }
     ));
     // Idle for long: a full burst again.
     let later = now + 3_600_000_000;
     for _ in 0..10 {
         assert_eq!(
-            limits.take(&bucket, rate, later).await.unwrap(),
-            Take::Allowed
+            limits.take(&bucket, rate, 1, later).await.unwrap(),
+            Take::Granted(1)
         );
     }
     // Concurrent takes on a fresh bucket: exactly the burst.
     let bucket = format!("bucket#contract-race#{ns}");
-    let takes = (0..30).map(|_| limits.take(&bucket, rate, now));
+    let takes = (0..30).map(|_| limits.take(&bucket, rate, 1, now));
     let results = futures::future::join_all(takes).await;
     let allowed = results
         .iter()
-        .filter(|r| matches!(r, Ok(Take::Allowed)))
+        .filter(|r| matches!(r, Ok(Take::Granted(1))))
         .count();
     assert_eq!(allowed, 10, "concurrent takes: {results:?}");
+    // Chunks (an instance's lease): as many as fit, never past the burst,
+    // alone or racing.
+    let bucket = format!("bucket#contract-chunk#{ns}");
+    assert_eq!(
+        limits.take(&bucket, rate, 4, now).await.unwrap(),
+        Take::Granted(4)
+    );
+    assert_eq!(
+        limits.take(&bucket, rate, 8, now).await.unwrap(),
+        Take::Granted(6),
+        "the 6 left of the burst"
+    );
+    assert_eq!(
+        limits.take(&bucket, rate, 3, now).await.unwrap(),
+        Take::Limited {
+            retry_after_ms: 200
+        }
+    );
+    let bucket = format!("bucket#contract-chunk-race#{ns}");
+    let takes = (0..12).map(|_| limits.take(&bucket, rate, 3, now));
+    let results = futures::future::join_all(takes).await;
+    let granted: u32 = results
+        .iter()
+        .map(|r| match r {
+            Ok(Take::Granted(n)) => *n,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(granted, 10, "racing chunks: {results:?}");
 
     assert_eq!(limits.get(ns).await.unwrap(), None);
     let l = TenantLimits {

@@ -43,56 +43,87 @@ pub struct Gcra {
     pub tolerance_us: u64,
 }
 
-/// What a take at `now` does to a bucket whose stored `tat` is known.
+/// What a take of up to `want` tokens at `now` does to a bucket whose
+/// stored `tat` is known. A take is granted as many tokens as fit (at
+/// least one), so an instance can lease a chunk in one write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// The bucket is idle (no `tat`, or `tat <= now`): set `tat = now + interval`,
-    /// on condition that it is still idle.
-    Start { new_tat: u64 },
-    /// The bucket is busy but within tolerance: `tat += interval`, on
-    /// condition that `now < tat <= now + tolerance`.
-    Advance { new_tat: u64 },
+    /// The bucket is idle (no `tat`, or `tat <= now`): set
+    /// `tat = now + granted × interval`, on condition that it is still idle.
+    Start { new_tat: u64, granted: u32 },
+    /// The bucket is busy but has room: `tat += granted × interval`, on
+    /// condition that `now < tat <= ceiling` (see [`Gcra::advance_ceiling`]).
+    Advance { new_tat: u64, granted: u32 },
     /// Over the limit: retry after this many microseconds.
     Refuse { wait_us: u64 },
 }
 
 impl Gcra {
-    /// The step for a bucket at `tat` (`None`: no bucket yet).
+    /// The step for one token from a bucket at `tat` (`None`: no bucket yet).
     pub fn step(&self, tat: Option<u64>, now: u64) -> Step {
+        self.step_n(tat, now, 1)
+    }
+
+    /// The step for up to `want` tokens (at least one is asked for).
+    pub fn step_n(&self, tat: Option<u64>, now: u64, want: u32) -> Step {
+        let want = want.max(1);
         match tat {
             Some(tat) if tat > now => {
                 let ahead = tat - now;
-                if ahead <= self.tolerance_us {
-                    Step::Advance {
-                        new_tat: tat + self.interval_us,
-                    }
-                } else {
-                    Step::Refuse {
+                if ahead > self.tolerance_us {
+                    return Step::Refuse {
                         wait_us: ahead - self.tolerance_us,
-                    }
+                    };
+                }
+                let room = (self.tolerance_us - ahead) / self.interval_us + 1;
+                let granted = want.min(u32::try_from(room).unwrap_or(u32::MAX));
+                Step::Advance {
+                    new_tat: tat + self.interval_us * u64::from(granted),
+                    granted,
                 }
             }
-            _ => Step::Start {
-                new_tat: now + self.interval_us,
-            },
+            _ => {
+                let granted = want.min(self.burst());
+                Step::Start {
+                    new_tat: now + self.interval_us * u64::from(granted),
+                    granted,
+                }
+            }
         }
     }
 
-    /// The largest `tat` an [`Step::Advance`] accepts at `now`.
-    pub fn advance_ceiling(&self, now: u64) -> u64 {
-        now + self.tolerance_us
+    /// The tokens a full bucket holds.
+    pub fn burst(&self) -> u32 {
+        u32::try_from(self.tolerance_us / self.interval_us + 1).unwrap_or(u32::MAX)
+    }
+
+    /// The largest `tat` an [`Step::Advance`] of `granted` tokens accepts
+    /// at `now`: the last of them must still be within the tolerance.
+    pub fn advance_ceiling(&self, now: u64, granted: u32) -> u64 {
+        (now + self.tolerance_us)
+            .saturating_sub(self.interval_us * u64::from(granted.saturating_sub(1)))
     }
 }
 
 /// A take's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Take {
-    Allowed,
+    /// This many tokens were taken (at least one, at most the ones asked for).
+    Granted(u32),
     /// Refused; the bucket has room again after `retry_after_ms`.
-    Limited {
-        retry_after_ms: u64,
-    },
+    Limited { retry_after_ms: u64 },
 }
+
+/// How many tokens an instance leases from a shared bucket at once: a
+/// twentieth of a second of the rate, at most half the burst, at least
+/// one (a slow bucket is taken token by token, exactly).
+pub fn lease_size(rate: Rate) -> u32 {
+    (rate.per_s / 20).min(rate.burst / 2).max(1)
+}
+
+/// How long leased tokens stay usable, in microseconds; the ones left then
+/// are dropped (at most one lease's worth per instance and bucket).
+pub const LEASE_FOR_US: u64 = 1_000_000;
 
 /// Rounds a wait in microseconds up to whole milliseconds (at least 1).
 pub fn wait_ms(wait_us: u64) -> u64 {
@@ -223,7 +254,7 @@ mod tests {
     /// Runs takes at `now` against one in-memory tat.
     fn take(g: &Gcra, tat: &mut Option<u64>, now: u64) -> bool {
         match g.step(*tat, now) {
-            Step::Start { new_tat } | Step::Advance { new_tat } => {
+            Step::Start { new_tat, .. } | Step::Advance { new_tat, .. } => {
                 *tat = Some(new_tat);
                 true
             }
@@ -309,5 +340,39 @@ mod tests {
             l
         );
         assert!(serde_json::from_str::<TenantLimits>(r#"{"publish_rat":5}"#).is_err());
+    }
+
+    #[test]
+    fn a_chunk_is_granted_as_far_as_it_fits_and_never_past_the_burst() {
+        let g = Rate::new(10, Some(10)).unwrap().gcra(); // 100 ms interval
+        assert_eq!(g.burst(), 10);
+        let Step::Start { new_tat, granted } = g.step_n(None, 0, 4) else {
+            panic!("idle bucket not started")
+        };
+        assert_eq!((new_tat, granted), (400_000, 4));
+        // 6 left: a chunk of 8 gets 6, and its ceiling admits exactly that.
+        let Step::Advance { new_tat, granted } = g.step_n(Some(400_000), 0, 8) else {
+            panic!("busy bucket not advanced")
+        };
+        assert_eq!((new_tat, granted), (1_000_000, 6));
+        assert!(400_000 <= g.advance_ceiling(0, 6));
+        assert!(400_000 > g.advance_ceiling(0, 7));
+        assert_eq!(
+            g.step_n(Some(1_000_000), 0, 1),
+            Step::Refuse { wait_us: 100_000 }
+        );
+        // An idle bucket never grants more than its burst.
+        assert!(matches!(
+            g.step_n(None, 0, 50),
+            Step::Start { granted: 10, .. }
+        ));
+    }
+
+    #[test]
+    fn a_lease_is_a_twentieth_of_a_second_of_the_rate() {
+        assert_eq!(lease_size(Rate::new(5, Some(10)).unwrap()), 1);
+        assert_eq!(lease_size(Rate::new(200, None).unwrap()), 10);
+        assert_eq!(lease_size(Rate::new(1000, Some(4)).unwrap()), 2);
+        assert_eq!(lease_size(Rate::new(100_000, None).unwrap()), 5000);
     }
 }

@@ -4,7 +4,7 @@
 //! [`contract`](crate::contract) tests check against both.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,6 +19,7 @@ use crate::ports::{
     EventQueue, FanoutQueue, PushError, Pusher, StoreError, WebhookDeadLetterQueue,
     WebhookDirectory, WebhookJobs, WebhookStore, effective_webhook,
 };
+use crate::sync::lock;
 use crate::webhook::{WebhookConfig, WebhookScope};
 
 /// The clock of a fake: the system's unless one is given.
@@ -28,10 +29,6 @@ fn system() -> Arc<dyn Clock> {
 
 /// How long a cursor outlives its last move (the DynamoDB adapter's TTL).
 const CURSOR_TTL_S: u64 = 30 * 24 * 3600;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// A connection record for tests.
 pub fn connection(id: &str, tenant: &str, principal: &str, grants: &[&str]) -> Connection {
@@ -338,16 +335,17 @@ impl crate::ports::RateLimiter for MemoryLimits {
         &self,
         bucket: &str,
         rate: crate::limits::Rate,
+        want: u32,
         now_us: u64,
     ) -> Result<crate::limits::Take, StoreError> {
         use crate::limits::{Step, Take, wait_ms};
         self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let mut tats = lock(&self.tats);
         let tat = tats.get(bucket).copied();
-        Ok(match rate.gcra().step(tat, now_us) {
-            Step::Start { new_tat } | Step::Advance { new_tat } => {
+        Ok(match rate.gcra().step_n(tat, now_us, want) {
+            Step::Start { new_tat, granted } | Step::Advance { new_tat, granted } => {
                 tats.insert(bucket.to_owned(), new_tat);
-                Take::Allowed
+                Take::Granted(granted)
             }
             Step::Refuse { wait_us } => Take::Limited {
                 retry_after_ms: wait_ms(wait_us),

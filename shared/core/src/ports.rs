@@ -87,11 +87,14 @@ pub trait ConnectionRegistry: Send + Sync {
 /// arithmetic is [`Gcra`](crate::limits::Gcra)).
 #[async_trait]
 pub trait RateLimiter: Send + Sync {
-    /// Takes one token from `bucket` at `now_us` (Unix microseconds).
+    /// Takes up to `want` tokens (at least one) from `bucket` at `now_us`
+    /// (Unix microseconds): as many as the bucket has room for, or none
+    /// and the wait until one fits.
     async fn take(
         &self,
         bucket: &str,
         rate: crate::limits::Rate,
+        want: u32,
         now_us: u64,
     ) -> Result<crate::limits::Take, StoreError>;
 }

@@ -1,7 +1,8 @@
 //! The port contract tests of `agentwire-core` against the DynamoDB
 //! adapters on the local endpoint, with a clock the test moves: the same
 //! cases the in-memory fakes pass (TTL filtering, conditional failures,
-//! paging), so the fakes cannot drift from the adapters.
+//! paging, racing token-bucket takes), so the fakes cannot drift from the
+//! adapters.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,6 +22,11 @@ async fn the_dynamodb_adapters_keep_the_port_contracts() {
     let clock = Arc::new(ManualClock::new());
     let registry = DynamoRegistry::new(stack.ddb(), tables.clone(), clock.clone());
     contract::connection_registry(&registry, &clock, &ns).await;
+    contract::counted_connections(&registry, &format!("{ns}-counted")).await;
+
+    // Token buckets (single and chunked takes, racing writers) and the
+    // tenants' limits on the limits table.
+    contract::rate_limiter(&stack.limits(), &ns).await;
 
     let clock = Arc::new(ManualClock::new());
     let log = DynamoLog::new(stack.ddb(), tables.clone(), clock.clone());

@@ -2,7 +2,8 @@
 //! the real publish function on the DynamoDB token bucket, with typed 429s
 //! and every 202'd event delivered; a second tenant publishing at the same
 //! time is not limited; the tenant's connection maximum refuses the next
-//! `$connect` with a typed 429 until one closes.
+//! `$connect` with a typed 429 until one closes; a busy tenant's bucket is
+//! leased in chunks, a write per chunk rather than per publish.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use agentwire_core::clock::{Clock, SystemClock};
 use agentwire_core::limits::TenantLimits;
 use agentwire_core::ports::ConnectionRegistry;
-use agentwire_e2e::Stack;
+use agentwire_e2e::{Stack, StackOptions};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -177,6 +178,45 @@ async fn a_connection_over_its_join_rate_gets_a_typed_error_frame() {
     assert!(
         stack.subscription_ids("agent-3").await.is_empty(),
         "a refused join joins nothing"
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_tenants_bucket_costs_one_write_per_leased_chunk() {
+    let stack = Stack::start_with(StackOptions {
+        count_dynamodb_calls: true,
+        ..StackOptions::default()
+    })
+    .await;
+    // 1000/s: the publish function leases 50 tokens a write.
+    stack
+        .set_limits(TenantLimits {
+            publish_rate: Some(1000),
+            ..Default::default()
+        })
+        .await;
+    let token = stack.publisher_token("bot", &["agent-*"]);
+    let body = json!({"kind": "n", "data": {}});
+    stack.calls.reset();
+    let started = Instant::now();
+    for _ in 0..200 {
+        let (status, _, answer) = stack.post_event(&token, "agent-1", &body).await;
+        assert_eq!(status, 202, "{answer}");
+    }
+    let took = started.elapsed();
+    let writes = stack
+        .calls
+        .by_function()
+        .get("publish:UpdateItem")
+        .copied()
+        .unwrap_or(0);
+    // Four chunks of 50, and at most one more for each second a lease
+    // could have expired with tokens left.
+    let most = 4 + took.as_secs() + 1;
+    assert!(
+        (4..=most).contains(&writes),
+        "{writes} bucket writes for 200 publishes in {took:?} (expected 4..={most})"
     );
     stack.shutdown().await;
 }

@@ -4,22 +4,26 @@
 //! the theoretical arrival time in Unix microseconds, `expires_at` an hour
 //! after it).
 //!
-//! A take is one conditional `UpdateItem` when this instance guessed the
-//! bucket's state right (it keeps the last `tat` it saw per bucket), two
-//! when not: an idle bucket is started (`tat = now + interval`, if still
-//! idle), a busy one advanced (`tat = tat + interval`, if within the burst
-//! tolerance). A failed condition returns the stored `tat` (or it is read),
-//! and the take is decided again from it. Every write is conditional, so
-//! concurrent instances never let more than the burst through.
+//! A take of up to `want` tokens (an instance's lease, see
+//! `agentwire_core::usecases::quotas`) is one conditional `UpdateItem`
+//! when this instance guessed the bucket's state right (it keeps the last
+//! `tat` it saw per bucket), two when not: an idle bucket is started
+//! (`tat = now + granted × interval`, if still idle), a busy one advanced
+//! (`tat = tat + granted × interval`, if the last of them is within the
+//! burst tolerance). A failed condition returns the stored `tat` (or it is
+//! read), and the take is decided again from it. Every write is
+//! conditional, so concurrent instances never take more than the burst.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+
+use agentwire_core::sync::lock;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 
-use agentwire_core::limits::{Rate, Step, Take, TenantLimits, wait_ms};
+use agentwire_core::limits::{Gcra, Rate, Step, Take, TenantLimits, wait_ms};
 use agentwire_core::ports::{LimitSettings, RateLimiter, StoreError};
 
 use super::item::{Item, get_n, get_s, n, s};
@@ -51,19 +55,15 @@ impl DynamoLimits {
     }
 
     fn hint(&self, bucket: &str) -> Option<u64> {
-        self.lock().get(bucket).copied()
+        lock(&self.hints).get(bucket).copied()
     }
 
     fn remember(&self, bucket: &str, tat: u64) {
-        let mut hints = self.lock();
+        let mut hints = lock(&self.hints);
         if hints.len() >= HINTS {
             hints.clear();
         }
         hints.insert(bucket.to_owned(), tat);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
-        self.hints.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Applies one step; `Ok(None)` when it applied, `Ok(Some(tat))` with
@@ -72,18 +72,17 @@ impl DynamoLimits {
         &self,
         bucket: &str,
         step: Step,
-        interval_us: u64,
-        ceiling: u64,
+        g: &Gcra,
         now: u64,
     ) -> Result<Option<Option<u64>>, StoreError> {
         let (expr, cond, new_tat) = match step {
-            Step::Start { new_tat } => (
+            Step::Start { new_tat, .. } => (
                 "SET tat = :new, expires_at = :exp",
                 "attribute_not_exists(tat) OR tat <= :now",
                 new_tat,
             ),
-            Step::Advance { new_tat } => (
-                "SET tat = tat + :interval, expires_at = :exp",
+            Step::Advance { new_tat, .. } => (
+                "SET tat = tat + :delta, expires_at = :exp",
                 "tat > :now AND tat <= :ceiling",
                 new_tat,
             ),
@@ -100,10 +99,10 @@ impl DynamoLimits {
             .expression_attribute_values(":exp", n(new_tat / 1_000_000 + 3600))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         req = match step {
-            Step::Start { new_tat } => req.expression_attribute_values(":new", n(new_tat)),
-            _ => req
-                .expression_attribute_values(":interval", n(interval_us))
-                .expression_attribute_values(":ceiling", n(ceiling)),
+            Step::Advance { granted, .. } => req
+                .expression_attribute_values(":delta", n(g.interval_us * u64::from(granted)))
+                .expression_attribute_values(":ceiling", n(g.advance_ceiling(now, granted))),
+            _ => req.expression_attribute_values(":new", n(new_tat)),
         };
         match req.send().await {
             Ok(_) => {
@@ -148,27 +147,27 @@ impl DynamoLimits {
 
 #[async_trait]
 impl RateLimiter for DynamoLimits {
-    async fn take(&self, bucket: &str, rate: Rate, now_us: u64) -> Result<Take, StoreError> {
+    async fn take(
+        &self,
+        bucket: &str,
+        rate: Rate,
+        want: u32,
+        now_us: u64,
+    ) -> Result<Take, StoreError> {
         let g = rate.gcra();
         let mut tat = self.hint(bucket);
         for _ in 0..ATTEMPTS {
-            let step = g.step(tat, now_us);
-            if let Step::Refuse { wait_us } = step {
-                return Ok(Take::Limited {
-                    retry_after_ms: wait_ms(wait_us),
-                });
-            }
-            match self
-                .apply(
-                    bucket,
-                    step,
-                    g.interval_us,
-                    g.advance_ceiling(now_us),
-                    now_us,
-                )
-                .await?
-            {
-                None => return Ok(Take::Allowed),
+            let step = g.step_n(tat, now_us, want);
+            let granted = match step {
+                Step::Refuse { wait_us } => {
+                    return Ok(Take::Limited {
+                        retry_after_ms: wait_ms(wait_us),
+                    });
+                }
+                Step::Start { granted, .. } | Step::Advance { granted, .. } => granted,
+            };
+            match self.apply(bucket, step, &g, now_us).await? {
+                None => return Ok(Take::Granted(granted)),
                 Some(stored) => {
                     tat = stored;
                     if let Some(t) = stored {

@@ -20,11 +20,25 @@ use crate::usecases::quotas::{Limited, Quotas};
 /// refused with 413 before they are parsed.
 pub const MAX_PUBLISH_BODY_BYTES: usize = MAX_MESSAGE_BYTES;
 
-/// The `path` label of `events_published`: the HTTP route, or the
-/// library (`agentwire publish`, Rust agents with AWS credentials, which
-/// no quota applies to).
-const PATH_HTTP: &str = "http";
-const PATH_LIBRARY: &str = "library";
+/// How an event came in: the path decides whether quotas apply and is
+/// the `path` label of `events_published`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PublishPath {
+    /// The HTTP route, with a tenant's token: quotas apply.
+    Http,
+    /// The library (`agentwire publish`, Rust agents with AWS credentials
+    /// to the queue itself): trusted, no quota applies.
+    Library,
+}
+
+impl PublishPath {
+    fn label(self) -> &'static str {
+        match self {
+            PublishPath::Http => "http",
+            PublishPath::Library => "library",
+        }
+    }
+}
 
 /// One event to publish.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,11 +123,11 @@ impl Publisher {
     /// Checks the publication and puts it on the events queue; the envelope
     /// sent (its `id` is the event id) on success.
     pub async fn publish(&self, p: Publication) -> Result<Envelope, PublishError> {
-        self.enqueue(p, PATH_LIBRARY).await
+        self.enqueue(p, PublishPath::Library).await
     }
 
     /// Validates, checks the quotas on the HTTP path, sends, counts.
-    async fn enqueue(&self, p: Publication, path: &'static str) -> Result<Envelope, PublishError> {
+    async fn enqueue(&self, p: Publication, path: PublishPath) -> Result<Envelope, PublishError> {
         if let Some(size) = oversize_data(&p.data) {
             return Err(PublishError::TooLarge {
                 what: "the event data",
@@ -130,7 +144,7 @@ impl Publisher {
             ts: rfc3339(self.clock.now()),
         };
         envelope.validate_names().map_err(PublishError::Invalid)?;
-        if path == PATH_HTTP
+        if path == PublishPath::Http
             && let Some(quotas) = &self.quotas
         {
             quotas
@@ -139,7 +153,7 @@ impl Publisher {
                 .map_err(PublishError::RateLimited)?;
         }
         self.queue.send(&envelope).await?;
-        ::metrics::counter!(crate::metrics::EVENTS_PUBLISHED, "path" => path).increment(1);
+        ::metrics::counter!(crate::metrics::EVENTS_PUBLISHED, "path" => path.label()).increment(1);
         Ok(envelope)
     }
 
@@ -185,7 +199,7 @@ impl Publisher {
                 data: parsed.data,
                 id: idempotency_key.map(str::to_owned),
             },
-            PATH_HTTP,
+            PublishPath::Http,
         )
         .await
     }

@@ -8,6 +8,16 @@
 //! default) per instance; a tenant with no limits costs nothing more. A
 //! limits store that fails lets the request through (logged): a quota
 //! never makes the gateway lose availability.
+//!
+//! Tokens are leased: an instance takes a chunk from the shared bucket in
+//! one write ([`lease_size`]: a twentieth of a second of the rate, at
+//! most half the burst) and spends it locally for up to
+//! [`LEASE_FOR_US`], so a busy bucket costs one write per chunk, not per
+//! request. Every token spent was taken from the shared bucket under its
+//! conditional write, so no more than the bucket allows is ever let
+//! through; leasing only shifts when a token is spent, by at most a
+//! second. A slow bucket (under 40 a second) leases one token at a time, exactly as
+//! without leasing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,10 +25,12 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::limits::{
-    Rate, Scope, Take, TenantLimits, channel_bucket, connection_bucket, tenant_bucket,
+    LEASE_FOR_US, Rate, Scope, Take, TenantLimits, channel_bucket, connection_bucket, lease_size,
+    tenant_bucket,
 };
 use crate::metrics;
 use crate::ports::{LimitSettings, RateLimiter};
+use crate::sync::lock;
 
 /// A refusal by a quota: which one and when to retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -36,9 +48,19 @@ pub struct Quotas {
     clock: Arc<dyn Clock>,
     cache_for: Duration,
     cache: Mutex<HashMap<String, (TenantLimits, std::time::SystemTime)>>,
+    leases: Mutex<HashMap<String, Lease>>,
 }
 
-/// Tenants whose limits one instance keeps at most (then it starts over).
+/// Tokens this instance took from a shared bucket and has not spent yet.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    left: u32,
+    /// Unix microseconds after which the tokens left are dropped.
+    until_us: u64,
+}
+
+/// Tenants whose limits (and buckets whose leases) one instance keeps at
+/// most (then it starts over).
 const CACHE_TENANTS: usize = 10_000;
 
 impl Quotas {
@@ -55,6 +77,7 @@ impl Quotas {
             clock,
             cache_for: Duration::from_secs(10),
             cache: Mutex::default(),
+            leases: Mutex::default(),
         }
     }
 
@@ -67,7 +90,7 @@ impl Quotas {
     /// The tenant's effective limits: its own over the defaults.
     pub async fn limits(&self, tenant: &str) -> TenantLimits {
         let now = self.clock.now();
-        if let Some((l, at)) = self.lock().get(tenant)
+        if let Some((l, at)) = lock(&self.cache).get(tenant)
             && now.duration_since(*at).unwrap_or_default() < self.cache_for
         {
             return l.clone();
@@ -80,7 +103,7 @@ impl Quotas {
             }
         };
         let limits = own.over(&self.defaults);
-        let mut cache = self.lock();
+        let mut cache = lock(&self.cache);
         if cache.len() >= CACHE_TENANTS {
             cache.clear();
         }
@@ -172,12 +195,19 @@ impl Quotas {
         tenant: &str,
     ) -> Option<Limited> {
         let rate = rate?;
+        let now = self.clock.epoch_us();
+        if self.spend_leased(&bucket, now) {
+            return None;
+        }
         match self
             .limiter
-            .take(&bucket, rate, self.clock.epoch_us())
+            .take(&bucket, rate, lease_size(rate), now)
             .await
         {
-            Ok(Take::Allowed) => None,
+            Ok(Take::Granted(granted)) => {
+                self.lease(bucket, granted.saturating_sub(1), now);
+                None
+            }
             Ok(Take::Limited { retry_after_ms }) => Some(Limited {
                 scope,
                 retry_after_ms,
@@ -189,10 +219,38 @@ impl Quotas {
         }
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, (TenantLimits, std::time::SystemTime)>> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    /// Spends one leased token of `bucket`, if a live lease has one.
+    fn spend_leased(&self, bucket: &str, now: u64) -> bool {
+        let mut leases = lock(&self.leases);
+        match leases.get_mut(bucket) {
+            Some(l) if l.left > 0 && now <= l.until_us => {
+                l.left -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Keeps `left` tokens just taken from `bucket` (beside any still live).
+    fn lease(&self, bucket: String, left: u32, now: u64) {
+        if left == 0 {
+            return;
+        }
+        let mut leases = lock(&self.leases);
+        if leases.len() >= CACHE_TENANTS && !leases.contains_key(&bucket) {
+            leases.clear();
+        }
+        let held = leases
+            .get(&bucket)
+            .filter(|l| now <= l.until_us)
+            .map_or(0, |l| l.left);
+        leases.insert(
+            bucket,
+            Lease {
+                left: held.saturating_add(left),
+                until_us: now + LEASE_FOR_US,
+            },
+        );
     }
 }
 
@@ -421,5 +479,50 @@ mod tests {
         let l = q.check_action("t", "c1").await.unwrap_err();
         assert_eq!(l.scope, Scope::Connection);
         q.check_action("t", "c2").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_busy_bucket_is_leased_in_chunks_and_never_past_its_burst() {
+        let (q, store, clock) = quotas(TenantLimits {
+            publish_rate: Some(1000),
+            ..Default::default()
+        });
+        // 1000/s: leases of 50. The burst of 1000 at one instant: exactly 1000.
+        let mut ok = 0;
+        for _ in 0..1500 {
+            if q.check_publish("t", "a").await.is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 1000);
+        let calls = store.calls.load(Ordering::SeqCst);
+        // One settings read, 20 chunks of 50, and one refused take per
+        // publish past the burst.
+        assert_eq!(calls, 1 + 20 + 500);
+        // A second later the bucket has refilled by 1000: 50 a write again.
+        clock.advance(Duration::from_secs(1));
+        let before = store.calls.load(Ordering::SeqCst);
+        for _ in 0..100 {
+            q.check_publish("t", "a").await.unwrap();
+        }
+        assert_eq!(store.calls.load(Ordering::SeqCst) - before, 2);
+    }
+
+    #[tokio::test]
+    async fn leased_tokens_left_unspent_expire() {
+        let (q, store, clock) = quotas(TenantLimits {
+            publish_rate: Some(1000),
+            ..Default::default()
+        });
+        q.check_publish("t", "a").await.unwrap(); // read + a lease of 50
+        q.check_publish("t", "a").await.unwrap(); // from the lease
+        assert_eq!(store.calls.load(Ordering::SeqCst), 2);
+        clock.advance(Duration::from_micros(LEASE_FOR_US + 1));
+        q.check_publish("t", "a").await.unwrap();
+        assert_eq!(
+            store.calls.load(Ordering::SeqCst),
+            3,
+            "the 48 left expired; a new lease was taken"
+        );
     }
 }
