@@ -1,18 +1,24 @@
-//! The HTTP API of a deployment, locally: `POST /v1/channels/{channel}/events`
-//! becomes an HTTP API (payload 2.0) event for the publish function, and its
-//! answer goes back as the HTTP response, as API Gateway would do.
+//! The HTTP API of a deployment, locally: each route (publish, batch
+//! publish, history, presence, a channel's state; `docs/openapi.yaml`)
+//! becomes an HTTP API (payload 2.0) event for the publish function, with
+//! its `routeKey`, path parameter and query string, and its answer goes
+//! back as the HTTP response, as API Gateway would do.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use agentwire_fn_publish::{
+    ROUTE_BATCH, ROUTE_CHANNEL, ROUTE_HISTORY, ROUTE_PRESENCE, ROUTE_PUBLISH,
+};
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use aws_lambda_events::encodings::Body;
+use aws_lambda_events::query_map::QueryMap;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 
 use crate::App;
 use crate::function;
@@ -22,7 +28,10 @@ const HTTP_API_MAX_BODY: usize = 10 * 1024 * 1024;
 
 pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new()
-        .route("/v1/channels/{channel}/events", post(publish))
+        .route("/v1/channels/{channel}/events", post(publish).get(history))
+        .route("/v1/channels/{channel}/events:batch", post(batch))
+        .route("/v1/channels/{channel}/presence", get(presence))
+        .route("/v1/channels/{channel}", get(channel))
         .layer(DefaultBodyLimit::max(HTTP_API_MAX_BODY))
 }
 
@@ -32,12 +41,106 @@ async fn publish(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    forward(
+        &app,
+        ROUTE_PUBLISH,
+        "/events",
+        channel,
+        headers,
+        HashMap::new(),
+        Some(body),
+    )
+    .await
+}
+
+async fn batch(
+    State(app): State<Arc<App>>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    forward(
+        &app,
+        ROUTE_BATCH,
+        "/events:batch",
+        channel,
+        headers,
+        HashMap::new(),
+        Some(body),
+    )
+    .await
+}
+
+async fn history(
+    State(app): State<Arc<App>>,
+    Path(channel): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    forward(
+        &app,
+        ROUTE_HISTORY,
+        "/events",
+        channel,
+        headers,
+        query,
+        None,
+    )
+    .await
+}
+
+async fn presence(
+    State(app): State<Arc<App>>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    forward(
+        &app,
+        ROUTE_PRESENCE,
+        "/presence",
+        channel,
+        headers,
+        HashMap::new(),
+        None,
+    )
+    .await
+}
+
+async fn channel(
+    State(app): State<Arc<App>>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    forward(
+        &app,
+        ROUTE_CHANNEL,
+        "",
+        channel,
+        headers,
+        HashMap::new(),
+        None,
+    )
+    .await
+}
+
+/// The request as an HTTP API (payload 2.0) event for the publish
+/// function, and its answer as the HTTP response.
+async fn forward(
+    app: &App,
+    route: &str,
+    suffix: &str,
+    channel: String,
+    headers: HeaderMap,
+    query: HashMap<String, String>,
+    body: Option<Bytes>,
+) -> Response {
     let mut req = ApiGatewayV2httpRequest::default();
-    req.route_key = Some("POST /v1/channels/{channel}/events".into());
-    req.raw_path = Some(format!("/v1/channels/{channel}/events"));
+    req.route_key = Some(route.into());
+    req.raw_path = Some(format!("/v1/channels/{channel}{suffix}"));
     req.headers = headers;
     req.path_parameters = HashMap::from([("channel".to_owned(), channel)]);
-    req.body = Some(String::from_utf8_lossy(&body).into_owned());
+    req.query_string_parameters = QueryMap::from(query);
+    req.body = body.map(|b| String::from_utf8_lossy(&b).into_owned());
     req.is_base64_encoded = false;
     req.request_context.request_id = Some(uuid::Uuid::new_v4().to_string());
     match function::scope("publish", app.functions.publish.handle(req)).await {

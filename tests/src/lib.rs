@@ -571,15 +571,44 @@ impl Stack {
         channel: &str,
         body: &Value,
     ) -> (u16, Option<String>, Value) {
-        let url = format!("{}/v1/channels/{channel}/events", self.gateway.http_url());
-        let resp = reqwest::Client::new()
-            .post(url)
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .expect("the gateway answers");
+        self.http(
+            reqwest::Method::POST,
+            &format!("/v1/channels/{channel}/events"),
+            Some(token),
+            Some(body),
+        )
+        .await
+    }
+
+    /// `GET` on the HTTP API (`path` with its query string): the status
+    /// and the JSON body.
+    pub async fn http_get(&self, token: &str, path: &str) -> (u16, Value) {
+        let (status, _, body) = self
+            .http(reqwest::Method::GET, path, Some(token), None)
+            .await;
+        (status, body)
+    }
+
+    /// One request to the HTTP API: the status, `Retry-After` and the JSON
+    /// body (which every answer has).
+    pub async fn http(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Option<String>, Value) {
+        let mut req =
+            reqwest::Client::new().request(method, format!("{}{path}", self.gateway.http_url()));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let resp = req.send().await.expect("the gateway answers");
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()

@@ -1,25 +1,52 @@
-//! The publish Lambda behind the HTTP API route
-//! `POST /v1/channels/{channel}/events`: for agents that hold a token but no
-//! AWS credentials. Translates the HTTP event into the publish use case and
-//! its result into `202 {"id"}` or a JSON error body with a stable code
+//! The publish Lambda: the whole HTTP API, for agents and servers that
+//! hold a token but no AWS credentials (described in `docs/openapi.yaml`).
+//!
+//! - `POST /v1/channels/{channel}/events`: one event, `202 {"id"}`;
+//! - `POST /v1/channels/{channel}/events:batch`: up to 10, all or nothing,
+//!   `202 {"ids"}`;
+//! - `GET /v1/channels/{channel}/events?after&limit`: a history page;
+//! - `GET /v1/channels/{channel}/presence`: the count and principals;
+//! - `GET /v1/channels/{channel}`: head, epoch, retention, webhook mode.
+//!
+//! Translates the HTTP event into the publish and read use cases, and
+//! their results into JSON, or a JSON error body with a stable code
 //! (400/401/403/413, 429 with `Retry-After` over a rate limit, 500/503
-//! when the queue fails).
+//! when the queue or a store fails, with no internal detail).
 
 use agentwire_aws::deps::Deps;
 use agentwire_core::auth::{TokenKey, token_from};
 use agentwire_core::config::ConfigError;
 use agentwire_core::ports::StoreError;
-use agentwire_core::usecases::{PublishError, Publisher};
+use agentwire_core::usecases::{ChannelReads, HistoryQuery, PublishError, Publisher, ReadError};
 use agentwire_protocol::ServerFrame;
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::{HeaderMap, HeaderValue};
 use base64::Engine;
 
-/// The handler, holding its use case and key across invocations.
+/// The handler, holding its use cases and key across invocations.
 pub struct PublishFunction {
     publisher: Publisher,
+    reads: Option<ChannelReads>,
     key: TokenKey,
+}
+
+/// The routes, as API Gateway names them in `routeKey`.
+pub const ROUTE_PUBLISH: &str = "POST /v1/channels/{channel}/events";
+pub const ROUTE_BATCH: &str = "POST /v1/channels/{channel}/events:batch";
+pub const ROUTE_HISTORY: &str = "GET /v1/channels/{channel}/events";
+pub const ROUTE_PRESENCE: &str = "GET /v1/channels/{channel}/presence";
+pub const ROUTE_CHANNEL: &str = "GET /v1/channels/{channel}";
+
+/// The HTTP status a read's refusal is answered with.
+pub fn read_status(e: &ReadError) -> u16 {
+    match e {
+        ReadError::Unauthorized(_) => 401,
+        ReadError::Forbidden(_) => 403,
+        ReadError::Invalid(_) => 400,
+        ReadError::Store(StoreError::Unavailable { .. }) => 503,
+        ReadError::Store(_) => 500,
+    }
 }
 
 /// The HTTP status a refusal is answered with.
@@ -27,6 +54,7 @@ pub fn http_status(e: &PublishError) -> u16 {
     match e {
         PublishError::Unauthorized(_) => 401,
         PublishError::Forbidden(_) => 403,
+        PublishError::Invalid(e) if e.code == agentwire_protocol::ErrorCode::MessageTooLarge => 413,
         PublishError::Invalid(_) => 400,
         PublishError::TooLarge { .. } => 413,
         PublishError::RateLimited(_) => 429,
@@ -37,32 +65,162 @@ pub fn http_status(e: &PublishError) -> u16 {
 
 impl PublishFunction {
     pub fn new(deps: &Deps) -> Result<Self, ConfigError> {
-        Ok(Self::with(deps.publisher()?, deps.token_key()?))
+        Ok(Self::with(deps.publisher()?, deps.token_key()?).with_reads(deps.reads()))
     }
 
-    /// Around a use case and key built elsewhere (tests, the dev gateway).
+    /// Around a use case and key built elsewhere (tests, the dev gateway);
+    /// the read routes answer 404 until [`Self::with_reads`].
     pub fn with(publisher: Publisher, key: TokenKey) -> Self {
-        Self { publisher, key }
+        Self {
+            publisher,
+            reads: None,
+            key,
+        }
+    }
+
+    pub fn with_reads(mut self, reads: ChannelReads) -> Self {
+        self.reads = Some(reads);
+        self
     }
 
     pub async fn handle(
         &self,
         req: ApiGatewayV2httpRequest,
     ) -> Result<ApiGatewayV2httpResponse, lambda_runtime::Error> {
-        let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
-        let token = token_from(header("authorization"), None);
-        let channel = req
-            .path_parameters
-            .get("channel")
-            .cloned()
-            .unwrap_or_default();
-        let body = match body_bytes(&req) {
+        let route = req.route_key.as_deref().unwrap_or(ROUTE_PUBLISH);
+        Ok(match (route, &self.reads) {
+            (ROUTE_PUBLISH, _) => self.publish(&req).await,
+            (ROUTE_BATCH, _) => self.publish_batch(&req).await,
+            (ROUTE_HISTORY | ROUTE_PRESENCE | ROUTE_CHANNEL, Some(reads)) => {
+                self.read(reads, route, &req).await
+            }
+            _ => response(
+                404,
+                &ServerFrame::error(
+                    agentwire_protocol::ErrorCode::InvalidRequest,
+                    format!("no route {route}"),
+                    None,
+                )
+                .to_json(),
+            ),
+        })
+    }
+
+    /// A read route: the use case's answer as JSON, or its refusal.
+    async fn read(
+        &self,
+        reads: &ChannelReads,
+        route: &str,
+        req: &ApiGatewayV2httpRequest,
+    ) -> ApiGatewayV2httpResponse {
+        let token = token_from(header(req, "authorization"), None);
+        let channel = path_channel(req);
+        let token = token.as_deref();
+        let answer = match route {
+            ROUTE_HISTORY => {
+                let q = &req.query_string_parameters;
+                match HistoryQuery::parse(q.first("after"), q.first("limit")) {
+                    Ok(query) => reads
+                        .history(&self.key, token, &channel, query)
+                        .await
+                        .map(|p| serde_json::to_string(&p)),
+                    Err(e) => Err(e),
+                }
+            }
+            ROUTE_PRESENCE => reads
+                .presence(&self.key, token, &channel)
+                .await
+                .map(|p| serde_json::to_string(&p)),
+            _ => reads
+                .channel(&self.key, token, &channel)
+                .await
+                .map(|p| serde_json::to_string(&p)),
+        };
+        match answer {
+            Ok(Ok(json)) => response(200, &json),
+            Ok(Err(e)) => self.internal(req, &channel, &e.to_string()),
+            Err(e @ ReadError::Store(_)) => {
+                let status = read_status(&e);
+                let request_id = request_id(req);
+                tracing::error!(%channel, %request_id, error = %e, "read failed");
+                response(
+                    status,
+                    &ServerFrame::error(e.code(), read_internal_message(&request_id), None)
+                        .to_json(),
+                )
+            }
+            Err(e) => {
+                let status = read_status(&e);
+                tracing::info!(%channel, status, error = %e, "read refused");
+                response(
+                    status,
+                    &ServerFrame::error(e.code(), e.to_string(), None).to_json(),
+                )
+            }
+        }
+    }
+
+    /// A 500 for a failure of ours (logged with its detail, answered without).
+    fn internal(
+        &self,
+        req: &ApiGatewayV2httpRequest,
+        channel: &str,
+        detail: &str,
+    ) -> ApiGatewayV2httpResponse {
+        let request_id = request_id(req);
+        tracing::error!(%channel, %request_id, error = %detail, "answer failed");
+        response(
+            500,
+            &ServerFrame::error(
+                agentwire_protocol::ErrorCode::Internal,
+                read_internal_message(&request_id),
+                None,
+            )
+            .to_json(),
+        )
+    }
+
+    /// `POST …/events:batch`.
+    async fn publish_batch(&self, req: &ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+        let token = token_from(header(req, "authorization"), None);
+        let channel = path_channel(req);
+        let body = match body_bytes(req) {
             Ok(b) => b,
             Err(e) => {
-                return Ok(response(
+                return response(
                     400,
                     &ServerFrame::error(agentwire_protocol::ErrorCode::BadJson, e, None).to_json(),
-                ));
+                );
+            }
+        };
+        let result = self
+            .publisher
+            .publish_batch_http(&self.key, token.as_deref(), &channel, &body)
+            .await;
+        match result {
+            Ok(sent) => {
+                tracing::info!(%channel, events = sent.len(), "published a batch");
+                let ids: Vec<&str> = sent.iter().map(|e| e.id.as_str()).collect();
+                response(
+                    202,
+                    &serde_json::json!({"channel": channel, "ids": ids}).to_string(),
+                )
+            }
+            Err(e) => self.refusal(req, &channel, e),
+        }
+    }
+
+    /// `POST …/events`.
+    async fn publish(&self, req: &ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+        let token = token_from(header(req, "authorization"), None);
+        let channel = path_channel(req);
+        let body = match body_bytes(req) {
+            Ok(b) => b,
+            Err(e) => {
+                return response(
+                    400,
+                    &ServerFrame::error(agentwire_protocol::ErrorCode::BadJson, e, None).to_json(),
+                );
             }
         };
         let result = self
@@ -72,10 +230,10 @@ impl PublishFunction {
                 token.as_deref(),
                 &channel,
                 &body,
-                header("idempotency-key"),
+                header(req, "idempotency-key"),
             )
             .await;
-        Ok(match result {
+        match result {
             Ok(env) => {
                 tracing::info!(channel = %env.channel, id = %env.id, "published");
                 response(
@@ -83,16 +241,29 @@ impl PublishFunction {
                     &serde_json::json!({"id": env.id, "channel": env.channel}).to_string(),
                 )
             }
-            Err(e) if matches!(e, PublishError::Queue(_)) => {
+            Err(e) => self.refusal(req, &channel, e),
+        }
+    }
+
+    /// A publish's refusal: the queue's failure without its detail, a rate
+    /// limit with `Retry-After`, the rest with their message.
+    fn refusal(
+        &self,
+        req: &ApiGatewayV2httpRequest,
+        channel: &str,
+        e: PublishError,
+    ) -> ApiGatewayV2httpResponse {
+        match e {
+            PublishError::Queue(_) => {
                 // The details (queue URL, SDK text) go to the log only.
-                let request_id = req.request_context.request_id.clone().unwrap_or_default();
+                let request_id = request_id(req);
                 tracing::error!(%channel, %request_id, error = %e, "publish failed");
                 response(
                     http_status(&e),
                     &ServerFrame::error(e.code(), internal_message(&request_id), None).to_json(),
                 )
             }
-            Err(PublishError::RateLimited(l)) => {
+            PublishError::RateLimited(l) => {
                 let frame = ServerFrame::rate_limited(
                     l.scope.as_str(),
                     l.retry_after_ms,
@@ -109,7 +280,7 @@ impl PublishFunction {
                 resp.headers.insert("retry-after", HeaderValue::from(secs));
                 resp
             }
-            Err(e) => {
+            e => {
                 let status = http_status(&e);
                 tracing::info!(%channel, status, error = %e, "publish refused");
                 response(
@@ -117,8 +288,28 @@ impl PublishFunction {
                     &ServerFrame::error(e.code(), e.to_string(), None).to_json(),
                 )
             }
-        })
+        }
     }
+}
+
+fn header<'a>(req: &'a ApiGatewayV2httpRequest, name: &str) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn path_channel(req: &ApiGatewayV2httpRequest) -> String {
+    req.path_parameters
+        .get("channel")
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn request_id(req: &ApiGatewayV2httpRequest) -> String {
+    req.request_context.request_id.clone().unwrap_or_default()
+}
+
+/// What a reader is told of a failure of ours.
+pub fn read_internal_message(request_id: &str) -> String {
+    format!("the gateway could not read the channel; retry it (request id {request_id})")
 }
 
 /// What a client is told of a failure of ours: no internal detail, the

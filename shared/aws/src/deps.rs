@@ -11,8 +11,8 @@ use agentwire_core::config::{Config, ConfigError};
 use agentwire_core::usecases::deliver::Deliverer;
 use agentwire_core::usecases::session::ReplayBudget;
 use agentwire_core::usecases::{
-    ChannelAdmin, Connect, DeadWebhooks, Disconnect, Dispatcher, FanoutWorker, Publisher, Quotas,
-    Session, TenantAdmin, WebhookAdmin,
+    ChannelAdmin, ChannelReads, Connect, DeadWebhooks, Disconnect, Dispatcher, FanoutWorker,
+    Publisher, Quotas, Session, TenantAdmin, WebhookAdmin,
 };
 
 use crate::{
@@ -234,6 +234,17 @@ impl Deps {
         Ok(
             Publisher::new(Arc::new(self.event_queue()?), self.clock.clone())
                 .with_quotas(self.quotas()),
+        )
+    }
+
+    /// The HTTP API's reads: history, presence, a channel's state.
+    pub fn reads(&self) -> ChannelReads {
+        ChannelReads::new(
+            self.log.clone(),
+            self.registry.clone(),
+            self.webhooks.clone(),
+            self.clock.clone(),
+            self.config.retention,
         )
     }
 

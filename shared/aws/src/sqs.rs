@@ -68,6 +68,50 @@ impl EventQueue for SqsEventQueue {
             .map_err(|e| store_error("send to events queue", e))?;
         Ok(())
     }
+
+    /// `SendMessageBatch`es in order, within SQS's limits; one refused
+    /// entry fails the whole call (the caller sends the batch again with
+    /// the same ids: SQS and the log drop the ones already taken).
+    async fn send_batch(&self, envelopes: &[Envelope]) -> Result<(), StoreError> {
+        let entries = envelopes
+            .iter()
+            .enumerate()
+            .map(|(i, envelope)| {
+                let body = serde_json::to_string(envelope)
+                    .map_err(|e| StoreError::failed("encode envelope", e))?;
+                let entry = SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_group_id(envelope.key().to_string())
+                    .message_deduplication_id(envelope.key().scoped_id(&envelope.id))
+                    .message_body(body)
+                    .build()
+                    .map_err(|e| StoreError::failed("build events batch", e))?;
+                Ok(entry)
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        for batch in batches(entries, |e| e.message_body().len()) {
+            let out = self
+                .client
+                .send_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(batch))
+                .send()
+                .await
+                .map_err(|e| store_error("send to events queue", e))?;
+            if let Some(f) = out.failed().first() {
+                return Err(StoreError::Unavailable {
+                    op: "send to events queue",
+                    reason: format!(
+                        "{} of the batch refused, first: {} {}",
+                        out.failed().len(),
+                        f.code(),
+                        f.message().unwrap_or_default()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Keeps undeliverable messages in a FIFO dead-letter queue, with the reason
@@ -300,19 +344,21 @@ impl SqsFanoutQueue {
     }
 }
 
-/// Jobs' bodies grouped into batches within SQS's count and size limits.
-fn batches(bodies: Vec<String>) -> Vec<Vec<String>> {
-    let mut out: Vec<Vec<String>> = vec![];
+/// Messages grouped, in order, into batches within SQS's count and size
+/// limits (`len`: a message's body size).
+fn batches<T>(items: Vec<T>, len: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = vec![];
     let mut size = 0;
-    for b in bodies {
+    for b in items {
+        let n = len(&b);
         let full = out
             .last()
-            .is_none_or(|l| l.len() == BATCH_MESSAGES || size + b.len() > BATCH_BYTES);
+            .is_none_or(|l| l.len() == BATCH_MESSAGES || size + n > BATCH_BYTES);
         if full {
             out.push(vec![]);
             size = 0;
         }
-        size += b.len();
+        size += n;
         if let Some(l) = out.last_mut() {
             l.push(b);
         }
@@ -329,7 +375,7 @@ impl FanoutQueue for SqsFanoutQueue {
                 serde_json::to_string(j).map_err(|e| StoreError::failed("encode fan-out job", e))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        futures::stream::iter(batches(bodies))
+        futures::stream::iter(batches(bodies, String::len))
             .map(|b| self.send_batch(b))
             .buffer_unordered(8)
             .try_collect::<Vec<()>>()
@@ -345,12 +391,12 @@ mod fanout_tests {
     #[test]
     fn batches_keep_to_ten_messages_and_256_kib() {
         let small: Vec<String> = (0..23).map(|i| format!("job{i}")).collect();
-        let b = batches(small.clone());
+        let b = batches(small.clone(), String::len);
         assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 3]);
         assert_eq!(b.concat(), small);
         let big: Vec<String> = (0..5).map(|_| "x".repeat(100 * 1024)).collect();
-        let b = batches(big);
+        let b = batches(big, String::len);
         assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
-        assert!(batches(vec![]).is_empty());
+        assert!(batches(Vec::<String>::new(), String::len).is_empty());
     }
 }

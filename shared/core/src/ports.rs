@@ -257,6 +257,15 @@ pub trait FanoutQueue: Send + Sync {
 #[async_trait]
 pub trait EventQueue: Send + Sync {
     async fn send(&self, envelope: &Envelope) -> Result<(), StoreError>;
+    /// Sends `envelopes` in order (one channel's); an error may leave a
+    /// prefix or some of them sent (sending them again with the same ids
+    /// makes each one event). The default sends them one at a time.
+    async fn send_batch(&self, envelopes: &[Envelope]) -> Result<(), StoreError> {
+        for envelope in envelopes {
+            self.send(envelope).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Keeps a message that can never be processed, with the reason.

@@ -40,6 +40,9 @@ pub enum ErrorCode {
     TooManyConnections,
     /// The connection has joined as many channels as its tenant allows.
     TooManyChannels,
+    /// An HTTP API request is not one the route takes (a query parameter
+    /// out of range, a batch body of the wrong shape or size).
+    InvalidRequest,
 }
 
 impl ErrorCode {
@@ -63,6 +66,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::TooManyChannels => "too_many_channels",
+            ErrorCode::InvalidRequest => "invalid_request",
         }
     }
 }

@@ -13,6 +13,7 @@ mod infra;
 mod join_cost;
 mod publish;
 mod quotas;
+mod reads;
 mod recovery;
 mod replay;
 mod token_expiry;

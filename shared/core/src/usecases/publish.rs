@@ -40,6 +40,49 @@ impl PublishPath {
     }
 }
 
+/// The most events one batch request carries (an SQS batch).
+pub const MAX_BATCH_EVENTS: usize = 10;
+
+/// The largest batch request body: ten single publishes' worth.
+pub const MAX_BATCH_BODY_BYTES: usize = MAX_BATCH_EVENTS * MAX_PUBLISH_BODY_BYTES;
+
+/// The body of `POST /v1/channels/{channel}/events:batch`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    pub events: Vec<BatchEvent>,
+}
+
+/// One event of a batch; `id` is its idempotency key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchEvent {
+    pub kind: String,
+    #[serde(default)]
+    pub data: Value,
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+fn invalid_request(message: String) -> PublishError {
+    PublishError::Invalid(ProtocolError::new(ErrorCode::InvalidRequest, message))
+}
+
+/// A batch event's refusal, naming its index.
+fn at_index(i: usize, e: PublishError) -> PublishError {
+    match e {
+        PublishError::Invalid(p) => PublishError::Invalid(ProtocolError::new(
+            p.code,
+            format!("event {i}: {}", p.message),
+        )),
+        PublishError::TooLarge { size, max, .. } => PublishError::Invalid(ProtocolError::new(
+            ErrorCode::MessageTooLarge,
+            format!("event {i}: its data is {size} bytes; at most {max} are accepted"),
+        )),
+        other => other,
+    }
+}
+
 /// One event to publish.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Publication {
@@ -128,6 +171,15 @@ impl Publisher {
 
     /// Validates, checks the quotas on the HTTP path, sends, counts.
     async fn enqueue(&self, p: Publication, path: PublishPath) -> Result<Envelope, PublishError> {
+        let envelope = self.envelope(p)?;
+        self.admit(path, &envelope).await?;
+        self.queue.send(&envelope).await?;
+        ::metrics::counter!(crate::metrics::EVENTS_PUBLISHED, "path" => path.label()).increment(1);
+        Ok(envelope)
+    }
+
+    /// The envelope of a publication, checked.
+    fn envelope(&self, p: Publication) -> Result<Envelope, PublishError> {
         if let Some(size) = oversize_data(&p.data) {
             return Err(PublishError::TooLarge {
                 what: "the event data",
@@ -144,6 +196,11 @@ impl Publisher {
             ts: rfc3339(self.clock.now()),
         };
         envelope.validate_names().map_err(PublishError::Invalid)?;
+        Ok(envelope)
+    }
+
+    /// The quotas, on the HTTP path only.
+    async fn admit(&self, path: PublishPath, envelope: &Envelope) -> Result<(), PublishError> {
         if path == PublishPath::Http
             && let Some(quotas) = &self.quotas
         {
@@ -152,9 +209,94 @@ impl Publisher {
                 .await
                 .map_err(PublishError::RateLimited)?;
         }
-        self.queue.send(&envelope).await?;
-        ::metrics::counter!(crate::metrics::EVENTS_PUBLISHED, "path" => path.label()).increment(1);
-        Ok(envelope)
+        Ok(())
+    }
+
+    /// Verifies the bearer token and its `publish` grant for `channel`;
+    /// the token's tenant.
+    fn authorize(
+        &self,
+        key: &TokenKey,
+        token: Option<&str>,
+        channel: &str,
+    ) -> Result<String, PublishError> {
+        let claims = key.verify(token.ok_or(AuthError::Missing)?, self.clock.epoch_s())?;
+        agentwire_protocol::limits::validate_channel(channel).map_err(PublishError::Invalid)?;
+        let grants = Grants::compile(&claims.publish).map_err(AuthError::from)?;
+        if !grants.allows(channel) {
+            return Err(PublishError::Forbidden(channel.to_owned()));
+        }
+        Ok(claims.tenant)
+    }
+
+    /// `POST /v1/channels/{channel}/events:batch`: up to
+    /// [`MAX_BATCH_EVENTS`] events, each with its own idempotency key (its
+    /// `id`), all or nothing: one invalid event, or one over a rate, and
+    /// none is enqueued. The envelopes sent, in the request's order.
+    ///
+    /// A queue failure (`Queue`) may leave some of them enqueued; the
+    /// request sent again with the same ids commits each event once (the
+    /// queue and the log both drop a known id).
+    pub async fn publish_batch_http(
+        &self,
+        key: &TokenKey,
+        token: Option<&str>,
+        channel: &str,
+        body: &[u8],
+    ) -> Result<Vec<Envelope>, PublishError> {
+        let tenant = self.authorize(key, token, channel)?;
+        if body.len() > MAX_BATCH_BODY_BYTES {
+            return Err(PublishError::TooLarge {
+                what: "the request body",
+                size: body.len(),
+                max: MAX_BATCH_BODY_BYTES,
+            });
+        }
+        let parsed: BatchBody = serde_json::from_slice(body).map_err(|e| {
+            let code = if e.is_syntax() || e.is_eof() {
+                ErrorCode::BadJson
+            } else {
+                ErrorCode::InvalidRequest
+            };
+            PublishError::Invalid(ProtocolError::new(
+                code,
+                format!(
+                    "the body must be {{\"events\": [{{\"kind\": string, \"data\": any, \"id\"?: string}}]}}: {e}"
+                ),
+            ))
+        })?;
+        let n = parsed.events.len();
+        if n == 0 || n > MAX_BATCH_EVENTS {
+            return Err(invalid_request(format!(
+                "a batch holds 1 to {MAX_BATCH_EVENTS} events, not {n}"
+            )));
+        }
+        let mut envelopes: Vec<Envelope> = Vec::with_capacity(n);
+        for (i, e) in parsed.events.into_iter().enumerate() {
+            let envelope = self
+                .envelope(Publication {
+                    tenant: tenant.clone(),
+                    channel: channel.to_owned(),
+                    kind: e.kind,
+                    data: e.data,
+                    id: e.id,
+                })
+                .map_err(|err| at_index(i, err))?;
+            if let Some(j) = envelopes.iter().position(|p| p.id == envelope.id) {
+                return Err(invalid_request(format!(
+                    "events {j} and {i} have the same id {:?}; each event needs its own",
+                    envelope.id
+                )));
+            }
+            envelopes.push(envelope);
+        }
+        for envelope in &envelopes {
+            self.admit(PublishPath::Http, envelope).await?;
+        }
+        self.queue.send_batch(&envelopes).await?;
+        ::metrics::counter!(crate::metrics::EVENTS_PUBLISHED, "path" => PublishPath::Http.label())
+            .increment(envelopes.len() as u64);
+        Ok(envelopes)
     }
 
     /// The HTTP publish path: verifies the bearer token and its `publish`
@@ -167,12 +309,7 @@ impl Publisher {
         body: &[u8],
         idempotency_key: Option<&str>,
     ) -> Result<Envelope, PublishError> {
-        let claims = key.verify(token.ok_or(AuthError::Missing)?, self.clock.epoch_s())?;
-        agentwire_protocol::limits::validate_channel(channel).map_err(PublishError::Invalid)?;
-        let grants = Grants::compile(&claims.publish).map_err(AuthError::from)?;
-        if !grants.allows(channel) {
-            return Err(PublishError::Forbidden(channel.to_owned()));
-        }
+        let tenant = self.authorize(key, token, channel)?;
         if body.len() > MAX_PUBLISH_BODY_BYTES {
             return Err(PublishError::TooLarge {
                 what: "the request body",
@@ -193,7 +330,7 @@ impl Publisher {
         })?;
         self.enqueue(
             Publication {
-                tenant: claims.tenant,
+                tenant,
                 channel: channel.to_owned(),
                 kind: parsed.kind,
                 data: parsed.data,
@@ -357,5 +494,82 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, PublishError::TooLarge { .. }), "{err}");
         assert!(queue.sent().is_empty(), "nothing refused was enqueued");
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_enqueued_in_order_with_each_events_id() {
+        let (p, queue, key) = setup();
+        let t = token(&key, &["jobs-*"], Duration::from_secs(60), now());
+        let body = serde_json::json!({"events": [
+            {"kind": "a", "data": 1, "id": "k1"},
+            {"kind": "b"},
+            {"kind": "c", "data": {"x": true}, "id": "k3"},
+        ]});
+        let sent = p
+            .publish_batch_http(&key, Some(&t), "jobs-1", body.to_string().as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(sent.len(), 3);
+        assert_eq!((sent[0].id.as_str(), sent[2].id.as_str()), ("k1", "k3"));
+        assert_eq!(queue.sent(), sent, "all of them, in order");
+        assert_eq!(sent[1].data, Value::Null);
+    }
+
+    #[tokio::test]
+    async fn a_batch_with_one_bad_event_enqueues_nothing() {
+        let (p, queue, key) = setup();
+        let t = token(&key, &["jobs-*"], Duration::from_secs(60), now());
+        let big = "x".repeat(MAX_EVENT_DATA_BYTES + 1);
+        let cases = [
+            (
+                serde_json::json!({"events": []}),
+                ErrorCode::InvalidRequest,
+                "1 to 10",
+            ),
+            (
+                serde_json::json!({"events": (0..11).map(|_| serde_json::json!({"kind": "a"})).collect::<Vec<_>>()}),
+                ErrorCode::InvalidRequest,
+                "not 11",
+            ),
+            (
+                serde_json::json!({"events": [{"kind": "a"}, {"kind": ""}]}),
+                ErrorCode::InvalidEvent,
+                "event 1:",
+            ),
+            (
+                serde_json::json!({"events": [{"kind": "a", "id": "k"}, {"kind": "b", "id": "k"}]}),
+                ErrorCode::InvalidRequest,
+                "same id",
+            ),
+            (
+                serde_json::json!({"events": [{"kind": "a", "data": big}]}),
+                ErrorCode::MessageTooLarge,
+                "event 0:",
+            ),
+            (
+                serde_json::json!({"event": []}),
+                ErrorCode::InvalidRequest,
+                "body must be",
+            ),
+        ];
+        for (body, code, says) in cases {
+            let e = p
+                .publish_batch_http(&key, Some(&t), "jobs-1", body.to_string().as_bytes())
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), code, "{e}");
+            assert!(e.to_string().contains(says), "{e}");
+        }
+        let e = p
+            .publish_batch_http(&key, Some(&t), "jobs-1", b"{not json")
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::BadJson);
+        let e = p
+            .publish_batch_http(&key, Some(&t), "other", b"{}")
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Forbidden);
+        assert!(queue.sent().is_empty());
     }
 }
