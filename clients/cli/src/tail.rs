@@ -97,6 +97,29 @@ fn print_event(ev: ClientEvent) -> Result<(), CliError> {
             }
             println!("{v}");
         }
+        ClientEvent::Message(m) => {
+            // One line, like an event: the whole message, its data decoded
+            // by its encoding (bytes stay base64, with the encoding named).
+            println!(
+                "{}",
+                json!({"type": "message", "channel": m.channel, "id": m.id, "kind": m.kind,
+                    "seq": m.seq, "encoding": m.encoding().as_str(), "data": m.data_json()})
+            );
+        }
+        ClientEvent::MessageLost {
+            channel,
+            id,
+            reason,
+        } => {
+            eprintln!(
+                "agentwire: {channel}: message {id} is lost ({})",
+                reason.as_str()
+            );
+            println!(
+                "{}",
+                json!({"type": "message_lost", "channel": channel, "id": id, "reason": reason.as_str()})
+            );
+        }
         ClientEvent::Gap { channel, from, to } => {
             eprintln!("agentwire: {channel}: seqs {from}..={to} are no longer retained");
             println!(

@@ -202,6 +202,21 @@ impl Handle {
         ))
     }
 
+    /// Pauses a channel: what was delivered is acknowledged and the channel
+    /// is left (no live delivery, not re-joined on reconnect), and its
+    /// position is kept for [`Handle::resume`].
+    pub fn pause(&self, channel: &str) -> Result<(), ClientError> {
+        self.send(Command::Pause(channel.to_owned()))
+    }
+
+    /// Resumes a paused channel from the last seq delivered before the
+    /// pause (the replay brings what was published meanwhile); a channel
+    /// never paused is joined from the durable cursor.
+    pub fn resume(&self, channel: &str) -> Result<(), ClientError> {
+        validate_channel(channel).map_err(|e| ClientError::InvalidChannel(e.message))?;
+        self.send(Command::Resume(channel.to_owned()))
+    }
+
     /// Acknowledges what was delivered and closes; the event stream then
     /// ends with `Disconnected { reason: "closed by the application" }`.
     pub fn close(&self) -> Result<(), ClientError> {

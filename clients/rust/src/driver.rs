@@ -19,12 +19,15 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use crate::socket::{self, OpenError, Ws};
 use crate::token::TokenSource;
 use crate::{Backoff, ClientError, ClientEvent, Delivery, Options, Sequencer};
+use agentwire_protocol::chunks::{Assembled, Reassembler};
 
 /// What the application asks of the loop through a [`crate::Handle`].
 #[derive(Debug)]
 pub(crate) enum Command {
     Join(Vec<JoinChannel>),
     Leave(Vec<String>),
+    Pause(String),
+    Resume(String),
     Close,
 }
 
@@ -93,6 +96,10 @@ pub(crate) struct Driver {
     channels: BTreeMap<String, Channel>,
     /// Leaves issued while disconnected, reported once the re-join is sent.
     deferred_left: Vec<String>,
+    /// Paused channels and where they resume.
+    paused: HashMap<String, Since>,
+    /// Chunk events being reassembled into messages.
+    messages: Reassembler,
     /// Join request id → its channels, until `joined` or an error answers.
     pending: HashMap<String, Vec<String>>,
     /// Joins refused `rate_limited` on this connection: when to send them
@@ -118,6 +125,7 @@ impl Driver {
         commands: mpsc::UnboundedReceiver<Command>,
     ) -> Self {
         let backoff = options.backoff.clone();
+        let messages = Reassembler::new(options.max_message_bytes, options.max_held_message_bytes);
         let mut driver = Self {
             url,
             token,
@@ -125,6 +133,8 @@ impl Driver {
             tls,
             channels: BTreeMap::new(),
             deferred_left: Vec::new(),
+            paused: HashMap::new(),
+            messages,
             pending: HashMap::new(),
             join_retries: Vec::new(),
             acks_paused_until: None,
@@ -561,6 +571,16 @@ impl Driver {
                     _ => Ok(()),
                 }
             }
+            Command::Pause(name) => {
+                if let Some(since) = self.channels.get(&name).and_then(Channel::since) {
+                    self.paused.insert(name.clone(), since);
+                }
+                Box::pin(self.apply(Command::Leave(vec![name]), ws)).await
+            }
+            Command::Resume(name) => {
+                let since = self.paused.remove(&name);
+                Box::pin(self.apply(Command::Join(vec![JoinChannel { name, since }]), ws)).await
+            }
             Command::Leave(names) => {
                 let mut left = Vec::new();
                 let mut acks = Vec::new();
@@ -729,7 +749,22 @@ impl Driver {
         }
         for d in ds {
             let ev = match d {
-                Delivery::Event(e) => ClientEvent::Event(e),
+                Delivery::Event(e) => {
+                    match self.messages.accept(&e.channel, e.seq, &e.kind, &e.data) {
+                        Assembled::NotChunk => ClientEvent::Event(e),
+                        Assembled::Pending => continue,
+                        Assembled::Complete(m) => ClientEvent::Message(m),
+                        Assembled::Lost {
+                            channel,
+                            message,
+                            reason,
+                        } => ClientEvent::MessageLost {
+                            channel,
+                            id: message,
+                            reason,
+                        },
+                    }
+                }
                 Delivery::Gap { channel, from, to } => ClientEvent::Gap { channel, from, to },
             };
             self.emit(ev).await?;

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use agentwire_protocol::chunks::{LostReason, Message};
 use agentwire_protocol::{EventFrame, JoinedChannel};
 
 use crate::ClientError;
@@ -22,6 +23,18 @@ pub enum ClientEvent {
     Left { channels: Vec<String> },
     /// The next event of a channel: each seq exactly once, in order.
     Event(EventFrame),
+    /// A message larger than one event, reassembled from its chunk events
+    /// (which are never delivered as [`ClientEvent::Event`]); `seq` is its
+    /// last chunk's.
+    Message(Message),
+    /// A message that will never be delivered: a chunk of it is gone, it is
+    /// over [`crate::Options::max_message_bytes`], or its chunks disagree.
+    /// Reported once; the channel goes on.
+    MessageLost {
+        channel: String,
+        id: String,
+        reason: LostReason,
+    },
     /// Seqs `from..=to` of `channel` will never be delivered (older than the
     /// retention, or lost on the way); delivery continues after `to`.
     Gap { channel: String, from: u64, to: u64 },

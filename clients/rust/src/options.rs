@@ -35,6 +35,12 @@ pub struct Options {
     /// Events buffered for the application before the client stops reading
     /// the socket (default 1024).
     pub buffer: usize,
+    /// The largest message reassembled from chunk events (default 64 MiB);
+    /// a larger one is [`crate::ClientEvent::MessageLost`] `too_large`.
+    pub max_message_bytes: u64,
+    /// The most held at once in messages still being reassembled, over
+    /// all channels (default 128 MiB).
+    pub max_held_message_bytes: u64,
 }
 
 impl Default for Options {
@@ -49,6 +55,8 @@ impl Default for Options {
             protocol: supported(),
             client_name: concat!("agentwire-client/", env!("CARGO_PKG_VERSION")).into(),
             buffer: 1024,
+            max_message_bytes: 64 * 1024 * 1024,
+            max_held_message_bytes: 128 * 1024 * 1024,
         }
     }
 }

@@ -96,6 +96,16 @@ fn observations(ev: ClientEvent) -> Vec<Value> {
         ClientEvent::Gap { channel, from, to } => {
             vec![json!({"gap": {"channel": channel, "from": from, "to": to}})]
         }
+        ClientEvent::Message(m) => vec![json!({"message": {
+            "channel": m.channel, "id": m.id, "kind": m.kind, "seq": m.seq,
+            "encoding": m.encoding().as_str(), "data": m.data_json()}})],
+        ClientEvent::MessageLost {
+            channel,
+            id,
+            reason,
+        } => {
+            vec![json!({"message_lost": {"channel": channel, "id": id, "reason": reason.as_str()}})]
+        }
         ClientEvent::Error(e) if e.is_fatal() => vec![json!({"fatal": {"code": fatal_code(&e)}})],
         _ => Vec::new(),
     }
@@ -299,6 +309,10 @@ impl Runner {
                     handle.close().unwrap();
                 } else if let Some(leave) = arg.get("leave") {
                     handle.leave(&[leave["channel"].as_str().unwrap()]).unwrap();
+                } else if let Some(pause) = arg.get("pause") {
+                    handle.pause(pause["channel"].as_str().unwrap()).unwrap();
+                } else if let Some(resume) = arg.get("resume") {
+                    handle.resume(resume["channel"].as_str().unwrap()).unwrap();
                 } else if let Some(join) = arg.get("join") {
                     let channel = join["channel"].as_str().unwrap();
                     match since(join.get("since").unwrap_or(&Value::Null)) {

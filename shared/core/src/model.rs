@@ -113,9 +113,7 @@ impl Envelope {
 /// The serialised size of event data larger than the protocol allows
 /// (`MAX_EVENT_DATA_BYTES`), or `None` when it fits.
 pub fn oversize_data(data: &Value) -> Option<usize> {
-    let size = serde_json::to_string(data)
-        .map(|s| s.len())
-        .unwrap_or(usize::MAX);
+    let size = agentwire_protocol::limits::json_size(data);
     (size > MAX_EVENT_DATA_BYTES).then_some(size)
 }
 

@@ -6,11 +6,13 @@
 //! ([`negotiate`]), the stable error codes ([`ErrorCode`]) and the validation
 //! of channel names, tenants, event ids and frame sizes ([`limits`]), and
 //! the coalescing of events into frames within the message size
-//! ([`framing`]).
+//! ([`framing`]), and messages larger than one event as chunk events with
+//! their reassembly ([`chunks`]).
 //!
 //! This crate has no AWS dependency: the Lambda functions, the dev gateway and
 //! the client library all speak through it.
 
+pub mod chunks;
 mod error;
 mod frames;
 pub mod framing;

@@ -47,6 +47,11 @@ fn check_name(what: &str, name: &str, max: usize, code: ErrorCode) -> Result<(),
 }
 
 /// A channel name: 1 to 128 of `A-Z a-z 0-9 - _ . : / @`.
+/// The size of `v` as JSON text, the measure of an event's data.
+pub fn json_size(v: &serde_json::Value) -> usize {
+    serde_json::to_string(v).map_or(usize::MAX, |s| s.len())
+}
+
 pub fn validate_channel(name: &str) -> Result<(), ProtocolError> {
     check_name("channel", name, MAX_CHANNEL_NAME, ErrorCode::InvalidChannel)
 }

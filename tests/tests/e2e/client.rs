@@ -45,6 +45,9 @@ struct Seen {
     /// Channels confirmed by `Joined`, in order.
     joined: Vec<String>,
     gaps: Vec<(u64, u64)>,
+    /// Messages reassembled from chunks, and the ids of those lost.
+    messages: Vec<agentwire_protocol::chunks::Message>,
+    lost: Vec<String>,
     connected: usize,
     disconnects: Vec<String>,
     reconnecting: Vec<(u32, Duration)>,
@@ -66,6 +69,7 @@ impl Seen {
     fn record(&mut self, ev: ClientEvent) {
         self.log.push(match &ev {
             ClientEvent::Event(e) => format!("event {}", e.seq),
+            ClientEvent::Message(m) => format!("message {} at {}", m.id, m.seq),
             other => format!("{other:?}"),
         });
         match ev {
@@ -84,6 +88,8 @@ impl Seen {
                 self.joined.extend(channels.into_iter().map(|c| c.name))
             }
             ClientEvent::Left { .. } => {}
+            ClientEvent::Message(m) => self.messages.push(m),
+            ClientEvent::MessageLost { id, .. } => self.lost.push(id),
         }
     }
 }

@@ -46,7 +46,9 @@ impl Seen {
             ClientEvent::Error(e) => self.errors.push(e.to_string()),
             ClientEvent::Disconnected { .. }
             | ClientEvent::Reconnecting { .. }
-            | ClientEvent::Left { .. } => {}
+            | ClientEvent::Left { .. }
+            | ClientEvent::Message(_)
+            | ClientEvent::MessageLost { .. } => {}
         }
     }
 
