@@ -1,15 +1,26 @@
 //! `agentwire publish`: validate an event and put it on the events queue
 //! (SQS, with AWS credentials) or post it to the HTTP publish API (`--url`,
 //! with a token).
+//!
+//! Three shapes: one event (`--data`); one message of any size from a file
+//! or stdin (`--file`, sent as chunk events when it does not fit in one
+//! event); a stream from stdin (`--stream`: what arrives within the window,
+//! or up to the size bound, goes as one event), so
+//! `make 2>&1 | agentwire publish --stream …` follows a build live.
 
 use crate::error::CliError;
 use std::sync::Arc;
+use std::time::Duration;
 
 use agentwire_aws::SqsEventQueue;
 use agentwire_core::clock::SystemClock;
+use agentwire_core::stream::{Coalescer, DEFAULT_MAX_BYTES};
 use agentwire_core::usecases::{Publication, Publisher};
+use agentwire_protocol::chunks::{self, Payload};
 use aws_config::BehaviorVersion;
 use aws_sdk_sqs::config::Credentials;
+use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -22,9 +33,26 @@ pub struct Args {
     #[arg(long)]
     kind: String,
     /// The event data, as JSON.
-    #[arg(long, default_value = "null")]
+    #[arg(long, default_value = "null", conflicts_with_all = ["file", "stream"])]
     data: String,
-    /// Idempotency key: publishing the same id twice makes one event. Default: a new UUID.
+    /// Publish this file (`-`: stdin) as one message: its text, or its
+    /// bytes (base64) when it is not UTF-8; as chunk events when it does
+    /// not fit in one event. Prints the message id.
+    #[arg(long, conflicts_with = "stream")]
+    file: Option<String>,
+    /// Stream stdin: what arrives within `--window-ms`, or up to
+    /// `--max-bytes`, goes as one event `{"stream","index","text"}`, and an
+    /// `{"stream","index","end":true}` event closes it. Prints the stream id.
+    #[arg(long)]
+    stream: bool,
+    /// The stream's coalescing window.
+    #[arg(long, default_value_t = 50, requires = "stream")]
+    window_ms: u64,
+    /// The most text one stream event holds (as JSON, at most 65536).
+    #[arg(long, default_value_t = DEFAULT_MAX_BYTES, requires = "stream")]
+    max_bytes: usize,
+    /// Idempotency key: publishing the same id twice makes one event (one
+    /// message, one stream). Default: a new UUID.
     #[arg(long)]
     id: Option<String>,
     /// Publish over HTTP to this publish API (the stack's PublishUrl base,
@@ -52,73 +80,315 @@ pub struct Args {
     endpoint: Option<String>,
 }
 
-pub async fn run(args: Args) -> Result<(), CliError> {
-    let data: serde_json::Value = serde_json::from_str(&args.data)
-        .map_err(|e| CliError::Usage(format!("--data is not valid JSON: {e}")))?;
-    let id = match (&args.url, args.tenant.clone()) {
-        (Some(url), _) => publish_http(url, &args, data).await?,
-        (None, Some(tenant)) => {
-            let sqs = aws_sdk_sqs::Client::new(&sdk_config(args.endpoint.as_deref()).await);
-            let url = queue_url(&sqs, &args.queue).await?;
-            let publisher = Publisher::new(
-                Arc::new(SqsEventQueue::new(sqs, url)),
-                Arc::new(SystemClock),
-            );
-            let envelope = publisher
-                .publish(Publication {
+/// Where events go: the queue (library path) or the HTTP API.
+enum Sink {
+    Sqs {
+        publisher: Publisher,
+        tenant: String,
+    },
+    Http {
+        client: reqwest::Client,
+        base: String,
+        token: String,
+    },
+}
+
+impl Sink {
+    async fn open(args: &Args) -> Result<Sink, CliError> {
+        match (&args.url, args.tenant.clone()) {
+            (Some(url), _) => Ok(Sink::Http {
+                client: reqwest::Client::new(),
+                base: format!("{}/v1/channels/{}", url.trim_end_matches('/'), args.channel),
+                token: args
+                    .token
+                    .clone()
+                    .ok_or("--url needs --token (a token with a publish grant)")?,
+            }),
+            (None, Some(tenant)) => {
+                let sqs = aws_sdk_sqs::Client::new(&sdk_config(args.endpoint.as_deref()).await);
+                let url = queue_url(&sqs, &args.queue).await?;
+                Ok(Sink::Sqs {
+                    publisher: Publisher::new(
+                        Arc::new(SqsEventQueue::new(sqs, url)),
+                        Arc::new(SystemClock),
+                    ),
                     tenant,
-                    channel: args.channel.clone(),
-                    kind: args.kind.clone(),
-                    data,
-                    id: args.id.clone(),
                 })
-                .await?;
-            envelope.id
+            }
+            (None, None) => Err("give --tenant (SQS) or --url (HTTP)".into()),
         }
-        (None, None) => return Err("give --tenant (SQS) or --url (HTTP)".into()),
-    };
+    }
+
+    /// One event; its id.
+    async fn event(
+        &self,
+        channel: &str,
+        kind: &str,
+        data: Value,
+        id: Option<String>,
+    ) -> Result<String, CliError> {
+        match self {
+            Sink::Sqs { publisher, tenant } => Ok(publisher
+                .publish(Publication {
+                    tenant: tenant.clone(),
+                    channel: channel.to_owned(),
+                    kind: kind.to_owned(),
+                    data,
+                    id,
+                })
+                .await?
+                .id),
+            Sink::Http {
+                client,
+                base,
+                token,
+            } => {
+                let endpoint = format!("{base}/events");
+                let body = json!({"kind": kind, "data": data});
+                let answer = post(client, &endpoint, token, &body, id.as_deref()).await?;
+                answer["id"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| CliError::Refused {
+                        status: 202,
+                        message: format!("an answer without an id: {answer}"),
+                    })
+            }
+        }
+    }
+
+    /// One message of any size; how many events it took.
+    async fn message(
+        &self,
+        channel: &str,
+        kind: &str,
+        id: &str,
+        payload: &Payload,
+    ) -> Result<usize, CliError> {
+        match self {
+            Sink::Sqs { publisher, tenant } => Ok(publisher
+                .publish_payload(
+                    Publication {
+                        tenant: tenant.clone(),
+                        channel: channel.to_owned(),
+                        kind: kind.to_owned(),
+                        data: Value::Null,
+                        id: Some(id.to_owned()),
+                    },
+                    payload,
+                )
+                .await?
+                .len()),
+            Sink::Http {
+                client,
+                base,
+                token,
+            } => {
+                if let Some(data) = payload.as_event_data() {
+                    self.event(channel, kind, data, Some(id.to_owned())).await?;
+                    return Ok(1);
+                }
+                let parts = chunks::split(id, payload);
+                let endpoint = format!("{base}/events:batch");
+                // Ten chunks of at most 64 KiB: well inside a batch body.
+                for batch in parts.chunks(10) {
+                    let events: Vec<Value> = batch
+                        .iter()
+                        .map(|c| json!({"kind": kind, "data": c.data, "id": c.id}))
+                        .collect();
+                    post(client, &endpoint, token, &json!({ "events": events }), None).await?;
+                }
+                Ok(parts.len())
+            }
+        }
+    }
+}
+
+pub async fn run(args: Args) -> Result<(), CliError> {
+    if args.stream {
+        return stream(&args).await;
+    }
+    if let Some(path) = &args.file {
+        return file(&args, path).await;
+    }
+    let data: Value = serde_json::from_str(&args.data)
+        .map_err(|e| CliError::Usage(format!("--data is not valid JSON: {e}")))?;
+    let sink = Sink::open(&args).await?;
+    let id = sink
+        .event(&args.channel, &args.kind, data, args.id.clone())
+        .await?;
     println!("{id}");
     Ok(())
 }
 
-/// `POST {url}/v1/channels/{channel}/events`; the event id on 202.
-async fn publish_http(url: &str, args: &Args, data: serde_json::Value) -> Result<String, CliError> {
-    let token = args
-        .token
-        .as_deref()
-        .ok_or("--url needs --token (a token with a publish grant)")?;
-    let endpoint = format!(
-        "{}/v1/channels/{}/events",
-        url.trim_end_matches('/'),
-        args.channel
+/// `--file`: the whole input as one message.
+async fn file(args: &Args, path: &str) -> Result<(), CliError> {
+    let bytes = if path == "-" {
+        let mut buf = Vec::new();
+        tokio::io::stdin()
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| CliError::Usage(format!("cannot read stdin: {e}")))?;
+        buf
+    } else {
+        tokio::fs::read(path)
+            .await
+            .map_err(|e| CliError::Usage(format!("cannot read {path}: {e}")))?
+    };
+    let size = bytes.len();
+    let payload = match String::from_utf8(bytes) {
+        Ok(text) => Payload::Text(text),
+        Err(e) => Payload::Bytes(e.into_bytes()),
+    };
+    let id = args
+        .id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let sink = Sink::open(args).await?;
+    let events = sink
+        .message(&args.channel, &args.kind, &id, &payload)
+        .await?;
+    eprintln!(
+        "agentwire: published {size} bytes ({}) as {events} event{}",
+        match payload {
+            Payload::Bytes(_) => "binary, base64",
+            _ => "text",
+        },
+        if events == 1 { "" } else { "s" }
     );
-    let mut req = reqwest::Client::new()
-        .post(&endpoint)
+    println!("{id}");
+    Ok(())
+}
+
+/// `--stream`: stdin, coalesced, until it ends.
+async fn stream(args: &Args) -> Result<(), CliError> {
+    let id = args
+        .id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let sink = Sink::open(args).await?;
+    let mut coalescer = Coalescer::new(
+        id.clone(),
+        Duration::from_millis(args.window_ms),
+        args.max_bytes,
+    );
+    let mut stdin = tokio::io::stdin();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut carry: Vec<u8> = Vec::new();
+    let (mut bytes, mut events) = (0usize, 0usize);
+    loop {
+        let deadline = coalescer.deadline();
+        let due = tokio::select! {
+            read = stdin.read(&mut buf) => {
+                let n = read.map_err(|e| CliError::Usage(format!("cannot read stdin: {e}")))?;
+                if n == 0 {
+                    break;
+                }
+                bytes += n;
+                carry.extend_from_slice(&buf[..n]);
+                let text = take_text(&mut carry);
+                coalescer.push(&text, std::time::Instant::now())
+            }
+            () = sleep_until(deadline), if deadline.is_some() => {
+                coalescer.flush().into_iter().collect()
+            }
+        };
+        for data in due {
+            send_stream_event(&sink, args, &id, data).await?;
+            events += 1;
+        }
+    }
+    if !carry.is_empty() {
+        let rest = String::from_utf8_lossy(&carry).into_owned();
+        coalescer.push(&rest, std::time::Instant::now());
+    }
+    for data in coalescer.finish() {
+        send_stream_event(&sink, args, &id, data).await?;
+        events += 1;
+    }
+    eprintln!("agentwire: streamed {bytes} bytes as {events} events (stream {id})");
+    println!("{id}");
+    Ok(())
+}
+
+async fn send_stream_event(
+    sink: &Sink,
+    args: &Args,
+    stream: &str,
+    data: Value,
+) -> Result<(), CliError> {
+    // Each event's own idempotency key: a retried stream makes each once.
+    let id = format!("{stream}:{}", data["index"]);
+    sink.event(&args.channel, &args.kind, data, Some(id))
+        .await
+        .map(|_| ())
+}
+
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The text of `carry` that is complete UTF-8 (invalid bytes become
+/// U+FFFD); an incomplete character at its end is kept for the next read.
+fn take_text(carry: &mut Vec<u8>) -> String {
+    let mut out = String::new();
+    loop {
+        match std::str::from_utf8(carry) {
+            Ok(s) => {
+                out.push_str(s);
+                carry.clear();
+                return out;
+            }
+            Err(e) => {
+                let valid = e.valid_up_to();
+                out.push_str(&String::from_utf8_lossy(&carry[..valid]));
+                match e.error_len() {
+                    None => {
+                        carry.drain(..valid);
+                        return out;
+                    }
+                    Some(bad) => {
+                        out.push('\u{FFFD}');
+                        carry.drain(..valid + bad);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A POST to the HTTP API: the JSON answer of a 202, else the refusal.
+async fn post(
+    client: &reqwest::Client,
+    endpoint: &str,
+    token: &str,
+    body: &Value,
+    idempotency_key: Option<&str>,
+) -> Result<Value, CliError> {
+    let mut req = client
+        .post(endpoint)
         .bearer_auth(token)
         .header("content-type", "application/json")
-        .body(serde_json::json!({"kind": args.kind, "data": data}).to_string());
-    if let Some(id) = &args.id {
+        .body(body.to_string());
+    if let Some(id) = idempotency_key {
         req = req.header("idempotency-key", id);
     }
     let resp = req.send().await.map_err(|source| CliError::Http {
-        endpoint: endpoint.clone(),
+        endpoint: endpoint.to_owned(),
         source,
     })?;
     let status = resp.status();
-    let body = resp.text().await.unwrap_or_default();
-    let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let text = resp.text().await.unwrap_or_default();
+    let json: Value = serde_json::from_str(&text).unwrap_or_default();
     if status.as_u16() == 202 {
-        return json["id"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| CliError::Refused {
-                status: 202,
-                message: format!("an answer without an id: {body}"),
-            });
+        return Ok(json);
     }
     let message = match (json["code"].as_str(), json["message"].as_str()) {
         (Some(code), Some(message)) => format!("{code}: {message}"),
-        _ => body.chars().take(300).collect::<String>(),
+        _ => text.chars().take(300).collect::<String>(),
     };
     Err(CliError::Refused {
         status: status.as_u16(),
@@ -159,4 +429,21 @@ pub(crate) async fn queue_url(sqs: &aws_sdk_sqs::Client, queue: &str) -> Result<
             queue: queue.to_owned(),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdin_text_keeps_a_split_character_for_the_next_read() {
+        let mut carry = "héllo".as_bytes()[..2].to_vec(); // "h" and half of "é"
+        assert_eq!(take_text(&mut carry), "h");
+        assert_eq!(carry.len(), 1);
+        carry.extend_from_slice(&"héllo".as_bytes()[2..]);
+        assert_eq!(take_text(&mut carry), "éllo");
+        assert!(carry.is_empty());
+        let mut bad = vec![b'a', 0xff, b'b'];
+        assert_eq!(take_text(&mut bad), "a\u{FFFD}b");
+    }
 }

@@ -14,6 +14,7 @@
 //! - [`auth`], [`config`], [`clock`]: tokens and grants, settings from the
 //!   environment, and the time every use case and adapter reads.
 //! - [`limits`]: tenants' quotas and the token-bucket arithmetic.
+//! - [`stream`]: coalescing a stream's small pieces into few events.
 //! - [`sync`]: a mutex's guard that outlives a panicked holder.
 //! - [`metrics`]: the names, units and labels of every metric emitted.
 //! - [`webhook`]: Standard Webhooks signatures, the URL safety policy, the
@@ -37,6 +38,7 @@ pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod ports;
+pub mod stream;
 pub mod sync;
 pub mod usecases;
 pub mod webhook;

@@ -146,8 +146,13 @@ pub fn split(message: &str, payload: &Payload) -> Vec<Chunk> {
         .collect()
 }
 
+/// How many bytes `text` takes inside a JSON string.
+pub fn json_text_len(text: &str) -> usize {
+    text.chars().map(escaped_len).sum()
+}
+
 /// How many bytes `c` takes inside a JSON string.
-fn escaped_len(c: char) -> usize {
+pub fn escaped_len(c: char) -> usize {
     match c {
         '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
         c if (c as u32) < 0x20 => 6,

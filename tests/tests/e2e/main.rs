@@ -16,5 +16,6 @@ mod quotas;
 mod reads;
 mod recovery;
 mod replay;
+mod streams;
 mod token_expiry;
 mod webhooks;

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use agentwire_protocol::chunks::{self, MAX_MESSAGE_ID, Payload};
 use agentwire_protocol::limits::{MAX_EVENT_DATA_BYTES, MAX_MESSAGE_BYTES};
 use agentwire_protocol::{ErrorCode, ProtocolError};
 use serde::Deserialize;
@@ -167,6 +168,49 @@ impl Publisher {
     /// sent (its `id` is the event id) on success.
     pub async fn publish(&self, p: Publication) -> Result<Envelope, PublishError> {
         self.enqueue(p, PublishPath::Library).await
+    }
+
+    /// Publishes data of any size: one event when it fits (and is not
+    /// bytes), else its chunk events (`protocol::chunks`), sent in order in
+    /// batches; the envelopes sent. `p.data` is ignored for `payload`. The
+    /// message id is `p.id` (a new UUID when `None`); sending the same
+    /// message again with the same id makes each chunk once.
+    pub async fn publish_payload(
+        &self,
+        p: Publication,
+        payload: &Payload,
+    ) -> Result<Vec<Envelope>, PublishError> {
+        if let Some(data) = payload.as_event_data() {
+            return Ok(vec![self.publish(Publication { data, ..p }).await?]);
+        }
+        let message = p.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        if message.len() > MAX_MESSAGE_ID {
+            return Err(PublishError::Invalid(ProtocolError::new(
+                ErrorCode::InvalidEvent,
+                format!(
+                    "a message id is at most {MAX_MESSAGE_ID} bytes (its chunks add #<index>), not {}",
+                    message.len()
+                ),
+            )));
+        }
+        let envelopes = chunks::split(&message, payload)
+            .into_iter()
+            .map(|c| {
+                self.envelope(Publication {
+                    tenant: p.tenant.clone(),
+                    channel: p.channel.clone(),
+                    kind: p.kind.clone(),
+                    data: c.data,
+                    id: Some(c.id),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for batch in envelopes.chunks(MAX_BATCH_EVENTS) {
+            self.queue.send_batch(batch).await?;
+            ::metrics::counter!(crate::metrics::EVENTS_PUBLISHED, "path" => PublishPath::Library.label())
+                .increment(batch.len() as u64);
+        }
+        Ok(envelopes)
     }
 
     /// Validates, checks the quotas on the HTTP path, sends, counts.
@@ -571,5 +615,50 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.code(), ErrorCode::Forbidden);
         assert!(queue.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_large_payload_goes_as_its_chunks_and_a_small_one_as_one_event() {
+        use agentwire_protocol::chunks::{Assembled, Reassembler};
+        let (p, queue, _) = setup();
+        let publication = |id: Option<&str>| Publication {
+            tenant: "t1".into(),
+            channel: "logs".into(),
+            kind: "output".into(),
+            data: Value::Null,
+            id: id.map(str::to_owned),
+        };
+        let small = p
+            .publish_payload(publication(Some("s")), &Payload::Text("ok".into()))
+            .await
+            .unwrap();
+        assert_eq!(small.len(), 1);
+        assert_eq!(small[0].data, Value::String("ok".into()));
+
+        let log: String = (0..40_000).map(|i| format!("line {i}\n")).collect();
+        let sent = p
+            .publish_payload(publication(Some("build-7")), &Payload::Text(log.clone()))
+            .await
+            .unwrap();
+        assert!(sent.len() > 3, "{} chunks", sent.len());
+        assert_eq!(sent[0].id, "build-7#0");
+        assert_eq!(queue.sent()[1..], sent[..], "in order, after the small one");
+        let mut r = Reassembler::default();
+        let mut whole = None;
+        for (i, e) in sent.iter().enumerate() {
+            if let Assembled::Complete(m) = r.accept("logs", i as u64 + 1, &e.kind, &e.data) {
+                whole = Some(m);
+            }
+        }
+        assert_eq!(whole.unwrap().payload, Payload::Text(log));
+
+        let e = p
+            .publish_payload(
+                publication(Some(&"x".repeat(113))),
+                &Payload::Bytes(vec![1]),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidEvent);
     }
 }
