@@ -9,6 +9,7 @@
 mod chatsample;
 mod crowd;
 mod quotas;
+mod streams;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -74,7 +75,13 @@ struct Args {
     /// HTTP publishes per setting for `quotas`.
     #[arg(long, default_value_t = 300)]
     quota_publishes: usize,
-    /// Sections to run (`crowd`, `clients` and `quotas` only when named).
+    /// The rate of terminal output for `streams`, bytes a second.
+    #[arg(long, default_value_t = 1_000_000)]
+    stream_rate: usize,
+    /// How long `streams` writes terminal output.
+    #[arg(long, default_value_t = 10)]
+    stream_seconds: u64,
+    /// Sections to run (`crowd`, `clients`, `quotas` and `streams` only when named).
     #[arg(
         long,
         value_delimiter = ',',
@@ -115,6 +122,10 @@ async fn main() -> ExitCode {
     }
     if run("calls") {
         calls(args.calls).await;
+        println!();
+    }
+    if run("streams") {
+        streams::streams(args.stream_rate, args.stream_seconds).await;
         println!();
     }
     if run("quotas") {

@@ -157,6 +157,49 @@ impl Sink {
         }
     }
 
+    /// Several events in order: one queue call (or batch request) per ten.
+    async fn events(
+        &self,
+        channel: &str,
+        kind: &str,
+        events: Vec<(String, Value)>,
+    ) -> Result<(), CliError> {
+        match self {
+            Sink::Sqs { publisher, tenant } => {
+                publisher
+                    .publish_many(
+                        events
+                            .into_iter()
+                            .map(|(id, data)| Publication {
+                                tenant: tenant.clone(),
+                                channel: channel.to_owned(),
+                                kind: kind.to_owned(),
+                                data,
+                                id: Some(id),
+                            })
+                            .collect(),
+                    )
+                    .await?;
+                Ok(())
+            }
+            Sink::Http {
+                client,
+                base,
+                token,
+            } => {
+                let endpoint = format!("{base}/events:batch");
+                for batch in events.chunks(10) {
+                    let body: Vec<Value> = batch
+                        .iter()
+                        .map(|(id, data)| json!({"kind": kind, "data": data, "id": id}))
+                        .collect();
+                    post(client, &endpoint, token, &json!({ "events": body }), None).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// One message of any size; how many events it took.
     async fn message(
         &self,
@@ -179,26 +222,19 @@ impl Sink {
                 )
                 .await?
                 .len()),
-            Sink::Http {
-                client,
-                base,
-                token,
-            } => {
+            Sink::Http { .. } => {
                 if let Some(data) = payload.as_event_data() {
                     self.event(channel, kind, data, Some(id.to_owned())).await?;
                     return Ok(1);
                 }
-                let parts = chunks::split(id, payload);
-                let endpoint = format!("{base}/events:batch");
                 // Ten chunks of at most 64 KiB: well inside a batch body.
-                for batch in parts.chunks(10) {
-                    let events: Vec<Value> = batch
-                        .iter()
-                        .map(|c| json!({"kind": kind, "data": c.data, "id": c.id}))
-                        .collect();
-                    post(client, &endpoint, token, &json!({ "events": events }), None).await?;
-                }
-                Ok(parts.len())
+                let parts: Vec<(String, Value)> = chunks::split(id, payload)
+                    .into_iter()
+                    .map(|c| (c.id, c.data))
+                    .collect();
+                let n = parts.len();
+                self.events(channel, kind, parts).await?;
+                Ok(n)
             }
         }
     }
@@ -260,22 +296,45 @@ async fn file(args: &Args, path: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `--stream`: stdin, coalesced, until it ends.
+/// `--stream`: stdin, coalesced, until it ends. A sending task takes the
+/// events as they are due and sends what has piled up as one batch, so a
+/// queue slower than the writer costs lag, not throughput.
 async fn stream(args: &Args) -> Result<(), CliError> {
     let id = args
         .id
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let sink = Sink::open(args).await?;
-    let mut coalescer = Coalescer::new(
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let sender = tokio::spawn(send_stream(
+        sink,
+        args.channel.clone(),
+        args.kind.clone(),
         id.clone(),
-        Duration::from_millis(args.window_ms),
-        args.max_bytes,
-    );
+        rx,
+    ));
+    let read = read_stream(args, &id, tx).await;
+    // The reader is done (or failed): the sender drains what is queued.
+    let events = sender
+        .await
+        .map_err(|e| CliError::Usage(format!("the sending task failed: {e}")))??;
+    let bytes = read?;
+    eprintln!("agentwire: streamed {bytes} bytes as {events} events (stream {id})");
+    println!("{id}");
+    Ok(())
+}
+
+/// Reads stdin into the coalescer until it ends; the bytes read.
+async fn read_stream(
+    args: &Args,
+    id: &str,
+    tx: tokio::sync::mpsc::UnboundedSender<Value>,
+) -> Result<usize, CliError> {
+    let mut coalescer = Coalescer::new(id, Duration::from_millis(args.window_ms), args.max_bytes);
     let mut stdin = tokio::io::stdin();
     let mut buf = vec![0u8; 64 * 1024];
     let mut carry: Vec<u8> = Vec::new();
-    let (mut bytes, mut events) = (0usize, 0usize);
+    let mut bytes = 0usize;
     loop {
         let deadline = coalescer.deadline();
         let due = tokio::select! {
@@ -294,34 +353,52 @@ async fn stream(args: &Args) -> Result<(), CliError> {
             }
         };
         for data in due {
-            send_stream_event(&sink, args, &id, data).await?;
-            events += 1;
+            if tx.send(data).is_err() {
+                // The sender stopped on an error; it reports it.
+                return Ok(bytes);
+            }
         }
     }
     if !carry.is_empty() {
         let rest = String::from_utf8_lossy(&carry).into_owned();
-        coalescer.push(&rest, std::time::Instant::now());
+        for data in coalescer.push(&rest, std::time::Instant::now()) {
+            let _ = tx.send(data);
+        }
     }
     for data in coalescer.finish() {
-        send_stream_event(&sink, args, &id, data).await?;
-        events += 1;
+        let _ = tx.send(data);
     }
-    eprintln!("agentwire: streamed {bytes} bytes as {events} events (stream {id})");
-    println!("{id}");
-    Ok(())
+    Ok(bytes)
 }
 
-async fn send_stream_event(
-    sink: &Sink,
-    args: &Args,
-    stream: &str,
-    data: Value,
-) -> Result<(), CliError> {
-    // Each event's own idempotency key: a retried stream makes each once.
-    let id = format!("{stream}:{}", data["index"]);
-    sink.event(&args.channel, &args.kind, data, Some(id))
-        .await
-        .map(|_| ())
+/// Sends the stream's events in order, batching what is pending; the
+/// number sent. Each event's idempotency key is `<stream>:<index>`, so a
+/// stream sent again makes each event once.
+async fn send_stream(
+    sink: Sink,
+    channel: String,
+    kind: String,
+    stream: String,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Value>,
+) -> Result<usize, CliError> {
+    let mut sent = 0;
+    while let Some(first) = rx.recv().await {
+        let mut pending = vec![first];
+        while pending.len() < 10 {
+            match rx.try_recv() {
+                Ok(data) => pending.push(data),
+                Err(_) => break,
+            }
+        }
+        let events: Vec<(String, Value)> = pending
+            .into_iter()
+            .map(|data| (format!("{stream}:{}", data["index"]), data))
+            .collect();
+        let n = events.len();
+        sink.events(&channel, &kind, events).await?;
+        sent += n;
+    }
+    Ok(sent)
 }
 
 async fn sleep_until(deadline: Option<std::time::Instant>) {

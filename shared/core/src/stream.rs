@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 /// The default window and size bound.
 pub const DEFAULT_WINDOW: Duration = Duration::from_millis(50);
-pub const DEFAULT_MAX_BYTES: usize = 32 * 1024;
+pub const DEFAULT_MAX_BYTES: usize = 64 * 1024;
 
 /// Coalesces one stream's pieces into event data.
 #[derive(Debug)]

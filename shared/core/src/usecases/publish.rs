@@ -170,6 +170,25 @@ impl Publisher {
         self.enqueue(p, PublishPath::Library).await
     }
 
+    /// Publishes several events in order (a stream's pending events), in
+    /// batches of up to [`MAX_BATCH_EVENTS`]: one queue call per batch
+    /// instead of one per event. All are checked before any is sent.
+    pub async fn publish_many(
+        &self,
+        publications: Vec<Publication>,
+    ) -> Result<Vec<Envelope>, PublishError> {
+        let envelopes = publications
+            .into_iter()
+            .map(|p| self.envelope(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        for batch in envelopes.chunks(MAX_BATCH_EVENTS) {
+            self.queue.send_batch(batch).await?;
+            ::metrics::counter!(crate::metrics::EVENTS_PUBLISHED, "path" => PublishPath::Library.label())
+                .increment(batch.len() as u64);
+        }
+        Ok(envelopes)
+    }
+
     /// Publishes data of any size: one event when it fits (and is not
     /// bytes), else its chunk events (`protocol::chunks`), sent in order in
     /// batches; the envelopes sent. `p.data` is ignored for `payload`. The
@@ -193,24 +212,17 @@ impl Publisher {
                 ),
             )));
         }
-        let envelopes = chunks::split(&message, payload)
+        let publications = chunks::split(&message, payload)
             .into_iter()
-            .map(|c| {
-                self.envelope(Publication {
-                    tenant: p.tenant.clone(),
-                    channel: p.channel.clone(),
-                    kind: p.kind.clone(),
-                    data: c.data,
-                    id: Some(c.id),
-                })
+            .map(|c| Publication {
+                tenant: p.tenant.clone(),
+                channel: p.channel.clone(),
+                kind: p.kind.clone(),
+                data: c.data,
+                id: Some(c.id),
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        for batch in envelopes.chunks(MAX_BATCH_EVENTS) {
-            self.queue.send_batch(batch).await?;
-            ::metrics::counter!(crate::metrics::EVENTS_PUBLISHED, "path" => PublishPath::Library.label())
-                .increment(batch.len() as u64);
-        }
-        Ok(envelopes)
+            .collect();
+        self.publish_many(publications).await
     }
 
     /// Validates, checks the quotas on the HTTP path, sends, counts.
