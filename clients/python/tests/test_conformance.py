@@ -8,6 +8,7 @@ same files."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from agentwire import AgentWireError, Client, Event, Gap, Position
+from agentwire import AgentWireError, Client, Event, Gap, Message, MessageLost, Position
 from agentwire._backoff import Backoff
 
 ROOT = Path(__file__).resolve().parents[3] / "conformance"
@@ -56,7 +57,21 @@ def since(v: Any) -> Any:
     return Position(v["epoch"], v["seq"])
 
 
-def observation(item: Event | Gap) -> dict[str, Any]:
+def observation(item: Event | Gap | Message | MessageLost) -> dict[str, Any]:
+    if isinstance(item, Message):
+        data = base64.b64encode(item.data).decode() if isinstance(item.data, bytes) else item.data
+        return {
+            "message": {
+                "channel": item.channel,
+                "id": item.id,
+                "kind": item.kind,
+                "seq": item.seq,
+                "encoding": item.encoding,
+                "data": data,
+            }
+        }
+    if isinstance(item, MessageLost):
+        return {"message_lost": {"channel": item.channel, "id": item.id, "reason": item.reason}}
     if isinstance(item, Event):
         return {
             "event": {
@@ -221,6 +236,10 @@ class Runner:
                 await client.close()
             elif "leave" in arg:
                 await subs[arg["leave"]["channel"]].leave()
+            elif "pause" in arg:
+                await subs[arg["pause"]["channel"]].pause()
+            elif "resume" in arg:
+                await subs[arg["resume"]["channel"]].resume()
             elif "join" in arg:
                 name = arg["join"]["channel"]
                 subs[name] = await client.join(name, since(arg["join"].get("since")))

@@ -17,6 +17,7 @@ import {
   retryAfterOf,
   type ErrorBody,
 } from "./errors.js";
+import { type AgentWireMessage, type AgentWireMessageLost, Reassembler } from "./chunks.js";
 import { Sequencer, type Delivery } from "./sequencer.js";
 import type {
   AgentWireEvent,
@@ -124,6 +125,11 @@ export interface AgentWireOptions {
   /** Held (out-of-order) events per channel before they are dropped and fetched again. */
   maxPending?: number;
   maxPendingBytes?: number;
+  /** The largest message reassembled from chunk events (default 64 MiB);
+   * a larger one is `message_lost` `too_large`. */
+  maxMessageBytes?: number;
+  /** The most held at once in messages being reassembled (default 128 MiB). */
+  maxHeldMessageBytes?: number;
 }
 
 export interface ClientEvents {
@@ -134,6 +140,12 @@ export interface ClientEvents {
 export interface ChannelEvents {
   event: AgentWireEvent;
   gap: AgentWireGap;
+  /** A message larger than one event, reassembled from its chunk events
+   * (which are never delivered as `event`). */
+  message: AgentWireMessage;
+  /** A message that will never be delivered (a chunk is gone, it is over
+   * `maxMessageBytes`, or its chunks disagree); reported once. */
+  message_lost: AgentWireMessageLost;
   joined: JoinedInfo;
   /** The gateway refused the channel (`forbidden`, `invalid_channel`,
    * `too_many_channels`): it is dropped. */
@@ -183,6 +195,8 @@ interface ChannelCore {
   acked: number | undefined;
   /** An explicit `ack(seq)` not yet sent. */
   ackWanted: number | undefined;
+  /** Paused: left, kept, not joined until resumed. */
+  paused: boolean;
   channel: Channel;
 }
 
@@ -190,6 +204,8 @@ interface ChannelOps {
   position(): Position | undefined;
   ack(seq: number): Promise<void>;
   leave(): Promise<void>;
+  pause(): Promise<void>;
+  resume(): void;
 }
 
 type Sink = {
@@ -240,6 +256,19 @@ export class Channel {
    * connection ended). */
   leave(): Promise<void> {
     return this.#ops.leave();
+  }
+
+  /** Pauses live delivery: acknowledges what was delivered (unless acks are
+   * off) and leaves the channel, keeping its position and its streams; it
+   * is not joined on reconnect. Resolves when the gateway answered. */
+  pause(): Promise<void> {
+    return this.#ops.pause();
+  }
+
+  /** Resumes a paused channel from the last seq delivered before the pause:
+   * the replay brings what was published meanwhile. */
+  resume(): void {
+    this.#ops.resume();
   }
 
   /**
@@ -358,6 +387,7 @@ export class AgentWire {
   readonly #emitter: Emitter<ClientEvents>;
   readonly #channels = new Map<string, ChannelCore>();
   readonly #seqOptions: { maxPending?: number; maxPendingBytes?: number };
+  readonly #messages: Reassembler;
   /** Join request id → its channels, until `joined` or an error answers. */
   readonly #pendingJoins = new Map<string, string[]>();
   /** Leave request id → its waiters. */
@@ -421,6 +451,10 @@ export class AgentWire {
     this.#seqOptions = {};
     if (options.maxPending !== undefined) this.#seqOptions.maxPending = options.maxPending;
     if (options.maxPendingBytes !== undefined) this.#seqOptions.maxPendingBytes = options.maxPendingBytes;
+    this.#messages = new Reassembler(
+      num(options.maxMessageBytes, 64 * 1024 * 1024, "maxMessageBytes"),
+      num(options.maxHeldMessageBytes, 128 * 1024 * 1024, "maxHeldMessageBytes"),
+    );
     this.#emitter = new Emitter<ClientEvents>((err, event) => this.#listenerFailed(err, event));
     this.#finished = new Promise((resolve) => {
       this.#finish = resolve;
@@ -489,6 +523,8 @@ export class AgentWire {
       },
       ack: (n) => this.#ack(name, n),
       leave: () => this.#leave(name),
+      pause: () => this.#pause(name),
+      resume: () => this.#resume(name),
     });
     const core: ChannelCore = {
       name,
@@ -496,6 +532,7 @@ export class AgentWire {
       initial: since ?? undefined,
       acked: undefined,
       ackWanted: undefined,
+      paused: false,
       channel,
     };
     this.#channels.set(name, core);
@@ -990,8 +1027,18 @@ export class AgentWire {
     for (const d of ds) {
       if (this.#channels.get(core.name) !== core) return; // left by a listener
       if (d.type === "event") {
-        core.channel._emit("event", d.event);
-        core.channel._push({ type: "event", ...d.event });
+        const a = this.#messages.accept(d.event);
+        if (a.type === "pending") continue;
+        if (a.type === "message") {
+          core.channel._emit("message", a.message);
+          core.channel._push({ type: "message", ...a.message });
+        } else if (a.type === "lost") {
+          core.channel._emit("message_lost", a.lost);
+          core.channel._push({ type: "message_lost", ...a.lost });
+        } else {
+          core.channel._emit("event", d.event);
+          core.channel._push({ type: "event", ...d.event });
+        }
       } else {
         core.channel._emit("gap", d.gap);
         core.channel._push({ type: "gap", ...d.gap });
@@ -1016,7 +1063,7 @@ export class AgentWire {
       const chunk: string[] = [];
       for (const name of names.slice(i, i + MAX_CHANNELS_PER_JOIN)) {
         const core = this.#channels.get(name);
-        if (!core) continue;
+        if (!core || core.paused) continue;
         core.seq.rejoining();
         const since = sinceOf(core);
         list.push(since === undefined ? name : { name, since });
@@ -1048,7 +1095,7 @@ export class AgentWire {
    * knows of seqs that did not arrive: the log still has them. */
   #rejoinLagging(c: Conn): void {
     const lagging: string[] = [];
-    for (const [name, core] of this.#channels) if (core.seq.wantsRejoin()) lagging.push(name);
+    for (const [name, core] of this.#channels) if (!core.paused && core.seq.wantsRejoin()) lagging.push(name);
     if (lagging.length) this.#sendJoins(c, lagging);
   }
 
@@ -1118,6 +1165,28 @@ export class AgentWire {
     }
     core.channel._end();
     return answered;
+  }
+
+  #pause(name: string): Promise<void> {
+    const core = this.#channels.get(name);
+    if (!core || core.paused) return Promise.resolve();
+    core.paused = true;
+    this.#queuedJoins = this.#queuedJoins.filter((n) => n !== name);
+    const c = this.#conn;
+    if (!c?.welcomed || c.settled) return Promise.resolve(); // the next connection leaves it out
+    this.#sendAck(c, core);
+    const id = `l${++this.#nextId}`;
+    const answered = new Promise<void>((resolve) => this.#pendingLeaves.set(id, resolve));
+    this.#send(c, { action: "leave", id, channels: [name] });
+    return answered;
+  }
+
+  #resume(name: string): void {
+    const core = this.#channels.get(name);
+    if (!core || !core.paused) return;
+    core.paused = false;
+    // Joined from its position (the last seq delivered before the pause).
+    if (this.#conn?.welcomed && !this.#conn.settled) this.#queueJoin(name);
   }
 
   #send(c: Conn, frame: object): void {

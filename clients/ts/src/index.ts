@@ -27,3 +27,5 @@ export type {
   Since,
   StreamItem,
 } from "./types.js";
+export { Reassembler, splitMessage, asEventData, MAX_MESSAGE_ID } from "./chunks.js";
+export type { AgentWireMessage, AgentWireMessageLost, ChunkHeader, Encoding, Payload } from "./chunks.js";

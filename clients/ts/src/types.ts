@@ -1,3 +1,5 @@
+import type { AgentWireMessage, AgentWireMessageLost } from "./chunks.js";
+
 /** One event, as the gateway sends it (an `event` frame without `type`). */
 export interface AgentWireEvent<D = unknown> {
   channel: string;
@@ -56,4 +58,6 @@ export interface JoinedInfo {
 /** What `stream()` yields. */
 export type StreamItem<D = unknown> =
   | ({ type: "event" } & AgentWireEvent<D>)
-  | ({ type: "gap" } & AgentWireGap);
+  | ({ type: "gap" } & AgentWireGap)
+  | ({ type: "message" } & AgentWireMessage)
+  | ({ type: "message_lost" } & AgentWireMessageLost);

@@ -7,6 +7,7 @@ import { dirname, join } from "node:path";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { WebSocket } from "ws";
+import { toBase64 } from "../src/chunks.js";
 import { AgentWire, Backoff, type AgentWireOptions, type Channel, type Since } from "../src/index.js";
 import { ScriptedServer, Waitable, arrivedAt, mismatch, substitute, type Connection } from "./scripted.js";
 
@@ -68,6 +69,12 @@ async function run(s: Scenario): Promise<void> {
     ch.on("joined", (j) => observations.push({ joined: { ...j } }));
     ch.on("event", (e) => observations.push({ event: { ...e } }));
     ch.on("gap", (g) => observations.push({ gap: { ...g } }));
+    ch.on("message", (m) =>
+      observations.push({
+        message: { ...m, data: m.data instanceof Uint8Array ? toBase64(m.data) : m.data },
+      }),
+    );
+    ch.on("message_lost", (l) => observations.push({ message_lost: { ...l } }));
   };
   for (const c of s.client.channels) join(c.name, c.since);
   let conn: Connection | undefined;
@@ -142,6 +149,12 @@ async function run(s: Scenario): Promise<void> {
             const ch = channels.get(name);
             assert.ok(ch, `${where}: no channel ${name}`);
             void ch.leave();
+          } else if ("pause" in arg || "resume" in arg) {
+            const name = ((arg.pause ?? arg.resume) as { channel: string }).channel;
+            const ch = channels.get(name);
+            assert.ok(ch, `${where}: no channel ${name}`);
+            if ("pause" in arg) void ch.pause();
+            else ch.resume();
           } else if ("join" in arg) {
             const j = arg.join as { channel: string; since?: Since | null };
             join(j.channel, j.since);

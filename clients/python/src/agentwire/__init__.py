@@ -5,7 +5,7 @@ from agentwire import Client, Publisher, publish_sync
 
 async with Client("wss://…", token="…") as client:
     sub = await client.join("agent-1")
-    async for item in sub:          # Event | Gap, each seq once, in order
+    async for item in sub:          # Event | Gap | Message | MessageLost, in order
         ...
 
 publish_sync("https://…", token="…", channel="agent-1", kind="status", data={"text": "hi"})
@@ -24,6 +24,7 @@ from .errors import (  # noqa: E402
     ServerError,
     UnauthorizedError,
 )
+from ._chunks import Message, MessageLost, split_message  # noqa: E402
 from .client import Client, Subscription  # noqa: E402
 from .publisher import Publisher, publish_sync  # noqa: E402
 
@@ -35,6 +36,8 @@ __all__ = [
     "ExhaustedError",
     "Gap",
     "Joined",
+    "Message",
+    "MessageLost",
     "Position",
     "ProtocolError",
     "PublishResult",
@@ -44,5 +47,6 @@ __all__ = [
     "Subscription",
     "UnauthorizedError",
     "publish_sync",
+    "split_message",
     "__version__",
 ]

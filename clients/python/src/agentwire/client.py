@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 from . import __version__
 from ._backoff import Backoff
+from ._chunks import Message, MessageLost, Reassembler
 from ._sequencer import Sequencer, approx_size
 from ._types import Event, Gap, Joined, Position
 from .errors import (
@@ -61,7 +62,9 @@ class _End(Exception):
 
 
 class Subscription:
-    """One joined channel: an async iterator of `Event | Gap`, each seq once,
+    """One joined channel: an async iterator of `Event | Gap | Message |
+    MessageLost` (a `Message` is reassembled from chunk events, which are
+    never yielded themselves), each seq once,
     in order, across reconnects. Items wait in a per-subscription buffer so a
     slow consumer never blocks the connection (pings and acks keep flowing);
     over `max_buffered` events the channel stops taking events and fetches
@@ -70,7 +73,7 @@ class Subscription:
     def __init__(self, client: Client, channel: str) -> None:
         self._client = client
         self.channel = channel
-        self._items: collections.deque[Event | Gap] = collections.deque()
+        self._items: collections.deque[Event | Gap | Message | MessageLost] = collections.deque()
         self._sizes: collections.deque[int] = collections.deque()
         self._bytes = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -115,7 +118,7 @@ class Subscription:
             if fut in self._joined_waiters:
                 self._joined_waiters.remove(fut)
 
-    def poll(self) -> Event | Gap | None:
+    def poll(self) -> Event | Gap | Message | MessageLost | None:
         """The next item if one is waiting, else `None` (never blocks). Raises
         the client's fatal error once everything before it was taken."""
         if self._items:
@@ -127,7 +130,7 @@ class Subscription:
     def __aiter__(self) -> Subscription:
         return self
 
-    async def __anext__(self) -> Event | Gap:
+    async def __anext__(self) -> Event | Gap | Message | MessageLost:
         while True:
             if self._items:
                 return self._take()
@@ -147,6 +150,18 @@ class Subscription:
         self._ack_wanted = max(seq, self._ack_wanted or 0)
         await self._client._flush_acks_now()
 
+    async def pause(self) -> None:
+        """Pauses live delivery: acknowledges what was taken, leaves the
+        channel and keeps its position; the iteration goes on (what is
+        buffered is still yielded) and the channel is not joined on
+        reconnect until `resume()`."""
+        await self._client._pause(self.channel)
+
+    async def resume(self) -> None:
+        """Resumes a paused channel from the last seq delivered before the
+        pause: the replay brings what was published meanwhile."""
+        await self._client._resume(self.channel)
+
     async def leave(self) -> None:
         """Acknowledges what was taken, leaves the channel and ends the
         iteration."""
@@ -154,18 +169,20 @@ class Subscription:
 
     # -- the client's side ------------------------------------------------
 
-    def _take(self) -> Event | Gap:
+    def _take(self) -> Event | Gap | Message | MessageLost:
         item = self._items.popleft()
         self._bytes -= self._sizes.popleft()
-        if isinstance(item, Event):
+        if isinstance(item, (Event, Message)):
             self._consumed = Position(item.epoch, item.seq)
+        elif isinstance(item, MessageLost):
+            pass  # no seq of its own: the position stands
         else:
             epoch = self._consumed.epoch if self._consumed else self._client._epoch_of(self.channel)
             self._consumed = Position(epoch or "", item.to_seq)
         self._client._taken(self)
         return item
 
-    def _put(self, item: Event | Gap) -> bool:
+    def _put(self, item: Event | Gap | Message | MessageLost) -> bool:
         """Queues an item; `False` (and nothing queued) when the buffer is full."""
         c = self._client
         size = 0
@@ -210,7 +227,7 @@ class Subscription:
 
 
 class _Channel:
-    __slots__ = ("name", "seq", "initial", "acked", "sub", "suspended")
+    __slots__ = ("name", "seq", "initial", "acked", "sub", "suspended", "paused")
 
     def __init__(self, name: str, since: Since, sub: Subscription) -> None:
         self.name = name
@@ -223,6 +240,13 @@ class _Channel:
         self.acked: Position | None = None
         self.sub = sub
         self.suspended = False
+        # Paused by the application: left, kept, not joined until resumed.
+        self.paused = False
+
+    @property
+    def idle(self) -> bool:
+        """Not taking events now (suspended for backpressure, or paused)."""
+        return self.suspended or self.paused
 
     def since(self) -> Any:
         if self.seq.epoch is not None and self.seq.last is not None:
@@ -281,6 +305,8 @@ class Client:
         handshake_timeout: float = 10.0,
         max_buffered: int = 10_000,
         max_buffered_bytes: int = 32 * 1024 * 1024,
+        max_message_bytes: int = 64 * 1024 * 1024,
+        max_held_message_bytes: int = 128 * 1024 * 1024,
         client_name: str = f"agentwire-python/{__version__}",
     ) -> None:
         if (token is None) == (token_provider is None):
@@ -302,6 +328,8 @@ class Client:
         self._client_name = client_name
 
         self._channels: dict[str, _Channel] = {}
+        # Chunk events being reassembled into messages (docs/protocol.md).
+        self._messages = Reassembler(max_message_bytes, max_held_message_bytes)
         self._pending: dict[str, list[str]] = {}
         self._next_id = 0
         self._ws: ClientConnection | None = None
@@ -427,6 +455,31 @@ class Client:
             await self._send_joins(ws, [channel])
         return sub
 
+    async def _pause(self, channel: str) -> None:
+        ch = self._channels.get(channel)
+        if ch is None or ch.paused:
+            return
+        ch.paused = True
+        ws = self._ws
+        if ws is not None:
+            ack = self._ack_target(ch)
+            if ack is not None and not self._acks_paused():
+                ch.acked = ack
+                await self._send(ws, {"action": "ack", "channel": channel, "seq": ack.seq})
+            self._next_id += 1
+            await self._send(ws, {"action": "leave", "id": f"l{self._next_id}", "channels": [channel]})
+
+    async def _resume(self, channel: str) -> None:
+        ch = self._channels.get(channel)
+        if ch is None or not ch.paused:
+            return
+        ch.paused = False
+        if ch.suspended:
+            return  # joined again once the application has caught up
+        ws = self._ws
+        if ws is not None:
+            await self._send_joins(ws, [channel])
+
     async def _leave(self, channel: str) -> None:
         ch = self._channels.pop(channel, None)
         if ch is None:
@@ -488,7 +541,7 @@ class Client:
             loop = asyncio.get_running_loop()
             self._ack_at = loop.time() + self._ack_debounce
             self._poke()
-        if ch.suspended and len(sub._items) <= self._max_buffered // 2:
+        if ch.suspended and not ch.paused and len(sub._items) <= self._max_buffered // 2:
             ch.suspended = False
             ch.seq.rejoining()
             self._resume_wanted = True
@@ -596,7 +649,7 @@ class Client:
             self._ack_paused_until = None
             self._pong_deadline = None
             self._set_state("connected")
-            await self._send_joins(ws, [n for n, ch in self._channels.items() if not ch.suspended])
+            await self._send_joins(ws, [n for n, ch in self._channels.items() if not ch.idle])
             timers = loop.create_task(self._timers(ws, started), name="agentwire-timers")
             await self._read(ws)
             end = self._end or _End(_LOST, "the gateway closed the connection")
@@ -700,7 +753,7 @@ class Client:
                 lagging = [
                     n
                     for n in touched
-                    if (ch := self._channels.get(n)) is not None and not ch.suspended and ch.seq.wants_rejoin()
+                    if (ch := self._channels.get(n)) is not None and not ch.idle and ch.seq.wants_rejoin()
                 ]
                 if lagging:
                     log.debug("agentwire: fetching missed seqs of %s from the log", lagging)
@@ -713,7 +766,7 @@ class Client:
         if t == "event":
             name = f.get("channel")
             ch = self._channels.get(name)  # type: ignore[arg-type]
-            if ch is None or ch.suspended:
+            if ch is None or ch.idle:
                 return []
             self._deliver(ch, ch.seq.event(Event.from_frame(f)))
             return [ch.name]
@@ -721,7 +774,7 @@ class Client:
             touched: list[str] = []
             for e in f.get("events") or []:
                 ch = self._channels.get(e.get("channel"))
-                if ch is None or ch.suspended:
+                if ch is None or ch.idle:
                     continue
                 self._deliver(ch, ch.seq.event(Event.from_frame(e)))
                 if not touched or touched[-1] != ch.name:
@@ -758,7 +811,7 @@ class Client:
             return [ch.name for ch, _ in confirmed]
         if t == "gap":
             ch = self._channels.get(f.get("channel"))  # type: ignore[arg-type]
-            if ch is None or ch.suspended:
+            if ch is None or ch.idle:
                 return []
             self._deliver(ch, ch.seq.gap(int(f["from"]), int(f["to"])))
             return [ch.name]
@@ -810,7 +863,14 @@ class Client:
             return
         sub = ch.sub
         for d in ds:
-            if not sub._put(d):
+            item: Event | Gap | Message | MessageLost = d
+            if isinstance(d, Event):
+                a = self._messages.accept(d.channel, d.seq, d.epoch, d.kind, d.data)
+                if a == "pending":
+                    continue
+                if isinstance(a, (Message, MessageLost)):
+                    item = a
+            if not sub._put(item):
                 # The application is behind: stop taking this channel's events
                 # and fetch them again from the log once it has caught up.
                 assert isinstance(d, Event)
