@@ -25,6 +25,7 @@ from .errors import (  # noqa: E402
     UnauthorizedError,
 )
 from ._chunks import Message, MessageLost, split_message  # noqa: E402
+from ._stream import Coalescer, PublishStream, publish_message  # noqa: E402
 from .client import Client, Subscription  # noqa: E402
 from .publisher import Publisher, publish_sync  # noqa: E402
 
@@ -32,6 +33,7 @@ __all__ = [
     "AgentWireError",
     "Client",
     "ClosedError",
+    "Coalescer",
     "Event",
     "ExhaustedError",
     "Gap",
@@ -41,11 +43,13 @@ __all__ = [
     "Position",
     "ProtocolError",
     "PublishResult",
+    "PublishStream",
     "Publisher",
     "RefusedError",
     "ServerError",
     "Subscription",
     "UnauthorizedError",
+    "publish_message",
     "publish_sync",
     "split_message",
     "__version__",
