@@ -59,8 +59,8 @@ export function asEventData(payload: Payload): unknown {
   return jsonSize(v) <= MAX_EVENT_DATA_BYTES ? v : undefined;
 }
 
-/** How many bytes a character takes inside a JSON string. */
-function escapedLen(cp: number): number {
+/** How many bytes a character (a code point) takes inside a JSON string. */
+export function escapedLen(cp: number): number {
   if (cp === 0x22 || cp === 0x5c || cp === 0x0a || cp === 0x0d || cp === 0x09 || cp === 0x08 || cp === 0x0c) return 2;
   if (cp < 0x20) return 6;
   if (cp < 0x80) return 1;

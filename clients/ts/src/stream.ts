@@ -11,20 +11,11 @@
  *   chunk events, ten per batch request.
  */
 import { AgentWireError } from "./errors.js";
-import { type Payload, asEventData, MAX_MESSAGE_ID, splitMessage } from "./chunks.js";
+import { type Payload, asEventData, escapedLen, MAX_MESSAGE_ID, splitMessage } from "./chunks.js";
 import { publish, publishError } from "./publish.js";
 
 export const DEFAULT_WINDOW_MS = 50;
 export const DEFAULT_MAX_BYTES = 64 * 1024;
-
-function escapedLen(cp: number): number {
-  if (cp === 0x22 || cp === 0x5c || cp === 0x0a || cp === 0x0d || cp === 0x09 || cp === 0x08 || cp === 0x0c) return 2;
-  if (cp < 0x20) return 6;
-  if (cp < 0x80) return 1;
-  if (cp < 0x800) return 2;
-  if (cp < 0x10000) return 3;
-  return 4;
-}
 
 export type StreamEventData =
   | { stream: string; index: number; text: string }

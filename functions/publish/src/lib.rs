@@ -186,12 +186,7 @@ impl PublishFunction {
         let channel = path_channel(req);
         let body = match body_bytes(req) {
             Ok(b) => b,
-            Err(e) => {
-                return response(
-                    400,
-                    &ServerFrame::error(agentwire_protocol::ErrorCode::BadJson, e, None).to_json(),
-                );
-            }
+            Err(answer) => return *answer,
         };
         let result = self
             .publisher
@@ -216,12 +211,7 @@ impl PublishFunction {
         let channel = path_channel(req);
         let body = match body_bytes(req) {
             Ok(b) => b,
-            Err(e) => {
-                return response(
-                    400,
-                    &ServerFrame::error(agentwire_protocol::ErrorCode::BadJson, e, None).to_json(),
-                );
-            }
+            Err(answer) => return *answer,
         };
         let result = self
             .publisher
@@ -318,18 +308,28 @@ pub fn internal_message(request_id: &str) -> String {
     format!("the gateway could not take the event; retry it (request id {request_id})")
 }
 
-/// The request body, base64-decoded when API Gateway encoded it.
-fn body_bytes(req: &ApiGatewayV2httpRequest) -> Result<Vec<u8>, String> {
+/// The request body, base64-decoded when API Gateway encoded it; a body
+/// that does not decode is answered 400 `bad_json`.
+fn body_bytes(req: &ApiGatewayV2httpRequest) -> Result<Vec<u8>, Box<ApiGatewayV2httpResponse>> {
     let Some(body) = &req.body else {
         return Ok(Vec::new());
     };
-    if req.is_base64_encoded {
-        base64::engine::general_purpose::STANDARD
-            .decode(body)
-            .map_err(|e| format!("the body is not valid base64: {e}"))
-    } else {
-        Ok(body.as_bytes().to_vec())
+    if !req.is_base64_encoded {
+        return Ok(body.as_bytes().to_vec());
     }
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .map_err(|e| {
+            Box::new(response(
+                400,
+                &ServerFrame::error(
+                    agentwire_protocol::ErrorCode::BadJson,
+                    format!("the body is not valid base64: {e}"),
+                    None,
+                )
+                .to_json(),
+            ))
+        })
 }
 
 fn response(status: u16, json: &str) -> ApiGatewayV2httpResponse {
