@@ -33,7 +33,8 @@ pub async fn resolve_queue_url(client: &Client, name_or_url: &str) -> Result<Str
 }
 
 /// Publishes envelopes to the FIFO events queue: group = tenant#channel
-/// (order per channel), deduplication id = the event id scoped to its
+/// (order per channel; its digest when over SQS's 128 characters,
+/// [`ChannelKey::group_id`](agentwire_core::model::ChannelKey::group_id)), deduplication id = the event id scoped to its
 /// tenant and channel ([`ChannelKey::scoped_id`](agentwire_core::model::ChannelKey::scoped_id)):
 /// the same idempotency key in another channel or tenant is another event.
 /// (The template also sets `DeduplicationScope: messageGroup`.)
@@ -61,7 +62,7 @@ impl EventQueue for SqsEventQueue {
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(body)
-            .message_group_id(envelope.key().to_string())
+            .message_group_id(envelope.key().group_id())
             .message_deduplication_id(envelope.key().scoped_id(&envelope.id))
             .send()
             .await
@@ -81,7 +82,7 @@ impl EventQueue for SqsEventQueue {
                     .map_err(|e| StoreError::failed("encode envelope", e))?;
                 let entry = SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
-                    .message_group_id(envelope.key().to_string())
+                    .message_group_id(envelope.key().group_id())
                     .message_deduplication_id(envelope.key().scoped_id(&envelope.id))
                     .message_body(body)
                     .build()

@@ -32,7 +32,25 @@ impl ChannelKey {
         let digest = sha2::Sha256::digest(format!("{}#{}#{id}", self.tenant, self.channel));
         digest.iter().map(|b| format!("{b:02x}")).collect()
     }
+
+    /// The events queue's `MessageGroupId` (order is per group): `tenant#channel`,
+    /// or, when that is over SQS's 128 characters (a 64-character tenant
+    /// and a 128-character channel make 193), `sha256:` and the hex digest
+    /// of it (71 characters).
+    pub fn group_id(&self) -> String {
+        let key = self.to_string();
+        if key.len() <= SQS_MAX_GROUP_ID {
+            return key;
+        }
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("sha256:{hex}")
+    }
 }
+
+/// SQS's longest `MessageGroupId`.
+const SQS_MAX_GROUP_ID: usize = 128;
 
 impl std::fmt::Display for ChannelKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -417,6 +435,19 @@ mod tests {
         };
         let frame = agentwire_protocol::ServerFrame::Event(e.frame()).to_json();
         assert!(frame.len() <= MAX_MESSAGE_BYTES, "{}", frame.len());
+    }
+
+    #[test]
+    fn a_group_id_is_the_key_or_its_digest_within_sqs_limit() {
+        assert_eq!(ChannelKey::new("acme", "agent-1").group_id(), "acme#agent-1");
+        let long = ChannelKey::new(&"t".repeat(64), &"c".repeat(128));
+        let g = long.group_id();
+        assert!(g.len() <= 128 && g.starts_with("sha256:"), "{g}");
+        assert_eq!(g, long.group_id(), "stable");
+        assert_ne!(
+            g,
+            ChannelKey::new(&"t".repeat(64), &format!("{}d", "c".repeat(127))).group_id()
+        );
     }
 
     #[test]
