@@ -439,14 +439,17 @@ mod tests {
 
     #[test]
     fn a_group_id_is_the_key_or_its_digest_within_sqs_limit() {
-        assert_eq!(ChannelKey::new("acme", "agent-1").group_id(), "acme#agent-1");
-        let long = ChannelKey::new(&"t".repeat(64), &"c".repeat(128));
+        assert_eq!(
+            ChannelKey::new("acme", "agent-1").group_id(),
+            "acme#agent-1"
+        );
+        let long = ChannelKey::new("t".repeat(64), "c".repeat(128));
         let g = long.group_id();
         assert!(g.len() <= 128 && g.starts_with("sha256:"), "{g}");
         assert_eq!(g, long.group_id(), "stable");
         assert_ne!(
             g,
-            ChannelKey::new(&"t".repeat(64), &format!("{}d", "c".repeat(127))).group_id()
+            ChannelKey::new("t".repeat(64), format!("{}d", "c".repeat(127))).group_id()
         );
     }
 
