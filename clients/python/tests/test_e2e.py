@@ -14,7 +14,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 
 import pytest
 
@@ -22,6 +22,7 @@ from agentwire import (
     Client,
     Event,
     Gap,
+    HistoryPage,
     Position,
     Publisher,
     ServerError,
@@ -357,3 +358,91 @@ async def test_the_relay_example_resumes_from_its_durable_cursor(gateway: Gatewa
 
     await run_relay([1, 2])
     await run_relay([3])  # not 1 and 2 again: the cursor moved on close
+
+
+T = TypeVar("T")
+
+
+async def eventually(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], what: str, timeout: float = WAIT) -> T:
+    """`probe()` until `done` says so (a publish reaches the log through the queue)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = await probe()
+        if done(v):
+            return v
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} within {timeout}s; last: {v!r}")
+        await asyncio.sleep(0.1)
+
+
+async def test_history_presence_and_the_channel_are_read_over_http(
+    gateway: Gateway, tenant: str, client_factory: Any
+) -> None:
+    channel = "agent-reads"
+    async with Publisher(gateway.http_url, token=token(tenant, "reader")) as p:
+        # A channel with no event yet: an empty page, not an error.
+        assert await p.history(channel) == HistoryPage(channel, "", 0, None, [], None, None)
+
+        async with client_factory(gateway.ws_url, token(tenant, "watcher")) as client:
+            sub = await client.join(channel, since="head")
+            await sub.wait_joined(WAIT)
+            for n in (1, 2, 3):
+                await p.publish(channel, kind="status", data={"n": n}, idempotency_key=f"reads-{n}")
+            page = await eventually(lambda: p.history(channel, after=0), lambda pg: pg.head >= 3, "head 3")
+            assert (page.head, page.oldest, page.gap, page.next_after) == (3, 1, None, None)
+            assert page.epoch
+            assert [e.seq for e in page.events] == [1, 2, 3]
+            assert [e.data for e in page.events] == [{"n": 1}, {"n": 2}, {"n": 3}], "in publish order"
+            assert [e.id for e in page.events] == ["reads-1", "reads-2", "reads-3"]
+            assert all(e.kind == "status" and e.channel == channel and e.epoch == page.epoch and e.ts for e in page.events)
+
+            first = await p.history(channel, after=0, limit=2)
+            assert [e.seq for e in first.events] == [1, 2] and first.next_after == 2
+            second = await p.history(channel, after=2, limit=2)
+            assert [e.seq for e in second.events] == [3] and second.next_after is None
+            pages = [pg async for pg in p.history_pages(channel, limit=2)]
+            assert [[e.seq for e in pg.events] for pg in pages] == [[1, 2], [3]]
+
+            who = await eventually(lambda: p.presence(channel), lambda pr: "watcher" in pr.principals, "watcher present")
+            assert who.channel == channel and who.count >= 1
+
+            info = await p.channel(channel)
+            assert (info.channel, info.head, info.epoch, info.oldest) == (channel, 3, page.epoch, 1)
+            assert info.retention_s > 0
+            assert info.webhook is None or isinstance(info.webhook.mode, str)
+
+        # Refusals, typed: a channel outside the grant, a refused token.
+        with pytest.raises(ServerError) as e:
+            await p.history("secret-plans")
+        assert (e.value.code, e.value.status) == ("forbidden", 403)
+    bad = token(tenant, "intruder", secret="not-the-gateways-secret-" + "y" * 16)
+    async with Publisher(gateway.http_url, token=bad) as p:
+        with pytest.raises(UnauthorizedError) as ue:
+            await p.presence(channel)
+        assert ue.value.status == 401
+
+
+async def test_a_batch_lands_in_order_once_and_history_shows_it(gateway: Gateway, tenant: str) -> None:
+    channel = "agent-batch"
+    events: list[dict[str, Any]] = [
+        {"kind": "a", "data": {"n": 1}, "id": "b-1"},
+        {"kind": "b", "data": {"n": 2}, "id": "b-2"},
+        {"kind": "c", "data": {"n": 3}},
+    ]
+    async with Publisher(gateway.http_url, token=token(tenant, "bot")) as p:
+        r = await p.publish_batch(channel, events)
+        assert r.channel == channel and len(r.ids) == 3 and r.ids[:2] == ["b-1", "b-2"] and r.ids[2]
+        # The same events again (a retry): each committed once. A marker after it.
+        await p.publish_batch(channel, events[:2])
+        await p.publish(channel, kind="marker", data={})
+        page = await eventually(
+            lambda: p.history(channel), lambda pg: any(e.kind == "marker" for e in pg.events), "the marker"
+        )
+        assert [e.kind for e in page.events] == ["a", "b", "c", "marker"]
+        assert [e.seq for e in page.events] == [1, 2, 3, 4]
+        assert [e.id for e in page.events[:3]] == r.ids
+        assert [e.data for e in page.events[:3]] == [{"n": 1}, {"n": 2}, {"n": 3}]
+        # All or nothing: one invalid event refuses the batch, typed.
+        with pytest.raises(ServerError) as e:
+            await p.publish_batch(channel, [{"kind": "ok"}, {"kind": "not a kind!"}])
+        assert (e.value.code, e.value.status) == ("invalid_event", 400)

@@ -10,8 +10,19 @@ export type {
   WebSocketConstructor,
   WebSocketLike,
 } from "./client.js";
-export { publish } from "./publish.js";
-export type { PublishOptions, PublishResult } from "./publish.js";
+export { publish, publishBatch, MAX_BATCH_EVENTS } from "./publish.js";
+export type { BatchEvent, PublishBatchOptions, PublishBatchResult, PublishOptions, PublishResult } from "./publish.js";
+export { history, historyPages, presence, channelInfo, MAX_HISTORY_LIMIT, DEFAULT_HISTORY_LIMIT } from "./reads.js";
+export type {
+  ChannelInfo,
+  ChannelPresence,
+  HistoryGap,
+  HistoryOptions,
+  HistoryPage,
+  ReadFetch,
+  ReadOptions,
+  WebhookInfo,
+} from "./reads.js";
 export { AgentWireError, UnauthorizedError, ProtocolError, ServerError } from "./errors.js";
 export { Backoff } from "./backoff.js";
 export type { BackoffOptions } from "./backoff.js";

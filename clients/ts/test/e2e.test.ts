@@ -13,13 +13,30 @@ import {
   AgentWireError,
   ProtocolError,
   UnauthorizedError,
+  channelInfo,
+  history,
+  historyPages,
+  presence,
   publish,
+  publishBatch,
+  type HistoryPage,
   type StateChange,
   type StreamItem,
 } from "../src/index.js";
 import { BIN, Changes, Gateway, debug, endpointSkip, freePort, publishToQueue, token } from "./stack.js";
 
 const skip = await endpointSkip();
+
+/** `probe()` until `done` says so (publishes reach the log through the queue). */
+async function eventually<T>(probe: () => Promise<T>, done: (v: T) => boolean, ms: number, what: string): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (done(v)) return v;
+    if (Date.now() > deadline) throw new Error(`waited ${ms} ms for ${what}; last: ${JSON.stringify(v)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 
 describe("e2e on the local stack", { skip }, () => {
   let gw: Gateway;
@@ -230,5 +247,133 @@ describe("e2e on the local stack", { skip }, () => {
     const a = await publish({ url: gw.http, token: agent, channel: "agent-idem", kind: "status", data: 1, idempotencyKey: key });
     const b = await publish({ url: gw.http, token: agent, channel: "agent-idem", kind: "status", data: 1, idempotencyKey: key });
     assert.equal(a.id, b.id);
+  });
+
+  test("history, its pages, presence and the channel's state are read over HTTP", { timeout: 60_000 }, async () => {
+    const channel = `agent-reads-${randomBytes(3).toString("hex")}`;
+    const reader = await token("reader", { channels: "agent-*" });
+    const agent = await token("agent", { publish: "agent-*" });
+
+    // A channel with no event yet: an empty page, not an error.
+    const empty = await history({ url: gw.http, token: reader, channel });
+    assert.deepEqual(
+      { ...empty, events: empty.events.length },
+      { channel, epoch: "", head: 0, oldest: null, events: 0, gap: null, nextAfter: null },
+    );
+
+    // A subscriber on the channel, for presence.
+    const client = new AgentWire(gw.ws, { WebSocket, token: await token("watcher", { channels: "agent-*" }) });
+    const changes = new Changes();
+    let joined = false;
+    const ch = client.channel(channel, { since: "head" });
+    ch.on("joined", () => {
+      joined = true;
+      changes.poke();
+    });
+    client.connect();
+    try {
+      await changes.until(() => joined, 15_000, () => `${channel} joined`);
+
+      for (let n = 1; n <= 3; n++) {
+        await publish({ url: gw.http, token: agent, channel, kind: "status", data: { n }, idempotencyKey: `reads-${n}` });
+      }
+      const all = await eventually(
+        () => history({ url: gw.http, token: reader, channel, after: 0 }),
+        (p) => p.head >= 3,
+        20_000,
+        `head 3 on ${channel}`,
+      );
+      assert.equal(all.head, 3);
+      assert.equal(all.oldest, 1);
+      assert.equal(all.gap, null);
+      assert.equal(all.nextAfter, null);
+      assert.ok(all.epoch, "an epoch once the channel has events");
+      assert.deepEqual(all.events.map((e) => e.seq), [1, 2, 3]);
+      assert.deepEqual(all.events.map((e) => e.data), [{ n: 1 }, { n: 2 }, { n: 3 }], "in publish order");
+      assert.deepEqual(all.events.map((e) => e.id), ["reads-1", "reads-2", "reads-3"]);
+      assert.ok(all.events.every((e) => e.kind === "status" && e.channel === channel && e.epoch === all.epoch && e.ts));
+
+      const first = await history({ url: gw.http, token: reader, channel, after: 0, limit: 2 });
+      assert.deepEqual(first.events.map((e) => e.seq), [1, 2]);
+      assert.equal(first.nextAfter, 2);
+      const second = await history({ url: gw.http, token: reader, channel, after: first.nextAfter!, limit: 2 });
+      assert.deepEqual(second.events.map((e) => e.seq), [3]);
+      assert.equal(second.nextAfter, null);
+      const pages: HistoryPage[] = [];
+      for await (const p of historyPages({ url: gw.http, token: reader, channel, limit: 2 })) pages.push(p);
+      assert.deepEqual(pages.map((p) => p.events.map((e) => e.seq)), [[1, 2], [3]]);
+
+      const who = await eventually(
+        () => presence({ url: gw.http, token: reader, channel }),
+        (p) => p.principals.includes("watcher"),
+        15_000,
+        `watcher present on ${channel}`,
+      );
+      assert.equal(who.channel, channel);
+      assert.ok(who.count >= 1, `count ${who.count}`);
+
+      const info = await channelInfo({ url: gw.http, token: reader, channel });
+      assert.equal(info.channel, channel);
+      assert.equal(info.head, 3);
+      assert.equal(info.epoch, all.epoch);
+      assert.equal(info.oldest, 1);
+      assert.ok(info.retentionS > 0, `retention ${info.retentionS}`);
+      assert.ok(info.webhook === null || typeof info.webhook.mode === "string");
+    } finally {
+      await client.close();
+    }
+
+    // Refusals, typed: a publish grant does not read; a channel outside the grant.
+    await assert.rejects(
+      history({ url: gw.http, token: agent, channel }),
+      (e: unknown) => e instanceof ProtocolError && e.code === "forbidden" && e.status === 403,
+    );
+    await assert.rejects(
+      presence({ url: gw.http, token: reader, channel: "secret-1" }),
+      (e: unknown) => e instanceof ProtocolError && e.code === "forbidden" && e.status === 403,
+    );
+    await assert.rejects(
+      channelInfo({ url: gw.http, token: "not-a-token", channel }),
+      (e: unknown) => e instanceof UnauthorizedError && e.status === 401,
+    );
+  });
+
+  test("a batch publish lands in order, once, and history shows it", { timeout: 60_000 }, async () => {
+    const channel = `agent-batch-${randomBytes(3).toString("hex")}`;
+    const reader = await token("reader", { channels: "agent-*" });
+    const agent = await token("agent", { publish: "agent-*" });
+    const events = [
+      { kind: "a", data: { n: 1 }, id: "b-1" },
+      { kind: "b", data: { n: 2 }, id: "b-2" },
+      { kind: "c", data: { n: 3 } },
+    ];
+    const r = await publishBatch({ url: gw.http, token: agent, channel, events });
+    assert.equal(r.channel, channel);
+    assert.equal(r.ids.length, 3);
+    assert.deepEqual(r.ids.slice(0, 2), ["b-1", "b-2"]);
+    assert.ok(r.ids[2], "a generated id for the third");
+    // The same events again (a retry): each committed once. A marker after it.
+    await publishBatch({ url: gw.http, token: agent, channel, events: events.slice(0, 2) });
+    await publish({ url: gw.http, token: agent, channel, kind: "marker", data: {} });
+    const page = await eventually(
+      () => history({ url: gw.http, token: reader, channel }),
+      (p) => p.events.some((e) => e.kind === "marker"),
+      20_000,
+      `the marker on ${channel}`,
+    );
+    assert.deepEqual(page.events.map((e) => e.kind), ["a", "b", "c", "marker"]);
+    assert.deepEqual(page.events.map((e) => e.seq), [1, 2, 3, 4]);
+    assert.deepEqual(page.events.slice(0, 3).map((e) => e.id), r.ids);
+    assert.deepEqual(page.events.slice(0, 3).map((e) => e.data), [{ n: 1 }, { n: 2 }, { n: 3 }]);
+
+    // All or nothing: one invalid event refuses the batch, typed.
+    await assert.rejects(
+      publishBatch({ url: gw.http, token: agent, channel, events: [{ kind: "ok" }, { kind: "not a kind!" }] }),
+      (e: unknown) => e instanceof ProtocolError && e.status === 400 && e.code === "invalid_event",
+    );
+    await assert.rejects(
+      publishBatch({ url: gw.http, token: reader, channel, events: [{ kind: "a" }] }),
+      (e: unknown) => e instanceof ProtocolError && e.code === "forbidden" && e.status === 403,
+    );
   });
 });

@@ -9,12 +9,29 @@ async with Client("wss://…", token="…") as client:
         ...
 
 publish_sync("https://…", token="…", channel="agent-1", kind="status", data={"text": "hi"})
+
+async with Publisher("https://…", token="…") as p:   # reads need a `channels` grant
+    page = await p.history("agent-1", after=0, limit=100)   # HistoryPage: events, gap, next_after
+    who = await p.presence("agent-1")
+    r = await p.publish_batch("agent-1", [{"kind": "a", "data": 1}, {"kind": "b", "data": 2}])
 ```
 """
 
 __version__ = "0.1.0"
 
-from ._types import Event, Gap, Joined, Position, PublishResult  # noqa: E402
+from ._types import (  # noqa: E402
+    BatchEvent,
+    BatchResult,
+    ChannelInfo,
+    Event,
+    Gap,
+    HistoryPage,
+    Joined,
+    Position,
+    Presence,
+    PublishResult,
+    WebhookInfo,
+)
 from .errors import (  # noqa: E402
     AgentWireError,
     ClosedError,
@@ -31,16 +48,21 @@ from .publisher import Publisher, publish_sync  # noqa: E402
 
 __all__ = [
     "AgentWireError",
+    "BatchEvent",
+    "BatchResult",
+    "ChannelInfo",
     "Client",
     "ClosedError",
     "Coalescer",
     "Event",
     "ExhaustedError",
     "Gap",
+    "HistoryPage",
     "Joined",
     "Message",
     "MessageLost",
     "Position",
+    "Presence",
     "ProtocolError",
     "PublishResult",
     "PublishStream",
@@ -49,6 +71,7 @@ __all__ = [
     "ServerError",
     "Subscription",
     "UnauthorizedError",
+    "WebhookInfo",
     "publish_message",
     "publish_sync",
     "split_message",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict
 
 
 class Position(NamedTuple):
@@ -71,5 +71,83 @@ class PublishResult:
 
     id: str
     channel: str
+    status: int = 202
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """One page of a channel's history (`Publisher.history`): the retained
+    events after `after`, ascending, each an `Event` like a live one."""
+
+    channel: str
+    #: The channel's log epoch ("" for a channel with no event yet).
+    epoch: str
+    #: The channel's last seq (0: no event yet).
+    head: int
+    #: The oldest retained seq; None when none is.
+    oldest: int | None
+    events: list[Event]
+    #: What after `after` is gone (expired), if anything.
+    gap: Gap | None
+    #: The `after` of the next page; None when this page reaches the head.
+    next_after: int | None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """Who is on a channel: how many connections joined it and a sample (at
+    most 32) of their principals (the tokens' `sub`)."""
+
+    channel: str
+    count: int
+    principals: list[str]
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookInfo:
+    """The webhook that applies to a channel (never its URL or secret):
+    `mode` `fallback`, `always` or `off`; `scope` `channel` (its own) or
+    `tenant` (the tenant's default)."""
+
+    mode: str
+    scope: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelInfo:
+    """A channel's state (`Publisher.channel`)."""
+
+    channel: str
+    epoch: str
+    head: int
+    oldest: int | None
+    #: How long its events are kept, in seconds.
+    retention_s: int
+    webhook: WebhookInfo | None
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+class _BatchEventKind(TypedDict):
+    kind: str
+
+
+class BatchEvent(_BatchEventKind, total=False):
+    """One event of `Publisher.publish_batch`: `kind` (required), `data`, and
+    `id`, its idempotency key (unique per channel; one is generated when
+    absent)."""
+
+    data: Any
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """The gateway took the batch: the events' ids, in the request's order."""
+
+    channel: str
+    ids: list[str]
     status: int = 202
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)

@@ -1,5 +1,9 @@
 """Publishing over the gateway's HTTP route `POST /v1/channels/{channel}/events`,
-for agents that hold a token (with a `publish` grant) and no AWS credentials.
+for agents that hold a token (with a `publish` grant) and no AWS credentials;
+a batch of up to ten events (`POST .../events:batch`); and reading a channel
+with a token that holds a `channels` grant for it: its history in pages
+(`GET .../events?after=&limit=`), its presence (`GET .../presence`) and its
+state (`GET /v1/channels/{channel}`).
 
 Every publish carries an `Idempotency-Key` (one is generated when none is
 given), so a retry can never publish twice: only what is safe is retried
@@ -14,6 +18,7 @@ import json
 import random
 import time
 import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -21,10 +26,26 @@ import httpx
 
 from . import __version__
 from ._backoff import Backoff
-from ._types import PublishResult
+from ._types import (
+    BatchEvent,
+    BatchResult,
+    ChannelInfo,
+    Event,
+    Gap,
+    HistoryPage,
+    Presence,
+    PublishResult,
+    WebhookInfo,
+)
 from .errors import AgentWireError, ProtocolError, ServerError, UnauthorizedError
 
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+#: The most events one batch request carries.
+MAX_BATCH_EVENTS = 10
+#: The most events one history page holds.
+MAX_HISTORY_LIMIT = 1000
+#: The page size when none is given (the gateway's default too).
+DEFAULT_HISTORY_LIMIT = 100
 _USER_AGENT = f"agentwire-python/{__version__}"
 # The waits between attempts (replaced in tests).
 _sleep = asyncio.sleep
@@ -36,6 +57,128 @@ def _events_url(base: str, channel: str) -> str:
     if "{channel}" in base:
         return base.replace("{channel}", quote(channel, safe=""))
     return f"{base}/v1/channels/{quote(channel, safe='')}/events"
+
+
+def _api_base(url: str) -> str:
+    """The API's base URL: `url`, or, for a publish route template
+    (`https://.../v1/channels/{channel}/events`), what comes before it."""
+    base = url.rstrip("/")
+    if "{channel}" in base:
+        cut = base.find("/v1/channels/{channel}")
+        if cut < 0:
+            raise ValueError(f"reading a channel needs the API's base URL, not {url!r}")
+        base = base[:cut]
+    return base
+
+
+def _channel_url(base: str, channel: str) -> str:
+    if not channel:
+        raise ValueError("a channel name is needed")
+    return f"{_api_base(base)}/v1/channels/{quote(channel, safe='')}"
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_page(after: int, limit: int) -> None:
+    """What the gateway would refuse with 400 `invalid_request`, refused here."""
+    if not _is_int(after) or after < 0:
+        raise ValueError(f"after must be an integer of 0 or more, not {after!r}")
+    if not _is_int(limit) or not 1 <= limit <= MAX_HISTORY_LIMIT:
+        raise ValueError(f"limit must be an integer from 1 to {MAX_HISTORY_LIMIT}, not {limit!r}")
+
+
+def _batch_body(events: Sequence[BatchEvent | Mapping[str, Any]], *, ids: bool) -> bytes:
+    """The batch request's body; with `ids`, every event carries one (a
+    generated one when it has none), so that a retry commits each once."""
+    if isinstance(events, (str, bytes)) or not isinstance(events, Sequence):
+        raise ValueError("events must be a sequence of {kind, data, id} mappings")
+    if not 1 <= len(events) <= MAX_BATCH_EVENTS:
+        raise ValueError(f"a batch holds 1 to {MAX_BATCH_EVENTS} events, not {len(events)}")
+    out: list[dict[str, Any]] = []
+    for i, e in enumerate(events):
+        if not isinstance(e, Mapping):
+            raise ValueError(f"event {i}: a mapping with `kind`, `data` and `id` is needed, not {e!r}")
+        kind = e.get("kind")
+        if not isinstance(kind, str) or not kind:
+            raise ValueError(f"event {i}: `kind` is needed")
+        unknown = set(e) - {"kind", "data", "id"}
+        if unknown:
+            raise ValueError(f"event {i}: unknown fields {sorted(unknown)}")
+        item: dict[str, Any] = {"kind": kind, "data": e.get("data")}
+        eid = e.get("id")
+        if eid is not None:
+            if not isinstance(eid, str):
+                raise ValueError(f"event {i}: `id` must be a string")
+            item["id"] = eid
+        elif ids:
+            item["id"] = str(uuid.uuid4())
+        out.append(item)
+    return json.dumps({"events": out}, separators=(",", ":")).encode()
+
+
+def _json_object(resp: httpx.Response, what: str) -> dict[str, Any]:
+    try:
+        body = resp.json()
+    except ValueError as e:
+        raise ProtocolError(f"unreadable {what} (HTTP {resp.status_code}): {e}", code="decode") from e
+    if not isinstance(body, dict):
+        raise ProtocolError(f"unexpected {what}: {body!r:.200}", code="decode")
+    return body
+
+
+def _int(v: Any, what: str) -> int:
+    if not _is_int(v):
+        raise ProtocolError(f"`{what}` is not an integer: {v!r:.100}", code="decode")
+    return int(v)
+
+
+def _opt_int(v: Any, what: str) -> int | None:
+    return None if v is None else _int(v, what)
+
+
+def _str(v: Any, default: str) -> str:
+    return v if isinstance(v, str) else default
+
+
+def _page(body: dict[str, Any], channel: str) -> HistoryPage:
+    name = _str(body.get("channel"), channel)
+    epoch = _str(body.get("epoch"), "")
+    raw_events = body.get("events")
+    if not isinstance(raw_events, list):
+        raise ProtocolError(f"a history page without `events`: {body!r:.200}", code="decode")
+    events: list[Event] = []
+    for e in raw_events:
+        if not isinstance(e, dict):
+            raise ProtocolError(f"unexpected history event: {e!r:.200}", code="decode")
+        events.append(
+            Event(
+                channel=name,
+                epoch=epoch,
+                seq=_int(e.get("seq"), "seq"),
+                id=_str(e.get("id"), ""),
+                kind=_str(e.get("kind"), ""),
+                data=e.get("data"),
+                ts=_str(e.get("ts"), ""),
+            )
+        )
+    gap: Gap | None = None
+    g = body.get("gap")
+    if g is not None:
+        if not isinstance(g, dict):
+            raise ProtocolError(f"unexpected gap: {g!r:.200}", code="decode")
+        gap = Gap(name, _int(g.get("from"), "gap.from"), _int(g.get("to"), "gap.to"))
+    return HistoryPage(
+        channel=name,
+        epoch=epoch,
+        head=_int(body.get("head"), "head"),
+        oldest=_opt_int(body.get("oldest"), "oldest"),
+        events=events,
+        gap=gap,
+        next_after=_opt_int(body.get("next_after"), "next_after"),
+        raw=body,
+    )
 
 
 def _request(token: str, kind: str, data: Any, key: str) -> tuple[dict[str, str], bytes]:
@@ -208,6 +351,159 @@ class Publisher:
                 raise outcome
             await _sleep(delay)
 
+
+    async def publish_batch(
+        self, channel: str, events: Sequence[BatchEvent | Mapping[str, Any]]
+    ) -> BatchResult:
+        """Publishes 1 to 10 events in one request (`POST
+        .../events:batch`), all or nothing: one invalid event (`ServerError`
+        `invalid_event`, its index in the message) or the batch over a rate
+        (`rate_limited`) and none is taken. Each event is a mapping
+        `{"kind": ..., "data": ..., "id": ...}` (`data` and `id` optional;
+        `id` is its idempotency key). Returns the ids in the request's order
+        once the gateway took them (HTTP 202).
+
+        Retried like `publish`: with `max_retries`, every event without an
+        `id` is given one first, so a retry commits each event once. A batch
+        that is empty, of more than ten events, or with an event without a
+        `kind` raises `ValueError` before anything is sent."""
+        body = _batch_body(events, ids=self._max_retries > 0)
+        headers = {
+            "authorization": f"Bearer {self._token}",
+            "content-type": "application/json",
+            "user-agent": _USER_AGENT,
+        }
+        resp = await self._send("POST", _channel_url(self.url, channel) + "/events:batch", headers, content=body)
+        answer = _json_object(resp, "answer to a batch publish")
+        ids = answer.get("ids")
+        if not isinstance(ids, list):
+            raise ProtocolError(f"a batch answer without `ids`: {answer!r:.200}", code="decode")
+        return BatchResult(
+            channel=_str(answer.get("channel"), channel),
+            ids=[str(i) for i in ids],
+            status=resp.status_code,
+            raw=answer,
+        )
+
+    async def history(
+        self, channel: str, *, after: int = 0, limit: int = DEFAULT_HISTORY_LIMIT
+    ) -> HistoryPage:
+        """One page of the channel's history (needs a `channels` grant): the
+        retained events with a seq greater than `after`, ascending, at most
+        `limit` (1 to 1000), each an `Event`; `gap` when the range after
+        `after` starts before the oldest retained event; `next_after`, the
+        `after` of the next page (None when this page reaches the head). A
+        channel with no event yet is an empty page (head 0), not an error.
+
+        `after` < 0 or `limit` outside 1..=1000 raises `ValueError` before
+        sending. Refusals raise as `publish` does (`UnauthorizedError`,
+        `ServerError` with `forbidden`, `invalid_channel`,
+        `invalid_request`, `rate_limited`...); 429, 408, 5xx and connection
+        failures are retried up to `max_retries` times."""
+        _check_page(after, limit)
+        resp = await self._send(
+            "GET",
+            _channel_url(self.url, channel) + "/events",
+            self._read_headers(),
+            params={"after": str(after), "limit": str(limit)},
+        )
+        return _page(_json_object(resp, "history page"), channel)
+
+    async def history_pages(
+        self, channel: str, *, after: int = 0, limit: int = DEFAULT_HISTORY_LIMIT
+    ) -> AsyncIterator[HistoryPage]:
+        """The channel's history page by page from `after`, following
+        `next_after` until a page reaches the head (the last page has
+        `next_after` None).
+
+        ```python
+        async for page in p.history_pages("agent-1", limit=500):
+            if page.gap:
+                print("expired:", page.gap.from_seq, page.gap.to_seq)
+            for event in page.events:
+                ...
+        ```
+        """
+        _check_page(after, limit)
+        while True:
+            page = await self.history(channel, after=after, limit=limit)
+            yield page
+            if page.next_after is None:
+                return
+            if page.next_after <= after:
+                raise ProtocolError(
+                    f"history page after {after} gave next_after {page.next_after}: not going forward",
+                    code="decode",
+                )
+            after = page.next_after
+
+    async def presence(self, channel: str) -> Presence:
+        """Who is on the channel (needs a `channels` grant): the number of
+        connections that joined it and a sample of their principals."""
+        resp = await self._send("GET", _channel_url(self.url, channel) + "/presence", self._read_headers())
+        body = _json_object(resp, "presence")
+        principals = body.get("principals")
+        return Presence(
+            channel=_str(body.get("channel"), channel),
+            count=_int(body.get("count"), "count"),
+            principals=[str(p) for p in principals] if isinstance(principals, list) else [],
+            raw=body,
+        )
+
+    async def channel(self, channel: str) -> ChannelInfo:
+        """The channel's state (needs a `channels` grant): its epoch, head,
+        oldest retained seq, retention in seconds and the webhook mode that
+        applies (None when none does; never its URL or secret)."""
+        resp = await self._send("GET", _channel_url(self.url, channel), self._read_headers())
+        body = _json_object(resp, "channel state")
+        w = body.get("webhook")
+        webhook = (
+            WebhookInfo(mode=str(w.get("mode", "")), scope=str(w.get("scope", ""))) if isinstance(w, dict) else None
+        )
+        return ChannelInfo(
+            channel=_str(body.get("channel"), channel),
+            epoch=_str(body.get("epoch"), ""),
+            head=_int(body.get("head"), "head"),
+            oldest=_opt_int(body.get("oldest"), "oldest"),
+            retention_s=_int(body.get("retention_s"), "retention_s"),
+            webhook=webhook,
+            raw=body,
+        )
+
+    def _read_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self._token}", "accept": "application/json", "user-agent": _USER_AGENT}
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        *,
+        content: bytes | None = None,
+        params: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """One request, retried as `publish` is; the 2xx answer, else the
+        typed error (only a request safe to repeat comes here)."""
+        retry = _Retry(self._max_retries, self._min_retry_delay, self._max_retry_delay)
+        while True:
+            resp: httpx.Response | None = None
+            try:
+                resp = await self._http.request(method, url, headers=headers, content=content, params=params)
+                unreachable = None
+            except httpx.TransportError as e:
+                unreachable = e
+            if resp is not None and 200 <= resp.status_code < 300:
+                return resp
+            if resp is None:
+                failure: AgentWireError = ServerError(f"cannot reach the gateway: {unreachable!r}", code="unavailable")
+            else:
+                failure = _error(resp)
+                if resp.status_code not in _RETRY_STATUS:
+                    raise failure
+            delay = retry.next_delay(failure)
+            if delay is None:
+                raise failure
+            await _sleep(delay)
 
 def _settle(
     resp: httpx.Response | None,
