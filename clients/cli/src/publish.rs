@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use agentwire_aws::SqsEventQueue;
 use agentwire_core::clock::SystemClock;
-use agentwire_core::stream::{Coalescer, DEFAULT_MAX_BYTES};
+use agentwire_core::stream::{DEFAULT_MAX_BYTES, StreamError, StreamSink, StreamWriter};
 use agentwire_core::usecases::{Publication, Publisher};
 use agentwire_protocol::chunks::{self, Payload};
 use aws_config::BehaviorVersion;
@@ -296,115 +296,77 @@ async fn file(args: &Args, path: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `--stream`: stdin, coalesced, until it ends. A sending task takes the
-/// events as they are due and sends what has piled up as one batch, so a
-/// queue slower than the writer costs lag, not throughput.
+/// `--stream`: stdin, coalesced, until it ends (`core::stream::StreamWriter`:
+/// what piles up while a batch is being sent goes as the next batch, so a
+/// queue slower than the writer costs lag, not throughput).
 async fn stream(args: &Args) -> Result<(), CliError> {
     let id = args
         .id
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let sink = Sink::open(args).await?;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
-    let sender = tokio::spawn(send_stream(
-        sink,
-        args.channel.clone(),
-        args.kind.clone(),
+    let writer = StreamWriter::open(
+        StreamTo {
+            sink,
+            channel: args.channel.clone(),
+            kind: args.kind.clone(),
+        },
         id.clone(),
-        rx,
-    ));
-    let read = read_stream(args, &id, tx).await;
-    // The reader is done (or failed): the sender drains what is queued.
-    let events = sender
-        .await
-        .map_err(|e| CliError::Usage(format!("the sending task failed: {e}")))??;
-    let bytes = read?;
-    eprintln!("agentwire: streamed {bytes} bytes as {events} events (stream {id})");
+        Duration::from_millis(args.window_ms),
+        args.max_bytes,
+    );
+    let read = read_stdin(&writer).await;
+    let report = writer.finish().await.map_err(|e| match e {
+        StreamError::Send { source, .. } => source,
+        StreamError::Task(why) => CliError::Usage(format!("the stream stopped: {why}")),
+    })?;
+    read?;
+    eprintln!(
+        "agentwire: streamed {} bytes as {} events (stream {id})",
+        report.bytes, report.events
+    );
     println!("{id}");
     Ok(())
 }
 
-/// Reads stdin into the coalescer until it ends; the bytes read.
-async fn read_stream(
-    args: &Args,
-    id: &str,
-    tx: tokio::sync::mpsc::UnboundedSender<Value>,
-) -> Result<usize, CliError> {
-    let mut coalescer = Coalescer::new(id, Duration::from_millis(args.window_ms), args.max_bytes);
+/// Stdin into the stream until it ends (or the stream stops).
+async fn read_stdin(writer: &StreamWriter<CliError>) -> Result<(), CliError> {
     let mut stdin = tokio::io::stdin();
     let mut buf = vec![0u8; 64 * 1024];
     let mut carry: Vec<u8> = Vec::new();
-    let mut bytes = 0usize;
     loop {
-        let deadline = coalescer.deadline();
-        let due = tokio::select! {
-            read = stdin.read(&mut buf) => {
-                let n = read.map_err(|e| CliError::Usage(format!("cannot read stdin: {e}")))?;
-                if n == 0 {
-                    break;
-                }
-                bytes += n;
-                carry.extend_from_slice(&buf[..n]);
-                let text = take_text(&mut carry);
-                coalescer.push(&text, std::time::Instant::now())
-            }
-            () = sleep_until(deadline), if deadline.is_some() => {
-                coalescer.flush().into_iter().collect()
-            }
-        };
-        for data in due {
-            if tx.send(data).is_err() {
-                // The sender stopped on an error; it reports it.
-                return Ok(bytes);
-            }
+        let n = stdin
+            .read(&mut buf)
+            .await
+            .map_err(|e| CliError::Usage(format!("cannot read stdin: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        carry.extend_from_slice(&buf[..n]);
+        let text = take_text(&mut carry);
+        if !text.is_empty() && !writer.write(text) {
+            return Ok(()); // stopped: finish() says why
         }
     }
     if !carry.is_empty() {
-        let rest = String::from_utf8_lossy(&carry).into_owned();
-        for data in coalescer.push(&rest, std::time::Instant::now()) {
-            let _ = tx.send(data);
-        }
+        writer.write(String::from_utf8_lossy(&carry).into_owned());
     }
-    for data in coalescer.finish() {
-        let _ = tx.send(data);
-    }
-    Ok(bytes)
+    Ok(())
 }
 
-/// Sends the stream's events in order, batching what is pending; the
-/// number sent. Each event's idempotency key is `<stream>:<index>`, so a
-/// stream sent again makes each event once.
-async fn send_stream(
+/// A stream's events through the sink: the queue or the HTTP API.
+struct StreamTo {
     sink: Sink,
     channel: String,
     kind: String,
-    stream: String,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Value>,
-) -> Result<usize, CliError> {
-    let mut sent = 0;
-    while let Some(first) = rx.recv().await {
-        let mut pending = vec![first];
-        while pending.len() < 10 {
-            match rx.try_recv() {
-                Ok(data) => pending.push(data),
-                Err(_) => break,
-            }
-        }
-        let events: Vec<(String, Value)> = pending
-            .into_iter()
-            .map(|data| (format!("{stream}:{}", data["index"]), data))
-            .collect();
-        let n = events.len();
-        sink.events(&channel, &kind, events).await?;
-        sent += n;
-    }
-    Ok(sent)
 }
 
-async fn sleep_until(deadline: Option<std::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
+#[async_trait::async_trait]
+impl StreamSink for StreamTo {
+    type Error = CliError;
+
+    async fn send(&self, events: Vec<(String, Value)>) -> Result<(), CliError> {
+        self.sink.events(&self.channel, &self.kind, events).await
     }
 }
 

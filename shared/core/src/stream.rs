@@ -10,12 +10,19 @@
 //! true}`. A subscriber appends the texts in seq order (they are ordinary
 //! events of the channel: resumed, replayed and acknowledged like any).
 //! The clock is the caller's: the coalescer only says when its buffer is
-//! due ([`Coalescer::deadline`]).
+//! due ([`Coalescer::deadline`]). [`StreamWriter`] drives one on a task:
+//! the caller writes pieces, the task sends what is due to a
+//! [`StreamSink`] (the events queue through
+//! [`Publisher::stream`](crate::usecases::Publisher::stream), or the HTTP
+//! API in `agentwire publish --stream`), what piled up while it sent going
+//! as one batch, in order.
 
 use std::time::{Duration, Instant};
 
 use agentwire_protocol::chunks::escaped_len;
+use async_trait::async_trait;
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 /// The default window and size bound.
 pub const DEFAULT_WINDOW: Duration = Duration::from_millis(50);
@@ -112,9 +119,221 @@ impl Coalescer {
     }
 }
 
+/// Where a stream's events go, in order: `(idempotency key, data)` pairs,
+/// at most ten at a time.
+#[async_trait]
+pub trait StreamSink: Send + Sync + 'static {
+    type Error: std::error::Error + Send + Sync + 'static;
+    async fn send(&self, events: Vec<(String, Value)>) -> Result<(), Self::Error>;
+}
+
+/// What a finished stream sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamReport {
+    pub id: String,
+    /// Events sent, the end marker included.
+    pub events: usize,
+    /// Bytes of text written.
+    pub bytes: usize,
+}
+
+/// Why a stream stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError<E: std::error::Error + 'static> {
+    /// The sink refused a batch; what came after it was not sent.
+    #[error("the stream stopped after {sent} events: {source}")]
+    Send {
+        sent: usize,
+        #[source]
+        source: E,
+    },
+    /// The stream's task ended without a report (it panicked or was
+    /// cancelled).
+    #[error("the stream's task ended: {0}")]
+    Task(String),
+}
+
+/// A stream being published: [`write`](Self::write) pieces, then
+/// [`finish`](Self::finish). Each event's idempotency key is
+/// `<stream>:<index>`, so a stream sent again makes each event once.
+pub struct StreamWriter<E: std::error::Error + Send + Sync + 'static> {
+    id: String,
+    tx: mpsc::UnboundedSender<String>,
+    task: tokio::task::JoinHandle<Result<StreamReport, StreamError<E>>>,
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> StreamWriter<E> {
+    /// Starts the stream's task (on the current Tokio runtime).
+    pub fn open<S: StreamSink<Error = E>>(
+        sink: S,
+        id: impl Into<String>,
+        window: Duration,
+        max_bytes: usize,
+    ) -> Self {
+        let id = id.into();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let coalescer = Coalescer::new(id.clone(), window, max_bytes);
+        let task = tokio::spawn(run(sink, coalescer, rx));
+        Self { id, tx, task }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Adds a piece (a token, a line); `false` once the stream has stopped
+    /// on an error ([`finish`](Self::finish) returns it).
+    pub fn write(&self, text: impl Into<String>) -> bool {
+        self.tx.send(text.into()).is_ok()
+    }
+
+    /// Sends the rest and the end marker; the report once all were taken.
+    pub async fn finish(self) -> Result<StreamReport, StreamError<E>> {
+        drop(self.tx);
+        self.task
+            .await
+            .map_err(|e| StreamError::Task(e.to_string()))?
+    }
+}
+
+/// The stream's task: coalesces what is written, sends what is due.
+async fn run<S: StreamSink>(
+    sink: S,
+    mut coalescer: Coalescer,
+    mut rx: mpsc::UnboundedReceiver<String>,
+) -> Result<StreamReport, StreamError<S::Error>> {
+    let (mut events, mut bytes) = (0usize, 0usize);
+    let mut pending: Vec<Value> = vec![];
+    let mut open = true;
+    while open {
+        let deadline = coalescer.deadline();
+        tokio::select! {
+            piece = rx.recv() => match piece {
+                Some(text) => {
+                    bytes += text.len();
+                    pending.extend(coalescer.push(&text, now()));
+                    // What else is already written joins this round.
+                    while let Ok(text) = rx.try_recv() {
+                        bytes += text.len();
+                        pending.extend(coalescer.push(&text, now()));
+                    }
+                }
+                None => {
+                    pending.extend(coalescer.finish());
+                    open = false;
+                }
+            },
+            () = sleep_until(deadline), if deadline.is_some() => {
+                pending.extend(coalescer.flush());
+            }
+        }
+        while !pending.is_empty() {
+            let batch: Vec<(String, Value)> = pending
+                .drain(..pending.len().min(10))
+                .map(|data| (format!("{}:{}", coalescer.id(), data["index"]), data))
+                .collect();
+            let n = batch.len();
+            sink.send(batch).await.map_err(|source| StreamError::Send {
+                sent: events,
+                source,
+            })?;
+            events += n;
+        }
+    }
+    Ok(StreamReport {
+        id: coalescer.id().to_owned(),
+        events,
+        bytes,
+    })
+}
+
+/// Tokio's clock (so a test's paused time moves the windows too).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// The batches a sink took.
+    type Batches = Arc<Mutex<Vec<Vec<(String, Value)>>>>;
+
+    #[derive(Clone, Default)]
+    struct Recorder {
+        batches: Batches,
+        fail_after: Option<usize>,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("refused")]
+    struct Refused;
+
+    #[async_trait]
+    impl StreamSink for Recorder {
+        type Error = Refused;
+        async fn send(&self, events: Vec<(String, Value)>) -> Result<(), Refused> {
+            let mut b = self.batches.lock().unwrap();
+            if self.fail_after.is_some_and(|n| b.len() >= n) {
+                return Err(Refused);
+            }
+            b.push(events);
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_writer_sends_what_the_window_gathered_and_ends_the_stream() {
+        let sink = Recorder::default();
+        let w = StreamWriter::open(sink.clone(), "s1", DEFAULT_WINDOW, DEFAULT_MAX_BYTES);
+        for tok in ["Hel", "lo", ", ", "world"] {
+            assert!(w.write(tok));
+        }
+        // The window passes with nothing more written: the text goes alone.
+        tokio::time::sleep(DEFAULT_WINDOW * 2).await;
+        assert_eq!(sink.batches.lock().unwrap().len(), 1);
+        assert!(w.write("!"));
+        let report = w.finish().await.unwrap();
+        assert_eq!((report.events, report.bytes), (3, 13));
+        let all: Vec<(String, Value)> = sink.batches.lock().unwrap().concat();
+        assert_eq!(
+            all,
+            vec![
+                (
+                    "s1:0".into(),
+                    json!({"stream": "s1", "index": 0, "text": "Hello, world"})
+                ),
+                (
+                    "s1:1".into(),
+                    json!({"stream": "s1", "index": 1, "text": "!"})
+                ),
+                (
+                    "s1:2".into(),
+                    json!({"stream": "s1", "index": 2, "end": true})
+                ),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_batch_stops_the_stream_with_its_error() {
+        let sink = Recorder {
+            fail_after: Some(0),
+            ..Recorder::default()
+        };
+        let w = StreamWriter::open(sink, "s2", DEFAULT_WINDOW, 4);
+        w.write("more than four bytes");
+        let e = w.finish().await.unwrap_err();
+        assert!(matches!(e, StreamError::Send { sent: 0, .. }), "{e}");
+    }
 
     #[test]
     fn pieces_within_the_window_are_one_event() {

@@ -14,6 +14,7 @@ use crate::auth::{AuthError, Grants, TokenKey};
 use crate::clock::{Clock, rfc3339};
 use crate::model::{Envelope, oversize_data};
 use crate::ports::{EventQueue, StoreError};
+use crate::stream::{DEFAULT_MAX_BYTES, DEFAULT_WINDOW, StreamSink, StreamWriter};
 use crate::usecases::quotas::{Limited, Quotas};
 
 /// The largest request body the publish endpoint reads: one event's data
@@ -81,6 +82,33 @@ fn at_index(i: usize, e: PublishError) -> PublishError {
             format!("event {i}: its data is {size} bytes; at most {max} are accepted"),
         )),
         other => other,
+    }
+}
+
+/// A stream's events on the library path.
+struct PublisherSink {
+    publisher: Arc<Publisher>,
+    tenant: String,
+    channel: String,
+    kind: String,
+}
+
+#[async_trait::async_trait]
+impl StreamSink for PublisherSink {
+    type Error = PublishError;
+
+    async fn send(&self, events: Vec<(String, Value)>) -> Result<(), PublishError> {
+        let publications = events
+            .into_iter()
+            .map(|(id, data)| Publication {
+                tenant: self.tenant.clone(),
+                channel: self.channel.clone(),
+                kind: self.kind.clone(),
+                data,
+                id: Some(id),
+            })
+            .collect();
+        self.publisher.publish_many(publications).await.map(|_| ())
     }
 }
 
@@ -187,6 +215,30 @@ impl Publisher {
                 .increment(batch.len() as u64);
         }
         Ok(envelopes)
+    }
+
+    /// A stream to `channel` on the library path: pieces written to the
+    /// [`StreamWriter`] are coalesced (a 50 ms window, 64 KiB) and sent in
+    /// order as batches (see [`crate::stream`]). `id` is the stream's id
+    /// (a new UUID when `None`).
+    pub fn stream(
+        self: &Arc<Self>,
+        tenant: &str,
+        channel: &str,
+        kind: &str,
+        id: Option<String>,
+    ) -> StreamWriter<PublishError> {
+        StreamWriter::open(
+            PublisherSink {
+                publisher: self.clone(),
+                tenant: tenant.to_owned(),
+                channel: channel.to_owned(),
+                kind: kind.to_owned(),
+            },
+            id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            DEFAULT_WINDOW,
+            DEFAULT_MAX_BYTES,
+        )
     }
 
     /// Publishes data of any size: one event when it fits (and is not
@@ -672,5 +724,34 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.code(), ErrorCode::InvalidEvent);
+    }
+
+    #[tokio::test]
+    async fn a_stream_goes_to_the_queue_in_order_with_its_keys() {
+        let (p, queue, _) = setup();
+        let p = Arc::new(p);
+        let w = p.stream("t1", "logs", "output", Some("s".into()));
+        for i in 0..1000 {
+            assert!(w.write(format!("line {i}\n")));
+        }
+        let report = w.finish().await.unwrap();
+        let sent = queue.sent();
+        assert_eq!(sent.len(), report.events);
+        assert!(
+            report.events < 5,
+            "{} events for 1,000 lines",
+            report.events
+        );
+        let ids: Vec<String> = (0..sent.len()).map(|i| format!("s:{i}")).collect();
+        assert_eq!(sent.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), ids);
+        let text: String = sent
+            .iter()
+            .filter_map(|e| e.data["text"].as_str())
+            .collect();
+        assert_eq!(
+            text,
+            (0..1000).map(|i| format!("line {i}\n")).collect::<String>()
+        );
+        assert_eq!(sent.last().unwrap().data["end"], true);
     }
 }
