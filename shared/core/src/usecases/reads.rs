@@ -21,6 +21,12 @@ use crate::webhook::{WebhookMode, WebhookScope};
 pub const DEFAULT_PAGE: usize = 100;
 pub const MAX_PAGE: usize = 1000;
 
+/// The most event data one page carries, in bytes of JSON: within a
+/// Lambda response (6 MB) with room for the rest. A page stops at the
+/// event that would pass it (never before its first), and `next_after`
+/// goes on from there.
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Why a read was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -236,16 +242,19 @@ impl ChannelReads {
                 None,
             ),
         };
-        let events: Vec<HistoryEvent> = match from {
-            Some(from) => self
-                .log
-                .read_range(&ck, from, head, query.limit)
-                .await?
-                .into_iter()
-                .map(HistoryEvent::from)
-                .collect(),
+        let read = match from {
+            Some(from) => self.log.read_range(&ck, from, head, query.limit).await?,
             None => vec![],
         };
+        let mut events: Vec<HistoryEvent> = Vec::with_capacity(read.len());
+        let mut bytes = 0usize;
+        for e in read {
+            bytes += agentwire_protocol::limits::json_size(&e.data) + e.id.len() + e.kind.len();
+            if bytes > MAX_PAGE_BYTES && !events.is_empty() {
+                break;
+            }
+            events.push(HistoryEvent::from(e));
+        }
         let last = events.last().map(|e| e.seq);
         let next_after = match (from, last) {
             (Some(_), Some(last)) if last < head => Some(last),
@@ -537,5 +546,43 @@ mod tests {
         );
         let text = serde_json::to_string(&info).unwrap();
         assert!(!text.contains("h.example") && !text.contains(&config.secret));
+    }
+
+    #[tokio::test]
+    async fn a_page_of_large_events_stops_within_its_byte_bound() {
+        let f = fixture();
+        let ck = ChannelKey::new("t1", "agent-1");
+        let state = f.log.ensure_channel(&ck).await.unwrap();
+        let big = "x".repeat(90 * 1024);
+        let events: Vec<Envelope> = (1..=60)
+            .map(|i| Envelope {
+                tenant: "t1".into(),
+                channel: "agent-1".into(),
+                id: format!("e{i}"),
+                kind: "blob".into(),
+                data: json!(big),
+                ts: "2026-12-05T10:00:00.000Z".into(),
+            })
+            .collect();
+        f.log
+            .append(&ck, &state, &events, f.clock.epoch_s() + 3600)
+            .await
+            .unwrap();
+        let t = Some(f.token.as_str());
+        let p = f
+            .reads
+            .history(&f.key, t, "agent-1", q(0, 1000))
+            .await
+            .unwrap();
+        let n = p.events.len() as u64;
+        assert!(n > 1 && n < 60, "{n} events");
+        assert!(serde_json::to_string(&p).unwrap().len() < 5 * 1024 * 1024);
+        assert_eq!(p.next_after, Some(n), "the next page goes on after it");
+        let p2 = f
+            .reads
+            .history(&f.key, t, "agent-1", q(n, 1000))
+            .await
+            .unwrap();
+        assert_eq!(p2.events[0].seq, n + 1);
     }
 }
