@@ -8,17 +8,7 @@ use agentwire_e2e::Stack;
 use serde_json::json;
 
 fn agentwire(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_agentwire"))
-        .args(args)
-        .env_remove("AGENTWIRE_TOKEN")
-        .env_remove("AGENTWIRE_PUBLISH_URL")
-        .output()
-        .expect("the agentwire binary runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-    )
+    agentwire_stdin(args, b"")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
