@@ -40,5 +40,5 @@ export type {
 } from "./types.js";
 export { Reassembler, splitMessage, asEventData, MAX_MESSAGE_ID } from "./chunks.js";
 export type { AgentWireMessage, AgentWireMessageLost, ChunkHeader, Encoding, Payload } from "./chunks.js";
-export { Coalescer, openStream, publishMessage, postBatch, DEFAULT_WINDOW_MS, DEFAULT_MAX_BYTES } from "./stream.js";
+export { Coalescer, openStream, publishMessage, DEFAULT_WINDOW_MS, DEFAULT_MAX_BYTES } from "./stream.js";
 export type { PublishStream, StreamOptions, MessageOptions, StreamEventData, HttpTarget } from "./stream.js";

@@ -6,7 +6,8 @@
 import { Backoff } from "./backoff.js";
 import { AgentWireError, ProtocolError, ServerError, UnauthorizedError, parseErrorBody, retryAfterOf } from "./errors.js";
 
-type FetchLike = (
+/** The `fetch` the HTTP calls use (a subset of the standard one). */
+export type FetchLike = (
   input: string,
   init: { method: string; headers: Record<string, string>; body: string; signal?: AbortSignal },
 ) => Promise<{

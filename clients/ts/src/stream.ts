@@ -6,13 +6,13 @@
  *   a size bound (default 64 KiB) goes as one event `{stream, index, text}`;
  *   `finish()` adds `{stream, index, end: true}`.
  * - `openStream()`: a stream that publishes as it goes, what is pending
- *   sent as one batch request (`POST …/events:batch`), in order.
+ *   sent as one batch request (`publishBatch`), in order.
  * - `publishMessage()`: data of any size, one event when it fits, else its
  *   chunk events, ten per batch request.
  */
 import { AgentWireError } from "./errors.js";
 import { type Payload, asEventData, escapedLen, MAX_MESSAGE_ID, splitMessage } from "./chunks.js";
-import { publish, publishError } from "./publish.js";
+import { type FetchLike, newKey, publish, publishBatch } from "./publish.js";
 
 export const DEFAULT_WINDOW_MS = 50;
 export const DEFAULT_MAX_BYTES = 64 * 1024;
@@ -80,11 +80,6 @@ export class Coalescer {
   }
 }
 
-type FetchLike = (
-  input: string,
-  init: { method: string; headers: Record<string, string>; body: string; signal?: AbortSignal },
-) => Promise<{ status: number; text(): Promise<string>; headers?: { get(name: string): string | null } }>;
-
 export interface HttpTarget {
   /** The gateway's HTTP base URL. */
   url: string;
@@ -96,52 +91,16 @@ export interface HttpTarget {
   fetch?: FetchLike;
 }
 
-function fetchOf(t: HttpTarget): FetchLike {
-  const f = t.fetch ?? (globalThis as { fetch?: FetchLike }).fetch;
-  if (typeof f !== "function") throw new AgentWireError("config", "no fetch implementation: pass `fetch`");
-  return f;
-}
-
-function newId(): string {
-  const c = (globalThis as { crypto?: { randomUUID?: () => string } }).crypto;
-  if (typeof c?.randomUUID === "function") return c.randomUUID();
-  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
-}
-
-/** `POST …/events:batch` of up to ten events, in order. */
-export async function postBatch(t: HttpTarget, events: { id: string; data: unknown }[]): Promise<string[]> {
-  const f = fetchOf(t);
-  const endpoint = `${t.url.replace(/\/+$/, "")}/v1/channels/${encodeURIComponent(t.channel)}/events:batch`;
-  let res: Awaited<ReturnType<FetchLike>>;
-  try {
-    res = await f(endpoint, {
-      method: "POST",
-      headers: { authorization: `Bearer ${t.token}`, "content-type": "application/json", accept: "application/json" },
-      body: JSON.stringify({ events: events.map((e) => ({ kind: t.kind, data: e.data, id: e.id })) }),
-    });
-  } catch (err) {
-    throw new AgentWireError("network", `cannot reach ${endpoint}: ${err instanceof Error ? err.message : String(err)}`, {
-      retryable: true,
-      cause: err,
-    });
-  }
-  const text = await res.text().catch(() => "");
-  if (res.status >= 200 && res.status < 300) {
-    try {
-      const ids = (JSON.parse(text) as { ids?: unknown }).ids;
-      if (Array.isArray(ids)) return ids.map(String);
-    } catch {
-      // fall through
-    }
-    return events.map((e) => e.id);
-  }
-  let retryAfter: string | null = null;
-  try {
-    retryAfter = res.headers?.get("retry-after") ?? null;
-  } catch {
-    // a fetch without headers
-  }
-  throw publishError(res.status, text, retryAfter);
+/** `POST …/events:batch` of up to ten `{id, data}` events of `t.kind`, in order. */
+function sendBatch(t: HttpTarget, events: { id: string; data: unknown }[]): Promise<unknown> {
+  const options: Parameters<typeof publishBatch>[0] = {
+    url: t.url,
+    token: t.token,
+    channel: t.channel,
+    events: events.map((e) => ({ kind: t.kind, data: e.data, id: e.id })),
+  };
+  if (t.fetch) options.fetch = t.fetch;
+  return publishBatch(options);
 }
 
 /** A stream being published; write pieces, then `close()`. */
@@ -165,7 +124,7 @@ export interface StreamOptions extends HttpTarget {
 
 /** Opens a stream to `channel`: pieces coalesced, sent in order as they come. */
 export function openStream(options: StreamOptions): PublishStream {
-  const id = options.id ?? newId();
+  const id = options.id ?? newKey();
   const c = new Coalescer(id, options.windowMs ?? DEFAULT_WINDOW_MS, options.maxBytes ?? DEFAULT_MAX_BYTES);
   const queue: StreamEventData[] = [];
   let sending: Promise<void> = Promise.resolve();
@@ -176,7 +135,7 @@ export function openStream(options: StreamOptions): PublishStream {
       while (queue.length && failure === undefined) {
         const batch = queue.splice(0, 10);
         try {
-          await postBatch(options, batch.map((data) => ({ id: `${id}:${data.index}`, data })));
+          await sendBatch(options, batch.map((data) => ({ id: `${id}:${data.index}`, data })));
         } catch (err) {
           failure = err;
         }
@@ -234,7 +193,7 @@ export interface MessageOptions extends HttpTarget {
 /** Publishes data of any size: one event when it fits (and is not bytes),
  * else its chunk events, ten per batch request, in order. */
 export async function publishMessage(options: MessageOptions): Promise<{ id: string; events: number }> {
-  const id = options.id ?? newId();
+  const id = options.id ?? newKey();
   const data = asEventData(options.payload);
   if (data !== undefined) {
     await publish({ ...options, data, idempotencyKey: id } as Parameters<typeof publish>[0]);
@@ -244,6 +203,6 @@ export async function publishMessage(options: MessageOptions): Promise<{ id: str
     throw new AgentWireError("config", `a message id is at most ${MAX_MESSAGE_ID} bytes`);
   }
   const chunks = splitMessage(id, options.payload);
-  for (let i = 0; i < chunks.length; i += 10) await postBatch(options, chunks.slice(i, i + 10));
+  for (let i = 0; i < chunks.length; i += 10) await sendBatch(options, chunks.slice(i, i + 10));
   return { id, events: chunks.length };
 }

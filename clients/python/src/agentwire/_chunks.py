@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Literal, Union
@@ -121,10 +120,6 @@ def split_message(message: str, payload: Payload) -> list[tuple[str, dict[str, A
         )
         for i, part in enumerate(parts)
     ]
-
-
-def new_message_id() -> str:
-    return str(uuid.uuid4())
 
 
 @dataclass

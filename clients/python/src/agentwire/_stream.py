@@ -5,7 +5,7 @@
   size bound (default 64 KiB) goes as one event ``{stream, index, text}``;
   ``finish()`` adds ``{stream, index, end: true}``.
 - `PublishStream` (``Publisher``-backed): pieces coalesced and sent in order
-  as they come, what is pending as one batch request.
+  as they come, what is pending as one batch request (`Publisher.publish_batch`).
 - `publish_message`: data of any size, one event when it fits, else its
   chunk events, ten per batch request.
 """
@@ -13,11 +13,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from ._chunks import MAX_MESSAGE_ID, Payload, _escaped_len, as_event_data, split_message
 
@@ -83,25 +81,10 @@ class Coalescer:
         return v
 
 
-def _batch_url(base: str, channel: str) -> str:
-    return f"{base.rstrip('/')}/v1/channels/{quote(channel, safe='')}/events:batch"
-
-
-async def post_batch(publisher: Publisher, channel: str, kind: str, events: list[tuple[str, Any]]) -> list[str]:
-    """``POST …/events:batch`` of up to ten ``(id, data)`` events, in order;
-    the ids the gateway took. Refusals raise the publisher's typed errors."""
-    from .publisher import _error
-
-    body = json.dumps(
-        {"events": [{"kind": kind, "data": data, "id": eid} for eid, data in events]},
-        separators=(",", ":"),
-    ).encode()
-    headers = {"authorization": f"Bearer {publisher._token}", "content-type": "application/json"}
-    resp = await publisher._http.post(_batch_url(publisher.url, channel), headers=headers, content=body)
-    if 200 <= resp.status_code < 300:
-        ids = resp.json().get("ids")
-        return [str(i) for i in ids] if isinstance(ids, list) else [eid for eid, _ in events]
-    raise _error(resp)
+async def _send_batch(publisher: Publisher, channel: str, kind: str, events: list[tuple[str, Any]]) -> None:
+    """Up to ten ``(id, data)`` events of ``kind`` in one batch request
+    (`Publisher.publish_batch`: its typed errors, its retries)."""
+    await publisher.publish_batch(channel, [{"kind": kind, "data": data, "id": eid} for eid, data in events])
 
 
 class PublishStream:
@@ -190,7 +173,7 @@ class PublishStream:
             batch, self._queue = self._queue[:10], self._queue[10:]
             self._busy = True
             try:
-                await post_batch(
+                await _send_batch(
                     self._publisher,
                     self._channel,
                     self._kind,
@@ -218,5 +201,5 @@ async def publish_message(
         raise ValueError(f"a message id is at most {MAX_MESSAGE_ID} bytes")
     chunks = split_message(mid, data)
     for i in range(0, len(chunks), 10):
-        await post_batch(publisher, channel, kind, list(chunks[i : i + 10]))
+        await _send_batch(publisher, channel, kind, list(chunks[i : i + 10]))
     return mid, len(chunks)
