@@ -168,8 +168,10 @@ impl StoredEvent {
 }
 
 /// The head of a channel's log: the last assigned seq, and the epoch that
-/// names this incarnation of the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// names this incarnation of the log. The default is a channel with no log
+/// yet: head 0 and the empty epoch (whose first event's epoch a client
+/// adopts).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChannelState {
     pub epoch: String,
     pub head: u64,

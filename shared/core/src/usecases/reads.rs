@@ -203,11 +203,7 @@ impl ChannelReads {
 
     /// The channel's state, or that of a channel with no log yet.
     async fn state(&self, key: &ChannelKey) -> Result<(ChannelState, Option<u64>), ReadError> {
-        let state = self.log.channel(key).await?.unwrap_or(ChannelState {
-            epoch: String::new(),
-            head: 0,
-            retention_s: None,
-        });
+        let state = self.log.channel(key).await?.unwrap_or_default();
         let oldest = self.log.oldest_retained(key, state.head).await?;
         Ok((state, oldest))
     }

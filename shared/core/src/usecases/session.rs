@@ -325,11 +325,7 @@ impl Session {
             // A channel with no log yet is not created by a join: it has
             // head 0 and the empty epoch until its first event (whose epoch
             // the client adopts).
-            let state = self.log.channel(&key).await?.unwrap_or(ChannelState {
-                epoch: String::new(),
-                head: 0,
-                retention_s: None,
-            });
+            let state = self.log.channel(&key).await?.unwrap_or_default();
             let cursor = match ch.since {
                 None => {
                     self.cursors
