@@ -138,16 +138,9 @@ impl PublishFunction {
         };
         match answer {
             Ok(Ok(json)) => response(200, &json),
-            Ok(Err(e)) => self.internal(req, &channel, &e.to_string()),
+            Ok(Err(e)) => self.internal(req, &channel, 500, &e.to_string()),
             Err(e @ ReadError::Store(_)) => {
-                let status = read_status(&e);
-                let request_id = request_id(req);
-                tracing::error!(%channel, %request_id, error = %e, "read failed");
-                response(
-                    status,
-                    &ServerFrame::error(e.code(), read_internal_message(&request_id), None)
-                        .to_json(),
-                )
+                self.internal(req, &channel, read_status(&e), &e.to_string())
             }
             Err(e) => {
                 let status = read_status(&e);
@@ -160,17 +153,19 @@ impl PublishFunction {
         }
     }
 
-    /// A 500 for a failure of ours (logged with its detail, answered without).
+    /// A read's failure of ours (a store that failed, an answer that would
+    /// not encode): logged with its detail, answered `internal` without it.
     fn internal(
         &self,
         req: &ApiGatewayV2httpRequest,
         channel: &str,
+        status: u16,
         detail: &str,
     ) -> ApiGatewayV2httpResponse {
         let request_id = request_id(req);
-        tracing::error!(%channel, %request_id, error = %detail, "answer failed");
+        tracing::error!(%channel, %request_id, error = %detail, "read failed");
         response(
-            500,
+            status,
             &ServerFrame::error(
                 agentwire_protocol::ErrorCode::Internal,
                 read_internal_message(&request_id),
