@@ -167,12 +167,19 @@ export function mismatch(pattern: unknown, actual: unknown, path = "$"): string 
   return pattern === actual ? undefined : `${path}: expected ${JSON.stringify(pattern)}, got ${JSON.stringify(actual)}`;
 }
 
-/** Replaces `"$id"` anywhere in `v` by `id`. */
-export function substitute(v: unknown, id: string | undefined): unknown {
+const NOW_PLUS = /^\$now\+(\d+)$/;
+
+/** Replaces `"$id"` anywhere in `v` by `id`, and a string `"$now+N"` by the
+ * Unix seconds N from now (`nowMs`: the wall clock when the frame is sent). */
+export function substitute(v: unknown, id: string | undefined, nowMs: number = Date.now()): unknown {
   if (v === "$id") return id;
-  if (Array.isArray(v)) return v.map((x) => substitute(x, id));
+  if (typeof v === "string") {
+    const m = NOW_PLUS.exec(v);
+    return m ? Math.floor(nowMs / 1000) + Number(m[1]) : v;
+  }
+  if (Array.isArray(v)) return v.map((x) => substitute(x, id, nowMs));
   if (v !== null && typeof v === "object") {
-    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, substitute(x, id)]));
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, substitute(x, id, nowMs)]));
   }
   return v;
 }
