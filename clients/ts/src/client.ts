@@ -39,6 +39,8 @@ const MAX_CHANNELS_PER_JOIN = 50;
 const CHANNEL_NAME = /^[A-Za-z0-9\-_.:/@]{1,128}$/;
 /** The wait after a `rate_limited` answer that carries no `retry_after_ms`. */
 const DEFAULT_RETRY_AFTER_MS = 1_000;
+/** The longest delay a timer takes (setTimeout fires at once beyond it). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** The part of the WebSocket API the client uses: the standard (browser,
  * Node 22+) `WebSocket`, or `ws`'s (`import { WebSocket } from "ws"`). */
@@ -94,8 +96,13 @@ export interface AgentWireOptions {
   token?: string;
   /** Asked before every connection attempt. A token it gave that is refused
    * makes the client ask again; a second refusal in a row, or an
-   * `UnauthorizedError` thrown by it, ends the client; other failures are retried. */
+   * `UnauthorizedError` thrown by it, ends the client; other failures are retried.
+   * Also asked for the in-band refresh when the gateway offers it (see `refreshLead`). */
   getToken?: (ctx: TokenContext) => string | Promise<string>;
+  /** With `getToken`, when the gateway's `welcome` offers `refresh` and names
+   * the token's `exp`: send a fresh token this long before `exp`, ms (default
+   * 60,000; at most half the time left when the `welcome` or `refreshed` arrived). */
+  refreshLead?: number;
   /** The WebSocket constructor (default `globalThis.WebSocket`; pass `ws`'s on Node 20). */
   WebSocket?: WebSocketConstructor;
   /** The first reconnect ceiling, ms (default 500). */
@@ -179,6 +186,10 @@ interface Conn {
   pongTimer?: ReturnType<typeof setTimeout>;
   ackTimer?: ReturnType<typeof setTimeout>;
   rolloverTimer?: ReturnType<typeof setTimeout>;
+  /** The next in-band token refresh. */
+  refreshTimer?: ReturnType<typeof setTimeout>;
+  /** The id of the `refresh` sent and not answered yet. */
+  refreshId?: string;
   /** Joins answered `rate_limited`, to be sent again after the gateway's delay. */
   joinRetryTimers: Set<ReturnType<typeof setTimeout>>;
   /** An ack answered `rate_limited`: no ack is sent before this time (Date.now() ms). */
@@ -380,7 +391,7 @@ export class AgentWire {
   readonly #WS: WebSocketConstructor;
   readonly #opts: Required<
     Pick<AgentWireOptions, "pingInterval" | "pingTimeout" | "handshakeTimeout" | "clientName">
-  > & { maxConnectionAge: number | null; ackDebounce: number | null; autoAck: boolean };
+  > & { maxConnectionAge: number | null; ackDebounce: number | null; autoAck: boolean; refreshLead: number };
   readonly #token: string | undefined;
   readonly #getToken: AgentWireOptions["getToken"];
   readonly #backoff: Backoff;
@@ -442,6 +453,7 @@ export class AgentWire {
         options.maxConnectionAge === null ? null : num(options.maxConnectionAge, 115 * 60_000, "maxConnectionAge"),
       ackDebounce: options.ackDebounce === null ? null : num(options.ackDebounce, 1_000, "ackDebounce"),
       autoAck: options.autoAck !== false,
+      refreshLead: num(options.refreshLead, 60_000, "refreshLead"),
     };
     this.#backoff = new Backoff({
       min: num(options.minReconnectDelay, 500, "minReconnectDelay"),
@@ -772,6 +784,9 @@ export class AgentWire {
     clearTimeout(c.pongTimer);
     clearTimeout(c.ackTimer);
     clearTimeout(c.rolloverTimer);
+    clearTimeout(c.refreshTimer);
+    c.refreshTimer = undefined;
+    c.refreshId = undefined;
     for (const t of c.joinRetryTimers) clearTimeout(t);
     c.joinRetryTimers.clear();
     if (!c.socketClosed) {
@@ -831,6 +846,17 @@ export class AgentWire {
           this.#settle(c, { kind: "rollover", reason: `connection age limit (${age} ms) reached: reconnecting` });
         }, Math.max(0, age - (Date.now() - c.startedAt)));
       }
+      // In-band refresh: only with a provider to ask (a fixed token has nothing new to send).
+      const features = frame.features;
+      if (
+        this.#getToken &&
+        Array.isArray(features) &&
+        features.includes("refresh") &&
+        typeof frame.token_exp === "number" &&
+        Number.isFinite(frame.token_exp)
+      ) {
+        this.#scheduleRefresh(c, frame.token_exp);
+      }
       return;
     }
     if (frame.type === "error") {
@@ -876,6 +902,14 @@ export class AgentWire {
       }
       case "error":
         return this.#onError(c, frame as unknown as ErrorBody);
+      case "refreshed": {
+        const { id, exp } = frame as unknown as { id?: unknown; exp?: unknown };
+        if (id === undefined || id !== c.refreshId) return;
+        c.refreshId = undefined;
+        // The next refresh is planned from the new token's `exp`.
+        if (typeof exp === "number" && Number.isFinite(exp)) this.#scheduleRefresh(c, exp);
+        return;
+      }
       default:
         return; // welcome, pong, and frames of a later protocol
     }
@@ -929,10 +963,87 @@ export class AgentWire {
     this.#deliver(c, core, core.seq.event(event));
   }
 
+  /** Plans the next in-band refresh of `c`'s token, which expires at `expS` (Unix seconds). */
+  #scheduleRefresh(c: Conn, expS: number): void {
+    clearTimeout(c.refreshTimer);
+    c.refreshTimer = undefined;
+    if (c.settled) return;
+    const at = Date.now() + refreshDelay(expS, Date.now(), this.#opts.refreshLead);
+    const arm = () => {
+      const wait = Math.max(0, at - Date.now());
+      c.refreshTimer = setTimeout(() => {
+        c.refreshTimer = undefined;
+        if (c.settled) return;
+        if (wait > MAX_TIMER_MS) arm(); // beyond one timer's reach: wait again
+        else void this.#refresh(c);
+      }, Math.min(wait, MAX_TIMER_MS));
+    };
+    arm();
+  }
+
+  /** Asks the token provider for a fresh token and sends it in a `refresh`.
+   * A provider that fails ends the connection: the reconnect asks it again. */
+  async #refresh(c: Conn): Promise<void> {
+    const getToken = this.#getToken;
+    if (!getToken || c.settled) return;
+    let token: string;
+    try {
+      token = await getToken({ attempt: this.#attempts, signal: this.#abort.signal });
+    } catch (err) {
+      if (this.#closed) return;
+      return this.#settle(c, { kind: "lost", reason: `the token provider failed to refresh the token: ${message(err)}` });
+    }
+    if (c.settled) return;
+    if (typeof token !== "string" || token === "") {
+      return this.#settle(c, { kind: "lost", reason: "the token provider returned no token to refresh with" });
+    }
+    const id = `r${++this.#nextId}`;
+    c.refreshId = id;
+    this.#send(c, { action: "refresh", id, token });
+  }
+
+  /** A channel the gateway refused for good (a join, or a token that no longer
+   * grants it): dropped, its streams ended with `err`; never joined again. */
+  #dropChannel(name: string, err: AgentWireError): void {
+    const core = this.#channels.get(name);
+    if (!core) return;
+    this.#channels.delete(name);
+    this.#queuedJoins = this.#queuedJoins.filter((n) => n !== name);
+    core.channel._emit("error", err);
+    core.channel._end(err);
+  }
+
   #onError(c: Conn, e: ErrorBody): void {
+    const msg = e.message ?? "";
+    if (e.id !== undefined && e.id === c.refreshId) {
+      // The refresh was refused (the connection keeps its old token): a new
+      // connection, with a token the provider is asked for again, resumes.
+      c.refreshId = undefined;
+      const code = e.code ?? "unknown";
+      this.#emitError(
+        isTokenCode(code)
+          ? new UnauthorizedError(msg, { code, requestId: e.id })
+          : new ProtocolError(code, msg, { requestId: e.id }),
+      );
+      return this.#settle(c, {
+        kind: "lost",
+        reason: `the token refresh was refused (${code}): ${msg}; reconnecting with a fresh token`,
+      });
+    }
     const request = e.id !== undefined ? this.#pendingJoins.get(e.id) : undefined;
     if (e.id !== undefined) this.#pendingJoins.delete(e.id);
-    const msg = e.message ?? "";
+    if (request === undefined && e.code === "forbidden" && Array.isArray(e.channels)) {
+      // A refreshed token that no longer grants these channels: the gateway
+      // left them; they are dropped like a channel whose join was refused.
+      const names = e.channels.filter((n): n is string => typeof n === "string");
+      const err = new ProtocolError("forbidden", msg, {
+        ...(e.id !== undefined ? { requestId: e.id } : {}),
+        channels: names,
+      });
+      for (const name of names) this.#dropChannel(name, err);
+      this.#emitError(err);
+      return;
+    }
     const opts = {
       ...(e.id !== undefined ? { requestId: e.id } : {}),
       ...(request ? { channels: request } : {}),
@@ -966,18 +1077,12 @@ export class AgentWire {
     const err =
       e.code === "internal"
         ? new ServerError("internal", msg, opts)
-        : e.code === "unauthorized"
-          ? new UnauthorizedError(msg, opts)
+        : e.code !== undefined && isTokenCode(e.code)
+          ? new UnauthorizedError(msg, { ...opts, code: e.code })
           : new ProtocolError(e.code ?? "unknown", msg, opts);
     if (request) {
       // Refused for good (forbidden, invalid channel, too many channels): not joined again.
-      for (const name of request) {
-        const core = this.#channels.get(name);
-        if (!core) continue;
-        this.#channels.delete(name);
-        core.channel._emit("error", err);
-        core.channel._end(err);
-      }
+      for (const name of request) this.#dropChannel(name, err);
     }
     this.#emitError(err);
   }
@@ -1268,6 +1373,22 @@ function sinceOf(core: ChannelCore): Since | undefined {
   const { epoch, last } = core.seq;
   if (epoch !== undefined && last !== undefined) return { epoch, seq: last };
   return core.initial;
+}
+
+/** The codes of a refused token: `unauthorized`, `token_expired`, `token_revoked`. */
+function isTokenCode(code: string): boolean {
+  return code === "unauthorized" || code === "token_expired" || code === "token_revoked";
+}
+
+/**
+ * How long (ms) from `nowMs` until the in-band refresh of a token that expires
+ * at `expS` (Unix seconds): `exp` minus the lead, the lead being the smaller
+ * of `leadMs` and half the time left; at once when the token has expired.
+ */
+export function refreshDelay(expS: number, nowMs: number, leadMs: number): number {
+  const left = expS * 1000 - nowMs;
+  if (!(left > 0)) return 0;
+  return Math.max(0, Math.floor(left - Math.min(leadMs, left / 2)));
 }
 
 function isSeq(n: unknown): n is number {

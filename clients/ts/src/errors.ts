@@ -52,7 +52,8 @@ export class AgentWireError extends Error {
   }
 }
 
-/** The gateway refused the token (`unauthorized` or `token_expired`). */
+/** The gateway refused the token (`unauthorized`, `token_expired` or
+ * `token_revoked`), at the upgrade or in answer to an in-band `refresh`. */
 export class UnauthorizedError extends AgentWireError {
   constructor(message: string, options: AgentWireErrorOptions & { code?: string } = {}) {
     super(options.code ?? "unauthorized", message, options);

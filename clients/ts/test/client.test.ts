@@ -1,7 +1,7 @@
 // Client behaviour beyond the shared conformance scenarios: the API's
 // promises (listeners, streams, typed errors, explicit acks, publish).
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { test, type TestContext } from "node:test";
 import { WebSocket } from "ws";
 import {
   AgentWire,
@@ -12,7 +12,10 @@ import {
   publish,
   type AgentWireOptions,
   type StreamItem,
+  type TokenContext,
+  type WebSocketLike,
 } from "../src/index.js";
+import { refreshDelay } from "../src/client.js";
 import { ScriptedServer, type Connection } from "./scripted.js";
 
 const WELCOME = { type: "welcome", protocol: 1, connection_id: "c1", server: "scripted", heartbeat_s: 300, limits: {} };
@@ -257,4 +260,255 @@ test("a join refused with too_many_channels drops that channel, like forbidden; 
   assert.deepEqual(client.channels.map((c) => c.name), ["a"]);
   assert.equal(errors[0]?.code, "too_many_channels");
   await done();
+});
+
+// ---- in-band token refresh (docs/protocol.md, "Refreshing the token in band") ----
+// A fake socket and mock timers (setTimeout, setInterval and Date): time moves
+// only when the test ticks it.
+
+class FakeSocket implements WebSocketLike {
+  static made: FakeSocket[] = [];
+  readyState = 0;
+  readonly sent: Record<string, unknown>[] = [];
+  closed = false;
+  onopen: ((ev: unknown) => unknown) | null = null;
+  onmessage: ((ev: { data: unknown }) => unknown) | null = null;
+  onclose: ((ev: { code?: number; reason?: string }) => unknown) | null = null;
+  onerror: ((ev: unknown) => unknown) | null = null;
+  constructor(readonly url: string) {
+    FakeSocket.made.push(this);
+  }
+  send(data: string): void {
+    this.sent.push(JSON.parse(data) as Record<string, unknown>);
+  }
+  close(code = 1000, reason = ""): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.readyState = 3;
+    queueMicrotask(() => this.onclose?.({ code, reason }));
+  }
+  /** The gateway's side: the socket opens. */
+  open(): void {
+    this.readyState = 1;
+    this.onopen?.({});
+  }
+  receive(frame: object): void {
+    this.onmessage?.({ data: JSON.stringify(frame) });
+  }
+  /** What the client sent after `hello`, pings aside. */
+  get frames(): Record<string, unknown>[] {
+    return this.sent.filter((f) => f.action !== "hello" && f.action !== "ping");
+  }
+}
+
+/** Lets promise callbacks (the token provider's answer) run; timers stay mocked. */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 10; i++) await new Promise<void>((r) => setImmediate(r));
+}
+
+const NOW = 1_800_000_000_000; // the mocked Date.now(), ms
+
+function mockTime(t: TestContext): void {
+  t.mock.timers.enable({ apis: ["setTimeout", "setInterval", "Date"], now: NOW });
+}
+
+/** A client on FakeSocket (time mocked unless `mocked` says it is already),
+ * connected and welcomed with `welcome`'s extra fields. */
+async function fakeConnected(t: TestContext, options: Partial<AgentWireOptions>, welcome: object, mocked = false) {
+  if (!mocked) mockTime(t);
+  t.mock.method(Math, "random", () => 0); // reconnect delays of 0 ms
+  FakeSocket.made = [];
+  const client = new AgentWire("ws://gw", {
+    WebSocket: FakeSocket,
+    maxConnectionAge: null,
+    ackDebounce: null,
+    pingInterval: 10 * 3_600_000,
+    ...options,
+  });
+  client.connect();
+  await settle();
+  const ws = FakeSocket.made.at(-1)!;
+  ws.open();
+  ws.receive({ ...WELCOME, ...welcome });
+  return { client, ws };
+}
+
+test("refreshDelay: exp minus the smaller of the lead and half the time left", () => {
+  const now = 1_000_000;
+  assert.equal(refreshDelay(now / 1000 + 3600, now, 60_000), 3_540_000, "an hour left: 60 s before exp");
+  assert.equal(refreshDelay(now / 1000 + 100, now, 60_000), 50_000, "100 s left: half of it");
+  assert.equal(refreshDelay(now / 1000 + 2, now, 60_000), 1_000, "2 s left: half of it");
+  assert.equal(refreshDelay(now / 1000 + 120, now, 60_000), 60_000, "the two rules meet");
+  assert.equal(refreshDelay(now / 1000 + 3600, now, 10_000), 3_590_000, "a lead of 10 s");
+  assert.equal(refreshDelay(now / 1000 + 3600, now, 0), 3_600_000, "no lead: at exp");
+  assert.equal(refreshDelay(now / 1000, now, 60_000), 0, "expired: at once");
+  assert.equal(refreshDelay(now / 1000 - 10, now, 60_000), 0);
+});
+
+test("with getToken, a welcome offering refresh sends a fresh token before exp; refreshed plans the next", async (t) => {
+  const asked: TokenContext[] = [];
+  const tokens = ["t1", "t2", "t3"];
+  const { client, ws } = await fakeConnected(
+    t,
+    {
+      getToken: (ctx) => {
+        asked.push(ctx);
+        return tokens.shift()!;
+      },
+    },
+    { features: ["refresh"], token_exp: NOW / 1000 + 3600 },
+  );
+  assert.equal(new URL(ws.url).searchParams.get("token"), "t1");
+  assert.equal(client.state, "connected");
+  t.mock.timers.tick(3_540_000 - 1);
+  await settle();
+  assert.equal(asked.length, 1, "not before exp - 60 s");
+  assert.equal(ws.frames.length, 0);
+  t.mock.timers.tick(1);
+  await settle();
+  assert.equal(asked.length, 2);
+  assert.equal(asked[1]!.attempt, 1, "the connection's attempt");
+  const refresh = ws.frames[0]!;
+  assert.equal(refresh.action, "refresh");
+  assert.equal(refresh.token, "t2");
+  assert.equal(typeof refresh.id, "string");
+  // Answered: the next refresh is planned from the new exp (now + 300 s: 240 s from now).
+  ws.receive({ type: "refreshed", id: refresh.id, exp: Date.now() / 1000 + 300 });
+  t.mock.timers.tick(240_000 - 1);
+  await settle();
+  assert.equal(asked.length, 2);
+  t.mock.timers.tick(1);
+  await settle();
+  assert.equal(asked.length, 3);
+  assert.deepEqual(
+    ws.frames.map((f) => [f.action, f.token]),
+    [
+      ["refresh", "t2"],
+      ["refresh", "t3"],
+    ],
+  );
+  assert.notEqual(ws.frames[1]!.id, refresh.id, "each refresh has its own id");
+  assert.equal(FakeSocket.made.length, 1, "the same connection throughout");
+  assert.equal(client.state, "connected");
+  void client.close();
+  await settle();
+});
+
+test("a refresh lead option, and no refresh without features: refresh or token_exp", async (t) => {
+  let asked = 0;
+  const { client, ws } = await fakeConnected(
+    t,
+    { getToken: () => `t${++asked}`, refreshLead: 5_000 },
+    { features: ["refresh"], token_exp: NOW / 1000 + 3600 },
+  );
+  t.mock.timers.tick(3_595_000);
+  await settle();
+  assert.deepEqual(ws.frames.map((f) => f.token), ["t2"], "5 s before exp");
+  void client.close();
+  await settle();
+  t.mock.timers.reset();
+  for (const welcome of [{ token_exp: NOW / 1000 + 10 }, { features: ["refresh"] }, { features: [], token_exp: NOW / 1000 + 10 }]) {
+    let calls = 0;
+    const other = await fakeConnected(t, { getToken: () => `t${++calls}` }, welcome);
+    t.mock.timers.tick(3_600_000);
+    await settle();
+    assert.equal(calls, 1, `no refresh after ${JSON.stringify(welcome)}`);
+    assert.equal(other.ws.frames.length, 0);
+    void other.client.close();
+    await settle();
+    t.mock.timers.reset();
+  }
+});
+
+test("a fixed token never refreshes, even when the gateway offers it", async (t) => {
+  mockTime(t);
+  const setTimeoutSpy = t.mock.method(globalThis, "setTimeout");
+  const { client, ws } = await fakeConnected(t, { token: "fixed" }, { features: ["refresh"], token_exp: NOW / 1000 + 3600 }, true);
+  assert.ok(!setTimeoutSpy.mock.calls.some((c) => c.arguments[1] === 3_540_000), "no refresh timer");
+  t.mock.timers.tick(3_600_000);
+  await settle();
+  assert.equal(ws.frames.length, 0);
+  assert.equal(FakeSocket.made.length, 1);
+  assert.equal(client.state, "connected");
+  void client.close();
+  await settle();
+});
+
+test("closing the client cancels the refresh timer; the provider is not asked again", async (t) => {
+  let calls = 0;
+  mockTime(t);
+  const setTimeoutSpy = t.mock.method(globalThis, "setTimeout");
+  const clearTimeoutSpy = t.mock.method(globalThis, "clearTimeout");
+  const { client, ws } = await fakeConnected(
+    t,
+    { getToken: () => `t${++calls}` },
+    { features: ["refresh"], token_exp: NOW / 1000 + 3600 },
+    true,
+  );
+  const armed = setTimeoutSpy.mock.calls.filter((c) => c.arguments[1] === 3_540_000);
+  assert.equal(armed.length, 1, "one refresh timer, 60 s before exp");
+  const handle = armed[0]!.result;
+  await client.close();
+  assert.ok(ws.closed);
+  assert.ok(
+    clearTimeoutSpy.mock.calls.some((c) => c.arguments[0] === handle),
+    "the refresh timer is cleared on close",
+  );
+  t.mock.timers.tick(3_600_000);
+  await settle();
+  assert.equal(calls, 1);
+  assert.equal(ws.frames.length, 0);
+});
+
+test("a refused refresh and a failing provider reconnect through the reconnect path; forbidden channels are dropped", async (t) => {
+  const tokens: (string | Error)[] = ["t1", "t2", new Error("the auth service is down"), "t3"];
+  const errors: AgentWireError[] = [];
+  const { client, ws } = await fakeConnected(
+    t,
+    {
+      getToken: () => {
+        const v = tokens.shift()!;
+        if (v instanceof Error) throw v;
+        return v;
+      },
+    },
+    { features: ["refresh"], token_exp: NOW / 1000 + 2 },
+  );
+  client.on("error", (e) => errors.push(e));
+  const a = client.channel("a", { since: { epoch: "e1", seq: 0 } });
+  const b = client.channel("b", { since: { epoch: "e1", seq: 0 } });
+  const bEnded = b.stream().next();
+  await settle();
+  const join = ws.frames[0]!;
+  ws.receive({ type: "joined", id: join.id, channels: ["a", "b"].map((name) => ({ name, epoch: "e1", head: 0, replayed: 0, recovered: true })) });
+  // A token that no longer grants b (no id: it may come at any time).
+  ws.receive({ type: "error", code: "forbidden", message: "the new token does not grant b: left", channels: ["b"] });
+  await assert.rejects(bEnded, (e: unknown) => e instanceof ProtocolError && e.code === "forbidden");
+  assert.deepEqual(client.channels.map((c) => c.name), ["a"]);
+  assert.deepEqual(errors.map((e) => e.code), ["forbidden"]);
+  // 1 s after the welcome (half of 2 s): the refresh, refused.
+  t.mock.timers.tick(1_000);
+  await settle();
+  const refresh = ws.frames.at(-1)!;
+  assert.deepEqual([refresh.action, refresh.token], ["refresh", "t2"]);
+  ws.receive({ type: "error", code: "token_revoked", message: "revoked", id: refresh.id });
+  assert.ok(errors.at(-1) instanceof UnauthorizedError && errors.at(-1)!.code === "token_revoked", "reported, not fatal");
+  assert.ok(ws.closed, "that connection ends");
+  await settle();
+  assert.equal(client.state, "reconnecting");
+  // The reconnect asks the provider, which fails: retried on the backoff.
+  t.mock.timers.tick(0);
+  await settle();
+  t.mock.timers.tick(0);
+  await settle();
+  assert.equal(FakeSocket.made.length, 2);
+  const second = FakeSocket.made[1]!;
+  assert.equal(new URL(second.url).searchParams.get("token"), "t3");
+  second.open();
+  second.receive(WELCOME);
+  await settle();
+  assert.deepEqual(second.frames[0]!.channels, [{ name: "a", since: { epoch: "e1", seq: 0 } }], "b is not joined again");
+  assert.deepEqual(client.channels, [a]);
+  void client.close();
+  await settle();
 });
