@@ -34,6 +34,7 @@ fn conn(ns: &str, id: &str, expires_at: u64) -> Connection {
         expires_at,
         channels: vec![],
         token_exp: 77,
+        token_iat: None,
         counted: false,
     }
 }

@@ -43,6 +43,7 @@ pub fn connection(id: &str, tenant: &str, principal: &str, grants: &[&str]) -> C
         expires_at: u64::MAX,
         channels: vec![],
         token_exp: 0,
+        token_iat: None,
         counted: false,
     }
 }
@@ -182,6 +183,31 @@ impl ConnectionRegistry for MemoryRegistry {
             .get(id)
             .filter(|c| c.expires_at > now)
             .cloned())
+    }
+
+    async fn update_token(&self, conn: &Connection) -> Result<bool, StoreError> {
+        Ok(lock(&self.conns)
+            .get_mut(&conn.id)
+            .map(|c| {
+                c.grants = conn.grants.clone();
+                c.publish = conn.publish.clone();
+                c.token_exp = conn.token_exp;
+                c.token_iat = conn.token_iat;
+            })
+            .is_some())
+    }
+
+    async fn connections_of(
+        &self,
+        tenant: &str,
+        principal: &str,
+    ) -> Result<Vec<Connection>, StoreError> {
+        let now = self.clock.epoch_s();
+        Ok(lock(&self.conns)
+            .values()
+            .filter(|c| c.tenant == tenant && c.principal == principal && c.expires_at > now)
+            .cloned()
+            .collect())
     }
 
     async fn set_protocol(&self, id: &str, protocol: u32) -> Result<bool, StoreError> {
@@ -720,6 +746,14 @@ impl Pusher for MemoryPusher {
             .push(frame.into());
         Ok(())
     }
+
+    async fn close(&self, connection_id: &str) -> Result<(), PushError> {
+        if lock(&self.gone).insert(connection_id.to_owned()) {
+            Ok(())
+        } else {
+            Err(PushError::Gone)
+        }
+    }
 }
 
 /// Dead letters kept as `(message id, body, reason)`; can be made to fail.
@@ -979,5 +1013,98 @@ impl WebhookDeadLetterQueue for MemoryWebhookJobs {
     async fn delete(&self, dead: &DeadWebhookJob) -> Result<(), StoreError> {
         lock(&self.queue).retain(|(_, _, h)| *h != dead.handle);
         Ok(())
+    }
+}
+
+/// Trusted issuers in memory, one owner per issuer.
+#[derive(Debug, Default)]
+pub struct MemoryTrust {
+    entries: Mutex<BTreeMap<String, crate::auth::trust::TrustEntry>>,
+}
+
+#[async_trait]
+impl crate::ports::TrustStore for MemoryTrust {
+    async fn issuer(
+        &self,
+        iss: &str,
+    ) -> Result<Option<crate::auth::trust::TrustEntry>, StoreError> {
+        Ok(lock(&self.entries).get(iss).cloned())
+    }
+
+    async fn put_issuer(&self, entry: &crate::auth::trust::TrustEntry) -> Result<bool, StoreError> {
+        let mut entries = lock(&self.entries);
+        if let Some(have) = entries.get(&entry.issuer)
+            && have.owner != entry.owner
+        {
+            return Ok(false);
+        }
+        entries.insert(entry.issuer.clone(), entry.clone());
+        Ok(true)
+    }
+
+    async fn issuers_of(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<crate::auth::trust::TrustEntry>, StoreError> {
+        Ok(lock(&self.entries)
+            .values()
+            .filter(|e| e.tenant() == tenant)
+            .cloned()
+            .collect())
+    }
+
+    async fn remove_issuer(&self, tenant: Option<&str>, iss: &str) -> Result<bool, StoreError> {
+        let mut entries = lock(&self.entries);
+        match entries.get(iss) {
+            Some(e) if e.tenant() == tenant => Ok(entries.remove(iss).is_some()),
+            _ => Ok(false),
+        }
+    }
+}
+
+/// Revocations in memory.
+#[derive(Debug, Default)]
+pub struct MemoryRevocations {
+    at: Mutex<BTreeMap<(String, String), u64>>,
+}
+
+#[async_trait]
+impl crate::ports::Revocations for MemoryRevocations {
+    async fn revoked_at(&self, tenant: &str, sub: &str) -> Result<Option<u64>, StoreError> {
+        Ok(lock(&self.at)
+            .get(&(tenant.to_owned(), sub.to_owned()))
+            .copied())
+    }
+
+    async fn revoke(&self, tenant: &str, sub: &str, at_ms: u64) -> Result<(), StoreError> {
+        let mut at = lock(&self.at);
+        let e = at.entry((tenant.to_owned(), sub.to_owned())).or_default();
+        *e = (*e).max(at_ms);
+        Ok(())
+    }
+
+    async fn revocations(&self, tenant: &str) -> Result<Vec<crate::ports::Revocation>, StoreError> {
+        Ok(lock(&self.at)
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .map(|((t, s), at)| crate::ports::Revocation {
+                tenant: t.clone(),
+                sub: s.clone(),
+                at_ms: *at,
+            })
+            .collect())
+    }
+}
+
+/// A JWKS fetcher that reaches nothing (for verifiers without JWKS issuers).
+#[derive(Debug, Default)]
+pub struct NoJwks;
+
+#[async_trait]
+impl crate::ports::JwksFetcher for NoJwks {
+    async fn fetch(&self, url: &str) -> Result<crate::ports::FetchedJwks, crate::ports::JwksError> {
+        Err(crate::ports::JwksError::Unavailable(format!(
+            "no JWKS fetcher here ({url})"
+        )))
     }
 }

@@ -7,8 +7,8 @@
 //!
 //! Labels are few on purpose (each is a CloudWatch dimension): `path` on
 //! [`EVENTS_PUBLISHED`], `outcome` on [`WEBHOOK_ATTEMPTS`], `reason` on
-//! [`DEAD_LETTERED`], `scope` on [`RATE_LIMITED`] and
-//! [`RATE_LIMITED_DRY_RUN`]. No metric is labelled by tenant, channel or
+//! [`DEAD_LETTERED`] and [`TOKENS_REFUSED`], `scope` on [`RATE_LIMITED`]
+//! and [`RATE_LIMITED_DRY_RUN`], `outcome` on [`JWKS_FETCHES`]. No metric is labelled by tenant, channel or
 //! connection.
 
 /// A unit of a metric, as CloudWatch names it.
@@ -62,6 +62,10 @@ pub const WEBHOOK_ATTEMPTS: &str = "webhook_attempts";
 pub const DEAD_LETTERED: &str = "dead_lettered";
 pub const RATE_LIMITED: &str = "rate_limited";
 pub const RATE_LIMITED_DRY_RUN: &str = "rate_limited_dry_run";
+pub const TOKENS_REFUSED: &str = "tokens_refused";
+pub const JWKS_FETCHES: &str = "jwks_fetches";
+pub const TOKENS_REFRESHED: &str = "tokens_refreshed";
+pub const CONNECTIONS_REVOKED: &str = "connections_revoked";
 
 /// Every metric the code emits.
 pub const ALL: &[Metric] = &[
@@ -110,6 +114,22 @@ pub const ALL: &[Metric] = &[
     counter(
         RATE_LIMITED_DRY_RUN,
         "requests a dry-run tenant would have had refused, by scope",
+    ),
+    counter(
+        TOKENS_REFUSED,
+        "tokens refused at connect, refresh or the HTTP API, by reason (unknown_issuer, unknown_kid, wrong_algorithm, bad_signature, expired, revoked, ...)",
+    ),
+    counter(
+        JWKS_FETCHES,
+        "issuer key sets fetched, by outcome (ok, failed)",
+    ),
+    counter(
+        TOKENS_REFRESHED,
+        "connections whose token was refreshed in band",
+    ),
+    counter(
+        CONNECTIONS_REVOKED,
+        "live connections closed because their principal was revoked",
     ),
 ];
 

@@ -223,6 +223,9 @@ pub struct Connection {
     /// After it, joins and acks are refused with `token_expired` and live
     /// delivery stops: the client reconnects with a fresh token.
     pub token_exp: u64,
+    /// The `iat` of that token, when it had one (a revocation refuses the
+    /// tokens issued before it).
+    pub token_iat: Option<u64>,
     /// Whether it counts against its tenant's `max_connections` (recorded
     /// with [`put_counted_connection`](crate::ports::ConnectionRegistry::put_counted_connection)).
     pub counted: bool,

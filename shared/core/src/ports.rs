@@ -48,6 +48,17 @@ pub trait ConnectionRegistry: Send + Sync {
     async fn reset_connection_count(&self, tenant: &str) -> Result<(), StoreError>;
     /// The connection, unless unknown or expired.
     async fn get_connection(&self, id: &str) -> Result<Option<Connection>, StoreError>;
+    /// Replaces the connection's token: its grants, publish grants,
+    /// `token_exp` and `token_iat` (after an in-band refresh); `false` when
+    /// the connection is gone.
+    async fn update_token(&self, conn: &Connection) -> Result<bool, StoreError>;
+    /// The live connections of one principal of a tenant (what a
+    /// revocation closes).
+    async fn connections_of(
+        &self,
+        tenant: &str,
+        principal: &str,
+    ) -> Result<Vec<Connection>, StoreError>;
     /// Records the negotiated protocol; `false` when the connection is gone.
     async fn set_protocol(&self, id: &str, protocol: u32) -> Result<bool, StoreError>;
     /// Subscribes the connection to a channel; `false` when the connection is gone.
@@ -242,6 +253,9 @@ impl PushError {
 #[async_trait]
 pub trait Pusher: Send + Sync {
     async fn post(&self, connection_id: &str, frame: &str) -> Result<(), PushError>;
+    /// Closes the connection (API Gateway's `DeleteConnection`); a
+    /// connection already gone is `Gone`.
+    async fn close(&self, connection_id: &str) -> Result<(), PushError>;
 }
 
 /// The fan-out queue: big channels' deliveries, one job per shard range,
@@ -362,4 +376,71 @@ pub trait WebhookDeadLetterQueue: Send + Sync {
     async fn list(&self, max: usize, hold: Duration) -> Result<Vec<DeadWebhookJob>, StoreError>;
     /// Removes one (after it was sent back for delivery).
     async fn delete(&self, dead: &DeadWebhookJob) -> Result<(), StoreError>;
+}
+
+/// An issuer's JWKS document as fetched, with how long it may be kept
+/// (`Cache-Control: max-age`).
+#[derive(Debug, Clone)]
+pub struct FetchedJwks {
+    pub doc: serde_json::Value,
+    pub max_age: Option<Duration>,
+}
+
+/// Why a JWKS could not be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwksError {
+    /// Not reachable now (timeout, connection refused, 5xx): retryable.
+    #[error("JWKS unavailable: {0}")]
+    Unavailable(String),
+    /// An answer that is not a JWKS (4xx, not JSON, too large).
+    #[error("JWKS malformed: {0}")]
+    Malformed(String),
+    /// The URL is refused by the address policy.
+    #[error("JWKS URL refused: {0}")]
+    Refused(String),
+}
+
+/// Fetches JWKS documents (over HTTPS, under the URL policy).
+#[async_trait]
+pub trait JwksFetcher: Send + Sync {
+    async fn fetch(&self, url: &str) -> Result<FetchedJwks, JwksError>;
+}
+
+/// The trusted issuers: one entry per issuer, each owned by one tenant (or
+/// the deployment).
+#[async_trait]
+pub trait TrustStore: Send + Sync {
+    /// The entry for this `iss`, if any.
+    async fn issuer(&self, iss: &str)
+    -> Result<Option<crate::auth::trust::TrustEntry>, StoreError>;
+    /// Saves the entry, unless its issuer is owned by another tenant (or
+    /// the deployment): `false` then, nothing written.
+    async fn put_issuer(&self, entry: &crate::auth::trust::TrustEntry) -> Result<bool, StoreError>;
+    /// The entries one tenant owns (`None`: the deployment-level ones).
+    async fn issuers_of(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<crate::auth::trust::TrustEntry>, StoreError>;
+    /// Removes the tenant's entry for `iss`; `false` when it had none.
+    async fn remove_issuer(&self, tenant: Option<&str>, iss: &str) -> Result<bool, StoreError>;
+}
+
+/// A principal's revocation: its tokens issued before `at_ms` are refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub tenant: String,
+    pub sub: String,
+    /// Unix milliseconds.
+    pub at_ms: u64,
+}
+
+/// Revoked principals, per tenant.
+#[async_trait]
+pub trait Revocations: Send + Sync {
+    /// When `sub`'s tokens were last revoked in `tenant`.
+    async fn revoked_at(&self, tenant: &str, sub: &str) -> Result<Option<u64>, StoreError>;
+    /// Revokes every token of `sub` issued before `at_ms`.
+    async fn revoke(&self, tenant: &str, sub: &str, at_ms: u64) -> Result<(), StoreError>;
+    /// The tenant's revocations.
+    async fn revocations(&self, tenant: &str) -> Result<Vec<Revocation>, StoreError>;
 }

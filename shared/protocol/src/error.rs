@@ -27,6 +27,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// The token has expired.
     TokenExpired,
+    /// The token's principal was revoked after the token was issued.
+    TokenRevoked,
     /// The connection is not known (it expired or was removed).
     NotConnected,
     /// An event envelope is invalid.
@@ -60,6 +62,7 @@ impl ErrorCode {
             ErrorCode::VersionUnsupported => "version_unsupported",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::TokenRevoked => "token_revoked",
             ErrorCode::NotConnected => "not_connected",
             ErrorCode::InvalidEvent => "invalid_event",
             ErrorCode::Internal => "internal",
@@ -85,6 +88,8 @@ pub struct ProtocolError {
     pub code: ErrorCode,
     pub message: String,
     pub id: Option<String>,
+    /// A stable sub-code (a refused token's `reason`).
+    pub reason: Option<String>,
 }
 
 impl ProtocolError {
@@ -93,7 +98,14 @@ impl ProtocolError {
             code,
             message: message.into(),
             id: None,
+            reason: None,
         }
+    }
+
+    /// The same error, with a stable sub-code.
+    pub fn with_reason(mut self, reason: &str) -> Self {
+        self.reason = Some(reason.to_owned());
+        self
     }
 
     /// The same error, answering the request `id`.

@@ -32,13 +32,22 @@ pub enum ClientFrame {
     Ack { channel: String, seq: u64 },
     /// Liveness; answered by `pong`.
     Ping,
+    /// Replace the connection's token in place; answered by `refreshed` or
+    /// an `error` carrying the same `id`.
+    Refresh {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        token: String,
+    },
 }
 
 impl ClientFrame {
     /// The request id the answer will carry, if the frame has one.
     pub fn request_id(&self) -> Option<&str> {
         match self {
-            ClientFrame::Join { id, .. } | ClientFrame::Leave { id, .. } => id.as_deref(),
+            ClientFrame::Join { id, .. }
+            | ClientFrame::Leave { id, .. }
+            | ClientFrame::Refresh { id, .. } => id.as_deref(),
             _ => None,
         }
     }
@@ -145,6 +154,14 @@ pub enum ServerFrame {
         server: String,
         heartbeat_s: u64,
         limits: Limits,
+        /// What this gateway offers beyond protocol v1's base: `refresh`
+        /// (the in-band token refresh).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
+        /// When the connection's token expires (Unix seconds): the client
+        /// refreshes before it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_exp: Option<u64>,
     },
     Joined {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,6 +190,13 @@ pub enum ServerFrame {
     },
     Error(ErrorFrame),
     Pong,
+    /// The connection now runs on the token of the `refresh` with this `id`,
+    /// which expires at `exp` (Unix seconds).
+    Refreshed {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        exp: u64,
+    },
 }
 
 impl ServerFrame {
@@ -190,9 +214,7 @@ impl ServerFrame {
             code,
             message: message.into(),
             id,
-            supported: None,
-            scope: None,
-            retry_after_ms: None,
+            ..ErrorFrame::default()
         })
     }
 
@@ -208,9 +230,9 @@ impl ServerFrame {
             code: ErrorCode::RateLimited,
             message: message.into(),
             id,
-            supported: None,
             scope: Some(scope.to_owned()),
             retry_after_ms: Some(retry_after_ms),
+            ..ErrorFrame::default()
         })
     }
 }
@@ -223,8 +245,8 @@ impl From<crate::ProtocolError> for ServerFrame {
             message: e.message,
             id: e.id,
             supported,
-            scope: None,
-            retry_after_ms: None,
+            reason: e.reason,
+            ..ErrorFrame::default()
         })
     }
 }
@@ -319,7 +341,10 @@ impl EventFrame {
 /// A typed error: a stable `code`, a message for humans, the request `id`
 /// when the failing frame had one, and the supported range for
 /// `version_unsupported`; for `rate_limited`, the limit's `scope` and how
-/// long to wait (`retry_after_ms`).
+/// long to wait (`retry_after_ms`); for a refused token, the stable
+/// `reason` (`unknown_issuer`, `unknown_kid`, `wrong_algorithm`, ...); for
+/// channels left because a refreshed token no longer grants them, the
+/// `channels`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorFrame {
     pub code: ErrorCode,
@@ -332,4 +357,23 @@ pub struct ErrorFrame {
     pub scope: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<String>>,
+}
+
+impl Default for ErrorFrame {
+    fn default() -> Self {
+        Self {
+            code: ErrorCode::Internal,
+            message: String::new(),
+            id: None,
+            supported: None,
+            scope: None,
+            retry_after_ms: None,
+            reason: None,
+            channels: None,
+        }
+    }
 }

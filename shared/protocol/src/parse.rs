@@ -3,7 +3,7 @@ use serde_json::Value;
 use crate::limits::MAX_CLIENT_FRAME_BYTES;
 use crate::{ClientFrame, ErrorCode, ProtocolError};
 
-const ACTIONS: [&str; 5] = ["hello", "join", "leave", "ack", "ping"];
+const ACTIONS: [&str; 6] = ["hello", "join", "leave", "ack", "ping", "refresh"];
 
 /// Reads one client frame, with the typed error a client mistake deserves:
 /// `frame_too_large`, `bad_json`, `unknown_action` or `invalid_frame` (the

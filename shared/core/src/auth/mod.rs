@@ -1,13 +1,32 @@
-//! Tokens (HS256 JWTs) and channel grants.
+//! Tokens and channel grants.
+//!
+//! - [`Verifier`] decides whose a token is: tokens without `iss` are the
+//!   deployment's own HS256 tokens ([`Keyring`], `kid` picks the key);
+//!   a token with `iss` is checked against the one trust entry registered
+//!   for that issuer ([`trust`]), with keys from the entry only (a JWKS URL,
+//!   inline public keys or a stored HS256 secret), never from the token.
+//! - [`jwks`]: the JWKS cache, keyed by tenant, URL and `kid`.
+//! - [`Grants`]: compiled glob patterns of channels.
+
+pub mod jwks;
+pub mod trust;
+mod verifier;
+
+pub use verifier::Verifier;
 
 use std::time::Duration;
 
+use agentwire_protocol::ErrorCode;
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
-/// The claims agentwire reads from a token.
+use crate::ports::StoreError;
+
+/// What a verified token says: who (`tenant`, `sub`), what it may do
+/// (`channels`, `publish`, `admin`) and for how long (`exp`, `iat`).
+/// The deployment's own tokens carry exactly these claims; a token from a
+/// tenant's identity provider is mapped onto them by its trust entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// The principal.
@@ -19,13 +38,17 @@ pub struct Claims {
     /// Glob patterns of channels the principal may publish to.
     #[serde(default)]
     pub publish: Vec<String>,
+    /// Whether the principal may manage its tenant (the management API).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admin: bool,
     /// Expiry, Unix seconds.
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<u64>,
 }
 
-/// Why a token was refused.
+/// Why a token was refused. [`AuthError::reason`] is the stable sub-code
+/// sent to the client beside the error code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     #[error("no token: send `Authorization: Bearer <token>` or the `token` query parameter")]
@@ -36,75 +59,152 @@ pub enum AuthError {
     BadSignature,
     #[error("token has expired")]
     Expired,
+    #[error("token is not valid yet (nbf or iat in the future)")]
+    NotYetValid,
+    #[error("token lives {lifetime_s} s, longer than its issuer's maximum of {max_s} s")]
+    TooLongLived { lifetime_s: u64, max_s: u64 },
+    #[error("the token names issuer {0:?}, which no tenant trusts")]
+    UnknownIssuer(String),
+    #[error("the issuer has no key {0:?} (after refetching its keys)")]
+    UnknownKid(String),
+    #[error("algorithm {alg} does not fit the issuer's key ({key})")]
+    WrongAlgorithm { alg: String, key: String },
+    #[error("the token's audience is not one its issuer accepts")]
+    WrongAudience,
+    #[error("the token was revoked: its principal's tokens issued before {0} are refused")]
+    Revoked(u64),
+    #[error("the issuer's keys cannot be fetched now: {0}")]
+    KeysUnavailable(String),
+    #[error("the issuer's keys are malformed: {0}")]
+    KeysMalformed(String),
     #[error("token grants nothing usable: {0}")]
     InvalidClaims(String),
     #[error("token grants nothing usable: {0}")]
     Grant(#[from] GrantError),
     #[error("token could not be signed: {0}")]
     Signing(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-/// Signs and verifies HS256 tokens with one shared key.
+impl AuthError {
+    /// The stable sub-code of the refusal (the `reason` of the error frame
+    /// or body).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Malformed(_) => "malformed",
+            AuthError::BadSignature => "bad_signature",
+            AuthError::Expired => "expired",
+            AuthError::NotYetValid => "not_yet_valid",
+            AuthError::TooLongLived { .. } => "too_long_lived",
+            AuthError::UnknownIssuer(_) => "unknown_issuer",
+            AuthError::UnknownKid(_) => "unknown_kid",
+            AuthError::WrongAlgorithm { .. } => "wrong_algorithm",
+            AuthError::WrongAudience => "wrong_audience",
+            AuthError::Revoked(_) => "revoked",
+            AuthError::KeysUnavailable(_) | AuthError::Store(_) => "unavailable",
+            AuthError::KeysMalformed(_) => "keys_malformed",
+            AuthError::InvalidClaims(_) | AuthError::Grant(_) => "invalid_claims",
+            AuthError::Signing(_) => "signing",
+        }
+    }
+
+    /// The wire error code: `token_expired`, `token_revoked`, `internal`
+    /// for what a retry may fix (keys or store unavailable), else
+    /// `unauthorized`.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            AuthError::Expired => ErrorCode::TokenExpired,
+            AuthError::Revoked(_) => ErrorCode::TokenRevoked,
+            AuthError::KeysUnavailable(_) | AuthError::Store(_) | AuthError::Signing(_) => {
+                ErrorCode::Internal
+            }
+            _ => ErrorCode::Unauthorized,
+        }
+    }
+
+    /// Whether the same token may pass later (the keys or the store were
+    /// unavailable): answered like an unavailable store, never as a
+    /// refusal of the token.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, AuthError::KeysUnavailable(_))
+            || matches!(self, AuthError::Store(StoreError::Unavailable { .. }))
+    }
+
+    /// The message a client may read: the error's text, except for what a
+    /// retry may fix, whose cause stays in the log.
+    pub fn client_message(&self) -> String {
+        match self.code() {
+            ErrorCode::Internal => {
+                "the gateway could not check the token now; retry shortly".to_owned()
+            }
+            _ => self.to_string(),
+        }
+    }
+
+    /// The typed error for the client.
+    pub fn protocol_error(&self) -> agentwire_protocol::ProtocolError {
+        agentwire_protocol::ProtocolError::new(self.code(), self.client_message())
+            .with_reason(self.reason())
+    }
+}
+
+/// The longest principal (`sub`, or the claim a trust entry names) accepted.
+pub const MAX_PRINCIPAL: usize = 256;
+
+/// One of the deployment's own HS256 keys, with its `kid` when several are
+/// active.
 #[derive(Clone)]
 pub struct TokenKey {
+    kid: Option<String>,
+    secret: Vec<u8>,
     encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
 }
 
 impl std::fmt::Debug for TokenKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenKey(..)")
+        write!(f, "TokenKey(kid {:?}, ..)", self.kid)
     }
 }
 
-/// Clock skew tolerated on `exp`.
+/// Clock skew tolerated on `exp`, `nbf` and `iat`.
 pub const LEEWAY_S: u64 = 5;
 
 impl TokenKey {
     pub fn hs256(secret: &[u8]) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        // `exp` is required, and checked against the caller's clock in
-        // `verify`, not the library's reading of the system time.
-        validation.validate_exp = false;
-        validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
+            kid: None,
+            secret: secret.to_vec(),
             encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            validation,
         }
     }
 
-    /// The verified claims at `now_s` (Unix seconds, from the caller's
-    /// [`Clock`](crate::clock::Clock)), or why not: `exp` may be passed by
-    /// at most [`LEEWAY_S`]. Also checks that the tenant is a valid name and
-    /// every grant compiles.
-    pub fn verify(&self, token: &str, now_s: u64) -> Result<Claims, AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token.trim(), &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => AuthError::Expired,
-            ErrorKind::InvalidSignature => AuthError::BadSignature,
-            other => AuthError::Malformed(format!("{other:?}")),
-        })?;
-        let claims = data.claims;
-        // `exp` 0 would mean "no expiry known" to `token_expired`: a token
-        // must carry a real one.
-        if claims.exp == 0 || crate::model::token_expired(claims.exp, now_s) {
-            return Err(AuthError::Expired);
-        }
-        agentwire_protocol::limits::validate_tenant(&claims.tenant)
-            .map_err(|e| AuthError::InvalidClaims(e.message))?;
-        if claims.sub.is_empty() {
-            return Err(AuthError::InvalidClaims("sub is empty".into()));
-        }
-        Grants::compile(&claims.channels)?;
-        Grants::compile(&claims.publish)?;
-        Ok(claims)
+    /// The key known by `kid` (written in the header of what it signs).
+    pub fn with_kid(mut self, kid: impl Into<String>) -> Self {
+        self.kid = Some(kid.into());
+        self
+    }
+
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    pub(crate) fn secret(&self) -> &[u8] {
+        &self.secret
     }
 
     /// A signed token for these claims.
     pub fn sign(&self, claims: &Claims) -> Result<String, AuthError> {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+        self.sign_json(claims)
+    }
+
+    /// A signed token for any claims (an issuer's own shape: `iss`, `aud`,
+    /// ...), with this key's `kid`.
+    pub fn sign_json<T: Serialize>(&self, claims: &T) -> Result<String, AuthError> {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = self.kid.clone();
+        jsonwebtoken::encode(&header, claims, &self.encoding)
             .map_err(|e| AuthError::Signing(e.to_string()))
     }
 
@@ -122,9 +222,49 @@ impl TokenKey {
             tenant: tenant.to_owned(),
             channels,
             publish,
+            admin: false,
             exp: now_s + ttl.as_secs(),
             iat: Some(now_s),
         }
+    }
+}
+
+/// The deployment's active HS256 keys: the first signs, all verify (a
+/// token's `kid` picks one; a token without `kid` is tried on each), so a
+/// key rotates without a flag day.
+#[derive(Debug, Clone)]
+pub struct Keyring {
+    keys: Vec<TokenKey>,
+}
+
+impl Keyring {
+    pub fn new(keys: Vec<TokenKey>) -> Self {
+        Self { keys }
+    }
+
+    /// The key new tokens are signed with.
+    pub fn signer(&self) -> Option<&TokenKey> {
+        self.keys.first()
+    }
+
+    /// The keys a token with this `kid` may have been signed with.
+    pub(crate) fn candidates<'a>(
+        &'a self,
+        kid: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a TokenKey> + 'a {
+        self.keys
+            .iter()
+            .filter(move |k| kid.is_none() || k.kid.is_none() || k.kid.as_deref() == kid)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+impl From<TokenKey> for Keyring {
+    fn from(k: TokenKey) -> Self {
+        Keyring::new(vec![k])
     }
 }
 
@@ -183,87 +323,6 @@ pub fn token_from(authorization: Option<&str>, query_token: Option<&str>) -> Opt
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn now() -> u64 {
-        crate::clock::epoch_s(std::time::SystemTime::now())
-    }
-
-    #[test]
-    fn signs_and_verifies() {
-        let key = TokenKey::hs256(b"k1");
-        let c = TokenKey::claims(
-            "acme",
-            "ana",
-            vec!["agent-*".into()],
-            vec![],
-            now(),
-            Duration::from_secs(60),
-        );
-        let t = key.sign(&c).unwrap();
-        assert_eq!(key.verify(&t, now()).unwrap(), c);
-    }
-
-    #[test]
-    fn refuses_bad_tokens_with_reasons() {
-        let key = TokenKey::hs256(b"k1");
-        let other = TokenKey::hs256(b"k2");
-        let c = TokenKey::claims(
-            "acme",
-            "ana",
-            vec![],
-            vec![],
-            now(),
-            Duration::from_secs(60),
-        );
-        assert_eq!(
-            key.verify(&other.sign(&c).unwrap(), now()),
-            Err(AuthError::BadSignature)
-        );
-        assert!(matches!(
-            key.verify("not-a-jwt", now()),
-            Err(AuthError::Malformed(_))
-        ));
-        let old = TokenKey::claims(
-            "acme",
-            "ana",
-            vec![],
-            vec![],
-            now() - 3600,
-            Duration::from_secs(60),
-        );
-        assert_eq!(
-            key.verify(&key.sign(&old).unwrap(), now()),
-            Err(AuthError::Expired)
-        );
-        // Expiry is read at the caller's time, with the leeway.
-        let t = key.sign(&c).unwrap();
-        assert!(key.verify(&t, c.exp + LEEWAY_S).is_ok());
-        assert_eq!(
-            key.verify(&t, c.exp + LEEWAY_S + 1),
-            Err(AuthError::Expired)
-        );
-        let zero = Claims {
-            exp: 0,
-            ..c.clone()
-        };
-        assert_eq!(
-            key.verify(&key.sign(&zero).unwrap(), now()),
-            Err(AuthError::Expired),
-            "exp 0 is no expiry at all: refused"
-        );
-        let bad_tenant = TokenKey::claims(
-            "ac#me",
-            "ana",
-            vec![],
-            vec![],
-            now(),
-            Duration::from_secs(60),
-        );
-        assert!(matches!(
-            key.verify(&key.sign(&bad_tenant).unwrap(), now()),
-            Err(AuthError::InvalidClaims(_))
-        ));
-    }
 
     #[test]
     fn grants_are_globs() {

@@ -7,7 +7,7 @@ use agentwire_protocol::{
     ErrorCode, ProtocolError, ServerFrame, subprotocol_name, supported, version_of_subprotocol,
 };
 
-use crate::auth::{AuthError, TokenKey};
+use crate::auth::{AuthError, Verifier};
 use crate::clock::Clock;
 use crate::limits::Scope;
 use crate::model::Connection;
@@ -50,8 +50,7 @@ impl ConnectError {
     /// The typed error body sent with the refusal.
     pub fn frame(&self) -> ServerFrame {
         let code = match self {
-            ConnectError::Auth(AuthError::Expired) => ErrorCode::TokenExpired,
-            ConnectError::Auth(_) => ErrorCode::Unauthorized,
+            ConnectError::Auth(e) => return e.protocol_error().into(),
             ConnectError::VersionUnsupported { .. } => ErrorCode::VersionUnsupported,
             ConnectError::TooManyConnections { .. } => ErrorCode::TooManyConnections,
             ConnectError::Store(_) => ErrorCode::Internal,
@@ -64,7 +63,7 @@ impl ConnectError {
 /// The `$connect` use case.
 pub struct Connect {
     registry: Arc<dyn ConnectionRegistry>,
-    key: TokenKey,
+    verifier: Arc<Verifier>,
     clock: Arc<dyn Clock>,
     max_connection: Duration,
     quotas: Option<Arc<Quotas>>,
@@ -77,13 +76,13 @@ const RECORD_MARGIN: Duration = Duration::from_secs(600);
 impl Connect {
     pub fn new(
         registry: Arc<dyn ConnectionRegistry>,
-        key: TokenKey,
+        verifier: Arc<Verifier>,
         clock: Arc<dyn Clock>,
         max_connection: Duration,
     ) -> Self {
         Self {
             registry,
-            key,
+            verifier,
             clock,
             max_connection,
             quotas: None,
@@ -101,7 +100,7 @@ impl Connect {
             crate::auth::token_from(req.authorization.as_deref(), req.query_token.as_deref())
                 .ok_or(AuthError::Missing)?;
         let now = self.clock.epoch_s();
-        let claims = self.key.verify(&token, now)?;
+        let claims = self.verifier.verify(&token, now).await?;
         let (subprotocol, protocol) = pick_subprotocol(req.subprotocols.as_deref())?;
         let conn = Connection {
             id: req.connection_id.clone(),
@@ -114,6 +113,7 @@ impl Connect {
             expires_at: now + (self.max_connection + RECORD_MARGIN).as_secs(),
             channels: Vec::new(),
             token_exp: claims.exp,
+            token_iat: claims.iat,
             counted: false,
         };
         self.record(&conn).await?;
@@ -180,12 +180,14 @@ mod tests {
     use crate::clock::SystemClock;
     use crate::memory::MemoryRegistry;
 
+    use crate::auth::TokenKey;
+
     fn setup() -> (Connect, Arc<MemoryRegistry>, TokenKey) {
         let reg = Arc::new(MemoryRegistry::default());
         let key = TokenKey::hs256(b"secret");
         let c = Connect::new(
             reg.clone(),
-            key.clone(),
+            Arc::new(Verifier::new(key.clone(), Arc::new(SystemClock))),
             Arc::new(SystemClock),
             Duration::from_secs(7200),
         );

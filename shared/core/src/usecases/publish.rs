@@ -10,7 +10,7 @@ use agentwire_protocol::{ErrorCode, ProtocolError};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::auth::{AuthError, Grants, TokenKey};
+use crate::auth::{AuthError, Grants, Verifier};
 use crate::clock::{Clock, rfc3339};
 use crate::model::{Envelope, oversize_data};
 use crate::ports::{EventQueue, StoreError};
@@ -158,8 +158,7 @@ impl PublishError {
     /// The stable error code of the JSON error body.
     pub fn code(&self) -> ErrorCode {
         match self {
-            PublishError::Unauthorized(AuthError::Expired) => ErrorCode::TokenExpired,
-            PublishError::Unauthorized(_) => ErrorCode::Unauthorized,
+            PublishError::Unauthorized(e) => e.code(),
             PublishError::Forbidden(_) => ErrorCode::Forbidden,
             PublishError::Invalid(e) => e.code,
             PublishError::TooLarge { .. } => ErrorCode::MessageTooLarge,
@@ -322,13 +321,15 @@ impl Publisher {
 
     /// Verifies the bearer token and its `publish` grant for `channel`;
     /// the token's tenant.
-    fn authorize(
+    async fn authorize(
         &self,
-        key: &TokenKey,
+        verifier: &Verifier,
         token: Option<&str>,
         channel: &str,
     ) -> Result<String, PublishError> {
-        let claims = key.verify(token.ok_or(AuthError::Missing)?, self.clock.epoch_s())?;
+        let claims = verifier
+            .verify(token.ok_or(AuthError::Missing)?, self.clock.epoch_s())
+            .await?;
         agentwire_protocol::limits::validate_channel(channel).map_err(PublishError::Invalid)?;
         let grants = Grants::compile(&claims.publish).map_err(AuthError::from)?;
         if !grants.allows(channel) {
@@ -347,12 +348,12 @@ impl Publisher {
     /// queue and the log both drop a known id).
     pub async fn publish_batch_http(
         &self,
-        key: &TokenKey,
+        verifier: &Verifier,
         token: Option<&str>,
         channel: &str,
         body: &[u8],
     ) -> Result<Vec<Envelope>, PublishError> {
-        let tenant = self.authorize(key, token, channel)?;
+        let tenant = self.authorize(verifier, token, channel).await?;
         if body.len() > MAX_BATCH_BODY_BYTES {
             return Err(PublishError::TooLarge {
                 what: "the request body",
@@ -411,13 +412,13 @@ impl Publisher {
     /// grant for `channel`, parses and checks the body, then publishes.
     pub async fn publish_http(
         &self,
-        key: &TokenKey,
+        verifier: &Verifier,
         token: Option<&str>,
         channel: &str,
         body: &[u8],
         idempotency_key: Option<&str>,
     ) -> Result<Envelope, PublishError> {
-        let tenant = self.authorize(key, token, channel)?;
+        let tenant = self.authorize(verifier, token, channel).await?;
         if body.len() > MAX_PUBLISH_BODY_BYTES {
             return Err(PublishError::TooLarge {
                 what: "the request body",
@@ -453,17 +454,20 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::TokenKey;
     use crate::clock::SystemClock;
     use crate::memory::MemoryEventQueue;
     use std::time::Duration;
 
-    fn setup() -> (Publisher, Arc<MemoryEventQueue>, TokenKey) {
+    fn setup() -> (Publisher, Arc<MemoryEventQueue>, Verifier) {
         let queue = Arc::new(MemoryEventQueue::default());
         let p = Publisher::new(queue.clone(), Arc::new(SystemClock));
-        (p, queue, TokenKey::hs256(b"k"))
+        let verifier = Verifier::new(TokenKey::hs256(b"k"), Arc::new(SystemClock));
+        (p, queue, verifier)
     }
 
-    fn token(key: &TokenKey, publish: &[&str], ttl: Duration, iat: u64) -> String {
+    /// A token signed with the key `setup`'s verifier holds.
+    fn token(_: &Verifier, publish: &[&str], ttl: Duration, iat: u64) -> String {
         let claims = TokenKey::claims(
             "t1",
             "agent",
@@ -472,7 +476,7 @@ mod tests {
             iat,
             ttl,
         );
-        key.sign(&claims).unwrap()
+        TokenKey::hs256(b"k").sign(&claims).unwrap()
     }
 
     fn now() -> u64 {

@@ -11,7 +11,7 @@ use agentwire_protocol::{ErrorCode, ProtocolError};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::auth::{AuthError, Grants, TokenKey};
+use crate::auth::{AuthError, Grants, Verifier};
 use crate::clock::Clock;
 use crate::model::{ChannelKey, ChannelState, StoredEvent};
 use crate::ports::{ChannelLog, ConnectionRegistry, StoreError, WebhookDirectory};
@@ -44,8 +44,7 @@ impl ReadError {
     /// The stable error code of the JSON error body.
     pub fn code(&self) -> ErrorCode {
         match self {
-            ReadError::Unauthorized(AuthError::Expired) => ErrorCode::TokenExpired,
-            ReadError::Unauthorized(_) => ErrorCode::Unauthorized,
+            ReadError::Unauthorized(e) => e.code(),
             ReadError::Forbidden(_) => ErrorCode::Forbidden,
             ReadError::Invalid(e) => e.code,
             ReadError::Store(_) => ErrorCode::Internal,
@@ -186,13 +185,15 @@ impl ChannelReads {
     }
 
     /// Verifies the token and its `channels` grant for `channel`.
-    fn authorize(
+    async fn authorize(
         &self,
-        key: &TokenKey,
+        verifier: &Verifier,
         token: Option<&str>,
         channel: &str,
     ) -> Result<ChannelKey, ReadError> {
-        let claims = key.verify(token.ok_or(AuthError::Missing)?, self.clock.epoch_s())?;
+        let claims = verifier
+            .verify(token.ok_or(AuthError::Missing)?, self.clock.epoch_s())
+            .await?;
         agentwire_protocol::limits::validate_channel(channel).map_err(ReadError::Invalid)?;
         let grants = Grants::compile(&claims.channels).map_err(AuthError::from)?;
         if !grants.allows(channel) {
@@ -211,12 +212,12 @@ impl ChannelReads {
     /// `GET /v1/channels/{channel}/events?after&limit`.
     pub async fn history(
         &self,
-        key: &TokenKey,
+        verifier: &Verifier,
         token: Option<&str>,
         channel: &str,
         query: HistoryQuery,
     ) -> Result<HistoryPage, ReadError> {
-        let ck = self.authorize(key, token, channel)?;
+        let ck = self.authorize(verifier, token, channel).await?;
         let (state, oldest) = self.state(&ck).await?;
         let head = state.head;
         let want = query.after.saturating_add(1);
@@ -273,11 +274,11 @@ impl ChannelReads {
     /// `GET /v1/channels/{channel}/presence`.
     pub async fn presence(
         &self,
-        key: &TokenKey,
+        verifier: &Verifier,
         token: Option<&str>,
         channel: &str,
     ) -> Result<PresencePage, ReadError> {
-        let ck = self.authorize(key, token, channel)?;
+        let ck = self.authorize(verifier, token, channel).await?;
         let p = self.registry.presence(&ck).await?;
         Ok(PresencePage {
             channel: channel.to_owned(),
@@ -289,11 +290,11 @@ impl ChannelReads {
     /// `GET /v1/channels/{channel}`.
     pub async fn channel(
         &self,
-        key: &TokenKey,
+        verifier: &Verifier,
         token: Option<&str>,
         channel: &str,
     ) -> Result<ChannelInfo, ReadError> {
-        let ck = self.authorize(key, token, channel)?;
+        let ck = self.authorize(verifier, token, channel).await?;
         let (state, oldest) = self.state(&ck).await?;
         let webhook = self
             .webhooks
@@ -320,6 +321,7 @@ impl ChannelReads {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::TokenKey;
     use crate::clock::ManualClock;
     use crate::memory::{MemoryLog, MemoryRegistry, MemoryWebhooks, connection};
     use crate::model::Envelope;
@@ -332,7 +334,7 @@ mod tests {
         log: Arc<MemoryLog>,
         registry: Arc<MemoryRegistry>,
         webhooks: Arc<MemoryWebhooks>,
-        key: TokenKey,
+        key: Verifier,
         token: String,
         clock: Arc<ManualClock>,
     }
@@ -352,6 +354,7 @@ mod tests {
             Duration::from_secs(60),
         );
         let token = key.sign(&claims).unwrap();
+        let key = Verifier::new(key, clock.clone());
         Fixture {
             reads: ChannelReads::new(
                 log.clone(),

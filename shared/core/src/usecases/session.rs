@@ -11,7 +11,7 @@ use agentwire_protocol::{
     Presence, ProtocolError, SERVER, ServerFrame, negotiate, parse_client_frame, supported,
 };
 
-use crate::auth::Grants;
+use crate::auth::{AuthError, Grants, Verifier};
 use crate::clock::{Clock, rfc3339};
 use crate::limits::Scope;
 use crate::model::{ChannelKey, ChannelState, Connection};
@@ -71,6 +71,7 @@ pub struct Session {
     heartbeat_s: u64,
     replay_budget: ReplayBudget,
     quotas: Option<Arc<Quotas>>,
+    verifier: Option<Arc<Verifier>>,
 }
 
 /// A failure answered with an error frame: the client's mistake, or ours.
@@ -89,6 +90,21 @@ impl From<ProtocolError> for Refusal {
 impl From<StoreError> for Refusal {
     fn from(e: StoreError) -> Self {
         Refusal::Store(e)
+    }
+}
+
+impl From<AuthError> for Refusal {
+    /// A refused token is the client's; keys or a store unavailable are
+    /// ours (answered `internal`, retryable).
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Store(s) => Refusal::Store(s),
+            e if e.code() == ErrorCode::Internal => Refusal::Store(StoreError::Unavailable {
+                op: "verify token",
+                reason: e.to_string(),
+            }),
+            e => Refusal::Client(e.protocol_error()),
+        }
     }
 }
 
@@ -118,7 +134,15 @@ impl Session {
             heartbeat_s,
             replay_budget: ReplayBudget::default(),
             quotas: None,
+            verifier: None,
         }
+    }
+
+    /// Takes in-band token refreshes (verified by `verifier`, announced in
+    /// `welcome`) and refuses joins and acks of revoked principals.
+    pub fn with_verifier(mut self, verifier: Arc<Verifier>) -> Self {
+        self.verifier = Some(verifier);
+        self
     }
 
     /// Checks the connection's join/ack rate and the channels it may join.
@@ -194,7 +218,16 @@ impl Session {
             .into());
         }
         if matches!(frame, ClientFrame::Join { .. } | ClientFrame::Ack { .. })
-            && let Some(quotas) = &self.quotas
+            && let Some(verifier) = &self.verifier
+        {
+            verifier
+                .check_revoked(&conn.tenant, &conn.principal, conn.token_iat)
+                .await?;
+        }
+        if matches!(
+            frame,
+            ClientFrame::Join { .. } | ClientFrame::Ack { .. } | ClientFrame::Refresh { .. }
+        ) && let Some(quotas) = &self.quotas
         {
             quotas
                 .check_action(&conn.tenant, &conn.id)
@@ -209,7 +242,85 @@ impl Session {
                 self.ack(&conn, &channel, seq).await.map(|()| None)
             }
             ClientFrame::Ping => Ok(Some(ServerFrame::Pong)),
+            ClientFrame::Refresh { id, token } => self.refresh(&conn, id, &token).await.map(Some),
         }
+    }
+
+    /// Replaces the connection's token: same tenant and principal; the
+    /// new grants replace the old, channels no longer granted are left
+    /// (one `forbidden` error frame names them, before `refreshed`).
+    async fn refresh(
+        &self,
+        conn: &Connection,
+        id: Option<String>,
+        token: &str,
+    ) -> Result<ServerFrame, Refusal> {
+        let Some(verifier) = &self.verifier else {
+            return Err(ProtocolError::new(
+                ErrorCode::UnknownAction,
+                "this gateway does not take refresh (its welcome does not offer it); reconnect with a fresh token",
+            )
+            .into());
+        };
+        let claims = verifier.verify(token, self.clock.epoch_s()).await?;
+        if claims.tenant != conn.tenant || claims.sub != conn.principal {
+            return Err(ProtocolError::new(
+                ErrorCode::Unauthorized,
+                "the new token must name the same tenant and principal as the connection's",
+            )
+            .with_reason("other_principal")
+            .into());
+        }
+        let grants = Grants::compile(&claims.channels).map_err(AuthError::from)?;
+        let (kept, lost): (Vec<String>, Vec<String>) = conn
+            .channels
+            .iter()
+            .cloned()
+            .partition(|c| grants.allows(c));
+        let updated = Connection {
+            grants: claims.channels,
+            publish: claims.publish,
+            token_exp: claims.exp,
+            token_iat: claims.iat,
+            channels: kept.clone(),
+            ..conn.clone()
+        };
+        if !self.registry.update_token(&updated).await? {
+            return Err(not_connected());
+        }
+        for name in &lost {
+            self.registry
+                .unsubscribe(&conn.id, &ChannelKey::new(&conn.tenant, name))
+                .await?;
+        }
+        // The subscriptions carry the token's exp (live delivery stops
+        // after it): written again with the new one.
+        for name in &kept {
+            let key = ChannelKey::new(&conn.tenant, name);
+            if !self
+                .registry
+                .subscribe(&updated, &key, conn.expires_at)
+                .await?
+            {
+                return Err(not_connected());
+            }
+        }
+        if !lost.is_empty() {
+            let left = ServerFrame::Error(agentwire_protocol::ErrorFrame {
+                code: ErrorCode::Forbidden,
+                message: format!("the new token does not grant {}: left", lost.join(", ")),
+                channels: Some(lost),
+                ..Default::default()
+            });
+            if let Err(e) = self.post(&conn.id, &left).await {
+                tracing::warn!(connection_id = %conn.id, error = %e, "could not post the channels a refresh left");
+            }
+        }
+        ::metrics::counter!(crate::metrics::TOKENS_REFRESHED).increment(1);
+        Ok(ServerFrame::Refreshed {
+            id,
+            exp: claims.exp,
+        })
     }
 
     async fn connection(&self, id: &str) -> Result<Connection, Refusal> {
@@ -237,6 +348,11 @@ impl Session {
             server: SERVER.to_owned(),
             heartbeat_s: self.heartbeat_s,
             limits: Limits::default(),
+            features: match self.verifier {
+                Some(_) => vec!["refresh".to_owned()],
+                None => vec![],
+            },
+            token_exp: (conn.token_exp != 0).then_some(conn.token_exp),
         })
     }
 
