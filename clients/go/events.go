@@ -1,0 +1,92 @@
+package agentwire
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// ClientEvent is what Client.Events delivers: one of *Connected, *Joined,
+// *Event, *Gap, *Message, *MessageLost, *Disconnected, *Reconnecting,
+// *Left, *Refreshed or *ErrorEvent. Use a type switch.
+type ClientEvent interface{ clientEvent() }
+
+// Event is one event of a channel, delivered once per seq, in seq order.
+type Event struct {
+	Channel string `json:"channel"`
+	// Epoch names the incarnation of the channel's log; seqs compare only
+	// within one epoch.
+	Epoch string `json:"epoch"`
+	Seq   uint64 `json:"seq"`
+	ID    string `json:"id"`
+	Kind  string `json:"kind"`
+	// Data is the event's JSON (null when it had none).
+	Data json.RawMessage `json:"data"`
+	Ts   string          `json:"ts"`
+}
+
+// approxLen is the event's size as JSON, roughly (for the held-event bound).
+func (e *Event) approxLen() int {
+	return 96 + len(e.Channel) + len(e.Epoch) + len(e.ID) + len(e.Kind) + len(e.Data) + len(e.Ts)
+}
+
+// Gap says that seqs From..=To of Channel will never be delivered (they
+// left the log); delivery goes on after To.
+type Gap struct {
+	Channel string `json:"channel"`
+	From    uint64 `json:"from"`
+	To      uint64 `json:"to"`
+}
+
+// Connected: a connection is up and its welcome received.
+type Connected struct {
+	Protocol     int
+	ConnectionID string
+	Server       string
+	// Features the gateway offers ("refresh": in-band token refresh).
+	Features []string
+	// TokenExp is when the connection's token expires (zero: not said).
+	TokenExp time.Time
+}
+
+// Joined: a (re)join was answered, with the presence and health snapshot
+// the gateway sent with it.
+type Joined struct {
+	Channels []JoinedChannel
+	Presence map[string]Presence
+	Health   *Health
+}
+
+// Disconnected: a connection ended.
+type Disconnected struct{ Reason string }
+
+// Reconnecting: the next connection attempt comes after Delay.
+type Reconnecting struct {
+	Attempt int
+	Delay   time.Duration
+	Reason  string
+}
+
+// Left: a leave took effect.
+type Left struct{ Channels []string }
+
+// Refreshed: the connection took a fresh token in band; it expires at Exp.
+type Refreshed struct{ Exp time.Time }
+
+// ErrorEvent reports an error. When Err's Fatal is set it is the last
+// event: the client stopped.
+type ErrorEvent struct{ Err *Error }
+
+// Fatal reports whether the client stopped with this error.
+func (e *ErrorEvent) Fatal() bool { return e.Err != nil && e.Err.Fatal }
+
+func (*Event) clientEvent()        {}
+func (*Gap) clientEvent()          {}
+func (*Connected) clientEvent()    {}
+func (*Joined) clientEvent()       {}
+func (*Disconnected) clientEvent() {}
+func (*Reconnecting) clientEvent() {}
+func (*Left) clientEvent()         {}
+func (*Refreshed) clientEvent()    {}
+func (*ErrorEvent) clientEvent()   {}
+func (*Message) clientEvent()      {}
+func (*MessageLost) clientEvent()  {}

@@ -1,0 +1,115 @@
+package agentwire
+
+import (
+	"context"
+	"net/http"
+	"time"
+)
+
+// TokenProvider returns a token for the next connection attempt (or an
+// in-band refresh). It is asked before every attempt; ctx ends when the
+// client closes. An error is reported and retried on the backoff.
+type TokenProvider func(ctx context.Context) (string, error)
+
+// ChannelSpec is a channel to join and where its first join starts.
+type ChannelSpec struct {
+	Name  string
+	Since Since
+}
+
+// Options say how the client behaves. The zero value of every field means
+// its default, chosen for API Gateway's limits; a negative duration turns
+// off what it times (MaxConnectionAge, AckDebounce).
+type Options struct {
+	// Token is a fixed token. A refused fixed token ends the client.
+	Token string
+	// TokenProvider is asked before every connection attempt and for
+	// in-band refreshes; it takes precedence over Token.
+	TokenProvider TokenProvider
+	// Channels are joined at start, in order.
+	Channels []ChannelSpec
+
+	// MinReconnectDelay is the first backoff ceiling (default 500 ms);
+	// MaxReconnectDelay the largest (default 30 s). Full jitter.
+	MinReconnectDelay time.Duration
+	MaxReconnectDelay time.Duration
+	// MaxAttempts caps reconnect attempts in a row (0: never give up).
+	MaxAttempts int
+	// Jitter returns a uniform draw in [0, 1) for the backoff (default
+	// math/rand/v2); return 1 for no jitter.
+	Jitter func() float64
+
+	// PingInterval: how often a ping is sent (default 30 s).
+	PingInterval time.Duration
+	// PingTimeout: a connection that receives nothing for this long after a
+	// ping is dead and replaced (default 20 s).
+	PingTimeout time.Duration
+	// MaxConnectionAge: the client rolls over (acks, closes, reconnects at
+	// once, resumes) after this long, ahead of API Gateway's 2-hour cut
+	// (default 115 min; negative: never).
+	MaxConnectionAge time.Duration
+	// AckDebounce: delivered seqs are acknowledged this long after the first
+	// unacknowledged one, before a rollover, on leave and on Close (default
+	// 1 s; negative: never acknowledge).
+	AckDebounce time.Duration
+	// HandshakeTimeout bounds the WebSocket upgrade and hello (default 10 s).
+	HandshakeTimeout time.Duration
+
+	// ClientName is sent in hello.
+	ClientName string
+	// Buffer is how many events wait for the application before the client
+	// stops reading the socket (default 1024).
+	Buffer int
+	// MaxFrameBytes is the largest frame read (default 4 MiB).
+	MaxFrameBytes int64
+	// MaxHeldEvents and MaxHeldEventBytes bound the events one channel
+	// holds while waiting for earlier seqs (10,000 and 32 MiB).
+	MaxHeldEvents     int
+	MaxHeldEventBytes int
+	// MaxMessageBytes bounds one reassembled message (64 MiB);
+	// MaxHeldMessageBytes all partial messages (128 MiB).
+	MaxMessageBytes     uint64
+	MaxHeldMessageBytes uint64
+
+	// HTTPClient dials the WebSocket (default http.DefaultClient).
+	HTTPClient *http.Client
+	// Header is added to the upgrade request.
+	Header http.Header
+}
+
+// Version is this package's version, sent in hello.
+const Version = "0.1.0"
+
+func (o Options) withDefaults() Options {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&o.MinReconnectDelay, 500*time.Millisecond)
+	def(&o.MaxReconnectDelay, 30*time.Second)
+	def(&o.PingInterval, 30*time.Second)
+	def(&o.PingTimeout, 20*time.Second)
+	def(&o.MaxConnectionAge, 115*time.Minute)
+	def(&o.AckDebounce, time.Second)
+	def(&o.HandshakeTimeout, 10*time.Second)
+	if o.MaxReconnectDelay < o.MinReconnectDelay {
+		o.MaxReconnectDelay = o.MinReconnectDelay
+	}
+	if o.Jitter == nil {
+		o.Jitter = randomUnit
+	}
+	if o.ClientName == "" {
+		o.ClientName = "agentwire-go/" + Version
+	}
+	if o.Buffer <= 0 {
+		o.Buffer = 1024
+	}
+	if o.MaxFrameBytes <= 0 {
+		o.MaxFrameBytes = 4 << 20
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = http.DefaultClient
+	}
+	return o
+}
