@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -41,13 +43,22 @@ def matches(pattern: Any, actual: Any) -> bool:
     return pattern == actual
 
 
-def substitute(v: Any, rid: str) -> Any:
+NOW_PLUS = re.compile(r"^\$now\+(\d+)$")
+
+
+def substitute(v: Any, rid: str, now: float | None = None) -> Any:
+    """`"$id"` becomes the remembered id; a string `"$now+N"` the Unix seconds
+    N from `now` (the wall clock when the frame is sent)."""
+    if now is None:
+        now = time.time()
     if v == "$id":
         return rid
+    if isinstance(v, str) and (m := NOW_PLUS.match(v)):
+        return int(now) + int(m.group(1))
     if isinstance(v, dict):
-        return {k: substitute(x, rid) for k, x in v.items()}
+        return {k: substitute(x, rid, now) for k, x in v.items()}
     if isinstance(v, list):
-        return [substitute(x, rid) for x in v]
+        return [substitute(x, rid, now) for x in v]
     return v
 
 
