@@ -10,8 +10,10 @@ import collections
 import inspect
 import json
 import logging
+import math
 import random
 import re
+import time
 from typing import Any, Awaitable, Callable, Literal, Union
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -42,6 +44,10 @@ MAX_CHANNELS_PER_JOIN = 50
 _CHANNEL_RE = re.compile(r"^[A-Za-z0-9\-_.:/@]{1,128}$")
 #: The wait after a `rate_limited` answer that carries no `retry_after_ms`, in seconds.
 _DEFAULT_RETRY_AFTER = 1.0
+#: The codes of a refused token.
+_TOKEN_CODES = ("unauthorized", "token_expired", "token_revoked")
+#: The wall clock that `token_exp` and `exp` (Unix seconds) are read against.
+_wall_clock = time.time
 
 State = Literal["connecting", "connected", "reconnecting", "closed"]
 Since = Union[None, Literal["head"], Position]
@@ -263,6 +269,27 @@ def _retry_after_s(ms: Any) -> float:
     return _DEFAULT_RETRY_AFTER
 
 
+def _refresh_delay(exp: float, now: float, lead: float) -> float:
+    """Seconds from `now` until the in-band refresh of a token that expires at
+    `exp` (both Unix seconds): `exp` minus the lead, the lead being the smaller
+    of `lead` and half the time left; at once when the token has expired."""
+    left = exp - now
+    if not left > 0:
+        return 0.0
+    return max(0.0, left - min(lead, left / 2))
+
+
+def _unix_seconds(v: Any) -> float | None:
+    """A usable `token_exp` / `exp`: a finite number (not a bool), else `None`."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
 def _since_arg(since: Any) -> Since:
     if since is None:
         return None
@@ -308,6 +335,7 @@ class Client:
         max_message_bytes: int = 64 * 1024 * 1024,
         max_held_message_bytes: int = 128 * 1024 * 1024,
         client_name: str = f"agentwire-python/{__version__}",
+        refresh_lead: float = 60.0,
     ) -> None:
         if (token is None) == (token_provider is None):
             raise ValueError("give exactly one of token= and token_provider=")
@@ -326,6 +354,9 @@ class Client:
         self._max_buffered = max(1, max_buffered)
         self._max_buffered_bytes = max_buffered_bytes
         self._client_name = client_name
+        if not refresh_lead >= 0:
+            raise ValueError(f"refresh_lead must be a non-negative number of seconds, not {refresh_lead!r}")
+        self._refresh_lead = float(refresh_lead)
 
         self._channels: dict[str, _Channel] = {}
         # Chunk events being reassembled into messages (docs/protocol.md).
@@ -340,6 +371,11 @@ class Client:
         self._ack_paused_until: float | None = None
         # Joins answered `rate_limited`: (when to send them again, their channels).
         self._join_retries: list[tuple[float, list[str]]] = []
+        # In-band token refresh (this connection's): when (loop time), the
+        # task asking the provider and sending it, the id of the unanswered `refresh`.
+        self._refresh_at: float | None = None
+        self._refresh_task: asyncio.Task[None] | None = None
+        self._refresh_id: str | None = None
         self._resume_wanted = False
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -642,12 +678,24 @@ class Client:
         self._end = None
         timers: asyncio.Task[None] | None = None
         try:
-            await self._handshake(ws)
+            welcome = await self._handshake(ws)
             self._ws = ws
             self._pending.clear()
             self._join_retries.clear()
             self._ack_paused_until = None
             self._pong_deadline = None
+            self._refresh_at = None
+            self._refresh_id = None
+            features = welcome.get("features")
+            token_exp = _unix_seconds(welcome.get("token_exp"))
+            if (
+                self._provider is not None
+                and isinstance(features, list)
+                and "refresh" in features
+                and token_exp is not None
+            ):
+                # Only with a provider to ask: a fixed token has nothing new to send.
+                self._plan_refresh(token_exp)
             self._set_state("connected")
             await self._send_joins(ws, [n for n, ch in self._channels.items() if not ch.idle])
             timers = loop.create_task(self._timers(ws, started), name="agentwire-timers")
@@ -659,12 +707,16 @@ class Client:
             end = self._end or _End(_LOST, f"the connection ended: {e}")
         finally:
             self._ws = None
-            if timers is not None:
-                timers.cancel()
-                try:
-                    await timers
-                except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                    pass
+            self._refresh_at = None
+            self._refresh_id = None
+            for task in (timers, self._refresh_task):
+                if task is not None:
+                    task.cancel()
+                    try:
+                        await task
+                    except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                        pass
+            self._refresh_task = None
             try:
                 await ws.close(1000, "closed by the client")
             except Exception:  # noqa: BLE001
@@ -699,7 +751,7 @@ class Client:
             return _FAILED, f"the gateway answered HTTP {status}: {message}"
         return _FATAL, RefusedError(f"HTTP {status}: {message}", status=status, body=parsed)
 
-    async def _handshake(self, ws: ClientConnection) -> None:
+    async def _handshake(self, ws: ClientConnection) -> dict[str, Any]:
         await ws.send(
             json.dumps(
                 {
@@ -725,9 +777,11 @@ class Client:
                 frame = json.loads(raw)
             except ValueError:
                 continue
-            t = frame.get("type") if isinstance(frame, dict) else None
+            if not isinstance(frame, dict):
+                continue
+            t = frame.get("type")
             if t == "welcome":
-                return
+                return frame
             if t == "error":
                 if frame.get("code") == "version_unsupported":
                     raise _End(
@@ -818,14 +872,44 @@ class Client:
         if t == "error":
             self._on_error_frame(f)
             return []
+        if t == "refreshed":
+            rid = f.get("id")
+            if rid is None or rid != self._refresh_id:
+                return []
+            self._refresh_id = None
+            # The next refresh is planned from the new token's `exp`.
+            exp = _unix_seconds(f.get("exp"))
+            if exp is not None:
+                self._plan_refresh(exp)
+            return []
         return []  # welcome, pong, left
 
     def _on_error_frame(self, f: dict[str, Any]) -> None:
         code = str(f.get("code", "internal"))
         message = str(f.get("message", ""))
         rid = f.get("id")
+        if rid is not None and rid == self._refresh_id:
+            # The refresh was refused (the connection keeps its old token): a
+            # new connection, with a token the provider is asked for again, resumes.
+            self._refresh_id = None
+            self._report(
+                UnauthorizedError(message, code=code, body=f)
+                if code in _TOKEN_CODES
+                else ServerError(message, code=code, body=f)
+            )
+            raise _End(_LOST, f"the token refresh was refused ({code}): {message}; reconnecting with a fresh token")
         request = self._pending.pop(rid, None) if rid is not None else None
         scope = f.get("scope") if isinstance(f.get("scope"), str) else None
+        channels = f.get("channels")
+        if request is None and code == "forbidden" and isinstance(channels, list):
+            # A refreshed token that no longer grants these channels: the
+            # gateway left them; dropped like a channel whose join was refused.
+            err = ServerError(message, code=code, body=f)
+            for name in channels:
+                if isinstance(name, str):
+                    self._drop(name, err)
+            self._report(err)
+            return
         if code == "rate_limited":
             # Not a refusal: the join is sent again, or acks wait, for the
             # gateway's delay (1 s when it gives none), on this connection.
@@ -853,10 +937,41 @@ class Client:
         if request is not None:
             # Refused for good (forbidden, invalid channel, too many channels): not re-joined.
             for name in request:
-                ch = self._channels.pop(name, None)
-                if ch is not None:
-                    ch.sub._finish(err)
+                self._drop(name, err)
         self._report(err)
+
+    def _drop(self, name: str, err: AgentWireError) -> None:
+        """A channel the gateway refused for good (a join, or a token that no
+        longer grants it): its subscription ends with `err`; never re-joined."""
+        ch = self._channels.pop(name, None)
+        if ch is not None:
+            ch.sub._finish(err)
+
+    def _plan_refresh(self, exp: float) -> None:
+        """The next in-band refresh of this connection's token, which expires at `exp`."""
+        delay = _refresh_delay(exp, _wall_clock(), self._refresh_lead)
+        self._refresh_at = asyncio.get_running_loop().time() + delay
+        self._poke()
+
+    async def _refresh(self, ws: ClientConnection) -> None:
+        """Asks the token provider for a fresh token and sends it in a
+        `refresh`. A provider that fails ends the connection: the reconnect
+        asks it again."""
+        try:
+            token = await self._get_token()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any provider failure: reconnect
+            if self._ws is ws and self._end is None:
+                self._end = _End(_LOST, f"the token provider failed to refresh the token: {e!r}")
+                await ws.close(1000, "reconnecting with a fresh token")
+            return
+        if self._ws is not ws or self._end is not None:
+            return
+        self._next_id += 1
+        rid = f"r{self._next_id}"
+        self._refresh_id = rid
+        await self._send(ws, {"action": "refresh", "id": rid, "token": token})
 
     def _deliver(self, ch: _Channel, ds: list[Event | Gap]) -> None:
         if not ds:
@@ -920,12 +1035,18 @@ class Client:
             if self._ack_at is not None and now >= self._ack_at:
                 self._ack_at = None
                 await self._flush_acks(ws)
+            if self._refresh_at is not None and now >= self._refresh_at:
+                self._refresh_at = None
+                # On its own task: a slow provider holds up neither pings nor acks.
+                self._refresh_task = loop.create_task(self._refresh(ws), name="agentwire-refresh")
             if now >= ping_at:
                 await self._send(ws, {"action": "ping"})
                 ping_at = now + self._ping_interval
                 if self._pong_deadline is None:
                     self._pong_deadline = now + self._ping_timeout
-            deadlines = [d for d in (ping_at, self._pong_deadline, self._ack_at, rollover_at) if d is not None]
+            deadlines = [
+                d for d in (ping_at, self._pong_deadline, self._ack_at, rollover_at, self._refresh_at) if d is not None
+            ]
             deadlines += [at for at, _ in self._join_retries]
             timeout = max(0.0, min(deadlines) - loop.time())
             wake.clear()

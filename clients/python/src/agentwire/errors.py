@@ -1,5 +1,5 @@
 """What can go wrong, typed. Every error carries the gateway's stable `code`
-(`forbidden`, `unauthorized`, `token_expired`, `version_unsupported`,
+(`forbidden`, `unauthorized`, `token_expired`, `token_revoked`, `version_unsupported`,
 `rate_limited`, ...) when there is one."""
 
 from __future__ import annotations
@@ -39,9 +39,11 @@ class AgentWireError(Exception):
 
 
 class UnauthorizedError(AgentWireError):
-    """The gateway refused the token (`unauthorized` or `token_expired`).
-    Fatal for a client with a fixed token; with a token provider, fatal once
-    a freshly provided token is refused too."""
+    """The gateway refused the token (`unauthorized`, `token_expired` or
+    `token_revoked`). At the upgrade: fatal for a client with a fixed token;
+    with a token provider, fatal once a freshly provided token is refused too.
+    In answer to an in-band `refresh`: reported (`on_error`), and the client
+    reconnects with a token from its provider."""
 
     code = "unauthorized"
 
