@@ -276,7 +276,7 @@ type Payload struct {
 
 // JSONPayload is v as JSON.
 func JSONPayload(v any) (Payload, error) {
-	b, err := json.Marshal(v)
+	b, err := marshalJSON(v)
 	if err != nil {
 		return Payload{}, &Error{Code: CodeConfig, Message: "the payload cannot be encoded as JSON", Err: err}
 	}
@@ -351,7 +351,7 @@ func splitMessage(id string, p Payload) ([]chunkEvent, error) {
 	}
 	out := make([]chunkEvent, len(parts))
 	for i, part := range parts {
-		h, _ := json.Marshal(chunkHeader{Message: id, Index: uint32(i), Count: uint32(len(parts)), Encoding: p.Encoding, Bytes: uint64(size)})
+		h, _ := marshalJSON(chunkHeader{Message: id, Index: uint32(i), Count: uint32(len(parts)), Encoding: p.Encoding, Bytes: uint64(size)})
 		pj := marshalString(part)
 		data := make([]byte, 0, len(h)+len(pj)+24)
 		data = append(data, `{"$chunk":`...)
@@ -390,6 +390,17 @@ func splitText(text string) []string {
 		size += n
 	}
 	return append(parts, text[start:])
+}
+
+// marshalJSON encodes v without HTML escaping (what the gateway measures).
+func marshalJSON(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(b.Bytes(), "\n"), nil
 }
 
 // marshalString is s as a JSON string, without HTML escaping (so its
