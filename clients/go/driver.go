@@ -113,8 +113,9 @@ type driver struct {
 	nextID       uint64
 	backoff      Backoff
 
-	// The current connection.
-	conn        *websocket.Conn
+	// The current connection: write sends one text frame (nil while
+	// disconnected).
+	write       func(ctx context.Context, data []byte) error
 	frames      chan inbound
 	ackAt       time.Time
 	refreshAt   time.Time
@@ -336,7 +337,8 @@ func (d *driver) attempt() *ended {
 	started := time.Now()
 
 	connCtx, cancelConn := context.WithCancel(context.Background())
-	d.conn, d.connCtx = conn, connCtx
+	d.connCtx = connCtx
+	d.write = func(ctx context.Context, data []byte) error { return conn.Write(ctx, websocket.MessageText, data) }
 	d.frames = make(chan inbound)
 	d.refreshDone = make(chan tokenResult, 1)
 	d.refreshAt, d.refreshID, d.refreshing = time.Time{}, "", false
@@ -373,7 +375,7 @@ func (d *driver) attempt() *ended {
 	}
 	cancelConn()
 	d.wg.Wait()
-	d.conn, d.frames = nil, nil
+	d.write, d.frames = nil, nil
 	clear(d.pending)
 	d.backoff.connectionEnded(time.Since(started))
 	return e
@@ -418,7 +420,7 @@ func (d *driver) send(frame any) *ended {
 	}
 	ctx, cancel := context.WithTimeout(d.connCtx, writeTimeout)
 	defer cancel()
-	if err := d.conn.Write(ctx, websocket.MessageText, data); err != nil {
+	if err := d.write(ctx, data); err != nil {
 		return lost("send failed: %v", err)
 	}
 	return nil
@@ -737,13 +739,13 @@ func (d *driver) rejoinLagging() *ended {
 	return d.sendJoins(lagging)
 }
 
-// apply carries out a command; connected when d.conn is set, else it takes
+// apply carries out a command; connected when d.write is set, else it takes
 // effect with the next connection's re-join.
 func (d *driver) apply(cmd command) *ended {
 	switch cmd.kind {
 	case cmdJoin:
 		added := d.addChannels(cmd.channels)
-		if d.conn != nil && len(added) > 0 {
+		if d.write != nil && len(added) > 0 {
 			return d.sendJoins(added)
 		}
 	case cmdPause:
@@ -791,7 +793,7 @@ func (d *driver) leave(names []string) *ended {
 	if len(left) == 0 {
 		return nil
 	}
-	if d.conn == nil {
+	if d.write == nil {
 		d.deferredLeft = append(d.deferredLeft, left...)
 		return nil
 	}
@@ -806,7 +808,7 @@ func (d *driver) leave(names []string) *ended {
 
 // flushAcks acknowledges each channel's last delivered seq, if it moved.
 func (d *driver) flushAcks() *ended {
-	if !d.acksOn() || d.conn == nil || time.Now().Before(d.acksPaused) {
+	if !d.acksOn() || d.write == nil || time.Now().Before(d.acksPaused) {
 		return nil
 	}
 	for _, n := range d.names {

@@ -23,6 +23,7 @@ type scriptedServer struct {
 	upgrades chan *upgrade
 	closed   chan struct{}
 	count    atomic.Int64
+	once     sync.Once
 	mu       sync.Mutex
 	conns    []*scriptedConn
 }
@@ -69,7 +70,9 @@ func (s *scriptedServer) wsURL() string { return "ws" + strings.TrimPrefix(s.srv
 
 func (s *scriptedServer) attempts() int { return int(s.count.Load()) }
 
-func (s *scriptedServer) close() {
+func (s *scriptedServer) close() { s.once.Do(s.shutdown) }
+
+func (s *scriptedServer) shutdown() {
 	close(s.closed)
 	s.mu.Lock()
 	conns := s.conns
