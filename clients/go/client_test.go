@@ -179,7 +179,7 @@ func TestAnUnansweredPingDeclaresTheConnectionDead(t *testing.T) {
 }
 
 func TestAnAnsweredPingKeepsTheConnection(t *testing.T) {
-	s := startSession(t, Options{Channels: []ChannelSpec{{Name: "agent-1", Since: SincePosition("e1", 0)}}, PingInterval: 20 * time.Millisecond, PingTimeout: 100 * time.Millisecond})
+	s := startSession(t, Options{Channels: []ChannelSpec{{Name: "agent-1", Since: SincePosition("e1", 0)}}, PingInterval: 20 * time.Millisecond, PingTimeout: 2 * time.Second})
 	s.connect(0)
 	for range 5 {
 		s.expect(`"ping"`)
@@ -196,7 +196,7 @@ func TestAnAnsweredPingKeepsTheConnection(t *testing.T) {
 func TestRolloverAcknowledgesReconnectsAtOnceAndResumes(t *testing.T) {
 	s := startSession(t, Options{
 		Channels:          []ChannelSpec{{Name: "agent-1", Since: SincePosition("e1", 0)}},
-		MaxConnectionAge:  300 * time.Millisecond,
+		MaxConnectionAge:  time.Second,
 		AckDebounce:       time.Hour,
 		MinReconnectDelay: time.Hour, // a rollover waits for no backoff
 	})
@@ -439,4 +439,33 @@ func FuzzFrames(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestATokenProviderFailureIsReportedAndRetried(t *testing.T) {
+	cause := errors.New("the auth service is down")
+	calls := 0
+	s := startSession(t, Options{
+		Channels: []ChannelSpec{{Name: "agent-1", Since: SincePosition("e1", 0)}},
+		TokenProvider: func(context.Context) (string, error) {
+			calls++ // the client's goroutine only
+			if calls == 1 {
+				return "", cause
+			}
+			return "t2", nil
+		},
+	})
+	seen := s.waitFor(func(ev ClientEvent) bool { _, ok := ev.(*Reconnecting); return ok }, "the retry")
+	if len(seen) != 1 {
+		t.Fatalf("before the retry: %#v", seen)
+	}
+	e, ok := seen[0].(*ErrorEvent)
+	if !ok || e.Fatal() || e.Err.Code != CodeTokenProvider || !errors.Is(e.Err, cause) {
+		t.Fatalf("%#v", seen[0])
+	}
+	u := s.srv.nextUpgrade(t, time.Now().Add(stepTimeout), "the retry")
+	if u.token() != "t2" {
+		t.Fatalf("token %q", u.token())
+	}
+	u.refuse(503, []byte(`{"type":"error","code":"internal","message":"busy"}`))
+	s.connect(0)
 }

@@ -205,6 +205,9 @@ func (d *driver) run() {
 			failure = e.reason
 		case endFailed:
 			failure = e.reason
+			if e.err != nil && d.emit(&ErrorEvent{Err: e.err}) != nil {
+				return
+			}
 		case endTokenRefused:
 			// A provider is asked for a fresh token once; a fresh token
 			// refused as well means retrying would only hammer.
@@ -302,7 +305,8 @@ func (d *driver) attempt() *ended {
 		if d.stop.Err() != nil {
 			return stopped
 		}
-		return &ended{kind: endFailed, reason: (&Error{Code: CodeTokenProvider, Message: "the token provider failed", Err: err}).Error()}
+		e := &Error{Code: CodeTokenProvider, Message: "the token provider failed", Retryable: true, Err: err}
+		return &ended{kind: endFailed, reason: e.Error(), err: e}
 	}
 	header := http.Header{}
 	for k, v := range d.opts.Header {
