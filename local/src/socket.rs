@@ -310,7 +310,9 @@ fn select_route(text: &str, binary: bool) -> RouteTo {
     };
     match action.as_deref() {
         Some("ping") => RouteTo::Mock(ServerFrame::Pong.to_json()),
-        Some(a @ ("hello" | "join" | "leave" | "ack")) => RouteTo::Function(a.to_owned()),
+        Some(a @ ("hello" | "join" | "leave" | "ack" | "refresh")) => {
+            RouteTo::Function(a.to_owned())
+        }
         _ => RouteTo::Function("$default".to_owned()),
     }
 }

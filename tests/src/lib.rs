@@ -11,6 +11,7 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod iam;
+pub mod idp;
 pub mod receiver;
 
 use std::time::Duration;

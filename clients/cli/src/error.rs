@@ -29,6 +29,10 @@ pub enum CliError {
     #[error(transparent)]
     Redrive(#[from] RedriveError),
     #[error(transparent)]
+    Identity(#[from] agentwire_core::usecases::IdentityError),
+    #[error("cannot read a file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
     Client(#[from] agentwire_client::ClientError),
     #[error("cannot encode the output: {0}")]
     Json(#[from] serde_json::Error),

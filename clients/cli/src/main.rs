@@ -3,6 +3,7 @@
 
 mod channel;
 mod error;
+mod identity;
 mod publish;
 mod stats;
 mod tail;
@@ -45,6 +46,12 @@ enum Command {
         /// Lifetime, like 1h or 30m.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
+        /// Grant the tenant's management (the `admin` claim).
+        #[arg(long)]
+        admin: bool,
+        /// The `kid` of the signing key (one of AGENTWIRE_JWT_KEYS).
+        #[arg(long)]
+        kid: Option<String>,
         /// The signing key (the gateway's AGENTWIRE_JWT_SECRET).
         #[arg(
             long,
@@ -81,8 +88,17 @@ async fn main() -> ExitCode {
             channels,
             publish,
             ttl,
+            admin,
+            kid,
             secret,
-        } => token(&tenant, &sub, channels, publish, ttl, &secret),
+        } => token(
+            &tenant,
+            &sub,
+            (channels, publish, admin),
+            ttl,
+            kid.as_deref(),
+            &secret,
+        ),
         Command::Publish(args) => publish::run(args).await,
         Command::Tail(args) => tail::run(args).await,
         Command::Channel(args) => channel::run(args).await,
@@ -102,9 +118,9 @@ async fn main() -> ExitCode {
 fn token(
     tenant: &str,
     sub: &str,
-    channels: Vec<String>,
-    publish: Vec<String>,
+    (channels, publish, admin): (Vec<String>, Vec<String>, bool),
     ttl: Duration,
+    kid: Option<&str>,
     secret: &str,
 ) -> Result<(), error::CliError> {
     agentwire_protocol::limits::validate_tenant(tenant)?;
@@ -113,13 +129,17 @@ fn token(
     }
     let nonempty = |v: Vec<String>| v.into_iter().filter(|s| !s.is_empty()).collect::<Vec<_>>();
     let (channels, publish) = (nonempty(channels), nonempty(publish));
-    if channels.is_empty() && publish.is_empty() {
+    if channels.is_empty() && publish.is_empty() && !admin {
         eprintln!("agentwire: note: the token grants no channel (--channels, --publish)");
     }
     agentwire_core::auth::Grants::compile(&channels)?;
     agentwire_core::auth::Grants::compile(&publish)?;
-    let key = TokenKey::hs256(secret.as_bytes());
-    let claims = TokenKey::claims(tenant, sub, channels, publish, SystemClock.epoch_s(), ttl);
+    let mut key = TokenKey::hs256(secret.as_bytes());
+    if let Some(kid) = kid {
+        key = key.with_kid(kid);
+    }
+    let mut claims = TokenKey::claims(tenant, sub, channels, publish, SystemClock.epoch_s(), ttl);
+    claims.admin = admin;
     println!("{}", key.sign(&claims)?);
     Ok(())
 }

@@ -17,6 +17,11 @@ pub enum Command {
     /// Remove a tenant's own limits (the deployment's defaults apply) and
     /// reset its connection count.
     Clear(TenantArg),
+    /// Trust an identity provider's tokens for a tenant (or list, remove).
+    Trust(crate::identity::TrustArgs),
+    /// Refuse every token of a principal issued before now and close its
+    /// live connections (or list the revocations).
+    Revoke(crate::identity::RevokeArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -62,6 +67,8 @@ pub struct SetArgs {
 
 pub async fn run(cmd: Command) -> Result<(), CliError> {
     let (tenant, view) = match cmd {
+        Command::Trust(a) => return crate::identity::trust(a).await,
+        Command::Revoke(a) => return crate::identity::revoke(a).await,
         Command::Set(a) => {
             let change = TenantLimits {
                 publish_rate: a.publish_rate,

@@ -107,6 +107,11 @@ pub(crate) struct Driver {
     join_retries: Vec<(Instant, Vec<String>)>,
     /// An ack refused `rate_limited`: no ack goes out before this.
     acks_paused_until: Option<Instant>,
+    /// When to refresh the token in band (the gateway offers it and a
+    /// provider gives tokens).
+    refresh_at: Option<Instant>,
+    /// The id of the `refresh` awaiting its answer.
+    refresh_id: Option<String>,
     next_id: u64,
     backoff: Backoff,
     events: mpsc::Sender<ClientEvent>,
@@ -138,6 +143,8 @@ impl Driver {
             pending: HashMap::new(),
             join_retries: Vec::new(),
             acks_paused_until: None,
+            refresh_at: None,
+            refresh_id: None,
             next_id: 0,
             backoff,
             events,
@@ -331,6 +338,7 @@ impl Driver {
         // The re-join below covers what a rate limit held back.
         self.join_retries.clear();
         self.acks_paused_until = None;
+        self.refresh_id = None;
         let names: Vec<String> = self.channels.keys().cloned().collect();
         self.send_joins(ws, &names).await?;
         if !self.deferred_left.is_empty() {
@@ -350,6 +358,7 @@ impl Driver {
                 ack_at,
                 rollover_at,
                 join_retry_at,
+                self.refresh_at,
             ]
             .into_iter()
             .flatten()
@@ -422,6 +431,9 @@ impl Driver {
                     if join_retry_at.is_some_and(|d| now >= d) {
                         self.retry_joins(ws, now).await?;
                     }
+                    if self.refresh_at.is_some_and(|d| now >= d) {
+                        self.refresh(ws).await?;
+                    }
                     if now >= ping_at {
                         send(ws, &ClientFrame::Ping).await?;
                         ping_at = now + interval;
@@ -457,8 +469,13 @@ impl Driver {
                     Some(ServerFrame::Welcome {
                         protocol,
                         connection_id,
+                        features,
+                        token_exp,
                         ..
-                    }) => return Ok((protocol, connection_id)),
+                    }) => {
+                        let refresh = features.iter().any(|f| f == "refresh");
+                        return Ok((protocol, connection_id, token_exp.filter(|_| refresh)));
+                    }
                     Some(ServerFrame::Error(e)) if e.code == ErrorCode::VersionUnsupported => {
                         return Err(Ended::Fatal(ClientError::VersionUnsupported {
                             offered_min: range.min,
@@ -479,7 +496,8 @@ impl Driver {
         })
         .await
         .map_err(|_| Ended::Lost(format!("no `welcome` within {limit:?}")))??;
-        let (protocol, connection_id) = welcome;
+        let (protocol, connection_id, refresh_exp) = welcome;
+        self.plan_refresh(refresh_exp);
         tracing::debug!(protocol, %connection_id, "agentwire: connected");
         self.emit(ClientEvent::Connected {
             protocol,
@@ -671,12 +689,74 @@ impl Driver {
                 self.deliver(ds, ack_at).await
             }
             ServerFrame::Left { channels, .. } => self.emit(ClientEvent::Left { channels }).await,
+            ServerFrame::Refreshed { id, exp } => {
+                if id.is_some() && id == self.refresh_id {
+                    self.refresh_id = None;
+                    self.plan_refresh(Some(exp));
+                }
+                Ok(())
+            }
             ServerFrame::Error(e) => self.on_error(e).await,
             ServerFrame::Welcome { .. } | ServerFrame::Pong => Ok(()),
         }
     }
 
+    /// Plans the next in-band refresh for a token expiring at `exp` (Unix
+    /// seconds): `exp` minus the lead, the lead at most half the time left.
+    /// Only a provider has a fresh token to send.
+    fn plan_refresh(&mut self, exp: Option<u64>) {
+        self.refresh_at = exp.filter(|_| self.token.renews()).map(|exp| {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let left_ms = (exp * 1000).saturating_sub(now_ms);
+            let lead_ms = (self.options.refresh_lead.as_millis() as u64).min(left_ms / 2);
+            Instant::now() + Duration::from_millis(left_ms - lead_ms)
+        });
+    }
+
+    /// Asks the provider for a token and sends it in a `refresh`; a
+    /// provider that fails ends the connection (the next one asks again).
+    async fn refresh(&mut self, ws: &mut Ws) -> Result<(), Ended> {
+        self.refresh_at = None;
+        let token =
+            self.token.get().await.map_err(|e| {
+                Ended::Lost(format!("the token provider failed while refreshing: {e}"))
+            })?;
+        self.next_id += 1;
+        let id = format!("r{}", self.next_id);
+        self.refresh_id = Some(id.clone());
+        send(
+            ws,
+            &ClientFrame::Refresh {
+                id: Some(id),
+                token,
+            },
+        )
+        .await
+    }
+
     async fn on_error(&mut self, e: ErrorFrame) -> Result<(), Ended> {
+        if e.id.is_some() && e.id == self.refresh_id {
+            // A refused refresh: a new connection, with a token the
+            // provider is asked for again, resumes from the last seq.
+            self.refresh_id = None;
+            self.emit(ClientEvent::Error(ClientError::Server {
+                code: e.code,
+                message: e.message.clone(),
+                id: e.id.clone(),
+            }))
+            .await?;
+            return Err(Ended::Lost(format!(
+                "the refresh was refused ({}): {}",
+                e.code, e.message
+            )));
+        }
+        // Channels a refreshed token no longer grants: left by the gateway,
+        // dropped here for good.
+        for n in e.channels.iter().flatten() {
+            self.channels.remove(n);
+        }
         let request = e.id.as_ref().and_then(|id| self.pending.remove(id));
         match e.code {
             ErrorCode::VersionUnsupported => {

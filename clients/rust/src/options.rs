@@ -41,6 +41,10 @@ pub struct Options {
     /// The most held at once in messages still being reassembled, over
     /// all channels (default 128 MiB).
     pub max_held_message_bytes: u64,
+    /// How long before the token's `exp` a client with a token provider
+    /// refreshes it in band, where the gateway offers it (default 60 s; at
+    /// most half the time left when the `welcome` arrives).
+    pub refresh_lead: Duration,
 }
 
 impl Default for Options {
@@ -57,6 +61,7 @@ impl Default for Options {
             buffer: 1024,
             max_message_bytes: 64 * 1024 * 1024,
             max_held_message_bytes: 128 * 1024 * 1024,
+            refresh_lead: Duration::from_secs(60),
         }
     }
 }

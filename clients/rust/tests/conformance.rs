@@ -45,10 +45,19 @@ fn matches(pattern: &Value, actual: &Value) -> bool {
     }
 }
 
-/// Replaces every `"$id"` string with the remembered request id.
+/// Replaces every `"$id"` string with the remembered request id, and every
+/// `"$now+N"` with the Unix seconds N from now.
 fn substitute(v: &Value, id: &str) -> Value {
     match v {
         Value::String(s) if s == "$id" => Value::String(id.to_owned()),
+        Value::String(s) if s.starts_with("$now+") => {
+            let n: u64 = s["$now+".len()..].parse().expect("$now+N with N whole seconds");
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("after 1970")
+                .as_secs();
+            Value::from(now + n)
+        }
         Value::Object(m) => Value::Object(
             m.iter()
                 .map(|(k, v)| (k.clone(), substitute(v, id)))

@@ -24,7 +24,10 @@ fn function(now_s: u64) -> (ConnectFunction, Arc<MemoryRegistry>) {
     let registry = Arc::new(MemoryRegistry::with_clock(clock.clone()));
     let connect = Connect::new(
         registry.clone(),
-        TokenKey::hs256(SECRET),
+        std::sync::Arc::new(agentwire_core::auth::Verifier::new(
+            TokenKey::hs256(SECRET),
+            std::sync::Arc::new(agentwire_core::clock::SystemClock),
+        )),
         clock,
         Duration::from_secs(7200),
     );

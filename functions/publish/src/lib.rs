@@ -14,7 +14,9 @@
 //! when the queue or a store fails, with no internal detail).
 
 use agentwire_aws::deps::Deps;
-use agentwire_core::auth::{TokenKey, token_from};
+use std::sync::Arc;
+
+use agentwire_core::auth::{Verifier, token_from};
 use agentwire_core::config::ConfigError;
 use agentwire_core::ports::StoreError;
 use agentwire_core::usecases::{ChannelReads, HistoryQuery, PublishError, Publisher, ReadError};
@@ -28,7 +30,7 @@ use base64::Engine;
 pub struct PublishFunction {
     publisher: Publisher,
     reads: Option<ChannelReads>,
-    key: TokenKey,
+    key: Arc<Verifier>,
 }
 
 /// The routes, as API Gateway names them in `routeKey`.
@@ -65,12 +67,12 @@ pub fn http_status(e: &PublishError) -> u16 {
 
 impl PublishFunction {
     pub fn new(deps: &Deps) -> Result<Self, ConfigError> {
-        Ok(Self::with(deps.publisher()?, deps.token_key()?).with_reads(deps.reads()))
+        Ok(Self::with(deps.publisher()?, deps.verifier()?).with_reads(deps.reads()))
     }
 
     /// Around a use case and key built elsewhere (tests, the dev gateway);
     /// the read routes answer 404 until [`Self::with_reads`].
-    pub fn with(publisher: Publisher, key: TokenKey) -> Self {
+    pub fn with(publisher: Publisher, key: Arc<Verifier>) -> Self {
         Self {
             publisher,
             reads: None,
@@ -145,10 +147,11 @@ impl PublishFunction {
             Err(e) => {
                 let status = read_status(&e);
                 tracing::info!(%channel, status, error = %e, "read refused");
-                response(
-                    status,
-                    &ServerFrame::error(e.code(), e.to_string(), None).to_json(),
-                )
+                let frame = match &e {
+                    ReadError::Unauthorized(a) => ServerFrame::from(a.protocol_error()),
+                    e => ServerFrame::error(e.code(), e.to_string(), None),
+                };
+                response(status, &frame.to_json())
             }
         }
     }
@@ -268,10 +271,11 @@ impl PublishFunction {
             e => {
                 let status = http_status(&e);
                 tracing::info!(%channel, status, error = %e, "publish refused");
-                response(
-                    status,
-                    &ServerFrame::error(e.code(), e.to_string(), None).to_json(),
-                )
+                let frame = match &e {
+                    PublishError::Unauthorized(a) => ServerFrame::from(a.protocol_error()),
+                    e => ServerFrame::error(e.code(), e.to_string(), None),
+                };
+                response(status, &frame.to_json())
             }
         }
     }

@@ -29,7 +29,10 @@ async fn a_recorded_publish_request_is_accepted_and_enqueued() {
     let queue = Arc::new(MemoryEventQueue::default());
     let f = PublishFunction::with(
         Publisher::new(queue.clone(), clock),
-        TokenKey::hs256(SECRET),
+        std::sync::Arc::new(agentwire_core::auth::Verifier::new(
+            TokenKey::hs256(SECRET),
+            std::sync::Arc::new(agentwire_core::clock::SystemClock),
+        )),
     );
     let event: ApiGatewayV2httpRequest = serde_json::from_slice(EVENT).unwrap();
     let resp = f.handle(event).await.unwrap();

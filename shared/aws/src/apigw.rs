@@ -2,7 +2,10 @@
 
 use async_trait::async_trait;
 use aws_sdk_apigatewaymanagement::Client;
+use aws_sdk_apigatewaymanagement::config::http::HttpResponse;
 use aws_sdk_apigatewaymanagement::error::{DisplayErrorContext, SdkError};
+use aws_sdk_apigatewaymanagement::operation::delete_connection::DeleteConnectionError;
+use aws_sdk_apigatewaymanagement::operation::post_to_connection::PostToConnectionError;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 
 use agentwire_core::ports::{PushError, Pusher};
@@ -31,33 +34,23 @@ impl ApiGatewayPusher {
     }
 }
 
-#[async_trait]
-impl Pusher for ApiGatewayPusher {
-    async fn post(&self, connection_id: &str, frame: &str) -> Result<(), PushError> {
-        let res = self
-            .client
-            .post_to_connection()
-            .connection_id(connection_id)
-            .data(Blob::new(frame.as_bytes()))
-            .send()
-            .await;
+/// The push error of an SDK failure (`GoneException`, throttling, 5xx and
+/// transport failures retryable, the rest refused).
+fn push_error<E>(res: Result<(), SdkError<E, HttpResponse>>) -> Result<(), PushError>
+where
+    E: std::error::Error + GoneOrLimited + 'static,
+{
+    {
         match res {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_gone_exception()) =>
-            {
-                Err(PushError::Gone)
-            }
+            Err(e) if e.as_service_error().is_some_and(|se| se.gone()) => Err(PushError::Gone),
             Err(e) => {
                 let status = match &e {
                     SdkError::ServiceError(se) => Some(se.raw().status().as_u16()),
                     SdkError::ResponseError(r) => Some(r.raw().status().as_u16()),
                     _ => None,
                 };
-                let limited = e
-                    .as_service_error()
-                    .is_some_and(|se| se.is_limit_exceeded_exception());
+                let limited = e.as_service_error().is_some_and(|se| se.limited());
                 let reason = DisplayErrorContext(&e).to_string();
                 Err(match (&e, status) {
                     _ if limited || status == Some(429) => PushError::Throttled,
@@ -69,5 +62,53 @@ impl Pusher for ApiGatewayPusher {
                 })
             }
         }
+    }
+}
+
+#[async_trait]
+impl Pusher for ApiGatewayPusher {
+    async fn post(&self, connection_id: &str, frame: &str) -> Result<(), PushError> {
+        let res = self
+            .client
+            .post_to_connection()
+            .connection_id(connection_id)
+            .data(Blob::new(frame.as_bytes()))
+            .send()
+            .await;
+        push_error(res.map(|_| ()))
+    }
+
+    async fn close(&self, connection_id: &str) -> Result<(), PushError> {
+        let res = self
+            .client
+            .delete_connection()
+            .connection_id(connection_id)
+            .send()
+            .await;
+        push_error(res.map(|_| ()))
+    }
+}
+
+/// What [`push_error`] asks of an operation's error.
+trait GoneOrLimited {
+    fn gone(&self) -> bool;
+    fn limited(&self) -> bool;
+}
+
+impl GoneOrLimited for PostToConnectionError {
+    fn gone(&self) -> bool {
+        self.is_gone_exception()
+    }
+    fn limited(&self) -> bool {
+        self.is_limit_exceeded_exception()
+    }
+}
+
+impl GoneOrLimited for DeleteConnectionError {
+    fn gone(&self) -> bool {
+        self.is_gone_exception()
+    }
+    fn limited(&self) -> bool {
+        self.is_limit_exceeded_exception()
     }
 }

@@ -5,19 +5,21 @@ use std::sync::Arc;
 
 use aws_config::{BehaviorVersion, SdkConfig};
 
-use agentwire_core::auth::TokenKey;
+use agentwire_core::auth::jwks::{JwksCache, JwksPolicy};
+use agentwire_core::auth::{Keyring, Verifier};
 use agentwire_core::clock::{Clock, SystemClock};
 use agentwire_core::config::{Config, ConfigError};
 use agentwire_core::usecases::deliver::Deliverer;
 use agentwire_core::usecases::session::ReplayBudget;
 use agentwire_core::usecases::{
     ChannelAdmin, ChannelReads, Connect, DeadWebhooks, Disconnect, Dispatcher, FanoutWorker,
-    Publisher, Quotas, Session, TenantAdmin, WebhookAdmin,
+    IdentityAdmin, Publisher, Quotas, Session, TenantAdmin, WebhookAdmin,
 };
 
 use crate::{
-    ApiGatewayPusher, DynamoCursors, DynamoLimits, DynamoLog, DynamoRegistry, DynamoWebhooks,
-    ReqwestSender, SqsDeadLetters, SqsEventQueue, SqsFanoutQueue, SqsWebhookJobs,
+    ApiGatewayPusher, DynamoCursors, DynamoIdentity, DynamoLimits, DynamoLog, DynamoRegistry,
+    DynamoWebhooks, ReqwestJwks, ReqwestSender, SqsDeadLetters, SqsEventQueue, SqsFanoutQueue,
+    SqsWebhookJobs,
 };
 
 /// The AWS SDK configuration from the environment (`AWS_REGION`,
@@ -36,6 +38,8 @@ pub struct Deps {
     pub cursors: Arc<DynamoCursors>,
     pub webhooks: Arc<DynamoWebhooks>,
     pub limits: Arc<DynamoLimits>,
+    /// Trusted issuers and revocations (on the limits table).
+    pub identity: Arc<DynamoIdentity>,
     pub clock: Arc<dyn Clock>,
     /// The one DynamoDB client every adapter shares.
     pub ddb: aws_sdk_dynamodb::Client,
@@ -75,6 +79,7 @@ impl Deps {
                 clock.clone(),
             )),
             limits: Arc::new(DynamoLimits::new(ddb.clone(), tables.limits.clone())),
+            identity: Arc::new(DynamoIdentity::new(ddb.clone(), tables.limits.clone())),
             webhooks: Arc::new(DynamoWebhooks::new(ddb.clone(), tables, clock.clone())),
             ddb,
             clock,
@@ -91,7 +96,7 @@ impl Deps {
     pub fn connect(&self) -> Result<Connect, ConfigError> {
         Ok(Connect::new(
             self.registry.clone(),
-            self.token_key()?,
+            self.verifier()?,
             self.clock.clone(),
             self.config.max_connection,
         )
@@ -141,7 +146,8 @@ impl Deps {
             events: self.config.replay_max_events.max(1),
             bytes: self.config.replay_max_bytes.max(1),
         })
-        .with_quotas(self.quotas()))
+        .with_quotas(self.quotas())
+        .with_verifier(self.verifier()?))
     }
 
     pub fn disconnect(&self) -> Disconnect {
@@ -248,9 +254,39 @@ impl Deps {
         )
     }
 
-    /// The token key the connect and publish functions verify with.
-    pub fn token_key(&self) -> Result<TokenKey, ConfigError> {
-        Ok(TokenKey::hs256(self.config.require_jwt_secret()?))
+    /// The deployment's own token keys.
+    pub fn keyring(&self) -> Result<Keyring, ConfigError> {
+        self.config.keyring()
+    }
+
+    /// What the connect, session and publish functions verify tokens with:
+    /// the deployment's keys, the tenants' trusted issuers (keys cached per
+    /// instance) and revocations.
+    pub fn verifier(&self) -> Result<Arc<Verifier>, ConfigError> {
+        let jwks = Arc::new(JwksCache::new(
+            Arc::new(ReqwestJwks::new(
+                self.config.webhook_urls.clone(),
+                self.config.jwks_timeout,
+            )),
+            self.clock.clone(),
+            JwksPolicy::default(),
+        ));
+        Ok(Arc::new(
+            Verifier::new(self.keyring()?, self.clock.clone())
+                .with_trust(self.identity.clone(), jwks, self.config.trust_cache)
+                .with_revocations(self.identity.clone()),
+        ))
+    }
+
+    /// Trusted issuers and revocations, for the operator and tenant admins.
+    pub fn identity_admin(&self) -> IdentityAdmin {
+        IdentityAdmin::new(
+            self.identity.clone(),
+            self.identity.clone(),
+            self.registry.clone(),
+            self.config.webhook_urls.clone(),
+            self.clock.clone(),
+        )
     }
 
     pub fn event_queue(&self) -> Result<SqsEventQueue, ConfigError> {

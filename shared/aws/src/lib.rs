@@ -20,12 +20,16 @@ pub mod apigw;
 pub mod deps;
 pub mod dynamo;
 pub mod error;
+pub mod jwks;
 pub mod sqs;
 pub mod telemetry;
 pub mod webhook_sender;
 
 pub use apigw::ApiGatewayPusher;
 pub use deps::{Deps, sdk_config_from_env};
-pub use dynamo::{DynamoCursors, DynamoLimits, DynamoLog, DynamoRegistry, DynamoWebhooks};
+pub use dynamo::{
+    DynamoCursors, DynamoIdentity, DynamoLimits, DynamoLog, DynamoRegistry, DynamoWebhooks,
+};
+pub use jwks::ReqwestJwks;
 pub use sqs::{SqsDeadLetters, SqsEventQueue, SqsFanoutQueue, SqsWebhookJobs, resolve_queue_url};
 pub use webhook_sender::ReqwestSender;

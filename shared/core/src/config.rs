@@ -52,8 +52,17 @@ pub struct Config {
     pub events_dlq_url: Option<String>,
     /// The API Gateway Management endpoint (`https://{api}.execute-api.{region}.amazonaws.com/{stage}`).
     pub connections_endpoint: Option<String>,
-    /// HS256 key for tokens.
+    /// HS256 key for tokens (`AGENTWIRE_JWT_SECRET`).
     pub jwt_secret: Option<Vec<u8>>,
+    /// More HS256 keys, each with its `kid` (`AGENTWIRE_JWT_KEYS`, JSON
+    /// `[{"kid": "...", "secret": "..."}]`; the first signs): a key rotates
+    /// without a flag day.
+    pub jwt_keys: Vec<(String, Vec<u8>)>,
+    /// How long an instance keeps an issuer's trust entry
+    /// (`AGENTWIRE_TRUST_CACHE`).
+    pub trust_cache: Duration,
+    /// Per-request timeout of a JWKS fetch (`AGENTWIRE_JWKS_TIMEOUT`).
+    pub jwks_timeout: Duration,
     /// How long events stay replayable.
     pub retention: Duration,
     /// Longest a connection lives (API Gateway closes it after 2 h).
@@ -97,6 +106,9 @@ impl Default for Config {
             events_dlq_url: None,
             connections_endpoint: None,
             jwt_secret: None,
+            jwt_keys: Vec::new(),
+            trust_cache: Duration::from_secs(10),
+            jwks_timeout: Duration::from_secs(5),
             retention: Duration::from_secs(72 * 3600),
             max_connection: Duration::from_secs(2 * 3600),
             fanout_concurrency: 64,
@@ -148,6 +160,15 @@ impl Config {
         c.events_dlq_url = get("AGENTWIRE_EVENTS_DLQ_URL");
         c.connections_endpoint = get("AGENTWIRE_CONNECTIONS_ENDPOINT");
         c.jwt_secret = get("AGENTWIRE_JWT_SECRET").map(String::into_bytes);
+        if let Some(v) = get("AGENTWIRE_JWT_KEYS") {
+            c.jwt_keys = jwt_keys(&v)?;
+        }
+        if let Some(v) = get("AGENTWIRE_TRUST_CACHE") {
+            c.trust_cache = duration("AGENTWIRE_TRUST_CACHE", &v)?;
+        }
+        if let Some(v) = get("AGENTWIRE_JWKS_TIMEOUT") {
+            c.jwks_timeout = duration("AGENTWIRE_JWKS_TIMEOUT", &v)?;
+        }
         if let Some(v) = get("AGENTWIRE_RETENTION") {
             c.retention = duration("AGENTWIRE_RETENTION", &v)?;
         }
@@ -232,6 +253,21 @@ impl Config {
         }
     }
 
+    /// The deployment's token keys: those of `AGENTWIRE_JWT_KEYS` (the
+    /// first signs), then `AGENTWIRE_JWT_SECRET` (without `kid`); each at
+    /// least [`MIN_JWT_SECRET_BYTES`].
+    pub fn keyring(&self) -> Result<crate::auth::Keyring, ConfigError> {
+        let mut keys: Vec<crate::auth::TokenKey> = self
+            .jwt_keys
+            .iter()
+            .map(|(kid, secret)| crate::auth::TokenKey::hs256(secret).with_kid(kid))
+            .collect();
+        if self.jwt_secret.is_some() || keys.is_empty() {
+            keys.push(crate::auth::TokenKey::hs256(self.require_jwt_secret()?));
+        }
+        Ok(crate::auth::Keyring::new(keys))
+    }
+
     pub fn require_connections_endpoint(&self) -> Result<&str, ConfigError> {
         self.connections_endpoint
             .as_deref()
@@ -261,6 +297,35 @@ impl Config {
             .as_deref()
             .ok_or(ConfigError::Missing("AGENTWIRE_EVENTS_DLQ_URL"))
     }
+}
+
+#[derive(serde::Deserialize)]
+struct KeyEntry {
+    kid: String,
+    secret: String,
+}
+
+fn jwt_keys(v: &str) -> Result<Vec<(String, Vec<u8>)>, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        name: "AGENTWIRE_JWT_KEYS",
+        // Never the keys themselves.
+        value: format!("<{} bytes>", v.len()),
+        reason,
+    };
+    let entries: Vec<KeyEntry> = serde_json::from_str(v)
+        .map_err(|_| invalid("not a JSON list of {\"kid\", \"secret\"}".into()))?;
+    entries
+        .into_iter()
+        .map(|e| {
+            if e.secret.len() < MIN_JWT_SECRET_BYTES {
+                return Err(invalid(format!(
+                    "key {:?} is shorter than {MIN_JWT_SECRET_BYTES} bytes",
+                    e.kid
+                )));
+            }
+            Ok((e.kid, e.secret.into_bytes()))
+        })
+        .collect()
 }
 
 fn positive(name: &'static str, v: &str) -> Result<u64, ConfigError> {
@@ -344,6 +409,23 @@ mod tests {
         let ok =
             Config::from_lookup(|k| (k == "AGENTWIRE_JWT_SECRET").then(|| "k".repeat(32))).unwrap();
         assert_eq!(ok.require_jwt_secret().unwrap().len(), 32);
+    }
+
+    #[test]
+    fn several_keys_with_kids_and_never_their_text_in_errors() {
+        let keys = format!(
+            r#"[{{"kid":"2026-12","secret":"{}"}},{{"kid":"2026-11","secret":"{}"}}]"#,
+            "a".repeat(32),
+            "b".repeat(32)
+        );
+        let c = Config::from_lookup(|k| (k == "AGENTWIRE_JWT_KEYS").then(|| keys.clone())).unwrap();
+        let ring = c.keyring().unwrap();
+        assert_eq!(ring.signer().and_then(|k| k.kid()), Some("2026-12"));
+        let short = r#"[{"kid":"x","secret":"hunter2"}]"#;
+        let err = Config::from_lookup(|k| (k == "AGENTWIRE_JWT_KEYS").then(|| short.into()))
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]

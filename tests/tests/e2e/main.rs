@@ -9,6 +9,7 @@ mod client;
 mod contract;
 mod dedup;
 mod fanout;
+mod identity;
 mod infra;
 mod join_cost;
 mod publish;

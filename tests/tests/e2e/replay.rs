@@ -99,6 +99,10 @@ impl Pusher for Crash {
     async fn post(&self, _: &str, _: &str) -> Result<(), PushError> {
         panic!("injected crash after commit, before fan-out");
     }
+
+    async fn close(&self, _: &str) -> Result<(), PushError> {
+        Err(PushError::Gone)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,6 +359,10 @@ struct Nowhere;
 #[async_trait::async_trait]
 impl Pusher for Nowhere {
     async fn post(&self, _: &str, _: &str) -> Result<(), PushError> {
+        Err(PushError::Gone)
+    }
+
+    async fn close(&self, _: &str) -> Result<(), PushError> {
         Err(PushError::Gone)
     }
 }

@@ -73,7 +73,7 @@ pub(crate) fn n(v: u64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn list(v: &[String]) -> AttributeValue {
+pub(crate) fn list(v: &[String]) -> AttributeValue {
     AttributeValue::L(v.iter().map(|g| s(g.clone())).collect())
 }
 
@@ -126,6 +126,7 @@ impl FromItem for Connection {
             expires_at: get_n(item, "expires_at").unwrap_or(0),
             channels: get_list(item, "channels"),
             token_exp: get_n(item, "token_exp").unwrap_or(0),
+            token_iat: get_n(item, "token_iat"),
             counted: matches!(item.get("counted"), Some(AttributeValue::Bool(true))),
         })
     }
@@ -147,6 +148,9 @@ impl ToItem for Connection {
         ]);
         if let Some(p) = self.protocol {
             item.insert("protocol".to_owned(), n(u64::from(p)));
+        }
+        if let Some(iat) = self.token_iat {
+            item.insert("token_iat".to_owned(), n(iat));
         }
         if self.counted {
             item.insert("counted".to_owned(), AttributeValue::Bool(true));
@@ -313,6 +317,7 @@ mod tests {
             expires_at: 20,
             channels: vec!["a".into(), "b".into()],
             token_exp: 30,
+            token_iat: Some(25),
             counted: true,
         };
         assert_eq!(Connection::from_item(&c.to_item()).unwrap(), c);

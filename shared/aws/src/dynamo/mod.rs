@@ -16,12 +16,15 @@
 //! - connections (counts): `pk` = `#count#tenant`; n, the tenant's counted
 //!   connections (`counted` on the connection's item).
 //! - limits: `pk` = `tenant#tenant` (limits, JSON text) or `bucket#…`
-//!   (tat, expires_at (TTL)).
+//!   (tat, expires_at (TTL)); the tenants' identity settings beside them:
+//!   `issuer#iss` (owner, entry: a trust entry, JSON text) and
+//!   `revoked#tenant#sub` (at_ms).
 //!
 //! TTL deletes late, so every read here filters expired items itself, at
 //! the time of the adapter's [`Clock`](agentwire_core::clock::Clock).
 
 mod cursors;
+mod identity;
 pub mod item;
 mod limits;
 mod log;
@@ -29,6 +32,7 @@ mod registry;
 mod webhooks;
 
 pub use cursors::{CURSOR_TTL_S, DynamoCursors};
+pub use identity::DynamoIdentity;
 pub use item::{FromItem, Item, ToItem};
 pub use limits::DynamoLimits;
 pub use log::DynamoLog;

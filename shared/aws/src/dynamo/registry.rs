@@ -432,6 +432,56 @@ impl ConnectionRegistry for DynamoRegistry {
         }
     }
 
+    async fn update_token(&self, c: &Connection) -> Result<bool, StoreError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.tables.connections)
+            .key("pk", s(&c.id))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":g", super::item::list(&c.grants))
+            .expression_attribute_values(":p", super::item::list(&c.publish))
+            .expression_attribute_values(":e", n(c.token_exp));
+        req = match c.token_iat {
+            Some(iat) => req
+                .update_expression("SET grants = :g, publish = :p, token_exp = :e, token_iat = :i")
+                .expression_attribute_values(":i", n(iat)),
+            None => req.update_expression(
+                "SET grants = :g, publish = :p, token_exp = :e REMOVE token_iat",
+            ),
+        };
+        Ok(condition_held("update token", req.send().await)?.is_some())
+    }
+
+    /// A scan of the connections table (a revocation is rare; the table
+    /// holds one item per live connection).
+    async fn connections_of(
+        &self,
+        tenant: &str,
+        principal: &str,
+    ) -> Result<Vec<Connection>, StoreError> {
+        let now = self.clock.epoch_s();
+        let items: Vec<Item> = self
+            .client
+            .scan()
+            .table_name(&self.tables.connections)
+            .filter_expression("tenant = :t AND principal = :p")
+            .expression_attribute_values(":t", s(tenant))
+            .expression_attribute_values(":p", s(principal))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| store_error("list a principal's connections", e))?;
+        items
+            .iter()
+            .filter(|i| !expired(i, now))
+            .map(Connection::from_item)
+            .collect()
+    }
+
     async fn set_protocol(&self, id: &str, protocol: u32) -> Result<bool, StoreError> {
         let res = self
             .client

@@ -329,7 +329,16 @@ impl Publisher {
     ) -> Result<String, PublishError> {
         let claims = verifier
             .verify(token.ok_or(AuthError::Missing)?, self.clock.epoch_s())
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // Keys or a store unavailable: ours, retryable (503).
+                AuthError::Store(s) => PublishError::Queue(s),
+                e if e.is_retryable() => PublishError::Queue(StoreError::Unavailable {
+                    op: "verify token",
+                    reason: e.to_string(),
+                }),
+                e => PublishError::Unauthorized(e),
+            })?;
         agentwire_protocol::limits::validate_channel(channel).map_err(PublishError::Invalid)?;
         let grants = Grants::compile(&claims.publish).map_err(AuthError::from)?;
         if !grants.allows(channel) {
