@@ -18,7 +18,7 @@ pub enum Command {
     /// reset its connection count.
     Clear(TenantArg),
     /// Trust an identity provider's tokens for a tenant (or list, remove).
-    Trust(crate::identity::TrustArgs),
+    Trust(Box<crate::identity::TrustArgs>),
     /// Refuse every token of a principal issued before now and close its
     /// live connections (or list the revocations).
     Revoke(crate::identity::RevokeArgs),
@@ -67,7 +67,7 @@ pub struct SetArgs {
 
 pub async fn run(cmd: Command) -> Result<(), CliError> {
     let (tenant, view) = match cmd {
-        Command::Trust(a) => return crate::identity::trust(a).await,
+        Command::Trust(a) => return crate::identity::trust(*a).await,
         Command::Revoke(a) => return crate::identity::revoke(a).await,
         Command::Set(a) => {
             let change = TenantLimits {

@@ -35,8 +35,11 @@ pub struct Verifier {
     trust: Option<(Arc<dyn TrustStore>, Arc<JwksCache>)>,
     revocations: Option<Arc<dyn Revocations>>,
     trust_cache_for: Duration,
-    entries: Mutex<HashMap<String, (Option<Arc<TrustEntry>>, u64)>>,
+    entries: Mutex<HashMap<String, CachedEntry>>,
 }
+
+/// An issuer's entry (or its absence) and until when it is kept (Unix ms).
+type CachedEntry = (Option<Arc<TrustEntry>>, u64);
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
