@@ -469,3 +469,39 @@ func TestATokenProviderFailureIsReportedAndRetried(t *testing.T) {
 	u.refuse(503, []byte(`{"type":"error","code":"internal","message":"busy"}`))
 	s.connect(0)
 }
+
+func TestARefreshWhoseProviderFailsReconnects(t *testing.T) {
+	cause := errors.New("no fresh token")
+	tokens := make(chan func() (string, error), 3)
+	tokens <- func() (string, error) { return "t1", nil }
+	tokens <- func() (string, error) { return "", cause }
+	tokens <- func() (string, error) { return "t3", nil }
+	s := startSession(t, Options{
+		Channels: []ChannelSpec{{Name: "agent-1", Since: SincePosition("e1", 0)}},
+		TokenProvider: func(context.Context) (string, error) {
+			select {
+			case next := <-tokens:
+				return next()
+			default:
+				return "t4", nil
+			}
+		},
+		RefreshLead: time.Hour, // capped at half the time left: refresh after ~1 s
+	})
+	s.welcome = `{"type":"welcome","protocol":1,"connection_id":"c1","features":["refresh"],"token_exp":` + fmt.Sprint(time.Now().Unix()+2) + `}`
+	s.connect(0)
+	seen := s.waitFor(func(ev ClientEvent) bool { _, ok := ev.(*Disconnected); return ok }, "the end of the connection")
+	if len(seen) != 1 {
+		t.Fatalf("before the disconnect: %#v", seen)
+	}
+	if e, ok := seen[0].(*ErrorEvent); !ok || e.Fatal() || !errors.Is(e.Err, cause) || e.Err.Code != CodeTokenProvider {
+		t.Fatalf("%#v", seen[0])
+	}
+	s.welcome = ""
+	u := s.srv.nextUpgrade(t, time.Now().Add(stepTimeout), "the reconnect")
+	if u.token() != "t3" {
+		t.Fatalf("token %q", u.token())
+	}
+	u.refuse(503, nil)
+	s.connect(0)
+}

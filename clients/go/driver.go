@@ -486,11 +486,13 @@ func (d *driver) serve(started time.Time) *ended {
 		case r := <-d.refreshDone:
 			d.refreshing = false
 			if r.err != nil {
-				err := &Error{Code: CodeTokenProvider, Message: "the token provider failed; the token was not refreshed", Err: r.err}
+				// The connection's token runs out: a new connection (on the
+				// backoff) asks the provider again.
+				err := &Error{Code: CodeTokenProvider, Message: "the token provider failed; the token was not refreshed", Retryable: true, Err: r.err}
 				if d.emit(&ErrorEvent{Err: err}) != nil {
 					return d.closing()
 				}
-				continue
+				return lost("%s; reconnecting", err.Error())
 			}
 			d.nextID++
 			d.refreshID = "r" + strconv.FormatUint(d.nextID, 10)
@@ -584,7 +586,8 @@ func (d *driver) startRefresh() {
 }
 
 // planRefresh schedules the in-band refresh of a token that expires at
-// exp: at exp minus the smaller of 60 s and half the time left.
+// exp: at exp minus the smaller of Options.RefreshLead (60 s) and half the
+// time left.
 func (d *driver) planRefresh(exp time.Time) {
 	if !d.renew {
 		return
@@ -595,7 +598,7 @@ func (d *driver) planRefresh(exp time.Time) {
 		d.refreshAt = now
 		return
 	}
-	d.refreshAt = exp.Add(-min(time.Minute, left/2))
+	d.refreshAt = exp.Add(-min(d.opts.RefreshLead, left/2))
 }
 
 func unixTime(s float64) time.Time {
@@ -914,10 +917,14 @@ func (d *driver) onError(b *errorBody) *ended {
 		request = d.pending[e.ID]
 		delete(d.pending, e.ID)
 		if e.ID == d.refreshID {
-			// A refused refresh leaves the connection on its old token: a
-			// new connection with a token from the provider resumes.
+			// A refused refresh leaves the connection on its old token: it
+			// ends, and a new connection (on the backoff) with a token from
+			// the provider resumes.
 			d.refreshID = ""
-			return &ended{kind: endRollover, reason: fmt.Sprintf("the token refresh was refused (%s): %s; reconnecting with a fresh token", e.Code, e.Message)}
+			if d.emit(&ErrorEvent{Err: e}) != nil {
+				return d.closing()
+			}
+			return lost("the token refresh was refused (%s): %s; reconnecting with a fresh token", e.Code, e.Message)
 		}
 	}
 	switch e.Code {

@@ -52,6 +52,10 @@ type Options struct {
 	// unacknowledged one, before a rollover, on leave and on Close (default
 	// 1 s; negative: never acknowledge).
 	AckDebounce time.Duration
+	// RefreshLead: with a TokenProvider and a gateway that offers in-band
+	// refresh, a fresh token is sent this long before the connection's
+	// token expires, at most half the time left (default 60 s).
+	RefreshLead time.Duration
 	// HandshakeTimeout bounds the WebSocket upgrade and hello (default 10 s).
 	HandshakeTimeout time.Duration
 
@@ -93,6 +97,7 @@ func (o Options) withDefaults() Options {
 	def(&o.MaxConnectionAge, 115*time.Minute)
 	def(&o.AckDebounce, time.Second)
 	def(&o.HandshakeTimeout, 10*time.Second)
+	def(&o.RefreshLead, time.Minute)
 	if o.MaxReconnectDelay < o.MinReconnectDelay {
 		o.MaxReconnectDelay = o.MinReconnectDelay
 	}
