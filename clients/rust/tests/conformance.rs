@@ -51,7 +51,9 @@ fn substitute(v: &Value, id: &str) -> Value {
     match v {
         Value::String(s) if s == "$id" => Value::String(id.to_owned()),
         Value::String(s) if s.starts_with("$now+") => {
-            let n: u64 = s["$now+".len()..].parse().expect("$now+N with N whole seconds");
+            let n: u64 = s["$now+".len()..]
+                .parse()
+                .expect("$now+N with N whole seconds");
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .expect("after 1970")
