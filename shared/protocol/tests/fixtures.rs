@@ -28,7 +28,7 @@ fn fixtures(dir: &str) -> Vec<(String, String)> {
 #[test]
 fn client_fixtures_round_trip() {
     let all = fixtures("client");
-    assert_eq!(all.len(), 5, "one fixture per client action");
+    assert_eq!(all.len(), 6, "one fixture per client action");
     for (path, text) in all {
         let frame: ClientFrame =
             parse_client_frame(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -41,7 +41,7 @@ fn client_fixtures_round_trip() {
 #[test]
 fn server_fixtures_round_trip() {
     let all = fixtures("server");
-    assert_eq!(all.len(), 9, "one fixture per server frame shape");
+    assert_eq!(all.len(), 12, "one fixture per server frame shape");
     for (path, text) in all {
         let frame: ServerFrame =
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
