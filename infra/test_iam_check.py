@@ -172,13 +172,18 @@ def test_real_template_passes_the_code_recording():
     assert rep.problems == ["connect: dynamodb:DeleteItem on ConnectionsTable is used but not granted"], rep.problems
 
 
-def test_jwt_key_only_on_connect_and_publish():
+# The functions that verify tokens: $connect, the session's in-band
+# refresh, the HTTP API.
+VERIFIERS = ("connect", "session", "publish")
+
+
+def test_jwt_key_only_on_the_functions_that_verify_tokens():
     t = iam_check.load_template(iam_check.DEFAULT_TEMPLATE)
     assert "AGENTWIRE_JWT_SECRET" not in t["Globals"]["Function"]["Environment"]["Variables"]
     for name, fid in iam_check.FUNCTIONS.items():
         env = ((t["Resources"][fid]["Properties"].get("Environment") or {}).get("Variables")) or {}
-        assert ("AGENTWIRE_JWT_SECRET" in env) == (name in ("connect", "publish")), name
-        assert ("AGENTWIRE_JWT_KEY_VERSION" in env) == (name in ("connect", "publish")), name
+        assert ("AGENTWIRE_JWT_SECRET" in env) == (name in VERIFIERS), name
+        assert ("AGENTWIRE_JWT_KEY_VERSION" in env) == (name in VERIFIERS), name
 
 
 def main() -> int:
