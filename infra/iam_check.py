@@ -20,7 +20,7 @@ resolved symbolically to template logical ids. Then, per function:
 - no function may be granted a table, queue or API it never touched;
 - granted actions never used on a touched resource are warnings, unless
   ALLOWED_UNUSED below gives the reason they are kept;
-- all six functions must appear in the recording.
+- every function must appear in the recording.
 
 Exit status: 0 all granted and tight, 1 problems (each listed), 2 no
 recording (directory missing or without *.jsonl lines).
@@ -51,6 +51,7 @@ FUNCTIONS = {
     "webhook": "WebhookFunction",
     "fanout": "FanoutFunction",
     "publish": "PublishFunction",
+    "admin": "AdminFunction",
 }
 
 # Recording resource role -> the environment variable that names it (its

@@ -34,7 +34,7 @@ Resources:
   ChannelsTable: {Type: AWS::DynamoDB::Table}
   EventsQueue: {Type: AWS::SQS::Queue}
 """
-OTHERS = ["session", "disconnect", "dispatcher", "webhook", "fanout", "publish"]
+OTHERS = ["session", "disconnect", "dispatcher", "webhook", "fanout", "publish", "admin"]
 
 
 def template(connect_policies: str) -> dict:
@@ -141,7 +141,7 @@ def test_allowlist_excuses_an_unused_grant():
 def test_function_missing_from_recording_is_caught():
     rep = iam_check.check(template(PUT_ONLY), calls(("PutItem", "connections"))[:-1] + [
         iam_check.Call("connect", "dynamodb", "PutItem", "connections")], PT, {})
-    assert "publish: no recorded call (the suite never invoked it, or the recording is incomplete)" in rep.problems
+    assert "admin: no recorded call (the suite never invoked it, or the recording is incomplete)" in rep.problems
 
 
 def test_sam_event_source_policy_is_a_wildcard():
@@ -173,8 +173,8 @@ def test_real_template_passes_the_code_recording():
 
 
 # The functions that verify tokens: $connect, the session's in-band
-# refresh, the HTTP API.
-VERIFIERS = ("connect", "session", "publish")
+# refresh, the HTTP API and the management API.
+VERIFIERS = ("connect", "session", "publish", "admin")
 
 
 def test_jwt_key_only_on_the_functions_that_verify_tokens():

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use agentwire_fn_publish::{
     ROUTE_BATCH, ROUTE_CHANNEL, ROUTE_HISTORY, ROUTE_PRESENCE, ROUTE_PUBLISH,
 };
-use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::query_map::QueryMap;
 use axum::Router;
@@ -18,7 +18,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 
 use crate::App;
 use crate::function;
@@ -32,7 +32,42 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/v1/channels/{channel}/events:batch", post(batch))
         .route("/v1/channels/{channel}/presence", get(presence))
         .route("/v1/channels/{channel}", get(channel))
+        .route("/v1/admin/{*rest}", any(admin))
         .layer(DefaultBodyLimit::max(HTTP_API_MAX_BODY))
+}
+
+/// `/v1/admin/…`: the admin function's routes, matched on the method and
+/// path as API Gateway matches its route keys (`{channel}` a path parameter).
+async fn admin(
+    State(app): State<Arc<App>>,
+    method: axum::http::Method,
+    Path(rest): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = format!("/v1/admin/{rest}");
+    let mut params = HashMap::new();
+    let template = match rest
+        .strip_prefix("channels/")
+        .and_then(|r| r.split_once('/'))
+    {
+        Some((channel, tail)) => {
+            params.insert("channel".to_owned(), channel.to_owned());
+            format!("/v1/admin/channels/{{channel}}/{tail}")
+        }
+        None => path.clone(),
+    };
+    let route = format!("{method} {template}");
+    let mut req = ApiGatewayV2httpRequest::default();
+    req.route_key = Some(route);
+    req.raw_path = Some(path);
+    req.headers = headers;
+    req.path_parameters = params;
+    req.query_string_parameters = QueryMap::from(query);
+    req.body = (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned());
+    req.request_context.request_id = Some(uuid::Uuid::new_v4().to_string());
+    answer(function::scope("admin", app.functions.admin.handle(req)).await)
 }
 
 async fn publish(
@@ -143,7 +178,15 @@ async fn forward(
     req.body = body.map(|b| String::from_utf8_lossy(&b).into_owned());
     req.is_base64_encoded = false;
     req.request_context.request_id = Some(uuid::Uuid::new_v4().to_string());
-    match function::scope("publish", app.functions.publish.handle(req)).await {
+    answer(function::scope("publish", app.functions.publish.handle(req)).await)
+}
+
+/// A function's answer as the HTTP response (a failed function: 500, as
+/// API Gateway answers it).
+fn answer(
+    res: Result<ApiGatewayV2httpResponse, Box<dyn std::error::Error + Send + Sync>>,
+) -> Response {
+    match res {
         Ok(resp) => {
             let status = u16::try_from(resp.status_code)
                 .ok()
@@ -157,7 +200,7 @@ async fn forward(
             (status, resp.headers, body).into_response()
         }
         Err(e) => {
-            tracing::error!(error = %e, "publish function failed");
+            tracing::error!(error = %e, "function failed");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 [("content-type", "application/json")],

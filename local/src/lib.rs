@@ -126,6 +126,7 @@ pub(crate) struct Functions {
     pub disconnect: DisconnectFunction,
     pub dispatcher: DispatcherFunction,
     pub publish: PublishFunction,
+    pub admin: agentwire_fn_admin::AdminFunction,
 }
 
 /// Shared state of the HTTP side.
@@ -192,6 +193,7 @@ impl Gateway {
             disconnect: DisconnectFunction::new(&deps),
             dispatcher: DispatcherFunction::new(&deps)?,
             publish: PublishFunction::new(&deps)?,
+            admin: agentwire_fn_admin::AdminFunction::new(&deps)?,
             webhook: match deps.config.webhook_queue_url {
                 Some(_) => Some(WebhookFunction::new(&deps)?),
                 None => None,

@@ -564,6 +564,15 @@ impl Stack {
         self.key.sign(&claims).expect("token signs")
     }
 
+    /// A token of `tenant` with the `admin` grant (the management API).
+    pub fn admin_token_of(&self, tenant: &str, sub: &str) -> String {
+        let now = self.clock.epoch_s();
+        let mut claims =
+            TokenKey::claims(tenant, sub, vec![], vec![], now, Duration::from_secs(600));
+        claims.admin = true;
+        self.key.sign(&claims).expect("token signs")
+    }
+
     /// Publishes over the HTTP route with `token`: the status, the
     /// `Retry-After` header and the JSON body.
     pub async fn post_event(
@@ -617,7 +626,12 @@ impl Stack {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let text = resp.text().await.expect("a body");
-        let v = serde_json::from_str(&text).unwrap_or_else(|_| panic!("JSON body, got {text:?}"));
+        // A 204 has no body: null.
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("JSON body, got {text:?}"))
+        };
         (status, retry_after, v)
     }
 

@@ -13,7 +13,7 @@ use agentwire_core::usecases::deliver::Deliverer;
 use agentwire_core::usecases::session::ReplayBudget;
 use agentwire_core::usecases::{
     ChannelAdmin, ChannelReads, Connect, DeadWebhooks, Disconnect, Dispatcher, FanoutWorker,
-    IdentityAdmin, Publisher, Quotas, Session, TenantAdmin, WebhookAdmin,
+    IdentityAdmin, Management, Publisher, Quotas, Session, TenantAdmin, WebhookAdmin,
 };
 
 use crate::{
@@ -276,6 +276,22 @@ impl Deps {
                 .with_trust(self.identity.clone(), jwks, self.config.trust_cache)
                 .with_revocations(self.identity.clone()),
         ))
+    }
+
+    /// The management API of tenant admins (the admin function); closes
+    /// revoked connections through the connections endpoint when set.
+    pub fn management(&self) -> Result<Management, ConfigError> {
+        let m = Management::new(
+            self.verifier()?,
+            self.webhook_admin(),
+            self.identity_admin(),
+            self.tenant_admin(),
+            self.clock.clone(),
+        );
+        Ok(match self.config.connections_endpoint.as_deref() {
+            Some(_) => m.with_closer(Arc::new(self.pusher()?)),
+            None => m,
+        })
     }
 
     /// Trusted issuers and revocations, for the operator and tenant admins.

@@ -12,6 +12,7 @@ mod fanout;
 mod identity;
 mod infra;
 mod join_cost;
+mod management;
 mod publish;
 mod quotas;
 mod reads;
