@@ -15,6 +15,9 @@ pub struct Backoff {
     pub max_attempts: Option<u32>,
     /// A connection that lasted this long resets the schedule (default 60 s).
     pub stable_after: Duration,
+    /// The jitter fraction `j`, 0 to 1 (default 1, full jitter): the delay
+    /// is `ceiling × (1 − j + j × unit)`, so 0 waits the ceiling itself.
+    pub jitter: f64,
     attempt: u32,
 }
 
@@ -25,6 +28,7 @@ impl Default for Backoff {
             max: Duration::from_secs(30),
             max_attempts: None,
             stable_after: Duration::from_secs(60),
+            jitter: 1.0,
             attempt: 0,
         }
     }
@@ -47,6 +51,13 @@ impl Backoff {
         self
     }
 
+    /// The jitter fraction: 1 (the default) is full jitter, 0 none (every
+    /// delay is its ceiling), 0.5 a delay between half the ceiling and it.
+    pub fn with_jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
     /// A connection that lasted `after` resets the schedule.
     pub fn with_stable_after(mut self, after: Duration) -> Self {
         self.stable_after = after;
@@ -65,13 +76,23 @@ impl Backoff {
     }
 
     /// The next delay, with `unit` (uniform in 0..1, from the caller's
-    /// random source) picking where under the ceiling it falls; `None` when
-    /// the attempts are used up.
+    /// random source) picking where under the ceiling it falls (within the
+    /// jitter fraction's share of it); `None` when the attempts are used up.
     pub fn next_delay(&mut self, unit: f64) -> Option<Duration> {
         if self.max_attempts.is_some_and(|m| self.attempt >= m) {
             return None;
         }
-        let delay = self.ceiling().mul_f64(unit.clamp(0.0, 1.0));
+        let j = if self.jitter.is_nan() {
+            1.0
+        } else {
+            self.jitter.clamp(0.0, 1.0)
+        };
+        let u = if unit.is_nan() {
+            0.5
+        } else {
+            unit.clamp(0.0, 1.0)
+        };
+        let delay = self.ceiling().mul_f64(1.0 - j + j * u);
         self.attempt = self.attempt.saturating_add(1);
         Some(delay)
     }
@@ -119,6 +140,22 @@ mod tests {
             b.next_delay(7.0),
             Some(Duration::from_secs(4)),
             "clamped to the ceiling"
+        );
+    }
+
+    #[test]
+    fn the_jitter_fraction_narrows_the_draw() {
+        let mut none = Backoff::default().with_jitter(0.0);
+        assert_eq!(none.next_delay(0.0), Some(Duration::from_millis(500)));
+        assert_eq!(none.next_delay(0.9), Some(Duration::from_secs(1)));
+        let mut half = Backoff::default().with_jitter(0.5);
+        assert_eq!(half.next_delay(0.0), Some(Duration::from_millis(250)));
+        assert_eq!(half.next_delay(1.0), Some(Duration::from_secs(1)));
+        let mut silly = Backoff::default().with_jitter(7.0);
+        assert_eq!(
+            silly.next_delay(0.5),
+            Some(Duration::from_millis(250)),
+            "clamped to full"
         );
     }
 

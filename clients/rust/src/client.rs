@@ -1,6 +1,7 @@
 //! The public face: [`ClientBuilder`] → [`Client`] (a stream of
 //! [`ClientEvent`]s) and its cloneable [`Handle`].
 
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -10,6 +11,7 @@ use agentwire_protocol::{JoinChannel, Since};
 use tokio::sync::mpsc;
 
 use crate::driver::{Command, Driver};
+use crate::notice::{Notice, StreamItem};
 use crate::token::{TokenProvider, TokenSource};
 use crate::{ClientError, ClientEvent, Options};
 
@@ -70,6 +72,19 @@ impl ClientBuilder {
     /// Checks the configuration and starts the connection loop on the
     /// current tokio runtime. Returns at once; progress arrives as events.
     pub fn connect(self) -> Result<Client, ClientError> {
+        self.start()
+    }
+
+    /// Like [`ClientBuilder::connect`], but the stream yields [`Notice`]s:
+    /// every [`ClientEvent`], and in addition each `joined` answer with its
+    /// presence and health ([`Notice::Joined`], in place of
+    /// `ClientEvent::Joined`), every connection state change
+    /// ([`Notice::State`]) and every resync ([`Notice::Resync`]).
+    pub fn connect_with_notices(self) -> Result<Client<Notice>, ClientError> {
+        self.start()
+    }
+
+    fn start<E: StreamItem>(self) -> Result<Client<E>, ClientError> {
         let url = self
             .url
             .ok_or_else(|| ClientError::Config("no url given".into()))?;
@@ -111,31 +126,42 @@ impl ClientBuilder {
             self.channels,
             events_tx,
             commands_rx,
-        );
+        )
+        .with_notices(E::NOTICES);
         runtime.spawn(driver.run());
         Ok(Client {
             handle: Handle { commands },
             events,
+            _item: PhantomData,
         })
     }
 }
 
 /// A running client: read it with [`Client::next`] (or as a
 /// `futures::Stream`); steer it with [`Client::handle`]. The stream ends
-/// after the application closes the client or a fatal error.
-pub struct Client {
+/// after the application closes the client or a fatal error. It yields
+/// [`ClientEvent`]s, or [`Notice`]s when started with
+/// [`ClientBuilder::connect_with_notices`].
+pub struct Client<E: StreamItem = ClientEvent> {
     handle: Handle,
-    events: mpsc::Receiver<ClientEvent>,
+    events: mpsc::Receiver<Notice>,
+    _item: PhantomData<fn() -> E>,
 }
 
 impl Client {
     pub fn builder() -> ClientBuilder {
         ClientBuilder::default()
     }
+}
 
+impl<E: StreamItem> Client<E> {
     /// The next event; `None` once the client has stopped.
-    pub async fn next(&mut self) -> Option<ClientEvent> {
-        self.events.recv().await
+    pub async fn next(&mut self) -> Option<E> {
+        loop {
+            if let Some(e) = E::from_notice(self.events.recv().await?) {
+                return Some(e);
+            }
+        }
     }
 
     /// A handle to join, leave and close from anywhere.
@@ -145,21 +171,31 @@ impl Client {
 
     /// Acknowledges what was delivered, closes the connection and waits for
     /// the loop to end; the events still queued are returned.
-    pub async fn close(mut self) -> Vec<ClientEvent> {
+    pub async fn close(mut self) -> Vec<E> {
         let _ = self.handle.close();
         let mut rest = Vec::new();
-        while let Some(ev) = self.events.recv().await {
+        while let Some(ev) = self.next().await {
             rest.push(ev);
         }
         rest
     }
 }
 
-impl futures::Stream for Client {
-    type Item = ClientEvent;
+impl<E: StreamItem> futures::Stream for Client<E> {
+    type Item = E;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ClientEvent>> {
-        self.events.poll_recv(cx)
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<E>> {
+        loop {
+            match self.events.poll_recv(cx) {
+                Poll::Ready(Some(n)) => {
+                    if let Some(e) = E::from_notice(n) {
+                        return Poll::Ready(Some(e));
+                    }
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
@@ -215,6 +251,22 @@ impl Handle {
     pub fn resume(&self, channel: &str) -> Result<(), ClientError> {
         validate_channel(channel).map_err(|e| ClientError::InvalidChannel(e.message))?;
         self.send(Command::Resume(channel.to_owned()))
+    }
+
+    /// Drops the local position of `channel`: its last delivered seq, the
+    /// events it holds and its last ack are forgotten, the reset is
+    /// reported ([`Notice::Resync`] on a stream of
+    /// [`ClientBuilder::connect_with_notices`]) after what was delivered
+    /// before, and the channel joins again from the head (at once when
+    /// connected, else with the next connection). Delivery goes on after
+    /// the head the new `joined` names. A channel not joined is ignored.
+    pub fn resync(&self, channel: &str) -> Result<(), ClientError> {
+        self.send(Command::Resync(Some(vec![channel.to_owned()])))
+    }
+
+    /// [`Handle::resync`] for every joined (or paused) channel.
+    pub fn resync_all(&self) -> Result<(), ClientError> {
+        self.send(Command::Resync(None))
     }
 
     /// Acknowledges what was delivered and closes; the event stream then

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use crate::notice::{ConnectionState, JoinedSnapshot, Notice, StateChange};
 use crate::socket::{self, OpenError, Ws};
 use crate::token::TokenSource;
 use crate::{Backoff, ClientError, ClientEvent, Delivery, Options, Sequencer};
@@ -28,6 +29,8 @@ pub(crate) enum Command {
     Leave(Vec<String>),
     Pause(String),
     Resume(String),
+    /// Drop the position of these channels (`None`: all) and join from the head.
+    Resync(Option<Vec<String>>),
     Close,
 }
 
@@ -114,7 +117,11 @@ pub(crate) struct Driver {
     refresh_id: Option<String>,
     next_id: u64,
     backoff: Backoff,
-    events: mpsc::Sender<ClientEvent>,
+    events: mpsc::Sender<Notice>,
+    /// Whether the stream takes state changes and resyncs (a
+    /// `connect_with_notices` client).
+    notices: bool,
+    state: ConnectionState,
     commands: mpsc::UnboundedReceiver<Command>,
     commands_open: bool,
 }
@@ -126,7 +133,7 @@ impl Driver {
         options: Options,
         tls: Option<Connector>,
         channels: Vec<JoinChannel>,
-        events: mpsc::Sender<ClientEvent>,
+        events: mpsc::Sender<Notice>,
         commands: mpsc::UnboundedReceiver<Command>,
     ) -> Self {
         let backoff = options.backoff.clone();
@@ -148,11 +155,19 @@ impl Driver {
             next_id: 0,
             backoff,
             events,
+            notices: false,
+            state: ConnectionState::Idle,
             commands,
             commands_open: true,
         };
         driver.add_channels(channels);
         driver
+    }
+
+    /// Whether the stream takes state changes and resyncs.
+    pub(crate) fn with_notices(mut self, on: bool) -> Self {
+        self.notices = on;
+        self
     }
 
     /// Adds channels not yet subscribed; returns the names added.
@@ -183,6 +198,13 @@ impl Driver {
     /// Runs until the application closes the client or a fatal error.
     pub(crate) async fn run(mut self) {
         let mut token_refused_once = false;
+        if self
+            .set_state(ConnectionState::Connecting, "connecting".into(), None)
+            .await
+            .is_err()
+        {
+            return;
+        }
         loop {
             let failure = match self.attempt().await {
                 Attempt::Ended(Ended::Closed) => return self.closed_by_app().await,
@@ -190,9 +212,15 @@ impl Driver {
                 Attempt::Ended(Ended::Rollover(reason)) => {
                     token_refused_once = false;
                     if self
-                        .emit(ClientEvent::Disconnected { reason })
+                        .emit(ClientEvent::Disconnected {
+                            reason: reason.clone(),
+                        })
                         .await
                         .is_err()
+                        || self
+                            .set_state(ConnectionState::Reconnecting, reason, None)
+                            .await
+                            .is_err()
                     {
                         return;
                     }
@@ -237,10 +265,18 @@ impl Driver {
                 .emit(ClientEvent::Reconnecting {
                     attempt,
                     delay,
-                    reason: failure,
+                    reason: failure.clone(),
                 })
                 .await
                 .is_err()
+                || self
+                    .set_state(
+                        ConnectionState::Reconnecting,
+                        failure,
+                        Some((attempt, delay)),
+                    )
+                    .await
+                    .is_err()
             {
                 return;
             }
@@ -251,23 +287,78 @@ impl Driver {
     }
 
     /// The last event after the application closed the client.
-    async fn closed_by_app(&self) {
+    async fn closed_by_app(&mut self) {
+        let reason = String::from("closed by the application");
         let _ = self
             .events
-            .send(ClientEvent::Disconnected {
-                reason: "closed by the application".into(),
-            })
+            .send(Notice::Event(ClientEvent::Disconnected {
+                reason: reason.clone(),
+            }))
             .await;
+        let _ = self.closed(reason, None).await;
     }
 
-    async fn fatal(&self, e: ClientError) {
+    async fn fatal(&mut self, e: ClientError) {
         tracing::warn!(error = %e, "agentwire: client stopped");
-        let _ = self.events.send(ClientEvent::Error(e)).await;
+        let _ = self
+            .events
+            .send(Notice::Event(ClientEvent::Error(e.clone())))
+            .await;
+        let _ = self.closed(e.to_string(), Some(e)).await;
+    }
+
+    /// The state change to `closed`, the last item of a notices stream.
+    async fn closed(&mut self, reason: String, error: Option<ClientError>) -> Result<(), Ended> {
+        let previous = std::mem::replace(&mut self.state, ConnectionState::Closed);
+        if previous == ConnectionState::Closed {
+            return Ok(());
+        }
+        self.notice(Notice::State(StateChange {
+            previous,
+            current: ConnectionState::Closed,
+            reason,
+            attempt: None,
+            delay: None,
+            error,
+        }))
+        .await
+    }
+
+    /// A state change: `previous` → `current` (`reconnecting` →
+    /// `reconnecting` counts: one per attempt).
+    async fn set_state(
+        &mut self,
+        current: ConnectionState,
+        reason: String,
+        backoff: Option<(u32, Duration)>,
+    ) -> Result<(), Ended> {
+        let previous = self.state;
+        if previous == current && current != ConnectionState::Reconnecting {
+            return Ok(());
+        }
+        self.state = current;
+        self.notice(Notice::State(StateChange {
+            previous,
+            current,
+            reason,
+            attempt: backoff.map(|(a, _)| a),
+            delay: backoff.map(|(_, d)| d),
+            error: None,
+        }))
+        .await
     }
 
     /// Sends to the application; `Err(Closed)` once it dropped the client.
     async fn emit(&self, ev: ClientEvent) -> Result<(), Ended> {
-        self.events.send(ev).await.map_err(|_| Ended::Closed)
+        self.notice(Notice::Event(ev)).await
+    }
+
+    /// Sends a notice; state changes and resyncs only to a notices stream.
+    async fn notice(&self, n: Notice) -> Result<(), Ended> {
+        if !self.notices && matches!(n, Notice::State(_) | Notice::Resync { .. }) {
+            return Ok(());
+        }
+        self.events.send(n).await.map_err(|_| Ended::Closed)
     }
 
     /// Sleeps `delay`, applying the application's commands meanwhile.
@@ -499,11 +590,14 @@ impl Driver {
         let (protocol, connection_id, refresh_exp) = welcome;
         self.plan_refresh(refresh_exp);
         tracing::debug!(protocol, %connection_id, "agentwire: connected");
+        let reason = format!("connected (protocol v{protocol}, connection {connection_id})");
         self.emit(ClientEvent::Connected {
             protocol,
             connection_id,
         })
-        .await
+        .await?;
+        self.set_state(ConnectionState::Connected, reason, None)
+            .await
     }
 
     /// Joins `names`, each from where its delivery stands, in frames of at
@@ -599,6 +693,36 @@ impl Driver {
                 let since = self.paused.remove(&name);
                 Box::pin(self.apply(Command::Join(vec![JoinChannel { name, since }]), ws)).await
             }
+            Command::Resync(names) => {
+                let names: Vec<String> = match names {
+                    Some(names) => names,
+                    None => self
+                        .channels
+                        .keys()
+                        .chain(self.paused.keys())
+                        .cloned()
+                        .collect(),
+                };
+                let mut rejoin = Vec::new();
+                for name in names {
+                    if let Some(ch) = self.channels.get_mut(&name) {
+                        ch.seq = Sequencer::new(&name);
+                        ch.initial = Some(Since::Head);
+                        ch.acked = None;
+                        rejoin.push(name.clone());
+                    } else if let Some(since) = self.paused.get_mut(&name) {
+                        // Resumed from the head.
+                        *since = Since::Head;
+                    } else {
+                        continue;
+                    }
+                    self.notice(Notice::Resync { channel: name }).await?;
+                }
+                match ws {
+                    Some(ws) if !rejoin.is_empty() => self.send_joins(ws, &rejoin).await,
+                    _ => Ok(()),
+                }
+            }
             Command::Leave(names) => {
                 let mut left = Vec::new();
                 let mut acks = Vec::new();
@@ -644,7 +768,12 @@ impl Driver {
         ack_at: &mut Option<Instant>,
     ) -> Result<(), Ended> {
         match frame {
-            ServerFrame::Joined { id, channels, .. } => {
+            ServerFrame::Joined {
+                id,
+                channels,
+                presence,
+                health,
+            } => {
                 if let Some(id) = id {
                     self.pending.remove(&id);
                 }
@@ -657,9 +786,13 @@ impl Driver {
                     }
                 }
                 if !confirmed.is_empty() {
-                    self.emit(ClientEvent::Joined {
+                    let mut presence = presence.unwrap_or_default();
+                    presence.retain(|name, _| confirmed.iter().any(|c| &c.name == name));
+                    self.notice(Notice::Joined(JoinedSnapshot {
                         channels: confirmed,
-                    })
+                        presence,
+                        health,
+                    }))
                     .await?;
                 }
                 self.deliver(deliveries, ack_at).await

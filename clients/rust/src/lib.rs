@@ -20,7 +20,13 @@
 //! - **acks**: delivered seqs are acknowledged to the durable cursor,
 //!   debounced (1 s), and on close;
 //! - **commands while disconnected**: a join or leave issued while
-//!   reconnecting takes effect on the next connection.
+//!   reconnecting takes effect on the next connection;
+//! - **resync**: [`Handle::resync`] drops a channel's position and joins it
+//!   again from the head;
+//! - **notices**: [`ClientBuilder::connect_with_notices`] adds to the stream
+//!   each `joined` answer's presence and health, every connection state
+//!   change (previous, current, reason, attempt, delay, error) and every
+//!   resync.
 //!
 //! ```no_run
 //! use agentwire_client::{Client, ClientEvent};
@@ -52,16 +58,19 @@ mod client;
 mod driver;
 mod error;
 mod event;
+mod notice;
 mod options;
 pub mod sequencer;
 mod socket;
 mod token;
 
+pub use agentwire_protocol::{ChannelHealth, Health, Presence};
 pub use agentwire_protocol::{EventFrame, JoinedChannel, ProtocolRange, Since};
 pub use backoff::Backoff;
 pub use client::{Client, ClientBuilder, Handle};
 pub use error::ClientError;
 pub use event::ClientEvent;
+pub use notice::{ConnectionState, JoinedSnapshot, Notice, StateChange, StreamItem};
 pub use options::Options;
 pub use sequencer::{Delivery, Sequencer};
 pub use token::{TokenError, TokenFuture, TokenProvider};

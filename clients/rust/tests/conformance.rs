@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agentwire_client::{Backoff, Client, ClientError, ClientEvent, Options, Since};
+use agentwire_client::{
+    Backoff, Client, ClientError, ClientEvent, JoinedSnapshot, Notice, Options, Since, StateChange,
+};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
@@ -93,16 +95,74 @@ fn fatal_code(e: &ClientError) -> String {
     }
 }
 
+/// A `joined` answer as one observation per channel, with the channel's
+/// presence and health when the frame carried them.
+fn joined_observations(s: JoinedSnapshot) -> Vec<Value> {
+    s.channels
+        .into_iter()
+        .map(|c| {
+            let mut o = json!({"channel": c.name, "epoch": c.epoch, "head": c.head,
+                "replayed": c.replayed, "recovered": c.recovered});
+            if let Some(p) = s.presence.get(&c.name) {
+                o["presence"] = json!({"count": p.count, "principals": p.principals});
+            }
+            if let Some(h) = &s.health {
+                let mut health =
+                    json!({"server": h.server, "protocol": h.protocol, "time": h.time});
+                if let Some(ch) = h.channels.get(&c.name) {
+                    health["head"] = json!(ch.head);
+                    if let Some(oldest) = ch.oldest {
+                        health["oldest"] = json!(oldest);
+                    }
+                }
+                o["health"] = health;
+            }
+            json!({ "joined": o })
+        })
+        .collect()
+}
+
+/// A state change as a `state` observation.
+fn state_observation(c: StateChange) -> Value {
+    let mut o = json!({"previous": c.previous.as_str(), "current": c.current.as_str(),
+        "reason": c.reason});
+    if let Some(a) = c.attempt {
+        o["attempt"] = json!(a);
+    }
+    if let Some(d) = c.delay {
+        // A whole number of milliseconds as an integer, as JSON would say it.
+        o["delay_ms"] = if d.subsec_nanos() % 1_000_000 == 0 {
+            json!(d.as_millis() as u64)
+        } else {
+            json!(d.as_secs_f64() * 1000.0)
+        };
+    }
+    if let Some(e) = &c.error {
+        o["error"] = json!({"code": fatal_code(e)});
+    }
+    json!({ "state": o })
+}
+
+/// The client's notices as scenario observations: the main sequence, and
+/// state changes (a sequence of their own).
+fn notice_observations(n: Notice) -> (Vec<Value>, Vec<Value>) {
+    match n {
+        Notice::Joined(s) => (joined_observations(s), Vec::new()),
+        Notice::State(c) => (Vec::new(), vec![state_observation(c)]),
+        Notice::Resync { channel } => (vec![json!({"resync": {"channel": channel}})], Vec::new()),
+        Notice::Event(ev) => (observations(ev), Vec::new()),
+        other => panic!("an unknown notice {other:?}"),
+    }
+}
+
 /// The client's events as scenario observations; `None` for what is not one.
 fn observations(ev: ClientEvent) -> Vec<Value> {
     match ev {
-        ClientEvent::Joined { channels } => channels
-            .into_iter()
-            .map(|c| {
-                json!({"joined": {"channel": c.name, "epoch": c.epoch, "head": c.head,
-                    "replayed": c.replayed, "recovered": c.recovered}})
-            })
-            .collect(),
+        ClientEvent::Joined { channels } => joined_observations(JoinedSnapshot {
+            channels,
+            presence: Default::default(),
+            health: None,
+        }),
         ClientEvent::Event(e) => vec![json!({ "event": serde_json::to_value(&e).unwrap() })],
         ClientEvent::Gap { channel, from, to } => {
             vec![json!({"gap": {"channel": channel, "from": from, "to": to}})]
@@ -126,8 +186,10 @@ struct Runner {
     name: String,
     listener: TcpListener,
     ws: Option<WebSocketStream<TcpStream>>,
-    client: Client,
+    client: Client<Notice>,
     pending: VecDeque<Value>,
+    /// State changes not observed yet (a sequence of their own).
+    states: VecDeque<Value>,
     ended: bool,
     last_id: String,
     /// When the previous step completed (`notBeforeMs` counts from it).
@@ -136,8 +198,14 @@ struct Runner {
 
 impl Runner {
     async fn observe(&mut self, pattern: &Value) {
+        let state = pattern.get("state").is_some();
         loop {
-            if let Some(o) = self.pending.pop_front() {
+            let queue = if state {
+                &mut self.states
+            } else {
+                &mut self.pending
+            };
+            if let Some(o) = queue.pop_front() {
                 assert!(
                     matches(pattern, &o),
                     "{}: observed {o}, expected {pattern}",
@@ -151,7 +219,11 @@ impl Runner {
                 self.name
             );
             match tokio::time::timeout(STEP, self.client.next()).await {
-                Ok(Some(ev)) => self.pending.extend(observations(ev)),
+                Ok(Some(n)) => {
+                    let (main, states) = notice_observations(n);
+                    self.pending.extend(main);
+                    self.states.extend(states);
+                }
                 Ok(None) => self.ended = true,
                 Err(_) => panic!(
                     "{}: nothing observed within {STEP:?}; expected {pattern}",
@@ -324,6 +396,11 @@ impl Runner {
                     handle.pause(pause["channel"].as_str().unwrap()).unwrap();
                 } else if let Some(resume) = arg.get("resume") {
                     handle.resume(resume["channel"].as_str().unwrap()).unwrap();
+                } else if let Some(resync) = arg.get("resync") {
+                    match resync["channel"].as_str() {
+                        Some(channel) => handle.resync(channel).unwrap(),
+                        None => handle.resync_all().unwrap(),
+                    }
                 } else if let Some(join) = arg.get("join") {
                     let channel = join["channel"].as_str().unwrap();
                     match since(join.get("since").unwrap_or(&Value::Null)) {
@@ -339,8 +416,9 @@ impl Runner {
                 // can come after: check the listener without waiting.
                 while !self.ended {
                     match tokio::time::timeout(STEP, self.client.next()).await {
-                        Ok(Some(ev)) => {
-                            let obs = observations(ev);
+                        Ok(Some(n)) => {
+                            let (obs, states) = notice_observations(n);
+                            self.states.extend(states);
                             assert!(
                                 obs.is_empty(),
                                 "{}: observed {obs:?} after the end",
@@ -373,6 +451,9 @@ async fn run(path: &Path) {
     let mut backoff = Backoff::new(ms("minReconnectMs", 10), ms("maxReconnectMs", 40));
     if let Some(n) = c["maxAttempts"].as_u64() {
         backoff = backoff.with_max_attempts(n as u32);
+    }
+    if let Some(j) = c["jitter"].as_f64() {
+        backoff = backoff.with_jitter(j);
     }
     let options = Options {
         backoff,
@@ -411,8 +492,9 @@ async fn run(path: &Path) {
         name,
         listener,
         ws: None,
-        client: builder.connect().unwrap(),
+        client: builder.connect_with_notices().unwrap(),
         pending: VecDeque::new(),
+        states: VecDeque::new(),
         ended: false,
         last_id: String::new(),
         last_step: tokio::time::Instant::now(),
@@ -451,6 +533,16 @@ fn the_backoff_schedule() {
     }
     for d in b["draws"].as_array().unwrap() {
         let mut s = fresh();
+        for _ in 1..d["attempt"].as_u64().unwrap() {
+            s.next_delay(0.0);
+        }
+        let got = s.next_delay(d["unit"].as_f64().unwrap()).unwrap();
+        assert_eq!(got, ms(&d["delay_ms"]), "{d}");
+    }
+    let jitter_draws = b["jitter_draws"].as_array().unwrap();
+    assert!(!jitter_draws.is_empty());
+    for d in jitter_draws {
+        let mut s = fresh().with_jitter(d["jitter"].as_f64().unwrap());
         for _ in 1..d["attempt"].as_u64().unwrap() {
             s.next_delay(0.0);
         }
