@@ -13,6 +13,9 @@ export interface BackoffOptions {
   maxAttempts?: number | undefined;
   /** A connection that lasted this long (ms) resets the schedule (default 60,000). */
   stableAfter?: number;
+  /** The jitter fraction `j`, 0 to 1 (default 1, full jitter): the delay is
+   * `ceiling × (1 − j + j × unit)`, so 0 waits the ceiling itself. */
+  jitter?: number;
 }
 
 export class Backoff {
@@ -20,6 +23,7 @@ export class Backoff {
   readonly max: number;
   readonly maxAttempts: number | undefined;
   readonly stableAfter: number;
+  readonly jitter: number;
   #attempt = 0;
 
   constructor(options: BackoffOptions = {}) {
@@ -27,6 +31,8 @@ export class Backoff {
     this.max = Math.max(this.min, options.max ?? 30_000);
     this.maxAttempts = options.maxAttempts;
     this.stableAfter = options.stableAfter ?? 60_000;
+    const j = options.jitter ?? 1;
+    this.jitter = Number.isFinite(j) ? Math.min(1, Math.max(0, j)) : 1;
   }
 
   /** Attempts made since the last reset. */
@@ -40,11 +46,12 @@ export class Backoff {
   }
 
   /** The next delay (ms), `unit` (uniform in 0..1) picking where under the
-   * ceiling it falls; `undefined` when the attempts are used up. */
+   * ceiling it falls (within the jitter fraction's share of it); `undefined`
+   * when the attempts are used up. */
   nextDelay(unit: number = Math.random()): number | undefined {
     if (this.maxAttempts !== undefined && this.#attempt >= this.maxAttempts) return undefined;
     const u = Number.isFinite(unit) ? Math.min(1, Math.max(0, unit)) : 0.5;
-    const delay = this.ceiling() * u;
+    const delay = this.ceiling() * (1 - this.jitter + this.jitter * u);
     this.#attempt += 1;
     return delay;
   }

@@ -111,6 +111,9 @@ export interface AgentWireOptions {
   maxReconnectDelay?: number;
   /** Give up after this many reconnect attempts in a row (default: never). */
   maxAttempts?: number;
+  /** The jitter fraction of the reconnect delays, 0 to 1 (default 1, full
+   * jitter: uniform in 0..=ceiling; 0: the ceiling itself). */
+  jitter?: number;
   /** Roll over to a new connection after this long, ms (default 115 min;
    * `null` leaves it to the gateway's 2-hour cut). */
   maxConnectionAge?: number | null;
@@ -154,9 +157,19 @@ export interface ChannelEvents {
    * `maxMessageBytes`, or its chunks disagree); reported once. */
   message_lost: AgentWireMessageLost;
   joined: JoinedInfo;
+  /** `resync()` dropped the channel's position: what was delivered before
+   * came first; the channel joins again from the head. */
+  resync: ResyncInfo;
   /** The gateway refused the channel (`forbidden`, `invalid_channel`,
    * `too_many_channels`): it is dropped. */
   error: AgentWireError;
+}
+
+/** A channel's position dropped by `resync()`. */
+export interface ResyncInfo {
+  channel: string;
+  /** Where delivery stood before (absent: nothing delivered yet). */
+  previous?: Position;
 }
 
 export interface ChannelOptions {
@@ -217,6 +230,7 @@ interface ChannelOps {
   leave(): Promise<void>;
   pause(): Promise<void>;
   resume(): void;
+  resync(): void;
 }
 
 type Sink = {
@@ -280,6 +294,13 @@ export class Channel {
    * the replay brings what was published meanwhile. */
   resume(): void {
     this.#ops.resume();
+  }
+
+  /** Drops the channel's position (its last delivered seq, held events, the
+   * last ack), reports it (`resync`) and joins again from the head: delivery
+   * goes on after the head that the new `joined` names. */
+  resync(): void {
+    this.#ops.resync();
   }
 
   /**
@@ -459,6 +480,7 @@ export class AgentWire {
       min: num(options.minReconnectDelay, 500, "minReconnectDelay"),
       max: num(options.maxReconnectDelay, 30_000, "maxReconnectDelay"),
       maxAttempts: options.maxAttempts,
+      jitter: options.jitter ?? 1,
     });
     this.#seqOptions = {};
     if (options.maxPending !== undefined) this.#seqOptions.maxPending = options.maxPending;
@@ -537,6 +559,7 @@ export class AgentWire {
       leave: () => this.#leave(name),
       pause: () => this.#pause(name),
       resume: () => this.#resume(name),
+      resync: () => this.resync(name),
     });
     const core: ChannelCore = {
       name,
@@ -550,6 +573,29 @@ export class AgentWire {
     this.#channels.set(name, core);
     if (this.#conn?.welcomed) this.#queueJoin(name);
     return channel;
+  }
+
+  /** Drops the local position of channel `name` (or, without a name, of
+   * every channel): its last delivered seq, the events it holds and its last
+   * ack are forgotten, the reset is reported on the channel (`resync`, after
+   * what was delivered before), and the channel joins again from the head
+   * (at once when connected, else with the next connection; a paused
+   * channel when resumed). A channel not joined is ignored. */
+  resync(name?: string): void {
+    const names = name === undefined ? [...this.#channels.keys()] : this.#channels.has(name) ? [name] : [];
+    for (const n of names) {
+      const core = this.#channels.get(n);
+      if (!core) continue;
+      const previous = sinceOf(core);
+      core.seq = new Sequencer(n, this.#seqOptions);
+      core.initial = "head";
+      core.acked = undefined;
+      core.ackWanted = undefined;
+      const info: ResyncInfo = { channel: n };
+      if (previous !== undefined && previous !== "head") info.previous = previous;
+      core.channel._emit("resync", info);
+      if (!core.paused && this.#conn?.welcomed && !this.#conn.settled) this.#queueJoin(n);
+    }
   }
 
   /** The channels joined (or to be joined with the next connection). */

@@ -5,6 +5,7 @@ export type {
   ChannelEvents,
   ClientEvents,
   ConnectionState,
+  ResyncInfo,
   StateChange,
   TokenContext,
   WebSocketConstructor,

@@ -27,6 +27,7 @@ interface Scenario {
     minReconnectMs?: number;
     maxReconnectMs?: number;
     maxAttempts?: number;
+    jitter?: number;
   };
   script: Record<string, unknown>[];
 }
@@ -36,6 +37,8 @@ type Observation = Record<string, Record<string, unknown>>;
 async function run(s: Scenario): Promise<void> {
   const server = await ScriptedServer.start();
   const observations = new Waitable<Observation>();
+  // State changes: a sequence of their own (conformance/README.md).
+  const states = new Waitable<Observation>();
   const tokens = s.client.tokens ? [...s.client.tokens] : undefined;
   const options: AgentWireOptions = {
     WebSocket,
@@ -46,6 +49,7 @@ async function run(s: Scenario): Promise<void> {
     ackDebounce: s.client.ackDebounceMs ?? null,
   };
   if (s.client.maxAttempts !== undefined) options.maxAttempts = s.client.maxAttempts;
+  if (s.client.jitter !== undefined) options.jitter = s.client.jitter;
   if (tokens) {
     options.getToken = () => {
       const t = tokens.shift();
@@ -58,6 +62,11 @@ async function run(s: Scenario): Promise<void> {
   const client = new AgentWire(server.url, options);
   let ended = false;
   client.on("state", (st) => {
+    const o: Record<string, unknown> = { previous: st.previous, current: st.current, reason: st.reason };
+    if (st.attempt !== undefined) o.attempt = st.attempt;
+    if (st.delay !== undefined) o.delay_ms = st.delay;
+    if (st.error) o.error = { code: st.error.code };
+    states.push({ state: o });
     if (st.current !== "closed") return;
     ended = true;
     if (st.error) observations.push({ fatal: { code: st.error.code, message: st.error.message } });
@@ -75,6 +84,7 @@ async function run(s: Scenario): Promise<void> {
       }),
     );
     ch.on("message_lost", (l) => observations.push({ message_lost: { ...l } }));
+    ch.on("resync", (r) => observations.push({ resync: { ...r } }));
   };
   for (const c of s.client.channels) join(c.name, c.since);
   let conn: Connection | undefined;
@@ -131,8 +141,8 @@ async function run(s: Scenario): Promise<void> {
           conn.ws.close((arg.code as number | undefined) ?? 1000, (arg.reason as string | undefined) ?? "");
           break;
         case "observe": {
-          const o = await observations.next(STEP_TIMEOUT_MS, `an observation (${where})`);
           const [kind, pattern] = Object.entries(arg)[0]!;
+          const o = await (kind === "state" ? states : observations).next(STEP_TIMEOUT_MS, `an observation (${where})`);
           assert.ok(kind in o, `${where}: observed ${JSON.stringify(o)}`);
           const m = mismatch(pattern, o[kind]);
           assert.equal(m, undefined, `${where}: observed ${JSON.stringify(o)}: ${m}`);
@@ -155,6 +165,14 @@ async function run(s: Scenario): Promise<void> {
             assert.ok(ch, `${where}: no channel ${name}`);
             if ("pause" in arg) void ch.pause();
             else ch.resume();
+          } else if ("resync" in arg) {
+            const name = (arg.resync as { channel?: string }).channel;
+            if (name === undefined) client.resync();
+            else {
+              const ch = channels.get(name);
+              assert.ok(ch, `${where}: no channel ${name}`);
+              ch.resync();
+            }
           } else if ("join" in arg) {
             const j = arg.join as { channel: string; since?: Since | null };
             join(j.channel, j.since);
@@ -196,6 +214,7 @@ test("backoff.json", () => {
     max_ms: number;
     ceilings_ms: number[];
     draws?: { attempt: number; unit: number; delay_ms: number }[];
+    jitter_draws: { attempt: number; unit: number; jitter: number; delay_ms: number }[];
   };
   const schedule = new Backoff({ min: b.min_ms, max: b.max_ms });
   const ceilings = b.ceilings_ms.map(() => {
@@ -208,6 +227,12 @@ test("backoff.json", () => {
     const s = new Backoff({ min: b.min_ms, max: b.max_ms });
     for (let n = 1; n < d.attempt; n++) s.nextDelay(0);
     assert.equal(s.nextDelay(d.unit), d.delay_ms, `attempt ${d.attempt}, unit ${d.unit}`);
+  }
+  assert.ok(b.jitter_draws.length > 0);
+  for (const d of b.jitter_draws) {
+    const s = new Backoff({ min: b.min_ms, max: b.max_ms, jitter: d.jitter });
+    for (let n = 1; n < d.attempt; n++) s.nextDelay(0);
+    assert.equal(s.nextDelay(d.unit), d.delay_ms, `attempt ${d.attempt}, unit ${d.unit}, jitter ${d.jitter}`);
   }
   // Every draw stays inside [0, ceiling].
   const s = new Backoff({ min: b.min_ms, max: b.max_ms });
