@@ -168,7 +168,8 @@ async fn admin(target: &Target) -> Result<(WebhookAdmin, WebhookScope), CliError
         aws_sdk_dynamodb::Client::new(&sdk),
         config.tables,
         Arc::new(SystemClock),
-    );
+    )
+    .with_secrets();
     Ok((
         WebhookAdmin::new(Arc::new(store), config.webhook_urls, Arc::new(SystemClock)),
         scope,

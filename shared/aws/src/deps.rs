@@ -36,7 +36,10 @@ pub struct Deps {
     pub registry: Arc<DynamoRegistry>,
     pub log: Arc<DynamoLog>,
     pub cursors: Arc<DynamoCursors>,
+    /// Webhook configurations without their secrets (dispatch, reads).
     pub webhooks: Arc<DynamoWebhooks>,
+    /// The same with their signing secrets (delivery, management).
+    pub webhook_secrets: Arc<DynamoWebhooks>,
     pub limits: Arc<DynamoLimits>,
     /// Trusted issuers and revocations (on the limits table).
     pub identity: Arc<DynamoIdentity>,
@@ -80,7 +83,14 @@ impl Deps {
             )),
             limits: Arc::new(DynamoLimits::new(ddb.clone(), tables.limits.clone())),
             identity: Arc::new(DynamoIdentity::new(ddb.clone(), tables.limits.clone())),
-            webhooks: Arc::new(DynamoWebhooks::new(ddb.clone(), tables, clock.clone())),
+            webhooks: Arc::new(DynamoWebhooks::new(
+                ddb.clone(),
+                tables.clone(),
+                clock.clone(),
+            )),
+            webhook_secrets: Arc::new(
+                DynamoWebhooks::new(ddb.clone(), tables, clock.clone()).with_secrets(),
+            ),
             ddb,
             clock,
             config,
@@ -196,7 +206,7 @@ impl Deps {
     /// Webhook configuration on the channels table, with the deployment's URL rules.
     pub fn webhook_admin(&self) -> WebhookAdmin {
         WebhookAdmin::new(
-            self.webhooks.clone(),
+            self.webhook_secrets.clone(),
             self.config.webhook_urls.clone(),
             self.clock.clone(),
         )
@@ -225,8 +235,8 @@ impl Deps {
     /// The webhook delivery use case.
     pub fn deliverer(&self) -> Result<Deliverer, ConfigError> {
         Ok(Deliverer::new(
-            self.webhooks.clone(),
-            self.webhooks.clone(),
+            self.webhook_secrets.clone(),
+            self.webhook_secrets.clone(),
             self.config.webhook_urls.clone(),
             Arc::new(ReqwestSender::new(self.config.webhook_timeout, 64 * 1024)),
             Arc::new(self.webhook_jobs()?),

@@ -37,7 +37,7 @@ async fn the_dynamodb_adapters_keep_the_port_contracts() {
     contract::cursor_store(&cursors, &clock, &ns).await;
 
     let clock = Arc::new(ManualClock::new());
-    let webhooks = DynamoWebhooks::new(stack.ddb(), tables, clock.clone());
+    let webhooks = DynamoWebhooks::new(stack.ddb(), tables, clock.clone()).with_secrets();
     contract::webhooks(&webhooks, &clock, &ns).await;
 
     stack.shutdown().await;

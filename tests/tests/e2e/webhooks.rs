@@ -17,11 +17,71 @@ use agentwire_core::webhook::{
 use agentwire_e2e::Stack;
 
 fn store(stack: &Stack) -> Arc<DynamoWebhooks> {
-    Arc::new(DynamoWebhooks::new(
+    Arc::new(
+        DynamoWebhooks::new(
+            stack.ddb(),
+            stack.config.tables.clone(),
+            stack.clock.clone(),
+        )
+        .with_secrets(),
+    )
+}
+
+/// The channel's item (what the session, the dispatcher and the reads
+/// read) holds no secret; an adapter without secrets never shows one; the
+/// secrets live on their own `whsec#` item, read by delivery only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_secrets_stay_off_the_channel_item() {
+    use agentwire_core::model::ChannelKey;
+    use agentwire_core::ports::{WebhookDirectory, WebhookStore};
+    let stack = Stack::start().await;
+    let key = ChannelKey::new(&stack.tenant, "agent-s");
+    let scope = WebhookScope::Channel(key.clone());
+    let policy = UrlPolicy {
+        allow_insecure_loopback: true,
+        ..UrlPolicy::default()
+    };
+    let set = admin(&stack, policy)
+        .set(
+            &scope,
+            "http://127.0.0.1:9/hook",
+            WebhookMode::Fallback,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(set.secret.starts_with("whsec_"));
+    let item = stack
+        .ddb()
+        .get_item()
+        .table_name(&stack.config.tables.channels)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("{}#agent-s", stack.tenant)),
+        )
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("the channel item");
+    let text = format!("{item:?}");
+    assert!(
+        !text.contains(&set.secret),
+        "no secret on the channel item: {text}"
+    );
+    let plain = DynamoWebhooks::new(
         stack.ddb(),
         stack.config.tables.clone(),
         stack.clock.clone(),
-    ))
+    );
+    let (_, seen) = plain.effective(&key).await.unwrap().expect("the webhook");
+    assert_eq!(
+        (seen.url.as_str(), seen.secret.as_str()),
+        ("http://127.0.0.1:9/hook", "")
+    );
+    let whole = store(&stack).get(&scope).await.unwrap().unwrap();
+    assert_eq!(whole.secret, set.secret, "delivery reads it whole");
+    stack.shutdown().await;
 }
 
 fn admin(stack: &Stack, policy: UrlPolicy) -> WebhookAdmin {

@@ -1,6 +1,17 @@
 //! [`WebhookStore`] and [`WebhookDirectory`] on the channels table:
-//! attribute `webhook` (JSON text) on the channel's item, or on `tenant#*`
-//! for the tenant default.
+//! attribute `webhook` (JSON text, without its secrets) on the channel's
+//! item, or on `tenant#*` for the tenant default; its signing secrets on
+//! an item of their own, `whsec#<that pk>` (attribute `secrets`, JSON
+//! text).
+//!
+//! The secrets are read only by an adapter made
+//! [`with_secrets`](DynamoWebhooks::with_secrets) (the webhook function
+//! that signs, the admin function that shows a new secret once); the
+//! dispatcher, the reads and the session use one without, which never
+//! reads a `whsec#` item (their IAM policies refuse those keys,
+//! `dynamodb:LeadingKeys`), and hands out configurations whose `secret`
+//! is empty. A webhook stored before the split, with its secrets in
+//! `webhook`, is still read whole by an adapter with secrets.
 
 use std::sync::Arc;
 
@@ -14,6 +25,7 @@ use agentwire_core::ports::{
     ChannelLog, StoreError, WebhookDirectory, WebhookStore, effective_webhook,
 };
 use agentwire_core::webhook::{WebhookConfig, WebhookScope};
+use serde_json::Value;
 
 use super::DynamoLog;
 use super::condition_held;
@@ -25,36 +37,88 @@ use crate::error::store_error;
 pub struct DynamoWebhooks {
     log: DynamoLog,
     clock: Arc<dyn Clock>,
+    secrets: bool,
+}
+
+/// The fields of a configuration kept apart from it.
+const SECRET_FIELDS: [&str; 3] = ["secret", "previous_secret", "previous_until"];
+
+fn secrets_pk(scope: &WebhookScope) -> String {
+    format!("whsec#{}", scope_pk(scope))
 }
 
 impl DynamoWebhooks {
+    /// An adapter that never reads secrets.
     pub fn new(client: Client, tables: Tables, clock: Arc<dyn Clock>) -> Self {
         Self {
             log: DynamoLog::new(client, tables, clock.clone()),
             clock,
+            secrets: false,
         }
+    }
+
+    /// The same, reading the signing secrets too.
+    pub fn with_secrets(mut self) -> Self {
+        self.secrets = true;
+        self
+    }
+
+    async fn item(&self, pk: String, op: &'static str) -> Result<Option<super::Item>, StoreError> {
+        Ok(self
+            .log
+            .client
+            .get_item()
+            .table_name(&self.log.tables.channels)
+            .key("pk", s(pk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error(op, e))?
+            .item)
     }
 }
 
 #[async_trait]
 impl WebhookStore for DynamoWebhooks {
     async fn get(&self, scope: &WebhookScope) -> Result<Option<WebhookConfig>, StoreError> {
-        let out = self
-            .log
-            .client
-            .get_item()
-            .table_name(&self.log.tables.channels)
-            .key("pk", s(scope_pk(scope)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| store_error("get webhook", e))?;
-        match out.item().and_then(|i| get_s(i, "webhook")) {
-            None => Ok(None),
-            Some(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| StoreError::failed("read webhook", e)),
+        let Some(text) = self
+            .item(scope_pk(scope), "get webhook")
+            .await?
+            .and_then(|i| get_s(&i, "webhook"))
+        else {
+            return Ok(None);
+        };
+        let mut v: Value =
+            serde_json::from_str(&text).map_err(|e| StoreError::failed("read webhook", e))?;
+        let legacy = v.get("secret").is_some();
+        if self.secrets && !legacy {
+            // Written before its configuration: missing only while a put is
+            // under way (retryable).
+            let secrets = self
+                .item(secrets_pk(scope), "get webhook secrets")
+                .await?
+                .and_then(|i| get_s(&i, "secrets"))
+                .ok_or_else(|| StoreError::Unavailable {
+                    op: "get webhook secrets",
+                    reason: "the webhook has no secrets item yet".into(),
+                })?;
+            let secrets: Value = serde_json::from_str(&secrets)
+                .map_err(|e| StoreError::failed("read webhook secrets", e))?;
+            if let (Some(v), Value::Object(sec)) = (v.as_object_mut(), secrets) {
+                v.extend(sec);
+            }
         }
+        if let Some(v) = v.as_object_mut() {
+            if !self.secrets {
+                for k in SECRET_FIELDS {
+                    v.remove(k);
+                }
+            }
+            v.entry("secret").or_insert(Value::String(String::new()));
+        }
+        serde_json::from_value(v)
+            .map(Some)
+            .map_err(|e| StoreError::failed("read webhook", e))
     }
 
     async fn put(&self, scope: &WebhookScope, config: &WebhookConfig) -> Result<(), StoreError> {
@@ -62,8 +126,27 @@ impl WebhookStore for DynamoWebhooks {
             // A channel item always has its head and epoch.
             self.log.ensure_channel(key).await?;
         }
-        let text =
-            serde_json::to_string(config).map_err(|e| StoreError::failed("encode webhook", e))?;
+        let mut public =
+            serde_json::to_value(config).map_err(|e| StoreError::failed("encode webhook", e))?;
+        let mut secrets = serde_json::Map::new();
+        if let Some(p) = public.as_object_mut() {
+            for k in SECRET_FIELDS {
+                if let Some(v) = p.remove(k) {
+                    secrets.insert(k.to_owned(), v);
+                }
+            }
+        }
+        // The secrets first: a configuration is never stored without them.
+        self.log
+            .client
+            .put_item()
+            .table_name(&self.log.tables.channels)
+            .item("pk", s(secrets_pk(scope)))
+            .item("secrets", s(Value::Object(secrets).to_string()))
+            .send()
+            .await
+            .map_err(|e| store_error("put webhook secrets", e))?;
+        let text = public.to_string();
         self.log
             .client
             .update_item()
@@ -88,7 +171,16 @@ impl WebhookStore for DynamoWebhooks {
             .condition_expression("attribute_exists(webhook)")
             .send()
             .await;
-        Ok(condition_held("remove webhook", out)?.is_some())
+        let removed = condition_held("remove webhook", out)?.is_some();
+        self.log
+            .client
+            .delete_item()
+            .table_name(&self.log.tables.channels)
+            .key("pk", s(secrets_pk(scope)))
+            .send()
+            .await
+            .map_err(|e| store_error("remove webhook secrets", e))?;
+        Ok(removed)
     }
 }
 
