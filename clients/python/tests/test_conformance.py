@@ -22,7 +22,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from agentwire import AgentWireError, Client, Event, Gap, Message, MessageLost, Position
+from agentwire import AgentWireError, Client, Event, Gap, Joined, Message, MessageLost, Position, Resync, StateChange
 from agentwire._backoff import Backoff
 
 ROOT = Path(__file__).resolve().parents[3] / "conformance"
@@ -68,7 +68,36 @@ def since(v: Any) -> Any:
     return Position(v["epoch"], v["seq"])
 
 
-def observation(item: Event | Gap | Message | MessageLost) -> dict[str, Any]:
+def joined_observation(j: Joined) -> dict[str, Any]:
+    o: dict[str, Any] = {
+        "channel": j.channel,
+        "epoch": j.epoch,
+        "head": j.head,
+        "replayed": j.replayed,
+        "recovered": j.recovered,
+    }
+    if j.presence is not None:
+        o["presence"] = {"count": j.presence.count, "principals": j.presence.principals}
+    if j.health is not None:
+        h = {k: getattr(j.health, k) for k in ("server", "protocol", "time", "head", "oldest")}
+        o["health"] = {k: v for k, v in h.items() if v is not None}
+    return {"joined": o}
+
+
+def state_observation(c: StateChange) -> dict[str, Any]:
+    o: dict[str, Any] = {"previous": c.previous, "current": c.current, "reason": c.reason}
+    if c.attempt is not None:
+        o["attempt"] = c.attempt
+    if c.delay is not None:
+        o["delay_ms"] = round(c.delay * 1000, 6)
+    if c.error is not None:
+        o["error"] = {"code": c.error.code}
+    return {"state": o}
+
+
+def observation(item: Event | Gap | Message | MessageLost | Resync) -> dict[str, Any]:
+    if isinstance(item, Resync):
+        return {"resync": {"channel": item.channel}}
     if isinstance(item, Message):
         data = base64.b64encode(item.data).decode() if isinstance(item.data, bytes) else item.data
         return {
@@ -118,6 +147,8 @@ class Runner:
         self.conns: asyncio.Queue[ServerConnection] = asyncio.Queue()
         self.ws: ServerConnection | None = None
         self.obs: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        # State changes: a sequence of their own (conformance/README.md).
+        self.states: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.ended = False
         self.last_id = ""
         self.fatal_seen = False
@@ -172,6 +203,13 @@ class Runner:
             pytest.fail(f"{self.name}: nothing observed within {STEP}s")
 
     async def observe(self, pattern: Any) -> None:
+        if "state" in pattern:
+            try:
+                o = await asyncio.wait_for(self.states.get(), STEP)
+            except asyncio.TimeoutError:
+                pytest.fail(f"{self.name}: no state change within {STEP}s; expected {pattern}")
+            assert matches(pattern, o), f"{self.name}: observed {o}, expected {pattern}"
+            return
         assert not self.ended, f"{self.name}: the client ended before {pattern}"
         o = await self.next_obs()
         if o is None:
@@ -251,6 +289,12 @@ class Runner:
                 await subs[arg["pause"]["channel"]].pause()
             elif "resume" in arg:
                 await subs[arg["resume"]["channel"]].resume()
+            elif "resync" in arg:
+                name = arg["resync"].get("channel")
+                if name is None:
+                    await client.resync()
+                else:
+                    await subs[name].resync()
             elif "join" in arg:
                 name = arg["join"]["channel"]
                 subs[name] = await client.join(name, since(arg["join"].get("since")))
@@ -310,8 +354,10 @@ async def test_scenario(path: Path) -> None:
             max_connection_age=None,
             ack_debounce=None if debounce is None else debounce / 1000,
             handshake_timeout=STEP,
+            jitter=c.get("jitter", 1.0),
             **kw,
         )
+        client.on_state_change(lambda change: r.states.put_nowait(state_observation(change)))
         subs: dict[str, Any] = {}
 
         def on_joined(j: Any) -> None:
@@ -322,17 +368,7 @@ async def test_scenario(path: Path) -> None:
                         r.obs.put_nowait(observation(item))
                 except AgentWireError:
                     pass  # a refused channel: its pump sees the error
-            r.obs.put_nowait(
-                {
-                    "joined": {
-                        "channel": j.channel,
-                        "epoch": j.epoch,
-                        "head": j.head,
-                        "replayed": j.replayed,
-                        "recovered": j.recovered,
-                    }
-                }
-            )
+            r.obs.put_nowait(joined_observation(j))
 
         client.on_joined(on_joined)
 
@@ -364,6 +400,13 @@ def test_the_backoff_schedule() -> None:
         s.next_delay(0.5)
     for d in b["draws"]:
         s = fresh()
+        for _ in range(1, d["attempt"]):
+            s.next_delay(0.0)
+        got = s.next_delay(d["unit"])
+        assert got is not None and round(got * 1000, 6) == d["delay_ms"], d
+    assert b["jitter_draws"]
+    for d in b["jitter_draws"]:
+        s = Backoff(b["min_ms"] / 1000, b["max_ms"] / 1000, jitter=d["jitter"])
         for _ in range(1, d["attempt"]):
             s.next_delay(0.0)
         got = s.next_delay(d["unit"])

@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 from ._types import (  # noqa: E402
     BatchEvent,
     BatchResult,
+    ChannelHealth,
     ChannelInfo,
     Event,
     Gap,
@@ -30,6 +31,8 @@ from ._types import (  # noqa: E402
     Position,
     Presence,
     PublishResult,
+    Resync,
+    StateChange,
     WebhookInfo,
 )
 from .errors import (  # noqa: E402
@@ -50,6 +53,7 @@ __all__ = [
     "AgentWireError",
     "BatchEvent",
     "BatchResult",
+    "ChannelHealth",
     "ChannelInfo",
     "Client",
     "ClosedError",
@@ -68,7 +72,9 @@ __all__ = [
     "PublishStream",
     "Publisher",
     "RefusedError",
+    "Resync",
     "ServerError",
+    "StateChange",
     "Subscription",
     "UnauthorizedError",
     "WebhookInfo",

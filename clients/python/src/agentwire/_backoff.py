@@ -13,9 +13,15 @@ class Backoff:
         maximum: float = 30.0,
         max_attempts: int | None = None,
         stable_after: float = 60.0,
+        jitter: float = 1.0,
     ) -> None:
         if initial < 0 or maximum < 0:
             raise ValueError("reconnect delays must not be negative")
+        if not 0.0 <= jitter <= 1.0:
+            raise ValueError(f"jitter must be a fraction from 0 to 1, not {jitter!r}")
+        #: The jitter fraction `j` (1: full jitter, 0: none): the delay is
+        #: `ceiling × (1 − j + j × unit)`.
+        self.jitter = float(jitter)
         self.initial = initial
         self.maximum = maximum
         self.max_attempts = max_attempts
@@ -33,10 +39,12 @@ class Backoff:
 
     def next_delay(self, unit: float) -> float | None:
         """The next delay, `unit` (uniform in 0..1) picking where under the
-        ceiling it falls; `None` when the attempts are used up."""
+        ceiling it falls (within the jitter fraction's share of it); `None`
+        when the attempts are used up."""
         if self.max_attempts is not None and self._attempt >= self.max_attempts:
             return None
-        delay = self.ceiling() * min(1.0, max(0.0, unit))
+        j = self.jitter
+        delay = self.ceiling() * (1.0 - j + j * min(1.0, max(0.0, unit)))
         self._attempt += 1
         return delay
 

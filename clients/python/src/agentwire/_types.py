@@ -53,9 +53,24 @@ class Gap:
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelHealth:
+    """The `health` a `joined` answer carries, for one channel: the server,
+    the negotiated protocol, the server's time, and the channel's `head` and
+    `oldest` retained seq (`None` when the gateway did not say)."""
+
+    server: str | None = None
+    protocol: int | None = None
+    time: str | None = None
+    head: int | None = None
+    oldest: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Joined:
     """The gateway's answer to a (re)join of one channel: where its log
-    stands and whether the resume position was honoured (`recovered`)."""
+    stands and whether the resume position was honoured (`recovered`), with
+    the snapshot the answer carried: who is on the channel (`presence`) and
+    the server's and the channel's `health` (`None` when absent)."""
 
     channel: str
     epoch: str
@@ -63,6 +78,34 @@ class Joined:
     replayed: int
     recovered: bool
     until: int | None = None
+    presence: Presence | None = None
+    health: ChannelHealth | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """A subscription item: `resync()` dropped the channel's position (what
+    was delivered before came first); the channel joins again from the head
+    and delivery goes on after it. `previous` is where delivery stood."""
+
+    channel: str
+    previous: Position | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """A connection state change (`Client.on_state_change`): `previous` and
+    `current` state (`idle`, `connecting`, `connected`, `reconnecting`,
+    `closed`), why, and for a reconnect after a backoff delay the `attempt`
+    that follows (from 1) and the `delay` in seconds; `error` is the fatal
+    error of a `closed` state."""
+
+    previous: str
+    current: str
+    reason: str
+    attempt: int | None = None
+    delay: float | None = None
+    error: Any = None
 
 
 @dataclass(frozen=True, slots=True)

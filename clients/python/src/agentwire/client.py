@@ -23,7 +23,7 @@ from . import __version__
 from ._backoff import Backoff
 from ._chunks import Message, MessageLost, Reassembler
 from ._sequencer import Sequencer, approx_size
-from ._types import Event, Gap, Joined, Position
+from ._types import ChannelHealth, Event, Gap, Joined, Position, Presence, Resync, StateChange
 from .errors import (
     AgentWireError,
     ClosedError,
@@ -49,7 +49,7 @@ _TOKEN_CODES = ("unauthorized", "token_expired", "token_revoked")
 #: The wall clock that `token_exp` and `exp` (Unix seconds) are read against.
 _wall_clock = time.time
 
-State = Literal["connecting", "connected", "reconnecting", "closed"]
+State = Literal["idle", "connecting", "connected", "reconnecting", "closed"]
 Since = Union[None, Literal["head"], Position]
 TokenProvider = Callable[[], Union[str, Awaitable[str]]]
 
@@ -79,7 +79,7 @@ class Subscription:
     def __init__(self, client: Client, channel: str) -> None:
         self._client = client
         self.channel = channel
-        self._items: collections.deque[Event | Gap | Message | MessageLost] = collections.deque()
+        self._items: collections.deque[Event | Gap | Message | MessageLost | Resync] = collections.deque()
         self._sizes: collections.deque[int] = collections.deque()
         self._bytes = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -124,7 +124,7 @@ class Subscription:
             if fut in self._joined_waiters:
                 self._joined_waiters.remove(fut)
 
-    def poll(self) -> Event | Gap | Message | MessageLost | None:
+    def poll(self) -> Event | Gap | Message | MessageLost | Resync | None:
         """The next item if one is waiting, else `None` (never blocks). Raises
         the client's fatal error once everything before it was taken."""
         if self._items:
@@ -136,7 +136,7 @@ class Subscription:
     def __aiter__(self) -> Subscription:
         return self
 
-    async def __anext__(self) -> Event | Gap | Message | MessageLost:
+    async def __anext__(self) -> Event | Gap | Message | MessageLost | Resync:
         while True:
             if self._items:
                 return self._take()
@@ -173,22 +173,30 @@ class Subscription:
         iteration."""
         await self._client._leave(self.channel)
 
+    async def resync(self) -> None:
+        """Drops the channel's position (see `Client.resync`): a `Resync`
+        item follows what was delivered before, then delivery goes on after
+        the head that the new join names."""
+        await self._client.resync(self.channel)
+
     # -- the client's side ------------------------------------------------
 
-    def _take(self) -> Event | Gap | Message | MessageLost:
+    def _take(self) -> Event | Gap | Message | MessageLost | Resync:
         item = self._items.popleft()
         self._bytes -= self._sizes.popleft()
         if isinstance(item, (Event, Message)):
             self._consumed = Position(item.epoch, item.seq)
         elif isinstance(item, MessageLost):
             pass  # no seq of its own: the position stands
+        elif isinstance(item, Resync):
+            self._consumed = None  # the position was dropped
         else:
             epoch = self._consumed.epoch if self._consumed else self._client._epoch_of(self.channel)
             self._consumed = Position(epoch or "", item.to_seq)
         self._client._taken(self)
         return item
 
-    def _put(self, item: Event | Gap | Message | MessageLost) -> bool:
+    def _put(self, item: Event | Gap | Message | MessageLost | Resync) -> bool:
         """Queues an item; `False` (and nothing queued) when the buffer is full."""
         c = self._client
         size = 0
@@ -290,6 +298,41 @@ def _unix_seconds(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def _int_or_none(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _presence_of(channel: str, presence: Any) -> Presence | None:
+    """The channel's entry of a `joined` frame's `presence`, if any."""
+    p = presence.get(channel) if isinstance(presence, dict) else None
+    if not isinstance(p, dict):
+        return None
+    principals = p.get("principals")
+    return Presence(
+        channel=channel,
+        count=_int_or_none(p.get("count")) or 0,
+        principals=[x for x in principals if isinstance(x, str)] if isinstance(principals, list) else [],
+        raw=p,
+    )
+
+
+def _health_of(channel: str, health: Any) -> ChannelHealth | None:
+    """A `joined` frame's `health` with the channel's own entry merged in."""
+    if not isinstance(health, dict):
+        return None
+    channels = health.get("channels")
+    entry = channels.get(channel) if isinstance(channels, dict) else None
+    entry = entry if isinstance(entry, dict) else {}
+    server, time_ = health.get("server"), health.get("time")
+    return ChannelHealth(
+        server=server if isinstance(server, str) else None,
+        protocol=_int_or_none(health.get("protocol")),
+        time=time_ if isinstance(time_, str) else None,
+        head=_int_or_none(entry.get("head")),
+        oldest=_int_or_none(entry.get("oldest")),
+    )
+
+
 def _since_arg(since: Any) -> Since:
     if since is None:
         return None
@@ -336,6 +379,7 @@ class Client:
         max_held_message_bytes: int = 128 * 1024 * 1024,
         client_name: str = f"agentwire-python/{__version__}",
         refresh_lead: float = 60.0,
+        jitter: float = 1.0,
     ) -> None:
         if (token is None) == (token_provider is None):
             raise ValueError("give exactly one of token= and token_provider=")
@@ -344,7 +388,7 @@ class Client:
         self.url = url
         self._token = token
         self._provider = token_provider
-        self._backoff = Backoff(min_reconnect_delay, max_reconnect_delay, max_attempts)
+        self._backoff = Backoff(min_reconnect_delay, max_reconnect_delay, max_attempts, jitter=jitter)
         self._max_age = max_connection_age
         self._ack_debounce = ack_debounce
         self._auto_ack = auto_ack
@@ -382,8 +426,9 @@ class Client:
         self._closing = False
         self._stopped: asyncio.Event | None = None
         self._error: AgentWireError | None = None
-        self._state: State = "closed"
+        self._state: State = "idle"
         self._state_cbs: list[Callable[[State], Any]] = []
+        self._state_change_cbs: list[Callable[[StateChange], Any]] = []
         self._joined_cbs: list[Callable[[Joined], Any]] = []
         self._error_cbs: list[Callable[[AgentWireError], Any]] = []
 
@@ -456,6 +501,15 @@ class Client:
         self._state_cbs.append(callback)
         return callback
 
+    def on_state_change(self, callback: Callable[[StateChange], Any]) -> Callable[[StateChange], Any]:
+        """`callback(StateChange)` on each change, with the previous and
+        current state, the reason, and for a reconnect after a backoff delay
+        the attempt and the delay (seconds); `error` on a `closed` caused by a
+        fatal error. `reconnecting` → `reconnecting` is a change (one per
+        attempt). Usable as a decorator."""
+        self._state_change_cbs.append(callback)
+        return callback
+
     def on_joined(self, callback: Callable[[Joined], Any]) -> Callable[[Joined], Any]:
         """`callback(Joined)` for each channel of each `joined` answer (the
         first join and every re-join), before its replayed items."""
@@ -490,6 +544,32 @@ class Client:
         if ws is not None:
             await self._send_joins(ws, [channel])
         return sub
+
+    async def resync(self, channel: str | None = None) -> None:
+        """Drops the local position of `channel` (or, with `None`, of every
+        channel): its last delivered seq, the events it holds and its last
+        ack are forgotten, the reset is reported (a `Resync` item of the
+        subscription, after what was delivered before), and the channel joins
+        again from the head (at once when connected, else with the next
+        connection; a paused channel when resumed). A channel not joined is
+        ignored."""
+        names = list(self._channels) if channel is None else [channel] if channel in self._channels else []
+        rejoin: list[str] = []
+        for name in names:
+            ch = self._channels[name]
+            previous = (
+                Position(ch.seq.epoch, ch.seq.last) if ch.seq.epoch is not None and ch.seq.last is not None else None
+            )
+            ch.seq = Sequencer(name)
+            ch.initial = "head"
+            ch.acked = None
+            ch.sub._ack_wanted = None
+            ch.sub._put(Resync(name, previous))
+            if not ch.idle:
+                rejoin.append(name)
+        ws = self._ws
+        if ws is not None and rejoin:
+            await self._send_joins(ws, rejoin)
 
     async def _pause(self, channel: str) -> None:
         ch = self._channels.get(channel)
@@ -531,12 +611,23 @@ class Client:
 
     # -- internals: state -------------------------------------------------
 
-    def _set_state(self, state: State) -> None:
-        if state == self._state:
+    def _set_state(
+        self,
+        state: State,
+        reason: str = "",
+        attempt: int | None = None,
+        delay: float | None = None,
+        error: AgentWireError | None = None,
+    ) -> None:
+        previous = self._state
+        if state == previous and state != "reconnecting":
             return
         self._state = state
         for cb in list(self._state_cbs):
             self._call(cb, state)
+        change = StateChange(previous, state, reason or state, attempt, delay, error)
+        for cb2 in list(self._state_change_cbs):
+            self._call(cb2, change)
 
     def _call(self, cb: Callable[..., Any], *args: Any) -> None:
         try:
@@ -559,7 +650,7 @@ class Client:
     def _finish_all(self, error: AgentWireError | None) -> None:
         for ch in self._channels.values():
             ch.sub._finish(error)
-        self._set_state("closed")
+        self._set_state("closed", str(error) if error is not None else "closed by the application", error=error)
         if self._stopped is not None:
             self._stopped.set()
 
@@ -587,6 +678,7 @@ class Client:
 
     async def _run(self) -> None:
         token_refused_once = False
+        self._set_state("connecting", "connecting")
         try:
             while True:
                 how, reason = await self._attempt()
@@ -597,7 +689,7 @@ class Client:
                     return
                 if how in (_ROLLOVER, _RECONNECT_NOW):
                     token_refused_once = False
-                    self._set_state("reconnecting")
+                    self._set_state("reconnecting", str(reason))
                     continue
                 if how == _LOST:
                     token_refused_once = False
@@ -619,7 +711,7 @@ class Client:
                     )
                     return
                 log.debug("agentwire: reconnecting in %.3fs (%s)", delay, reason)
-                self._set_state("reconnecting")
+                self._set_state("reconnecting", str(reason), attempt=self._backoff.attempt, delay=delay)
                 await asyncio.sleep(delay)
         finally:
             self._ws = None
@@ -643,7 +735,6 @@ class Client:
         return str(t)
 
     async def _attempt(self) -> tuple[str, Any]:
-        self._set_state("connecting")
         try:
             token = await self._get_token()
         except asyncio.CancelledError:
@@ -696,7 +787,10 @@ class Client:
             ):
                 # Only with a provider to ask: a fixed token has nothing new to send.
                 self._plan_refresh(token_exp)
-            self._set_state("connected")
+            self._set_state(
+                "connected",
+                f"connected (protocol v{welcome.get('protocol')}, connection {welcome.get('connection_id')})",
+            )
             await self._send_joins(ws, [n for n, ch in self._channels.items() if not ch.idle])
             timers = loop.create_task(self._timers(ws, started), name="agentwire-timers")
             await self._read(ws)
@@ -839,6 +933,8 @@ class Client:
             if rid is not None:
                 self._pending.pop(rid, None)
             confirmed: list[tuple[_Channel, Joined]] = []
+            presence = f.get("presence") if isinstance(f.get("presence"), dict) else {}
+            health = f.get("health") if isinstance(f.get("health"), dict) else None
             for jc in f.get("channels") or []:
                 ch = self._channels.get(jc.get("name"))
                 if ch is None:
@@ -850,6 +946,8 @@ class Client:
                     replayed=int(jc.get("replayed", 0)),
                     recovered=bool(jc.get("recovered", True)),
                     until=jc.get("until"),
+                    presence=_presence_of(ch.name, presence),
+                    health=_health_of(ch.name, health),
                 )
                 confirmed.append((ch, j))
             deliveries = []
@@ -978,7 +1076,7 @@ class Client:
             return
         sub = ch.sub
         for d in ds:
-            item: Event | Gap | Message | MessageLost = d
+            item: Event | Gap | Message | MessageLost | Resync = d
             if isinstance(d, Event):
                 a = self._messages.accept(d.channel, d.seq, d.epoch, d.kind, d.data)
                 if a == "pending":
