@@ -8,12 +8,28 @@ import (
 // Backoff is the reconnect schedule: full jitter, the delay before attempt
 // n (from 1) uniform in 0..=min(Max, Min × 2^(n-1)), reset by a connection
 // that lasted StableAfter, optionally capped at MaxAttempts in a row.
+// JitterFraction narrows the jitter: the delay is ceiling × (1 − j + j ×
+// unit), j being 1 (full jitter) for 0, JitterFraction in (0, 1], and 0 (no
+// jitter: the ceiling itself) for a negative JitterFraction.
 type Backoff struct {
-	Min         time.Duration
-	Max         time.Duration
-	MaxAttempts int // 0: never give up
-	StableAfter time.Duration
-	attempt     int
+	Min            time.Duration
+	Max            time.Duration
+	MaxAttempts    int // 0: never give up
+	StableAfter    time.Duration
+	JitterFraction float64
+	attempt        int
+}
+
+// jitter is the fraction in effect (see Backoff.JitterFraction).
+func (b *Backoff) jitter() float64 {
+	switch {
+	case b.JitterFraction == 0 || b.JitterFraction != b.JitterFraction:
+		return 1
+	case b.JitterFraction < 0:
+		return 0
+	default:
+		return min(b.JitterFraction, 1)
+	}
 }
 
 // Ceiling is the largest delay before the next attempt.
@@ -26,14 +42,15 @@ func (b *Backoff) Ceiling() time.Duration {
 }
 
 // Next gives the delay before the next attempt with unit (uniform in 0..1)
-// picking where under the ceiling it falls; false once the attempts are
-// used up.
+// picking where under the ceiling it falls (within the jitter fraction's
+// share of it); false once the attempts are used up.
 func (b *Backoff) Next(unit float64) (time.Duration, bool) {
 	if b.MaxAttempts > 0 && b.attempt >= b.MaxAttempts {
 		return 0, false
 	}
 	unit = max(0, min(1, unit))
-	d := time.Duration(float64(b.Ceiling()) * unit)
+	j := b.jitter()
+	d := time.Duration(float64(b.Ceiling()) * (1 - j + j*unit))
 	b.attempt++
 	return d, true
 }

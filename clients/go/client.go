@@ -30,6 +30,7 @@ const (
 	cmdLeave
 	cmdPause
 	cmdResume
+	cmdResync
 )
 
 type command struct {
@@ -129,6 +130,21 @@ func (c *Client) Pause(name string) error {
 // the pause, so the replay brings what was published meanwhile.
 func (c *Client) Resume(name string) error {
 	return c.push(command{kind: cmdResume, names: []string{name}})
+}
+
+// Resync drops the local position of a channel: its last delivered seq,
+// the events it holds and its last ack are forgotten, a *Resynced event
+// follows what was delivered before, and the channel joins again from the
+// head (at once when connected, else with the next connection; a paused
+// channel when resumed). Delivery goes on after the head the next *Joined
+// names. A channel not joined is ignored.
+func (c *Client) Resync(name string) error {
+	return c.push(command{kind: cmdResync, names: []string{name}})
+}
+
+// ResyncAll is Resync for every joined (and paused) channel.
+func (c *Client) ResyncAll() error {
+	return c.push(command{kind: cmdResync})
 }
 
 func (c *Client) push(cmd command) error {

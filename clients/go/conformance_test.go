@@ -49,6 +49,7 @@ type scenario struct {
 		MinReconnectMs *float64 `json:"minReconnectMs"`
 		MaxReconnectMs *float64 `json:"maxReconnectMs"`
 		MaxAttempts    *int     `json:"maxAttempts"`
+		Jitter         *float64 `json:"jitter"`
 	} `json:"client"`
 	Script []map[string]json.RawMessage `json:"script"`
 }
@@ -170,11 +171,27 @@ func observations(ev ClientEvent) []map[string]any {
 	case *Joined:
 		var out []map[string]any
 		for _, c := range e.Channels {
-			out = append(out, map[string]any{"joined": normalize(map[string]any{
+			o := map[string]any{
 				"channel": c.Name, "epoch": c.Epoch, "head": c.Head, "replayed": c.Replayed, "recovered": c.Recovered,
-			})})
+			}
+			if p, ok := e.Presence[c.Name]; ok {
+				o["presence"] = p
+			}
+			if h := e.Health; h != nil {
+				health := map[string]any{"server": h.Server, "protocol": h.Protocol, "time": h.Time}
+				if ch, ok := h.Channels[c.Name]; ok {
+					health["head"] = ch.Head
+					if ch.Oldest != nil {
+						health["oldest"] = *ch.Oldest
+					}
+				}
+				o["health"] = health
+			}
+			out = append(out, map[string]any{"joined": normalize(o)})
 		}
 		return out
+	case *Resynced:
+		return []map[string]any{{"resync": map[string]any{"channel": e.Channel}}}
 	case *Event:
 		return []map[string]any{{"event": normalize(e)}}
 	case *Gap:
@@ -273,8 +290,23 @@ func substitute(v any, id string, now time.Time) any {
 	return v
 }
 
+// stateObservation is a state change as a `state` observation.
+func stateObservation(c StateChange) map[string]any {
+	o := map[string]any{"previous": string(c.Previous), "current": string(c.Current), "reason": c.Reason}
+	if c.Current == StateReconnecting && (c.Attempt > 0 || c.Delay > 0) {
+		o["attempt"] = c.Attempt
+		o["delay_ms"] = float64(c.Delay) / float64(time.Millisecond)
+	}
+	if c.Err != nil {
+		o["error"] = map[string]any{"code": c.Err.Code}
+	}
+	return map[string]any{"state": normalize(o)}
+}
+
 func runScenario(t *testing.T, s scenario) {
 	srv := newScriptedServer(t)
+	// State changes: a sequence of their own (conformance/README.md).
+	states := make(chan map[string]any, 256)
 	opts := Options{
 		MinReconnectDelay: 10 * time.Millisecond,
 		MaxReconnectDelay: 40 * time.Millisecond,
@@ -291,6 +323,19 @@ func runScenario(t *testing.T, s scenario) {
 	}
 	if c.MaxAttempts != nil {
 		opts.MaxAttempts = *c.MaxAttempts
+	}
+	if c.Jitter != nil {
+		opts.JitterFraction = *c.Jitter
+		if *c.Jitter == 0 {
+			opts.JitterFraction = -1 // none: a zero JitterFraction means the default
+		}
+	}
+	opts.OnStateChange = func(ch StateChange) {
+		select {
+		case states <- stateObservation(ch):
+		default:
+			t.Errorf("more than %d state changes", cap(states))
+		}
 	}
 	if c.AckDebounceMs != nil {
 		opts.AckDebounce = ms(*c.AckDebounceMs)
@@ -406,9 +451,18 @@ func runScenario(t *testing.T, s scenario) {
 		case step["observe"] != nil:
 			var pattern map[string]any
 			mustUnmarshal(t, step["observe"], &pattern)
-			got, err := obs.next(deadline)
-			if err != nil {
-				t.Fatalf("%s: %v", where, err)
+			var got map[string]any
+			if _, state := pattern["state"]; state {
+				select {
+				case got = <-states:
+				case <-time.After(time.Until(deadline)):
+					t.Fatalf("%s: no state change within %v", where, stepTimeout)
+				}
+			} else {
+				var err error
+				if got, err = obs.next(deadline); err != nil {
+					t.Fatalf("%s: %v", where, err)
+				}
 			}
 			if m := mismatch(pattern, got, "observation"); m != "" {
 				t.Fatalf("%s: observed %v: %s", where, got, m)
@@ -464,6 +518,12 @@ func act(t *testing.T, client *Client, raw json.RawMessage, acts *sync.WaitGroup
 			err = client.Resume(arg.Channel)
 		case "join":
 			err = client.Join(arg.Channel, sinceOf(t, arg.Since))
+		case "resync":
+			if arg.Channel == "" {
+				err = client.ResyncAll()
+			} else {
+				err = client.Resync(arg.Channel)
+			}
 		default:
 			t.Fatalf("%s: unknown act %q", where, k)
 		}
@@ -525,6 +585,29 @@ func TestBackoffSchedule(t *testing.T) {
 		got, _ := bo.Next(d.Unit)
 		if got != ms(d.DelayMs) {
 			t.Errorf("attempt %d with unit %v: %v, want %v ms", d.Attempt, d.Unit, got, d.DelayMs)
+		}
+	}
+	var jitter struct {
+		Draws []struct {
+			Attempt int     `json:"attempt"`
+			Unit    float64 `json:"unit"`
+			Jitter  float64 `json:"jitter"`
+			DelayMs float64 `json:"delay_ms"`
+		} `json:"jitter_draws"`
+	}
+	if err := json.Unmarshal(b, &jitter); err != nil || len(jitter.Draws) == 0 {
+		t.Fatalf("backoff.json has no jitter_draws: %v", err)
+	}
+	for _, d := range jitter.Draws {
+		bo := Backoff{Min: ms(spec.MinMs), Max: ms(spec.MaxMs), JitterFraction: d.Jitter}
+		if d.Jitter == 0 {
+			bo.JitterFraction = -1 // none
+		}
+		for range d.Attempt - 1 {
+			bo.Next(0)
+		}
+		if got, _ := bo.Next(d.Unit); got != ms(d.DelayMs) {
+			t.Errorf("attempt %d, unit %v, jitter %v: %v, want %v ms", d.Attempt, d.Unit, d.Jitter, got, d.DelayMs)
 		}
 	}
 	// Defaults: the same schedule.

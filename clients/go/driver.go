@@ -112,6 +112,7 @@ type driver struct {
 	acksPaused   time.Time
 	nextID       uint64
 	backoff      Backoff
+	state        ConnectionState
 
 	// The current connection: write sends one text frame (nil while
 	// disconnected).
@@ -140,7 +141,9 @@ func newDriver(c *Client, rawURL string, opts Options, stop context.Context) *dr
 		backoff: Backoff{
 			Min: opts.MinReconnectDelay, Max: opts.MaxReconnectDelay,
 			MaxAttempts: opts.MaxAttempts, StableAfter: time.Minute,
+			JitterFraction: opts.JitterFraction,
 		},
+		state: StateIdle,
 	}
 	d.addChannels(opts.Channels)
 	return d
@@ -180,13 +183,19 @@ func (d *driver) run() {
 		close(c.done)
 	}()
 	defer c.stop()
+	defer func() {
+		// However the loop ended, the last state change is to closed.
+		d.setState(StateChange{Current: StateClosed, Reason: "closed by the application"})
+	}()
 	refusedOnce := false
+	d.setState(StateChange{Current: StateConnecting, Reason: "connecting"})
 	for {
 		var failure string
 		e := d.attempt()
 		switch e.kind {
 		case endClosed:
 			d.tryEmit(&Disconnected{Reason: "closed by the application"})
+			d.setState(StateChange{Current: StateClosed, Reason: "closed by the application"})
 			return
 		case endFatal:
 			d.fatal(e.err)
@@ -194,8 +203,10 @@ func (d *driver) run() {
 		case endRollover:
 			refusedOnce = false
 			if d.emit(&Disconnected{Reason: e.reason}) != nil {
+				d.setState(StateChange{Current: StateClosed, Reason: "closed by the application"})
 				return
 			}
+			d.setState(StateChange{Current: StateReconnecting, Reason: e.reason})
 			continue
 		case endLost:
 			refusedOnce = false
@@ -224,12 +235,28 @@ func (d *driver) run() {
 			return
 		}
 		if d.emit(&Reconnecting{Attempt: d.backoff.Attempt(), Delay: delay, Reason: failure}) != nil {
+			d.setState(StateChange{Current: StateClosed, Reason: "closed by the application"})
 			return
 		}
+		d.setState(StateChange{Current: StateReconnecting, Reason: failure, Attempt: d.backoff.Attempt(), Delay: delay})
 		if !d.wait(delay) {
 			d.tryEmit(&Disconnected{Reason: "closed by the application"})
+			d.setState(StateChange{Current: StateClosed, Reason: "closed by the application"})
 			return
 		}
+	}
+}
+
+// setState records a state change and tells Options.OnStateChange
+// (StateReconnecting to StateReconnecting counts; other repeats do not).
+func (d *driver) setState(ch StateChange) {
+	ch.Previous = d.state
+	if ch.Previous == ch.Current && ch.Current != StateReconnecting {
+		return
+	}
+	d.state = ch.Current
+	if d.opts.OnStateChange != nil {
+		d.opts.OnStateChange(ch)
 	}
 }
 
@@ -239,6 +266,7 @@ func (d *driver) fatal(err *Error) {
 	d.c.err = err
 	d.c.mu.Unlock()
 	_ = d.emit(&ErrorEvent{Err: err})
+	d.setState(StateChange{Current: StateClosed, Reason: err.Error(), Err: err})
 }
 
 // emit hands an event to the application; an error once the client is
@@ -650,6 +678,7 @@ func (d *driver) handshake() *ended {
 			if d.emit(ev) != nil {
 				return stopped
 			}
+			d.setState(StateChange{Current: StateConnected, Reason: fmt.Sprintf("connected (protocol v%d, connection %s)", f.Protocol, f.ConnectionID)})
 			return nil
 		}
 	}
@@ -773,6 +802,49 @@ func (d *driver) apply(cmd command) *ended {
 		return d.apply(command{kind: cmdJoin, channels: specs})
 	case cmdLeave:
 		return d.leave(cmd.names)
+	case cmdResync:
+		return d.resync(cmd.names)
+	}
+	return nil
+}
+
+// resync drops the position of names (none: every channel, then the paused
+// ones), reports it and joins them again from the head.
+func (d *driver) resync(names []string) *ended {
+	if len(names) == 0 {
+		names = slices.Clone(d.names)
+		paused := make([]string, 0, len(d.paused))
+		for n := range d.paused {
+			paused = append(paused, n)
+		}
+		slices.Sort(paused)
+		names = append(names, paused...)
+	}
+	var rejoin []string
+	for _, n := range names {
+		ev := &Resynced{Channel: n}
+		if ch, ok := d.channels[n]; ok {
+			if p, had := ch.seq.position(); had {
+				ev.Previous = &p
+			}
+			ch.seq = newSequencer(n, d.opts.MaxHeldEvents, d.opts.MaxHeldEventBytes)
+			ch.initial = SinceHead()
+			ch.acked = 0
+			rejoin = append(rejoin, n)
+		} else if since, ok := d.paused[n]; ok {
+			if p, had := since.Position(); had {
+				ev.Previous = &p
+			}
+			d.paused[n] = SinceHead() // resumed from the head
+		} else {
+			continue
+		}
+		if d.emit(ev) != nil {
+			return stopped
+		}
+	}
+	if d.write != nil && len(rejoin) > 0 {
+		return d.sendJoins(rejoin)
 	}
 	return nil
 }

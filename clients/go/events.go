@@ -7,7 +7,7 @@ import (
 
 // ClientEvent is what Client.Events delivers: one of *Connected, *Joined,
 // *Event, *Gap, *Message, *MessageLost, *Disconnected, *Reconnecting,
-// *Left, *Refreshed or *ErrorEvent. Use a type switch.
+// *Left, *Refreshed, *Resynced or *ErrorEvent. Use a type switch.
 type ClientEvent interface{ clientEvent() }
 
 // Event is one event of a channel, delivered once per seq, in seq order.
@@ -72,6 +72,48 @@ type Left struct{ Channels []string }
 // Refreshed: the connection took a fresh token in band; it expires at Exp.
 type Refreshed struct{ Exp time.Time }
 
+// Resynced: Client.Resync dropped the channel's position. What was
+// delivered before came first; the channel joins again from the head and
+// delivery goes on after the head its next *Joined names. Previous is where
+// delivery stood (nil: nothing was delivered yet).
+type Resynced struct {
+	Channel  string
+	Previous *Position
+}
+
+// ConnectionState is where the client's connection stands.
+type ConnectionState string
+
+// The connection states.
+const (
+	// StateIdle: before the client starts.
+	StateIdle ConnectionState = "idle"
+	// StateConnecting: the first connection attempt.
+	StateConnecting ConnectionState = "connecting"
+	// StateConnected: a connection is up and its welcome arrived.
+	StateConnected ConnectionState = "connected"
+	// StateReconnecting: a connection ended (or an attempt failed) and
+	// another attempt follows.
+	StateReconnecting ConnectionState = "reconnecting"
+	// StateClosed: the client stopped (Close, or a fatal error).
+	StateClosed ConnectionState = "closed"
+)
+
+// StateChange is one connection state change, given to
+// Options.OnStateChange: the previous and current state, why, and for a
+// reconnect after a backoff delay the attempt that follows (from 1) and the
+// delay (both zero for an immediate reconnect); Err is the fatal error of a
+// StateClosed caused by one. StateReconnecting to StateReconnecting is a
+// change too (one per attempt).
+type StateChange struct {
+	Previous ConnectionState
+	Current  ConnectionState
+	Reason   string
+	Attempt  int
+	Delay    time.Duration
+	Err      *Error
+}
+
 // ErrorEvent reports an error. When Err's Fatal is set it is the last
 // event: the client stopped.
 type ErrorEvent struct{ Err *Error }
@@ -88,5 +130,6 @@ func (*Reconnecting) clientEvent() {}
 func (*Left) clientEvent()         {}
 func (*Refreshed) clientEvent()    {}
 func (*ErrorEvent) clientEvent()   {}
+func (*Resynced) clientEvent()     {}
 func (*Message) clientEvent()      {}
 func (*MessageLost) clientEvent()  {}

@@ -38,6 +38,15 @@ type Options struct {
 	// Jitter returns a uniform draw in [0, 1) for the backoff (default
 	// math/rand/v2); return 1 for no jitter.
 	Jitter func() float64
+	// JitterFraction is the share of each reconnect delay that is random:
+	// the delay is ceiling × (1 − j + j × draw). 0 means the default, full
+	// jitter (1); a value in (0, 1) a partial one; a negative value none
+	// (every delay is its ceiling).
+	JitterFraction float64
+	// OnStateChange, if set, is called with every connection state change
+	// (previous, current, reason, attempt, delay, error), in order, on the
+	// client's goroutine: it must return quickly and must not call Close.
+	OnStateChange func(StateChange)
 
 	// PingInterval: how often a ping is sent (default 30 s).
 	PingInterval time.Duration
