@@ -48,9 +48,11 @@ async fn admin(
 ) -> Response {
     let path = format!("/v1/admin/{rest}");
     let mut params = HashMap::new();
+    // A channel name may hold `/` (sent as %2F, decoded here): its webhook
+    // path ends in `/webhook` or `/webhook:rotate`.
     let template = match rest
         .strip_prefix("channels/")
-        .and_then(|r| r.split_once('/'))
+        .and_then(|r| r.rsplit_once('/'))
     {
         Some((channel, tail)) => {
             params.insert("channel".to_owned(), channel.to_owned());

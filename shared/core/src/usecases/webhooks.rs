@@ -62,7 +62,7 @@ impl WebhookAdmin {
     ) -> Result<WebhookConfig, WebhookAdminError> {
         let (url, _) = self.policy.check(url).await?;
         let now = self.clock.epoch_s();
-        let expires_at = ttl.map(|t| now + t.as_secs());
+        let expires_at = ttl.map(|t| now.saturating_add(t.as_secs()));
         let config = match self.store.get(scope).await? {
             Some(mut old) if old.url == url.as_str() => {
                 old.mode = mode;

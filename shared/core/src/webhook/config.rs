@@ -87,7 +87,7 @@ impl WebhookConfig {
     pub fn rotate(&mut self, grace: Duration, now: u64) -> Result<(), WebhookSignError> {
         let new = SigningSecret::generate()?;
         self.previous_secret = Some(std::mem::replace(&mut self.secret, new.as_str().to_owned()));
-        self.previous_until = Some(now + grace.as_secs());
+        self.previous_until = Some(now.saturating_add(grace.as_secs()));
         self.updated_at = now;
         Ok(())
     }
