@@ -7,395 +7,48 @@
  * The behaviour follows clients/rust/src/driver.rs (see docs/client.md).
  */
 import { Backoff } from "./backoff.js";
-import { Emitter } from "./emitter.js";
+import { Channel, sinceOf, type ChannelCore } from "./channel.js";
+import { Reassembler } from "./chunks.js";
 import {
-  AgentWireError,
-  ProtocolError,
-  ServerError,
-  UnauthorizedError,
-  parseErrorBody,
-  retryAfterOf,
-  type ErrorBody,
-} from "./errors.js";
-import { type AgentWireMessage, type AgentWireMessageLost, Reassembler } from "./chunks.js";
+  classifyRefusal,
+  isSeq,
+  isTokenCode,
+  message,
+  normaliseUrl,
+  refreshDelay,
+  versionError,
+  type Conn,
+  type HttpResponseLike,
+  type JoinedFrame,
+  type NodeWs,
+  type Outcome,
+  type ServerFrame,
+  type WebSocketConstructor,
+  type WebSocketLike,
+} from "./connection.js";
+import { Emitter } from "./emitter.js";
+import { AgentWireError, ProtocolError, ServerError, UnauthorizedError, retryAfterOf, type ErrorBody } from "./errors.js";
+import type { ClientEvents, ConnectionState, ResyncInfo, StateChange } from "./events.js";
+import {
+  CHANNEL_NAME,
+  DEFAULT_RETRY_AFTER_MS,
+  MAX_CHANNELS_PER_JOIN,
+  MAX_TIMER_MS,
+  PROTOCOL,
+  VERSION,
+  type AgentWireOptions,
+  type ChannelOptions,
+} from "./options.js";
 import { Sequencer, type Delivery } from "./sequencer.js";
-import type {
-  AgentWireEvent,
-  AgentWireGap,
-  ChannelHealth,
-  JoinedInfo,
-  Position,
-  Presence,
-  Since,
-  StreamItem,
-} from "./types.js";
+import type { AgentWireEvent, JoinedInfo, Since } from "./types.js";
 
-/** The client's version, sent in `hello`. */
-export const VERSION = "0.1.0";
-/** The protocol versions this client speaks. */
-export const PROTOCOL = { min: 1, max: 1 } as const;
-/** Channels per `join` frame (the protocol's limit). */
-const MAX_CHANNELS_PER_JOIN = 50;
-const CHANNEL_NAME = /^[A-Za-z0-9\-_.:/@]{1,128}$/;
-/** The wait after a `rate_limited` answer that carries no `retry_after_ms`. */
-const DEFAULT_RETRY_AFTER_MS = 1_000;
-/** The longest delay a timer takes (setTimeout fires at once beyond it). */
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
-/** The part of the WebSocket API the client uses: the standard (browser,
- * Node 22+) `WebSocket`, or `ws`'s (`import { WebSocket } from "ws"`). */
-export interface WebSocketLike {
-  readonly readyState: number;
-  send(data: string): void;
-  close(code?: number, reason?: string): void;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  onopen: ((ev: any) => unknown) | null;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  onmessage: ((ev: any) => unknown) | null;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  onclose: ((ev: any) => unknown) | null;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  onerror: ((ev: any) => unknown) | null;
-}
-
-export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
-
-/** `ws`'s extras, used when present: the HTTP answer of a refused upgrade. */
-interface NodeWs {
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  on(event: string, listener: (...args: any[]) => void): unknown;
-  terminate(): void;
-}
-
-export type ConnectionState = "idle" | "connecting" | "connected" | "reconnecting" | "closed";
-
-export interface StateChange {
-  previous: ConnectionState;
-  current: ConnectionState;
-  /** Why (the failure before a reconnect, `closed by the application`…). */
-  reason: string;
-  /** Reconnecting: the attempt that follows (from 1) and its delay in ms. */
-  attempt?: number;
-  delay?: number;
-  /** Closed by a fatal error: the error. */
-  error?: AgentWireError;
-  /** Connected: the negotiated protocol and the gateway's connection id. */
-  protocol?: number;
-  connectionId?: string;
-}
-
-export interface TokenContext {
-  /** The connection attempt this token is for (from 1; counts every attempt). */
-  attempt: number;
-  /** Aborted when the client closes. */
-  signal: AbortSignal;
-}
-
-export interface AgentWireOptions {
-  /** A fixed token: refused (401) ends the client. */
-  token?: string;
-  /** Asked before every connection attempt. A token it gave that is refused
-   * makes the client ask again; a second refusal in a row, or an
-   * `UnauthorizedError` thrown by it, ends the client; other failures are retried.
-   * Also asked for the in-band refresh when the gateway offers it (see `refreshLead`). */
-  getToken?: (ctx: TokenContext) => string | Promise<string>;
-  /** With `getToken`, when the gateway's `welcome` offers `refresh` and names
-   * the token's `exp`: send a fresh token this long before `exp`, ms (default
-   * 60,000; at most half the time left when the `welcome` or `refreshed` arrived). */
-  refreshLead?: number;
-  /** The WebSocket constructor (default `globalThis.WebSocket`; pass `ws`'s on Node 20). */
-  WebSocket?: WebSocketConstructor;
-  /** The first reconnect ceiling, ms (default 500). */
-  minReconnectDelay?: number;
-  /** The largest reconnect ceiling, ms (default 30,000). */
-  maxReconnectDelay?: number;
-  /** Give up after this many reconnect attempts in a row (default: never). */
-  maxAttempts?: number;
-  /** The jitter fraction of the reconnect delays, 0 to 1 (default 1, full
-   * jitter: uniform in 0..=ceiling; 0: the ceiling itself). */
-  jitter?: number;
-  /** Roll over to a new connection after this long, ms (default 115 min;
-   * `null` leaves it to the gateway's 2-hour cut). */
-  maxConnectionAge?: number | null;
-  /** A `ping` every this many ms (default 30,000). */
-  pingInterval?: number;
-  /** Nothing received within this long after a ping: the connection is dead (default 20,000). */
-  pingTimeout?: number;
-  /** The longest the upgrade, and then `welcome`, may take, ms (default 10,000). */
-  handshakeTimeout?: number;
-  /** Acknowledge the last delivered seq this long after the first unacknowledged
-   * delivery, ms (default 1,000); `null` never acknowledges by itself. */
-  ackDebounce?: number | null;
-  /** `false`: no automatic acks (explicit `channel.ack()` still works). */
-  autoAck?: boolean;
-  /** Aborting it closes the client. */
-  signal?: AbortSignal;
-  /** Sent in `hello` (default `@agentwire/client/<version>`). */
-  clientName?: string;
-  /** Held (out-of-order) events per channel before they are dropped and fetched again. */
-  maxPending?: number;
-  maxPendingBytes?: number;
-  /** The largest message reassembled from chunk events (default 64 MiB);
-   * a larger one is `message_lost` `too_large`. */
-  maxMessageBytes?: number;
-  /** The most held at once in messages being reassembled (default 128 MiB). */
-  maxHeldMessageBytes?: number;
-}
-
-export interface ClientEvents {
-  state: StateChange;
-  error: AgentWireError;
-}
-
-export interface ChannelEvents {
-  event: AgentWireEvent;
-  gap: AgentWireGap;
-  /** A message larger than one event, reassembled from its chunk events
-   * (which are never delivered as `event`). */
-  message: AgentWireMessage;
-  /** A message that will never be delivered (a chunk is gone, it is over
-   * `maxMessageBytes`, or its chunks disagree); reported once. */
-  message_lost: AgentWireMessageLost;
-  joined: JoinedInfo;
-  /** `resync()` dropped the channel's position: what was delivered before
-   * came first; the channel joins again from the head. */
-  resync: ResyncInfo;
-  /** The gateway refused the channel (`forbidden`, `invalid_channel`,
-   * `too_many_channels`): it is dropped. */
-  error: AgentWireError;
-}
-
-/** A channel's position dropped by `resync()`. */
-export interface ResyncInfo {
-  channel: string;
-  /** Where delivery stood before (absent: nothing delivered yet). */
-  previous?: Position;
-}
-
-export interface ChannelOptions {
-  /** `"head"`, a position `{epoch, seq}` (the last seq already seen), or
-   * absent: the principal's durable cursor. */
-  since?: Since;
-}
-
-type Outcome =
-  | { kind: "closed" }
-  | { kind: "lost"; reason: string; immediate?: boolean }
-  | { kind: "rollover"; reason: string }
-  | { kind: "failed"; reason: string }
-  | { kind: "token_refused"; error: UnauthorizedError }
-  | { kind: "fatal"; error: AgentWireError };
-
-interface Conn {
-  ws: WebSocketLike;
-  opened: boolean;
-  welcomed: boolean;
-  settled: boolean;
-  startedAt: number;
-  lastError?: string;
-  resolve: (o: Outcome) => void;
-  handshakeTimer?: ReturnType<typeof setTimeout>;
-  pingTimer?: ReturnType<typeof setInterval>;
-  pongTimer?: ReturnType<typeof setTimeout>;
-  ackTimer?: ReturnType<typeof setTimeout>;
-  rolloverTimer?: ReturnType<typeof setTimeout>;
-  /** The next in-band token refresh. */
-  refreshTimer?: ReturnType<typeof setTimeout>;
-  /** The id of the `refresh` sent and not answered yet. */
-  refreshId?: string;
-  /** Joins answered `rate_limited`, to be sent again after the gateway's delay. */
-  joinRetryTimers: Set<ReturnType<typeof setTimeout>>;
-  /** An ack answered `rate_limited`: no ack is sent before this time (Date.now() ms). */
-  ackPausedUntil?: number;
-  closedWaiters: (() => void)[];
-  socketClosed: boolean;
-}
-
-/** One subscribed channel's state inside the client. */
-interface ChannelCore {
-  name: string;
-  seq: Sequencer;
-  initial: Since | undefined;
-  acked: number | undefined;
-  /** An explicit `ack(seq)` not yet sent. */
-  ackWanted: number | undefined;
-  /** Paused: left, kept, not joined until resumed. */
-  paused: boolean;
-  channel: Channel;
-}
-
-interface ChannelOps {
-  position(): Position | undefined;
-  ack(seq: number): Promise<void>;
-  leave(): Promise<void>;
-  pause(): Promise<void>;
-  resume(): void;
-  resync(): void;
-}
-
-type Sink = {
-  push(item: StreamItem): void;
-  end(err?: AgentWireError): void;
-};
-
-/**
- * One channel of a client: events in order, each seq once; gaps the gateway
- * reports; `joined` answers. Get it from `client.channel(name)`.
- */
-export class Channel {
-  readonly name: string;
-  readonly #emitter: Emitter<ChannelEvents>;
-  readonly #sinks = new Set<Sink>();
-  readonly #ops: ChannelOps;
-  #ended: AgentWireError | null | undefined = undefined;
-
-  /** @internal */
-  constructor(
-    name: string,
-    onListenerError: (err: unknown, event: string) => void,
-    ops: ChannelOps,
-  ) {
-    this.name = name;
-    this.#emitter = new Emitter<ChannelEvents>(onListenerError);
-    this.#ops = ops;
-  }
-
-  /** Listens; returns the function that stops listening. */
-  on<K extends keyof ChannelEvents>(event: K, listener: (value: ChannelEvents[K]) => void): () => void {
-    return this.#emitter.on(event, listener);
-  }
-
-  /** Where delivery stands: the log's epoch and the last delivered seq. */
-  get position(): Position | undefined {
-    return this.#ops.position();
-  }
-
-  /** Moves the durable cursor to `seq`, never past the last delivered seq.
-   * Sent at once when connected, else with the next connection. */
-  ack(seq: number): Promise<void> {
-    return this.#ops.ack(seq);
-  }
-
-  /** Acknowledges what was delivered (unless acks are off), leaves, and ends
-   * the channel's streams. Resolves when the gateway answered (or the
-   * connection ended). */
-  leave(): Promise<void> {
-    return this.#ops.leave();
-  }
-
-  /** Pauses live delivery: acknowledges what was delivered (unless acks are
-   * off) and leaves the channel, keeping its position and its streams; it
-   * is not joined on reconnect. Resolves when the gateway answered. */
-  pause(): Promise<void> {
-    return this.#ops.pause();
-  }
-
-  /** Resumes a paused channel from the last seq delivered before the pause:
-   * the replay brings what was published meanwhile. */
-  resume(): void {
-    this.#ops.resume();
-  }
-
-  /** Drops the channel's position (its last delivered seq, held events, the
-   * last ack), reports it (`resync`) and joins again from the head: delivery
-   * goes on after the head that the new `joined` names. */
-  resync(): void {
-    this.#ops.resync();
-  }
-
-  /**
-   * The channel's events and gaps as an async iterator, from the moment it
-   * is called (call it right after `client.channel()` to miss nothing). It
-   * ends when the channel is left, the client closes, or `signal` aborts;
-   * it throws the error that ended the client or refused the channel.
-   */
-  stream(options: { signal?: AbortSignal } = {}): AsyncIterableIterator<StreamItem> {
-    const queue: StreamItem[] = [];
-    let waiting: { resolve: (r: IteratorResult<StreamItem>) => void; reject: (e: unknown) => void } | undefined;
-    let done = false;
-    let failure: AgentWireError | undefined;
-    const signal = options.signal;
-    const finish = (err?: AgentWireError) => {
-      if (done) return;
-      done = true;
-      failure = err;
-      this.#sinks.delete(sink);
-      signal?.removeEventListener("abort", onAbort);
-      if (waiting) {
-        const w = waiting;
-        waiting = undefined;
-        if (err && queue.length === 0) w.reject(err);
-        else if (queue.length) w.resolve({ value: queue.shift()!, done: false });
-        else w.resolve({ value: undefined, done: true });
-      }
-    };
-    const onAbort = () => finish();
-    const sink: Sink = {
-      push: (item) => {
-        if (done) return;
-        if (waiting) {
-          const w = waiting;
-          waiting = undefined;
-          w.resolve({ value: item, done: false });
-        } else queue.push(item);
-      },
-      end: (err) => finish(err),
-    };
-    if (this.#ended !== undefined) {
-      done = true;
-      failure = this.#ended ?? undefined;
-    } else if (signal?.aborted) {
-      done = true;
-    } else {
-      this.#sinks.add(sink);
-      signal?.addEventListener("abort", onAbort, { once: true });
-    }
-    const iterator: AsyncIterableIterator<StreamItem> = {
-      next: () => {
-        if (queue.length) return Promise.resolve({ value: queue.shift()!, done: false });
-        if (done) {
-          if (failure) {
-            const err = failure;
-            failure = undefined; // thrown once, then the iterator is done
-            return Promise.reject(err);
-          }
-          return Promise.resolve({ value: undefined, done: true });
-        }
-        return new Promise((resolve, reject) => {
-          waiting = { resolve, reject };
-        });
-      },
-      return: () => {
-        finish();
-        queue.length = 0;
-        failure = undefined;
-        return Promise.resolve({ value: undefined, done: true });
-      },
-      [Symbol.asyncIterator]() {
-        return iterator;
-      },
-    };
-    return iterator;
-  }
-
-  /** @internal */
-  _emit<K extends keyof ChannelEvents>(event: K, value: ChannelEvents[K]): void {
-    this.#emitter.emit(event, value);
-  }
-
-  /** @internal */
-  _push(item: StreamItem): void {
-    for (const s of [...this.#sinks]) s.push(item);
-  }
-
-  /** @internal: the channel is over (left: no error; refused or the client failed: the error). */
-  _end(err?: AgentWireError): void {
-    if (this.#ended !== undefined) return;
-    this.#ended = err ?? null;
-    for (const s of [...this.#sinks]) s.end(err);
-    this.#sinks.clear();
-  }
-}
+// The public names that lived here before the split, still importable from this module.
+export { Channel } from "./channel.js";
+export { classifyRefusal, refreshDelay } from "./connection.js";
+export type { WebSocketConstructor, WebSocketLike } from "./connection.js";
+export type { ChannelEvents, ClientEvents, ConnectionState, ResyncInfo, StateChange } from "./events.js";
+export { PROTOCOL, VERSION } from "./options.js";
+export type { AgentWireOptions, ChannelOptions, TokenContext } from "./options.js";
 
 /**
  * An agentwire client: one WebSocket to the gateway, any number of channels.
@@ -1388,104 +1041,4 @@ export class AgentWire {
     for (const core of this.#channels.values()) core.channel._end(error);
     this.#finish();
   }
-}
-
-// ---- helpers ----
-
-type ServerFrame = { type: string; [k: string]: unknown };
-
-interface JoinedFrame {
-  type: "joined";
-  id?: string;
-  channels?: {
-    name: string;
-    epoch: string;
-    head: number;
-    replayed: number;
-    recovered: boolean;
-    until?: number | null;
-  }[];
-  presence?: Record<string, Presence>;
-  health?: { server?: string; protocol?: number; time?: string; channels?: Record<string, ChannelHealth> };
-}
-
-interface HttpResponseLike {
-  statusCode?: number;
-  setEncoding?(enc: string): void;
-  on(event: string, listener: (...args: never[]) => void): unknown;
-}
-
-function sinceOf(core: ChannelCore): Since | undefined {
-  const { epoch, last } = core.seq;
-  if (epoch !== undefined && last !== undefined) return { epoch, seq: last };
-  return core.initial;
-}
-
-/** The codes of a refused token: `unauthorized`, `token_expired`, `token_revoked`. */
-function isTokenCode(code: string): boolean {
-  return code === "unauthorized" || code === "token_expired" || code === "token_revoked";
-}
-
-/**
- * How long (ms) from `nowMs` until the in-band refresh of a token that expires
- * at `expS` (Unix seconds): `exp` minus the lead, the lead being the smaller
- * of `leadMs` and half the time left; at once when the token has expired.
- */
-export function refreshDelay(expS: number, nowMs: number, leadMs: number): number {
-  const left = expS * 1000 - nowMs;
-  if (!(left > 0)) return 0;
-  return Math.max(0, Math.floor(left - Math.min(leadMs, left / 2)));
-}
-
-function isSeq(n: unknown): n is number {
-  return typeof n === "number" && Number.isInteger(n) && n >= 0;
-}
-
-function message(err: unknown): string {
-  if (err instanceof Error) return err.message;
-  return String(err);
-}
-
-function versionError(e: ErrorBody): ProtocolError {
-  const range = e.supported ? `, gateway speaks ${e.supported.min}..=${e.supported.max}` : "";
-  return new ProtocolError(
-    "version_unsupported",
-    `no protocol version in common (client offers ${PROTOCOL.min}..=${PROTOCOL.max}${range}): ${e.message ?? ""}`,
-    e.supported ? { supported: e.supported } : {},
-  );
-}
-
-/** What a refused upgrade means: fatal, a token to renew, or worth a retry. */
-export function classifyRefusal(
-  status: number,
-  body: string,
-): Extract<Outcome, { kind: "fatal" | "token_refused" | "failed" }> {
-  const e = parseErrorBody(body);
-  const msg = e?.message ?? body.trim().slice(0, 300);
-  if (e?.code === "version_unsupported") return { kind: "fatal", error: versionError(e) };
-  if (status === 401) {
-    return { kind: "token_refused", error: new UnauthorizedError(msg, { code: e?.code ?? "unauthorized", status }) };
-  }
-  if (status === 408 || status === 429 || (status >= 500 && status <= 599) || status === 0) {
-    return { kind: "failed", reason: `the gateway answered HTTP ${status}: ${msg}` };
-  }
-  return {
-    kind: "fatal",
-    error: new AgentWireError("refused", `the gateway refused the connection: HTTP ${status}: ${msg}`, { status }),
-  };
-}
-
-function normaliseUrl(url: string): string {
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch {
-    throw new AgentWireError("config", `bad url ${JSON.stringify(url)}`);
-  }
-  if (u.protocol === "http:") u.protocol = "ws:";
-  else if (u.protocol === "https:") u.protocol = "wss:";
-  if (u.protocol !== "ws:" && u.protocol !== "wss:") {
-    throw new AgentWireError("config", `bad url ${JSON.stringify(url)}: use ws:// or wss://`);
-  }
-  return u.toString();
 }
