@@ -69,6 +69,7 @@ ROLE_ENV = {
     "webhook_dlq": "AGENTWIRE_WEBHOOK_DLQ_URL",
     "fanout_queue": "AGENTWIRE_FANOUT_QUEUE_URL",
     "connections_api": "AGENTWIRE_CONNECTIONS_ENDPOINT",
+    "jwt_secret": "AGENTWIRE_JWT_SECRET_ID",
 }
 
 # The services the recording covers, and the resource type each acts on.
@@ -76,7 +77,11 @@ SERVICE_TYPES = {
     "dynamodb": "AWS::DynamoDB::Table",
     "sqs": "AWS::SQS::Queue",
     "execute-api": "AWS::ApiGatewayV2::Api",
+    "secretsmanager": "AWS::SecretsManager::Secret",
 }
+
+# Resource types whose `Ref` is their ARN.
+REF_IS_ARN = ("AWS::SecretsManager::Secret",)
 
 # SQS batch APIs are authorised by the single-message action.
 ACTION_ALIASES = {
@@ -102,6 +107,10 @@ EVENT_SOURCE_MANAGED = {
 # (function, action, logical id) -> why it is kept. An entry that the
 # recording does use is reported as a note (it can go).
 ALLOWED_UNUSED = {
+    **{(f, "secretsmanager:GetSecretValue", "JwtSecret"):
+       "read once at cold start (Deps::from_env), before any invocation the dev gateway records; "
+       "the e2e test secrets::the_token_keys_come_from_secrets_manager reads it on the local endpoint"
+       for f in ("connect", "session", "publish", "admin")},
     ("dispatcher", "sqs:GetQueueAttributes", "EventsQueue"):
         "the event source mapping needs it; the dev gateway's poller calls it once, at start-up",
     ("webhook", "sqs:GetQueueAttributes", "WebhookQueue"):
@@ -287,6 +296,10 @@ def resolve_resource(value, template: dict, service: str) -> tuple[str | None, s
                 return target, f"!GetAtt {target}.{attr}"
             return None, f"!GetAtt {target}.{attr} (not an ARN)"
         if k == "Ref":
+            # A secret's Ref is its ARN (a table's or a queue's is not).
+            kind = ((template.get("Resources") or {}).get(v) or {}).get("Type")
+            if kind in REF_IS_ARN:
+                return v, f"!Ref {v}"
             return None, f"!Ref {v} (not an ARN)"
         if k == "Fn::Sub":
             text, variables = _sub_parts(v)

@@ -180,9 +180,11 @@ VERIFIERS = ("connect", "session", "publish", "admin")
 def test_jwt_key_only_on_the_functions_that_verify_tokens():
     t = iam_check.load_template(iam_check.DEFAULT_TEMPLATE)
     assert "AGENTWIRE_JWT_SECRET" not in t["Globals"]["Function"]["Environment"]["Variables"]
+    assert "AGENTWIRE_JWT_SECRET_ID" not in t["Globals"]["Function"]["Environment"]["Variables"]
     for name, fid in iam_check.FUNCTIONS.items():
         env = ((t["Resources"][fid]["Properties"].get("Environment") or {}).get("Variables")) or {}
-        assert ("AGENTWIRE_JWT_SECRET" in env) == (name in VERIFIERS), name
+        assert "AGENTWIRE_JWT_SECRET" not in env, f"{name}: keys come from Secrets Manager, never the environment"
+        assert ("AGENTWIRE_JWT_SECRET_ID" in env) == (name in VERIFIERS), name
         assert ("AGENTWIRE_JWT_KEY_VERSION" in env) == (name in VERIFIERS), name
 
 

@@ -98,9 +98,13 @@ impl Deps {
     }
 
     /// From the environment: [`Config::from_env`] and the SDK's own settings.
+    /// The token keys are read from Secrets Manager here when
+    /// `AGENTWIRE_JWT_SECRET_ID` names a secret.
     pub async fn from_env() -> Result<Self, ConfigError> {
-        let config = Config::from_env()?;
-        Ok(Self::new(&sdk_config_from_env().await, config))
+        let mut config = Config::from_env()?;
+        let sdk = sdk_config_from_env().await;
+        crate::secrets::resolve_jwt_keys(&sdk, &mut config).await?;
+        Ok(Self::new(&sdk, config))
     }
 
     pub fn connect(&self) -> Result<Connect, ConfigError> {

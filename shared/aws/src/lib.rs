@@ -21,6 +21,7 @@ pub mod deps;
 pub mod dynamo;
 pub mod error;
 pub mod jwks;
+pub mod secrets;
 pub mod sqs;
 pub mod telemetry;
 pub mod webhook_sender;

@@ -58,6 +58,9 @@ pub struct Config {
     /// `[{"kid": "...", "secret": "..."}]`; the first signs): a key rotates
     /// without a flag day.
     pub jwt_keys: Vec<(String, Vec<u8>)>,
+    /// The Secrets Manager secret holding the keys
+    /// (`AGENTWIRE_JWT_SECRET_ID`), read at cold start.
+    pub jwt_secret_id: Option<String>,
     /// How long an instance keeps an issuer's trust entry
     /// (`AGENTWIRE_TRUST_CACHE`).
     pub trust_cache: Duration,
@@ -107,6 +110,7 @@ impl Default for Config {
             connections_endpoint: None,
             jwt_secret: None,
             jwt_keys: Vec::new(),
+            jwt_secret_id: None,
             trust_cache: Duration::from_secs(10),
             jwks_timeout: Duration::from_secs(5),
             retention: Duration::from_secs(72 * 3600),
@@ -160,6 +164,7 @@ impl Config {
         c.events_dlq_url = get("AGENTWIRE_EVENTS_DLQ_URL");
         c.connections_endpoint = get("AGENTWIRE_CONNECTIONS_ENDPOINT");
         c.jwt_secret = get("AGENTWIRE_JWT_SECRET").map(String::into_bytes);
+        c.jwt_secret_id = get("AGENTWIRE_JWT_SECRET_ID").filter(|v| !v.is_empty());
         if let Some(v) = get("AGENTWIRE_JWT_KEYS") {
             c.jwt_keys = jwt_keys(&v)?;
         }

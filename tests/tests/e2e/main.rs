@@ -18,6 +18,7 @@ mod quotas;
 mod reads;
 mod recovery;
 mod replay;
+mod secrets;
 mod streams;
 mod token_expiry;
 mod webhooks;
