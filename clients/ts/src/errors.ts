@@ -100,3 +100,12 @@ export function parseErrorBody(text: string): ErrorBody | undefined {
   }
   return undefined;
 }
+
+/** Nothing is there (HTTP 404 of the management API: no webhook set, an
+ * issuer not trusted). `code` is the gateway's (`invalid_request`). */
+export class NotFoundError extends ProtocolError {}
+
+/** The change conflicts with what another tenant holds (HTTP 409 of the
+ * management API: an issuer another tenant trusts). `code` is the
+ * gateway's (`invalid_request`). */
+export class ConflictError extends ProtocolError {}

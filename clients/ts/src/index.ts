@@ -43,3 +43,37 @@ export { Reassembler, splitMessage, asEventData, MAX_MESSAGE_ID } from "./chunks
 export type { AgentWireMessage, AgentWireMessageLost, ChunkHeader, Encoding, Payload } from "./chunks.js";
 export { Coalescer, openStream, publishMessage, DEFAULT_WINDOW_MS, DEFAULT_MAX_BYTES } from "./stream.js";
 export type { PublishStream, StreamOptions, MessageOptions, StreamEventData, HttpTarget } from "./stream.js";
+export { NotFoundError, ConflictError } from "./errors.js";
+export {
+  getLimits,
+  getWebhook,
+  setWebhook,
+  clearWebhook,
+  rotateWebhook,
+  listIssuers,
+  trustIssuer,
+  untrustIssuer,
+  listRevocations,
+  revoke,
+} from "./admin.js";
+export type {
+  AdminFetch,
+  AdminOptions,
+  AdminRetryOptions,
+  IssuerKeys,
+  IssuerPreset,
+  IssuerSpec,
+  Limits,
+  Revocation,
+  RevokeOptions,
+  RevokeResult,
+  RotateWebhookOptions,
+  SetWebhookOptions,
+  TenantLimits,
+  TrustedIssuer,
+  TrustIssuerOptions,
+  UntrustIssuerOptions,
+  Webhook,
+  WebhookMode,
+  WebhookOptions,
+} from "./admin.js";
