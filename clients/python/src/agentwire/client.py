@@ -6,24 +6,50 @@ stream per channel. A port of the Rust client's behaviour
 from __future__ import annotations
 
 import asyncio
-import collections
 import inspect
 import json
 import logging
-import math
 import random
-import re
 import time
-from typing import Any, Awaitable, Callable, Literal, Union
+from typing import Any, Callable
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 from . import __version__
 from ._backoff import Backoff
+from ._channel import Subscription, _Channel
 from ._chunks import Message, MessageLost, Reassembler
-from ._sequencer import Sequencer, approx_size
-from ._types import ChannelHealth, Event, Gap, Joined, Position, Presence, Resync, StateChange
+from ._connection import (
+    _CLOSED,
+    _FAILED,
+    _FATAL,
+    _LOST,
+    _RECONNECT_NOW,
+    _ROLLOVER,
+    _TOKEN_REFUSED,
+    _End,
+    _health_of,
+    _int_or_none,
+    _presence_of,
+    _refresh_delay,
+    _retry_after_s,
+    _unix_seconds,
+)
+from ._options import (
+    _CHANNEL_RE,
+    _DEFAULT_RETRY_AFTER,
+    _TOKEN_CODES,
+    MAX_CHANNELS_PER_JOIN,
+    PROTOCOL_MAX,
+    PROTOCOL_MIN,
+    Since,
+    State,
+    TokenProvider,
+    _since_arg,
+)
+from ._sequencer import Sequencer
+from ._types import Event, Gap, Joined, Position, Resync, StateChange
 from .errors import (
     AgentWireError,
     ClosedError,
@@ -34,317 +60,28 @@ from .errors import (
     UnauthorizedError,
 )
 
-log = logging.getLogger("agentwire")
+__all__ = [
+    # Moved to modules of their own; still importable from here.
+    "MAX_CHANNELS_PER_JOIN",
+    "PROTOCOL_MAX",
+    "PROTOCOL_MIN",
+    "Client",
+    "Since",
+    "State",
+    "Subscription",
+    "TokenProvider",
+    "_Channel",
+    "_DEFAULT_RETRY_AFTER",
+    "_End",
+    "_int_or_none",
+    "_refresh_delay",
+    "_retry_after_s",
+    "_since_arg",
+]
 
-#: The protocol versions this client speaks.
-PROTOCOL_MIN = 1
-PROTOCOL_MAX = 1
-#: Channels per `join` frame (the gateway's limit).
-MAX_CHANNELS_PER_JOIN = 50
-_CHANNEL_RE = re.compile(r"^[A-Za-z0-9\-_.:/@]{1,128}$")
-#: The wait after a `rate_limited` answer that carries no `retry_after_ms`, in seconds.
-_DEFAULT_RETRY_AFTER = 1.0
-#: The codes of a refused token.
-_TOKEN_CODES = ("unauthorized", "token_expired", "token_revoked")
+log = logging.getLogger("agentwire")
 #: The wall clock that `token_exp` and `exp` (Unix seconds) are read against.
 _wall_clock = time.time
-
-State = Literal["idle", "connecting", "connected", "reconnecting", "closed"]
-Since = Union[None, Literal["head"], Position]
-TokenProvider = Callable[[], Union[str, Awaitable[str]]]
-
-# How one connection ended.
-_CLOSED, _LOST, _ROLLOVER, _RECONNECT_NOW, _FATAL = "closed", "lost", "rollover", "now", "fatal"
-_FAILED, _TOKEN_REFUSED = "failed", "token_refused"
-
-
-class _End(Exception):
-    """Raised inside the connection loop to end the connection."""
-
-    def __init__(self, how: str, reason: Any) -> None:
-        super().__init__(str(reason))
-        self.how = how
-        self.reason = reason
-
-
-class Subscription:
-    """One joined channel: an async iterator of `Event | Gap | Message |
-    MessageLost` (a `Message` is reassembled from chunk events, which are
-    never yielded themselves), each seq once,
-    in order, across reconnects. Items wait in a per-subscription buffer so a
-    slow consumer never blocks the connection (pings and acks keep flowing);
-    over `max_buffered` events the channel stops taking events and fetches
-    them again from the log once the consumer has caught up."""
-
-    def __init__(self, client: Client, channel: str) -> None:
-        self._client = client
-        self.channel = channel
-        self._items: collections.deque[Event | Gap | Message | MessageLost | Resync] = collections.deque()
-        self._sizes: collections.deque[int] = collections.deque()
-        self._bytes = 0
-        self._waiter: asyncio.Future[None] | None = None
-        self._done = False
-        self._error: BaseException | None = None
-        self._consumed: Position | None = None
-        self._ack_wanted: int | None = None
-        self._joined: Joined | None = None
-        self._joined_waiters: list[asyncio.Future[Joined]] = []
-
-    # -- the application's side -------------------------------------------
-
-    @property
-    def position(self) -> Position | None:
-        """The position of the last item the application took: resume from
-        it (`Client.join(channel, since=sub.position)`) to miss nothing."""
-        return self._consumed
-
-    @property
-    def joined(self) -> Joined | None:
-        """The gateway's last `joined` answer for this channel."""
-        return self._joined
-
-    @property
-    def buffered(self) -> int:
-        """Items waiting for the application."""
-        return len(self._items)
-
-    async def wait_joined(self, timeout: float | None = None) -> Joined:
-        """Waits for the gateway's first `joined` answer; raises the refusal
-        (`ServerError` with code `forbidden`, `invalid_channel`...) or the
-        client's fatal error."""
-        if self._joined is not None:
-            return self._joined
-        if self._done:
-            raise self._error or ClosedError("the subscription ended before it was joined")
-        fut: asyncio.Future[Joined] = asyncio.get_running_loop().create_future()
-        self._joined_waiters.append(fut)
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        finally:
-            if fut in self._joined_waiters:
-                self._joined_waiters.remove(fut)
-
-    def poll(self) -> Event | Gap | Message | MessageLost | Resync | None:
-        """The next item if one is waiting, else `None` (never blocks). Raises
-        the client's fatal error once everything before it was taken."""
-        if self._items:
-            return self._take()
-        if self._done and self._error is not None:
-            raise self._error
-        return None
-
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> Event | Gap | Message | MessageLost | Resync:
-        while True:
-            if self._items:
-                return self._take()
-            if self._done:
-                if self._error is not None:
-                    raise self._error
-                raise StopAsyncIteration
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-
-    async def ack(self, seq: int) -> None:
-        """Moves the durable cursor to `seq` (at most what the application
-        took). With `auto_ack` the client does this by itself."""
-        self._ack_wanted = max(seq, self._ack_wanted or 0)
-        await self._client._flush_acks_now()
-
-    async def pause(self) -> None:
-        """Pauses live delivery: acknowledges what was taken, leaves the
-        channel and keeps its position; the iteration goes on (what is
-        buffered is still yielded) and the channel is not joined on
-        reconnect until `resume()`."""
-        await self._client._pause(self.channel)
-
-    async def resume(self) -> None:
-        """Resumes a paused channel from the last seq delivered before the
-        pause: the replay brings what was published meanwhile."""
-        await self._client._resume(self.channel)
-
-    async def leave(self) -> None:
-        """Acknowledges what was taken, leaves the channel and ends the
-        iteration."""
-        await self._client._leave(self.channel)
-
-    async def resync(self) -> None:
-        """Drops the channel's position (see `Client.resync`): a `Resync`
-        item follows what was delivered before, then delivery goes on after
-        the head that the new join names."""
-        await self._client.resync(self.channel)
-
-    # -- the client's side ------------------------------------------------
-
-    def _take(self) -> Event | Gap | Message | MessageLost | Resync:
-        item = self._items.popleft()
-        self._bytes -= self._sizes.popleft()
-        if isinstance(item, (Event, Message)):
-            self._consumed = Position(item.epoch, item.seq)
-        elif isinstance(item, MessageLost):
-            pass  # no seq of its own: the position stands
-        elif isinstance(item, Resync):
-            self._consumed = None  # the position was dropped
-        else:
-            epoch = self._consumed.epoch if self._consumed else self._client._epoch_of(self.channel)
-            self._consumed = Position(epoch or "", item.to_seq)
-        self._client._taken(self)
-        return item
-
-    def _put(self, item: Event | Gap | Message | MessageLost | Resync) -> bool:
-        """Queues an item; `False` (and nothing queued) when the buffer is full."""
-        c = self._client
-        size = 0
-        if isinstance(item, Event):
-            if len(self._items) >= c._max_buffered:
-                return False
-            if c._max_buffered_bytes:
-                size = approx_size(item)
-                if self._items and self._bytes + size > c._max_buffered_bytes:
-                    return False
-                self._bytes += size
-        self._items.append(item)
-        self._sizes.append(size)
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-        return True
-
-    def _set_joined(self, j: Joined) -> None:
-        self._joined = j
-        for fut in self._joined_waiters:
-            if not fut.done():
-                fut.set_result(j)
-        self._joined_waiters.clear()
-
-    def _finish(self, error: BaseException | None, *, discard: bool = False) -> None:
-        if self._done:
-            return
-        self._done = True
-        self._error = error
-        if discard:
-            self._items.clear()
-            self._sizes.clear()
-            self._bytes = 0
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-        for fut in self._joined_waiters:
-            if not fut.done():
-                fut.set_exception(error or ClosedError("the subscription ended before it was joined"))
-        self._joined_waiters.clear()
-
-
-class _Channel:
-    __slots__ = ("name", "seq", "initial", "acked", "sub", "suspended", "paused")
-
-    def __init__(self, name: str, since: Since, sub: Subscription) -> None:
-        self.name = name
-        self.initial = since
-        self.seq = (
-            Sequencer.resuming(name, since.epoch, since.seq)
-            if isinstance(since, Position)
-            else Sequencer(name)
-        )
-        self.acked: Position | None = None
-        self.sub = sub
-        self.suspended = False
-        # Paused by the application: left, kept, not joined until resumed.
-        self.paused = False
-
-    @property
-    def idle(self) -> bool:
-        """Not taking events now (suspended for backpressure, or paused)."""
-        return self.suspended or self.paused
-
-    def since(self) -> Any:
-        if self.seq.epoch is not None and self.seq.last is not None:
-            return {"epoch": self.seq.epoch, "seq": self.seq.last}
-        if isinstance(self.initial, Position):
-            return {"epoch": self.initial.epoch, "seq": self.initial.seq}
-        return self.initial
-
-
-def _retry_after_s(ms: Any) -> float:
-    """A `retry_after_ms` in seconds (1 s when absent or unusable)."""
-    if isinstance(ms, (int, float)) and not isinstance(ms, bool) and ms >= 0:
-        return float(ms) / 1000.0
-    return _DEFAULT_RETRY_AFTER
-
-
-def _refresh_delay(exp: float, now: float, lead: float) -> float:
-    """Seconds from `now` until the in-band refresh of a token that expires at
-    `exp` (both Unix seconds): `exp` minus the lead, the lead being the smaller
-    of `lead` and half the time left; at once when the token has expired."""
-    left = exp - now
-    if not left > 0:
-        return 0.0
-    return max(0.0, left - min(lead, left / 2))
-
-
-def _unix_seconds(v: Any) -> float | None:
-    """A usable `token_exp` / `exp`: a finite number (not a bool), else `None`."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    try:
-        f = float(v)
-    except OverflowError:
-        return None
-    return f if math.isfinite(f) else None
-
-
-def _int_or_none(v: Any) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
-
-
-def _presence_of(channel: str, presence: Any) -> Presence | None:
-    """The channel's entry of a `joined` frame's `presence`, if any."""
-    p = presence.get(channel) if isinstance(presence, dict) else None
-    if not isinstance(p, dict):
-        return None
-    principals = p.get("principals")
-    return Presence(
-        channel=channel,
-        count=_int_or_none(p.get("count")) or 0,
-        principals=[x for x in principals if isinstance(x, str)] if isinstance(principals, list) else [],
-        raw=p,
-    )
-
-
-def _health_of(channel: str, health: Any) -> ChannelHealth | None:
-    """A `joined` frame's `health` with the channel's own entry merged in."""
-    if not isinstance(health, dict):
-        return None
-    channels = health.get("channels")
-    entry = channels.get(channel) if isinstance(channels, dict) else None
-    entry = entry if isinstance(entry, dict) else {}
-    server, time_ = health.get("server"), health.get("time")
-    return ChannelHealth(
-        server=server if isinstance(server, str) else None,
-        protocol=_int_or_none(health.get("protocol")),
-        time=time_ if isinstance(time_, str) else None,
-        head=_int_or_none(entry.get("head")),
-        oldest=_int_or_none(entry.get("oldest")),
-    )
-
-
-def _since_arg(since: Any) -> Since:
-    if since is None:
-        return None
-    if since == "head":
-        return "head"
-    if isinstance(since, Position):
-        return since
-    if isinstance(since, tuple) and len(since) == 2:
-        return Position(str(since[0]), int(since[1]))
-    if isinstance(since, dict):
-        return Position(str(since["epoch"]), int(since["seq"]))
-    raise ValueError(f"since must be None, 'head' or Position(epoch, seq), not {since!r}")
 
 
 class Client:
@@ -1228,3 +965,4 @@ class Client:
         ws = self._ws
         if ws is not None:
             await self._flush_acks(ws)
+
