@@ -657,6 +657,128 @@ where
     assert_eq!(limits.get(ns).await.unwrap(), None);
 }
 
+/// Trust entries: one owner per issuer, listed per owner, removed only by
+/// their owner. `ns` keeps runs apart (issuers and tenants named after it).
+pub async fn trust_store<T>(store: &T, ns: &str)
+where
+    T: crate::ports::TrustStore + ?Sized,
+{
+    use crate::auth::trust::{KeySource, TrustEntry, TrustOwner};
+    let entry = |iss: &str, owner: TrustOwner| TrustEntry {
+        issuer: iss.to_owned(),
+        owner,
+        keys: KeySource::Jwks {
+            url: format!("https://{ns}.example/jwks"),
+        },
+        audiences: vec!["app".into()],
+        principal_claim: None,
+        grants_claim: Some("grants".into()),
+        channels: vec!["inbox-{sub}".into()],
+        publish: vec![],
+        max_lifetime_s: Some(3600),
+        preset: None,
+    };
+    let (a, b) = (format!("{ns}a"), format!("{ns}b"));
+    let iss = format!("https://{ns}.example/");
+    let mine = entry(&iss, TrustOwner::Tenant(a.clone()));
+    assert_eq!(store.issuer(&iss).await.unwrap(), None);
+    assert!(store.put_issuer(&mine).await.unwrap());
+    assert_eq!(store.issuer(&iss).await.unwrap(), Some(mine.clone()));
+    assert!(
+        !store
+            .put_issuer(&entry(&iss, TrustOwner::Tenant(b.clone())))
+            .await
+            .unwrap(),
+        "another tenant cannot take the issuer"
+    );
+    assert!(
+        !store
+            .put_issuer(&entry(&iss, TrustOwner::TenantClaim("org".into())))
+            .await
+            .unwrap(),
+        "nor the deployment"
+    );
+    let mut changed = mine.clone();
+    changed.audiences = vec!["app2".into()];
+    assert!(
+        store.put_issuer(&changed).await.unwrap(),
+        "its owner changes it"
+    );
+    assert_eq!(store.issuers_of(Some(&a)).await.unwrap(), vec![changed]);
+    assert!(store.issuers_of(Some(&b)).await.unwrap().is_empty());
+    assert!(!store.remove_issuer(Some(&b), &iss).await.unwrap());
+    assert!(store.remove_issuer(Some(&a), &iss).await.unwrap());
+    assert!(!store.remove_issuer(Some(&a), &iss).await.unwrap());
+    assert_eq!(store.issuer(&iss).await.unwrap(), None);
+}
+
+/// Revocations never move back, and are per tenant.
+pub async fn revocations<R>(store: &R, ns: &str)
+where
+    R: crate::ports::Revocations + ?Sized,
+{
+    let (a, b) = (format!("{ns}a"), format!("{ns}b"));
+    assert_eq!(store.revoked_at(&a, "ana").await.unwrap(), None);
+    store.revoke(&a, "ana", 2_000).await.unwrap();
+    store.revoke(&a, "ana", 1_000).await.unwrap();
+    assert_eq!(
+        store.revoked_at(&a, "ana").await.unwrap(),
+        Some(2_000),
+        "never back"
+    );
+    store.revoke(&a, "ana", 3_000).await.unwrap();
+    assert_eq!(store.revoked_at(&a, "ana").await.unwrap(), Some(3_000));
+    assert_eq!(store.revoked_at(&b, "ana").await.unwrap(), None);
+    store.revoke(&a, "bo", 5).await.unwrap();
+    let list = store.revocations(&a).await.unwrap();
+    let subs: Vec<(&str, u64)> = list.iter().map(|r| (r.sub.as_str(), r.at_ms)).collect();
+    assert_eq!(subs, vec![("ana", 3_000), ("bo", 5)]);
+    assert!(store.revocations(&b).await.unwrap().is_empty());
+}
+
+/// A refreshed token replaces the connection's grants and expiry; a
+/// principal's connections are found per tenant.
+pub async fn token_updates(reg: &dyn ConnectionRegistry, ns: &str) {
+    let tenant = format!("{ns}r");
+    let mut c = conn(ns, "refresh-1", u64::MAX / 2);
+    c.tenant = tenant.clone();
+    c.principal = "ana".into();
+    reg.put_connection(&c).await.unwrap();
+    let mut other = conn(ns, "refresh-2", u64::MAX / 2);
+    other.tenant = format!("{tenant}x");
+    other.principal = "ana".into();
+    reg.put_connection(&other).await.unwrap();
+    let updated = Connection {
+        grants: vec!["inbox-ana".into()],
+        publish: vec!["out-*".into()],
+        token_exp: 777,
+        token_iat: Some(700),
+        ..c.clone()
+    };
+    assert!(reg.update_token(&updated).await.unwrap());
+    let got = reg.get_connection(&c.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.grants, got.publish, got.token_exp, got.token_iat),
+        (
+            vec!["inbox-ana".to_string()],
+            vec!["out-*".to_string()],
+            777,
+            Some(700)
+        )
+    );
+    let gone = Connection {
+        id: format!("{ns}-nobody"),
+        ..updated.clone()
+    };
+    assert!(!reg.update_token(&gone).await.unwrap());
+    let found = reg.connections_of(&tenant, "ana").await.unwrap();
+    assert_eq!(
+        found.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        vec![c.id.as_str()]
+    );
+    assert!(reg.connections_of(&tenant, "bo").await.unwrap().is_empty());
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -690,6 +812,13 @@ mod tests {
     async fn the_memory_cursors_keep_the_contract() {
         let clock = Arc::new(ManualClock::new());
         cursor_store(&MemoryCursors::with_clock(clock.clone()), &clock, "t1").await;
+    }
+
+    #[tokio::test]
+    async fn the_memory_identity_stores_keep_the_contract() {
+        trust_store(&crate::memory::MemoryTrust::default(), "t1").await;
+        revocations(&crate::memory::MemoryRevocations::default(), "t1").await;
+        token_updates(&MemoryRegistry::default(), "t1").await;
     }
 
     #[tokio::test]

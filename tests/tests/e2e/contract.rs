@@ -23,6 +23,12 @@ async fn the_dynamodb_adapters_keep_the_port_contracts() {
     let registry = DynamoRegistry::new(stack.ddb(), tables.clone(), clock.clone());
     contract::connection_registry(&registry, &clock, &ns).await;
     contract::counted_connections(&registry, &format!("{ns}-counted")).await;
+    contract::token_updates(&registry, &ns).await;
+
+    // Trusted issuers and revocations on the limits table.
+    let identity = agentwire_aws::DynamoIdentity::new(stack.ddb(), tables.limits.clone());
+    contract::trust_store(&identity, &ns).await;
+    contract::revocations(&identity, &ns).await;
 
     // Token buckets (single and chunked takes, racing writers) and the
     // tenants' limits on the limits table.
