@@ -308,3 +308,72 @@ async fn a_connection_refreshes_past_its_first_tokens_exp_and_a_revocation_close
     connected(&stack, &supabase(json!({}))).await;
     stack.shutdown().await;
 }
+
+/// Tokens shaped like Cognito's (an access token checked on `token_use`
+/// and `client_id`, an ID token on `aud`), and a deployment-level issuer
+/// whose tenant claim picks the tenant (one platform IdP, many tenants).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cognito_tokens_and_a_deployment_level_issuer_connect_as_their_entries_say() {
+    let clock = Arc::new(ManualClock::new());
+    let stack = stack_on(&clock).await;
+    let idp = JwksServer::start().await;
+    let key = IdpKey::rs256("cognito-k1");
+    idp.set("pool", &[&key], "max-age=3600");
+    let pool = format!(
+        "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_{}",
+        stack.tenant
+    );
+    let mut e = entry(&pool, &stack.tenant, &idp.url("pool"));
+    e.audiences = vec![];
+    e.preset = Some(Preset::Cognito {
+        client_ids: vec!["3n4b5urk1ft4fl3mg5e62d9ado".into()],
+    });
+    e.channels = vec!["agent-{sub}-*".into()];
+    admin(&stack).trust(&e).await.unwrap();
+    let now = clock.epoch_s();
+    let sub = "4a3f2e1d-cognito-user";
+    let access = |client: &str| {
+        key.sign(
+            &json!({"sub": sub, "iss": pool, "client_id": client, "origin_jti": "o1",
+            "event_id": "e1", "token_use": "access", "scope": "aws.cognito.signin.user.admin",
+            "auth_time": now, "exp": now + 600, "iat": now, "jti": "j1", "username": sub}),
+        )
+    };
+    let (mut ws, _) = connected(&stack, &access("3n4b5urk1ft4fl3mg5e62d9ado")).await;
+    let joined = ws.join(json!([format!("agent-{sub}-1")])).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    let (_, body) = refused(&stack, &access("another-app-client")).await;
+    assert_eq!(body["reason"], "wrong_audience");
+    let id_token = key.sign(
+        &json!({"sub": sub, "iss": pool, "aud": "3n4b5urk1ft4fl3mg5e62d9ado",
+        "token_use": "id", "email": "ana@example.com", "email_verified": true,
+        "cognito:username": sub, "auth_time": now, "exp": now + 600, "iat": now}),
+    );
+    connected(&stack, &id_token).await;
+    let refresh_token_use = key.sign(&json!({"sub": sub, "iss": pool,
+        "client_id": "3n4b5urk1ft4fl3mg5e62d9ado", "token_use": "refresh", "exp": now + 600, "iat": now}));
+    assert_eq!(
+        refused(&stack, &refresh_token_use).await.1["reason"],
+        "invalid_claims"
+    );
+
+    // A deployment-level issuer: the `org` claim names the tenant.
+    let platform = IdpKey::es256("p1");
+    idp.set("platform", &[&platform], "max-age=3600");
+    let piss = format!("https://login-{}.platform.example/", stack.tenant);
+    let mut d = entry(&piss, "unused", &idp.url("platform"));
+    d.owner = TrustOwner::TenantClaim("org".into());
+    admin(&stack).trust(&d).await.unwrap();
+    let token = platform.sign(&claims(&stack, &piss, "u5", json!({"org": stack.tenant})));
+    let (mut ws, _) = connected(&stack, &token).await;
+    assert_eq!(ws.join(json!(["inbox-u5"])).await["type"], "joined");
+    stack.publish("inbox-u5", "note", json!({"n": 5})).await;
+    assert_eq!(
+        ws.events(1).await[0]["data"],
+        json!({"n": 5}),
+        "joined in the claimed tenant"
+    );
+    let bad = platform.sign(&claims(&stack, &piss, "u5", json!({"org": "no#such"})));
+    assert_eq!(refused(&stack, &bad).await.1["reason"], "invalid_claims");
+    stack.shutdown().await;
+}
