@@ -48,8 +48,21 @@ from ._chunks import Message, MessageLost, split_message  # noqa: E402
 from ._stream import Coalescer, PublishStream, publish_message  # noqa: E402
 from .client import Client, Subscription  # noqa: E402
 from .publisher import Publisher, publish_sync  # noqa: E402
+from .admin import (  # noqa: E402
+    Admin,
+    IssuerKeys,
+    Limits,
+    Revocation,
+    RevokeResult,
+    TenantLimits,
+    TrustedIssuer,
+    Webhook,
+    WebhookMode,
+)
+from .errors import ConflictError, NotFoundError  # noqa: E402
 
 __all__ = [
+    "Admin",
     "AgentWireError",
     "BatchEvent",
     "BatchResult",
@@ -57,14 +70,18 @@ __all__ = [
     "ChannelInfo",
     "Client",
     "ClosedError",
+    "ConflictError",
     "Coalescer",
     "Event",
     "ExhaustedError",
     "Gap",
     "HistoryPage",
+    "IssuerKeys",
     "Joined",
+    "Limits",
     "Message",
     "MessageLost",
+    "NotFoundError",
     "Position",
     "Presence",
     "ProtocolError",
@@ -73,11 +90,17 @@ __all__ = [
     "Publisher",
     "RefusedError",
     "Resync",
+    "Revocation",
+    "RevokeResult",
     "ServerError",
     "StateChange",
     "Subscription",
+    "TenantLimits",
+    "TrustedIssuer",
     "UnauthorizedError",
+    "Webhook",
     "WebhookInfo",
+    "WebhookMode",
     "publish_message",
     "publish_sync",
     "split_message",

@@ -81,3 +81,18 @@ class ClosedError(AgentWireError):
     """The client is closed: nothing more can be joined, acknowledged or read."""
 
     code = "closed"
+
+
+class NotFoundError(ServerError):
+    """Nothing is there (HTTP 404 of the management API: no webhook set, an
+    issuer not trusted). `code` is the gateway's (`invalid_request`)."""
+
+    code = "not_found"
+
+
+class ConflictError(ServerError):
+    """The change conflicts with what another tenant holds (HTTP 409 of the
+    management API: an issuer another tenant trusts). `code` is the
+    gateway's (`invalid_request`)."""
+
+    code = "conflict"
