@@ -8,6 +8,7 @@
 
 mod chatsample;
 mod crowd;
+mod identity;
 mod quotas;
 mod streams;
 
@@ -78,10 +79,14 @@ struct Args {
     /// The rate of terminal output for `streams`, bytes a second.
     #[arg(long, default_value_t = 1_000_000)]
     stream_rate: usize,
+    /// Token verifications per kind in `identity`.
+    #[arg(long, default_value_t = 2000)]
+    verifications: usize,
     /// How long `streams` writes terminal output.
     #[arg(long, default_value_t = 10)]
     stream_seconds: u64,
-    /// Sections to run (`crowd`, `clients`, `quotas` and `streams` only when named).
+    /// Sections to run (`crowd`, `clients`, `quotas`, `streams` and
+    /// `identity` only when named).
     #[arg(
         long,
         value_delimiter = ',',
@@ -130,6 +135,10 @@ async fn main() -> ExitCode {
     }
     if run("quotas") {
         quotas::quotas(args.quota_publishes).await;
+        println!();
+    }
+    if run("identity") {
+        identity::identity(args.verifications).await;
         println!();
     }
     if run("resume") {

@@ -129,7 +129,7 @@ impl Verifier {
         let payload: Map<String, Value> =
             jsonwebtoken::dangerous::insecure_decode_claims(token).map_err(malformed)?;
         let claims = match payload.get("iss") {
-            None => self.verify_deployment(token, &header, now_s)?,
+            None => self.verify_deployment(token, &header, &payload, now_s)?,
             Some(Value::String(iss)) => self.verify_issued(token, &header, iss, now_s).await?,
             Some(_) => return Err(AuthError::Malformed("iss must be a string".into())),
         };
@@ -146,6 +146,7 @@ impl Verifier {
         &self,
         token: &str,
         header: &Header,
+        payload: &Map<String, Value>,
         now_s: u64,
     ) -> Result<Claims, AuthError> {
         if header.alg != Algorithm::HS256 {
