@@ -12,11 +12,11 @@ import (
 // unit), j being 1 (full jitter) for 0, JitterFraction in (0, 1], and 0 (no
 // jitter: the ceiling itself) for a negative JitterFraction.
 type Backoff struct {
-	Min            time.Duration
-	Max            time.Duration
-	MaxAttempts    int // 0: never give up
-	StableAfter    time.Duration
-	JitterFraction float64
+	Min            time.Duration // First ceiling.
+	Max            time.Duration // Largest ceiling.
+	MaxAttempts    int           // 0: never give up
+	StableAfter    time.Duration // A connection this long resets the attempts.
+	JitterFraction float64       // See above: 0 full jitter, negative none.
 	attempt        int
 }
 

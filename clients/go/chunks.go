@@ -45,11 +45,11 @@ const (
 // Message is a message reassembled from its chunk events, handed over once,
 // whole, when its last chunk (Seq) arrives.
 type Message struct {
-	Channel  string
-	ID       string
-	Kind     string
-	Seq      uint64
-	Encoding Encoding
+	Channel  string   // The channel it came on.
+	ID       string   // The message id.
+	Kind     string   // The kind of its events.
+	Seq      uint64   // The seq of its last chunk.
+	Encoding Encoding // How Data is to be read.
 	// Data is the JSON text (EncodingJSON), the UTF-8 text (EncodingUTF8)
 	// or the bytes (EncodingBase64).
 	Data []byte
@@ -70,9 +70,9 @@ const (
 
 // MessageLost: a message that will never come whole, reported once.
 type MessageLost struct {
-	Channel string
-	ID      string
-	Reason  LostReason
+	Channel string     // The channel it came on.
+	ID      string     // The message id.
+	Reason  LostReason // Why it will never come whole.
 }
 
 type chunkHeader struct {
@@ -269,7 +269,7 @@ func decodeMessage(p *partial) ([]byte, bool) {
 
 // Payload is what a publisher sends as a message: JSON, a text, or bytes.
 type Payload struct {
-	Encoding Encoding
+	Encoding Encoding // How Data is to be read.
 	// Data: the JSON text (EncodingJSON), the UTF-8 text or the bytes.
 	Data []byte
 }

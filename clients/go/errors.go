@@ -57,7 +57,7 @@ const (
 type Error struct {
 	// Code is stable; Message may change.
 	Code    string
-	Message string
+	Message string // Human-readable; may change.
 	// Status is the HTTP status of a refused upgrade or HTTP call (0: none).
 	Status int
 	// Retryable: the same request may succeed later (429, 408, 5xx, network).
@@ -95,6 +95,8 @@ var (
 	ErrInternal           = &Error{Code: CodeInternal}
 )
 
+// Error gives the code, the message and what else is known (the HTTP
+// status, the gateway's protocol range, the cause) on one line.
 func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString("agentwire: ")

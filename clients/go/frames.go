@@ -8,8 +8,8 @@ import (
 
 // ProtocolRange is a range of protocol versions, both ends included.
 type ProtocolRange struct {
-	Min int `json:"min"`
-	Max int `json:"max"`
+	Min int `json:"min"` // Oldest version.
+	Max int `json:"max"` // Newest version.
 }
 
 // ProtocolVersion is the protocol this package speaks (agentwire.v1).
@@ -20,8 +20,8 @@ const Subprotocol = "agentwire.v1"
 
 // Position is a place in a channel's log: the last seq delivered in epoch.
 type Position struct {
-	Epoch string `json:"epoch"`
-	Seq   uint64 `json:"seq"`
+	Epoch string `json:"epoch"` // The log's incarnation.
+	Seq   uint64 `json:"seq"`   // The last seq delivered.
 }
 
 type sinceKind uint8
@@ -59,6 +59,8 @@ func (s Since) IsHead() bool { return s.kind == sinceHead }
 // Position gives the position a join starts after, if it is one.
 func (s Since) Position() (Position, bool) { return s.pos, s.kind == sincePosition }
 
+// String gives "head", {"epoch", seq} for a position, or "cursor" for the
+// durable cursor.
 func (s Since) String() string {
 	switch s.kind {
 	case sinceHead:
@@ -142,9 +144,9 @@ var pingFrame = []byte(`{"action":"ping"}`)
 
 // JoinedChannel is one channel of a joined answer.
 type JoinedChannel struct {
-	Name  string `json:"name"`
-	Epoch string `json:"epoch"`
-	Head  uint64 `json:"head"`
+	Name  string `json:"name"`  // The channel.
+	Epoch string `json:"epoch"` // Its log's incarnation.
+	Head  uint64 `json:"head"`  // Its last seq at join time.
 	// Replayed is how many events the replay brings.
 	Replayed uint64 `json:"replayed"`
 	// Recovered is false when the position asked for could not be honoured
@@ -158,22 +160,22 @@ type JoinedChannel struct {
 // Presence of a channel at join time: the subscribed connections and a
 // sample of at most 20 principals.
 type Presence struct {
-	Count      uint64   `json:"count"`
-	Principals []string `json:"principals"`
+	Count      uint64   `json:"count"`      // Subscribed connections.
+	Principals []string `json:"principals"` // A sample of who is subscribed.
 }
 
 // Health is the gateway's state at join time.
 type Health struct {
-	Server   string                   `json:"server"`
-	Protocol int                      `json:"protocol"`
-	Time     string                   `json:"time"`
-	Channels map[string]ChannelHealth `json:"channels"`
+	Server   string                   `json:"server"`   // The gateway's name and version.
+	Protocol int                      `json:"protocol"` // The protocol version in use.
+	Time     string                   `json:"time"`     // The gateway's clock (RFC 3339)
+	Channels map[string]ChannelHealth `json:"channels"` // Head and oldest seq by channel.
 }
 
 // ChannelHealth is a channel's head and oldest retained seq.
 type ChannelHealth struct {
-	Head   uint64  `json:"head"`
-	Oldest *uint64 `json:"oldest,omitempty"`
+	Head   uint64  `json:"head"`             // The last seq.
+	Oldest *uint64 `json:"oldest,omitempty"` // The oldest retained seq (nil: none)
 }
 
 // serverFrame is any frame the gateway sends; Type says which fields hold.

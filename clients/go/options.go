@@ -13,8 +13,8 @@ type TokenProvider func(ctx context.Context) (string, error)
 
 // ChannelSpec is a channel to join and where its first join starts.
 type ChannelSpec struct {
-	Name  string
-	Since Since
+	Name  string // The channel.
+	Since Since  // Where its first join starts (zero: the durable cursor)
 }
 
 // Options say how the client behaves. The zero value of every field means
@@ -32,7 +32,7 @@ type Options struct {
 	// MinReconnectDelay is the first backoff ceiling (default 500 ms);
 	// MaxReconnectDelay the largest (default 30 s). Full jitter.
 	MinReconnectDelay time.Duration
-	MaxReconnectDelay time.Duration
+	MaxReconnectDelay time.Duration // See MinReconnectDelay.
 	// MaxAttempts caps reconnect attempts in a row (0: never give up).
 	MaxAttempts int
 	// Jitter returns a uniform draw in [0, 1) for the backoff (default
@@ -78,11 +78,11 @@ type Options struct {
 	// MaxHeldEvents and MaxHeldEventBytes bound the events one channel
 	// holds while waiting for earlier seqs (10,000 and 32 MiB).
 	MaxHeldEvents     int
-	MaxHeldEventBytes int
+	MaxHeldEventBytes int // See MaxHeldEvents.
 	// MaxMessageBytes bounds one reassembled message (64 MiB);
 	// MaxHeldMessageBytes all partial messages (128 MiB).
 	MaxMessageBytes     uint64
-	MaxHeldMessageBytes uint64
+	MaxHeldMessageBytes uint64 // See MaxMessageBytes.
 
 	// HTTPClient dials the WebSocket (default http.DefaultClient).
 	HTTPClient *http.Client

@@ -44,13 +44,13 @@ func NewPublisher(baseURL, token string) *Publisher {
 
 // PublishResult is the gateway's answer to a publish.
 type PublishResult struct {
-	ID      string `json:"id"`
-	Channel string `json:"channel"`
+	ID      string `json:"id"`      // The event's id.
+	Channel string `json:"channel"` // The channel.
 }
 
 // BatchEvent is one event of a batch (or of Publish).
 type BatchEvent struct {
-	Kind string `json:"kind"`
+	Kind string `json:"kind"` // What the event is called; required.
 	// Data is any value that encodes as JSON (json.RawMessage as it is).
 	Data any `json:"data"`
 	// ID is the event's id and idempotency key (unique per channel): the
@@ -60,8 +60,8 @@ type BatchEvent struct {
 
 // BatchResult is the gateway's answer to a batch: the ids in order.
 type BatchResult struct {
-	Channel string   `json:"channel"`
-	IDs     []string `json:"ids"`
+	Channel string   `json:"channel"` // The channel.
+	IDs     []string `json:"ids"`     // The events' ids, in order.
 }
 
 // Publish publishes one event (POST /v1/channels/{channel}/events); ev.ID,
@@ -273,12 +273,12 @@ func httpError(status int, text []byte, retryAfter string) *Error {
 
 // HistoryPage is one page of a channel's history.
 type HistoryPage struct {
-	Channel string `json:"channel"`
+	Channel string `json:"channel"` // The channel.
 	// Epoch of the log ("" when the channel has no events yet); another
 	// epoch than the one paged in means the log was reset.
 	Epoch  string  `json:"epoch"`
-	Head   uint64  `json:"head"`
-	Oldest *uint64 `json:"oldest"`
+	Head   uint64  `json:"head"`   // Its last seq.
+	Oldest *uint64 `json:"oldest"` // The oldest retained seq (nil: none)
 	// Events after `after`, ascending, with Channel and Epoch filled in.
 	Events []Event `json:"events"`
 	// Gap names the seqs after `after` no longer retained.
@@ -289,25 +289,26 @@ type HistoryPage struct {
 
 // HistoryGap: seqs From..=To are no longer retained.
 type HistoryGap struct {
-	From uint64 `json:"from"`
-	To   uint64 `json:"to"`
+	From uint64 `json:"from"` // The first seq no longer retained.
+	To   uint64 `json:"to"`   // The last one.
 }
 
 // ChannelPresence is who is subscribed to a channel.
 type ChannelPresence struct {
-	Channel    string   `json:"channel"`
-	Count      uint64   `json:"count"`
-	Principals []string `json:"principals"`
+	Channel    string   `json:"channel"`    // The channel.
+	Count      uint64   `json:"count"`      // Subscribed connections.
+	Principals []string `json:"principals"` // A sample of who is subscribed.
 }
 
 // ChannelInfo is a channel's state.
 type ChannelInfo struct {
-	Channel    string  `json:"channel"`
-	Epoch      string  `json:"epoch"`
-	Head       uint64  `json:"head"`
-	Oldest     *uint64 `json:"oldest"`
-	RetentionS uint64  `json:"retention_s"`
-	Webhook    *struct {
+	Channel    string  `json:"channel"`     // The channel.
+	Epoch      string  `json:"epoch"`       // Its log's incarnation.
+	Head       uint64  `json:"head"`        // Its last seq.
+	Oldest     *uint64 `json:"oldest"`      // The oldest retained seq (nil: none)
+	RetentionS uint64  `json:"retention_s"` // How long events are kept, in seconds.
+	// Webhook is the channel's webhook, if it has one.
+	Webhook *struct {
 		Mode  string `json:"mode"`
 		Scope string `json:"scope"`
 	} `json:"webhook"`

@@ -22,10 +22,10 @@ const (
 
 // StreamEvent is the data of one stream event.
 type StreamEvent struct {
-	Stream string `json:"stream"`
-	Index  uint64 `json:"index"`
-	Text   string `json:"text,omitempty"`
-	End    bool   `json:"end,omitempty"`
+	Stream string `json:"stream"`         // The stream id.
+	Index  uint64 `json:"index"`          // Its place in the stream, from 0.
+	Text   string `json:"text,omitempty"` // The text written.
+	End    bool   `json:"end,omitempty"`  // The end marker: nothing follows.
 }
 
 // coalescer gathers one stream's pieces into event data; the clock is the
@@ -263,8 +263,8 @@ func (s *Stream) Close(ctx context.Context) error {
 
 // MessageResult says how a message went out.
 type MessageResult struct {
-	ID     string
-	Events int
+	ID     string // The message id.
+	Events int    // How many events carried it.
 }
 
 // PublishMessage publishes data of any size: one event when it fits (and
