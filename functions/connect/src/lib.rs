@@ -18,6 +18,9 @@ pub struct ConnectFunction {
 /// The HTTP status the upgrade is refused with.
 pub fn http_status(e: &ConnectError) -> u16 {
     match e {
+        // The issuer's keys or the store unavailable: retry.
+        ConnectError::Auth(a) if a.is_retryable() => 503,
+        ConnectError::Auth(a) if a.code() == ErrorCode::Internal => 500,
         ConnectError::Auth(_) => 401,
         ConnectError::VersionUnsupported { .. } => 400,
         ConnectError::TooManyConnections { .. } => 429,

@@ -377,3 +377,36 @@ async fn cognito_tokens_and_a_deployment_level_issuer_connect_as_their_entries_s
     assert_eq!(refused(&stack, &bad).await.1["reason"], "invalid_claims");
     stack.shutdown().await;
 }
+
+/// A provider whose JWKS cannot be fetched makes its tokens wait, not
+/// fail: the upgrade is answered 503 `internal` (retryable, as an
+/// unavailable store), with no URL or cause in the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_jwks_is_answered_as_retryable() {
+    let clock = Arc::new(ManualClock::new());
+    let stack = stack_on(&clock).await;
+    // A port nobody listens on (bound, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/jwks.json");
+    let iss = format!("https://down-{}.example/", stack.tenant);
+    admin(&stack)
+        .trust(&entry(&iss, &stack.tenant, &url))
+        .await
+        .unwrap();
+    let key = IdpKey::es256("k1");
+    let (status, body) = refused(&stack, &key.sign(&claims(&stack, &iss, "u1", json!({})))).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("internal")),
+        "{body}"
+    );
+    assert!(
+        !body.to_string().contains(&port.to_string()),
+        "no internal detail: {body}"
+    );
+    stack.shutdown().await;
+}

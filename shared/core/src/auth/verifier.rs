@@ -165,12 +165,8 @@ impl Verifier {
             ) {
                 Ok(data) => {
                     let c = data.claims;
-                    let nbf =
-                        jsonwebtoken::dangerous::insecure_decode_claims::<Map<String, Value>>(
-                            token,
-                        )
-                        .ok()
-                        .and_then(|p| p.get("nbf").and_then(Value::as_u64));
+                    // Read before the signature was checked; it covers it.
+                    let nbf = number(payload, "nbf")?;
                     check_times(c.exp, nbf, c.iat, None, now_s)?;
                     agentwire_protocol::limits::validate_tenant(&c.tenant)
                         .map_err(|e| AuthError::InvalidClaims(e.message))?;
