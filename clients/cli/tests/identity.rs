@@ -6,7 +6,6 @@
 use std::process::Command;
 
 use agentwire_core::auth::TokenKey;
-use agentwire_core::clock::Clock;
 use agentwire_e2e::Stack;
 use serde_json::{Value, json};
 
