@@ -12,7 +12,15 @@ export type {
   WebSocketLike,
 } from "./client.js";
 export { publish, publishBatch, MAX_BATCH_EVENTS } from "./publish.js";
-export type { BatchEvent, PublishBatchOptions, PublishBatchResult, PublishOptions, PublishResult } from "./publish.js";
+export type {
+  BatchEvent,
+  FetchAnswer,
+  FetchLike,
+  PublishBatchOptions,
+  PublishBatchResult,
+  PublishOptions,
+  PublishResult,
+} from "./publish.js";
 export { history, historyPages, presence, channelInfo, MAX_HISTORY_LIMIT, DEFAULT_HISTORY_LIMIT } from "./reads.js";
 export type {
   ChannelInfo,
@@ -25,6 +33,7 @@ export type {
   WebhookInfo,
 } from "./reads.js";
 export { AgentWireError, UnauthorizedError, ProtocolError, ServerError } from "./errors.js";
+export type { AgentWireErrorOptions } from "./errors.js";
 export { Backoff } from "./backoff.js";
 export type { BackoffOptions } from "./backoff.js";
 export { Sequencer, DEFAULT_MAX_PENDING, DEFAULT_MAX_PENDING_BYTES } from "./sequencer.js";
@@ -40,7 +49,7 @@ export type {
   StreamItem,
 } from "./types.js";
 export { Reassembler, splitMessage, asEventData, MAX_MESSAGE_ID } from "./chunks.js";
-export type { AgentWireMessage, AgentWireMessageLost, ChunkHeader, Encoding, Payload } from "./chunks.js";
+export type { AgentWireMessage, AgentWireMessageLost, Assembled, ChunkHeader, Encoding, Payload } from "./chunks.js";
 export { Coalescer, openStream, publishMessage, DEFAULT_WINDOW_MS, DEFAULT_MAX_BYTES } from "./stream.js";
 export type { PublishStream, StreamOptions, MessageOptions, StreamEventData, HttpTarget } from "./stream.js";
 export { NotFoundError, ConflictError } from "./errors.js";
