@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RSA_PKCS1_SHA256,
+    RsaKeyPair,
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -19,6 +20,7 @@ use serde_json::{Value, json};
 pub enum IdpKey {
     Es256 { kid: String, pair: EcdsaKeyPair },
     Rs256 { kid: String, pair: RsaKeyPair },
+    EdDsa { kid: String, pair: Ed25519KeyPair },
 }
 
 impl IdpKey {
@@ -38,9 +40,19 @@ impl IdpKey {
         }
     }
 
+    pub fn ed25519(kid: &str) -> Self {
+        let pair = Ed25519KeyPair::generate().expect("Ed25519 key");
+        IdpKey::EdDsa {
+            kid: kid.into(),
+            pair,
+        }
+    }
+
     pub fn kid(&self) -> &str {
         match self {
-            IdpKey::Es256 { kid, .. } | IdpKey::Rs256 { kid, .. } => kid,
+            IdpKey::Es256 { kid, .. } | IdpKey::Rs256 { kid, .. } | IdpKey::EdDsa { kid, .. } => {
+                kid
+            }
         }
     }
 
@@ -51,6 +63,10 @@ impl IdpKey {
                 let point = pair.public_key().as_ref();
                 json!({"kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "alg": "ES256",
                        "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65])})
+            }
+            IdpKey::EdDsa { kid, pair } => {
+                json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "use": "sig", "alg": "EdDSA",
+                       "x": B64.encode(pair.public_key().as_ref())})
             }
             IdpKey::Rs256 { kid, pair } => {
                 let public = pair.public_key();
@@ -66,6 +82,7 @@ impl IdpKey {
     pub fn public_bytes(&self) -> Vec<u8> {
         match self {
             IdpKey::Es256 { pair, .. } => pair.public_key().as_ref().to_vec(),
+            IdpKey::EdDsa { pair, .. } => pair.public_key().as_ref().to_vec(),
             IdpKey::Rs256 { pair, .. } => pair
                 .public_key()
                 .modulus()
@@ -84,6 +101,7 @@ impl IdpKey {
         let alg = match self {
             IdpKey::Es256 { .. } => "ES256",
             IdpKey::Rs256 { .. } => "RS256",
+            IdpKey::EdDsa { .. } => "EdDSA",
         };
         let mut header = json!({"alg": alg, "typ": "JWT"});
         if let Some(kid) = kid {
@@ -101,6 +119,7 @@ impl IdpKey {
                 .expect("sign")
                 .as_ref()
                 .to_vec(),
+            IdpKey::EdDsa { pair, .. } => pair.sign(input.as_bytes()).as_ref().to_vec(),
             IdpKey::Rs256 { pair, .. } => {
                 let mut sig = vec![0; pair.public_modulus_len()];
                 pair.sign(&RSA_PKCS1_SHA256, &rng, input.as_bytes(), &mut sig)

@@ -86,8 +86,12 @@ async fn a_tenants_issuer_keys_its_tokens_and_nothing_in_the_token_picks_the_ten
     let clock = Arc::new(ManualClock::new());
     let stack = stack_on(&clock).await;
     let idp = JwksServer::start().await;
-    let (es, rs) = (IdpKey::es256("k1"), IdpKey::rs256("k-rsa"));
-    idp.set("acme", &[&es, &rs], "public, max-age=86400");
+    let (es, rs, ed) = (
+        IdpKey::es256("k1"),
+        IdpKey::rs256("k-rsa"),
+        IdpKey::ed25519("k-ed"),
+    );
+    idp.set("acme", &[&es, &rs, &ed], "public, max-age=86400");
     // Another tenant's provider publishes a key under the same kid.
     let other_key = IdpKey::es256("k1");
     idp.set("beta", &[&other_key], "max-age=300");
@@ -122,6 +126,8 @@ async fn a_tenants_issuer_keys_its_tokens_and_nothing_in_the_token_picks_the_ten
     stack.publish("inbox-u1", "note", json!({"n": 1})).await;
     assert_eq!(ws.events(1).await[0]["data"], json!({"n": 1}));
     let (mut ws_rs, _) = connected(&stack, &rs.sign(&claims(&stack, &iss, "u2", json!({})))).await;
+    // EdDSA (Ed25519) as well.
+    connected(&stack, &ed.sign(&claims(&stack, &iss, "u3", json!({})))).await;
     assert_eq!(ws_rs.join(json!(["inbox-u1"])).await["code"], "forbidden");
 
     // The other tenant's key, under the same kid, does not verify this
@@ -183,7 +189,7 @@ async fn a_tenants_issuer_keys_its_tokens_and_nothing_in_the_token_picks_the_ten
     // 30 s cooldown); a removed key is refused once the set expires (the
     // ceiling, 1 h, here below the provider's max-age).
     let es2 = IdpKey::es256("k2");
-    idp.set("acme", &[&es, &es2, &rs], "public, max-age=86400");
+    idp.set("acme", &[&es, &es2, &rs, &ed], "public, max-age=86400");
     let t2 = es2.sign(&claims(&stack, &iss, "u1", json!({})));
     assert_eq!(refused(&stack, &t2).await.1["reason"], "unknown_kid");
     clock.advance(Duration::from_secs(31));
@@ -398,6 +404,19 @@ async fn an_unreachable_jwks_is_answered_as_retryable() {
         .await
         .unwrap();
     let key = IdpKey::es256("k1");
+    // A JWKS URL that answers 404: malformed keys, refused for good (401).
+    let idp = JwksServer::start().await;
+    let gone = format!("https://gone-{}.example/", stack.tenant);
+    admin(&stack)
+        .trust(&entry(&gone, &stack.tenant, &idp.url("missing")))
+        .await
+        .unwrap();
+    let (status, body) = refused(&stack, &key.sign(&claims(&stack, &gone, "u1", json!({})))).await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (401, Some("keys_malformed")),
+        "{body}"
+    );
     let (status, body) = refused(&stack, &key.sign(&claims(&stack, &iss, "u1", json!({})))).await;
     assert_eq!(
         (status, body["code"].as_str()),

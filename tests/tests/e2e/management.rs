@@ -185,6 +185,7 @@ async fn a_tenant_admin_manages_its_webhooks_issuers_and_revocations_and_nothing
     );
 
     // Revocation: a live connection of the principal is closed.
+    let u9_publisher = stack.publisher_token("u9", &["agent-*"]);
     let mut ws = stack.client(&stack.token("u9", &["agent-*"])).await;
     ws.hello().await;
     let (status, r) = call(
@@ -197,6 +198,14 @@ async fn a_tenant_admin_manages_its_webhooks_issuers_and_revocations_and_nothing
     .await;
     assert_eq!((status, r["closed"].as_u64()), (200, Some(1)), "{r}");
     assert_eq!(ws.recv().await["code"], "token_revoked");
+    let (status, _, e) = stack
+        .post_event(&u9_publisher, "agent-1", &json!({"kind": "note"}))
+        .await;
+    assert_eq!(
+        (status, e["code"].as_str()),
+        (401, Some("token_revoked")),
+        "the HTTP API refuses it too"
+    );
     assert!(ws.recv().await["_close"].is_number());
     let (_, list) = call(&stack, Method::GET, "/v1/admin/revocations", &admin, None).await;
     assert_eq!(list["revocations"][0]["sub"], "u9");

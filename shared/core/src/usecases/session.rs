@@ -818,6 +818,114 @@ mod tests {
         out
     }
 
+    /// A revoked principal's joins and acks are refused on a connection
+    /// still open; a refresh needs a token issued after the revocation, for
+    /// the same principal; the welcome offers refresh with the token's exp.
+    #[tokio::test]
+    async fn revocation_and_refresh_on_an_open_connection() {
+        use crate::auth::{TokenKey, Verifier};
+        use crate::memory::MemoryRevocations;
+        use crate::ports::Revocations;
+        let f = fx().await;
+        let key = TokenKey::hs256(b"k");
+        let revs = Arc::new(MemoryRevocations::default());
+        let clock = Arc::new(SystemClock);
+        let verifier =
+            Arc::new(Verifier::new(key.clone(), clock.clone()).with_revocations(revs.clone()));
+        let session = Session::new(
+            f.reg.clone(),
+            f.log.clone(),
+            f.cursors.clone(),
+            f.pusher.clone(),
+            clock.clone(),
+            300,
+        )
+        .with_verifier(verifier);
+        let now = SystemClock.epoch_s();
+        let mut c = connection("c2", "acme", "ana", &["agent-*"]);
+        c.token_exp = now + 60;
+        c.token_iat = Some(now - 10);
+        f.reg.put_connection(&c).await.unwrap();
+        let w = session
+            .handle("c2", r#"{"action":"hello","protocol":{"min":1,"max":1}}"#)
+            .await
+            .unwrap();
+        let ServerFrame::Welcome {
+            features,
+            token_exp,
+            ..
+        } = w
+        else {
+            panic!("{w:?}")
+        };
+        assert_eq!(
+            (features, token_exp),
+            (vec!["refresh".to_string()], Some(now + 60))
+        );
+        revs.revoke("acme", "ana", (now - 5) * 1000).await.unwrap();
+        for frame in [
+            r#"{"action":"join","id":"j1","channels":["agent-1"]}"#,
+            r#"{"action":"ack","channel":"agent-1","seq":1}"#,
+        ] {
+            let ServerFrame::Error(e) = session.handle("c2", frame).await.unwrap() else {
+                panic!("{frame} was not refused")
+            };
+            assert_eq!(e.code, ErrorCode::TokenRevoked, "{frame}");
+        }
+        let token = |sub: &str, iat: u64| {
+            key.sign(&TokenKey::claims(
+                "acme",
+                sub,
+                vec!["agent-1".into()],
+                vec![],
+                iat,
+                std::time::Duration::from_secs(600),
+            ))
+            .unwrap()
+        };
+        let refresh = |t: String| format!(r#"{{"action":"refresh","id":"r1","token":"{t}"}}"#);
+        let ServerFrame::Error(e) = session
+            .handle("c2", &refresh(token("ana", now - 10)))
+            .await
+            .unwrap()
+        else {
+            panic!("an old token refreshed")
+        };
+        assert_eq!(
+            (e.code, e.id.as_deref()),
+            (ErrorCode::TokenRevoked, Some("r1"))
+        );
+        let ServerFrame::Error(e) = session
+            .handle("c2", &refresh(token("bo", now)))
+            .await
+            .unwrap()
+        else {
+            panic!("another principal refreshed")
+        };
+        assert_eq!(e.reason.as_deref(), Some("other_principal"));
+        let answer = session
+            .handle("c2", &refresh(token("ana", now)))
+            .await
+            .unwrap();
+        assert_eq!(
+            answer,
+            ServerFrame::Refreshed {
+                id: Some("r1".into()),
+                exp: now + 600
+            }
+        );
+        let joined = session
+            .handle(
+                "c2",
+                r#"{"action":"join","id":"j2","channels":["agent-1"]}"#,
+            )
+            .await;
+        assert!(
+            !matches!(joined, Some(ServerFrame::Error(_))),
+            "a token issued after the revocation joins: {joined:?}"
+        );
+    }
+
     fn seqs(frames: &[serde_json::Value]) -> Vec<u64> {
         frames
             .iter()
