@@ -132,6 +132,19 @@ impl AuthError {
             || matches!(self, AuthError::Store(StoreError::Unavailable { .. }))
     }
 
+    /// The store error a retry may fix (the keys or the store unavailable),
+    /// to be answered as one; `None` for a refusal of the token itself.
+    pub fn unavailable(&self) -> Option<StoreError> {
+        match self {
+            AuthError::Store(s) => Some(s.clone()),
+            e if e.is_retryable() => Some(StoreError::Unavailable {
+                op: "verify token",
+                reason: e.to_string(),
+            }),
+            _ => None,
+        }
+    }
+
     /// The message a client may read: the error's text, except for what a
     /// retry may fix, whose cause stays in the log.
     pub fn client_message(&self) -> String {

@@ -90,13 +90,10 @@ impl Management {
             .verifier
             .verify(token.ok_or(AuthError::Missing)?, self.clock.epoch_s())
             .await
-            .map_err(|e| match e {
-                AuthError::Store(s) => ManageError::Store(s),
-                e if e.is_retryable() => ManageError::Store(StoreError::Unavailable {
-                    op: "verify token",
-                    reason: e.to_string(),
-                }),
-                e => ManageError::Unauthorized(e),
+            .map_err(|e| match e.unavailable() {
+                // Keys or a store unavailable: ours, retryable (503).
+                Some(s) => ManageError::Store(s),
+                None => ManageError::Unauthorized(e),
             })?;
         if !claims.admin {
             return Err(ManageError::NotAdmin);

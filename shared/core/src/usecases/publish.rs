@@ -330,14 +330,10 @@ impl Publisher {
         let claims = verifier
             .verify(token.ok_or(AuthError::Missing)?, self.clock.epoch_s())
             .await
-            .map_err(|e| match e {
+            .map_err(|e| match e.unavailable() {
                 // Keys or a store unavailable: ours, retryable (503).
-                AuthError::Store(s) => PublishError::Queue(s),
-                e if e.is_retryable() => PublishError::Queue(StoreError::Unavailable {
-                    op: "verify token",
-                    reason: e.to_string(),
-                }),
-                e => PublishError::Unauthorized(e),
+                Some(s) => PublishError::Queue(s),
+                None => PublishError::Unauthorized(e),
             })?;
         agentwire_protocol::limits::validate_channel(channel).map_err(PublishError::Invalid)?;
         let grants = Grants::compile(&claims.publish).map_err(AuthError::from)?;

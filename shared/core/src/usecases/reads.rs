@@ -194,14 +194,10 @@ impl ChannelReads {
         let claims = verifier
             .verify(token.ok_or(AuthError::Missing)?, self.clock.epoch_s())
             .await
-            .map_err(|e| match e {
+            .map_err(|e| match e.unavailable() {
                 // Keys or a store unavailable: ours, retryable (503).
-                AuthError::Store(s) => ReadError::Store(s),
-                e if e.is_retryable() => ReadError::Store(StoreError::Unavailable {
-                    op: "verify token",
-                    reason: e.to_string(),
-                }),
-                e => ReadError::Unauthorized(e),
+                Some(s) => ReadError::Store(s),
+                None => ReadError::Unauthorized(e),
             })?;
         agentwire_protocol::limits::validate_channel(channel).map_err(ReadError::Invalid)?;
         let grants = Grants::compile(&claims.channels).map_err(AuthError::from)?;

@@ -97,13 +97,9 @@ impl From<AuthError> for Refusal {
     /// A refused token is the client's; keys or a store unavailable are
     /// ours (answered `internal`, retryable).
     fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::Store(s) => Refusal::Store(s),
-            e if e.code() == ErrorCode::Internal => Refusal::Store(StoreError::Unavailable {
-                op: "verify token",
-                reason: e.to_string(),
-            }),
-            e => Refusal::Client(e.protocol_error()),
+        match e.unavailable() {
+            Some(s) => Refusal::Store(s),
+            None => Refusal::Client(e.protocol_error()),
         }
     }
 }
