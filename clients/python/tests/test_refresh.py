@@ -19,7 +19,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from agentwire import AgentWireError, Client, Event, Position, ServerError, UnauthorizedError
-from agentwire import client as client_module
+from agentwire import _driver as driver_module
 from agentwire.client import _refresh_delay
 
 STEP = 5.0
@@ -127,7 +127,7 @@ class Gateway:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(client_module, "_wall_clock", lambda: NOW)
+    monkeypatch.setattr(driver_module, "_wall_clock", lambda: NOW)
 
 
 @pytest.fixture
