@@ -60,6 +60,95 @@ async fn a_join_over_5000_expired_events_and_one_live_one_uses_at_most_5_queries
     stack.shutdown().await;
 }
 
+/// 20,000 events of which 19,990 have an expiry in the past but are still
+/// stored (as DynamoDB's TTL leaves them, for up to days): finding the
+/// oldest retained seq takes one `Query` and a few `BatchGetItem` probes
+/// for a join and for a history read, and both start at the first live
+/// event with the right gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oldest_seq_over_19990_expired_events_costs_a_few_calls() {
+    let stack = Stack::start_with(StackOptions {
+        count_dynamodb_calls: true,
+        ..StackOptions::default()
+    })
+    .await;
+    let ch = "long-run";
+    let log = DynamoLog::new(
+        stack.ddb(),
+        stack.config.tables.clone(),
+        stack.clock.clone(),
+    );
+    let key = ChannelKey::new(&stack.tenant, ch);
+    let now = SystemClock.epoch_s();
+    let env = |i: u64| Envelope {
+        tenant: stack.tenant.clone(),
+        channel: ch.into(),
+        id: format!("e{i}"),
+        kind: "status".into(),
+        data: json!({ "i": i }),
+        ts: rfc3339(std::time::SystemTime::now()),
+    };
+    let state = log.ensure_channel(&key).await.unwrap();
+    let expired: Vec<Envelope> = (1..=19_990).map(env).collect();
+    log.import(&key, &state, &expired, now - 1).await.unwrap();
+    let state = log.ensure_channel(&key).await.unwrap();
+    let live: Vec<Envelope> = (19_991..=20_000).map(env).collect();
+    log.import(&key, &state, &live, now + 3600).await.unwrap();
+
+    let mut c = stack.client(&stack.token("ana", &[ch])).await;
+    c.hello().await;
+    stack.calls.reset();
+    let joined = c
+        .join(json!([{ "name": ch, "since": {"epoch": state.epoch, "seq": 0} }]))
+        .await;
+    let join_calls = stack.calls.snapshot();
+    assert_eq!(
+        joined["health"]["channels"][ch]["oldest"], 19_991,
+        "{joined}"
+    );
+    let gap = c.expect("gap").await;
+    assert_eq!(
+        (gap["from"].as_u64(), gap["to"].as_u64()),
+        (Some(1), Some(19_990))
+    );
+    let events = c.events(10).await;
+    assert_eq!(events[0]["seq"], 19_991);
+    let probes = |calls: &std::collections::BTreeMap<String, u64>| {
+        (
+            calls.get("Query").copied().unwrap_or(0),
+            calls.get("BatchGetItem").copied().unwrap_or(0),
+        )
+    };
+    let (q, b) = probes(&join_calls);
+    println!("join calls: {join_calls:?}");
+    // The oldest seq: 1 Query and at most 3 BatchGetItem; the replay of 10
+    // events: 1 more Query.
+    assert!(
+        q <= 2 && b <= 3,
+        "the join made {q} queries and {b} batch gets"
+    );
+
+    stack.calls.reset();
+    let reader = stack.token("ana", &[ch]);
+    let (status, page) = stack
+        .http_get(
+            &reader,
+            &format!("/v1/channels/{ch}/events?after=0&limit=50"),
+        )
+        .await;
+    let read_calls = stack.calls.snapshot();
+    println!("history calls: {read_calls:?}");
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["oldest"], 19_991);
+    assert_eq!(page["gap"], json!({"from": 1, "to": 19_990}));
+    let (q, b) = probes(&read_calls);
+    assert!(
+        q <= 2 && b <= 3,
+        "the history read made {q} queries and {b} batch gets"
+    );
+    stack.shutdown().await;
+}
+
 /// Items a join reads on a channel of `crowd` subscribers (imported, as
 /// joins would have left them), counted by the SDK interceptor.
 async fn join_reads(crowd: usize) -> (u64, serde_json::Value) {

@@ -26,7 +26,70 @@ pub struct DynamoLog {
     clock: Arc<dyn Clock>,
 }
 
+/// Seqs one `BatchGetItem` probes at most while looking for the oldest
+/// retained event.
+const PROBES: u64 = 100;
+
 impl DynamoLog {
+    /// Which of `seqs` are stored and not expired at `now` (one
+    /// `BatchGetItem`, its unprocessed keys asked again).
+    async fn live_seqs(
+        &self,
+        key: &ChannelKey,
+        seqs: &[u64],
+        now: u64,
+    ) -> Result<std::collections::HashSet<u64>, StoreError> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let pk = channel_pk(key);
+        let keys: Vec<Item> = seqs
+            .iter()
+            .map(|q| Item::from([("pk".to_owned(), s(&pk)), ("sk".to_owned(), n(*q))]))
+            .collect();
+        let mut pending = Some(
+            KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .projection_expression("sk, expires_at")
+                .consistent_read(true)
+                .build()
+                .map_err(|e| build_error("probe events", e))?,
+        );
+        let mut live = std::collections::HashSet::new();
+        for _ in 0..5 {
+            let Some(ka) = pending.take() else { break };
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.tables.events, ka)
+                .send()
+                .await
+                .map_err(|e| store_error("probe events", e))?;
+            for item in out
+                .responses()
+                .and_then(|r| r.get(&self.tables.events))
+                .into_iter()
+                .flatten()
+            {
+                if !expired(item, now)
+                    && let Some(q) = get_n(item, "sk")
+                {
+                    live.insert(q);
+                }
+            }
+            pending = out
+                .unprocessed_keys()
+                .and_then(|u| u.get(&self.tables.events))
+                .filter(|ka| !ka.keys().is_empty())
+                .cloned();
+        }
+        if pending.is_some() {
+            return Err(StoreError::Unavailable {
+                op: "probe events",
+                reason: "keys left unprocessed after 5 attempts".into(),
+            });
+        }
+        Ok(live)
+    }
+
     pub fn new(client: Client, tables: Tables, clock: Arc<dyn Clock>) -> Self {
         Self {
             client,
@@ -309,6 +372,14 @@ impl ChannelLog for DynamoLog {
     /// pages grow: 1 item (the common case: the first item is live), then
     /// 100, then 10,000 (DynamoDB's 1 MB page cap bounds each), projecting
     /// only the key. 5,000 expired events cost 3 queries.
+    /// At most a handful of calls, whatever TTL has not deleted yet: one
+    /// `Query` of the channel's first stored event (live in the common case:
+    /// nothing expired); else `BatchGetItem` probes of seqs on a ladder down
+    /// from the head (head, head-1, head-2, head-4, …), then up to 100
+    /// evenly spaced seqs between the last live and the first dead probe,
+    /// until they are neighbours. Expiry follows the seq (events expire in
+    /// the order they were committed, retention changes aside), so the
+    /// boundary is the oldest retained event.
     async fn oldest_retained(
         &self,
         key: &ChannelKey,
@@ -318,34 +389,76 @@ impl ChannelLog for DynamoLog {
             return Ok(None);
         }
         let now = self.clock.epoch_s();
-        let mut start: Option<Item> = None;
-        for page in [1, 100].into_iter().chain(std::iter::repeat(10_000)) {
-            let res = self
-                .client
-                .query()
-                .table_name(&self.tables.events)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                .filter_expression("attribute_not_exists(expires_at) OR expires_at > :now")
-                .expression_attribute_values(":pk", s(channel_pk(key)))
-                .expression_attribute_values(":from", n(1))
-                .expression_attribute_values(":to", n(head))
-                .expression_attribute_values(":now", n(now))
-                .projection_expression("sk")
-                .consistent_read(true)
-                .limit(page)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| store_error("find oldest event", e))?;
-            if let Some(seq) = res.items().first().and_then(|i| get_n(i, "sk")) {
-                return Ok(Some(seq));
+        let res = self
+            .client
+            .query()
+            .table_name(&self.tables.events)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+            .filter_expression("attribute_not_exists(expires_at) OR expires_at > :now")
+            .expression_attribute_values(":pk", s(channel_pk(key)))
+            .expression_attribute_values(":from", n(1))
+            .expression_attribute_values(":to", n(head))
+            .expression_attribute_values(":now", n(now))
+            .projection_expression("sk")
+            .consistent_read(true)
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| store_error("find oldest event", e))?;
+        if let Some(seq) = res.items().first().and_then(|i| get_n(i, "sk")) {
+            return Ok(Some(seq));
+        }
+        // The first stored event is expired (its key is where the Query
+        // stopped); nothing stored at all otherwise.
+        let Some(mut dead) = res.last_evaluated_key().and_then(|k| get_n(k, "sk")) else {
+            return Ok(None);
+        };
+        let mut ladder = vec![head];
+        let mut step = 1u64;
+        while head > dead + step {
+            ladder.push(head - step);
+            step = step.saturating_mul(2);
+        }
+        let live = self.live_seqs(key, &ladder, now).await?;
+        let Some(mut alive) = ladder.iter().copied().filter(|q| live.contains(q)).min() else {
+            return Ok(None);
+        };
+        if let Some(d) = ladder
+            .iter()
+            .copied()
+            .filter(|q| *q < alive && !live.contains(q))
+            .max()
+        {
+            dead = dead.max(d);
+        }
+        while alive > dead + 1 {
+            let gap = alive - dead - 1;
+            let probes: Vec<u64> = if gap <= PROBES {
+                (dead + 1..alive).collect()
+            } else {
+                (1..=PROBES)
+                    .map(|i| dead + i * gap / (PROBES + 1))
+                    .collect()
+            };
+            let live = self.live_seqs(key, &probes, now).await?;
+            for q in &probes {
+                if live.contains(q) {
+                    alive = alive.min(*q);
+                }
             }
-            match res.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => return Ok(None),
+            if let Some(d) = probes
+                .iter()
+                .copied()
+                .filter(|q| *q < alive && !live.contains(q))
+                .max()
+            {
+                dead = dead.max(d);
+            }
+            if gap <= PROBES {
+                break;
             }
         }
-        Ok(None)
+        Ok(Some(alive))
     }
 
     /// Pages through DynamoDB: a filter applies after `Limit`, so a page may
