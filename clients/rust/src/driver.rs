@@ -41,6 +41,9 @@ struct Channel {
     initial: Option<Since>,
     /// The last seq acknowledged to the gateway.
     acked: Option<u64>,
+    /// Since when a live hole has been waiting for its missing frames (the
+    /// re-join that fetches them goes out `Options::hole_grace` later).
+    hole_since: Option<Instant>,
 }
 
 impl Channel {
@@ -137,7 +140,8 @@ impl Driver {
         commands: mpsc::UnboundedReceiver<Command>,
     ) -> Self {
         let backoff = options.backoff.clone();
-        let messages = Reassembler::new(options.max_message_bytes, options.max_held_message_bytes);
+        let messages = Reassembler::new(options.max_message_bytes, options.max_held_message_bytes)
+            .with_max_partial(options.max_partial_messages);
         let mut driver = Self {
             url,
             token,
@@ -187,6 +191,7 @@ impl Driver {
                     seq,
                     initial: jc.since,
                     acked: None,
+                    hole_since: None,
                 },
             );
             self.deferred_left.retain(|n| n != &jc.name);
@@ -443,8 +448,16 @@ impl Driver {
         let mut ack_at: Option<Instant> = None;
         loop {
             let join_retry_at = self.join_retries.iter().map(|(t, _)| *t).min();
+            let grace = self.options.hole_grace;
+            let hole_at = self
+                .channels
+                .values()
+                .filter_map(|ch| ch.hole_since)
+                .min()
+                .map(|t| t + grace);
             let next_timer = [
                 Some(ping_at),
+                hole_at,
                 pong_deadline,
                 ack_at,
                 rollover_at,
@@ -521,6 +534,9 @@ impl Driver {
                     }
                     if join_retry_at.is_some_and(|d| now >= d) {
                         self.retry_joins(ws, now).await?;
+                    }
+                    if hole_at.is_some_and(|d| now >= d) {
+                        self.rejoin_lagging(ws).await?;
                     }
                     if self.refresh_at.is_some_and(|d| now >= d) {
                         self.refresh(ws).await?;
@@ -608,6 +624,7 @@ impl Driver {
             for name in chunk {
                 if let Some(ch) = self.channels.get_mut(name) {
                     ch.seq.rejoining();
+                    ch.hole_since = None;
                     list.push(JoinChannel {
                         name: name.clone(),
                         since: ch.since(),
@@ -656,14 +673,29 @@ impl Driver {
     /// Joins again, from their last delivered seq, the channels whose
     /// sequencer knows of seqs that did not arrive (a hole in the live
     /// stream, held events dropped to stay bounded, a replay page that
-    /// stopped short of the head): the log still has them.
+    /// stopped short of the head): the log still has them. A live hole (an
+    /// event held after a missing seq) first waits `Options::hole_grace`
+    /// for the missing frames, which often are only late: frames that fill
+    /// it meanwhile cancel the re-join.
     async fn rejoin_lagging(&mut self, ws: &mut Ws) -> Result<(), Ended> {
-        let lagging: Vec<String> = self
-            .channels
-            .iter()
-            .filter(|(_, ch)| ch.seq.wants_rejoin())
-            .map(|(name, _)| name.clone())
-            .collect();
+        let now = Instant::now();
+        let grace = self.options.hole_grace;
+        let mut lagging: Vec<String> = Vec::new();
+        for (name, ch) in self.channels.iter_mut() {
+            if !ch.seq.wants_rejoin() {
+                ch.hole_since = None;
+                continue;
+            }
+            let live_hole = ch.seq.pending() > 0;
+            if live_hole && !grace.is_zero() {
+                let since = *ch.hole_since.get_or_insert(now);
+                if now < since + grace {
+                    continue;
+                }
+            }
+            ch.hole_since = None;
+            lagging.push(name.clone());
+        }
         if lagging.is_empty() {
             return Ok(());
         }
@@ -963,7 +995,23 @@ impl Driver {
         for d in ds {
             let ev = match d {
                 Delivery::Event(e) => {
-                    match self.messages.accept(&e.channel, e.seq, &e.kind, &e.data) {
+                    let assembled = self.messages.accept(&e.channel, e.seq, &e.kind, &e.data);
+                    for lost in self.messages.take_evicted() {
+                        if let Assembled::Lost {
+                            channel,
+                            message,
+                            reason,
+                        } = lost
+                        {
+                            self.emit(ClientEvent::MessageLost {
+                                channel,
+                                id: message,
+                                reason,
+                            })
+                            .await?;
+                        }
+                    }
+                    match assembled {
                         Assembled::NotChunk => ClientEvent::Event(e),
                         Assembled::Pending => continue,
                         Assembled::Complete(m) => ClientEvent::Message(m),

@@ -41,6 +41,16 @@ pub struct Options {
     /// The most held at once in messages still being reassembled, over
     /// all channels (default 128 MiB).
     pub max_held_message_bytes: u64,
+    /// The most messages being reassembled at once, over all channels
+    /// (default 64): starting one more makes the oldest
+    /// [`crate::ClientEvent::MessageLost`] `too_large`. Message ids longer
+    /// than 128 bytes are lost as `invalid`.
+    pub max_partial_messages: usize,
+    /// How long a hole in the live stream (an event after a missing seq)
+    /// waits for the missing frames before the channel re-joins to fetch
+    /// them (default 250 ms; zero: at once). Frames that fill the hole
+    /// meanwhile cancel the re-join.
+    pub hole_grace: Duration,
     /// How long before the token's `exp` a client with a token provider
     /// refreshes it in band, where the gateway offers it (default 60 s; at
     /// most half the time left when the `welcome` arrives).
@@ -61,6 +71,8 @@ impl Default for Options {
             buffer: 1024,
             max_message_bytes: 64 * 1024 * 1024,
             max_held_message_bytes: 128 * 1024 * 1024,
+            max_partial_messages: agentwire_protocol::chunks::DEFAULT_MAX_PARTIAL,
+            hole_grace: Duration::from_millis(250),
             refresh_lead: Duration::from_secs(60),
         }
     }

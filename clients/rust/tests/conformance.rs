@@ -462,6 +462,7 @@ async fn run(path: &Path) {
         max_connection_age: None,
         ack_debounce: c["ackDebounceMs"].as_u64().map(Duration::from_millis),
         handshake_timeout: STEP,
+        hole_grace: ms("holeGraceMs", 250),
         ..Options::default()
     };
     let mut builder = Client::builder().url(url).options(options);

@@ -250,6 +250,8 @@ pub enum Assembled {
 }
 
 struct Partial {
+    /// When it started, in messages started: the smallest is the oldest.
+    started: u64,
     header: ChunkHeader,
     kind: String,
     next: u32,
@@ -259,6 +261,14 @@ struct Partial {
 /// Messages lost that this reassembler remembers, to report each once.
 const LOST_REMEMBERED: usize = 1024;
 
+/// The most messages a [`Reassembler`] holds in progress by default; a new
+/// one beyond it makes the oldest lost (`too_large`: over the bound).
+pub const DEFAULT_MAX_PARTIAL: usize = 64;
+
+/// The longest message id a [`Reassembler`] takes from a chunk, in bytes;
+/// a longer one is lost as `invalid` (reported under its first bytes).
+pub const MAX_RECEIVED_ID_BYTES: usize = 128;
+
 /// Reassembles chunk events into messages, per channel, within bounds.
 pub struct Reassembler {
     max_message_bytes: u64,
@@ -266,6 +276,10 @@ pub struct Reassembler {
     held: u64,
     partial: HashMap<(String, String), Partial>,
     lost: VecDeque<(String, String)>,
+    max_partial: usize,
+    started: u64,
+    /// Messages dropped to make room for newer ones, not yet taken.
+    evicted: Vec<Assembled>,
 }
 
 impl Default for Reassembler {
@@ -283,7 +297,29 @@ impl Reassembler {
             held: 0,
             partial: HashMap::new(),
             lost: VecDeque::new(),
+            max_partial: DEFAULT_MAX_PARTIAL,
+            started: 0,
+            evicted: Vec::new(),
         }
+    }
+
+    /// At most `max` messages in progress at once (at least 1; default
+    /// [`DEFAULT_MAX_PARTIAL`]): starting one more makes the oldest lost
+    /// (`too_large`), reported by [`Reassembler::take_evicted`].
+    pub fn with_max_partial(mut self, max: usize) -> Self {
+        self.max_partial = max.max(1);
+        self
+    }
+
+    /// Messages in progress.
+    pub fn partial(&self) -> usize {
+        self.partial.len()
+    }
+
+    /// The messages lost to the count bound since the last call (each an
+    /// [`Assembled::Lost`]), to report before what `accept` returned.
+    pub fn take_evicted(&mut self) -> Vec<Assembled> {
+        std::mem::take(&mut self.evicted)
     }
 
     /// Bytes held in incomplete messages.
@@ -303,6 +339,14 @@ impl Reassembler {
             Ok(h) => h,
             Err(_) => return Assembled::NotChunk,
         };
+        if header.message.len() > MAX_RECEIVED_ID_BYTES {
+            let mut cut = MAX_RECEIVED_ID_BYTES;
+            while !header.message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let key = (channel.to_owned(), header.message[..cut].to_owned());
+            return self.lose(key, LostReason::Invalid);
+        }
         let key = (channel.to_owned(), header.message.clone());
         let Some(part) = obj.get("part").and_then(Value::as_str) else {
             return self.lose(key, LostReason::Invalid);
@@ -319,9 +363,23 @@ impl Reassembler {
             if header.bytes > self.max_message_bytes {
                 return self.lose(key, LostReason::TooLarge);
             }
+            while self.partial.len() >= self.max_partial {
+                let Some(oldest) = self
+                    .partial
+                    .iter()
+                    .min_by_key(|(_, p)| p.started)
+                    .map(|(k, _)| k.clone())
+                else {
+                    break;
+                };
+                let lost = self.lose(oldest, LostReason::TooLarge);
+                self.evicted.push(lost);
+            }
+            self.started += 1;
             self.partial.insert(
                 key.clone(),
                 Partial {
+                    started: self.started,
                     header: header.clone(),
                     kind: kind.to_owned(),
                     next: 0,
@@ -532,5 +590,38 @@ mod tests {
         assert_eq!(r.accept("ch", 4, "k", &json!("text")), Assembled::NotChunk);
         let out = feed(&mut r, &chunks[1..], 5);
         assert!(matches!(out.as_slice(), [Assembled::Complete(_)]));
+    }
+
+    #[test]
+    fn messages_in_progress_are_bounded_by_count_and_ids_by_length() {
+        let mut r = Reassembler::default().with_max_partial(2);
+        let first = |id: &str| split(id, &Payload::Text("w".repeat(100_000)))[0].clone();
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            assert_eq!(
+                r.accept("ch", i as u64, "k", &first(id).data),
+                Assembled::Pending
+            );
+        }
+        assert_eq!(r.partial(), 2);
+        assert_eq!(
+            r.take_evicted(),
+            vec![Assembled::Lost {
+                channel: "ch".into(),
+                message: "a".into(),
+                reason: LostReason::TooLarge
+            }]
+        );
+        assert!(r.take_evicted().is_empty());
+        let long = "é".repeat(200);
+        let got = r.accept("ch", 9, "k", &first(&long).data);
+        let Assembled::Lost {
+            message, reason, ..
+        } = got
+        else {
+            panic!("{got:?}")
+        };
+        assert_eq!(reason, LostReason::Invalid);
+        assert!(message.len() <= MAX_RECEIVED_ID_BYTES);
+        assert_eq!(r.partial(), 2);
     }
 }
