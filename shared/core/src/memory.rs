@@ -454,8 +454,8 @@ impl MemoryLog {
         self.head_moved.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Every later commit that includes this event id fails (a message that
-    /// keeps failing).
+    /// Every later commit that includes this event id is refused for good
+    /// (a message that can never be committed: `StoreError::Failed`).
     pub fn fail_id(&self, id: &str) {
         lock(&self.state).failing_ids.insert(id.into());
     }
@@ -463,6 +463,11 @@ impl MemoryLog {
     /// Every later commit on this channel fails with an unavailable store.
     pub fn fail_channel(&self, key: &ChannelKey) {
         lock(&self.state).failing.insert(key.clone());
+    }
+
+    /// Commits on this channel succeed again.
+    pub fn heal_channel(&self, key: &ChannelKey) {
+        lock(&self.state).failing.remove(key);
     }
 
     /// Every event of the channel ever committed, expired ones included.
@@ -515,12 +520,15 @@ impl ChannelLog for MemoryLog {
         }
         let now = self.clock.epoch_s();
         let mut s = lock(&self.state);
-        if s.failing.contains(key) || events.iter().any(|e| s.failing_ids.contains(&e.id)) {
+        if s.failing.contains(key) {
             return Err(StoreError::Unavailable {
                 op: "append",
                 reason: "injected failure".into(),
             }
             .into());
+        }
+        if events.iter().any(|e| s.failing_ids.contains(&e.id)) {
+            return Err(StoreError::failed("append", "injected permanent failure").into());
         }
         if s.heads.get(key).map(|h| h.head) != Some(state.head) {
             self.head_moved

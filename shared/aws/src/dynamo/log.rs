@@ -26,6 +26,22 @@ pub struct DynamoLog {
     clock: Arc<dyn Clock>,
 }
 
+/// Whether a cancelled transaction may commit when tried again: one of its
+/// items was throttled or conflicted with another transaction (the
+/// reasons DynamoDB gives besides `ConditionalCheckFailed`, which the
+/// append handles itself, and validation errors, which are permanent).
+pub fn cancellation_is_transient(codes: &[Option<&str>]) -> bool {
+    codes.iter().flatten().any(|c| {
+        matches!(
+            *c,
+            "ThrottlingError"
+                | "ProvisionedThroughputExceeded"
+                | "TransactionConflict"
+                | "RequestLimitExceeded"
+        )
+    })
+}
+
 /// Seqs one `BatchGetItem` probes at most while looking for the oldest
 /// retained event.
 const PROBES: u64 = 100;
@@ -319,6 +335,15 @@ impl ChannelLog for DynamoLog {
             if !dups.is_empty() {
                 return Err(AppendError::Duplicate(dups));
             }
+            let codes: Vec<Option<&str>> =
+                tce.cancellation_reasons().iter().map(|r| r.code()).collect();
+            if cancellation_is_transient(&codes) {
+                return Err(StoreError::Unavailable {
+                    op,
+                    reason: format!("transaction cancelled: {codes:?}"),
+                }
+                .into());
+            }
         }
         Err(store_error(op, err).into())
     }
@@ -511,3 +536,19 @@ impl ChannelLog for DynamoLog {
 
 /// Events read per DynamoDB page while looking for retained ones.
 const READ_PAGE: i32 = 1000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttled_or_conflicting_transactions_are_transient() {
+        assert!(cancellation_is_transient(&[
+            Some("None"),
+            Some("ThrottlingError")
+        ]));
+        assert!(cancellation_is_transient(&[Some("TransactionConflict")]));
+        assert!(!cancellation_is_transient(&[Some("ValidationError")]));
+        assert!(!cancellation_is_transient(&[None, Some("None")]));
+    }
+}

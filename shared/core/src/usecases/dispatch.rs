@@ -103,10 +103,12 @@ const MAX_RUN: usize = 40;
 /// that one that cannot be committed is told apart from the valid ones
 /// behind it.
 const ISOLATE_FROM_RECEIVE: u32 = 2;
-/// From this receive on, a message that still cannot be committed is
-/// dead-lettered with its reason, and its group goes on: below the events
-/// queue's `maxReceiveCount` (5), whose redrive would move the valid
-/// messages behind it too.
+/// From this receive on, a message that still cannot be committed for a
+/// permanent reason (a store error that is not `Unavailable`) is
+/// dead-lettered with its reason, and its group goes on. A transient
+/// failure (throttling, 5xx, a time-out, a transaction conflict) is never
+/// dead-lettered here: the message is retried, its group waiting behind it
+/// in order (the events queue's `maxReceiveCount` is far above this).
 pub const DEAD_LETTER_FROM_RECEIVE: u32 = 3;
 /// Groups of one batch worked on at once.
 const GROUP_CONCURRENCY: usize = 4;
@@ -287,7 +289,9 @@ impl Dispatcher {
                     }
                     i = j;
                 }
-                Err(e) if run.len() == 1 && msgs[i].receive_count >= DEAD_LETTER_FROM_RECEIVE => {
+                Err(e @ StoreError::Failed { .. })
+                    if run.len() == 1 && msgs[i].receive_count >= DEAD_LETTER_FROM_RECEIVE =>
+                {
                     let m = &msgs[i];
                     let reason = format!(
                         "commit_failed: not committed after {} receives: {e}",
@@ -740,6 +744,37 @@ mod tests {
             .map(|e| e.id)
             .collect();
         assert_eq!(ids, vec!["ok-1", "ok-2"]);
+    }
+
+    /// A store that stays unavailable (throttled, 5xx) is waited out: its
+    /// messages are retried on every receive, never dead-lettered, and the
+    /// group keeps its order once the store answers.
+    #[tokio::test]
+    async fn transient_failures_are_retried_and_never_dead_lettered() {
+        let fx = fx();
+        let key = ChannelKey::new("acme", "a");
+        fx.log.fail_channel(&key);
+        let batch = |receive_count| {
+            vec![msg(1, "a", "t-1"), msg(2, "a", "t-2")]
+                .into_iter()
+                .map(|mut m| {
+                    m.receive_count = receive_count;
+                    m
+                })
+                .collect::<Vec<_>>()
+        };
+        for receive in 1..=20 {
+            let mut r = fx.d.dispatch(batch(receive)).await;
+            r.failed.sort();
+            assert_eq!(r.failed, vec!["m1", "m2"], "receive {receive}: retried");
+            assert_eq!(r.dead_lettered, 0, "receive {receive}: never dead-lettered");
+        }
+        assert!(fx.dlq.records().is_empty());
+        fx.log.heal_channel(&key);
+        let r = fx.d.dispatch(batch(21)).await;
+        assert_eq!((r.committed, r.dead_lettered), (2, 0), "{r:?}");
+        let ids: Vec<String> = fx.log.events(&key).into_iter().map(|e| e.id).collect();
+        assert_eq!(ids, vec!["t-1", "t-2"], "in order");
     }
 
     #[tokio::test]
