@@ -118,6 +118,8 @@ pub(crate) struct Driver {
     refresh_at: Option<Instant>,
     /// The id of the `refresh` awaiting its answer.
     refresh_id: Option<String>,
+    /// The `exp` of the connection's current token, as the gateway said.
+    token_exp: Option<u64>,
     next_id: u64,
     backoff: Backoff,
     events: mpsc::Sender<Notice>,
@@ -156,6 +158,7 @@ impl Driver {
             acks_paused_until: None,
             refresh_at: None,
             refresh_id: None,
+            token_exp: None,
             next_id: 0,
             backoff,
             events,
@@ -857,7 +860,15 @@ impl Driver {
             ServerFrame::Refreshed { id, exp } => {
                 if id.is_some() && id == self.refresh_id {
                     self.refresh_id = None;
-                    self.plan_refresh(Some(exp));
+                    // A token that expires no later than the one it
+                    // replaces gives nothing to refresh again: no refresh
+                    // storm towards `exp`; the connection ends on
+                    // `token_expired` and reconnects with a fresh token.
+                    if self.token_exp.is_some_and(|old| exp <= old) {
+                        self.refresh_at = None;
+                    } else {
+                        self.plan_refresh(Some(exp));
+                    }
                 }
                 Ok(())
             }
@@ -869,14 +880,17 @@ impl Driver {
     /// Plans the next in-band refresh for a token expiring at `exp` (Unix
     /// seconds): `exp` minus the lead, the lead at most half the time left.
     /// Only a provider has a fresh token to send.
+    /// At least this long between two refreshes.
     fn plan_refresh(&mut self, exp: Option<u64>) {
+        const MIN_REFRESH_GAP_MS: u64 = 1000;
+        self.token_exp = exp;
         self.refresh_at = exp.filter(|_| self.token.renews()).map(|exp| {
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
             let left_ms = (exp * 1000).saturating_sub(now_ms);
             let lead_ms = (self.options.refresh_lead.as_millis() as u64).min(left_ms / 2);
-            Instant::now() + Duration::from_millis(left_ms - lead_ms)
+            Instant::now() + Duration::from_millis((left_ms - lead_ms).max(MIN_REFRESH_GAP_MS))
         });
     }
 
