@@ -355,6 +355,7 @@ async def test_scenario(path: Path) -> None:
             ack_debounce=None if debounce is None else debounce / 1000,
             handshake_timeout=STEP,
             jitter=c.get("jitter", 1.0),
+            hole_grace=c.get("holeGraceMs", 250) / 1000,
             **kw,
         )
         client.on_state_change(lambda change: r.states.put_nowait(state_observation(change)))

@@ -143,13 +143,36 @@ def _header(data: Any) -> dict[str, Any] | None:
     return h
 
 
-class Reassembler:
-    """Reassembles chunk events into messages, per channel, within bounds."""
+DEFAULT_MAX_PARTIAL = 64
+"""Messages in progress at most, by default: one more makes the oldest lost (`too_large`)."""
 
-    def __init__(self, max_message_bytes: int = 64 * 1024 * 1024, max_held_bytes: int = 128 * 1024 * 1024) -> None:
+MAX_RECEIVED_ID_BYTES = 128
+"""The longest message id taken from a chunk: a longer one is lost (`invalid`), under its first bytes."""
+
+
+def _cut_id(message: str) -> str:
+    raw = message.encode("utf-8", "surrogatepass")
+    if len(raw) <= MAX_RECEIVED_ID_BYTES:
+        return message
+    return raw[:MAX_RECEIVED_ID_BYTES].decode("utf-8", "ignore")
+
+
+class Reassembler:
+    """Reassembles chunk events into messages, per channel, within bounds: bytes per message, bytes
+    held, messages in progress (``max_partial``) and the length of their ids."""
+
+    def __init__(
+        self,
+        max_message_bytes: int = 64 * 1024 * 1024,
+        max_held_bytes: int = 128 * 1024 * 1024,
+        max_partial: int = DEFAULT_MAX_PARTIAL,
+    ) -> None:
         self.max_message_bytes = max_message_bytes
         self.max_held_bytes = max_held_bytes
+        self.max_partial = max(1, max_partial)
+        # In the order they started (dicts keep insertion order): the first is the oldest.
         self._partial: dict[tuple[str, str], _Partial] = {}
+        self._evicted: list[MessageLost] = []
         self._lost: deque[tuple[str, str]] = deque(maxlen=1024)
         self.held = 0
 
@@ -160,6 +183,8 @@ class Reassembler:
         h = _header(data)
         if h is None:
             return "not_chunk"
+        if h["message"] != _cut_id(h["message"]):
+            return self._lose((channel, _cut_id(h["message"])), "invalid")
         key = (channel, h["message"])
         part = data.get("part")
         if not isinstance(part, str) or h["count"] < 1 or not 0 <= h["index"] < h["count"]:
@@ -170,6 +195,11 @@ class Reassembler:
                 self._lost.remove(key)
             if h["bytes"] > self.max_message_bytes:
                 return self._lose(key, "too_large")
+            while len(self._partial) >= self.max_partial:
+                oldest = next(iter(self._partial))
+                lost = self._lose(oldest, "too_large")
+                if isinstance(lost, MessageLost):
+                    self._evicted.append(lost)
             self._partial[key] = _Partial(h, kind, 0, [], 0)
         elif key in self._lost:
             return "pending"
@@ -200,11 +230,23 @@ class Reassembler:
             else:
                 size = len(text.encode())
                 value = json.loads(text) if encoding == "json" else text
-        except ValueError:
+        except (ValueError, RecursionError):
+            # RecursionError: JSON nested deeper than the decoder goes.
             return self._lose(key, "invalid")
         if size != p.header["bytes"]:
             return self._lose(key, "invalid")
         return Message(channel, h["message"], p.kind, seq, epoch, encoding, value)
+
+    @property
+    def partial(self) -> int:
+        """Messages in progress."""
+        return len(self._partial)
+
+    def take_evicted(self) -> list[MessageLost]:
+        """The messages lost to the count bound since the last call, to report before what
+        `accept` returned."""
+        out, self._evicted = self._evicted, []
+        return out
 
     def _drop(self, key: tuple[str, str]) -> None:
         p = self._partial.pop(key, None)

@@ -90,6 +90,9 @@ class _Driver:
     _ack_paused_until: float | None
     #: Joins answered `rate_limited`: (when to send them again, their channels).
     _join_retries: list[tuple[float, list[str]]]
+    # Live holes waiting for their missing frames: channel → since when (loop time).
+    _holes: dict[str, float]
+    _hole_grace: float
     #: In-band token refresh (this connection's): when (loop time), the task
     #: asking the provider and sending it, the id of the unanswered `refresh`.
     _refresh_at: float | None
@@ -389,29 +392,52 @@ class _Driver:
                 continue
             try:
                 frame = json.loads(raw)
-            except ValueError as e:
-                self._report(ProtocolError(f"unreadable frame: {e}: {raw[:200]}", code="decode"))
+            except (ValueError, RecursionError) as e:
+                # RecursionError: nested deeper than the decoder goes. No frame ends the client.
+                self._report(ProtocolError(f"unreadable frame: {e!r:.200}: {raw[:200]}", code="decode"))
                 continue
             if not isinstance(frame, dict):
                 continue
-            touched = self._on_frame(frame)
+            try:
+                touched = self._on_frame(frame)
+            except _End:
+                raise
+            except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+                # A frame of the wrong shape: reported and skipped, the client goes on.
+                self._report(ProtocolError(f"unusable frame: {e!r:.200}: {raw[:200]}", code="decode"))
+                continue
             if touched:
-                lagging = [
-                    n
-                    for n in touched
-                    if (ch := self._channels.get(n)) is not None and not ch.idle and ch.seq.wants_rejoin()
-                ]
-                if lagging:
-                    log.debug("agentwire: fetching missed seqs of %s from the log", lagging)
-                    await self._send_joins(ws, lagging)
+                await self._rejoin_lagging(ws, touched)
             if self._end is not None:
                 raise self._end
+
+    async def _rejoin_lagging(self, ws: ClientConnection, names: list[str]) -> None:
+        """Joins again, from their last delivered seq, the channels among `names` that miss seqs
+        the log still has. A live hole (events held after a missing seq) first waits `hole_grace`
+        for the missing frames: frames that fill it meanwhile cancel the re-join."""
+        now = asyncio.get_running_loop().time()
+        lagging: list[str] = []
+        for n in names:
+            ch = self._channels.get(n)
+            if ch is None or ch.idle or not ch.seq.wants_rejoin():
+                self._holes.pop(n, None)
+                continue
+            if ch.seq.pending > 0 and self._hole_grace > 0:
+                since = self._holes.setdefault(n, now)
+                if now < since + self._hole_grace:
+                    self._poke()
+                    continue
+            self._holes.pop(n, None)
+            lagging.append(n)
+        if lagging:
+            log.debug("agentwire: fetching missed seqs of %s from the log", lagging)
+            await self._send_joins(ws, lagging)
 
     def _on_frame(self, f: dict[str, Any]) -> list[str]:
         t = f.get("type")
         if t == "event":
             name = f.get("channel")
-            ch = self._channels.get(name)  # type: ignore[arg-type]
+            ch = self._channels.get(name) if isinstance(name, str) else None
             if ch is None or ch.idle:
                 return []
             self._deliver(ch, ch.seq.event(Event.from_frame(f)))
@@ -419,10 +445,17 @@ class _Driver:
         if t == "batch":
             touched: list[str] = []
             for e in f.get("events") or []:
-                ch = self._channels.get(e.get("channel"))
+                if not isinstance(e, dict) or not isinstance(e.get("channel"), str):
+                    continue
+                ch = self._channels.get(e["channel"])
                 if ch is None or ch.idle:
                     continue
-                self._deliver(ch, ch.seq.event(Event.from_frame(e)))
+                try:
+                    ev = Event.from_frame(e)
+                except ValueError as err:
+                    self._report(ProtocolError(f"unusable event in a batch: {err}", code="decode"))
+                    continue
+                self._deliver(ch, ch.seq.event(ev))
                 if not touched or touched[-1] != ch.name:
                     touched.append(ch.name)
             return touched
@@ -577,6 +610,11 @@ class _Driver:
             item: Event | Gap | Message | MessageLost | Resync = d
             if isinstance(d, Event):
                 a = self._messages.accept(d.channel, d.seq, d.epoch, d.kind, d.data)
+                for lost in self._messages.take_evicted():
+                    # Lost to the bound on messages in progress (to its own channel).
+                    owner = self._channels.get(lost.channel)
+                    if owner is not None:
+                        owner.sub._put(lost)
                 if a == "pending":
                     continue
                 if isinstance(a, (Message, MessageLost)):
@@ -631,6 +669,9 @@ class _Driver:
             if self._ack_at is not None and now >= self._ack_at:
                 self._ack_at = None
                 await self._flush_acks(ws)
+            holes_due = [n for n, since in self._holes.items() if now >= since + self._hole_grace]
+            if holes_due:
+                await self._rejoin_lagging(ws, holes_due)
             if self._refresh_at is not None and now >= self._refresh_at:
                 self._refresh_at = None
                 # On its own task: a slow provider holds up neither pings nor acks.
@@ -644,6 +685,7 @@ class _Driver:
                 d for d in (ping_at, self._pong_deadline, self._ack_at, rollover_at, self._refresh_at) if d is not None
             ]
             deadlines += [at for at, _ in self._join_retries]
+            deadlines += [since + self._hole_grace for since in self._holes.values()]
             timeout = max(0.0, min(deadlines) - loop.time())
             wake.clear()
             if self._resume_wanted:
@@ -668,6 +710,7 @@ class _Driver:
                 if ch is None:
                     continue
                 ch.seq.rejoining()
+                self._holes.pop(name, None)
                 since = ch.since()
                 entries.append({"name": name} if since is None else {"name": name, "since": since})
                 chunk.append(name)

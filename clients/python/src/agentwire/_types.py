@@ -31,14 +31,23 @@ class Event:
 
     @classmethod
     def from_frame(cls, f: dict[str, Any]) -> Event:
+        """The event of a frame; `ValueError` when a field has the wrong type (a frame the
+        client cannot use, reported and skipped)."""
+        seq = f.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**64:
+            raise ValueError(f"an event's seq must be a whole number, not {seq!r:.40}")
+        texts = {k: f.get(k, "") for k in ("channel", "epoch", "id", "kind", "ts")}
+        for k, v in texts.items():
+            if not isinstance(v, str):
+                raise ValueError(f"an event's {k} must be a string, not {type(v).__name__}")
         return cls(
-            channel=f["channel"],
-            epoch=f.get("epoch", ""),
-            seq=int(f["seq"]),
-            id=f.get("id", ""),
-            kind=f.get("kind", ""),
+            channel=texts["channel"],
+            epoch=texts["epoch"],
+            seq=seq,
+            id=texts["id"],
+            kind=texts["kind"],
             data=f.get("data"),
-            ts=f.get("ts", ""),
+            ts=texts["ts"],
         )
 
 

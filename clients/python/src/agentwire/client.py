@@ -91,6 +91,8 @@ class Client(_Driver):
         client_name: str = f"agentwire-python/{__version__}",
         refresh_lead: float = 60.0,
         jitter: float = 1.0,
+        hole_grace: float = 0.25,
+        max_partial_messages: int = 64,
     ) -> None:
         if (token is None) == (token_provider is None):
             raise ValueError("give exactly one of token= and token_provider=")
@@ -115,7 +117,8 @@ class Client(_Driver):
 
         self._channels = {}
         # Chunk events being reassembled into messages (docs/protocol.md).
-        self._messages = Reassembler(max_message_bytes, max_held_message_bytes)
+        # At most `max_partial_messages` in progress; ids over 128 bytes are lost (`invalid`).
+        self._messages = Reassembler(max_message_bytes, max_held_message_bytes, max_partial_messages)
         self._pending = {}
         self._next_id = 0
         self._ws = None
@@ -126,6 +129,11 @@ class Client(_Driver):
         self._ack_paused_until = None
         # Joins answered `rate_limited`: (when to send them again, their channels).
         self._join_retries = []
+        # A live hole waits this long (seconds) for its missing frames before re-joining.
+        if not hole_grace >= 0:
+            raise ValueError(f"hole_grace must be a non-negative number of seconds, not {hole_grace!r}")
+        self._hole_grace = float(hole_grace)
+        self._holes = {}
         # In-band token refresh (this connection's): when (loop time), the
         # task asking the provider and sending it, the id of the unanswered `refresh`.
         self._refresh_at = None
