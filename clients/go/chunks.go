@@ -40,6 +40,13 @@ const (
 	DefaultMaxHeldMessageBytes = 128 * 1024 * 1024
 	// lostRemembered: how many lost messages are remembered, to report each once.
 	lostRemembered = 1024
+	// DefaultMaxPartialMessages bounds the messages in progress at once:
+	// one more makes the oldest lost (LostTooLarge).
+	DefaultMaxPartialMessages = 64
+	// MaxReceivedMessageID is the longest message id taken from a chunk, in
+	// bytes: a longer one is lost (LostInvalid), reported under its first
+	// bytes.
+	MaxReceivedMessageID = 128
 )
 
 // Message is a message reassembled from its chunk events, handed over once,
@@ -125,10 +132,11 @@ func parseChunk(data []byte) (h chunkHeader, part *string, ok bool) {
 type msgKey struct{ channel, message string }
 
 type partial struct {
-	header chunkHeader
-	kind   string
-	next   uint32
-	text   []byte
+	started uint64 // in messages started: the smallest is the oldest
+	header  chunkHeader
+	kind    string
+	next    uint32
+	text    []byte
 }
 
 // reassembler turns chunk events back into messages, per channel, within
@@ -136,9 +144,42 @@ type partial struct {
 type reassembler struct {
 	maxMessage uint64
 	maxHeld    uint64
+	maxPartial int
 	held       uint64
+	started    uint64
 	partial    map[msgKey]*partial
 	lost       []msgKey
+	// evicted: messages lost to the count bound, not yet taken.
+	evicted []ClientEvent
+}
+
+// withMaxPartial bounds the messages in progress (n <= 0: the default).
+func (r *reassembler) withMaxPartial(n int) *reassembler {
+	if n > 0 {
+		r.maxPartial = n
+	}
+	return r
+}
+
+// takeEvicted gives the messages lost to the count bound since the last
+// call, to report before what accept returned.
+func (r *reassembler) takeEvicted() []ClientEvent {
+	out := r.evicted
+	r.evicted = nil
+	return out
+}
+
+// cutID is id cut to at most MaxReceivedMessageID bytes, at a character
+// boundary.
+func cutID(id string) string {
+	if len(id) <= MaxReceivedMessageID {
+		return id
+	}
+	n := MaxReceivedMessageID
+	for n > 0 && !utf8.RuneStart(id[n]) {
+		n--
+	}
+	return id[:n]
 }
 
 func newReassembler(maxMessage, maxHeld uint64) *reassembler {
@@ -148,7 +189,7 @@ func newReassembler(maxMessage, maxHeld uint64) *reassembler {
 	if maxHeld == 0 {
 		maxHeld = DefaultMaxHeldMessageBytes
 	}
-	return &reassembler{maxMessage: maxMessage, maxHeld: maxHeld, partial: map[msgKey]*partial{}}
+	return &reassembler{maxMessage: maxMessage, maxHeld: maxHeld, maxPartial: DefaultMaxPartialMessages, partial: map[msgKey]*partial{}}
 }
 
 // accept takes one delivered event (in seq order per channel): nil when it
@@ -158,6 +199,9 @@ func (r *reassembler) accept(e *Event) ClientEvent {
 	h, part, ok := parseChunk(e.Data)
 	if !ok {
 		return e
+	}
+	if len(h.Message) > MaxReceivedMessageID {
+		return r.lose(msgKey{e.Channel, cutID(h.Message)}, LostInvalid)
 	}
 	key := msgKey{e.Channel, h.Message}
 	if part == nil || h.Count == 0 || h.Index >= h.Count {
@@ -172,7 +216,20 @@ func (r *reassembler) accept(e *Event) ClientEvent {
 		if h.Bytes > r.maxMessage {
 			return r.lose(key, LostTooLarge)
 		}
-		r.partial[key] = &partial{header: h, kind: e.Kind}
+		for len(r.partial) >= max(1, r.maxPartial) {
+			var oldest msgKey
+			first := true
+			for k, p := range r.partial {
+				if first || p.started < r.partial[oldest].started {
+					oldest, first = k, false
+				}
+			}
+			if lost := r.lose(oldest, LostTooLarge); lost != nil {
+				r.evicted = append(r.evicted, lost)
+			}
+		}
+		r.started++
+		r.partial[key] = &partial{started: r.started, header: h, kind: e.Kind}
 	} else if r.isLost(key) {
 		return nil
 	}

@@ -373,12 +373,30 @@ func FuzzFrames(f *testing.F) {
 		f.Add(strings.Join(lines, "\n"))
 	}
 	f.Add("{\"type\":\"batch\",\"events\":[{\"channel\":\"agent-1\",\"epoch\":\"e1\",\"seq\":18446744073709551615}]}\n{\"type\":\"gap\",\"channel\":\"agent-1\",\"from\":1,\"to\":18446744073709551615}")
+	// Adversarial chunks: many messages left in progress, a huge id, JSON
+	// nested deeper than any decoder goes, wrong types.
+	chunkEv := func(seq int, id string, index, count int, enc, part string) string {
+		return fmt.Sprintf(`{"type":"event","channel":"agent-1","epoch":"e1","seq":%d,"id":"x","kind":"k","ts":"t","data":{"$chunk":{"message":%q,"index":%d,"count":%d,"encoding":%q,"bytes":%d},"part":%q}}`,
+			seq, id, index, count, enc, len(part), part)
+	}
+	joined := `{"type":"joined","id":"j1","channels":[{"name":"agent-1","epoch":"e1","head":0,"replayed":0,"recovered":true}]}`
+	var many []string
+	many = append(many, joined)
+	for i := 1; i <= 100; i++ {
+		many = append(many, chunkEv(i, fmt.Sprintf("m%d", i), 0, 2, "utf8", "ab"))
+	}
+	many = append(many, chunkEv(101, strings.Repeat("é", 5000), 0, 2, "utf8", "ab"))
+	deep := strings.Repeat("[", 20000) + strings.Repeat("]", 20000)
+	many = append(many, chunkEv(102, "deep", 0, 1, "json", deep))
+	many = append(many, `{"type":"event","channel":"agent-1","epoch":"e1","seq":103,"id":"x","kind":"k","ts":"t","data":`+deep+`}`)
+	many = append(many, deep, `{"type":"event","channel":["agent-1"],"seq":"104"}`, `{"type":"batch","events":[1,"x",null,{"seq":-1}]}`)
+	f.Add(strings.Join(many, "\n"))
 	f.Fuzz(func(t *testing.T, input string) {
 		c := &Client{events: make(chan ClientEvent, 1<<16), done: make(chan struct{}), signal: make(chan struct{}, 1)}
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		c.stop = cancel
-		opts := Options{Token: "t", MaxHeldEvents: 64, MaxHeldEventBytes: 1 << 16, MaxMessageBytes: 1 << 12, MaxHeldMessageBytes: 1 << 13,
+		opts := Options{Token: "t", MaxHeldEvents: 64, MaxHeldEventBytes: 1 << 16, MaxMessageBytes: 1 << 12, MaxHeldMessageBytes: 1 << 13, MaxPartialMessages: 8,
 			Channels: []ChannelSpec{{Name: "agent-1", Since: SincePosition("e1", 0)}, {Name: "agent-2"}}}.withDefaults()
 		d := newDriver(c, "ws://x", opts, ctx)
 		d.connCtx = ctx
@@ -424,6 +442,10 @@ func FuzzFrames(f *testing.F) {
 						if x.Fatal() {
 							t.Fatalf("a fatal error event: %v", x.Err)
 						}
+					case *MessageLost:
+						if len(x.ID) > MaxReceivedMessageID {
+							t.Fatalf("a lost message reported under an id of %d bytes", len(x.ID))
+						}
 					}
 				default:
 					drained = true
@@ -436,6 +458,14 @@ func FuzzFrames(f *testing.F) {
 			}
 			if d.messages.held > 1<<13 {
 				t.Fatalf("partial messages hold %d bytes", d.messages.held)
+			}
+			if len(d.messages.partial) > 8 {
+				t.Fatalf("%d messages in progress", len(d.messages.partial))
+			}
+			for k := range d.messages.partial {
+				if len(k.message) > MaxReceivedMessageID {
+					t.Fatalf("a message id of %d bytes held", len(k.message))
+				}
 			}
 		}
 	})

@@ -50,6 +50,7 @@ type scenario struct {
 		MaxReconnectMs *float64 `json:"maxReconnectMs"`
 		MaxAttempts    *int     `json:"maxAttempts"`
 		Jitter         *float64 `json:"jitter"`
+		HoleGraceMs    *float64 `json:"holeGraceMs"`
 	} `json:"client"`
 	Script []map[string]json.RawMessage `json:"script"`
 }
@@ -336,6 +337,9 @@ func runScenario(t *testing.T, s scenario) {
 		default:
 			t.Errorf("more than %d state changes", cap(states))
 		}
+	}
+	if c.HoleGraceMs != nil {
+		opts.HoleGrace = ms(*c.HoleGraceMs)
 	}
 	if c.AckDebounceMs != nil {
 		opts.AckDebounce = ms(*c.AckDebounceMs)

@@ -34,6 +34,9 @@ type chanState struct {
 	seq     *sequencer
 	initial Since
 	acked   uint64
+	// holeSince: since when a live hole waits for its missing frames (the
+	// re-join that fetches them goes out Options.HoleGrace later).
+	holeSince time.Time
 }
 
 // since is where a (re)join resumes: right after the last delivered seq
@@ -136,7 +139,7 @@ func newDriver(c *Client, rawURL string, opts Options, stop context.Context) *dr
 		renew:    opts.TokenProvider != nil,
 		channels: map[string]*chanState{},
 		paused:   map[string]Since{},
-		messages: newReassembler(opts.MaxMessageBytes, opts.MaxHeldMessageBytes),
+		messages: newReassembler(opts.MaxMessageBytes, opts.MaxHeldMessageBytes).withMaxPartial(opts.MaxPartialMessages),
 		pending:  map[string][]string{},
 		backoff: Backoff{
 			Min: opts.MinReconnectDelay, Max: opts.MaxReconnectDelay,
@@ -485,7 +488,7 @@ func (d *driver) serve(started time.Time) *ended {
 	defer timer.Stop()
 	for {
 		next := pingAt
-		for _, t := range []time.Time{pongDeadline, d.ackAt, rolloverAt, d.refreshAt, d.joinRetryAt()} {
+		for _, t := range []time.Time{pongDeadline, d.ackAt, rolloverAt, d.refreshAt, d.joinRetryAt(), d.holeAt()} {
 			if !t.IsZero() && t.Before(next) {
 				next = t
 			}
@@ -550,6 +553,11 @@ func (d *driver) serve(started time.Time) *ended {
 			}
 			if t := d.joinRetryAt(); !t.IsZero() && !now.Before(t) {
 				if e := d.retryJoins(now); e != nil {
+					return e
+				}
+			}
+			if t := d.holeAt(); !t.IsZero() && !now.Before(t) {
+				if e := d.rejoinLagging(); e != nil {
 					return e
 				}
 			}
@@ -696,6 +704,7 @@ func (d *driver) sendJoins(names []string) *ended {
 				continue
 			}
 			ch.seq.rejoining()
+			ch.holeSince = time.Time{}
 			jc := joinChannel{Name: name}
 			if s := ch.since(); !s.IsCursor() {
 				jc.Since = &s
@@ -761,18 +770,47 @@ func (d *driver) inPendingJoin(name string) bool {
 }
 
 // rejoinLagging joins again, from their last delivered seq, the channels
-// whose sequencer knows of seqs that did not arrive: the log has them.
+// whose sequencer knows of seqs that did not arrive: the log has them. A
+// live hole (events held after a missing seq) first waits Options.HoleGrace
+// for the missing frames: frames that fill it meanwhile cancel the re-join.
 func (d *driver) rejoinLagging() *ended {
+	now := time.Now()
 	var lagging []string
 	for _, n := range d.names {
-		if d.channels[n].seq.wantsRejoin() {
-			lagging = append(lagging, n)
+		ch := d.channels[n]
+		if !ch.seq.wantsRejoin() {
+			ch.holeSince = time.Time{}
+			continue
 		}
+		if ch.seq.held() > 0 && d.opts.HoleGrace > 0 {
+			if ch.holeSince.IsZero() {
+				ch.holeSince = now
+			}
+			if now.Before(ch.holeSince.Add(d.opts.HoleGrace)) {
+				continue
+			}
+		}
+		ch.holeSince = time.Time{}
+		lagging = append(lagging, n)
 	}
 	if len(lagging) == 0 {
 		return nil
 	}
 	return d.sendJoins(lagging)
+}
+
+// holeAt is when the first live hole's grace ends (zero: none waits).
+func (d *driver) holeAt() time.Time {
+	var at time.Time
+	for _, ch := range d.channels {
+		if ch.holeSince.IsZero() {
+			continue
+		}
+		if t := ch.holeSince.Add(d.opts.HoleGrace); at.IsZero() || t.Before(at) {
+			at = t
+		}
+	}
+	return at
 }
 
 // apply carries out a command; connected when d.write is set, else it takes
@@ -1047,6 +1085,11 @@ func (d *driver) deliver(ds []delivery) *ended {
 		ev := x
 		if e, ok := x.(*Event); ok {
 			ev = d.messages.accept(e)
+			for _, lost := range d.messages.takeEvicted() {
+				if d.emit(lost) != nil {
+					return d.closing()
+				}
+			}
 			if ev == nil {
 				continue
 			}

@@ -83,6 +83,16 @@ type Options struct {
 	// MaxHeldMessageBytes all partial messages (128 MiB).
 	MaxMessageBytes     uint64
 	MaxHeldMessageBytes uint64 // See MaxMessageBytes.
+	// MaxPartialMessages bounds the messages being reassembled at once, over
+	// all channels (default 64): starting one more makes the oldest a
+	// *MessageLost (LostTooLarge). Message ids over 128 bytes are lost
+	// (LostInvalid).
+	MaxPartialMessages int
+	// HoleGrace is how long a hole in the live stream (an event after a
+	// missing seq) waits for the missing frames before the channel re-joins
+	// to fetch them (default 250 ms; negative: at once). Frames that fill
+	// the hole meanwhile cancel the re-join.
+	HoleGrace time.Duration
 
 	// HTTPClient dials the WebSocket (default http.DefaultClient).
 	HTTPClient *http.Client
@@ -107,6 +117,7 @@ func (o Options) withDefaults() Options {
 	def(&o.AckDebounce, time.Second)
 	def(&o.HandshakeTimeout, 10*time.Second)
 	def(&o.RefreshLead, time.Minute)
+	def(&o.HoleGrace, 250*time.Millisecond)
 	if o.MaxReconnectDelay < o.MinReconnectDelay {
 		o.MaxReconnectDelay = o.MinReconnectDelay
 	}
