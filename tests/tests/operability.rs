@@ -11,6 +11,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use agentwire_core::clock::Clock;
 use agentwire_core::limits::TenantLimits;
 use agentwire_e2e::Stack;
 use serde_json::json;
@@ -125,6 +126,70 @@ async fn metrics_count_the_run_and_no_log_line_holds_a_secret() {
     assert_eq!(sample(&text, "posts_failed"), Some(0.0));
     assert!(sample(&text, "delivery_latency_ms{quantile=\"0.99\"}").is_some());
 
+    // Identity: a tenant's own HS256 key, a token of it refreshed in band
+    // (one refusal, one success), a webhook whose secret the management
+    // API shows once.
+    let tenant_secret = format!("{}-tenant-key-0123456789abcdef0123456789", stack.tenant);
+    let iss = format!("{}-backend", stack.tenant);
+    let admin = agentwire_aws::Deps::with_clock(
+        &stack.sdk,
+        stack.ddb(),
+        stack.config.clone(),
+        stack.clock.clone(),
+    )
+    .identity_admin();
+    admin
+        .trust(&agentwire_core::auth::trust::TrustEntry {
+            issuer: iss.clone(),
+            owner: agentwire_core::auth::trust::TrustOwner::Tenant(stack.tenant.clone()),
+            keys: agentwire_core::auth::trust::KeySource::Hs256 {
+                kid: None,
+                secret_b64: agentwire_core::auth::trust::encode_secret(tenant_secret.as_bytes()),
+            },
+            audiences: vec![],
+            principal_claim: None,
+            grants_claim: None,
+            channels: vec!["agent-*".into()],
+            publish: vec![],
+            max_lifetime_s: None,
+            preset: None,
+        })
+        .await
+        .unwrap();
+    let now = agentwire_core::clock::SystemClock.epoch_s();
+    let own = |exp: u64| {
+        agentwire_core::auth::TokenKey::hs256(tenant_secret.as_bytes())
+            .sign_json(&json!({"iss": iss, "sub": "u1", "iat": now, "exp": exp}))
+            .unwrap()
+    };
+    let (first, second) = (own(now + 600), own(now + 1200));
+    let mut c = stack.client(&first).await;
+    c.hello().await;
+    c.send_json(json!({"action": "refresh", "id": "r1", "token": format!("{second}x")}))
+        .await;
+    assert_eq!(c.expect("error").await["reason"], "bad_signature");
+    c.send_json(json!({"action": "refresh", "id": "r2", "token": second}))
+        .await;
+    assert_eq!(c.expect("refreshed").await["id"], "r2");
+    let admin_token = stack.admin_token_of(&stack.tenant, "ops");
+    let receiver = agentwire_e2e::receiver::Receiver::start().await;
+    let (status, _, hook) = stack
+        .http(
+            reqwest::Method::PUT,
+            "/v1/admin/channels/agent-1/webhook",
+            Some(&admin_token),
+            Some(&json!({"url": receiver.url})),
+        )
+        .await;
+    assert_eq!(status, 200, "{hook}");
+    let webhook_secret = hook["secret"].as_str().unwrap().to_owned();
+    let text = scrape(&stack).await;
+    assert_eq!(sample(&text, "tokens_refreshed"), Some(1.0), "{text}");
+    assert!(
+        sample(&text, "tokens_refused{reason=\"bad_signature\"}").is_some_and(|n| n >= 2.0),
+        "the forged publish and the forged refresh, by reason:\n{text}"
+    );
+
     b.ws.close(None).await.unwrap();
     let secret = String::from_utf8(stack.config.jwt_secret.clone().unwrap()).unwrap();
     stack.shutdown().await;
@@ -143,6 +208,11 @@ async fn metrics_count_the_run_and_no_log_line_holds_a_secret() {
             ("the publisher's token", bot.as_str()),
             ("the forged token", forged.as_str()),
             ("the signing secret", secret.as_str()),
+            ("the tenant's token", first.as_str()),
+            ("the refreshed token", second.as_str()),
+            ("the admin token", admin_token.as_str()),
+            ("the tenant's HS256 key", tenant_secret.as_str()),
+            ("the webhook secret", webhook_secret.as_str()),
         ] {
             assert!(!line.contains(s), "{what} in a log line: {line}");
         }
