@@ -15,6 +15,11 @@ export interface ChannelCore {
   ackWanted: number | undefined;
   /** Paused: left, kept, not joined until resumed. */
   paused: boolean;
+  /** A stream's buffer reached its high-water mark: the channel takes no
+   * events until the stream drained to half, then re-joins from its last seq. */
+  suspended?: boolean;
+  /** Since when (ms) a live hole waits for its missing frames, before a re-join fetches them. */
+  holeSince?: number | undefined;
   channel: Channel;
 }
 
@@ -25,11 +30,21 @@ export interface ChannelOps {
   pause(): Promise<void>;
   resume(): void;
   resync(): void;
+  /** A stream consumer took an item (an ack may be due; a suspended channel may go on). */
+  taken?(): void;
 }
 
+/** Items a `stream()` buffers before the channel stops taking events (default). */
+export const DEFAULT_STREAM_HIGH_WATER_MARK = 1024;
+
 type Sink = {
-  push(item: StreamItem): void;
+  /** Queues an item whose delivery brings the channel to seq `pos`; false when the queue is full. */
+  push(item: StreamItem, pos: number | undefined): boolean;
   end(err?: AgentWireError): void;
+  /** The last seq this stream's consumer has taken everything up to (undefined: all pushed). */
+  ackable(): number | undefined;
+  /** The queue is at most half full. */
+  drained(): boolean;
 };
 
 
@@ -104,8 +119,19 @@ export class Channel {
    * ends when the channel is left, the client closes, or `signal` aborts;
    * it throws the error that ended the client or refused the channel.
    */
-  stream(options: { signal?: AbortSignal } = {}): AsyncIterableIterator<StreamItem> {
+  stream(options: { signal?: AbortSignal; highWaterMark?: number } = {}): AsyncIterableIterator<StreamItem> {
     const queue: StreamItem[] = [];
+    // For each queued item, the seq delivery stood at before it: what may be acknowledged
+    // while that item waits for the consumer.
+    const before: number[] = [];
+    const hwm = Math.max(1, options.highWaterMark ?? DEFAULT_STREAM_HIGH_WATER_MARK);
+    let pushedPos = this.#ops.position()?.seq ?? 0;
+    const take = (): StreamItem => {
+      before.shift();
+      const item = queue.shift()!;
+      this.#ops.taken?.();
+      return item;
+    };
     let waiting: { resolve: (r: IteratorResult<StreamItem>) => void; reject: (e: unknown) => void } | undefined;
     let done = false;
     let failure: AgentWireError | undefined;
@@ -120,21 +146,30 @@ export class Channel {
         const w = waiting;
         waiting = undefined;
         if (err && queue.length === 0) w.reject(err);
-        else if (queue.length) w.resolve({ value: queue.shift()!, done: false });
+        else if (queue.length) w.resolve({ value: take(), done: false });
         else w.resolve({ value: undefined, done: true });
       }
     };
     const onAbort = () => finish();
     const sink: Sink = {
-      push: (item) => {
-        if (done) return;
+      push: (item, pos) => {
+        if (done) return true;
+        const prev = pushedPos;
+        if (pos !== undefined) pushedPos = pos;
         if (waiting) {
           const w = waiting;
           waiting = undefined;
           w.resolve({ value: item, done: false });
-        } else queue.push(item);
+          queueMicrotask(() => this.#ops.taken?.());
+          return true;
+        }
+        queue.push(item);
+        before.push(prev);
+        return queue.length < hwm;
       },
       end: (err) => finish(err),
+      ackable: () => (queue.length ? before[0] : undefined),
+      drained: () => queue.length <= hwm / 2,
     };
     if (this.#ended !== undefined) {
       done = true;
@@ -147,7 +182,7 @@ export class Channel {
     }
     const iterator: AsyncIterableIterator<StreamItem> = {
       next: () => {
-        if (queue.length) return Promise.resolve({ value: queue.shift()!, done: false });
+        if (queue.length) return Promise.resolve({ value: take(), done: false });
         if (done) {
           if (failure) {
             const err = failure;
@@ -163,7 +198,9 @@ export class Channel {
       return: () => {
         finish();
         queue.length = 0;
+        before.length = 0;
         failure = undefined;
+        this.#ops.taken?.();
         return Promise.resolve({ value: undefined, done: true });
       },
       [Symbol.asyncIterator]() {
@@ -179,8 +216,26 @@ export class Channel {
   }
 
   /** @internal */
-  _push(item: StreamItem): void {
-    for (const s of [...this.#sinks]) s.push(item);
+  _push(item: StreamItem, pos?: number): boolean {
+    let room = true;
+    for (const s of [...this.#sinks]) if (!s.push(item, pos)) room = false;
+    return room;
+  }
+
+  /** @internal: the last seq every open stream's consumer has taken (undefined: no stream waits). */
+  _ackable(): number | undefined {
+    let min: number | undefined;
+    for (const s of this.#sinks) {
+      const a = s.ackable();
+      if (a !== undefined) min = min === undefined ? a : Math.min(min, a);
+    }
+    return min;
+  }
+
+  /** @internal: every open stream is at most half full. */
+  _drained(): boolean {
+    for (const s of this.#sinks) if (!s.drained()) return false;
+    return true;
   }
 
   /** @internal: the channel is over (left: no error; refused or the client failed: the error). */

@@ -151,15 +151,32 @@ function header(data: unknown): ChunkHeader | undefined | null {
   return ok ? (h as unknown as ChunkHeader) : undefined;
 }
 
-/** Reassembles chunk events into messages, per channel, within bounds. */
+/** Messages in progress at most, by default: one more makes the oldest lost (`too_large`). */
+export const DEFAULT_MAX_PARTIAL = 64;
+/** The longest message id taken from a chunk, in bytes: a longer one is lost (`invalid`), under its first bytes. */
+export const MAX_RECEIVED_ID_BYTES = 128;
+
+function cutId(id: string): string {
+  if (id.length * 3 <= MAX_RECEIVED_ID_BYTES) return id;
+  const raw = utf8.encode(id);
+  if (raw.length <= MAX_RECEIVED_ID_BYTES) return id;
+  let n = MAX_RECEIVED_ID_BYTES;
+  while (n > 0 && (raw[n]! & 0xc0) === 0x80) n--;
+  return new TextDecoder().decode(raw.subarray(0, n));
+}
+
+/** Reassembles chunk events into messages, per channel, within bounds: bytes per message, bytes
+ * held, messages in progress (`maxPartial`, in the order they started) and the length of their ids. */
 export class Reassembler {
   #partial = new Map<string, Partial>();
   #lost: string[] = [];
   #held = 0;
+  #evicted: AgentWireMessageLost[] = [];
 
   constructor(
     readonly maxMessageBytes = 64 * 1024 * 1024,
     readonly maxHeldBytes = 128 * 1024 * 1024,
+    readonly maxPartial = DEFAULT_MAX_PARTIAL,
   ) {}
 
   /** Bytes held in incomplete messages. */
@@ -167,10 +184,24 @@ export class Reassembler {
     return this.#held;
   }
 
+  /** Messages in progress. */
+  get partial(): number {
+    return this.#partial.size;
+  }
+
+  /** The messages lost to the count bound since the last call, to report before what `accept` returned. */
+  takeEvicted(): AgentWireMessageLost[] {
+    const out = this.#evicted;
+    this.#evicted = [];
+    return out;
+  }
+
   /** Takes one delivered event (in seq order per channel). */
   accept<D = unknown>(e: { channel: string; seq: number; epoch: string; kind: string; data: unknown }): Assembled<D> {
     const h = header(e.data);
     if (!h) return { type: "not_chunk" };
+    const cut = cutId(h.message);
+    if (cut !== h.message) return this.#lose(JSON.stringify([e.channel, cut]), e.channel, cut, "invalid");
     const key = JSON.stringify([e.channel, h.message]);
     const part = (e.data as Record<string, unknown>).part;
     if (typeof part !== "string" || h.count < 1 || h.index < 0 || h.index >= h.count) {
@@ -180,6 +211,13 @@ export class Reassembler {
       this.#drop(key);
       this.#lost = this.#lost.filter((k) => k !== key);
       if (h.bytes > this.maxMessageBytes) return this.#lose(key, e.channel, h.message, "too_large");
+      while (this.#partial.size >= Math.max(1, this.maxPartial)) {
+        // A Map keeps insertion order: the first is the oldest.
+        const [oldest, p] = this.#partial.entries().next().value!;
+        const [channel] = JSON.parse(oldest) as [string, string];
+        const lost = this.#lose(oldest, channel, p.header.message, "too_large");
+        if (lost.type === "lost") this.#evicted.push(lost.lost);
+      }
       this.#partial.set(key, { header: h, kind: e.kind, next: 0, parts: [], size: 0 });
     } else if (this.#lost.includes(key)) {
       return { type: "pending" };

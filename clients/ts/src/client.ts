@@ -68,6 +68,7 @@ export class AgentWire {
       ackDebounce: options.ackDebounce === null ? null : num(options.ackDebounce, 1_000, "ackDebounce"),
       autoAck: options.autoAck !== false,
       refreshLead: num(options.refreshLead, 60_000, "refreshLead"),
+      holeGrace: num(options.holeGrace, 250, "holeGrace"),
     };
     const backoff = new Backoff({
       min: num(options.minReconnectDelay, 500, "minReconnectDelay"),
@@ -81,6 +82,7 @@ export class AgentWire {
     const messages = new Reassembler(
       num(options.maxMessageBytes, 64 * 1024 * 1024, "maxMessageBytes"),
       num(options.maxHeldMessageBytes, 128 * 1024 * 1024, "maxHeldMessageBytes"),
+      Math.max(1, num(options.maxPartialMessages, 64, "maxPartialMessages")),
     );
     this.#driver = new Driver({
       url: normaliseUrl(url),

@@ -56,6 +56,8 @@ export interface Conn {
   rolloverTimer?: ReturnType<typeof setTimeout>;
   /** The next in-band token refresh. */
   refreshTimer?: ReturnType<typeof setTimeout>;
+  /** Fires when the first live hole's grace ends (a re-join fetches what is missing). */
+  holeTimer?: ReturnType<typeof setTimeout>;
   /** The id of the `refresh` sent and not answered yet. */
   refreshId?: string;
   /** Joins answered `rate_limited`, to be sent again after the gateway's delay. */

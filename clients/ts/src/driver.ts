@@ -45,7 +45,7 @@ import type { AgentWireEvent, JoinedInfo, Since } from "./types.js";
 /** The timing and ack options, checked and defaulted (client.ts). */
 export type DriverOptions = Required<
   Pick<AgentWireOptions, "pingInterval" | "pingTimeout" | "handshakeTimeout" | "clientName">
-> & { maxConnectionAge: number | null; ackDebounce: number | null; autoAck: boolean; refreshLead: number };
+> & { maxConnectionAge: number | null; ackDebounce: number | null; autoAck: boolean; refreshLead: number; holeGrace?: number };
 
 /** The bounds of each channel's sequencer. */
 export type SequencerLimits = { maxPending?: number; maxPendingBytes?: number };
@@ -169,6 +169,7 @@ export class Driver {
       pause: () => this.#pause(name),
       resume: () => this.#resume(name),
       resync: () => this.resync(name),
+      taken: () => this.#taken(name),
     });
     const core: ChannelCore = {
       name,
@@ -402,10 +403,15 @@ export class Driver {
         this.#emitError(new ProtocolError("decode", `unreadable frame from the gateway: ${message(err)}: ${ev.data.slice(0, 200)}`));
         return;
       }
-      if (!c.welcomed) this.#onHandshakeFrame(c, frame);
-      else {
-        this.#onFrame(c, frame);
-        if (!c.settled) this.#rejoinLagging(c);
+      try {
+        if (!c.welcomed) this.#onHandshakeFrame(c, frame);
+        else {
+          this.#onFrame(c, frame);
+          if (!c.settled) this.#rejoinLagging(c);
+        }
+      } catch (err) {
+        // A frame of a shape the client cannot use: reported, and the client goes on.
+        this.#emitError(new ProtocolError("decode", `unusable frame from the gateway: ${message(err)}: ${ev.data.slice(0, 200)}`));
       }
     };
     ws.onerror = (ev: { message?: string; error?: unknown }) => {
@@ -441,6 +447,8 @@ export class Driver {
     clearTimeout(c.rolloverTimer);
     clearTimeout(c.refreshTimer);
     c.refreshTimer = undefined;
+    clearTimeout(c.holeTimer);
+    c.holeTimer = undefined;
     c.refreshId = undefined;
     for (const t of c.joinRetryTimers) clearTimeout(t);
     c.joinRetryTimers.clear();
@@ -604,7 +612,7 @@ export class Driver {
   #onEvent(c: Conn, e: AgentWireEvent): void {
     if (!e || typeof e.channel !== "string" || !isSeq(e.seq) || typeof e.epoch !== "string") return;
     const core = this.#channels.get(e.channel);
-    if (!core) return;
+    if (!core || core.suspended) return; // a suspended channel fetches them again when it goes on
     // Exactly the event's fields (an `event` frame also carries `type`).
     const event: AgentWireEvent = {
       channel: e.channel,
@@ -786,30 +794,63 @@ export class Driver {
     if (ds.length === 0) return;
     for (const d of ds) {
       if (this.#channels.get(core.name) !== core) return; // left by a listener
+      let room: boolean;
+      let pos: number;
       if (d.type === "event") {
+        pos = d.event.seq;
         const a = this.#messages.accept(d.event);
+        for (const lost of this.#messages.takeEvicted()) {
+          // Lost to the bound on messages in progress: reported on its own channel.
+          const owner = this.#channels.get(lost.channel);
+          owner?.channel._emit("message_lost", lost);
+          owner?.channel._push({ type: "message_lost", ...lost });
+        }
         if (a.type === "pending") continue;
         if (a.type === "message") {
           core.channel._emit("message", a.message);
-          core.channel._push({ type: "message", ...a.message });
+          room = core.channel._push({ type: "message", ...a.message }, pos);
         } else if (a.type === "lost") {
           core.channel._emit("message_lost", a.lost);
-          core.channel._push({ type: "message_lost", ...a.lost });
+          room = core.channel._push({ type: "message_lost", ...a.lost }, pos);
         } else {
           core.channel._emit("event", d.event);
-          core.channel._push({ type: "event", ...d.event });
+          room = core.channel._push({ type: "event", ...d.event }, pos);
         }
       } else {
+        pos = d.gap.to;
         core.channel._emit("gap", d.gap);
-        core.channel._push({ type: "gap", ...d.gap });
+        room = core.channel._push({ type: "gap", ...d.gap }, pos);
+      }
+      if (!room && this.#channels.get(core.name) === core) {
+        // A stream is full: take nothing more on this channel until its consumer
+        // caught up by half, then re-join from here (nothing lost, no gap).
+        core.seq.rewind(pos);
+        core.suspended = true;
+        break;
       }
     }
+    this.#scheduleAck(c);
+  }
+
+  #scheduleAck(c: Conn): void {
     if (this.#autoAck && c.ackTimer === undefined && !c.settled) {
       c.ackTimer = setTimeout(() => {
         c.ackTimer = undefined;
         if (!c.settled) this.#flushAcks(c);
       }, this.#opts.ackDebounce!);
     }
+  }
+
+  /** A stream consumer took an item of channel `name`. */
+  #taken(name: string): void {
+    const core = this.#channels.get(name);
+    if (!core) return;
+    const c = this.#conn;
+    if (core.suspended && core.channel._drained()) {
+      core.suspended = false;
+      if (c?.welcomed && !c.settled && !core.paused) this.#sendJoins(c, [name]);
+    }
+    if (c?.welcomed) this.#scheduleAck(c);
   }
 
   get #autoAck(): boolean {
@@ -823,8 +864,9 @@ export class Driver {
       const chunk: string[] = [];
       for (const name of names.slice(i, i + MAX_CHANNELS_PER_JOIN)) {
         const core = this.#channels.get(name);
-        if (!core || core.paused) continue;
+        if (!core || core.paused || core.suspended) continue;
         core.seq.rejoining();
+        core.holeSince = undefined;
         const since = sinceOf(core);
         list.push(since === undefined ? name : { name, since });
         chunk.push(name);
@@ -852,18 +894,45 @@ export class Driver {
   }
 
   /** Joins again, from their last delivered seq, the channels whose sequencer
-   * knows of seqs that did not arrive: the log still has them. */
+   * knows of seqs that did not arrive: the log still has them. A live hole
+   * (events held after a missing seq) first waits `holeGrace` for the missing
+   * frames: frames that fill it meanwhile cancel the re-join. */
   #rejoinLagging(c: Conn): void {
+    const now = Date.now();
+    const grace = this.#opts.holeGrace ?? 250;
     const lagging: string[] = [];
-    for (const [name, core] of this.#channels) if (!core.paused && core.seq.wantsRejoin()) lagging.push(name);
+    let wait: number | undefined;
+    for (const [name, core] of this.#channels) {
+      if (core.paused || core.suspended || !core.seq.wantsRejoin()) {
+        core.holeSince = undefined;
+        continue;
+      }
+      if (core.seq.pending > 0 && grace > 0) {
+        core.holeSince ??= now;
+        const left = core.holeSince + grace - now;
+        if (left > 0) {
+          wait = Math.min(wait ?? left, left);
+          continue;
+        }
+      }
+      core.holeSince = undefined;
+      lagging.push(name);
+    }
     if (lagging.length) this.#sendJoins(c, lagging);
+    if (wait !== undefined && c.holeTimer === undefined && !c.settled) {
+      c.holeTimer = setTimeout(() => {
+        c.holeTimer = undefined;
+        if (!c.settled) this.#rejoinLagging(c);
+      }, wait);
+    }
   }
 
   /** The ack each channel should send now, if it moved. */
   #ackTarget(core: ChannelCore): number | undefined {
     const last = core.seq.last;
     if (last === undefined || last <= 0) return undefined;
-    let target = this.#autoAck ? last : 0;
+    // Never past what every open stream's consumer took.
+    let target = this.#autoAck ? Math.min(last, core.channel._ackable() ?? last) : 0;
     if (core.ackWanted !== undefined) target = Math.max(target, Math.min(core.ackWanted, last));
     if (target <= 0 || (core.acked !== undefined && target <= core.acked)) return undefined;
     return target;

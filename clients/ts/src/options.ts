@@ -70,6 +70,13 @@ export interface AgentWireOptions {
   maxMessageBytes?: number;
   /** The most held at once in messages being reassembled (default 128 MiB). */
   maxHeldMessageBytes?: number;
+  /** The most messages being reassembled at once, over all channels (default 64): starting
+   * one more makes the oldest `message_lost` `too_large`. Ids over 128 bytes are lost (`invalid`). */
+  maxPartialMessages?: number;
+  /** How long (ms) a hole in the live stream (an event after a missing seq) waits for the
+   * missing frames before the channel re-joins to fetch them (default 250; 0: at once).
+   * Frames that fill the hole meanwhile cancel the re-join. */
+  holeGrace?: number;
 }
 
 export interface ChannelOptions {

@@ -78,6 +78,15 @@ export class Sequencer {
   }
 
   /** A (re)join is about to be sent: until its `joined`, early events wait. */
+  /** Delivery stops after `last` (a stream's buffer is full): held events are
+   * dropped; a later re-join from `last` fetches the rest. */
+  rewind(last: number): void {
+    this.#last = last;
+    this.#pending.clear();
+    this.#keys = [];
+    this.#pendingBytes = 0;
+  }
+
   rejoining(): void {
     this.#awaitingJoin = true;
   }

@@ -28,6 +28,7 @@ interface Scenario {
     maxReconnectMs?: number;
     maxAttempts?: number;
     jitter?: number;
+    holeGraceMs?: number;
   };
   script: Record<string, unknown>[];
 }
@@ -50,6 +51,7 @@ async function run(s: Scenario): Promise<void> {
   };
   if (s.client.maxAttempts !== undefined) options.maxAttempts = s.client.maxAttempts;
   if (s.client.jitter !== undefined) options.jitter = s.client.jitter;
+  if (s.client.holeGraceMs !== undefined) options.holeGrace = s.client.holeGraceMs;
   if (tokens) {
     options.getToken = () => {
       const t = tokens.shift();
