@@ -93,10 +93,15 @@ struct Args {
         default_value = "latency,fanout,replay,calls,resume,memory,coldstart"
     )]
     only: Vec<String>,
-    /// Clients compared by `clients` (rust, ts, python; ts needs
-    /// `npm ci` in clients/ts, python the venv of clients/python).
-    #[arg(long, value_delimiter = ',', default_value = "rust,ts,python")]
+    /// Clients compared by `clients` (rust, ts, python, go; ts needs
+    /// `npm ci` in clients/ts, python the venv of clients/python, go the Go
+    /// toolchain, which builds clients/go/bench into target/go-bench).
+    #[arg(long, value_delimiter = ',', default_value = "rust,ts,python,go")]
     clients: Vec<String>,
+    /// Connections (clients with no channel) held for the memory per
+    /// connection in `clients`.
+    #[arg(long, default_value_t = 100)]
+    connections: usize,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -716,15 +721,13 @@ async fn clients(args: &Args) -> Result<(), String> {
         stack.shutdown().await;
     }
     client_replays(args).await?;
-    if args.clients.iter().any(|c| c == "ts") {
-        node_memory(args.channels).await?;
-    }
+    client_memory(args).await?;
     Ok(())
 }
 
 /// The command that runs a client's bench script `name` (`bench/NAME.ts`
-/// with node for `ts`, `bench/NAME.py` in the package's venv for `python`),
-/// from the client's directory.
+/// with node for `ts`, `bench/NAME.py` in the package's venv for `python`,
+/// `agentwire-go-bench NAME` for `go`), from the client's directory.
 fn bench_script(kind: &str, name: &str) -> Result<tokio::process::Command, String> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut c = match kind {
@@ -741,10 +744,42 @@ fn bench_script(kind: &str, name: &str) -> Result<tokio::process::Command, Strin
                 .arg(format!("bench/{name}.py"));
             c
         }
-        other => return Err(format!("unknown client {other:?} (rust, ts, python)")),
+        "go" => {
+            let mut c = tokio::process::Command::new(go_bench()?);
+            c.current_dir(root.join("clients/go")).arg(name);
+            c
+        }
+        other => return Err(format!("unknown client {other:?} (rust, ts, python, go)")),
     };
     c.kill_on_drop(true);
     Ok(c)
+}
+
+/// The Go client's bench driver (`clients/go/bench`), built once per run
+/// with `go build` into `target/go-bench`.
+fn go_bench() -> Result<std::path::PathBuf, String> {
+    static BUILT: std::sync::OnceLock<Result<std::path::PathBuf, String>> =
+        std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let bin = root.join("target/go-bench/agentwire-go-bench");
+            let out = std::process::Command::new("go")
+                .current_dir(root.join("clients/go"))
+                .args(["build", "-o"])
+                .arg(&bin)
+                .arg("./bench")
+                .output()
+                .map_err(|e| format!("cannot run go: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "go build ./bench failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Ok(bin)
+        })
+        .clone()
 }
 
 /// A replay of `--replay` retained events to each client joining from
@@ -837,46 +872,252 @@ async fn client_replays(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// The heap a Node process (the TypeScript client) keeps per subscribed
-/// channel, as `memory` measures the Rust client's.
-async fn node_memory(n: usize) -> Result<(), String> {
-    eprintln!("clients: node memory, {n} channels");
-    let stack = Stack::start().await;
+/// What one client keeps per channel held and per connection, for each
+/// client in `--clients`, against the dev gateway in its own process
+/// (`agentwire-local` from `--bin-dir`), a tenant of its own per client so
+/// that every channel is new. Each measures with its runtime's own count,
+/// after a warm-up client took the one-off costs: Rust the net bytes
+/// allocated and kept in this process (`stats_alloc`); TypeScript V8's
+/// `heapUsed` after a full GC (`clients/ts/bench/memory.ts`,
+/// `bench/clients/connections.mts`); Python the bytes `tracemalloc` traces
+/// after `gc.collect()` (`bench/clients/memory.py`); Go the live heap and
+/// goroutine stacks after two GCs (`clients/go/bench`). Channels are joined on the warm-up client's
+/// connection; connections are clients with no channel, counted once the
+/// gateway welcomed them.
+async fn client_memory(args: &Args) -> Result<(), String> {
+    let (n, m) = (args.channels, args.connections);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = tokio::process::Command::new("node")
-        .current_dir(root.join("clients/ts"))
-        .args(["--expose-gc", "--import", "tsx", "bench/memory.ts"])
-        .arg(stack.gateway.ws_url())
-        .arg(stack.token("bench", &["*"]))
-        .arg(n.to_string())
+    let (mut gateway, port) = start_local(&args.bin_dir, &[], &[]).await?;
+    let url = format!("ws://127.0.0.1:{port}");
+    println!();
+    println!(
+        "Memory kept per channel held ({n} channels joined on one connection) and per connection ({m} clients with no channel), dev gateway in its own process:"
+    );
+    println!();
+    println!(
+        "| client | counted as | channels joined in | bytes per channel | connections up in | bytes per connection |"
+    );
+    println!("|---|---|---:|---:|---:|---:|");
+    let row = |kind: &str, how: &str, ch: Option<(f64, f64)>, conn: Option<(f64, f64)>| {
+        let cell = |v: Option<(f64, f64)>, per: usize| match v {
+            Some((t, bytes)) => (format!("{t:.1} ms"), format!("{:.0}", bytes / per as f64)),
+            None => ("—".to_owned(), "not measured".to_owned()),
+        };
+        let (ct, cb) = cell(ch, n);
+        let (kt, kb) = cell(conn, m);
+        println!("| {kind} | {how} | {ct} | {cb} | {kt} | {kb} |");
+    };
+    for kind in &args.clients {
+        eprintln!("clients: {kind} memory, {n} channels, {m} connections");
+        let tenant = format!("mem{}{kind}", std::process::id());
+        let token = dev_token(&tenant, "bench", &["*"], Duration::from_secs(3600))?;
+        match kind.as_str() {
+            "rust" => {
+                let ch = rust_memory_channels(&url, &token, n).await?;
+                let conn = rust_memory_connections(&url, &token, m).await?;
+                row(
+                    kind,
+                    "net bytes allocated and kept (`stats_alloc`)",
+                    Some(ch),
+                    Some(conn),
+                );
+            }
+            "ts" => {
+                let ts = root.join("clients/ts");
+                let ch = child_memory(
+                    tokio::process::Command::new("node")
+                        .current_dir(&ts)
+                        .args(["--expose-gc", "--import", "tsx", "bench/memory.ts"])
+                        .args([&url, &token, &n.to_string()]),
+                )
+                .await?;
+                let conn = child_memory(
+                    tokio::process::Command::new("node")
+                        .current_dir(&ts)
+                        .args(["--expose-gc", "--import", "tsx"])
+                        .arg(root.join("bench/clients/connections.mts"))
+                        .args([&url, &token, &m.to_string()]),
+                )
+                .await?;
+                row(
+                    kind,
+                    &format!(
+                        "V8 `heapUsed` after a full GC (Node {})",
+                        node_version().await
+                    ),
+                    Some(ch),
+                    Some(conn),
+                );
+            }
+            "python" => {
+                let mut each = Vec::new();
+                for (what, count) in [("channels", n), ("connections", m)] {
+                    let v = child_memory(
+                        tokio::process::Command::new(root.join("clients/python/.venv/bin/python"))
+                            .current_dir(root.join("clients/python"))
+                            .arg(root.join("bench/clients/memory.py"))
+                            .args([url.as_str(), token.as_str(), &count.to_string(), what]),
+                    )
+                    .await?;
+                    each.push(v);
+                }
+                row(
+                    kind,
+                    "`tracemalloc` traced bytes after `gc.collect()`",
+                    each.first().copied(),
+                    each.get(1).copied(),
+                );
+            }
+            "go" => {
+                let mut each = Vec::new();
+                for (what, count) in [("channels", n), ("connections", m)] {
+                    let v = child_memory(bench_script("go", "memory")?.args([
+                        url.as_str(),
+                        token.as_str(),
+                        &count.to_string(),
+                        what,
+                    ]))
+                    .await?;
+                    each.push(v);
+                }
+                row(
+                    kind,
+                    &format!(
+                        "`runtime.ReadMemStats` HeapAlloc + StackInuse after 2 GCs ({})",
+                        go_version().await
+                    ),
+                    each.first().copied(),
+                    each.get(1).copied(),
+                );
+            }
+            _ => row(kind, "—", None, None),
+        }
+    }
+    let _ = gateway.kill().await;
+    Ok(())
+}
+
+/// A child's memory line: (`joined_ms`, `bytes`).
+async fn child_memory(cmd: &mut tokio::process::Command) -> Result<(f64, f64), String> {
+    // Named by its program and first argument (not the token).
+    let what = {
+        let std = cmd.as_std();
+        let args: Vec<_> = std.get_args().map(|a| a.to_string_lossy()).collect();
+        format!(
+            "{} {}",
+            std.get_program().to_string_lossy(),
+            args.iter()
+                .find(|a| a.contains("bench/") || *a == "memory")
+                .map_or("", |a| a.as_ref())
+        )
+    };
+    let out = cmd
+        .kill_on_drop(true)
         .output()
         .await
-        .map_err(|e| format!("cannot run node: {e}"))?;
-    stack.shutdown().await;
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "bench/memory.ts failed: {}",
+            "{what} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         ));
     }
     let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("memory.ts output: {e}"))?;
-    let bytes = v["bytes"].as_f64().unwrap_or(0.0);
-    println!();
-    println!(
-        "TypeScript client (Node {}), heap kept per subscribed channel:",
-        node_version().await
-    );
-    println!();
-    println!("| channels | joined in | heap kept | bytes per channel | process RSS |");
-    println!("|---:|---:|---:|---:|---:|");
-    println!(
-        "| {n} | {:.1} ms | {bytes:.0} | {:.0} | {:.1} MiB |",
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("{what} output: {e}"))?;
+    Ok((
         v["joined_ms"].as_f64().unwrap_or(0.0),
-        bytes / n as f64,
-        v["rss"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
-    );
-    Ok(())
+        v["bytes"].as_f64().unwrap_or(0.0),
+    ))
+}
+
+/// The net bytes allocated and kept over a `Region`: allocated minus
+/// freed, plus the growth of reallocations.
+fn net_bytes(change: stats_alloc::Stats) -> f64 {
+    (change.bytes_allocated as i64 - change.bytes_deallocated as i64
+        + change.bytes_reallocated as i64) as f64
+}
+
+/// The Rust client's bytes per channel, measured as the children measure
+/// theirs: a client joined to one channel, then `n` more joined on its
+/// connection.
+async fn rust_memory_channels(url: &str, token: &str, n: usize) -> Result<(f64, f64), String> {
+    let mut c = Client::builder()
+        .url(url)
+        .token(token)
+        .channel_since("mem-warm", agentwire_client::Since::Head)
+        .options(Options {
+            ack_debounce: None,
+            ..Options::default()
+        })
+        .connect()
+        .map_err(|e| e.to_string())?;
+    wait_joined(&mut c, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let region = Region::new(GLOBAL);
+    let t0 = Instant::now();
+    let handle = c.handle();
+    for i in 0..n {
+        handle
+            .join_since(format!("mem-{i}"), agentwire_client::Since::Head)
+            .map_err(|e| e.to_string())?;
+    }
+    wait_joined(&mut c, n).await;
+    let took = t0.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let bytes = net_bytes(region.change());
+    c.close().await;
+    Ok((took.as_secs_f64() * 1000.0, bytes))
+}
+
+/// The Rust client's bytes per connection: `m` clients with no channel,
+/// after a first one.
+async fn rust_memory_connections(url: &str, token: &str, m: usize) -> Result<(f64, f64), String> {
+    let connect = || {
+        Client::builder()
+            .url(url)
+            .token(token)
+            .options(Options {
+                ack_debounce: None,
+                ..Options::default()
+            })
+            .connect()
+            .map_err(|e| e.to_string())
+    };
+    let mut warm = connect()?;
+    client_until(&mut warm, |e| matches!(e, ClientEvent::Connected { .. })).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let region = Region::new(GLOBAL);
+    let t0 = Instant::now();
+    let mut all = Vec::with_capacity(m);
+    for _ in 0..m {
+        all.push(connect()?);
+    }
+    for c in &mut all {
+        client_until(c, |e| matches!(e, ClientEvent::Connected { .. })).await;
+    }
+    let took = t0.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let bytes = net_bytes(region.change());
+    for c in all {
+        c.close().await;
+    }
+    warm.close().await;
+    Ok((took.as_secs_f64() * 1000.0, bytes))
+}
+
+async fn go_version() -> String {
+    match tokio::process::Command::new("go")
+        .arg("version")
+        .output()
+        .await
+    {
+        Ok(o) => String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or("?")
+            .to_owned(),
+        Err(_) => "?".into(),
+    }
 }
 
 async fn node_version() -> String {
