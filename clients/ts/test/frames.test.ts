@@ -12,6 +12,17 @@ import { ScriptedServer, type Connection } from "./scripted.js";
 const STEP = 5_000;
 const deep = (n: number) => "[".repeat(n) + "]".repeat(n);
 
+/** The next item of a stream, failing after STEP. */
+function within<T>(p: Promise<T>, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    p.finally(() => clearTimeout(timer)),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`waited ${STEP} ms for ${what}`)), STEP);
+    }),
+  ]);
+}
+
 async function connected(options: Partial<AgentWireOptions> = {}, channels = ["agent-1", "probe"]) {
   const server = await ScriptedServer.start();
   const client = new AgentWire(server.url, {
@@ -64,10 +75,7 @@ test("no frame stops the client (fast-check)", async () => {
         const probe = chans[1]!.stream();
         for (const f of sent) conn.ws.send(f);
         conn.ws.send(JSON.stringify({ type: "event", channel: "probe", epoch: "p", seq: 1, id: "probe", kind: "k", data: {}, ts: "t" }));
-        const first = await Promise.race([
-          probe.next(),
-          new Promise<never>((_, reject) => setTimeout(() => reject(new Error("the probe event never came")), STEP)),
-        ]);
+        const first = await within(probe.next(), "the probe event");
         assert.equal(first.done, false);
         assert.equal((first.value as StreamItem & { seq: number }).seq, 1);
         assert.deepEqual(states, [], "no reconnect, no close");
@@ -114,7 +122,8 @@ test("more messages in progress than the bound: the oldest is lost as too_large"
       data: { $chunk: { message, index, count: 2, encoding: "utf8", bytes: 2 }, part: "a" },
     });
     conn.ws.send(JSON.stringify({ type: "batch", events: [chunk(1, "a", 0), chunk(2, "b", 0), chunk(3, "c", 0), chunk(4, "c", 1), chunk(5, "b", 1)] }));
-    const seen = [(await items.next()).value, (await items.next()).value, (await items.next()).value];
+    const seen = [];
+    for (let i = 0; i < 3; i++) seen.push((await within(items.next(), `item ${i}`)).value);
     assert.deepEqual(seen.map((i) => [i!.type, (i as { id: string }).id]), [["message_lost", "a"], ["message", "c"], ["message", "b"]]);
     assert.equal((seen[0] as { reason: string }).reason, "too_large");
   } finally {
@@ -135,8 +144,8 @@ test("stream() is bounded: a consumer that does not pull stops the channel, acks
     // The same frame went on to seq 10, but the stream was full at 4: nothing after it was taken.
     assert.deepEqual(delivered, [1, 2, 3, 4]);
     // Nothing taken yet: no ack may cover a queued event. Take two: the ack is for 2 at most.
-    assert.equal(((await items.next()).value as { seq: number }).seq, 1);
-    assert.equal(((await items.next()).value as { seq: number }).seq, 2);
+    assert.equal(((await within(items.next(), "seq 1")).value as { seq: number }).seq, 1);
+    assert.equal(((await within(items.next(), "seq 2")).value as { seq: number }).seq, 2);
     // Seqs 5..10 were not queued (the stream held 4): draining to half re-joins from 4.
     const got: number[] = [];
     const acks: number[] = [];
@@ -148,9 +157,26 @@ test("stream() is bounded: a consumer that does not pull stops the channel, acks
     }
     assert.ok(acks.every((a) => a <= 2), `acked ${acks.join(",")} with 2 taken`);
     assert.deepEqual(rejoin.channels, [{ name: "agent-1", since: { epoch: "e1", seq: 4 } }]);
-    conn.ws.send(JSON.stringify({ type: "joined", id: rejoin.id, channels: [{ name: "agent-1", epoch: "e1", head: 10, replayed: 6, recovered: true }] }));
-    conn.ws.send(JSON.stringify({ type: "batch", events: Array.from({ length: 6 }, (_, i) => ev(i + 5)) }));
-    while (got.length < 8) got.push(((await items.next()).value as { seq: number }).seq);
+    // The gateway answers each re-join with the replay after its `since` (the stream
+    // may fill again and re-join again, from further on each time).
+    const answer = (join: Record<string, unknown>) => {
+      const from = (join.channels as { since: { seq: number } }[])[0]!.since.seq;
+      conn.ws.send(JSON.stringify({ type: "joined", id: join.id, channels: [{ name: "agent-1", epoch: "e1", head: 10, replayed: 10 - from, recovered: true }] }));
+      conn.ws.send(JSON.stringify({ type: "batch", events: Array.from({ length: 10 - from }, (_, i) => ev(from + 1 + i)) }));
+    };
+    answer(rejoin);
+    let serving = true;
+    const gateway = (async () => {
+      while (serving) {
+        const next = await conn.frames.next(STEP, "a frame").catch(() => undefined);
+        if (next?.action === "join") answer(next);
+        if (next?.action === "ack") acks.push(next.seq as number);
+      }
+    })();
+    while (got.length < 8) got.push(((await within(items.next(), `item ${got.length + 3}`)).value as { seq: number }).seq);
+    serving = false;
+    conn.ws.send(JSON.stringify({ type: "pong" }));
+    void gateway;
     assert.deepEqual(got, [3, 4, 5, 6, 7, 8, 9, 10]);
   } finally {
     await client.close();
