@@ -119,11 +119,13 @@ type driver struct {
 
 	// The current connection: write sends one text frame (nil while
 	// disconnected).
-	write       func(ctx context.Context, data []byte) error
-	frames      chan inbound
-	ackAt       time.Time
-	refreshAt   time.Time
-	refreshID   string
+	write     func(ctx context.Context, data []byte) error
+	frames    chan inbound
+	ackAt     time.Time
+	refreshAt time.Time
+	refreshID string
+	// tokenExp is the exp of the connection's token, as the gateway said.
+	tokenExp    time.Time
 	refreshing  bool
 	refreshDone chan tokenResult
 	connCtx     context.Context
@@ -621,6 +623,9 @@ func (d *driver) startRefresh() {
 	}()
 }
 
+// minRefreshGap is the least time between two in-band refreshes.
+const minRefreshGap = time.Second
+
 // planRefresh schedules the in-band refresh of a token that expires at
 // exp: at exp minus the smaller of Options.RefreshLead (60 s) and half the
 // time left.
@@ -680,6 +685,7 @@ func (d *driver) handshake() *ended {
 			if f.TokenExp != nil {
 				ev.TokenExp = unixTime(*f.TokenExp)
 				if slices.Contains(f.Features, "refresh") {
+					d.tokenExp = ev.TokenExp
 					d.planRefresh(ev.TokenExp)
 				}
 			}
@@ -1002,7 +1008,16 @@ func (d *driver) onMessage(in inbound) *ended {
 			ev := &Refreshed{}
 			if f.Exp != nil {
 				ev.Exp = unixTime(*f.Exp)
-				d.planRefresh(ev.Exp)
+				// A token that expires no later than the one it replaces
+				// gives nothing to refresh again: no refresh loop towards
+				// exp (the connection ends on token_expired and reconnects).
+				if d.tokenExp.IsZero() || ev.Exp.After(d.tokenExp) {
+					d.tokenExp = ev.Exp
+					d.planRefresh(ev.Exp)
+					if floor := time.Now().Add(minRefreshGap); d.refreshAt.Before(floor) {
+						d.refreshAt = floor
+					}
+				}
 			}
 			if d.emit(ev) != nil {
 				return d.closing()

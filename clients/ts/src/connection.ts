@@ -60,6 +60,8 @@ export interface Conn {
   holeTimer?: ReturnType<typeof setTimeout>;
   /** The id of the `refresh` sent and not answered yet. */
   refreshId?: string;
+  /** The `exp` (Unix seconds) of this connection's token, as the gateway said. */
+  tokenExp?: number;
   /** Joins answered `rate_limited`, to be sent again after the gateway's delay. */
   joinRetryTimers: Set<ReturnType<typeof setTimeout>>;
   /** An ack answered `rate_limited`: no ack is sent before this time (Date.now() ms). */

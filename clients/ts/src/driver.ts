@@ -43,6 +43,9 @@ import { Sequencer, type Delivery } from "./sequencer.js";
 import type { AgentWireEvent, JoinedInfo, Since } from "./types.js";
 
 /** The timing and ack options, checked and defaulted (client.ts). */
+/** At least this long between two in-band refreshes of one connection. */
+const MIN_REFRESH_GAP_MS = 1_000;
+
 export type DriverOptions = Required<
   Pick<AgentWireOptions, "pingInterval" | "pingTimeout" | "handshakeTimeout" | "clientName">
 > & { maxConnectionAge: number | null; ackDebounce: number | null; autoAck: boolean; refreshLead: number; holeGrace?: number };
@@ -518,6 +521,7 @@ export class Driver {
         typeof frame.token_exp === "number" &&
         Number.isFinite(frame.token_exp)
       ) {
+        c.tokenExp = frame.token_exp;
         this.#scheduleRefresh(c, frame.token_exp);
       }
       return;
@@ -569,8 +573,15 @@ export class Driver {
         const { id, exp } = frame as unknown as { id?: unknown; exp?: unknown };
         if (id === undefined || id !== c.refreshId) return;
         c.refreshId = undefined;
-        // The next refresh is planned from the new token's `exp`.
-        if (typeof exp === "number" && Number.isFinite(exp)) this.#scheduleRefresh(c, exp);
+        if (typeof exp !== "number" || !Number.isFinite(exp)) return;
+        // A token that expires no later than the one it replaces gives
+        // nothing to refresh again: no refresh loop towards `exp` (the
+        // connection ends on token_expired and reconnects with a fresh one).
+        if (c.tokenExp !== undefined && exp <= c.tokenExp) return;
+        c.tokenExp = exp;
+        // The next refresh is planned from the new token's `exp`, at least
+        // MIN_REFRESH_GAP_MS from now.
+        this.#scheduleRefresh(c, exp, MIN_REFRESH_GAP_MS);
         return;
       }
       default:
@@ -627,11 +638,11 @@ export class Driver {
   }
 
   /** Plans the next in-band refresh of `c`'s token, which expires at `expS` (Unix seconds). */
-  #scheduleRefresh(c: Conn, expS: number): void {
+  #scheduleRefresh(c: Conn, expS: number, floorMs = 0): void {
     clearTimeout(c.refreshTimer);
     c.refreshTimer = undefined;
     if (c.settled) return;
-    const at = Date.now() + refreshDelay(expS, Date.now(), this.#opts.refreshLead);
+    const at = Date.now() + Math.max(floorMs, refreshDelay(expS, Date.now(), this.#opts.refreshLead));
     const arm = () => {
       const wait = Math.max(0, at - Date.now());
       c.refreshTimer = setTimeout(() => {

@@ -56,6 +56,9 @@ from .errors import (
 )
 
 log = logging.getLogger("agentwire")
+
+# At least this long (seconds) between two in-band refreshes of one connection.
+_MIN_REFRESH_GAP = 1.0
 #: The wall clock that `token_exp` and `exp` (Unix seconds) are read against.
 _wall_clock = time.time
 
@@ -98,6 +101,7 @@ class _Driver:
     _refresh_at: float | None
     _refresh_task: asyncio.Task[None] | None
     _refresh_id: str | None
+    _token_exp: float | None
     _resume_wanted: bool
     _wake: asyncio.Event | None
     _task: asyncio.Task[None] | None
@@ -278,6 +282,7 @@ class _Driver:
             self._pong_deadline = None
             self._refresh_at = None
             self._refresh_id = None
+            self._token_exp = None
             features = welcome.get("features")
             token_exp = _unix_seconds(welcome.get("token_exp"))
             if (
@@ -287,6 +292,7 @@ class _Driver:
                 and token_exp is not None
             ):
                 # Only with a provider to ask: a fixed token has nothing new to send.
+                self._token_exp = token_exp
                 self._plan_refresh(token_exp)
             self._set_state(
                 "connected",
@@ -506,10 +512,16 @@ class _Driver:
             if rid is None or rid != self._refresh_id:
                 return []
             self._refresh_id = None
-            # The next refresh is planned from the new token's `exp`.
             exp = _unix_seconds(f.get("exp"))
-            if exp is not None:
-                self._plan_refresh(exp)
+            # A token that expires no later than the one it replaces gives
+            # nothing to refresh again: no refresh loop towards `exp` (the
+            # connection ends on token_expired and reconnects).
+            if exp is None or (self._token_exp is not None and exp <= self._token_exp):
+                return []
+            self._token_exp = exp
+            # The next refresh is planned from the new token's `exp`, at
+            # least _MIN_REFRESH_GAP from now.
+            self._plan_refresh(exp, _MIN_REFRESH_GAP)
             return []
         return []  # welcome, pong, left
 
@@ -576,9 +588,10 @@ class _Driver:
         if ch is not None:
             ch.sub._finish(err)
 
-    def _plan_refresh(self, exp: float) -> None:
-        """The next in-band refresh of this connection's token, which expires at `exp`."""
-        delay = _refresh_delay(exp, _wall_clock(), self._refresh_lead)
+    def _plan_refresh(self, exp: float, floor: float = 0.0) -> None:
+        """The next in-band refresh of this connection's token, which expires at
+        `exp`, at least `floor` seconds from now."""
+        delay = max(floor, _refresh_delay(exp, _wall_clock(), self._refresh_lead))
         self._refresh_at = asyncio.get_running_loop().time() + delay
         self._poke()
 

@@ -139,6 +139,7 @@ class Client(_Driver):
         self._refresh_at = None
         self._refresh_task = None
         self._refresh_id = None
+        self._token_exp = None
         self._resume_wanted = False
         self._wake = None
         self._task = None
