@@ -250,6 +250,28 @@ async def test_a_due_refresh_sends_a_fresh_token_and_refreshed_plans_the_next(cl
         await asyncio.wait_for(client.close(), STEP)
 
 
+async def test_a_refreshed_exp_no_later_than_the_last_is_not_refreshed_again(clock: None, gateway: Gateway) -> None:
+    """No refresh loop towards exp: a provider that keeps returning a token
+    of the same exp is not asked again after `refreshed`, and a later exp is
+    refreshed no sooner than a second from now."""
+    get, calls = provider("t1", "t2", "t3")
+    client = gateway.client(token_provider=get)
+    try:
+        sub = await client.join("a", since=Position("e1", 0))
+        conn = await gateway.connection()
+        await conn.welcome(features=["refresh"], token_exp=NOW)
+        refresh = await conn.expect()
+        await conn.send({"type": "refreshed", "id": refresh["id"], "exp": NOW})
+        # The event after it is a barrier: `refreshed` was read before it.
+        await conn.send(event("a", 1))
+        item = await next_item(sub)
+        assert isinstance(item, Event) and item.seq == 1
+        assert client._refresh_at is None, "the same exp is not refreshed again"
+        assert calls == [1, 2]
+    finally:
+        await asyncio.wait_for(client.close(), STEP)
+
+
 async def test_a_fixed_token_never_refreshes(clock: None, gateway: Gateway) -> None:
     client = gateway.client(token="fixed")
     try:

@@ -394,6 +394,60 @@ test("with getToken, a welcome offering refresh sends a fresh token before exp; 
   await settle();
 });
 
+test("no refresh loop towards exp: a refreshed exp no later than the last is not refreshed again; a later one not within 1 s", async (t) => {
+  let asked = 0;
+  const { client, ws } = await fakeConnected(
+    t,
+    {
+      getToken: () => {
+        asked += 1;
+        return `t${asked}`;
+      },
+    },
+    { features: ["refresh"], token_exp: NOW / 1000 + 2 },
+  );
+  t.mock.timers.tick(1_000); // 2 s left: the lead is half of it
+  await settle();
+  assert.equal(asked, 2);
+  const first = ws.frames[0]!;
+  ws.receive({ type: "refreshed", id: first.id, exp: NOW / 1000 + 2 });
+  // Time is mocked: ticking it runs every timer due, nothing else.
+  t.mock.timers.tick(60_000);
+  await settle();
+  assert.equal(asked, 2, "the same exp is not refreshed again");
+  assert.equal(ws.frames.length, 1);
+  void client.close();
+  await settle();
+});
+
+test("a refreshed exp only just later is refreshed no sooner than 1 s on", async (t) => {
+  let asked = 0;
+  const { client, ws } = await fakeConnected(
+    t,
+    {
+      getToken: () => {
+        asked += 1;
+        return `t${asked}`;
+      },
+    },
+    { features: ["refresh"], token_exp: NOW / 1000 + 2 },
+  );
+  t.mock.timers.tick(1_000);
+  await settle();
+  const first = ws.frames[0]!;
+  // Half a second later than the last exp: 1.5 s left, the lead (half of
+  // it) would put the next refresh 750 ms away; the floor keeps it a second away.
+  ws.receive({ type: "refreshed", id: first.id, exp: NOW / 1000 + 2.5 });
+  t.mock.timers.tick(999);
+  await settle();
+  assert.equal(asked, 2, "not within the second");
+  t.mock.timers.tick(1);
+  await settle();
+  assert.equal(asked, 3);
+  void client.close();
+  await settle();
+});
+
 test("a refresh lead option, and no refresh without features: refresh or token_exp", async (t) => {
   let asked = 0;
   const { client, ws } = await fakeConnected(
