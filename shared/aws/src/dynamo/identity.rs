@@ -105,16 +105,7 @@ impl TrustStore for DynamoIdentity {
             .expression_attribute_values(":o", s(owner(entry.tenant())))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(store_error("put trust entry", e)),
-        }
+        Ok(super::condition_held("put trust entry", res)?.is_some())
     }
 
     async fn issuers_of(&self, tenant: Option<&str>) -> Result<Vec<TrustEntry>, StoreError> {
@@ -145,16 +136,7 @@ impl TrustStore for DynamoIdentity {
             .expression_attribute_values(":o", s(owner(tenant)))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(store_error("remove trust entry", e)),
-        }
+        Ok(super::condition_held("remove trust entry", res)?.is_some())
     }
 }
 

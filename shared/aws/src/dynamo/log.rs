@@ -228,18 +228,13 @@ impl ChannelLog for DynamoLog {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(state),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                self.read_channel(key).await?.ok_or_else(|| {
-                    StoreError::failed("create channel", "channel vanished while being created")
-                })
-            }
-            Err(e) => Err(store_error("create channel", e)),
+        if super::condition_held("create channel", res)?.is_some() {
+            return Ok(state);
         }
+        // Another writer created it first.
+        self.read_channel(key).await?.ok_or_else(|| {
+            StoreError::failed("create channel", "channel vanished while being created")
+        })
     }
 
     async fn append(

@@ -42,25 +42,29 @@ pub use webhooks::DynamoWebhooks;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 
 use agentwire_core::ports::StoreError;
 
 use crate::error::store_error;
 
-/// A conditional `UpdateItem`'s result: `Some(output)` when it applied,
-/// `None` when its condition did not hold, the mapped error otherwise.
-fn condition_held<R: std::fmt::Debug>(
+/// A conditional write's result (`PutItem`, `UpdateItem`, `DeleteItem`):
+/// `Some(output)` when it applied, `None` when its condition did not hold,
+/// the mapped error otherwise.
+fn condition_held<T, E, R>(
     op: &'static str,
-    res: Result<UpdateItemOutput, SdkError<UpdateItemError, R>>,
-) -> Result<Option<UpdateItemOutput>, StoreError> {
+    res: Result<T, SdkError<E, R>>,
+) -> Result<Option<T>, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
     match res {
         Ok(out) => Ok(Some(out)),
         Err(e)
-            if e.as_service_error()
-                .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            if e.as_service_error().and_then(ProvideErrorMetadata::code)
+                == Some("ConditionalCheckFailedException") =>
         {
             Ok(None)
         }
