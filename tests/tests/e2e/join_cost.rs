@@ -10,34 +10,65 @@ use agentwire_core::ports::ChannelLog;
 use agentwire_e2e::{Stack, StackOptions};
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_join_over_5000_expired_events_and_one_live_one_uses_at_most_5_queries() {
-    let stack = Stack::start_with(StackOptions {
-        count_dynamodb_calls: true,
-        ..StackOptions::default()
-    })
-    .await;
-    let ch = "history";
-    let log = DynamoLog::new(
-        stack.ddb(),
-        stack.config.tables.clone(),
-        stack.clock.clone(),
-    );
-    let key = ChannelKey::new(&stack.tenant, ch);
-    let now = SystemClock.epoch_s();
-    let env = |i: u64| Envelope {
+/// A stack counting its DynamoDB calls, whose channel holds events
+/// committed with an expiry already past (retention ran out, TTL has not
+/// deleted them yet).
+struct Expired {
+    stack: Stack,
+    log: DynamoLog,
+    key: ChannelKey,
+    now: u64,
+}
+
+impl Expired {
+    async fn on(ch: &str, expired: u64) -> Self {
+        let stack = Stack::start_with(StackOptions {
+            count_dynamodb_calls: true,
+            ..StackOptions::default()
+        })
+        .await;
+        let log = DynamoLog::new(
+            stack.ddb(),
+            stack.config.tables.clone(),
+            stack.clock.clone(),
+        );
+        let key = ChannelKey::new(&stack.tenant, ch);
+        let now = SystemClock.epoch_s();
+        let state = log.ensure_channel(&key).await.unwrap();
+        let events: Vec<Envelope> = (1..=expired).map(|i| envelope(&stack, ch, i)).collect();
+        log.import(&key, &state, &events, now - 1).await.unwrap();
+        Self {
+            stack,
+            log,
+            key,
+            now,
+        }
+    }
+}
+
+fn envelope(stack: &Stack, ch: &str, i: u64) -> Envelope {
+    Envelope {
         tenant: stack.tenant.clone(),
         channel: ch.into(),
         id: format!("e{i}"),
         kind: "status".into(),
         data: json!({ "i": i }),
         ts: rfc3339(std::time::SystemTime::now()),
-    };
-    // 5,000 events committed with an expiry already past (retention ran
-    // out, TTL has not deleted them yet), then one live event.
-    let state = log.ensure_channel(&key).await.unwrap();
-    let expired: Vec<Envelope> = (1..=5000).map(env).collect();
-    log.import(&key, &state, &expired, now - 1).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_over_5000_expired_events_and_one_live_one_uses_at_most_5_queries() {
+    // 5,000 events committed with an expiry already past, then one live
+    // event.
+    let ch = "history";
+    let Expired {
+        stack,
+        log,
+        key,
+        now,
+    } = Expired::on(ch, 5000).await;
+    let env = |i: u64| envelope(&stack, ch, i);
     let state = log.ensure_channel(&key).await.unwrap();
     assert_eq!(state.head, 5000);
     log.append(&key, &state, &[env(5001)], now + 3600)
@@ -67,32 +98,15 @@ async fn a_join_over_5000_expired_events_and_one_live_one_uses_at_most_5_queries
 /// event with the right gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_oldest_seq_over_19990_expired_events_costs_a_few_calls() {
-    let stack = Stack::start_with(StackOptions {
-        count_dynamodb_calls: true,
-        ..StackOptions::default()
-    })
-    .await;
     let ch = "long-run";
-    let log = DynamoLog::new(
-        stack.ddb(),
-        stack.config.tables.clone(),
-        stack.clock.clone(),
-    );
-    let key = ChannelKey::new(&stack.tenant, ch);
-    let now = SystemClock.epoch_s();
-    let env = |i: u64| Envelope {
-        tenant: stack.tenant.clone(),
-        channel: ch.into(),
-        id: format!("e{i}"),
-        kind: "status".into(),
-        data: json!({ "i": i }),
-        ts: rfc3339(std::time::SystemTime::now()),
-    };
+    let Expired {
+        stack,
+        log,
+        key,
+        now,
+    } = Expired::on(ch, 19_990).await;
     let state = log.ensure_channel(&key).await.unwrap();
-    let expired: Vec<Envelope> = (1..=19_990).map(env).collect();
-    log.import(&key, &state, &expired, now - 1).await.unwrap();
-    let state = log.ensure_channel(&key).await.unwrap();
-    let live: Vec<Envelope> = (19_991..=20_000).map(env).collect();
+    let live: Vec<Envelope> = (19_991..=20_000).map(|i| envelope(&stack, ch, i)).collect();
     log.import(&key, &state, &live, now + 3600).await.unwrap();
 
     let mut c = stack.client(&stack.token("ana", &[ch])).await;
