@@ -33,6 +33,8 @@ async def relay(url: str, token: str, channel: str) -> None:
     async with Client(url, token=token) as client:
         client.on_state(lambda s: print(f"# {s}", file=sys.stderr))
         sub = await client.join(channel)  # from the durable cursor
+        joined = await sub.wait_joined()  # a refusal (forbidden...) raises here
+        print(f"# joined {channel} at {joined.head}", file=sys.stderr, flush=True)
         async for item in sub:
             if isinstance(item, Gap):
                 await forward(f"[{channel}] events {item.from_seq}..{item.to_seq} expired before they could be relayed")

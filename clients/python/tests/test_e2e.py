@@ -344,7 +344,10 @@ async def test_the_relay_example_resumes_from_its_durable_cursor(gateway: Gatewa
         )
         try:
             assert proc.stderr is not None and proc.stdout is not None
-            while b"# connected" not in await asyncio.wait_for(proc.stderr.readline(), WAIT):
+            # Publish once the channel is joined, not merely connected: an event
+            # committed before the first join (no durable cursor yet) is before
+            # the relay's starting point.
+            while b"# joined" not in await asyncio.wait_for(proc.stderr.readline(), WAIT):
                 pass
             for n in want:
                 await publish_queue(tenant, channel, n)
