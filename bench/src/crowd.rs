@@ -124,7 +124,7 @@ impl Target {
                     channel: channel.into(),
                     id: uuid::Uuid::new_v4().to_string(),
                     kind: "tick".into(),
-                    data,
+                    data: data.into(),
                     ts: "2026-11-24T09:00:00.000Z".into(),
                 };
                 agentwire_aws::SqsEventQueue::new(sqs.clone(), queue_url)

@@ -461,7 +461,7 @@ async fn seed(
             channel: key.channel.clone(),
             id: format!("h{i}"),
             kind: "status".into(),
-            data: data.clone(),
+            data: agentwire_protocol::RawData::from_value(data),
             ts: "2026-11-23T00:00:00.000Z".into(),
         })
         .collect();

@@ -10,6 +10,7 @@
 // A test harness: failing loudly with a message is its job.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod hostile;
 pub mod iam;
 pub mod idp;
 pub mod receiver;
@@ -713,7 +714,7 @@ impl Stack {
             channel: channel.into(),
             id: uuid::Uuid::new_v4().to_string(),
             kind: kind.into(),
-            data,
+            data: data.into(),
             ts: rfc3339(std::time::SystemTime::now()),
         };
         agentwire_aws::SqsEventQueue::new(self.sqs(), &self.queue_url)

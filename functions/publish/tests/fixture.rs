@@ -52,7 +52,7 @@ async fn a_recorded_publish_request_is_accepted_and_enqueued() {
         ),
         ("acme", "agent-7", "status")
     );
-    assert_eq!(sent[0].data["state"], "done");
+    assert_eq!(sent[0].data.value()["state"], "done");
 }
 
 #[test]

@@ -18,7 +18,7 @@ use crate::limits::{Rate, Take, TenantLimits};
 use crate::model::{ChannelKey, Connection, Envelope};
 use crate::ports::{
     AppendError, ChannelLog, ChannelSettings, ConnectionRegistry, CursorStore, LimitSettings,
-    RateLimiter, WebhookDirectory, WebhookStore,
+    RateLimiter, ReadBudget, WebhookDirectory, WebhookStore,
 };
 use crate::webhook::{WebhookConfig, WebhookMode, WebhookScope};
 
@@ -45,7 +45,7 @@ fn env(key: &ChannelKey, id: &str) -> Envelope {
         channel: key.channel.clone(),
         id: id.to_owned(),
         kind: "note".into(),
-        data: json!({"id": id}),
+        data: json!({"id": id}).into(),
         ts: "2026-11-24T09:00:00.000Z".into(),
     }
 }
@@ -413,19 +413,56 @@ where
     let long: Vec<Envelope> = (1..=10).map(|i| env(&key, &format!("l{i}"))).collect();
     log.append(&key, &state, &long, now + 1000).await.unwrap();
     let found = log.find_by_id(&key, "s3").await.unwrap().unwrap();
-    assert_eq!((found.seq, found.data["id"].as_str()), (3, Some("s3")));
+    assert_eq!(
+        (found.seq, found.data.value()["id"].as_str()),
+        (3, Some("s3"))
+    );
     assert_eq!(log.find_by_id(&key, "nope").await.unwrap(), None);
-    let all = log.read_range(&key, 1, 40, 100).await.unwrap();
+    let all = log
+        .read_range(&key, 1, 40, ReadBudget::events(100))
+        .await
+        .unwrap();
     assert_eq!(all.len(), 40);
     assert_eq!(all[39].kind, "note");
-    assert_eq!(log.read_range(&key, 5, 7, 100).await.unwrap().len(), 3);
-    assert_eq!(log.read_range(&key, 5, 40, 2).await.unwrap().len(), 2);
-    assert!(log.read_range(&key, 7, 5, 10).await.unwrap().is_empty());
+    assert_eq!(
+        log.read_range(&key, 5, 7, ReadBudget::events(100))
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        log.read_range(&key, 5, 40, ReadBudget::events(2))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        log.read_range(&key, 7, 5, ReadBudget::events(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A byte budget stops the read at the event that would pass it, never
+    // before the first.
+    let size = all[0].approx_len();
+    let by_bytes = |bytes| ReadBudget { events: 100, bytes };
+    let two = log
+        .read_range(&key, 1, 40, by_bytes(2 * size + size / 2))
+        .await
+        .unwrap();
+    assert_eq!(two.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+    let one = log.read_range(&key, 1, 40, by_bytes(1)).await.unwrap();
+    assert_eq!(one.iter().map(|e| e.seq).collect::<Vec<_>>(), [1]);
 
     // The short-lived ones expire: reads skip them (in small pages, so the
     // adapters page past the expired prefix), dedup records no longer block.
     clock.advance(Duration::from_secs(11));
-    let live = log.read_range(&key, 1, 40, 3).await.unwrap();
+    let live = log
+        .read_range(&key, 1, 40, ReadBudget::events(3))
+        .await
+        .unwrap();
     assert_eq!(live.iter().map(|e| e.seq).collect::<Vec<_>>(), [31, 32, 33]);
     assert_eq!(log.oldest_retained(&key, 40).await.unwrap(), Some(31));
     assert_eq!(log.find_by_id(&key, "s3").await.unwrap(), None);

@@ -16,7 +16,7 @@ use crate::model::{
 };
 use crate::ports::{
     AppendError, ChannelLog, ChannelSettings, ConnectionRegistry, CursorStore, DeadLetters,
-    EventQueue, FanoutQueue, PushError, Pusher, StoreError, WebhookDeadLetterQueue,
+    EventQueue, FanoutQueue, PushError, Pusher, ReadBudget, StoreError, WebhookDeadLetterQueue,
     WebhookDirectory, WebhookJobs, WebhookStore, effective_webhook,
 };
 use crate::sync::lock;
@@ -424,6 +424,8 @@ pub struct MemoryLog {
     head_moved: std::sync::atomic::AtomicUsize,
     /// Holds the next append, before it commits, once armed.
     pub before_append: Gate,
+    /// `read_range` calls so far.
+    range_reads: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for MemoryLog {
@@ -440,7 +442,13 @@ impl MemoryLog {
             interleave: Default::default(),
             head_moved: Default::default(),
             before_append: Gate::default(),
+            range_reads: Default::default(),
         }
+    }
+
+    /// How many `read_range` calls were made.
+    pub fn range_reads(&self) -> usize {
+        self.range_reads.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Makes every commit yield before it checks the head (see `interleave`).
@@ -597,20 +605,23 @@ impl ChannelLog for MemoryLog {
         key: &ChannelKey,
         from: u64,
         to: u64,
-        limit: usize,
+        budget: ReadBudget,
     ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.range_reads
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let now = self.clock.epoch_s();
         let s = lock(&self.state);
-        Ok(s.events
-            .get(key)
-            .map(|v| {
-                v.iter()
-                    .filter(|(e, exp)| e.seq >= from && e.seq <= to && *exp > now)
-                    .take(limit)
-                    .map(|(e, _)| e.clone())
-                    .collect()
-            })
-            .unwrap_or_default())
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        let live = s.events.get(key).into_iter().flatten();
+        for (e, _) in live.filter(|(e, exp)| e.seq >= from && e.seq <= to && *exp > now) {
+            match budget.admit(out.len(), bytes, e) {
+                Some(total) => bytes = total,
+                None => break,
+            }
+            out.push(e.clone());
+        }
+        Ok(out)
     }
 }
 

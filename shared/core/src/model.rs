@@ -4,9 +4,8 @@ use agentwire_protocol::limits::{
     MAX_EVENT_DATA_BYTES, validate_channel, validate_event_id, validate_kind, validate_tenant,
     validate_timestamp,
 };
-use agentwire_protocol::{ErrorCode, EventFrame, ProtocolError};
+use agentwire_protocol::{ErrorCode, EventFrame, ProtocolError, RawData};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// A channel of a tenant (shown as `tenant#channel`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,8 +66,10 @@ pub struct Envelope {
     /// deduplication id is derived from it, see [`ChannelKey::scoped_id`]).
     pub id: String,
     pub kind: String,
+    /// Its JSON text, as published (checked to be JSON, never parsed into
+    /// a tree: see [`RawData`]).
     #[serde(default)]
-    pub data: Value,
+    pub data: RawData,
     /// When the publisher produced it (RFC 3339).
     pub ts: String,
 }
@@ -128,10 +129,10 @@ impl Envelope {
     }
 }
 
-/// The serialised size of event data larger than the protocol allows
-/// (`MAX_EVENT_DATA_BYTES`), or `None` when it fits.
-pub fn oversize_data(data: &Value) -> Option<usize> {
-    let size = agentwire_protocol::limits::json_size(data);
+/// The size of event data's JSON text when larger than the protocol
+/// allows (`MAX_EVENT_DATA_BYTES`), or `None` when it fits.
+pub fn oversize_data(data: &RawData) -> Option<usize> {
+    let size = data.len();
     (size > MAX_EVENT_DATA_BYTES).then_some(size)
 }
 
@@ -143,7 +144,7 @@ pub struct StoredEvent {
     pub seq: u64,
     pub id: String,
     pub kind: String,
-    pub data: Value,
+    pub data: RawData,
     pub ts: String,
 }
 
@@ -154,7 +155,20 @@ impl StoredEvent {
         Some(crate::clock::epoch_ms(t))
     }
 
-    pub fn frame(&self) -> EventFrame {
+    /// Its size as an `event` frame, within a few bytes: what reading,
+    /// holding or sending it costs.
+    pub fn approx_len(&self) -> usize {
+        self.data.len()
+            + self.key.channel.len()
+            + self.epoch.len()
+            + self.id.len()
+            + self.kind.len()
+            + self.ts.len()
+            + 80
+    }
+
+    /// Its `event` frame, the data as stored (no parse).
+    pub fn frame(&self) -> EventFrame<RawData> {
         EventFrame {
             channel: self.key.channel.clone(),
             epoch: self.epoch.clone(),
@@ -163,6 +177,19 @@ impl StoredEvent {
             kind: self.kind.clone(),
             data: self.data.clone(),
             ts: self.ts.clone(),
+        }
+    }
+
+    /// Its `event` frame, moving the data (no copy, no parse).
+    pub fn into_frame(self) -> EventFrame<RawData> {
+        EventFrame {
+            channel: self.key.channel,
+            epoch: self.epoch,
+            seq: self.seq,
+            id: self.id,
+            kind: self.kind,
+            data: self.data,
+            ts: self.ts,
         }
     }
 }
@@ -342,7 +369,7 @@ impl FanoutJob {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WebhookJob {
     pub tenant: String,
-    pub event: EventFrame,
+    pub event: EventFrame<RawData>,
     /// Attempts made so far.
     #[serde(default)]
     pub attempts: u32,
@@ -357,7 +384,7 @@ pub struct WebhookJob {
 }
 
 impl WebhookJob {
-    pub fn new(tenant: &str, event: EventFrame) -> Self {
+    pub fn new(tenant: &str, event: EventFrame<RawData>) -> Self {
         Self {
             tenant: tenant.to_owned(),
             event,
@@ -418,7 +445,9 @@ mod tests {
     fn the_largest_valid_envelope_becomes_a_frame_within_the_message_limit() {
         use agentwire_protocol::limits::MAX_MESSAGE_BYTES;
         // Escaped characters make the JSON text the limit applies to.
-        let data = Value::String("\u{1}".repeat(MAX_EVENT_DATA_BYTES / 6 - 1));
+        let data = RawData::from(serde_json::Value::String(
+            "\u{1}".repeat(MAX_EVENT_DATA_BYTES / 6 - 1),
+        ));
         assert!(oversize_data(&data).is_none());
         let env = Envelope {
             tenant: "t".repeat(64),
@@ -438,7 +467,7 @@ mod tests {
             data: env.data.clone(),
             ts: env.ts.clone(),
         };
-        let frame = agentwire_protocol::ServerFrame::Event(e.frame()).to_json();
+        let frame = agentwire_protocol::framing::event_frame(&e.frame());
         assert!(frame.len() <= MAX_MESSAGE_BYTES, "{}", frame.len());
     }
 

@@ -172,20 +172,54 @@ pub trait ChannelLog: Send + Sync {
             return Ok(None);
         }
         Ok(self
-            .read_range(key, 1, head, 1)
+            .read_range(key, 1, head, ReadBudget::events(1))
             .await?
             .first()
             .map(|e| e.seq))
     }
-    /// Retained events with `from <= seq <= to`, ascending, at most `limit`
-    /// (expired ones left out, whether or not TTL has deleted them yet).
+    /// Retained events with `from <= seq <= to`, ascending (expired ones
+    /// left out, whether or not TTL has deleted them yet), within `budget`:
+    /// at most its events, and no event that would take their size
+    /// ([`StoredEvent::approx_len`]) past its bytes, except a first one.
+    /// An adapter reads no more than the budget needs, give or take one
+    /// round trip.
     async fn read_range(
         &self,
         key: &ChannelKey,
         from: u64,
         to: u64,
-        limit: usize,
+        budget: ReadBudget,
     ) -> Result<Vec<StoredEvent>, StoreError>;
+}
+
+/// How much one read of a log may return: events, and bytes of their JSON
+/// ([`StoredEvent::approx_len`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadBudget {
+    pub events: usize,
+    pub bytes: usize,
+}
+
+impl ReadBudget {
+    /// Up to `events` events, whatever their size (small reads: a probe,
+    /// the first event).
+    pub fn events(events: usize) -> Self {
+        Self {
+            events,
+            bytes: usize::MAX,
+        }
+    }
+
+    /// Takes `e` when it fits what is left of the budget, given `taken`
+    /// events of `bytes` so far (a first event always fits). Returns the
+    /// new byte total, or `None` when the read must stop before it.
+    pub fn admit(&self, taken: usize, bytes: usize, e: &StoredEvent) -> Option<usize> {
+        if taken >= self.events {
+            return None;
+        }
+        let total = bytes.saturating_add(e.approx_len());
+        (taken == 0 || total <= self.bytes).then_some(total)
+    }
 }
 
 /// A channel's settings, changed by the operator.

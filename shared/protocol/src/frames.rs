@@ -312,16 +312,33 @@ pub struct ChannelHealth {
     pub oldest: Option<u64>,
 }
 
-/// One event of a channel's log, as delivered.
+/// One event of a channel's log, as delivered. Clients read its `data` as
+/// a JSON tree (`Value`, the default); the gateway carries it as the text
+/// it was stored as ([`RawData`](crate::RawData)), so that a read never
+/// parses what it forwards.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EventFrame {
+pub struct EventFrame<D = Value> {
     pub channel: String,
     pub epoch: String,
     pub seq: u64,
     pub id: String,
     pub kind: String,
-    pub data: Value,
+    pub data: D,
     pub ts: String,
+}
+
+impl EventFrame<crate::RawData> {
+    /// Its size as JSON text, within a few bytes (the data's text, the
+    /// other fields, the keys around them).
+    pub fn approx_len(&self) -> usize {
+        self.data.len() + self.fields_len()
+    }
+}
+
+impl<D> EventFrame<D> {
+    fn fields_len(&self) -> usize {
+        self.channel.len() + self.epoch.len() + self.id.len() + self.kind.len() + self.ts.len() + 80
+    }
 }
 
 impl EventFrame {
@@ -329,12 +346,7 @@ impl EventFrame {
     /// (the data's serialisation, the other fields, the keys around them).
     pub fn approx_len(&self) -> usize {
         let data = serde_json::to_string(&self.data).map_or(0, |d| d.len());
-        data + self.channel.len()
-            + self.epoch.len()
-            + self.id.len()
-            + self.kind.len()
-            + self.ts.len()
-            + 80
+        data + self.fields_len()
     }
 }
 

@@ -1,7 +1,9 @@
 //! Framing: events coalesced into as few frames as fit API Gateway's
 //! message size.
 
-use crate::frames::{EventFrame, ServerFrame};
+use serde::Serialize;
+
+use crate::frames::EventFrame;
 use crate::limits::MAX_MESSAGE_BYTES;
 
 /// What a `batch` frame adds around its events (`{"type":"batch","events":[]}`
@@ -10,48 +12,77 @@ const BATCH_ENVELOPE: usize = 32;
 
 /// One `event` frame for a single event; otherwise `batch` frames, each
 /// within [`MAX_MESSAGE_BYTES`], in order (a lone leftover is a plain
-/// `event` frame).
-pub fn coalesce(events: Vec<EventFrame>) -> Vec<String> {
-    if events.len() == 1 {
-        return events
-            .into_iter()
-            .map(|e| ServerFrame::Event(e).to_json())
-            .collect();
-    }
+/// `event` frame). The data may be a tree or the stored text
+/// ([`RawData`](crate::RawData)): the frames' text is the same.
+pub fn coalesce<D: Serialize>(events: Vec<EventFrame<D>>) -> Vec<String> {
     let mut frames = Vec::new();
-    let mut current: Vec<EventFrame> = Vec::new();
+    let mut current: Vec<String> = Vec::new();
     let mut size = 0;
-    for e in events {
-        let len = serde_json::to_string(&e)
-            .map(|s| s.len())
-            .unwrap_or(MAX_MESSAGE_BYTES);
-        if !current.is_empty() && size + len + 1 + BATCH_ENVELOPE > MAX_MESSAGE_BYTES {
-            frames.push(batch_frame(std::mem::take(&mut current)));
+    for e in &events {
+        let object = event_object(e);
+        if !current.is_empty() && size + object.len() + 1 + BATCH_ENVELOPE > MAX_MESSAGE_BYTES {
+            frames.push(batch_of(std::mem::take(&mut current)));
             size = 0;
         }
-        size += len + 1;
-        current.push(e);
+        size += object.len() + 1;
+        current.push(object);
     }
     if !current.is_empty() {
-        frames.push(batch_frame(current));
+        frames.push(batch_of(current));
     }
     frames
 }
 
 /// A `batch` frame of `events`, or an `event` frame for one.
-pub fn batch_frame(events: Vec<EventFrame>) -> String {
-    if events.len() == 1 {
-        return events
-            .into_iter()
-            .map(|e| ServerFrame::Event(e).to_json())
-            .collect();
+pub fn batch_frame<D: Serialize>(events: Vec<EventFrame<D>>) -> String {
+    batch_of(events.iter().map(event_object).collect())
+}
+
+/// The `event` frame of one event.
+pub fn event_frame<D: Serialize>(e: &EventFrame<D>) -> String {
+    tagged_event(&event_object(e))
+}
+
+/// An event's JSON object, as a `batch` lists it (no `type`).
+fn event_object<D: Serialize>(e: &EventFrame<D>) -> String {
+    // Strings, integers and JSON data (a tree or checked text) always
+    // serialise; an error frame stands in should that ever change.
+    serde_json::to_string(e).unwrap_or_else(|err| {
+        format!(r#"{{"type":"error","code":"internal","message":"unserialisable event: {err}"}}"#)
+    })
+}
+
+/// `{"type":"event",` and the object's fields: what serde writes for
+/// `ServerFrame::Event` (the tag first).
+fn tagged_event(object: &str) -> String {
+    let fields = object.strip_prefix('{').unwrap_or(object);
+    let mut out = String::with_capacity(object.len() + 16);
+    out.push_str(r#"{"type":"event","#);
+    out.push_str(fields);
+    out
+}
+
+fn batch_of(objects: Vec<String>) -> String {
+    if let [one] = objects.as_slice() {
+        return tagged_event(one);
     }
-    ServerFrame::Batch { events }.to_json()
+    let len: usize = objects.iter().map(|o| o.len() + 1).sum();
+    let mut out = String::with_capacity(len + BATCH_ENVELOPE);
+    out.push_str(r#"{"type":"batch","events":["#);
+    for (i, o) in objects.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(o);
+    }
+    out.push_str("]}");
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frames::ServerFrame;
     use serde_json::json;
 
     fn ev(seq: u64, data: &str) -> EventFrame {
@@ -86,6 +117,47 @@ mod tests {
             panic!("not a batch: {}", frames[0]);
         };
         assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
-        assert_eq!(coalesce(vec![]), Vec::<String>::new());
+        assert_eq!(coalesce(Vec::<EventFrame>::new()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn frames_are_what_serde_writes_for_the_server_frames() {
+        let events: Vec<EventFrame> = (1..=3).map(|s| ev(s, "hi")).collect();
+        assert_eq!(
+            event_frame(&events[0]),
+            ServerFrame::Event(events[0].clone()).to_json()
+        );
+        assert_eq!(
+            batch_frame(events.clone()),
+            ServerFrame::Batch {
+                events: events.clone()
+            }
+            .to_json()
+        );
+        assert_eq!(
+            batch_frame(vec![events[1].clone()]),
+            ServerFrame::Event(events[1].clone()).to_json()
+        );
+    }
+
+    #[test]
+    fn raw_data_frames_match_tree_data_frames() {
+        use crate::RawData;
+        let tree: Vec<EventFrame> = (1..=4).map(|s| ev(s, &"y".repeat(40_000))).collect();
+        let raw: Vec<EventFrame<RawData>> = tree
+            .iter()
+            .map(|e| EventFrame {
+                channel: e.channel.clone(),
+                epoch: e.epoch.clone(),
+                seq: e.seq,
+                id: e.id.clone(),
+                kind: e.kind.clone(),
+                data: RawData::from(&e.data),
+                ts: e.ts.clone(),
+            })
+            .collect();
+        assert_eq!(coalesce(raw.clone()), coalesce(tree.clone()));
+        assert!(raw[0].approx_len() >= event_frame(&raw[0]).len() - 16);
+        assert!(raw[0].approx_len() <= event_frame(&raw[0]).len() + 80);
     }
 }

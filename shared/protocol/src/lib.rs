@@ -7,12 +7,14 @@
 //! of channel names, tenants, event ids and frame sizes ([`limits`]), and
 //! the coalescing of events into frames within the message size
 //! ([`framing`]), and messages larger than one event as chunk events with
-//! their reassembly ([`chunks`]).
+//! their reassembly ([`chunks`]). Event data travels through the gateway
+//! as the JSON text it was stored as ([`RawData`]).
 //!
 //! This crate has no AWS dependency: the Lambda functions, the dev gateway and
 //! the client library all speak through it.
 
 pub mod chunks;
+mod data;
 mod error;
 mod frames;
 pub mod framing;
@@ -20,6 +22,7 @@ pub mod limits;
 mod negotiate;
 mod parse;
 
+pub use data::RawData;
 pub use error::{ErrorCode, ProtocolError};
 pub use frames::{
     ChannelHealth, ClientFrame, ErrorFrame, EventFrame, Health, JoinChannel, JoinedChannel, Limits,

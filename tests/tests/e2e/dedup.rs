@@ -21,7 +21,7 @@ fn envelope(tenant: &str, channel: &str, id: &str) -> Envelope {
         channel: channel.into(),
         id: id.into(),
         kind: "status".into(),
-        data: json!({ "tenant": tenant }),
+        data: json!({ "tenant": tenant }).into(),
         ts: rfc3339(std::time::SystemTime::now()),
     }
 }

@@ -52,7 +52,7 @@ fn envelope(stack: &Stack, ch: &str, i: u64) -> Envelope {
         channel: ch.into(),
         id: format!("e{i}"),
         kind: "status".into(),
-        data: json!({ "i": i }),
+        data: json!({ "i": i }).into(),
         ts: rfc3339(std::time::SystemTime::now()),
     }
 }

@@ -175,7 +175,7 @@ async fn a_replay_longer_than_the_join_budget_arrives_whole_in_pages() {
             channel: ch.into(),
             id: format!("h{i}"),
             kind: "status".into(),
-            data: json!({ "i": i }),
+            data: json!({ "i": i }).into(),
             ts: "2026-11-23T09:00:00.000Z".into(),
         })
         .collect();

@@ -558,7 +558,7 @@ async fn jobs_that_cannot_finish_before_the_deadline_are_not_started() {
                     seq: 1,
                     id: id.into(),
                     kind: "final".into(),
-                    data: json!({}),
+                    data: json!({}).into(),
                     ts: "2026-11-23T09:00:00.000Z".into(),
                 },
             ))

@@ -13,6 +13,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use agentwire_core::model::{ChannelKey, ChannelState, Connection, StoredEvent, Subscriber};
 use agentwire_core::ports::StoreError;
 use agentwire_core::webhook::WebhookScope;
+use agentwire_protocol::RawData;
 
 /// One DynamoDB item.
 pub type Item = HashMap<String, AttributeValue>;
@@ -276,7 +277,8 @@ impl FromItem for StoredEvent {
             seq: req_n(item, what, "sk")?,
             id: req_s(item, what, "id")?,
             kind: req_s(item, what, "kind")?,
-            data: serde_json::from_str(&data).map_err(|e| StoreError::failed("read event", e))?,
+            // Checked to be JSON (a scan), never parsed into a tree.
+            data: RawData::from_text(data).map_err(|e| StoreError::failed("read event", e))?,
             ts: get_s(item, "ts").unwrap_or_default(),
         })
     }
@@ -290,8 +292,7 @@ impl ToItem for EventRecord<'_> {
             ("sk".to_owned(), n(e.seq)),
             ("id".to_owned(), s(&e.id)),
             ("kind".to_owned(), s(&e.kind)),
-            // A `Value` always serialises.
-            ("data".to_owned(), s(e.data.to_string())),
+            ("data".to_owned(), s(e.data.get())),
             ("ts".to_owned(), s(&e.ts)),
             ("epoch".to_owned(), s(&e.epoch)),
             ("committed_at".to_owned(), n(self.committed_at)),
@@ -379,7 +380,7 @@ mod tests {
             seq: 42,
             id: "id-1".into(),
             kind: "note".into(),
-            data: serde_json::json!({"text": "hi", "n": [1, 2]}),
+            data: serde_json::json!({"text": "hi", "n": [1, 2]}).into(),
             ts: "2026-11-24T09:00:00.000Z".into(),
         };
         let mut item = EventRecord {

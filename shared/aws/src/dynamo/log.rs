@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
 use agentwire_core::clock::Clock;
 use agentwire_core::config::Tables;
 use agentwire_core::model::{ChannelKey, ChannelState, Envelope, StoredEvent};
-use agentwire_core::ports::{AppendError, ChannelLog, ChannelSettings, StoreError};
+use agentwire_core::ports::{AppendError, ChannelLog, ChannelSettings, ReadBudget, StoreError};
 
 use super::item::{
     ChannelRecord, EventRecord, FromItem, Item, ToItem, channel_pk, dedup_pk, expired, get_n,
@@ -481,25 +481,34 @@ impl ChannelLog for DynamoLog {
         Ok(Some(alive))
     }
 
-    /// Pages through DynamoDB: a filter applies after `Limit`, so a page may
-    /// hold fewer retained events than it read.
+    /// Pages through DynamoDB, each Query sized from what is left of the
+    /// budget (by the average size of the events read so far, 1 KiB before
+    /// the first): a read holds at most the budget and one Query's answer
+    /// (at most 1 MB). A filter applies after `Limit`, so a page may hold
+    /// fewer retained events than it read.
     async fn read_range(
         &self,
         key: &ChannelKey,
         from: u64,
         to: u64,
-        limit: usize,
+        budget: ReadBudget,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut out = Vec::new();
-        if from > to || limit == 0 {
+        let mut out: Vec<StoredEvent> = Vec::new();
+        if from > to || budget.events == 0 {
             return Ok(out);
         }
         let now = self.clock.epoch_s();
+        let mut bytes = 0usize;
         let mut start: Option<Item> = None;
         loop {
-            let page = i32::try_from(limit - out.len())
-                .unwrap_or(READ_PAGE)
-                .clamp(1, READ_PAGE);
+            let average = if out.is_empty() {
+                FIRST_GUESS_BYTES
+            } else {
+                (bytes / out.len()).max(1)
+            };
+            let by_bytes = budget.bytes.saturating_sub(bytes) / average;
+            let page = (budget.events - out.len()).min(by_bytes).max(1);
+            let page = i32::try_from(page).unwrap_or(READ_PAGE).min(READ_PAGE);
             let res = self
                 .client
                 .query()
@@ -517,17 +526,25 @@ impl ChannelLog for DynamoLog {
                 .await
                 .map_err(|e| store_error("read events", e))?;
             for item in res.items() {
-                out.push(StoredEvent::from_item(item)?);
+                let e = StoredEvent::from_item(item)?;
+                match budget.admit(out.len(), bytes, &e) {
+                    Some(total) => bytes = total,
+                    None => return Ok(out),
+                }
+                out.push(e);
             }
             match res.last_evaluated_key() {
-                Some(k) if out.len() < limit && !k.is_empty() => start = Some(k.clone()),
+                Some(k) if out.len() < budget.events && !k.is_empty() => start = Some(k.clone()),
                 _ => break,
             }
         }
-        out.truncate(limit);
         Ok(out)
     }
 }
+
+/// The size assumed of an event before any is read, to size the first
+/// Query of a read from its byte budget.
+const FIRST_GUESS_BYTES: usize = 1024;
 
 /// Events read per DynamoDB page while looking for retained ones.
 const READ_PAGE: i32 = 1000;

@@ -171,9 +171,7 @@ impl Deliverer {
             Ok(s) => s,
             Err(e) => return self.dead(&job, format!("cannot sign: {e}")).await,
         };
-        let body =
-            serde_json::to_string(&agentwire_protocol::ServerFrame::Event(job.event.clone()))
-                .map_err(|e| StoreError::failed("encode webhook body", e))?;
+        let body = agentwire_protocol::framing::event_frame(&job.event);
         // Unique per event across the channels that share a tenant default
         // webhook, and the same for every attempt of it.
         let webhook_id = ChannelKey::new(&job.tenant, &job.event.channel).scoped_id(&job.event.id);
@@ -363,7 +361,7 @@ mod tests {
                 seq: 7,
                 id: "run-1/final".into(),
                 kind: "final".into(),
-                data: serde_json::json!({"text": "done"}),
+                data: serde_json::json!({"text": "done"}).into(),
                 ts: "t".into(),
             },
         )

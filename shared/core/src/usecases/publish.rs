@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use agentwire_protocol::chunks::{self, MAX_MESSAGE_ID, Payload};
 use agentwire_protocol::limits::{MAX_EVENT_DATA_BYTES, MAX_MESSAGE_BYTES};
-use agentwire_protocol::{ErrorCode, ProtocolError};
+use agentwire_protocol::{ErrorCode, ProtocolError, RawData};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -287,7 +287,9 @@ impl Publisher {
 
     /// The envelope of a publication, checked.
     fn envelope(&self, p: Publication) -> Result<Envelope, PublishError> {
-        if let Some(size) = oversize_data(&p.data) {
+        // From here on the data travels as this text, never parsed again.
+        let data = RawData::from(&p.data);
+        if let Some(size) = oversize_data(&data) {
             return Err(PublishError::TooLarge {
                 what: "the event data",
                 size,
@@ -299,7 +301,7 @@ impl Publisher {
             channel: p.channel,
             id: p.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             kind: p.kind,
-            data: p.data,
+            data,
             ts: rfc3339(self.clock.now()),
         };
         envelope.validate_names().map_err(PublishError::Invalid)?;
@@ -506,7 +508,7 @@ mod tests {
         assert_eq!(env.tenant, "t1");
         let sent = queue.sent();
         assert_eq!(sent.len(), 1);
-        assert_eq!(sent[0].data["n"], 1);
+        assert_eq!(sent[0].data.value()["n"], 1);
     }
 
     #[tokio::test]
@@ -629,7 +631,7 @@ mod tests {
         assert_eq!(sent.len(), 3);
         assert_eq!((sent[0].id.as_str(), sent[2].id.as_str()), ("k1", "k3"));
         assert_eq!(queue.sent(), sent, "all of them, in order");
-        assert_eq!(sent[1].data, Value::Null);
+        assert_eq!(sent[1].data.value(), Value::Null);
     }
 
     #[tokio::test]
@@ -706,7 +708,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(small.len(), 1);
-        assert_eq!(small[0].data, Value::String("ok".into()));
+        assert_eq!(small[0].data.value(), Value::String("ok".into()));
 
         let log: String = (0..40_000).map(|i| format!("line {i}\n")).collect();
         let sent = p
@@ -719,7 +721,8 @@ mod tests {
         let mut r = Reassembler::default();
         let mut whole = None;
         for (i, e) in sent.iter().enumerate() {
-            if let Assembled::Complete(m) = r.accept("logs", i as u64 + 1, &e.kind, &e.data) {
+            if let Assembled::Complete(m) = r.accept("logs", i as u64 + 1, &e.kind, &e.data.value())
+            {
                 whole = Some(m);
             }
         }
@@ -755,12 +758,12 @@ mod tests {
         assert_eq!(sent.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), ids);
         let text: String = sent
             .iter()
-            .filter_map(|e| e.data["text"].as_str())
+            .filter_map(|e| e.data.value()["text"].as_str().map(str::to_owned))
             .collect();
         assert_eq!(
             text,
             (0..1000).map(|i| format!("line {i}\n")).collect::<String>()
         );
-        assert_eq!(sent.last().unwrap().data["end"], true);
+        assert_eq!(sent.last().unwrap().data.value()["end"], true);
     }
 }

@@ -7,24 +7,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentwire_protocol::{ErrorCode, ProtocolError};
+use agentwire_protocol::{ErrorCode, ProtocolError, RawData};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::auth::{AuthError, Grants, Verifier};
 use crate::clock::Clock;
 use crate::model::{ChannelKey, ChannelState, StoredEvent};
-use crate::ports::{ChannelLog, ConnectionRegistry, StoreError, WebhookDirectory};
+use crate::ports::{ChannelLog, ConnectionRegistry, ReadBudget, StoreError, WebhookDirectory};
 use crate::webhook::{WebhookMode, WebhookScope};
 
 /// Events one history page holds by default, and at most.
 pub const DEFAULT_PAGE: usize = 100;
 pub const MAX_PAGE: usize = 1000;
 
-/// The most event data one page carries, in bytes of JSON: within a
-/// Lambda response (6 MB) with room for the rest. A page stops at the
-/// event that would pass it (never before its first), and `next_after`
-/// goes on from there.
+/// The most events one page carries, in bytes of their JSON
+/// ([`StoredEvent::approx_len`]): within a Lambda response (6 MB) with
+/// room for the rest. A page stops at the event that would pass it (never
+/// before its first), and `next_after` goes on from there.
 pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Why a read was refused.
@@ -58,7 +57,8 @@ pub struct HistoryEvent {
     pub seq: u64,
     pub id: String,
     pub kind: String,
-    pub data: Value,
+    /// The event's JSON, as stored.
+    pub data: RawData,
     pub ts: String,
 }
 
@@ -244,19 +244,19 @@ impl ChannelReads {
                 None,
             ),
         };
-        let read = match from {
-            Some(from) => self.log.read_range(&ck, from, head, query.limit).await?,
-            None => vec![],
+        // Bounded by bytes as well as events: the adapter stops reading
+        // once the page is full, whatever the events hold.
+        let budget = ReadBudget {
+            events: query.limit,
+            bytes: MAX_PAGE_BYTES,
         };
-        let mut events: Vec<HistoryEvent> = Vec::with_capacity(read.len());
-        let mut bytes = 0usize;
-        for e in read {
-            bytes += agentwire_protocol::limits::json_size(&e.data) + e.id.len() + e.kind.len();
-            if bytes > MAX_PAGE_BYTES && !events.is_empty() {
-                break;
-            }
-            events.push(HistoryEvent::from(e));
+        let events: Vec<HistoryEvent> = match from {
+            Some(from) => self.log.read_range(&ck, from, head, budget).await?,
+            None => vec![],
         }
+        .into_iter()
+        .map(HistoryEvent::from)
+        .collect();
         let last = events.last().map(|e| e.seq);
         let next_after = match (from, last) {
             (Some(_), Some(last)) if last < head => Some(last),
@@ -386,7 +386,7 @@ mod tests {
                 channel: channel.into(),
                 id: format!("e{i}"),
                 kind: "note".into(),
-                data: json!({"i": i}),
+                data: json!({"i": i}).into(),
                 ts: "2026-12-05T10:00:00.000Z".into(),
             })
             .collect();
@@ -419,7 +419,7 @@ mod tests {
             vec![1, 2]
         );
         assert_eq!(p.events[0].id, "e1");
-        assert_eq!(p.events[1].data, json!({"i": 2}));
+        assert_eq!(p.events[1].data.value(), json!({"i": 2}));
         assert_eq!((p.gap, p.next_after), (None, Some(2)));
         let p = f
             .reads
@@ -564,7 +564,7 @@ mod tests {
                 channel: "agent-1".into(),
                 id: format!("e{i}"),
                 kind: "blob".into(),
-                data: json!(big),
+                data: json!(big).into(),
                 ts: "2026-12-05T10:00:00.000Z".into(),
             })
             .collect();

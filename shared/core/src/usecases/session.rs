@@ -8,14 +8,17 @@ use std::sync::Arc;
 use agentwire_protocol::limits::{MAX_CHANNELS_PER_JOIN, validate_channel};
 use agentwire_protocol::{
     ChannelHealth, ClientFrame, ErrorCode, EventFrame, Health, JoinChannel, JoinedChannel, Limits,
-    Presence, ProtocolError, SERVER, ServerFrame, negotiate, parse_client_frame, supported,
+    Presence, ProtocolError, RawData, SERVER, ServerFrame, negotiate, parse_client_frame,
+    supported,
 };
 
 use crate::auth::{AuthError, Grants, Verifier};
 use crate::clock::{Clock, rfc3339};
 use crate::limits::Scope;
 use crate::model::{ChannelKey, ChannelState, Connection};
-use crate::ports::{ChannelLog, ConnectionRegistry, CursorStore, PushError, Pusher, StoreError};
+use crate::ports::{
+    ChannelLog, ConnectionRegistry, CursorStore, PushError, Pusher, ReadBudget, StoreError,
+};
 use crate::usecases::push::{PushRetry, post_retrying};
 use crate::usecases::quotas::{Limited, Quotas};
 use crate::usecases::resume::{self, ResumePlan};
@@ -51,7 +54,7 @@ struct Replay {
     from: u64,
     to: u64,
     until: Option<u64>,
-    frames: Vec<EventFrame>,
+    frames: Vec<EventFrame<RawData>>,
 }
 
 impl Replay {
@@ -589,13 +592,23 @@ impl Session {
             };
             let mut next = from;
             'pages: while next <= to {
-                let page = self.log.read_range(&r.key, next, to, REPLAY_PAGE).await?;
+                if !first && (events_left == 0 || bytes_left == 0) {
+                    // Spent: no read at all for this channel, or no more.
+                    replay.until = Some(next - 1);
+                    break;
+                }
+                // The adapter reads no more than what is left of the
+                // budget (and one event when nothing was read yet).
+                let budget = ReadBudget {
+                    events: events_left.clamp(1, REPLAY_PAGE),
+                    bytes: bytes_left,
+                };
+                let page = self.log.read_range(&r.key, next, to, budget).await?;
                 let Some(last) = page.last().map(|e| e.seq) else {
                     break;
                 };
                 for e in page {
-                    let frame = e.frame();
-                    let size = frame.approx_len();
+                    let size = e.approx_len();
                     if !first && (events_left == 0 || size > bytes_left) {
                         replay.until = Some(next - 1);
                         break 'pages;
@@ -603,8 +616,8 @@ impl Session {
                     first = false;
                     events_left = events_left.saturating_sub(1);
                     bytes_left = bytes_left.saturating_sub(size);
-                    next = frame.seq + 1;
-                    replay.frames.push(frame);
+                    next = e.seq + 1;
+                    replay.frames.push(e.into_frame());
                 }
                 next = next.max(last + 1);
             }
@@ -692,8 +705,8 @@ fn gap(key: &ChannelKey, from: u64, to: u64) -> ServerFrame {
 }
 
 /// Splits seq-ordered events into runs without holes.
-fn contiguous_runs(events: Vec<EventFrame>) -> Vec<Vec<EventFrame>> {
-    let mut runs: Vec<Vec<EventFrame>> = Vec::new();
+fn contiguous_runs(events: Vec<EventFrame<RawData>>) -> Vec<Vec<EventFrame<RawData>>> {
+    let mut runs: Vec<Vec<EventFrame<RawData>>> = Vec::new();
     for e in events {
         match runs.last_mut() {
             Some(run) if run.last().is_some_and(|l| l.seq + 1 == e.seq) => run.push(e),
@@ -789,7 +802,7 @@ mod tests {
                 channel: channel.into(),
                 id: format!("id{i}"),
                 kind: "status".into(),
-                data: serde_json::json!({ "i": i }),
+                data: serde_json::json!({ "i": i }).into(),
                 ts: "t".into(),
             })
             .collect();
@@ -1272,6 +1285,49 @@ mod tests {
             // Each page so far posted its `joined` and one frame of events.
             pages.len() * 2
         }
+    }
+
+    /// A join of many channels stops reading once its budget is spent: the
+    /// channels it did not reach answer `until` at their starting point
+    /// and cost no read at all.
+    #[tokio::test]
+    async fn a_join_whose_budget_is_spent_reads_no_further_channel() {
+        let f = fx().await;
+        let mut joins = Vec::new();
+        for i in 1..=5 {
+            let ch = format!("agent-{i}");
+            let epoch = commit(&f, &ch, 5).await;
+            joins.push(serde_json::json!({"name": ch, "since": {"epoch": epoch, "seq": 0}}));
+        }
+        let session = Session::new(
+            f.reg.clone(),
+            f.log.clone(),
+            f.cursors.clone(),
+            f.pusher.clone(),
+            Arc::new(SystemClock),
+            300,
+        )
+        .with_replay_budget(ReplayBudget {
+            events: 3,
+            bytes: 1 << 20,
+        });
+        let reads_before = f.log.range_reads();
+        let frame = serde_json::json!({"action": "join", "id": "j", "channels": joins});
+        assert!(
+            session.handle("c1", &frame.to_string()).await.is_none(),
+            "posted"
+        );
+        let joined: serde_json::Value = serde_json::from_str(&f.pusher.posts("c1")[0]).unwrap();
+        let untils: Vec<Option<u64>> = joined["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["until"].as_u64())
+            .collect();
+        assert_eq!(untils, [Some(3), Some(0), Some(0), Some(0), Some(0)]);
+        // The memory log finds each channel's oldest seq with a read of
+        // one event (5); the replay itself reads once, for agent-1.
+        assert_eq!(f.log.range_reads() - reads_before, 5 + 1);
     }
 
     #[tokio::test]

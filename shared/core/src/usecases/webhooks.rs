@@ -253,7 +253,7 @@ mod tests {
                 seq: 1,
                 id: "i1".into(),
                 kind: "k".into(),
-                data: serde_json::json!(1),
+                data: serde_json::json!(1).into(),
                 ts: "t".into(),
             },
         );
