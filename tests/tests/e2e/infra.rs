@@ -255,6 +255,52 @@ fn functions_build_from_this_workspace_and_fit_their_queues() {
     }
 }
 
+/// Fair by default: every default limit is finite, and the functions that
+/// wait on others (webhook receivers, fan-out posts) have a ceiling on
+/// their concurrency.
+#[test]
+fn default_limits_are_finite_and_waiting_functions_have_a_ceiling() {
+    let t = template();
+    let text = t["Parameters"]["DefaultLimits"]["Default"]
+        .as_str()
+        .unwrap();
+    let limits: agentwire_core::limits::TenantLimits = serde_json::from_str(text).unwrap();
+    let fields: Json = serde_json::to_value(&limits).unwrap();
+    for field in [
+        "publish_rate",
+        "publish_burst",
+        "channel_publish_rate",
+        "channel_publish_burst",
+        "max_connections",
+        "max_channels",
+        "connection_action_rate",
+        "connection_action_burst",
+    ] {
+        let v = fields[field].as_u64().unwrap_or(0);
+        assert!(v > 0, "DefaultLimits sets {field} (got {})", fields[field]);
+    }
+    for (function, parameter) in [
+        ("WebhookFunction", "WebhookMaxConcurrency"),
+        ("FanoutFunction", "FanoutMaxConcurrency"),
+    ] {
+        let events = resource(&t, function)["Properties"]["Events"]
+            .as_mapping()
+            .cloned()
+            .unwrap();
+        let (_, ev) = events.into_iter().next().unwrap();
+        let max = &ev["Properties"]["ScalingConfig"]["MaximumConcurrency"];
+        let Yaml::Tagged(r) = max else {
+            panic!("{function}: MaximumConcurrency is {max:?}, not !Ref {parameter}");
+        };
+        assert_eq!(
+            (r.tag.to_string(), r.value.as_str()),
+            ("!Ref".to_owned(), Some(parameter)),
+            "{function}"
+        );
+        assert!(num(&t["Parameters"][parameter]["Default"]) >= 2);
+    }
+}
+
 #[test]
 fn every_websocket_route_of_the_protocol_is_deployed() {
     let t = template();
