@@ -816,6 +816,44 @@ pub async fn token_updates(reg: &dyn ConnectionRegistry, ns: &str) {
     assert!(reg.connections_of(&tenant, "bo").await.unwrap().is_empty());
 }
 
+/// Claiming channels under a maximum: a claim past it writes nothing, a
+/// channel already held always fits, a connection that is gone says so.
+pub async fn channel_claims(reg: &dyn ConnectionRegistry, ns: &str) {
+    use crate::ports::Claim;
+    let c = conn(ns, "claims-1", u64::MAX / 2);
+    reg.put_connection(&c).await.unwrap();
+    assert_eq!(
+        reg.claim_channel(&c.id, "a", 2).await.unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(
+        reg.claim_channel(&c.id, "b", 2).await.unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(reg.claim_channel(&c.id, "c", 2).await.unwrap(), Claim::Full);
+    assert_eq!(
+        reg.claim_channel(&c.id, "a", 2).await.unwrap(),
+        Claim::Claimed
+    );
+    let mut held = reg.get_connection(&c.id).await.unwrap().unwrap().channels;
+    held.sort();
+    assert_eq!(held, ["a", "b"]);
+    // Leaving one makes room.
+    reg.unsubscribe(&c.id, &ChannelKey::new(&c.tenant, "a"))
+        .await
+        .unwrap();
+    assert_eq!(
+        reg.claim_channel(&c.id, "c", 2).await.unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(
+        reg.claim_channel(&format!("{ns}-nobody"), "a", 2)
+            .await
+            .unwrap(),
+        Claim::Gone
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -856,6 +894,7 @@ mod tests {
         trust_store(&crate::memory::MemoryTrust::default(), "t1").await;
         revocations(&crate::memory::MemoryRevocations::default(), "t1").await;
         token_updates(&MemoryRegistry::default(), "t1").await;
+        channel_claims(&MemoryRegistry::default(), "t1").await;
     }
 
     #[tokio::test]

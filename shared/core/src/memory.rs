@@ -15,7 +15,7 @@ use crate::model::{
     Membership, ShardRange, StoredEvent, Subscriber, WebhookJob, subscription_shard,
 };
 use crate::ports::{
-    AppendError, ChannelLog, ChannelSettings, ConnectionRegistry, CursorStore, DeadLetters,
+    AppendError, ChannelLog, ChannelSettings, Claim, ConnectionRegistry, CursorStore, DeadLetters,
     EventQueue, FanoutQueue, PushError, Pusher, ReadBudget, StoreError, WebhookDeadLetterQueue,
     WebhookDirectory, WebhookJobs, WebhookStore, effective_webhook,
 };
@@ -99,6 +99,9 @@ pub struct MemoryRegistry {
     clock: Arc<dyn Clock>,
     /// Holds the next [`ConnectionRegistry::membership`] read once armed.
     pub before_membership: Gate,
+    /// Holds the next [`ConnectionRegistry::get_connection`], after its
+    /// read, once armed: the reader then acts on a stale record.
+    pub after_get: Gate,
 }
 
 impl Default for MemoryRegistry {
@@ -118,6 +121,7 @@ impl MemoryRegistry {
             membership_reads: Default::default(),
             clock,
             before_membership: Gate::default(),
+            after_get: Gate::default(),
         }
     }
 
@@ -179,10 +183,12 @@ impl ConnectionRegistry for MemoryRegistry {
 
     async fn get_connection(&self, id: &str) -> Result<Option<Connection>, StoreError> {
         let now = self.clock.epoch_s();
-        Ok(lock(&self.conns)
+        let conn = lock(&self.conns)
             .get(id)
             .filter(|c| c.expires_at > now)
-            .cloned())
+            .cloned();
+        self.after_get.pass().await;
+        Ok(conn)
     }
 
     async fn update_token(&self, conn: &Connection) -> Result<bool, StoreError> {
@@ -215,6 +221,26 @@ impl ConnectionRegistry for MemoryRegistry {
             .get_mut(id)
             .map(|c| c.protocol = Some(protocol))
             .is_some())
+    }
+
+    async fn claim_channel(
+        &self,
+        conn_id: &str,
+        channel: &str,
+        max: u32,
+    ) -> Result<Claim, StoreError> {
+        let mut conns = lock(&self.conns);
+        let Some(c) = conns.get_mut(conn_id) else {
+            return Ok(Claim::Gone);
+        };
+        if c.channels.iter().any(|ch| ch == channel) {
+            return Ok(Claim::Claimed);
+        }
+        if c.channels.len() >= max as usize {
+            return Ok(Claim::Full);
+        }
+        c.channels.push(channel.to_owned());
+        Ok(Claim::Claimed)
     }
 
     async fn subscribe(

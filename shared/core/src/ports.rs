@@ -61,6 +61,16 @@ pub trait ConnectionRegistry: Send + Sync {
     ) -> Result<Vec<Connection>, StoreError>;
     /// Records the negotiated protocol; `false` when the connection is gone.
     async fn set_protocol(&self, id: &str, protocol: u32) -> Result<bool, StoreError>;
+    /// Adds `channel` to the connection's joined channels unless that
+    /// would take it past `max` (a channel already joined always fits), in
+    /// one conditional write: concurrent joins of one connection cannot
+    /// all pass on a stale count. `subscribe` adds it again, harmlessly.
+    async fn claim_channel(
+        &self,
+        conn_id: &str,
+        channel: &str,
+        max: u32,
+    ) -> Result<Claim, StoreError>;
     /// Subscribes the connection to a channel; `false` when the connection is gone.
     async fn subscribe(
         &self,
@@ -190,6 +200,17 @@ pub trait ChannelLog: Send + Sync {
         to: u64,
         budget: ReadBudget,
     ) -> Result<Vec<StoredEvent>, StoreError>;
+}
+
+/// What [`ConnectionRegistry::claim_channel`] came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The channel is among the connection's joined channels.
+    Claimed,
+    /// The connection has `max` other channels: nothing was written.
+    Full,
+    /// The connection is gone.
+    Gone,
 }
 
 /// How much one read of a log may return: events, and bytes of their JSON

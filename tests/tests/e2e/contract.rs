@@ -24,6 +24,7 @@ async fn the_dynamodb_adapters_keep_the_port_contracts() {
     contract::connection_registry(&registry, &clock, &ns).await;
     contract::counted_connections(&registry, &format!("{ns}-counted")).await;
     contract::token_updates(&registry, &ns).await;
+    contract::channel_claims(&registry, &ns).await;
 
     // Trusted issuers and revocations on the limits table.
     let identity = agentwire_aws::DynamoIdentity::new(stack.ddb(), tables.limits.clone());

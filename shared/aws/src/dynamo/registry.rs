@@ -40,7 +40,7 @@ use futures::{StreamExt, TryStreamExt};
 use agentwire_core::clock::Clock;
 use agentwire_core::config::Tables;
 use agentwire_core::model::{ChannelKey, Connection, Membership, ShardRange, Subscriber};
-use agentwire_core::ports::{ConnectionRegistry, StoreError};
+use agentwire_core::ports::{Claim, ConnectionRegistry, StoreError};
 
 use agentwire_core::model::ChannelPresence;
 use agentwire_core::protocol::PRESENCE_SAMPLE;
@@ -494,6 +494,46 @@ impl ConnectionRegistry for DynamoRegistry {
             .send()
             .await;
         Ok(condition_held("set protocol", res)?.is_some())
+    }
+
+    async fn claim_channel(
+        &self,
+        conn_id: &str,
+        channel: &str,
+        max: u32,
+    ) -> Result<Claim, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.tables.connections)
+            .key("pk", s(conn_id))
+            .update_expression("ADD channels :c")
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(channels) \
+                 OR contains(channels, :ch) OR size(channels) < :max)",
+            )
+            .expression_attribute_values(":c", AttributeValue::Ss(vec![channel.to_owned()]))
+            .expression_attribute_values(":ch", s(channel))
+            .expression_attribute_values(":max", n(u64::from(max)))
+            .send()
+            .await;
+        if condition_held("claim joined channel", res)?.is_some() {
+            return Ok(Claim::Claimed);
+        }
+        // Refused: full, or gone (told apart with one read; a refusal is rare).
+        let exists = self
+            .client
+            .get_item()
+            .table_name(&self.tables.connections)
+            .key("pk", s(conn_id))
+            .projection_expression("pk")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("claim joined channel", e))?
+            .item()
+            .is_some();
+        Ok(if exists { Claim::Full } else { Claim::Gone })
     }
 
     async fn subscribe(

@@ -17,7 +17,7 @@ use crate::clock::{Clock, rfc3339};
 use crate::limits::Scope;
 use crate::model::{ChannelKey, ChannelState, Connection};
 use crate::ports::{
-    ChannelLog, ConnectionRegistry, CursorStore, PushError, Pusher, ReadBudget, StoreError,
+    ChannelLog, Claim, ConnectionRegistry, CursorStore, PushError, Pusher, ReadBudget, StoreError,
 };
 use crate::usecases::push::{PushRetry, post_retrying};
 use crate::usecases::quotas::{Limited, Quotas};
@@ -389,26 +389,51 @@ impl Session {
         let Some(max) = limits.max_channels else {
             return Ok(());
         };
-        let new = names
+        let new: Vec<&str> = names
             .iter()
-            .filter(|n| !conn.channels.iter().any(|c| c == *n))
-            .count();
-        let total = conn.channels.len() + new;
-        if total <= max as usize
-            || quotas
+            .copied()
+            .filter(|n| !conn.channels.iter().any(|c| c == n))
+            .collect();
+        let refused = |has: usize| -> Result<(), Refusal> {
+            if quotas
                 .over_quota(&limits, &conn.tenant, Scope::Channels)
                 .is_ok()
-        {
-            return Ok(());
+            {
+                return Ok(()); // dry run: counted and logged, let through
+            }
+            Err(ProtocolError::new(
+                ErrorCode::TooManyChannels,
+                format!(
+                    "this connection may join at most {max} channels and has {has}; leave one first; nothing was joined"
+                ),
+            )
+            .into())
+        };
+        // The record read with the connection may be stale (another join
+        // of this connection running meanwhile): a first check on it
+        // answers most refusals without a write, then each new channel is
+        // claimed in one conditional write, which no concurrent join can
+        // pass on the same stale count.
+        if conn.channels.len() + new.len() > max as usize {
+            return refused(conn.channels.len());
         }
-        Err(ProtocolError::new(
-            ErrorCode::TooManyChannels,
-            format!(
-                "this connection may join at most {max} channels and has {}; leave one first; nothing was joined",
-                conn.channels.len()
-            ),
-        )
-        .into())
+        let mut claimed: Vec<&str> = Vec::with_capacity(new.len());
+        for name in &new {
+            match self.registry.claim_channel(&conn.id, name, max).await? {
+                Claim::Claimed => claimed.push(name),
+                Claim::Gone => return Err(not_connected()),
+                Claim::Full => {
+                    // Nothing of this join stays: give back what it claimed.
+                    for c in claimed {
+                        self.registry
+                            .unsubscribe(&conn.id, &ChannelKey::new(&conn.tenant, c))
+                            .await?;
+                    }
+                    return refused(max as usize);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Subscribe first, then read the head: an event committed after the
@@ -1121,6 +1146,60 @@ mod tests {
         assert_eq!(e.id.as_deref(), Some("r4"));
         assert_eq!(e.scope.as_deref(), Some("connection"));
         assert!(e.retry_after_ms.is_some_and(|ms| ms > 0 && ms <= 1000));
+    }
+
+    /// The race: a join reads the connection (no channels yet) and is held
+    /// there while two other joins fill it to its maximum of 2; released, it
+    /// acts on its stale count. The conditional claim refuses it anyway.
+    #[tokio::test]
+    async fn concurrent_joins_cannot_take_a_connection_past_its_maximum() {
+        use crate::limits::TenantLimits;
+        use crate::ports::LimitSettings;
+        let limits = Arc::new(crate::memory::MemoryLimits::default());
+        let max_two = TenantLimits {
+            max_channels: Some(2),
+            ..Default::default()
+        };
+        limits.put("acme", &max_two).await.unwrap();
+        let mut f = fx().await;
+        f.session = f.session.with_quotas(Arc::new(Quotas::new(
+            limits.clone(),
+            limits,
+            TenantLimits::default(),
+            Arc::new(SystemClock),
+        )));
+        let session = Arc::new(f.session);
+        let join =
+            |id: &str, ch: &str| format!(r#"{{"action":"join","id":"{id}","channels":["{ch}"]}}"#);
+        f.reg.after_get.arm();
+        let held = tokio::spawn({
+            let session = session.clone();
+            let frame = join("late", "agent-3");
+            async move { session.handle("c1", &frame).await }
+        });
+        f.reg.after_get.reached().await;
+        for (id, ch) in [("a", "agent-1"), ("b", "agent-2")] {
+            assert!(matches!(
+                session.handle("c1", &join(id, ch)).await,
+                Some(ServerFrame::Joined { .. })
+            ));
+        }
+        f.reg.after_get.release();
+        let Some(ServerFrame::Error(e)) = held.await.unwrap() else {
+            panic!("joined past the maximum on a stale count")
+        };
+        assert_eq!(
+            (e.code, e.id.as_deref()),
+            (ErrorCode::TooManyChannels, Some("late"))
+        );
+        let mut held = f.reg.get_connection("c1").await.unwrap().unwrap().channels;
+        held.sort();
+        assert_eq!(held, ["agent-1", "agent-2"]);
+        assert!(
+            f.reg
+                .subscriber_ids(&ChannelKey::new("acme", "agent-3"))
+                .is_empty()
+        );
     }
 
     #[tokio::test]
