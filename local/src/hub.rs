@@ -32,6 +32,9 @@ pub struct Live {
     pub user_agent: Option<String>,
     /// Bytes posted and not yet written to the socket.
     pub buffered: Arc<AtomicUsize>,
+    /// Ends the connection at once, whatever is still queued for it
+    /// (`DELETE @connections/{id}`).
+    pub closer: Arc<tokio::sync::Notify>,
 }
 
 /// Why a post was not queued.
@@ -130,6 +133,13 @@ impl Hub {
         }
         stat.accepted += 1;
         Ok(())
+    }
+
+    /// Closes connection `id` now, as API Gateway's `DeleteConnection` does:
+    /// not behind what is queued for a client that does not read (that is
+    /// dropped with the socket). `false` when the connection is unknown.
+    pub fn close(&self, id: &str) -> bool {
+        self.get(id).map(|l| l.closer.notify_one()).is_some()
     }
 
     /// Makes the next `n` posts to connection `id` fail with a 500, as a

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
 use crate::App;
-use crate::hub::{Outbound, PostRefused};
+use crate::hub::PostRefused;
 
 pub(crate) fn routes(latency: Latency) -> Router<Arc<App>> {
     Router::new()
@@ -262,7 +262,7 @@ async fn staged_delete(
 }
 
 async fn delete_one(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    if app.hub.send(&id, Outbound::Close(1000, String::new())) {
+    if app.hub.close(&id) {
         StatusCode::NO_CONTENT.into_response()
     } else {
         gone(&id)

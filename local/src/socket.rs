@@ -133,6 +133,7 @@ async fn run(app: Arc<App>, socket: WebSocket, conn: Conn, user_agent: Option<St
     let (tx, rx) = mpsc::unbounded_channel();
     let answers = tx.clone();
     let buffered = Arc::new(AtomicUsize::new(0));
+    let closer = Arc::new(tokio::sync::Notify::new());
     app.hub.insert(
         &conn.id,
         Live {
@@ -141,6 +142,7 @@ async fn run(app: Arc<App>, socket: WebSocket, conn: Conn, user_agent: Option<St
             source_ip: conn.peer,
             user_agent,
             buffered: buffered.clone(),
+            closer: closer.clone(),
         },
     );
     tracing::debug!(connection_id = %conn.id, "socket open");
@@ -220,6 +222,13 @@ async fn run(app: Arc<App>, socket: WebSocket, conn: Conn, user_agent: Option<St
                     Ok(ended) => ended,
                     Err(e) => Ended(1011, format!("writer failed: {e}")),
                 };
+            }
+            () = closer.notified() => {
+                // DeleteConnection: the close frame goes out if the writer
+                // can send it within the grace; else the socket is dropped.
+                let _ = tx.send(Outbound::Close(1000, "closed by the gateway".into()));
+                closing = true;
+                break Ended(1000, "closed by the gateway".into());
             }
             _ = &mut idle => {
                 let _ = tx.send(Outbound::Close(1001, "Going away: idle timeout".into()));

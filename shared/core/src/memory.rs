@@ -744,6 +744,11 @@ pub struct MemoryPusher {
 }
 
 impl MemoryPusher {
+    /// Whether the connection was closed or is gone.
+    pub fn is_gone(&self, id: &str) -> bool {
+        lock(&self.gone).contains(id)
+    }
+
     pub fn set_gone(&self, id: &str) {
         lock(&self.gone).insert(id.into());
     }

@@ -858,7 +858,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn throttled_posts_are_retried_and_a_lasting_failure_gives_up_on_that_connection_only() {
+    async fn throttled_posts_are_retried_and_a_lasting_failure_closes_that_connection_only() {
         let fx = fx();
         subscribe(&fx, "slow", "a").await;
         subscribe(&fx, "busy", "a").await;
@@ -882,6 +882,13 @@ mod tests {
             fx.reg.get_connection("slow").await.unwrap().is_some(),
             "a throttled connection is not removed"
         );
+        // It missed the event: it is closed, so its client reconnects and
+        // resumes from the log now rather than at the channel's next frame.
+        assert!(
+            fx.pusher.is_gone("slow"),
+            "the connection that missed a post is closed"
+        );
+        assert!(!fx.pusher.is_gone("busy") && !fx.pusher.is_gone("ok"));
     }
 
     /// Four dispatchers on four threads commit to one channel; the log

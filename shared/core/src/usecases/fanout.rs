@@ -250,11 +250,16 @@ impl Broadcaster {
                                 return;
                             }
                             Err(e) => {
-                                // The rest of this run's frames would only
-                                // widen the hole; the client fetches it from
-                                // the log when the next frame shows it.
+                                // The connection missed this frame. The rest
+                                // of the run would only widen the hole, and
+                                // nothing may follow to show it (the run's
+                                // last event): the connection is closed, so
+                                // the client learns at once, reconnects and
+                                // resumes from the log (a slow consumer's
+                                // close).
                                 failed.fetch_add(1, Ordering::Relaxed);
-                                tracing::warn!(connection_id = %conn, error = %e, retries = p.retries, "post failed; giving up on the connection for this run (the client recovers from the log)");
+                                tracing::warn!(connection_id = %conn, error = %e, retries = p.retries, "post failed; closing the connection (the client resumes from the log)");
+                                close_missed(self.pusher.as_ref(), conn).await;
                                 return;
                             }
                         }
@@ -288,6 +293,20 @@ impl Broadcaster {
         }
         if let Err(e) = self.registry.unsubscribe(connection_id, key).await {
             tracing::warn!(connection_id, channel = %key, error = %e, "could not unsubscribe a connection whose token expired");
+        }
+    }
+}
+
+/// Closes a connection that missed a post for good (API Gateway's
+/// `DeleteConnection`): its client reconnects and resumes from its last
+/// seq, so the missed events come from the log. A connection already gone
+/// needs nothing; a close that fails is logged (the client then learns of
+/// the hole at the channel's next frame).
+pub(crate) async fn close_missed(pusher: &dyn Pusher, connection_id: &str) {
+    match pusher.close(connection_id).await {
+        Ok(()) | Err(PushError::Gone) => {}
+        Err(e) => {
+            tracing::warn!(connection_id, error = %e, "could not close a connection that missed a post");
         }
     }
 }

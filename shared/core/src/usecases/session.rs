@@ -536,7 +536,11 @@ impl Session {
         match self.send_resumes(&conn.id, answer, &resumes, replays).await {
             Ok(()) | Err(PushError::Gone) => Ok(None),
             Err(e) => {
-                tracing::warn!(connection_id = %conn.id, error = %e, "replay interrupted");
+                // The client would wait for the rest of a replay that is
+                // not coming: the connection is closed, and the client
+                // reconnects and joins again from its last seq.
+                tracing::warn!(connection_id = %conn.id, error = %e, "replay interrupted; closing the connection");
+                crate::usecases::fanout::close_missed(self.pusher.as_ref(), &conn.id).await;
                 Err(ProtocolError::new(
                     ErrorCode::Internal,
                     "the replay was interrupted; join again from the last seq you received",
