@@ -263,14 +263,15 @@ async fn a_subscriber_that_stops_reading_for_20_s_misses_nothing() {
     stack.shutdown().await;
 }
 
-/// A client that stops reading blocks only its connection's writer: the
-/// idle timer still closes the connection (and `$disconnect` still runs),
-/// though the gateway cannot write to it.
+/// A client that stops reading blocks only its connection's writer: once a
+/// post to it fails after its retries the gateway closes it though nothing
+/// can be written to it (the close does not wait behind the queued frames),
+/// and `$disconnect` runs. The idle timer (10 minutes here) plays no part.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_stops_reading_does_not_block_the_idle_timer() {
+async fn a_client_that_stops_reading_is_closed_though_its_writer_is_stuck() {
     let mut stack_options = StackOptions::default();
     stack_options.gateway.outbound_buffer_bytes = 256 * 1024;
-    stack_options.gateway.idle_timeout = Duration::from_secs(8);
+    stack_options.gateway.idle_timeout = Duration::from_secs(600);
     let stack = Stack::start_with(stack_options).await;
     let ch = "agent-stuck";
     let mut ws = stack.client(&stack.token("ana", &[ch])).await;
@@ -280,10 +281,10 @@ async fn a_client_that_stops_reading_does_not_block_the_idle_timer() {
     // From here on the client reads nothing and sends nothing.
     let big = "x".repeat(60 * 1024);
     let mut published = 0;
-    while stack.gateway.hub().post_stats(&conn).buffer_full == 0 {
+    while stack.gateway.hub().get(&conn).is_some() {
         assert!(
             published < 2000,
-            "the buffer never filled: {:?}",
+            "never closed: {:?}",
             stack.gateway.hub().post_stats(&conn)
         );
         for _ in 0..20 {
@@ -291,17 +292,15 @@ async fn a_client_that_stops_reading_does_not_block_the_idle_timer() {
         }
         published += 20;
     }
-    // Writes are stuck; the idle timer (8 s) closes the connection anyway
-    // and $disconnect removes its record.
-    let closed = stack
+    // Closed while its writer was stuck; $disconnect removes its record.
+    let removed = stack
         .eventually(Duration::from_secs(30), || {
             let stack = &stack;
             let conn = conn.clone();
             async move { !stack.connection_recorded(&conn).await }
         })
         .await;
-    assert!(closed, "the connection outlived its idle timer");
-    assert!(stack.gateway.hub().get(&conn).is_none());
+    assert!(removed, "$disconnect ran for the closed connection");
     ws.drop_abruptly();
     stack.shutdown().await;
 }
