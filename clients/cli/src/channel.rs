@@ -42,7 +42,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     ));
     let key = ChannelKey::new(&args.tenant, &args.channel);
     let state = if args.retention.is_some() || args.default_retention {
-        ChannelAdmin::new(log)
+        ChannelAdmin::new(log, config.min_retention)
             .set_retention(&key, args.retention)
             .await?
     } else {

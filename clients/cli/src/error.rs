@@ -29,6 +29,8 @@ pub enum CliError {
     #[error(transparent)]
     Redrive(#[from] RedriveError),
     #[error(transparent)]
+    Retention(#[from] agentwire_core::usecases::RetentionError),
+    #[error(transparent)]
     Identity(#[from] agentwire_core::usecases::IdentityError),
     #[error("cannot read a file: {0}")]
     Io(#[from] std::io::Error),

@@ -224,7 +224,7 @@ impl Deps {
 
     /// Channel settings (retention), for the operator.
     pub fn channel_admin(&self) -> ChannelAdmin {
-        ChannelAdmin::new(self.log.clone())
+        ChannelAdmin::new(self.log.clone(), self.config.min_retention)
     }
 
     /// The webhook job queue and its dead-letter queue.

@@ -15,6 +15,16 @@ pub enum ConfigError {
     },
 }
 
+/// The shortest retention by default: above the events queue's redelivery
+/// window (its visibility timeout, 60 s, times its `maxReceiveCount`, 100:
+/// 100 minutes), within which SQS may hand a message over again. An event's
+/// dedup record lives as long as the event, so a shorter retention would
+/// let a redelivered message commit twice.
+pub const MIN_RETENTION: Duration = Duration::from_secs(2 * 3600);
+
+/// Why retention has a floor, for the errors that refuse one below it.
+pub const RETENTION_FLOOR_WHY: &str = "an event's dedup record lives as long as the event, and the events queue may redeliver a message for up to 100 minutes (visibility 60 s x maxReceiveCount 100), which would then commit twice";
+
 /// The shortest HS256 token key accepted (the SHA-256 output size).
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
@@ -68,6 +78,9 @@ pub struct Config {
     pub jwks_timeout: Duration,
     /// How long events stay replayable.
     pub retention: Duration,
+    /// The shortest retention accepted, for the deployment and for a
+    /// channel (`AGENTWIRE_MIN_RETENTION`, default [`MIN_RETENTION`]).
+    pub min_retention: Duration,
     /// Longest a connection lives (API Gateway closes it after 2 h).
     pub max_connection: Duration,
     /// Posts to live connections in flight at once, per dispatcher invocation.
@@ -114,6 +127,7 @@ impl Default for Config {
             trust_cache: Duration::from_secs(10),
             jwks_timeout: Duration::from_secs(5),
             retention: Duration::from_secs(72 * 3600),
+            min_retention: MIN_RETENTION,
             max_connection: Duration::from_secs(2 * 3600),
             fanout_concurrency: 64,
             replay_max_events: 2_000,
@@ -174,8 +188,21 @@ impl Config {
         if let Some(v) = get("AGENTWIRE_JWKS_TIMEOUT") {
             c.jwks_timeout = duration("AGENTWIRE_JWKS_TIMEOUT", &v)?;
         }
+        if let Some(v) = get("AGENTWIRE_MIN_RETENTION") {
+            c.min_retention = duration("AGENTWIRE_MIN_RETENTION", &v)?;
+        }
         if let Some(v) = get("AGENTWIRE_RETENTION") {
             c.retention = duration("AGENTWIRE_RETENTION", &v)?;
+            if c.retention < c.min_retention {
+                return Err(ConfigError::Invalid {
+                    name: "AGENTWIRE_RETENTION",
+                    value: v,
+                    reason: format!(
+                        "shorter than the floor of {} (AGENTWIRE_MIN_RETENTION): {RETENTION_FLOOR_WHY}",
+                        humantime::format_duration(c.min_retention)
+                    ),
+                });
+            }
         }
         if let Some(v) = get("AGENTWIRE_MAX_CONNECTION") {
             c.max_connection = duration("AGENTWIRE_MAX_CONNECTION", &v)?;
@@ -369,10 +396,26 @@ mod tests {
     use std::collections::HashMap;
 
     #[test]
+    fn a_retention_below_the_floor_is_refused_with_the_reason() {
+        let env: HashMap<&str, &str> = [("AGENTWIRE_RETENTION", "1h")].into();
+        let e = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("AGENTWIRE_RETENTION") && text.contains("2h"),
+            "{text}"
+        );
+        assert!(text.contains("commit twice"), "{text}");
+        let env: HashMap<&str, &str> = [("AGENTWIRE_RETENTION", "2h")].into();
+        let c = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(c.min_retention, MIN_RETENTION);
+    }
+
+    #[test]
     fn reads_variables_and_keeps_defaults() {
         let env: HashMap<&str, &str> = [
             ("AGENTWIRE_EVENTS_TABLE", "t-events"),
             ("AGENTWIRE_RETENTION", "90s"),
+            ("AGENTWIRE_MIN_RETENTION", "60s"),
             ("AGENTWIRE_FANOUT_CONCURRENCY", "8"),
             ("AGENTWIRE_WEBHOOK_ALLOW_INSECURE", "true"),
             ("AGENTWIRE_WEBHOOK_ALLOW_HOSTS", "hooks.internal, 10.0.0.5"),

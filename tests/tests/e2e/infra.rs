@@ -301,6 +301,66 @@ fn default_limits_are_finite_and_waiting_functions_have_a_ceiling() {
     }
 }
 
+/// The retention floor covers the events queue's redelivery window: a
+/// message SQS hands over again finds its dedup record still there.
+#[test]
+fn the_retention_floor_outlasts_the_events_queues_redelivery_window() {
+    let t = template();
+    let q = &resource(&t, "EventsQueue")["Properties"];
+    let visibility = num(&q["VisibilityTimeout"]);
+    let receives = num(&q["RedrivePolicy"]["maxReceiveCount"]);
+    let floor = agentwire_core::config::MIN_RETENTION.as_secs();
+    assert!(
+        visibility * receives < floor,
+        "redelivery window {visibility} s x {receives} is not under the floor of {floor} s"
+    );
+    let retention = t["Parameters"]["Retention"]["Default"].as_str().unwrap();
+    let retention = humantime::parse_duration(retention).unwrap().as_secs();
+    assert!(retention >= floor, "the default retention {retention} s");
+}
+
+/// The events queue is a trusted path (an envelope names its tenant): its
+/// policy denies SendMessage to every principal but the publish function's
+/// role and the listed trusted publishers. moto enforces no queue policy,
+/// so this checks what the template deploys; cfn-lint checks its form.
+#[test]
+fn only_the_publish_function_and_trusted_publishers_may_send_to_the_events_queue() {
+    let t = template();
+    let policies: Vec<String> = of_type(&t, "AWS::SQS::QueuePolicy")
+        .into_iter()
+        .filter(|id| {
+            let queues = &resource(&t, id)["Properties"]["Queues"];
+            matches!(&queues[0], Yaml::Tagged(r) if r.value.as_str() == Some("EventsQueue"))
+        })
+        .collect();
+    assert_eq!(
+        policies.len(),
+        1,
+        "one policy on the events queue: {policies:?}"
+    );
+    let statements = &resource(&t, &policies[0])["Properties"]["PolicyDocument"]["Statement"];
+    let deny = statements
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|s| s["Effect"].as_str() == Some("Deny"))
+        .expect("a Deny statement");
+    assert_eq!(deny["Principal"].as_str(), Some("*"));
+    assert_eq!(deny["Action"].as_str(), Some("sqs:SendMessage"));
+    assert_eq!(get_att_target(&deny["Resource"]), "EventsQueue");
+    let allowed = &deny["Condition"]["ArnNotEquals"]["aws:PrincipalArn"];
+    // Both branches of the !If name the publish function's role; the first
+    // adds the TrustedPublishers parameter.
+    let text = serde_yaml_ng::to_string(allowed).unwrap();
+    assert!(text.contains("HasTrustedPublishers"), "{text}");
+    assert_eq!(text.matches("PublishFunctionRole.Arn").count(), 2, "{text}");
+    assert!(text.contains("TrustedPublishers"), "{text}");
+    assert!(
+        t["Parameters"]["TrustedPublishers"]["Default"].as_str() == Some(""),
+        "no one else by default"
+    );
+}
+
 #[test]
 fn every_websocket_route_of_the_protocol_is_deployed() {
     let t = template();

@@ -305,12 +305,28 @@ async fn a_channel_can_keep_its_events_for_less_or_longer_than_the_deployment() 
     use agentwire_core::model::ChannelKey;
     use agentwire_core::usecases::ChannelAdmin;
     let stack = Stack::start().await;
-    let log = ChannelAdmin::new(Arc::new(DynamoLog::new(
-        stack.ddb(),
-        stack.config.tables.clone(),
-        stack.clock.clone(),
-    )));
+    // A floor of 5 minutes here (2 hours by default): the test waits for
+    // nothing, it reads the expiry the commit wrote.
+    let log = ChannelAdmin::new(
+        Arc::new(DynamoLog::new(
+            stack.ddb(),
+            stack.config.tables.clone(),
+            stack.clock.clone(),
+        )),
+        Duration::from_secs(300),
+    );
     let key = ChannelKey::new(&stack.tenant, "brief");
+    let refused = log
+        .set_retention(&key, Some(Duration::from_secs(60)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            agentwire_core::usecases::RetentionError::BelowFloor { .. }
+        ),
+        "{refused}"
+    );
     let state = log
         .set_retention(&key, Some(Duration::from_secs(600)))
         .await

@@ -25,4 +25,6 @@ pub use publish::{Publication, PublishError, Publisher};
 pub use quotas::{Limited, Quotas, TenantAdmin, TenantView};
 pub use reads::{ChannelReads, HistoryQuery, ReadError};
 pub use session::Session;
-pub use webhooks::{ChannelAdmin, DeadWebhooks, RedriveError, WebhookAdmin, WebhookAdminError};
+pub use webhooks::{
+    ChannelAdmin, DeadWebhooks, RedriveError, RetentionError, WebhookAdmin, WebhookAdminError,
+};

@@ -157,21 +157,49 @@ impl DeadWebhooks {
 /// A channel's settings, as the operator changes them.
 pub struct ChannelAdmin {
     settings: Arc<dyn ChannelSettings>,
+    min_retention: Duration,
+}
+
+/// Why a channel's retention was not set.
+#[derive(Debug, thiserror::Error)]
+pub enum RetentionError {
+    #[error(
+        "a retention of {} is shorter than the floor of {}: {}",
+        humantime::format_duration(*asked),
+        humantime::format_duration(*floor),
+        crate::config::RETENTION_FLOOR_WHY
+    )]
+    BelowFloor { asked: Duration, floor: Duration },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl ChannelAdmin {
-    pub fn new(settings: Arc<dyn ChannelSettings>) -> Self {
-        Self { settings }
+    /// Channel retentions of at least `min_retention` (the deployment's
+    /// `Config::min_retention`).
+    pub fn new(settings: Arc<dyn ChannelSettings>, min_retention: Duration) -> Self {
+        Self {
+            settings,
+            min_retention,
+        }
     }
 
     /// Sets (or, with `None`, removes) the channel's own retention, at least
-    /// a second; events committed from now on keep it.
+    /// the floor; events committed from now on keep it.
     pub async fn set_retention(
         &self,
         key: &ChannelKey,
         retention: Option<Duration>,
-    ) -> Result<ChannelState, StoreError> {
-        self.settings.set_retention(key, retention).await
+    ) -> Result<ChannelState, RetentionError> {
+        if let Some(asked) = retention
+            && asked < self.min_retention
+        {
+            return Err(RetentionError::BelowFloor {
+                asked,
+                floor: self.min_retention,
+            });
+        }
+        Ok(self.settings.set_retention(key, retention).await?)
     }
 }
 
