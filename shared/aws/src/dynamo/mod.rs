@@ -52,13 +52,12 @@ use crate::error::store_error;
 /// A conditional write's result (`PutItem`, `UpdateItem`, `DeleteItem`):
 /// `Some(output)` when it applied, `None` when its condition did not hold,
 /// the mapped error otherwise.
-fn condition_held<T, E, R>(
+fn condition_held<T, E>(
     op: &'static str,
-    res: Result<T, SdkError<E, R>>,
+    res: Result<T, SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>,
 ) -> Result<Option<T>, StoreError>
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     match res {
         Ok(out) => Ok(Some(out)),
