@@ -13,6 +13,8 @@ use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 
+use crate::faults::{Faults, PostFault};
+
 /// What the connection task should do next. `Text` and `Binary` carry the
 /// bytes they hold in the connection's outbound buffer (0 for route answers,
 /// which API Gateway does not count against `@connections`).
@@ -64,6 +66,8 @@ pub struct Hub {
     /// Connection → posts still to fail (see [`Hub::fail_next_posts`]).
     failing: Mutex<HashMap<String, u64>>,
     stats: Mutex<HashMap<String, PostStats>>,
+    /// Failures injected at a rate (`FaultSettings::connections`).
+    faults: Arc<Faults>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -71,6 +75,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Hub {
+    /// A hub whose posts fail at the rates of `faults`.
+    pub(crate) fn with_faults(faults: Arc<Faults>) -> Self {
+        Self {
+            faults,
+            ..Self::default()
+        }
+    }
+
     pub(crate) fn insert(&self, id: &str, live: Live) {
         lock(&self.live).insert(id.to_owned(), live);
     }
@@ -112,6 +124,25 @@ impl Hub {
             *left -= 1;
             stat.injected += 1;
             return Err(PostRefused::Injected);
+        }
+        match self.faults.post_fault() {
+            None => {}
+            Some(PostFault::Server) => {
+                stat.injected += 1;
+                return Err(PostRefused::Injected);
+            }
+            Some(PostFault::Throttled) => {
+                stat.injected += 1;
+                return Err(PostRefused::BufferFull {
+                    buffered: live.buffered.load(Ordering::Acquire),
+                });
+            }
+            Some(PostFault::Gone) => {
+                // A 410 means the connection is gone: it is, from now on.
+                stat.injected += 1;
+                live.closer.notify_one();
+                return Err(PostRefused::Gone);
+            }
         }
         let len = match &payload {
             Ok(t) => t.len(),

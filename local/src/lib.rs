@@ -27,6 +27,7 @@
 //!   are enforced, each configurable so tests can shorten them.
 
 mod events;
+pub mod faults;
 mod http_api;
 mod hub;
 mod management;
@@ -82,6 +83,12 @@ pub struct GatewayOptions {
     /// Fan-out invocations (one job each) run at once: the fan-out
     /// function's `MaximumConcurrency` in the template.
     pub fanout_pollers: usize,
+    /// The faults injected into the functions' AWS calls and into
+    /// `@connections` posts (none by default), changeable while running.
+    /// [`Gateway::start`] wraps the SDK with them; a caller of
+    /// [`Gateway::start_with_deps`] builds its `Deps` from
+    /// [`Faults::sdk`](faults::Faults::sdk) for the AWS side.
+    pub faults: Arc<faults::Faults>,
 }
 
 impl Default for GatewayOptions {
@@ -97,6 +104,7 @@ impl Default for GatewayOptions {
             connections_latency: Duration::ZERO,
             connections_jitter: Duration::ZERO,
             fanout_pollers: 4,
+            faults: Arc::default(),
         }
     }
 }
@@ -163,7 +171,8 @@ impl Gateway {
         config: Config,
         options: GatewayOptions,
     ) -> Result<Self, GatewayError> {
-        Self::start_with_deps(Deps::new(sdk, config), options).await
+        let sdk = options.faults.sdk(sdk);
+        Self::start_with_deps(Deps::new(&sdk, config), options).await
     }
 
     /// Like [`Gateway::start`], with dependencies built by the caller.
@@ -215,7 +224,7 @@ impl Gateway {
             Some(url) => Some(Arc::new(poller::Source::resolve(&sqs, url).await?)),
             None => None,
         };
-        let hub = Arc::new(Hub::default());
+        let hub = Arc::new(Hub::with_faults(options.faults.clone()));
         let app = Arc::new(App {
             functions,
             hub: hub.clone(),
@@ -364,6 +373,12 @@ impl Gateway {
     /// The live connections, for tests and fault injection.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    /// The injected faults: their rates (change them with
+    /// [`Faults::set`](faults::Faults::set)) and what was injected.
+    pub fn faults(&self) -> &Arc<faults::Faults> {
+        &self.app.options.faults
     }
 
     /// Closes every connection (running `$disconnect` for each), stops the

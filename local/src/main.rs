@@ -150,6 +150,18 @@ struct Args {
     /// Uniform random extra on top of --connections-latency, 0 to this.
     #[arg(long, env = "AGENTWIRE_LOCAL_CONNECTIONS_JITTER", default_value = "0ms", value_parser = humantime::parse_duration)]
     connections_jitter: Duration,
+    /// Faults to inject, JSON: rates (0 to 1) per AWS operation of the
+    /// functions and for `@connections` posts, e.g.
+    /// '{"aws": {"dynamodb:*": {"throttle": 0.1, "5xx": 0.02, "timeout": 0.01}},
+    /// "connections": {"429": 0.05, "500": 0.01, "410": 0.001}}'. Change
+    /// them while running with POST /@dev/settings {"faults": ...}; GET
+    /// /@dev/faults counts what was injected.
+    #[arg(long, env = "AGENTWIRE_LOCAL_FAULTS", value_parser = parse_faults)]
+    faults: Option<agentwire_local::faults::FaultSettings>,
+}
+
+fn parse_faults(s: &str) -> Result<agentwire_local::faults::FaultSettings, String> {
+    agentwire_local::faults::FaultSettings::parse(s).map_err(|e| e.to_string())
 }
 
 /// The signing key `--jwt-secret` defaults to: fine on loopback, refused
@@ -224,6 +236,9 @@ async fn serve(args: Args) -> Result<(), String> {
         connections_latency: args.connections_latency,
         connections_jitter: args.connections_jitter,
         fanout_pollers: args.fanout_pollers,
+        faults: std::sync::Arc::new(agentwire_local::faults::Faults::new(
+            args.faults.unwrap_or_default(),
+        )),
         ..GatewayOptions::default()
     };
     let mut gateway = Gateway::start(&sdk, config, options)

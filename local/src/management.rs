@@ -17,7 +17,7 @@ use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 
 use crate::App;
 use crate::hub::PostRefused;
@@ -39,11 +39,26 @@ pub(crate) fn routes(latency: Latency) -> Router<Arc<App>> {
 }
 
 /// `POST /@dev/settings` (loopback only): the dev gateway's emulation
-/// knobs, changed while it runs, for a benchmark in another process.
+/// knobs, changed while it runs, for a benchmark in another process;
+/// `GET /@dev/faults`: the fault rates and what was injected.
 pub(crate) fn dev_routes() -> Router<Arc<App>> {
     Router::new()
         .route("/@dev/settings", post(dev_settings))
+        .route("/@dev/faults", get(dev_faults))
         .route_layer(middleware::from_fn(loopback_only))
+}
+
+async fn dev_faults(State(app): State<Arc<App>>) -> Response {
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        serde_json::json!({
+            "settings": app.options.faults.settings(),
+            "injected": app.options.faults.injected(),
+        })
+        .to_string(),
+    )
+        .into_response()
 }
 
 /// What `POST /@dev/settings` may change; absent fields stay as they are.
@@ -54,6 +69,8 @@ struct DevSettings {
     connections_jitter_ms: Option<u64>,
     fanout_threshold: Option<u64>,
     fanout_invocations: Option<usize>,
+    /// Replaces every fault rate (see [`crate::faults::FaultSettings`]).
+    faults: Option<crate::faults::FaultSettings>,
 }
 
 async fn dev_settings(State(app): State<Arc<App>>, body: Bytes) -> Response {
@@ -82,6 +99,15 @@ async fn dev_settings(State(app): State<Arc<App>>, body: Bytes) -> Response {
             "settings: fanout_invocations must be at least 1".into(),
         );
     }
+    if let Some(faults) = s.faults
+        && let Err(e) = app.options.faults.set(faults)
+    {
+        return aws_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequestException",
+            e.to_string(),
+        );
+    }
     if let Some(n) = s.fanout_invocations {
         app.fanout_invocations.store(n, Ordering::Relaxed);
     }
@@ -99,6 +125,7 @@ async fn dev_settings(State(app): State<Arc<App>>, body: Bytes) -> Response {
             "connections_latency_ms": fixed.as_millis() as u64,
             "connections_jitter_ms": jitter.as_millis() as u64,
             "fanout_invocations": app.fanout_invocations.load(Ordering::Relaxed),
+            "faults": app.options.faults.settings(),
         })
         .to_string(),
     )
@@ -216,7 +243,7 @@ async fn post_to(State(app): State<Arc<App>>, Path(id): Path<String>, body: Byte
         Err(PostRefused::Injected) => aws_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalServerErrorException",
-            "injected failure (Hub::fail_next_posts)".into(),
+            "injected failure (Hub::fail_next_posts, or the faults' 500 rate)".into(),
         ),
     }
 }

@@ -407,6 +407,9 @@ impl Stack {
             .into_builder()
             .http_client(iam::Recording::client())
             .build();
+        // Faults are injected into the functions' calls only (set them with
+        // `stack.gateway.faults()`); the test's own calls never fail.
+        let sdk = options.gateway.faults.sdk(&sdk);
         let run = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
         let tables = create_tables(&sdk, &run).await;
         let queues = create_queues(&sdk, &run, options.visibility_timeout).await;

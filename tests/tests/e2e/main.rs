@@ -9,6 +9,7 @@ mod client;
 mod contract;
 mod dedup;
 mod fanout;
+mod faults;
 mod identity;
 mod infra;
 mod join_cost;
