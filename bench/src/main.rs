@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use agentwire_client::{Backoff, Client, ClientEvent, Options};
+use agentwire_e2e::followers::{Follower, bench_script, client_until};
 use agentwire_e2e::{Stack, StackOptions, WsClient};
 use clap::Parser;
 use futures::StreamExt;
@@ -471,19 +472,6 @@ async fn seed(
     state.epoch
 }
 
-/// Reads client events until `want` matches one, within 60 s.
-async fn client_until(c: &mut Client, want: impl Fn(&ClientEvent) -> bool) -> ClientEvent {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(60), c.next()).await {
-            Ok(Some(ev)) if want(&ev) => return ev,
-            Ok(Some(ClientEvent::Error(e))) if e.is_fatal() => panic!("client stopped: {e}"),
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("the client stopped"),
-            Err(_) => panic!("no event within 60 s"),
-        }
-    }
-}
-
 /// Waits until `want` channels are confirmed joined.
 async fn wait_joined(c: &mut Client, want: usize) {
     let mut seen = 0usize;
@@ -563,110 +551,6 @@ async fn resume(drops: usize) {
     }
 }
 
-/// One client following a channel for `clients`: in this process (Rust) or
-/// a child process printing `joined` and then one `{"seq":N}` line per event.
-enum Follower {
-    Rust(Client),
-    Child(Box<ChildFollower>),
-}
-
-/// A follower in a child process, and its stdout a line at a time.
-struct ChildFollower {
-    child: tokio::process::Child,
-    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
-}
-
-impl Follower {
-    async fn start(kind: &str, url: &str, token: &str, channel: &str) -> Result<Self, String> {
-        use tokio::io::AsyncBufReadExt;
-        let mut cmd = match kind {
-            "rust" => {
-                let options = Options {
-                    backoff: Backoff::new(Duration::ZERO, Duration::from_secs(30)),
-                    ack_debounce: None,
-                    ..Options::default()
-                };
-                let mut c = Client::builder()
-                    .url(url)
-                    .token(token)
-                    .channel_since(channel, agentwire_client::Since::Head)
-                    .options(options)
-                    .connect()
-                    .map_err(|e| e.to_string())?;
-                client_until(&mut c, |e| matches!(e, ClientEvent::Joined { .. })).await;
-                return Ok(Follower::Rust(c));
-            }
-            other => bench_script(other, "follow")?,
-        };
-        let mut child = cmd
-            .args([url, token, channel])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot start the {kind} follower: {e}"))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        loop {
-            match tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await {
-                Ok(Ok(Some(l))) if l == "joined" => break,
-                Ok(Ok(Some(_))) => {}
-                other => return Err(format!("the {kind} follower did not join: {other:?}")),
-            }
-        }
-        Ok(Follower::Child(Box::new(ChildFollower { child, lines })))
-    }
-
-    /// The next delivery: `None` for a `joined`, else the event's seq.
-    async fn next(&mut self) -> Result<Option<u64>, String> {
-        match self {
-            Follower::Rust(c) => {
-                match client_until(c, |e| {
-                    matches!(e, ClientEvent::Event(_) | ClientEvent::Joined { .. })
-                })
-                .await
-                {
-                    ClientEvent::Event(e) => Ok(Some(e.seq)),
-                    _ => Ok(None),
-                }
-            }
-            Follower::Child(c) => {
-                let line = tokio::time::timeout(Duration::from_secs(60), c.lines.next_line())
-                    .await
-                    .map_err(|_| "nothing within 60 s".to_owned())?
-                    .map_err(|e| e.to_string())?
-                    .ok_or("the follower exited")?;
-                if line == "joined" {
-                    return Ok(None);
-                }
-                let v: serde_json::Value =
-                    serde_json::from_str(&line).map_err(|e| e.to_string())?;
-                v["seq"]
-                    .as_u64()
-                    .map(Some)
-                    .ok_or_else(|| format!("unexpected line from the follower: {line}"))
-            }
-        }
-    }
-
-    async fn stop(self) {
-        match self {
-            Follower::Rust(c) => {
-                c.close().await;
-            }
-            Follower::Child(mut c) => {
-                drop(c.child.stdin.take());
-                if tokio::time::timeout(Duration::from_secs(5), c.child.wait())
-                    .await
-                    .is_err()
-                {
-                    let _ = c.child.kill().await;
-                }
-            }
-        }
-    }
-}
-
 /// Dropped connection → re-joined, for the Rust, TypeScript and Python
 /// clients side by side, each reconnecting without a delay: the resume
 /// itself (notice the drop, new WebSocket, `hello`, `join` from the last
@@ -723,63 +607,6 @@ async fn clients(args: &Args) -> Result<(), String> {
     client_replays(args).await?;
     client_memory(args).await?;
     Ok(())
-}
-
-/// The command that runs a client's bench script `name` (`bench/NAME.ts`
-/// with node for `ts`, `bench/NAME.py` in the package's venv for `python`,
-/// `agentwire-go-bench NAME` for `go`), from the client's directory.
-fn bench_script(kind: &str, name: &str) -> Result<tokio::process::Command, String> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut c = match kind {
-        "ts" => {
-            let mut c = tokio::process::Command::new("node");
-            c.current_dir(root.join("clients/ts"))
-                .args(["--import", "tsx"])
-                .arg(format!("bench/{name}.ts"));
-            c
-        }
-        "python" => {
-            let mut c = tokio::process::Command::new(root.join("clients/python/.venv/bin/python"));
-            c.current_dir(root.join("clients/python"))
-                .arg(format!("bench/{name}.py"));
-            c
-        }
-        "go" => {
-            let mut c = tokio::process::Command::new(go_bench()?);
-            c.current_dir(root.join("clients/go")).arg(name);
-            c
-        }
-        other => return Err(format!("unknown client {other:?} (rust, ts, python, go)")),
-    };
-    c.kill_on_drop(true);
-    Ok(c)
-}
-
-/// The Go client's bench driver (`clients/go/bench`), built once per run
-/// with `go build` into `target/go-bench`.
-fn go_bench() -> Result<std::path::PathBuf, String> {
-    static BUILT: std::sync::OnceLock<Result<std::path::PathBuf, String>> =
-        std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            let bin = root.join("target/go-bench/agentwire-go-bench");
-            let out = std::process::Command::new("go")
-                .current_dir(root.join("clients/go"))
-                .args(["build", "-o"])
-                .arg(&bin)
-                .arg("./bench")
-                .output()
-                .map_err(|e| format!("cannot run go: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "go build ./bench failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            Ok(bin)
-        })
-        .clone()
 }
 
 /// A replay of `--replay` retained events to each client joining from

@@ -10,6 +10,7 @@
 // A test harness: failing loudly with a message is its job.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod followers;
 pub mod hostile;
 pub mod iam;
 pub mod idp;
