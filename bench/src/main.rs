@@ -83,11 +83,14 @@ struct Args {
     /// Token verifications per kind in `identity`.
     #[arg(long, default_value_t = 2000)]
     verifications: usize,
+    /// Events per channel for `soak`.
+    #[arg(long, default_value_t = 300)]
+    soak_events: u64,
     /// How long `streams` writes terminal output.
     #[arg(long, default_value_t = 10)]
     stream_seconds: u64,
-    /// Sections to run (`crowd`, `clients`, `quotas`, `streams` and
-    /// `identity` only when named).
+    /// Sections to run (`crowd`, `clients`, `quotas`, `streams`,
+    /// `identity` and `soak` only when named).
     #[arg(
         long,
         value_delimiter = ',',
@@ -137,6 +140,36 @@ async fn main() -> ExitCode {
     }
     if run("streams") {
         streams::streams(args.stream_rate, args.stream_seconds).await;
+        println!();
+    }
+    if run("soak") {
+        let options = agentwire_e2e::soak::SoakOptions {
+            channels: 4,
+            events: args.soak_events,
+            poison_every: 25,
+            ..agentwire_e2e::soak::SoakOptions::short()
+        };
+        match agentwire_e2e::soak::run(&options).await {
+            Ok(report) => {
+                println!(
+                    "Chaos soak: {} channels, {} events each over HTTP and the queue, faults {}:",
+                    options.channels,
+                    options.events,
+                    options.faults.split_whitespace().collect::<String>()
+                );
+                println!();
+                println!("{}", report.table());
+                let problems = report.problems();
+                if !problems.is_empty() {
+                    eprintln!("agentwire-bench: the soak lost or repeated events: {problems:#?}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            Err(e) => {
+                eprintln!("agentwire-bench: soak: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
         println!();
     }
     if run("quotas") {

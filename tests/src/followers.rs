@@ -21,7 +21,6 @@ pub async fn client_until(c: &mut Client, want: impl Fn(&ClientEvent) -> bool) -
     }
 }
 
-
 /// One client following a channel: in this process (Rust) or
 /// a child process printing `joined` and then one `{"seq":N}` line per event.
 pub enum Follower {
@@ -76,6 +75,49 @@ impl Follower {
         Ok(Follower::Child(Box::new(ChildFollower { child, lines })))
     }
 
+    /// The next delivery within `limit`: `Ok(None)` when nothing came,
+    /// `Some(None)` for a `joined`, `Some(Some(seq))` for an event. A gap
+    /// or a client that stopped is an error.
+    pub async fn poll(&mut self, limit: Duration) -> Result<Option<Option<u64>>, String> {
+        match self {
+            Follower::Rust(c) => {
+                let deadline = tokio::time::Instant::now() + limit;
+                loop {
+                    match tokio::time::timeout_at(deadline, c.next()).await {
+                        Err(_) => return Ok(None),
+                        Ok(None) => return Err("the client stopped".into()),
+                        Ok(Some(ClientEvent::Event(e))) => return Ok(Some(Some(e.seq))),
+                        Ok(Some(ClientEvent::Joined { .. })) => return Ok(Some(None)),
+                        Ok(Some(ClientEvent::Gap { from, to, .. })) => {
+                            return Err(format!("a gap {from}..{to}"));
+                        }
+                        Ok(Some(ClientEvent::Error(e))) if e.is_fatal() => {
+                            return Err(format!("client stopped: {e}"));
+                        }
+                        Ok(Some(_)) => {}
+                    }
+                }
+            }
+            Follower::Child(c) => match tokio::time::timeout(limit, c.lines.next_line()).await {
+                Err(_) => Ok(None),
+                Ok(line) => {
+                    let line = line
+                        .map_err(|e| e.to_string())?
+                        .ok_or("the follower exited")?;
+                    if line == "joined" {
+                        return Ok(Some(None));
+                    }
+                    let v: serde_json::Value =
+                        serde_json::from_str(&line).map_err(|e| e.to_string())?;
+                    v["seq"]
+                        .as_u64()
+                        .map(|s| Some(Some(s)))
+                        .ok_or_else(|| format!("unexpected line from the follower: {line}"))
+                }
+            },
+        }
+    }
+
     /// The next delivery: `None` for a `joined`, else the event's seq.
     pub async fn next(&mut self) -> Result<Option<u64>, String> {
         match self {
@@ -125,7 +167,6 @@ impl Follower {
         }
     }
 }
-
 
 /// The command that runs a client's bench script `name` (`bench/NAME.ts`
 /// with node for `ts`, `bench/NAME.py` in the package's venv for `python`,
@@ -183,4 +224,3 @@ pub fn go_bench() -> Result<std::path::PathBuf, String> {
         })
         .clone()
 }
-

@@ -15,6 +15,7 @@ pub mod hostile;
 pub mod iam;
 pub mod idp;
 pub mod receiver;
+pub mod soak;
 
 use std::time::Duration;
 
