@@ -743,6 +743,45 @@ impl Stack {
             .expect("send raw");
     }
 
+    /// Every message of the events DLQ as `(body, reason)`, each deleted
+    /// once read (a FIFO queue hands out no more of a group while some of
+    /// it is in flight); returns when a receive finds none.
+    pub async fn drain_dead_letters(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        loop {
+            let got = self
+                .sqs()
+                .receive_message()
+                .queue_url(&self.dlq_url)
+                .message_attribute_names("All")
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .expect("receive from the events DLQ");
+            if got.messages().is_empty() {
+                return out;
+            }
+            for m in got.messages() {
+                let reason = m
+                    .message_attributes()
+                    .and_then(|a| a.get("reason"))
+                    .and_then(|r| r.string_value())
+                    .unwrap_or("no reason");
+                out.push((m.body().unwrap_or_default().to_owned(), reason.to_owned()));
+                if let Some(handle) = m.receipt_handle() {
+                    self.sqs()
+                        .delete_message()
+                        .queue_url(&self.dlq_url)
+                        .receipt_handle(handle)
+                        .send()
+                        .await
+                        .expect("delete from the events DLQ");
+                }
+            }
+        }
+    }
+
     /// An envelope body of this tenant.
     pub fn envelope(&self, channel: &str, id: &str, kind: &str, data: Value) -> String {
         json!({"tenant": self.tenant, "channel": channel, "id": id, "kind": kind, "data": data, "ts": rfc3339(std::time::SystemTime::now())}).to_string()

@@ -303,8 +303,18 @@ pub async fn run(options: &SoakOptions) -> Result<SoakReport, String> {
                 break;
             }
             if Instant::now() > deadline {
+                let missing: Vec<&String> = ids
+                    .get(ch)
+                    .map(|want| want.difference(&stored).collect())
+                    .unwrap_or_default();
+                let dlq = stack
+                    .drain_dead_letters()
+                    .await
+                    .into_iter()
+                    .map(|(_, r)| r)
+                    .collect::<Vec<_>>();
                 return Err(format!(
-                    "{ch}: {} of {} published events committed within 120 s",
+                    "{ch}: {} of {} published events committed within 120 s; missing {missing:?}; the DLQ holds {dlq:?}",
                     stored.len(),
                     ids.get(ch).map_or(0, BTreeSet::len)
                 ));
@@ -343,7 +353,12 @@ pub async fn run(options: &SoakOptions) -> Result<SoakReport, String> {
         });
     }
 
-    let dead_lettered = drain_dlq(&stack).await?;
+    let dead_lettered: Vec<String> = stack
+        .drain_dead_letters()
+        .await
+        .into_iter()
+        .map(|(_, reason)| reason)
+        .collect();
     stack.shutdown().await;
     Ok(SoakReport {
         published,
@@ -392,34 +407,4 @@ async fn publish_http(
         tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
     }
     Err(format!("publish {id}: still failing after 20 attempts"))
-}
-
-/// The reasons of every message in the events DLQ.
-async fn drain_dlq(stack: &Stack) -> Result<Vec<String>, String> {
-    let mut reasons = Vec::new();
-    loop {
-        let out = stack
-            .sqs()
-            .receive_message()
-            .queue_url(&stack.dlq_url)
-            .message_attribute_names("All")
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let msgs = out.messages();
-        if msgs.is_empty() {
-            return Ok(reasons);
-        }
-        for m in msgs {
-            reasons.push(
-                m.message_attributes()
-                    .and_then(|a| a.get("reason"))
-                    .and_then(|r| r.string_value())
-                    .unwrap_or("no reason")
-                    .to_owned(),
-            );
-        }
-    }
 }

@@ -92,22 +92,10 @@ async fn throttled_commits_are_retried_in_order_and_never_dead_lettered() {
 
     // All five committed, so none of them was dead-lettered: the DLQ holds
     // the poison message alone, with its reason.
-    let out = stack
-        .sqs()
-        .receive_message()
-        .queue_url(&stack.dlq_url)
-        .message_attribute_names("All")
-        .max_number_of_messages(10)
-        .wait_time_seconds(1)
-        .send()
-        .await
-        .unwrap();
-    let msgs = out.messages();
-    assert_eq!(msgs.len(), 1, "{msgs:?}");
-    assert_eq!(msgs[0].body(), Some(r#"{"tenant":"bad"}"#));
-    let reason = msgs[0].message_attributes().unwrap()["reason"]
-        .string_value()
-        .unwrap();
+    let dead = stack.drain_dead_letters().await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].0, r#"{"tenant":"bad"}"#);
+    let reason = &dead[0].1;
     assert!(reason.starts_with("invalid_event"), "{reason}");
     stack.shutdown().await;
 }

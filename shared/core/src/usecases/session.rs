@@ -1310,13 +1310,10 @@ mod tests {
         ));
     }
 
-    /// A replay longer than the request's budget ends at `until`; joining
-    /// again from there brings the rest, with nothing lost or repeated.
-    #[tokio::test]
-    async fn a_replay_over_the_budget_is_paged_by_joining_again_from_until() {
-        let f = fx().await;
-        let epoch = commit(&f, "agent-1", 10).await;
-        let session = Session::new(
+    /// A session over the fixture's stores whose joins replay at most
+    /// `events` events.
+    fn with_event_budget(f: &Fx, events: usize) -> Session {
+        Session::new(
             f.reg.clone(),
             f.log.clone(),
             f.cursors.clone(),
@@ -1325,9 +1322,18 @@ mod tests {
             300,
         )
         .with_replay_budget(ReplayBudget {
-            events: 4,
+            events,
             bytes: 1 << 20,
-        });
+        })
+    }
+
+    /// A replay longer than the request's budget ends at `until`; joining
+    /// again from there brings the rest, with nothing lost or repeated.
+    #[tokio::test]
+    async fn a_replay_over_the_budget_is_paged_by_joining_again_from_until() {
+        let f = fx().await;
+        let epoch = commit(&f, "agent-1", 10).await;
+        let session = with_event_budget(&f, 4);
         let mut since = 0;
         let mut pages = Vec::new();
         let mut delivered = Vec::new();
@@ -1382,18 +1388,7 @@ mod tests {
             let epoch = commit(&f, &ch, 5).await;
             joins.push(serde_json::json!({"name": ch, "since": {"epoch": epoch, "seq": 0}}));
         }
-        let session = Session::new(
-            f.reg.clone(),
-            f.log.clone(),
-            f.cursors.clone(),
-            f.pusher.clone(),
-            Arc::new(SystemClock),
-            300,
-        )
-        .with_replay_budget(ReplayBudget {
-            events: 3,
-            bytes: 1 << 20,
-        });
+        let session = with_event_budget(&f, 3);
         let reads_before = f.log.range_reads();
         let frame = serde_json::json!({"action": "join", "id": "j", "channels": joins});
         assert!(
