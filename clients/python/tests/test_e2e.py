@@ -67,6 +67,9 @@ def _env() -> dict[str, str]:
         AWS_SECRET_ACCESS_KEY="test",
         AGENTWIRE_JWT_SECRET=SECRET,
         AGENTWIRE_EVENTS_QUEUE=QUEUE,
+        # The retention test shortens a channel's retention to 1 s to see
+        # events expire; the 2 h floor protects deployments, not this test.
+        AGENTWIRE_MIN_RETENTION="0s",
         RUST_LOG=env.get("RUST_LOG", "warn"),
     )
     return env
