@@ -143,17 +143,6 @@ pub struct Faults {
     injected: Mutex<BTreeMap<String, u64>>,
 }
 
-fn draw<T: Copy>(choices: &[(f64, T)], unit: f64) -> Option<T> {
-    let mut edge = 0.0;
-    for (rate, fault) in choices {
-        edge += rate;
-        if unit < edge {
-            return Some(*fault);
-        }
-    }
-    None
-}
-
 impl Faults {
     pub fn new(settings: FaultSettings) -> Self {
         Self {
@@ -163,10 +152,7 @@ impl Faults {
     }
 
     pub fn settings(&self) -> FaultSettings {
-        self.settings
-            .read()
-            .map(|s| s.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        self.with_settings(FaultSettings::clone)
     }
 
     /// Replaces every rate (the counts go on).
@@ -192,44 +178,51 @@ impl Faults {
         *m.entry(key).or_default() += 1;
     }
 
+    /// Reads the rates under the lock (no copy: this is on every call).
+    fn with_settings<R>(&self, f: impl FnOnce(&FaultSettings) -> R) -> R {
+        match self.settings.read() {
+            Ok(s) => f(&s),
+            Err(p) => f(&p.into_inner()),
+        }
+    }
+
+    /// Draws one of `choices` (rate, fault, label) or none, and counts the
+    /// one drawn as `scope label`.
+    fn pick<T: Copy>(&self, scope: &str, choices: [(f64, T, &str); 3]) -> Option<T> {
+        let unit = agentwire_core::clock::random_unit();
+        let mut edge = 0.0;
+        let (_, fault, label) = choices.into_iter().find(|(rate, _, _)| {
+            edge += rate;
+            unit < edge
+        })?;
+        self.count(format!("{scope} {label}"));
+        Some(fault)
+    }
+
     /// Whether this call of `service:op` fails, and how.
     pub fn aws_fault(&self, service: &str, op: &str) -> Option<AwsFault> {
-        let r = self.settings().rates(service, op);
-        let fault = draw(
-            &[
-                (r.throttle, AwsFault::Throttle),
-                (r.server, AwsFault::Server),
-                (r.timeout, AwsFault::Timeout),
+        let r = self.with_settings(|s| s.rates(service, op));
+        self.pick(
+            &format!("{service}:{op}"),
+            [
+                (r.throttle, AwsFault::Throttle, "throttle"),
+                (r.server, AwsFault::Server, "5xx"),
+                (r.timeout, AwsFault::Timeout, "timeout"),
             ],
-            agentwire_core::clock::random_unit(),
-        )?;
-        let kind = match fault {
-            AwsFault::Throttle => "throttle",
-            AwsFault::Server => "5xx",
-            AwsFault::Timeout => "timeout",
-        };
-        self.count(format!("{service}:{op} {kind}"));
-        Some(fault)
+        )
     }
 
     /// Whether this `@connections` post fails, and how.
     pub fn post_fault(&self) -> Option<PostFault> {
-        let r = self.settings().connections;
-        let fault = draw(
-            &[
-                (r.throttled, PostFault::Throttled),
-                (r.server, PostFault::Server),
-                (r.gone, PostFault::Gone),
+        let r = self.with_settings(|s| s.connections);
+        self.pick(
+            "connections",
+            [
+                (r.throttled, PostFault::Throttled, "429"),
+                (r.server, PostFault::Server, "500"),
+                (r.gone, PostFault::Gone, "410"),
             ],
-            agentwire_core::clock::random_unit(),
-        )?;
-        let kind = match fault {
-            PostFault::Throttled => "429",
-            PostFault::Server => "500",
-            PostFault::Gone => "410",
-        };
-        self.count(format!("connections {kind}"));
-        Some(fault)
+        )
     }
 
     /// `inner`, failing calls as these settings say.
