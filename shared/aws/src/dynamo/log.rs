@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
 
 use agentwire_core::clock::Clock;
@@ -47,6 +48,21 @@ pub fn cancellation_is_transient(codes: &[Option<&str>]) -> bool {
 const PROBES: u64 = 100;
 
 impl DynamoLog {
+    /// A `Query` of `key`'s events `from..=to` that leaves out those expired
+    /// at `now` (TTL deletes late), to finish with its projection, limit
+    /// and paging.
+    fn live_events(&self, key: &ChannelKey, from: u64, to: u64, now: u64) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.tables.events)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+            .filter_expression("attribute_not_exists(expires_at) OR expires_at > :now")
+            .expression_attribute_values(":pk", s(channel_pk(key)))
+            .expression_attribute_values(":from", n(from))
+            .expression_attribute_values(":to", n(to))
+            .expression_attribute_values(":now", n(now))
+    }
+
     /// Which of `seqs` are stored and not expired at `now` (one
     /// `BatchGetItem`, its unprocessed keys asked again).
     async fn live_seqs(
@@ -410,15 +426,7 @@ impl ChannelLog for DynamoLog {
         }
         let now = self.clock.epoch_s();
         let res = self
-            .client
-            .query()
-            .table_name(&self.tables.events)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-            .filter_expression("attribute_not_exists(expires_at) OR expires_at > :now")
-            .expression_attribute_values(":pk", s(channel_pk(key)))
-            .expression_attribute_values(":from", n(1))
-            .expression_attribute_values(":to", n(head))
-            .expression_attribute_values(":now", n(now))
+            .live_events(key, 1, head, now)
             .projection_expression("sk")
             .consistent_read(true)
             .limit(1)
@@ -510,15 +518,7 @@ impl ChannelLog for DynamoLog {
             let page = (budget.events - out.len()).min(by_bytes).max(1);
             let page = i32::try_from(page).unwrap_or(READ_PAGE).min(READ_PAGE);
             let res = self
-                .client
-                .query()
-                .table_name(&self.tables.events)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                .filter_expression("attribute_not_exists(expires_at) OR expires_at > :now")
-                .expression_attribute_values(":pk", s(channel_pk(key)))
-                .expression_attribute_values(":from", n(from))
-                .expression_attribute_values(":to", n(to))
-                .expression_attribute_values(":now", n(now))
+                .live_events(key, from, to, now)
                 .consistent_read(true)
                 .limit(page)
                 .set_exclusive_start_key(start.take())
