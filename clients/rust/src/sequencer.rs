@@ -145,7 +145,7 @@ impl Sequencer {
             // A new client, another epoch, or a reset log: the replay (if
             // any) starts right after `end - replayed`.
             self.pending.retain(|_, e| e.epoch == epoch);
-            self.pending_bytes = self.pending.values().map(|e| e.approx_len()).sum();
+            self.pending_bytes = self.pending.values().map(EventFrame::approx_len).sum();
             self.last = Some(end.saturating_sub(replayed));
             self.known = 0;
         }

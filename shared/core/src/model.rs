@@ -472,6 +472,35 @@ mod tests {
     }
 
     #[test]
+    fn approx_len_is_the_event_frame_within_a_few_bytes() {
+        for data in [
+            serde_json::json!(null),
+            serde_json::json!({"text": "x".repeat(40_000)}),
+        ] {
+            let e = StoredEvent {
+                key: ChannelKey::new("acme", "agent-1"),
+                epoch: "e1".into(),
+                seq: 12_345,
+                id: "id-1".into(),
+                kind: "status".into(),
+                data: data.into(),
+                ts: "2026-11-23T09:00:00.000Z".into(),
+            };
+            let frame = agentwire_protocol::framing::event_frame(&e.frame()).len();
+            assert!(
+                e.approx_len() + 16 >= frame,
+                "{} vs {frame}",
+                e.approx_len()
+            );
+            assert!(
+                e.approx_len() <= frame + 80,
+                "{} vs {frame}",
+                e.approx_len()
+            );
+        }
+    }
+
+    #[test]
     fn a_group_id_is_the_key_or_its_digest_within_sqs_limit() {
         assert_eq!(
             ChannelKey::new("acme", "agent-1").group_id(),

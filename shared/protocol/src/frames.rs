@@ -327,26 +327,17 @@ pub struct EventFrame<D = Value> {
     pub ts: String,
 }
 
-impl EventFrame<crate::RawData> {
-    /// Its size as JSON text, within a few bytes (the data's text, the
-    /// other fields, the keys around them).
-    pub fn approx_len(&self) -> usize {
-        self.data.len() + self.fields_len()
-    }
-}
-
-impl<D> EventFrame<D> {
-    fn fields_len(&self) -> usize {
-        self.channel.len() + self.epoch.len() + self.id.len() + self.kind.len() + self.ts.len() + 80
-    }
-}
-
 impl EventFrame {
     /// Its approximate size as JSON text: what holding or sending it costs
     /// (the data's serialisation, the other fields, the keys around them).
     pub fn approx_len(&self) -> usize {
         let data = serde_json::to_string(&self.data).map_or(0, |d| d.len());
-        data + self.fields_len()
+        data + self.channel.len()
+            + self.epoch.len()
+            + self.id.len()
+            + self.kind.len()
+            + self.ts.len()
+            + 80
     }
 }
 
