@@ -1097,28 +1097,13 @@ mod tests {
 
     #[tokio::test]
     async fn joins_over_the_connections_rate_and_channels_past_the_maximum_are_refused_typed() {
-        use crate::limits::TenantLimits;
-        use crate::ports::LimitSettings;
-        let limits = Arc::new(crate::memory::MemoryLimits::default());
-        limits
-            .put(
-                "acme",
-                &TenantLimits {
-                    connection_action_rate: Some(1),
-                    connection_action_burst: Some(3),
-                    max_channels: Some(2),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        let mut f = fx().await;
-        f.session = f.session.with_quotas(Arc::new(Quotas::new(
-            limits.clone(),
-            limits,
-            TenantLimits::default(),
-            Arc::new(SystemClock),
-        )));
+        let f = fx_with_limits(crate::limits::TenantLimits {
+            connection_action_rate: Some(1),
+            connection_action_burst: Some(3),
+            max_channels: Some(2),
+            ..Default::default()
+        })
+        .await;
         let join =
             |id: &str, ch: &str| format!(r#"{{"action":"join","id":"{id}","channels":["{ch}"]}}"#);
         assert!(matches!(
@@ -1157,21 +1142,11 @@ mod tests {
     /// acts on its stale count. The conditional claim refuses it anyway.
     #[tokio::test]
     async fn concurrent_joins_cannot_take_a_connection_past_its_maximum() {
-        use crate::limits::TenantLimits;
-        use crate::ports::LimitSettings;
-        let limits = Arc::new(crate::memory::MemoryLimits::default());
-        let max_two = TenantLimits {
+        let f = fx_with_limits(crate::limits::TenantLimits {
             max_channels: Some(2),
             ..Default::default()
-        };
-        limits.put("acme", &max_two).await.unwrap();
-        let mut f = fx().await;
-        f.session = f.session.with_quotas(Arc::new(Quotas::new(
-            limits.clone(),
-            limits,
-            TenantLimits::default(),
-            Arc::new(SystemClock),
-        )));
+        })
+        .await;
         let session = Arc::new(f.session);
         let join =
             |id: &str, ch: &str| format!(r#"{{"action":"join","id":"{id}","channels":["{ch}"]}}"#);
@@ -1308,6 +1283,21 @@ mod tests {
             f.session.handle("c2", r#"{"action":"ping"}"#).await,
             Some(ServerFrame::Pong)
         ));
+    }
+
+    /// The fixture with tenant `acme`'s own limits set to `limits`.
+    async fn fx_with_limits(limits: crate::limits::TenantLimits) -> Fx {
+        use crate::ports::LimitSettings;
+        let store = Arc::new(crate::memory::MemoryLimits::default());
+        store.put("acme", &limits).await.unwrap();
+        let mut f = fx().await;
+        f.session = f.session.with_quotas(Arc::new(Quotas::new(
+            store.clone(),
+            store,
+            crate::limits::TenantLimits::default(),
+            Arc::new(SystemClock),
+        )));
+        f
     }
 
     /// A session over the fixture's stores whose joins replay at most
