@@ -175,13 +175,7 @@ async fn on_the_stack(n: usize) {
         },
     );
     e.owner = TrustOwner::Tenant(stack.tenant.clone());
-    let admin = agentwire_aws::Deps::with_clock(
-        &stack.sdk,
-        stack.ddb(),
-        stack.config.clone(),
-        stack.clock.clone(),
-    )
-    .identity_admin();
+    let admin = stack.deps().identity_admin();
     if let Err(e) = admin.trust(&e).await {
         eprintln!("identity: {e}");
         return;

@@ -851,6 +851,18 @@ impl Stack {
         aws_sdk_dynamodb::Client::new(&self.sdk)
     }
 
+    /// The adapters and use cases of this stack's tables and queues, as the
+    /// gateway's functions build them (for a test that works beside them:
+    /// the identity admin, the keyring).
+    pub fn deps(&self) -> agentwire_aws::Deps {
+        agentwire_aws::Deps::with_clock(
+            &self.sdk,
+            self.ddb(),
+            self.config.clone(),
+            self.clock.clone(),
+        )
+    }
+
     /// Whether the connections table has an item for this id.
     pub async fn connection_recorded(&self, id: &str) -> bool {
         self.ddb()

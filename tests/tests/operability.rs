@@ -131,13 +131,7 @@ async fn metrics_count_the_run_and_no_log_line_holds_a_secret() {
     // API shows once.
     let tenant_secret = format!("{}-tenant-key-0123456789abcdef0123456789", stack.tenant);
     let iss = format!("{}-backend", stack.tenant);
-    let admin = agentwire_aws::Deps::with_clock(
-        &stack.sdk,
-        stack.ddb(),
-        stack.config.clone(),
-        stack.clock.clone(),
-    )
-    .identity_admin();
+    let admin = stack.deps().identity_admin();
     admin
         .trust(&agentwire_core::auth::trust::TrustEntry {
             issuer: iss.clone(),

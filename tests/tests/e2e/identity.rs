@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentwire_aws::{ApiGatewayPusher, Deps};
+use agentwire_aws::ApiGatewayPusher;
 use agentwire_core::auth::trust::{KeySource, Preset, TrustEntry, TrustOwner};
 use agentwire_core::clock::{Clock, ManualClock};
 use agentwire_core::usecases::IdentityAdmin;
@@ -30,13 +30,7 @@ async fn stack_on(clock: &Arc<ManualClock>) -> Stack {
 }
 
 fn admin(stack: &Stack) -> IdentityAdmin {
-    Deps::with_clock(
-        &stack.sdk,
-        stack.ddb(),
-        stack.config.clone(),
-        stack.clock.clone(),
-    )
-    .identity_admin()
+    stack.deps().identity_admin()
 }
 
 fn entry(issuer: &str, tenant: &str, url: &str) -> TrustEntry {
