@@ -60,6 +60,13 @@ pub struct SetArgs {
     /// Joins and acks one connection may send at once (default: its rate).
     #[arg(long)]
     connection_action_burst: Option<u32>,
+    /// HTTP reads a second of the whole tenant: history pages, presence,
+    /// channel state (0: no limit).
+    #[arg(long)]
+    read_rate: Option<u32>,
+    /// HTTP reads the tenant may make at once (default: the rate).
+    #[arg(long)]
+    read_burst: Option<u32>,
     /// Count and log what would be refused, refuse nothing.
     #[arg(long)]
     dry_run: Option<bool>,
@@ -79,6 +86,8 @@ pub async fn run(cmd: Command) -> Result<(), CliError> {
                 max_channels: a.max_channels,
                 connection_action_rate: a.connection_action_rate,
                 connection_action_burst: a.connection_action_burst,
+                read_rate: a.read_rate,
+                read_burst: a.read_burst,
                 dry_run: a.dry_run,
             };
             if change.is_empty() {

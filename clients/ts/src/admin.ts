@@ -61,6 +61,9 @@ export interface Limits {
   maxChannels?: number;
   connectionActionRate?: number;
   connectionActionBurst?: number;
+  /** HTTP reads a second of the whole tenant (history, presence, state). */
+  readRate?: number;
+  readBurst?: number;
   /** Count and log what would be refused, refuse nothing. */
   dryRun?: boolean;
 }
@@ -418,6 +421,8 @@ const LIMIT_FIELDS = [
   ["max_channels", "maxChannels"],
   ["connection_action_rate", "connectionActionRate"],
   ["connection_action_burst", "connectionActionBurst"],
+  ["read_rate", "readRate"],
+  ["read_burst", "readBurst"],
 ] as const;
 
 function limits(raw: unknown): Limits {

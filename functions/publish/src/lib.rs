@@ -10,7 +10,7 @@
 //!
 //! Translates the HTTP event into the publish and read use cases, and
 //! their results into JSON, or a JSON error body with a stable code
-//! (400/401/403/413, 429 with `Retry-After` over a rate limit, 500/503
+//! (400/401/403/413, 429 with `Retry-After` over a publish or read rate, 500/503
 //! when the queue or a store fails, with no internal detail).
 
 use agentwire_aws::deps::Deps;
@@ -19,6 +19,7 @@ use std::sync::Arc;
 use agentwire_core::auth::{Verifier, token_from};
 use agentwire_core::config::ConfigError;
 use agentwire_core::ports::StoreError;
+use agentwire_core::usecases::quotas::Limited;
 use agentwire_core::usecases::{ChannelReads, HistoryQuery, PublishError, Publisher, ReadError};
 use agentwire_protocol::ServerFrame;
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
@@ -48,6 +49,7 @@ pub fn read_status(e: &ReadError) -> u16 {
         ReadError::Invalid(_) => 400,
         ReadError::Store(StoreError::Unavailable { .. }) => 503,
         ReadError::Store(_) => 500,
+        ReadError::RateLimited(_) => 429,
     }
 }
 
@@ -144,6 +146,7 @@ impl PublishFunction {
             Err(e @ ReadError::Store(_)) => {
                 self.internal(req, &channel, read_status(&e), &e.to_string())
             }
+            Err(ReadError::RateLimited(l)) => limited(&l, "read"),
             Err(e) => {
                 let status = read_status(&e);
                 tracing::info!(%channel, status, error = %e, "read refused");
@@ -251,23 +254,7 @@ impl PublishFunction {
                     &ServerFrame::error(e.code(), internal_message(&request_id), None).to_json(),
                 )
             }
-            PublishError::RateLimited(l) => {
-                let frame = ServerFrame::rate_limited(
-                    l.scope.as_str(),
-                    l.retry_after_ms,
-                    format!(
-                        "over the {} publish rate; retry after {} ms",
-                        l.scope.as_str(),
-                        l.retry_after_ms
-                    ),
-                    None,
-                );
-                let mut resp = response(429, &frame.to_json());
-                // Whole seconds, rounded up: never earlier than the bucket allows.
-                let secs = l.retry_after_ms.div_ceil(1000).max(1);
-                resp.headers.insert("retry-after", HeaderValue::from(secs));
-                resp
-            }
+            PublishError::RateLimited(l) => limited(&l, "publish"),
             e => {
                 let status = http_status(&e);
                 tracing::info!(%channel, status, error = %e, "publish refused");
@@ -279,6 +266,25 @@ impl PublishFunction {
             }
         }
     }
+}
+
+/// 429 over a rate (`what`: publish or read), with `Retry-After`.
+fn limited(l: &Limited, what: &str) -> ApiGatewayV2httpResponse {
+    let frame = ServerFrame::rate_limited(
+        l.scope.as_str(),
+        l.retry_after_ms,
+        format!(
+            "over the {} {what} rate; retry after {} ms",
+            l.scope.as_str(),
+            l.retry_after_ms
+        ),
+        None,
+    );
+    let mut resp = response(429, &frame.to_json());
+    // Whole seconds, rounded up: never earlier than the bucket allows.
+    let secs = l.retry_after_ms.div_ceil(1000).max(1);
+    resp.headers.insert("retry-after", HeaderValue::from(secs));
+    resp
 }
 
 fn header<'a>(req: &'a ApiGatewayV2httpRequest, name: &str) -> Option<&'a str> {

@@ -266,6 +266,7 @@ impl Deps {
             self.clock.clone(),
             self.config.retention,
         )
+        .with_quotas(self.quotas())
     }
 
     /// The deployment's own token keys.

@@ -143,6 +143,8 @@ pub enum Scope {
     Connections,
     /// The channels one connection may join.
     Channels,
+    /// The tenant's HTTP reads (history, presence, a channel's state).
+    Read,
 }
 
 impl Scope {
@@ -153,6 +155,7 @@ impl Scope {
             Scope::Connection => "connection",
             Scope::Connections => "connections",
             Scope::Channels => "channels",
+            Scope::Read => "read",
         }
     }
 }
@@ -179,6 +182,12 @@ pub struct TenantLimits {
     pub connection_action_rate: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_action_burst: Option<u32>,
+    /// HTTP reads a second of the whole tenant (history pages, presence,
+    /// a channel's state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_rate: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_burst: Option<u32>,
     /// Count and log what would be refused, refuse nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<bool>,
@@ -202,6 +211,8 @@ impl TenantLimits {
             connection_action_burst: self
                 .connection_action_burst
                 .or(defaults.connection_action_burst),
+            read_rate: self.read_rate.or(defaults.read_rate),
+            read_burst: self.read_burst.or(defaults.read_burst),
             dry_run: self.dry_run.or(defaults.dry_run),
         }
     }
@@ -222,6 +233,10 @@ impl TenantLimits {
             self.connection_action_rate.unwrap_or(0),
             self.connection_action_burst,
         )
+    }
+
+    pub fn reads(&self) -> Option<Rate> {
+        Rate::new(self.read_rate.unwrap_or(0), self.read_burst)
     }
 
     pub fn is_dry_run(&self) -> bool {
@@ -245,6 +260,10 @@ pub fn channel_bucket(tenant: &str, channel: &str) -> String {
 
 pub fn connection_bucket(connection_id: &str) -> String {
     format!("bucket#connection#{connection_id}")
+}
+
+pub fn read_bucket(tenant: &str) -> String {
+    format!("bucket#read#{tenant}")
 }
 
 #[cfg(test)]

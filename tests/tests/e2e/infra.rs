@@ -275,6 +275,8 @@ fn default_limits_are_finite_and_waiting_functions_have_a_ceiling() {
         "max_channels",
         "connection_action_rate",
         "connection_action_burst",
+        "read_rate",
+        "read_burst",
     ] {
         let v = fields[field].as_u64().unwrap_or(0);
         assert!(v > 0, "DefaultLimits sets {field} (got {})", fields[field]);

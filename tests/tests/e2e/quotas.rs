@@ -3,7 +3,9 @@
 //! and every 202'd event delivered; a second tenant publishing at the same
 //! time is not limited; the tenant's connection maximum refuses the next
 //! `$connect` with a typed 429 until one closes; a busy tenant's bucket is
-//! leased in chunks, a write per chunk rather than per publish.
+//! leased in chunks, a write per chunk rather than per publish; a tenant's
+//! HTTP reads past its read rate get typed 429s while another tenant's
+//! reads go on.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
@@ -218,5 +220,74 @@ async fn a_busy_tenants_bucket_costs_one_write_per_leased_chunk() {
         (4..=most).contains(&writes),
         "{writes} bucket writes for 200 publishes in {took:?} (expected 4..={most})"
     );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_read_rate_gets_typed_429s_and_another_tenant_reads_on() {
+    let stack = Stack::start().await;
+    stack
+        .set_limits(TenantLimits {
+            read_rate: Some(2),
+            read_burst: Some(4),
+            ..Default::default()
+        })
+        .await;
+    let reader = stack.token("ui", &["agent-*"]);
+    let other = stack.token_of(
+        &format!("{}-b", stack.tenant),
+        "ui",
+        &["agent-*"],
+        &[],
+        SystemClock.epoch_s(),
+        Duration::from_secs(3600),
+    );
+    let paths = [
+        "/v1/channels/agent-1/events?after=0",
+        "/v1/channels/agent-1/presence",
+        "/v1/channels/agent-1",
+    ];
+    let limited = async {
+        let mut answers = vec![];
+        for i in 0..30 {
+            let path = paths[i % paths.len()];
+            answers.push(
+                stack
+                    .http(reqwest::Method::GET, path, Some(&reader), None)
+                    .await,
+            );
+        }
+        answers
+    };
+    let free = async {
+        let mut statuses = vec![];
+        for i in 0..30 {
+            statuses.push(stack.http_get(&other, paths[i % paths.len()]).await.0);
+        }
+        statuses
+    };
+    let (answers, other_statuses) = tokio::join!(limited, free);
+    assert!(
+        other_statuses.iter().all(|s| *s == 200),
+        "the other tenant reads on: {other_statuses:?}"
+    );
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    assert!(
+        statuses[..4].iter().all(|s| *s == 200),
+        "the burst of 4 is read: {statuses:?}"
+    );
+    let refused: Vec<_> = answers.iter().filter(|a| a.0 != 200).collect();
+    assert!(
+        !refused.is_empty(),
+        "30 reads at once exceed 2/s: {statuses:?}"
+    );
+    for (status, retry_after, body) in &refused {
+        assert_eq!(*status, 429, "{body}");
+        assert_eq!(body["code"], "rate_limited", "{body}");
+        assert_eq!(body["scope"], "read", "{body}");
+        let ms = body["retry_after_ms"].as_u64().unwrap();
+        assert!(ms > 0 && ms <= 500, "one 500 ms interval at most: {body}");
+        assert!(retry_after.is_some(), "Retry-After is set: {body}");
+    }
     stack.shutdown().await;
 }

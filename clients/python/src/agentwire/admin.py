@@ -62,6 +62,8 @@ _LIMIT_FIELDS = (
     "max_channels",
     "connection_action_rate",
     "connection_action_burst",
+    "read_rate",
+    "read_burst",
 )
 
 
@@ -78,6 +80,9 @@ class Limits:
     max_channels: int | None = None
     connection_action_rate: int | None = None
     connection_action_burst: int | None = None
+    #: HTTP reads a second of the whole tenant (history, presence, state).
+    read_rate: int | None = None
+    read_burst: int | None = None
     #: Count and log what would be refused, refuse nothing.
     dry_run: bool | None = None
 

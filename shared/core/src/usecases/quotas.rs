@@ -1,7 +1,8 @@
 //! Quotas: what each tenant may do, checked before a request is taken.
 //! One piece for every entry point: publish (tenant and channel rates),
-//! `$connect` (concurrent connections), join and ack (the connection's
-//! action rate, the channels it may join). A tenant in dry-run is never
+//! the HTTP reads (the tenant's read rate), `$connect` (concurrent
+//! connections), join and ack (the connection's action rate, the channels
+//! it may join). A tenant in dry-run is never
 //! refused; what would have been is logged and counted.
 //!
 //! The limits are read once per tenant every `cache_for` (10 s by
@@ -26,7 +27,7 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::limits::{
     LEASE_FOR_US, Rate, Scope, Take, TenantLimits, channel_bucket, connection_bucket, lease_size,
-    tenant_bucket,
+    read_bucket, tenant_bucket,
 };
 use crate::metrics;
 use crate::ports::{LimitSettings, RateLimiter};
@@ -144,6 +145,15 @@ impl Quotas {
                 limits.connection_actions(),
                 tenant,
             )
+            .await;
+        self.decide(&limits, tenant, refused)
+    }
+
+    /// The tenant's HTTP read rate (history, presence, a channel's state).
+    pub async fn check_read(&self, tenant: &str) -> Result<(), Limited> {
+        let limits = self.limits(tenant).await;
+        let refused = self
+            .take(Scope::Read, read_bucket(tenant), limits.reads(), tenant)
             .await;
         self.decide(&limits, tenant, refused)
     }

@@ -2,7 +2,8 @@
 //! UI, a chat bridge catching up): its history in pages, with the gap when
 //! the start is no longer retained; who is there; its head, epoch,
 //! retention and webhook mode. A token reads what it may join: its
-//! `channels` grants apply.
+//! `channels` grants apply; every read is taken from its tenant's read
+//! rate (`read_rate`), so one tenant's pollers cannot crowd the others.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use crate::auth::{AuthError, Grants, Verifier};
 use crate::clock::Clock;
 use crate::model::{ChannelKey, ChannelState, StoredEvent};
 use crate::ports::{ChannelLog, ConnectionRegistry, ReadBudget, StoreError, WebhookDirectory};
+use crate::usecases::quotas::{Limited, Quotas};
 use crate::webhook::{WebhookMode, WebhookScope};
 
 /// Events one history page holds by default, and at most.
@@ -37,6 +39,9 @@ pub enum ReadError {
     Invalid(ProtocolError),
     #[error("the channel could not be read: {0}")]
     Store(#[from] StoreError),
+    /// Over the tenant's read rate.
+    #[error("{0}")]
+    RateLimited(Limited),
 }
 
 impl ReadError {
@@ -47,6 +52,7 @@ impl ReadError {
             ReadError::Forbidden(_) => ErrorCode::Forbidden,
             ReadError::Invalid(e) => e.code,
             ReadError::Store(_) => ErrorCode::Internal,
+            ReadError::RateLimited(_) => ErrorCode::RateLimited,
         }
     }
 }
@@ -165,6 +171,7 @@ pub struct ChannelReads {
     webhooks: Arc<dyn WebhookDirectory>,
     clock: Arc<dyn Clock>,
     retention: Duration,
+    quotas: Option<Arc<Quotas>>,
 }
 
 impl ChannelReads {
@@ -181,7 +188,14 @@ impl ChannelReads {
             webhooks,
             clock,
             retention,
+            quotas: None,
         }
+    }
+
+    /// Every read is taken from its tenant's read rate.
+    pub fn with_quotas(mut self, quotas: Arc<Quotas>) -> Self {
+        self.quotas = Some(quotas);
+        self
     }
 
     /// Verifies the token and its `channels` grant for `channel`.
@@ -203,6 +217,12 @@ impl ChannelReads {
         let grants = Grants::compile(&claims.channels).map_err(AuthError::from)?;
         if !grants.allows(channel) {
             return Err(ReadError::Forbidden(channel.to_owned()));
+        }
+        if let Some(quotas) = &self.quotas {
+            quotas
+                .check_read(&claims.tenant)
+                .await
+                .map_err(ReadError::RateLimited)?;
         }
         Ok(ChannelKey::new(&claims.tenant, channel))
     }
@@ -588,5 +608,55 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(p2.events[0].seq, n + 1);
+    }
+
+    #[tokio::test]
+    async fn reads_are_taken_from_the_tenants_read_rate_and_refused_past_it() {
+        use crate::limits::{Scope, TenantLimits};
+        use crate::memory::MemoryLimits;
+        let f = fixture();
+        commit(&f, "agent-1", 3).await;
+        let store = Arc::new(MemoryLimits::default());
+        let quotas = Quotas::new(
+            store.clone(),
+            store,
+            TenantLimits {
+                read_rate: Some(2),
+                read_burst: Some(3),
+                ..Default::default()
+            },
+            f.clock.clone(),
+        );
+        let reads = ChannelReads::new(
+            f.log.clone(),
+            f.registry.clone(),
+            f.webhooks.clone(),
+            f.clock.clone(),
+            Duration::from_secs(3600),
+        )
+        .with_quotas(Arc::new(quotas));
+        let t = Some(f.token.as_str());
+        // History, presence and state draw from one bucket of 3.
+        reads.history(&f.key, t, "agent-1", q(0, 10)).await.unwrap();
+        reads.presence(&f.key, t, "agent-1").await.unwrap();
+        reads.channel(&f.key, t, "agent-2").await.unwrap();
+        let e = reads
+            .history(&f.key, t, "agent-1", q(0, 10))
+            .await
+            .unwrap_err();
+        let ReadError::RateLimited(l) = &e else {
+            panic!("{e}")
+        };
+        assert_eq!((l.scope, l.retry_after_ms), (Scope::Read, 500));
+        assert_eq!(e.code(), ErrorCode::RateLimited);
+        // A refused token is refused before it costs a read.
+        let e = reads
+            .history(&f.key, Some("nope"), "agent-1", q(0, 10))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ReadError::Unauthorized(_)), "{e}");
+        f.clock.advance(Duration::from_millis(500));
+        let p = reads.history(&f.key, t, "agent-1", q(0, 10)).await.unwrap();
+        assert_eq!(p.events.len(), 3);
     }
 }
