@@ -242,9 +242,13 @@ pub async fn run(options: &SoakOptions) -> Result<SoakReport, String> {
             stack.gateway_up().await;
         }
         for ch in &channels {
-            let id = format!("{ch}-e{i}");
+            let mut id = format!("{ch}-e{i}");
             if i % 2 == 0 {
-                http_retries += publish_http(&stack, &http, &publisher, ch, &id, i).await?;
+                let (retries, committed_as) =
+                    publish_http(&stack, &http, &publisher, ch, &id, i).await?;
+                http_retries += retries;
+                // The publisher's key behind its tag.
+                id = committed_as;
             } else {
                 let group = format!("{}#{ch}", stack.tenant);
                 stack
@@ -374,7 +378,7 @@ pub async fn run(options: &SoakOptions) -> Result<SoakReport, String> {
 
 /// Publishes one event over HTTP with its Idempotency-Key, sending it again
 /// on a 5xx (a fault of the queue behind it) as a publisher should: the key
-/// makes it one event. Returns the retries it took.
+/// makes it one event. Returns the retries it took and the event's id.
 async fn publish_http(
     stack: &Stack,
     http: &reqwest::Client,
@@ -382,7 +386,7 @@ async fn publish_http(
     channel: &str,
     id: &str,
     i: u64,
-) -> Result<u64, String> {
+) -> Result<(u64, String), String> {
     let url = format!("{}/v1/channels/{channel}/events", stack.gateway.http_url());
     for attempt in 0..20u64 {
         let resp = http
@@ -394,7 +398,15 @@ async fn publish_http(
             .send()
             .await;
         match resp {
-            Ok(r) if r.status().is_success() => return Ok(attempt),
+            Ok(r) if r.status().is_success() => {
+                let text = r.text().await.map_err(|e| e.to_string())?;
+                let body: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
+                let id = body["id"]
+                    .as_str()
+                    .ok_or(format!("publish {id}: no id in {body}"))?;
+                return Ok((attempt, id.to_owned()));
+            }
             Ok(r) if r.status().is_server_error() => {}
             Ok(r) => {
                 let status = r.status();

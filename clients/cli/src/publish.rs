@@ -52,7 +52,9 @@ pub struct Args {
     #[arg(long, default_value_t = DEFAULT_MAX_BYTES, requires = "stream")]
     max_bytes: usize,
     /// Idempotency key: publishing the same id twice makes one event (one
-    /// message, one stream). Default: a new UUID.
+    /// message, one stream). Over HTTP it is the token's own: the event id
+    /// is the key behind a tag of its principal (printed). Default: a new
+    /// UUID.
     #[arg(long)]
     id: Option<String>,
     /// Publish over HTTP to this publish API (the stack's PublishUrl base,

@@ -35,11 +35,14 @@ async fn publish_over_http_reaches_a_subscriber_and_refusals_are_explained() {
         "cli-1",
     ]);
     assert!(ok, "{err}");
-    assert_eq!(id, "cli-1");
+    // Over HTTP the key is the publisher's own: the id is it behind a tag.
+    let scoped =
+        |k: &str| agentwire_core::usecases::publish::publisher_scoped_id("bot", k).unwrap();
+    assert_eq!(id, scoped("cli-1"));
     let got = sub.events(1).await;
     assert_eq!(
         (got[0]["id"].as_str(), got[0]["data"]["n"].as_u64()),
-        (Some("cli-1"), Some(1))
+        (Some(scoped("cli-1").as_str()), Some(1))
     );
 
     let (ok, _, err) = agentwire(&[
@@ -125,7 +128,11 @@ async fn a_piped_stream_and_a_file_arrive_whole_and_in_order() {
     let got = sub.events(n).await;
     let mut text = String::new();
     for (i, ev) in got.iter().enumerate() {
-        assert_eq!(ev["id"], format!("make-1:{i}"));
+        assert_eq!(
+            ev["id"],
+            agentwire_core::usecases::publish::publisher_scoped_id("bot", &format!("make-1:{i}"))
+                .unwrap()
+        );
         assert_eq!(ev["data"]["index"].as_u64(), Some(i as u64));
         if i + 1 < n {
             text.push_str(ev["data"]["text"].as_str().unwrap());

@@ -253,7 +253,8 @@ async def test_events_from_publisher_and_publish_sync_arrive(gateway: Gateway, t
         await sub.wait_joined(WAIT)
         async with Publisher(gateway.http_url, token=tok) as p:
             r = await p.publish(channel, kind="final", data={"text": "done"}, idempotency_key="run-7/final")
-        assert (r.id, r.channel) == ("run-7/final", channel)
+        # The key behind the publisher's tag.
+        assert r.channel == channel and r.id.endswith("~run-7/final"), r
         r2 = await asyncio.to_thread(
             publish_sync, gateway.http_url, token=tok, channel=channel, kind="status", data={"text": "cron ran"}
         )
@@ -261,7 +262,7 @@ async def test_events_from_publisher_and_publish_sync_arrive(gateway: Gateway, t
         items = await take(sub, 2)
         got = {(i.kind, json.dumps(i.data, sort_keys=True), i.id) for i in items if isinstance(i, Event)}
         assert got == {
-            ("final", json.dumps({"text": "done"}), "run-7/final"),
+            ("final", json.dumps({"text": "done"}), r.id),
             ("status", json.dumps({"text": "cron ran"}), r2.id),
         }
         assert seqs(items) == [1, 2]
@@ -399,7 +400,7 @@ async def test_history_presence_and_the_channel_are_read_over_http(
             assert page.epoch
             assert [e.seq for e in page.events] == [1, 2, 3]
             assert [e.data for e in page.events] == [{"n": 1}, {"n": 2}, {"n": 3}], "in publish order"
-            assert [e.id for e in page.events] == ["reads-1", "reads-2", "reads-3"]
+            assert [e.id.split("~", 1)[1] for e in page.events] == ["reads-1", "reads-2", "reads-3"]
             assert all(e.kind == "status" and e.channel == channel and e.epoch == page.epoch and e.ts for e in page.events)
 
             first = await p.history(channel, after=0, limit=2)
@@ -437,7 +438,7 @@ async def test_a_batch_lands_in_order_once_and_history_shows_it(gateway: Gateway
     ]
     async with Publisher(gateway.http_url, token=token(tenant, "bot")) as p:
         r = await p.publish_batch(channel, events)
-        assert r.channel == channel and len(r.ids) == 3 and r.ids[:2] == ["b-1", "b-2"] and r.ids[2]
+        assert r.channel == channel and len(r.ids) == 3 and [i.split("~", 1)[1] for i in r.ids[:2]] == ["b-1", "b-2"] and r.ids[2]
         # The same events again (a retry): each committed once. A marker after it.
         await p.publish_batch(channel, events[:2])
         await p.publish(channel, kind="marker", data={})

@@ -65,8 +65,9 @@ export const MAX_BATCH_EVENTS = 10;
 export interface BatchEvent {
   kind: string;
   data?: unknown;
-  /** The event's id and idempotency key (unique per channel): the event is
-   * committed once however often it is sent. The gateway makes one when none
+  /** The idempotency key (1 to 115 characters), the publisher's own: the
+   * event's id is `<tag>~<key>`, the tag one of the token's principal, and
+   * the event is committed once however often it is sent. The gateway makes one when none
    * is given; with `retries`, the client does. */
   id?: string;
 }

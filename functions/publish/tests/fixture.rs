@@ -41,9 +41,14 @@ async fn a_recorded_publish_request_is_accepted_and_enqueued() {
         panic!("no body")
     };
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(body["id"], "run-1/final", "the idempotency key is the id");
+    let id = body["id"].as_str().unwrap();
+    assert!(
+        id.ends_with("~run-1/final"),
+        "the id is the idempotency key behind the publisher's tag: {id}"
+    );
     let sent = queue.sent();
     assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].id, id);
     assert_eq!(
         (
             sent[0].tenant.as_str(),

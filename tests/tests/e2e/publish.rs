@@ -61,11 +61,14 @@ async fn a_published_event_reaches_a_subscriber() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_idempotency_key_twice_makes_one_event() {
+    use agentwire_core::usecases::publish::publisher_scoped_id;
     let stack = Stack::start().await;
     let mut sub = stack.client(&stack.token("viewer", &["agent-*"])).await;
     sub.hello().await;
     assert_eq!(sub.join(json!(["agent-2"])).await["type"], "joined");
     let token = stack.publisher_token("bot", &["agent-2"]);
+    let other_token = stack.publisher_token("bot-2", &["agent-2"]);
+    let id = |k: &str| publisher_scoped_id("bot", k).unwrap();
     let body = || {
         json!({"kind": "final", "data": {"n": 1}})
             .to_string()
@@ -78,8 +81,20 @@ async fn the_same_idempotency_key_twice_makes_one_event() {
         (202, 202),
         "a retry is accepted: {first:?} {again:?}"
     );
-    assert_eq!(first.1["id"], "order-42");
-    assert_eq!(again.1["id"], "order-42");
+    assert_eq!(first.1["id"], id("order-42").as_str());
+    assert_eq!(again.1["id"], id("order-42").as_str());
+    // Another publisher's same key is its own event, not a retry of bot's.
+    let theirs = post(
+        &stack,
+        "agent-2",
+        Some(&other_token),
+        Some("order-42"),
+        body(),
+    )
+    .await;
+    assert_eq!(theirs.0, 202);
+    let their_id = publisher_scoped_id("bot-2", "order-42").unwrap();
+    assert_eq!(theirs.1["id"], their_id.as_str());
     let other = post(&stack, "agent-2", Some(&token), Some("order-43"), body()).await;
     assert_eq!(other.0, 202);
     // The retry may reach the dispatcher after the first was processed (moto
@@ -87,7 +102,7 @@ async fn the_same_idempotency_key_twice_makes_one_event() {
     // 5 minutes): it resolves to seq 1 and its frame may be sent again with
     // that seq (docs/protocol.md). One event, never a second seq.
     let got = sub
-        .frames_until(|f| f.iter().any(|e| e["id"] == "order-43"))
+        .frames_until(|f| f.iter().any(|e| e["id"] == id("order-43").as_str()))
         .await;
     let mut events: Vec<(u64, String)> = got
         .iter()
@@ -104,7 +119,7 @@ async fn the_same_idempotency_key_twice_makes_one_event() {
     let marker = post(&stack, "agent-2", Some(&token), Some("marker"), body()).await;
     assert_eq!(marker.0, 202);
     let rest = sub
-        .frames_until(|f| f.iter().any(|e| e["id"] == "marker"))
+        .frames_until(|f| f.iter().any(|e| e["id"] == id("marker").as_str()))
         .await;
     events.extend(rest.iter().filter(|e| e["type"] == "event").map(|e| {
         (
@@ -116,12 +131,13 @@ async fn the_same_idempotency_key_twice_makes_one_event() {
     assert_eq!(
         events,
         vec![
-            (1, "order-42".to_owned()),
-            (2, "order-43".to_owned()),
-            (3, "marker".to_owned())
+            (1, id("order-42")),
+            (2, their_id),
+            (3, id("order-43")),
+            (4, id("marker"))
         ]
     );
-    assert_eq!(stack.stored_events("agent-2").await.len(), 3);
+    assert_eq!(stack.stored_events("agent-2").await.len(), 4);
     stack.shutdown().await;
 }
 

@@ -322,13 +322,13 @@ impl Publisher {
     }
 
     /// Verifies the bearer token and its `publish` grant for `channel`;
-    /// the token's tenant.
+    /// the token's tenant and principal.
     async fn authorize(
         &self,
         verifier: &Verifier,
         token: Option<&str>,
         channel: &str,
-    ) -> Result<String, PublishError> {
+    ) -> Result<(String, String), PublishError> {
         let claims = verifier
             .verify(token.ok_or(AuthError::Missing)?, self.clock.epoch_s())
             .await
@@ -342,7 +342,7 @@ impl Publisher {
         if !grants.allows(channel) {
             return Err(PublishError::Forbidden(channel.to_owned()));
         }
-        Ok(claims.tenant)
+        Ok((claims.tenant, claims.sub))
     }
 
     /// `POST /v1/channels/{channel}/events:batch`: up to
@@ -360,7 +360,7 @@ impl Publisher {
         channel: &str,
         body: &[u8],
     ) -> Result<Vec<Envelope>, PublishError> {
-        let tenant = self.authorize(verifier, token, channel).await?;
+        let (tenant, publisher) = self.authorize(verifier, token, channel).await?;
         if body.len() > MAX_BATCH_BODY_BYTES {
             return Err(PublishError::TooLarge {
                 what: "the request body",
@@ -395,7 +395,12 @@ impl Publisher {
                     channel: channel.to_owned(),
                     kind: e.kind,
                     data: e.data,
-                    id: e.id,
+                    id: e
+                        .id
+                        .as_deref()
+                        .map(|k| publisher_scoped_id(&publisher, k))
+                        .transpose()
+                        .map_err(|err| at_index(i, err))?,
                 })
                 .map_err(|err| at_index(i, err))?;
             if let Some(j) = envelopes.iter().position(|p| p.id == envelope.id) {
@@ -425,7 +430,10 @@ impl Publisher {
         body: &[u8],
         idempotency_key: Option<&str>,
     ) -> Result<Envelope, PublishError> {
-        let tenant = self.authorize(verifier, token, channel).await?;
+        let (tenant, publisher) = self.authorize(verifier, token, channel).await?;
+        let id = idempotency_key
+            .map(|k| publisher_scoped_id(&publisher, k))
+            .transpose()?;
         if body.len() > MAX_PUBLISH_BODY_BYTES {
             return Err(PublishError::TooLarge {
                 what: "the request body",
@@ -450,12 +458,44 @@ impl Publisher {
                 channel: channel.to_owned(),
                 kind: parsed.kind,
                 data: parsed.data,
-                id: idempotency_key.map(str::to_owned),
+                id,
             },
             PublishPath::Http,
         )
         .await
     }
+}
+
+/// Characters of an HTTP publisher's tag in its event ids: 12 hex digits
+/// and `~`.
+const PUBLISHER_TAG: usize = 13;
+
+/// The longest idempotency key an HTTP publisher may give: the event id
+/// (at most [`MAX_EVENT_ID`](agentwire_protocol::limits::MAX_EVENT_ID)) is
+/// the key behind the publisher's tag.
+pub const MAX_IDEMPOTENCY_KEY: usize = agentwire_protocol::limits::MAX_EVENT_ID - PUBLISHER_TAG;
+
+/// The event id of an HTTP publish whose idempotency key is `key`:
+/// `<tag>~<key>`, the tag the first 12 hex digits of SHA-256 of the
+/// publisher's principal (the token's `sub`). So a key is the publisher's
+/// own: another publisher of the channel using the same key makes another
+/// event instead of being taken for a retry of yours, while a retry with
+/// the same token and key makes the same id (one event). Event ids stay
+/// unique per channel, and the key stays readable in the id.
+pub fn publisher_scoped_id(publisher: &str, key: &str) -> Result<String, PublishError> {
+    use sha2::Digest;
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(PublishError::Invalid(ProtocolError::new(
+            ErrorCode::InvalidEvent,
+            format!(
+                "an idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY} characters, not {}",
+                key.len()
+            ),
+        )));
+    }
+    let digest = sha2::Sha256::digest(publisher.as_bytes());
+    let tag: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("{tag}~{key}"))
 }
 
 #[cfg(test)]
@@ -504,7 +544,8 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(env.id, "key-1");
+        assert_eq!(env.id, publisher_scoped_id("agent", "key-1").unwrap());
+        assert!(env.id.ends_with("~key-1"), "{}", env.id);
         assert_eq!(env.tenant, "t1");
         let sent = queue.sent();
         assert_eq!(sent.len(), 1);
@@ -516,6 +557,7 @@ mod tests {
         let (p, queue, key) = setup();
         let ok = token(&key, &["jobs-*"], Duration::from_secs(60), now());
         let expired = token(&key, &["jobs-*"], Duration::from_secs(1), now() - 120);
+        let long_key = "k".repeat(MAX_IDEMPOTENCY_KEY + 1);
         // (token, channel, body, idempotency key, code)
         type Case<'a> = (
             Option<&'a str>,
@@ -583,6 +625,13 @@ mod tests {
             ),
             (
                 Some(&ok),
+                "jobs-1",
+                br#"{"kind":"k"}"#.to_vec(),
+                Some(&long_key),
+                ErrorCode::InvalidEvent,
+            ),
+            (
+                Some(&ok),
                 "bad channel",
                 br#"{"kind":"k"}"#.to_vec(),
                 None,
@@ -616,6 +665,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_idempotency_key_is_its_publishers_own() {
+        let (p, queue, key) = setup();
+        let as_sub = |sub: &str| {
+            let claims = TokenKey::claims(
+                "t1",
+                sub,
+                vec![],
+                vec!["jobs-*".into()],
+                now(),
+                Duration::from_secs(60),
+            );
+            TokenKey::hs256(b"k").sign(&claims).unwrap()
+        };
+        let body = br#"{"kind":"status","data":1}"#;
+        let mut ids = vec![];
+        for sub in ["alice", "bob", "alice"] {
+            let t = as_sub(sub);
+            let env = p
+                .publish_http(&key, Some(&t), "jobs-1", body, Some("run-7/final"))
+                .await
+                .unwrap();
+            ids.push(env.id);
+        }
+        assert_ne!(ids[0], ids[1], "bob's key is not alice's");
+        assert_eq!(ids[0], ids[2], "alice's retry is the same event");
+        assert!(ids.iter().all(|id| id.ends_with("~run-7/final")), "{ids:?}");
+        assert!(ids.iter().all(|id| id.len() == 13 + 11), "{ids:?}");
+        // A batch's ids are scoped the same way.
+        let t = as_sub("bob");
+        let sent = p
+            .publish_batch_http(
+                &key,
+                Some(&t),
+                "jobs-1",
+                br#"{"events":[{"kind":"a","id":"run-7/final"}]}"#,
+            )
+            .await
+            .unwrap();
+        assert_eq!(sent[0].id, ids[1]);
+        // The longest key makes the longest event id.
+        let longest = "k".repeat(MAX_IDEMPOTENCY_KEY);
+        let env = p
+            .publish_http(&key, Some(&t), "jobs-1", body, Some(&longest))
+            .await
+            .unwrap();
+        assert_eq!(env.id.len(), agentwire_protocol::limits::MAX_EVENT_ID);
+        assert_eq!(queue.sent().len(), 5);
+    }
+
+    #[tokio::test]
     async fn a_batch_is_enqueued_in_order_with_each_events_id() {
         let (p, queue, key) = setup();
         let t = token(&key, &["jobs-*"], Duration::from_secs(60), now());
@@ -629,7 +728,8 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(sent.len(), 3);
-        assert_eq!((sent[0].id.as_str(), sent[2].id.as_str()), ("k1", "k3"));
+        let scoped = |k| publisher_scoped_id("agent", k).unwrap();
+        assert_eq!((&sent[0].id, &sent[2].id), (&scoped("k1"), &scoped("k3")));
         assert_eq!(queue.sent(), sent, "all of them, in order");
         assert_eq!(sent[1].data.value(), Value::Null);
     }
