@@ -98,15 +98,30 @@ async fn a_join_over_5000_expired_events_and_one_live_one_uses_at_most_5_queries
 /// event with the right gap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_oldest_seq_over_19990_expired_events_costs_a_few_calls() {
-    let ch = "long-run";
+    oldest_seq_past("long-run", 19_990).await;
+}
+
+/// The same with 1,000 expired events before the 10 live ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oldest_seq_over_1000_expired_events_costs_a_few_calls() {
+    oldest_seq_past("shorter-run", 1_000).await;
+}
+
+/// `expired` events past their expiry and 10 live ones after them: a join
+/// from seq 0 and a history read from `after=0` each make at most 2
+/// `Query` and 3 `BatchGetItem` calls, and start at the first live event
+/// after a gap of exactly the expired range.
+async fn oldest_seq_past(ch: &str, expired: u64) {
     let Expired {
         stack,
         log,
         key,
         now,
-    } = Expired::on(ch, 19_990).await;
+    } = Expired::on(ch, expired).await;
     let state = log.ensure_channel(&key).await.unwrap();
-    let live: Vec<Envelope> = (19_991..=20_000).map(|i| envelope(&stack, ch, i)).collect();
+    let live: Vec<Envelope> = (expired + 1..=expired + 10)
+        .map(|i| envelope(&stack, ch, i))
+        .collect();
     log.import(&key, &state, &live, now + 3600).await.unwrap();
 
     let mut c = stack.client(&stack.token("ana", &[ch])).await;
@@ -117,16 +132,17 @@ async fn the_oldest_seq_over_19990_expired_events_costs_a_few_calls() {
         .await;
     let join_calls = stack.calls.snapshot();
     assert_eq!(
-        joined["health"]["channels"][ch]["oldest"], 19_991,
+        joined["health"]["channels"][ch]["oldest"],
+        expired + 1,
         "{joined}"
     );
     let gap = c.expect("gap").await;
     assert_eq!(
         (gap["from"].as_u64(), gap["to"].as_u64()),
-        (Some(1), Some(19_990))
+        (Some(1), Some(expired))
     );
     let events = c.events(10).await;
-    assert_eq!(events[0]["seq"], 19_991);
+    assert_eq!(events[0]["seq"], expired + 1);
     let probes = |calls: &std::collections::BTreeMap<String, u64>| {
         (
             calls.get("Query").copied().unwrap_or(0),
@@ -134,7 +150,7 @@ async fn the_oldest_seq_over_19990_expired_events_costs_a_few_calls() {
         )
     };
     let (q, b) = probes(&join_calls);
-    println!("join calls: {join_calls:?}");
+    println!("{expired} expired: join calls: {join_calls:?}");
     // The oldest seq: 1 Query and at most 3 BatchGetItem; the replay of 10
     // events: 1 more Query.
     assert!(
@@ -151,10 +167,10 @@ async fn the_oldest_seq_over_19990_expired_events_costs_a_few_calls() {
         )
         .await;
     let read_calls = stack.calls.snapshot();
-    println!("history calls: {read_calls:?}");
+    println!("{expired} expired: history calls: {read_calls:?}");
     assert_eq!(status, 200, "{page}");
-    assert_eq!(page["oldest"], 19_991);
-    assert_eq!(page["gap"], json!({"from": 1, "to": 19_990}));
+    assert_eq!(page["oldest"], expired + 1);
+    assert_eq!(page["gap"], json!({"from": 1, "to": expired}));
     let (q, b) = probes(&read_calls);
     assert!(
         q <= 2 && b <= 3,
