@@ -83,6 +83,9 @@ pub struct GatewayOptions {
     /// Fan-out invocations (one job each) run at once: the fan-out
     /// function's `MaximumConcurrency` in the template.
     pub fanout_pollers: usize,
+    /// Webhook invocations (two jobs each) run at once: the webhook
+    /// function's `MaximumConcurrency` in the template.
+    pub webhook_pollers: usize,
     /// The faults injected into the functions' AWS calls and into
     /// `@connections` posts (none by default), changeable while running.
     /// [`Gateway::start`] wraps the SDK with them; a caller of
@@ -104,6 +107,7 @@ impl Default for GatewayOptions {
             connections_latency: Duration::ZERO,
             connections_jitter: Duration::ZERO,
             fanout_pollers: 4,
+            webhook_pollers: 5,
             faults: Arc::default(),
         }
     }

@@ -72,6 +72,10 @@ struct Args {
     /// Fan-out invocations (one job each) run at once.
     #[arg(long, env = "AGENTWIRE_LOCAL_FANOUT_POLLERS", default_value_t = 4)]
     fanout_pollers: usize,
+    /// Webhook invocations (two jobs each) run at once (the template's
+    /// `WebhookMaxConcurrency`).
+    #[arg(long, env = "AGENTWIRE_LOCAL_WEBHOOK_POLLERS", default_value_t = 5)]
+    webhook_pollers: usize,
     /// Webhook dead-letter queue: a name or a URL.
     #[arg(
         long,
@@ -236,6 +240,7 @@ async fn serve(args: Args) -> Result<(), String> {
         connections_latency: args.connections_latency,
         connections_jitter: args.connections_jitter,
         fanout_pollers: args.fanout_pollers,
+        webhook_pollers: args.webhook_pollers,
         faults: std::sync::Arc::new(agentwire_local::faults::Faults::new(
             args.faults.unwrap_or_default(),
         )),

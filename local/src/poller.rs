@@ -89,12 +89,14 @@ impl Target {
     }
 
     /// Messages per invocation: the template's `BatchSize` for the fan-out
-    /// function (one job each, so jobs spread over invocations), else all
-    /// of a receive.
+    /// function (one job each, so jobs spread over invocations) and the
+    /// webhook function (2: the jobs one invocation's time-out fits), else
+    /// all of a receive.
     fn batch_size(self) -> usize {
         match self {
             Target::Fanout => 1,
-            Target::Dispatcher | Target::Webhook => 10,
+            Target::Webhook => 2,
+            Target::Dispatcher => 10,
         }
     }
 }
@@ -203,7 +205,9 @@ async fn redeliver_in_order(sqs: Client, source: Arc<Source>, failed: Receipts) 
 /// Polls `source` and invokes `target` as Lambda's event source mapping
 /// does: up to `fanout_pollers` invocations at once for the fan-out
 /// function (its `MaximumConcurrency`; `/@dev/settings` may change it while
-/// running), one at a time for the others. A
+/// running), up to `webhook_pollers` for the webhook function (its
+/// `MaximumConcurrency`), one at a time for the dispatcher (one FIFO
+/// group's order is one invocation's). A
 /// free slot is filled at once from what the last receive brought (an
 /// invocation never waits for the others of its receive) or by a new
 /// receive; processed messages are deleted ten at a time, and all of them
@@ -227,7 +231,8 @@ pub(crate) async fn run(
             .fanout_invocations
             .load(std::sync::atomic::Ordering::Relaxed)
             .max(1),
-        Target::Dispatcher | Target::Webhook => 1,
+        Target::Webhook => app.options.webhook_pollers.max(1),
+        Target::Dispatcher => 1,
     };
     let mut backoff = Duration::from_millis(200);
     let mut running = futures::stream::FuturesUnordered::new();
@@ -320,8 +325,13 @@ pub(crate) async fn run(
             }
         };
         if messages.is_empty() {
-            // Nothing more to start: wait for one under way to end.
-            next_finished(&mut running, &mut done, &mut done_since).await;
+            // Nothing to start now: wait for one under way to end, or look
+            // again shortly, as Lambda's pollers go on polling while
+            // invocations run (one that hangs must not stop the others).
+            tokio::select! {
+                () = next_finished(&mut running, &mut done, &mut done_since) => {}
+                () = tokio::time::sleep(EMPTY_RECEIVE_AGAIN) => {}
+            }
             continue;
         }
         if matches!(
@@ -342,6 +352,10 @@ pub(crate) async fn run(
         }
     }
 }
+
+/// How soon a receive that came back empty is made again while
+/// invocations are under way.
+const EMPTY_RECEIVE_AGAIN: Duration = Duration::from_millis(250);
 
 /// How long a processed message may wait for the next batched delete.
 const DELETE_WITHIN: Duration = Duration::from_secs(1);

@@ -333,6 +333,8 @@ pub struct StackOptions {
     pub count_dynamodb_calls: bool,
     /// The webhook retry schedule, when a test shortens it.
     pub webhook_schedule: Option<agentwire_core::webhook::RetrySchedule>,
+    /// The webhook POST's time-out, when a test shortens it.
+    pub webhook_timeout: Option<Duration>,
     /// Most events one join replays, when a test lowers it.
     pub replay_max_events: Option<usize>,
     /// The clock of the gateway's adapters and use cases: a test that needs
@@ -357,6 +359,7 @@ impl Default for StackOptions {
             retention: None,
             count_dynamodb_calls: false,
             webhook_schedule: None,
+            webhook_timeout: None,
             replay_max_events: None,
             clock: None,
             fanout: None,
@@ -457,6 +460,9 @@ impl Stack {
         config.webhook_urls.allow_insecure_loopback = true;
         if let Some(s) = options.webhook_schedule.clone() {
             config.webhook_schedule = s;
+        }
+        if let Some(t) = options.webhook_timeout {
+            config.webhook_timeout = t;
         }
         let calls = DynamoCalls::default();
         let ddb_client = if options.count_dynamodb_calls {
@@ -713,9 +719,14 @@ impl Stack {
 
     /// Publishes an event of this tenant through the real SQS publisher.
     pub async fn publish(&self, channel: &str, kind: &str, data: Value) -> String {
+        self.publish_as(&self.tenant, channel, kind, data).await
+    }
+
+    /// Publishes an event of `tenant` through the real SQS publisher.
+    pub async fn publish_as(&self, tenant: &str, channel: &str, kind: &str, data: Value) -> String {
         use agentwire_core::ports::EventQueue;
         let env = agentwire_core::model::Envelope {
-            tenant: self.tenant.clone(),
+            tenant: tenant.to_owned(),
             channel: channel.into(),
             id: uuid::Uuid::new_v4().to_string(),
             kind: kind.into(),

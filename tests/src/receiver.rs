@@ -1,6 +1,6 @@
 //! A real HTTP webhook receiver for the tests: listens on loopback, answers
 //! each POST with the next scripted status (200 once the script is used up),
-//! and records every request it got.
+//! or never (a receiver that hangs), and records every request it got.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -35,6 +35,8 @@ impl Received {
 struct Inner {
     script: VecDeque<u16>,
     got: Vec<Received>,
+    /// Take each request and never answer it.
+    hang: bool,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -47,8 +49,22 @@ pub struct Receiver {
 }
 
 async fn hook(State(inner): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let status = record(&inner, headers, body);
+    if status == 0 {
+        // Hangs: the caller's time-out ends the request.
+        std::future::pending::<()>().await;
+    }
+    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// Records a request; the status to answer it with (0: none, it hangs).
+fn record(inner: &Shared, headers: HeaderMap, body: Bytes) -> u16 {
     let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
-    let status = g.script.pop_front().unwrap_or(200);
+    let status = if g.hang {
+        0
+    } else {
+        g.script.pop_front().unwrap_or(200)
+    };
     g.got.push(Received {
         headers: headers
             .iter()
@@ -63,7 +79,7 @@ async fn hook(State(inner): State<Shared>, headers: HeaderMap, body: Bytes) -> S
         answered: status,
         at: Instant::now(),
     });
-    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    status
 }
 
 impl Receiver {
@@ -84,6 +100,14 @@ impl Receiver {
             inner,
             task,
         }
+    }
+
+    /// A receiver that takes every request and never answers (`answered`
+    /// 0 in its records).
+    pub async fn hanging() -> Self {
+        let r = Self::start().await;
+        r.inner.lock().unwrap_or_else(|p| p.into_inner()).hang = true;
+        r
     }
 
     /// The next requests get these statuses, in order.

@@ -246,6 +246,14 @@ impl Deps {
             Arc::new(self.webhook_jobs()?),
             self.config.webhook_schedule.clone(),
             self.clock.clone(),
+        )
+        .with_holds(
+            self.webhook_secrets.clone(),
+            self.config.webhook_hold,
+            // A probe's POST, its DNS and the queue calls around it.
+            self.config.webhook_timeout
+                + agentwire_core::webhook::url_policy::DNS_TIMEOUT
+                + std::time::Duration::from_secs(5),
         ))
     }
 

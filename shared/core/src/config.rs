@@ -101,6 +101,9 @@ pub struct Config {
     pub webhook_schedule: crate::webhook::RetrySchedule,
     /// Per-request timeout of a webhook call.
     pub webhook_timeout: Duration,
+    /// How long a receiver that timed out is held, its other jobs not sent
+    /// (`AGENTWIRE_WEBHOOK_HOLD`, 30 s).
+    pub webhook_hold: Duration,
     /// The fan-out queue (a standard queue); without it every channel is
     /// fanned out inline by the dispatcher.
     pub fanout_queue_url: Option<String>,
@@ -138,6 +141,7 @@ impl Default for Config {
             webhook_dlq_url: None,
             webhook_schedule: crate::webhook::RetrySchedule::default(),
             webhook_timeout: Duration::from_secs(15),
+            webhook_hold: Duration::from_secs(30),
             fanout_queue_url: None,
             fanout: crate::usecases::FanoutPolicy::default(),
             default_limits: Default::default(),
@@ -257,6 +261,9 @@ impl Config {
         }
         if let Some(v) = get("AGENTWIRE_WEBHOOK_TIMEOUT") {
             c.webhook_timeout = duration("AGENTWIRE_WEBHOOK_TIMEOUT", &v)?;
+        }
+        if let Some(v) = get("AGENTWIRE_WEBHOOK_HOLD") {
+            c.webhook_hold = duration("AGENTWIRE_WEBHOOK_HOLD", &v)?;
         }
         if let Some(v) = get("AGENTWIRE_WEBHOOK_ALLOW_HOSTS") {
             c.webhook_urls.allow_hosts = v

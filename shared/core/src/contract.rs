@@ -773,6 +773,41 @@ where
     assert!(store.revocations(&b).await.unwrap().is_empty());
 }
 
+/// A receiver's hold moves only from the value seen (a claim lost to
+/// another instance is `false`), is per receiver, and a release ends only
+/// the hold it saw.
+pub async fn receiver_holds<H>(holds: &H, ns: &str)
+where
+    H: crate::ports::ReceiverHolds + ?Sized,
+{
+    let (a, b) = (
+        format!("{ns}a#hooks.example:443"),
+        format!("{ns}b#hooks.example:443"),
+    );
+    assert_eq!(holds.held_until(&a).await.unwrap(), None);
+    assert!(holds.hold(&a, None, 1_000).await.unwrap());
+    assert!(!holds.hold(&a, None, 2_000).await.unwrap(), "already held");
+    assert!(
+        !holds.hold(&a, Some(999), 2_000).await.unwrap(),
+        "not the value seen"
+    );
+    assert_eq!(holds.held_until(&a).await.unwrap(), Some(1_000));
+    assert_eq!(holds.held_until(&b).await.unwrap(), None, "per receiver");
+    assert!(
+        holds.hold(&a, Some(1_000), 5_000).await.unwrap(),
+        "the probe's claim"
+    );
+    holds.release(&a, 1_000).await.unwrap();
+    assert_eq!(
+        holds.held_until(&a).await.unwrap(),
+        Some(5_000),
+        "not the hold it saw"
+    );
+    holds.release(&a, 5_000).await.unwrap();
+    assert_eq!(holds.held_until(&a).await.unwrap(), None);
+    assert!(holds.hold(&a, None, 7_000).await.unwrap(), "held afresh");
+}
+
 /// A refreshed token replaces the connection's grants and expiry; a
 /// principal's connections are found per tenant.
 pub async fn token_updates(reg: &dyn ConnectionRegistry, ns: &str) {
@@ -901,5 +936,6 @@ mod tests {
     async fn the_memory_webhooks_keep_the_contract() {
         let clock = Arc::new(ManualClock::new());
         webhooks(&MemoryWebhooks::with_clock(clock.clone()), &clock, "t1").await;
+        receiver_holds(&crate::memory::MemoryHolds::default(), "t1").await;
     }
 }

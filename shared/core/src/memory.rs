@@ -936,6 +936,41 @@ impl WebhookDirectory for MemoryWebhooks {
     }
 }
 
+/// Receiver holds in a map.
+#[derive(Default)]
+pub struct MemoryHolds {
+    holds: Mutex<HashMap<String, u64>>,
+}
+
+#[async_trait]
+impl crate::ports::ReceiverHolds for MemoryHolds {
+    async fn held_until(&self, receiver: &str) -> Result<Option<u64>, StoreError> {
+        Ok(lock(&self.holds).get(receiver).copied())
+    }
+
+    async fn hold(
+        &self,
+        receiver: &str,
+        seen: Option<u64>,
+        until: u64,
+    ) -> Result<bool, StoreError> {
+        let mut holds = lock(&self.holds);
+        if holds.get(receiver).copied() != seen {
+            return Ok(false);
+        }
+        holds.insert(receiver.to_owned(), until);
+        Ok(true)
+    }
+
+    async fn release(&self, receiver: &str, seen: u64) -> Result<(), StoreError> {
+        let mut holds = lock(&self.holds);
+        if holds.get(receiver) == Some(&seen) {
+            holds.remove(receiver);
+        }
+        Ok(())
+    }
+}
+
 /// One request a [`ScriptedSender`] saw: its headers and body.
 pub type SentRequest = (Vec<(String, String)>, String);
 

@@ -352,6 +352,23 @@ pub trait WebhookStore: Send + Sync {
     async fn remove(&self, scope: &WebhookScope) -> Result<bool, StoreError>;
 }
 
+/// Webhook receivers that stopped answering. When a POST times out, the
+/// receiver (a tenant's host) is held until a time: its other jobs wait in
+/// the queue rather than each holding one of the webhook function's few
+/// instances for the POST's time-out, and when the hold ends one job at a
+/// time claims the probe. Times are Unix milliseconds.
+#[async_trait]
+pub trait ReceiverHolds: Send + Sync {
+    /// When the receiver's hold ends, if it has one (ended or not).
+    async fn held_until(&self, receiver: &str) -> Result<Option<u64>, StoreError>;
+    /// Moves the hold to `until` if it is still `seen` (`None`: no hold);
+    /// `false` when another instance moved it first.
+    async fn hold(&self, receiver: &str, seen: Option<u64>, until: u64)
+    -> Result<bool, StoreError>;
+    /// Ends the hold if it is still `seen`.
+    async fn release(&self, receiver: &str, seen: u64) -> Result<(), StoreError>;
+}
+
 /// Where a channel's events go when they go to a webhook: the lookup on
 /// the dispatcher's and the deliverer's hot path.
 #[async_trait]

@@ -46,6 +46,7 @@ async fn the_dynamodb_adapters_keep_the_port_contracts() {
     let clock = Arc::new(ManualClock::new());
     let webhooks = DynamoWebhooks::new(stack.ddb(), tables, clock.clone()).with_secrets();
     contract::webhooks(&webhooks, &clock, &ns).await;
+    contract::receiver_holds(&webhooks, &ns).await;
 
     stack.shutdown().await;
 }

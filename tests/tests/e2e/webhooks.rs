@@ -585,3 +585,65 @@ async fn jobs_that_cannot_finish_before_the_deadline_are_not_started() {
     assert_eq!(got[0].json()["id"], marker.as_str(), "{got:?}");
     stack.shutdown().await;
 }
+
+/// Two tenants, one receiver that hangs: once the hanging receiver's
+/// first POST times out, its tenant's other jobs are held (not sent), so
+/// the other tenant's deliveries wait at most one POST time-out for a free
+/// webhook instance. Without the hold, the 20 hanging jobs would take the
+/// 5 instances for 4 time-outs in a row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_hanging_receiver_delays_another_tenants_deliveries_by_one_time_out_at_most() {
+    let timeout = Duration::from_secs(3);
+    let stack = Stack::start_with(StackOptions {
+        webhook_timeout: Some(timeout),
+        ..quick()
+    })
+    .await;
+    let pollers = agentwire_local::GatewayOptions::default().webhook_pollers;
+    let hanging = Receiver::hanging().await;
+    let good = Receiver::start().await;
+    hooked(&stack, "slow", WebhookMode::Fallback, &hanging).await;
+    let other = format!("{}-b", stack.tenant);
+    admin(&stack, local_policy())
+        .set(
+            &WebhookScope::Channel(ChannelKey::new(&other, "fast")),
+            &good.url,
+            WebhookMode::Fallback,
+            None,
+        )
+        .await
+        .unwrap();
+
+    for i in 0..20 {
+        stack.publish("slow", "n", json!({"i": i})).await;
+    }
+    // The hang has begun: the webhook instances are taking the slow jobs.
+    assert!(
+        !hanging
+            .wait_for(1, Duration::from_secs(30))
+            .await
+            .is_empty()
+    );
+    let started = std::time::Instant::now();
+    for i in 0..5 {
+        stack.publish_as(&other, "fast", "n", json!({"i": i})).await;
+    }
+    let got = good.wait_for(5, Duration::from_secs(60)).await;
+    assert_eq!(got.len(), 5, "every event of the other tenant arrived");
+    let last = got.iter().map(|r| r.at).max().unwrap() - started;
+    println!(
+        "the other tenant's 5 deliveries took {last:?} (POST time-out {timeout:?}); the hanging receiver got {} requests",
+        hanging.requests().len()
+    );
+    assert!(
+        last < timeout + Duration::from_secs(3),
+        "within one time-out and the path's own latency: {last:?}"
+    );
+    // One request per instance when the hang began, then held: not one per job.
+    assert!(
+        hanging.requests().len() <= pollers + 1,
+        "{} requests reached the hanging receiver",
+        hanging.requests().len()
+    );
+    stack.shutdown().await;
+}

@@ -2,7 +2,8 @@
 //! attribute `webhook` (JSON text, without its secrets) on the channel's
 //! item, or on `tenant#*` for the tenant default; its signing secrets on
 //! an item of their own, `whsec#<that pk>` (attribute `secrets`, JSON
-//! text).
+//! text). A receiver that timed out is held on an item of its own,
+//! `whhold#<tenant>#<host>` (`until`, Unix ms; `expires_at` for TTL).
 //!
 //! The secrets are read only by an adapter made
 //! [`with_secrets`](DynamoWebhooks::with_secrets) (the webhook function
@@ -22,14 +23,14 @@ use agentwire_core::clock::Clock;
 use agentwire_core::config::Tables;
 use agentwire_core::model::ChannelKey;
 use agentwire_core::ports::{
-    ChannelLog, StoreError, WebhookDirectory, WebhookStore, effective_webhook,
+    ChannelLog, ReceiverHolds, StoreError, WebhookDirectory, WebhookStore, effective_webhook,
 };
 use agentwire_core::webhook::{WebhookConfig, WebhookScope};
 use serde_json::Value;
 
 use super::DynamoLog;
 use super::condition_held;
-use super::item::{get_s, s, scope_pk};
+use super::item::{get_n, get_s, n, s, scope_pk};
 use crate::error::store_error;
 
 /// Webhook configurations, stored beside the channel's head.
@@ -193,5 +194,63 @@ impl WebhookDirectory for DynamoWebhooks {
         key: &ChannelKey,
     ) -> Result<Option<(WebhookScope, WebhookConfig)>, StoreError> {
         effective_webhook(self, key, self.clock.epoch_s()).await
+    }
+}
+
+fn hold_pk(receiver: &str) -> String {
+    format!("whhold#{receiver}")
+}
+
+/// A hold's item outlives its end by a day, then TTL removes it.
+const HOLD_TTL_S: u64 = 86_400;
+
+#[async_trait]
+impl ReceiverHolds for DynamoWebhooks {
+    async fn held_until(&self, receiver: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .item(hold_pk(receiver), "get receiver hold")
+            .await?
+            .and_then(|i| get_n(&i, "until")))
+    }
+
+    async fn hold(
+        &self,
+        receiver: &str,
+        seen: Option<u64>,
+        until: u64,
+    ) -> Result<bool, StoreError> {
+        let mut req = self
+            .log
+            .client
+            .update_item()
+            .table_name(&self.log.tables.channels)
+            .key("pk", s(hold_pk(receiver)))
+            .update_expression("SET #u = :u, expires_at = :e")
+            .expression_attribute_names("#u", "until")
+            .expression_attribute_values(":u", n(until))
+            .expression_attribute_values(":e", n(until / 1000 + HOLD_TTL_S));
+        req = match seen {
+            Some(seen) => req
+                .condition_expression("#u = :seen")
+                .expression_attribute_values(":seen", n(seen)),
+            None => req.condition_expression("attribute_not_exists(#u)"),
+        };
+        Ok(condition_held("hold receiver", req.send().await)?.is_some())
+    }
+
+    async fn release(&self, receiver: &str, seen: u64) -> Result<(), StoreError> {
+        let res = self
+            .log
+            .client
+            .delete_item()
+            .table_name(&self.log.tables.channels)
+            .key("pk", s(hold_pk(receiver)))
+            .condition_expression("#u = :seen")
+            .expression_attribute_names("#u", "until")
+            .expression_attribute_values(":seen", n(seen))
+            .send()
+            .await;
+        condition_held("release receiver", res)?;
+        Ok(())
     }
 }

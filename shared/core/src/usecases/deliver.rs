@@ -10,6 +10,17 @@
 //! - no webhook any more (removed, expired, turned off, disabled) or a URL
 //!   that the policy now refuses: dead-lettered with that reason.
 //!
+//! - a receiver that timed out is held (per tenant and host, for
+//!   `hold_for`, 30 s in a deployment): its other jobs are not sent while
+//!   the hold lasts but counted as an attempt that failed and rescheduled
+//!   to its end at least, so they wait in the queue instead of each taking
+//!   one of the function's few instances for the POST's time-out. When the
+//!   hold ends, one job claims the probe (a conditional write); an answer
+//!   of any kind ends the hold, another time-out renews it. One tenant's
+//!   hanging receiver thus takes at most the instances its jobs held when
+//!   it started hanging, then one probe at a time, and the other tenants'
+//!   deliveries go on.
+//!
 //! Every attempt of a job carries the same `webhook-id` (the event id scoped
 //! to its tenant and channel, [`ChannelKey::scoped_id`]), so a
 //! receiver deduplicates on it.
@@ -20,7 +31,8 @@ use std::time::Duration;
 use crate::clock::{Clock, random_unit};
 use crate::model::{ChannelKey, WebhookJob};
 use crate::ports::{
-    SendOutcome, StoreError, WebhookDirectory, WebhookJobs, WebhookSender, WebhookStore,
+    ReceiverHolds, SendOutcome, StoreError, WebhookDirectory, WebhookJobs, WebhookSender,
+    WebhookStore,
 };
 use crate::webhook::schedule::hop;
 use crate::webhook::signature::signature_header;
@@ -40,6 +52,11 @@ pub enum JobOutcome {
     Deferred {
         delay: Duration,
     },
+    /// Not sent: its receiver is held after a time-out; attempted again
+    /// after `delay`.
+    Held {
+        delay: Duration,
+    },
     DeadLettered {
         reason: String,
     },
@@ -56,6 +73,38 @@ pub struct Deliverer {
     clock: Arc<dyn Clock>,
     /// Where in the ±10% jitter band a delay falls (0..1); random in production.
     jitter: Arc<dyn Fn() -> f64 + Send + Sync>,
+    holds: Option<Holds>,
+}
+
+/// The receiver holds and their timing.
+struct Holds {
+    store: Arc<dyn ReceiverHolds>,
+    /// How long a receiver that timed out is held.
+    hold_for: Duration,
+    /// How long a probe may take (the POST's time-out and some): others
+    /// wait that long for its answer.
+    probe_for: Duration,
+}
+
+/// What a receiver's hold lets a job do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// No hold: send.
+    Open,
+    /// The hold had ended and this job claimed the probe (the hold now
+    /// ends at this time, Unix ms): send, then end or renew the hold.
+    Probe(u64),
+    /// Held until this time (Unix ms): do not send.
+    Held(u64),
+}
+
+/// The receiver a job's POST goes to: its tenant's, on that host and port.
+fn receiver(tenant: &str, url: &url::Url) -> String {
+    format!(
+        "{tenant}#{}:{}",
+        url.host_str().unwrap_or_default(),
+        url.port_or_known_default().unwrap_or(0)
+    )
 }
 
 impl Deliverer {
@@ -79,6 +128,78 @@ impl Deliverer {
             schedule,
             clock,
             jitter: Arc::new(random_unit),
+            holds: None,
+        }
+    }
+
+    /// Holds a receiver that timed out for `hold_for`, its probes allowed
+    /// `probe_for` (see the module's documentation).
+    pub fn with_holds(
+        mut self,
+        store: Arc<dyn ReceiverHolds>,
+        hold_for: Duration,
+        probe_for: Duration,
+    ) -> Self {
+        self.holds = Some(Holds {
+            store,
+            hold_for,
+            probe_for,
+        });
+        self
+    }
+
+    /// Whether a job to `receiver` may be sent now. A store that fails
+    /// lets it through (logged): a hold never stops deliveries.
+    async fn gate(&self, receiver: &str) -> Gate {
+        let Some(h) = &self.holds else {
+            return Gate::Open;
+        };
+        let now = self.clock.epoch_ms();
+        let seen = match h.store.held_until(receiver).await {
+            Ok(None) => return Gate::Open,
+            Ok(Some(until)) if until > now => return Gate::Held(until),
+            Ok(Some(until)) => until,
+            Err(e) => {
+                tracing::warn!(receiver, error = %e, "receiver hold unreadable; sending");
+                return Gate::Open;
+            }
+        };
+        let claim = now + ms(h.probe_for);
+        match h.store.hold(receiver, Some(seen), claim).await {
+            Ok(true) => Gate::Probe(claim),
+            // Another job claimed the probe: wait for its answer.
+            Ok(false) => Gate::Held(claim),
+            Err(e) => {
+                tracing::warn!(receiver, error = %e, "receiver hold not claimed; sending");
+                Gate::Open
+            }
+        }
+    }
+
+    /// After a POST: a time-out holds the receiver (or renews the hold of
+    /// a probe); a probe that got any other outcome ends its hold.
+    async fn after_send(&self, receiver: &str, gate: Gate, timed_out: bool) {
+        let Some(h) = &self.holds else { return };
+        let seen = match gate {
+            Gate::Probe(claim) => Some(claim),
+            Gate::Open | Gate::Held(_) => None,
+        };
+        let result = if timed_out {
+            let until = self.clock.epoch_ms() + ms(h.hold_for);
+            tracing::warn!(
+                receiver,
+                hold_ms = ms(h.hold_for),
+                "webhook receiver timed out; its jobs are held"
+            );
+            // Lost to another instance: the receiver is held all the same.
+            h.store.hold(receiver, seen, until).await.map(|_| ())
+        } else if let Some(claim) = seen {
+            h.store.release(receiver, claim).await
+        } else {
+            Ok(())
+        };
+        if let Err(e) = result {
+            tracing::warn!(receiver, error = %e, "receiver hold not updated");
         }
     }
 
@@ -117,6 +238,9 @@ impl Deliverer {
             JobOutcome::DeadLettered { .. } => {
                 ::metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => "failed").increment(1);
                 ::metrics::counter!(m::DEAD_LETTERED, "reason" => "webhook").increment(1);
+            }
+            JobOutcome::Held { .. } => {
+                ::metrics::counter!(m::WEBHOOK_ATTEMPTS, "outcome" => "held").increment(1);
             }
             JobOutcome::Deferred { .. } => {}
         }
@@ -184,61 +308,88 @@ impl Deliverer {
             ),
             ("webhook-id", webhook_id),
         ];
-        let outcome = match &target {
-            Ok((url, addrs)) => self.sender.send(url, addrs, &headers, &body).await,
-            Err(why) => SendOutcome::ConnectFailed(why.clone()),
+        let receiver = target
+            .as_ref()
+            .ok()
+            .map(|(url, _)| receiver(&job.tenant, url));
+        let gate = match &receiver {
+            Some(r) => self.gate(r).await,
+            None => Gate::Open,
         };
         job.attempts += 1;
-        let retry_after = match &outcome {
-            SendOutcome::Answered { status, .. } if (200..300).contains(status) => {
-                return Ok(JobOutcome::Delivered { status: *status });
-            }
-            SendOutcome::Answered { status: 410, .. } => {
-                job.last_status = Some(410);
-                let reason = format!(
-                    "the receiver answered 410 Gone at attempt {}; webhook disabled",
-                    job.attempts
-                );
-                self.disable(&scope, &reason).await?;
-                return self.dead(&job, reason).await;
-            }
-            SendOutcome::Answered {
-                status,
-                retry_after,
-            } if *status == 408 || *status == 429 || *status >= 500 => {
-                job.last_status = Some(*status);
-                job.last_error = None;
-                *retry_after
-            }
-            SendOutcome::Answered { status, .. } => {
-                job.last_status = Some(*status);
-                return self
-                    .dead(
-                        &job,
-                        format!(
-                            "the receiver answered {status}, a permanent failure, at attempt {}",
-                            job.attempts
-                        ),
-                    )
+        let (retry_after, at_least) = if let Gate::Held(until) = gate {
+            // Counted as an attempt that timed out, without sending: the
+            // job keeps to its schedule and is dead-lettered at its end if
+            // the receiver never answers again.
+            job.last_status = None;
+            job.last_error = Some("not sent: the receiver is held after a time-out".into());
+            let left = until.saturating_sub(self.clock.epoch_ms());
+            (None, Duration::from_secs(left.div_ceil(1000)))
+        } else {
+            let outcome = match &target {
+                Ok((url, addrs)) => self.sender.send(url, addrs, &headers, &body).await,
+                Err(why) => SendOutcome::ConnectFailed(why.clone()),
+            };
+            if let Some(r) = &receiver {
+                self.after_send(r, gate, outcome == SendOutcome::TimedOut)
                     .await;
             }
-            SendOutcome::TimedOut => {
-                job.last_error = Some("timed out".into());
-                None
-            }
-            SendOutcome::ConnectFailed(e) => {
-                job.last_error = Some(format!("connection failed: {e}"));
-                None
-            }
+            let retry_after = match &outcome {
+                SendOutcome::Answered { status, .. } if (200..300).contains(status) => {
+                    return Ok(JobOutcome::Delivered { status: *status });
+                }
+                SendOutcome::Answered { status: 410, .. } => {
+                    job.last_status = Some(410);
+                    let reason = format!(
+                        "the receiver answered 410 Gone at attempt {}; webhook disabled",
+                        job.attempts
+                    );
+                    self.disable(&scope, &reason).await?;
+                    return self.dead(&job, reason).await;
+                }
+                SendOutcome::Answered {
+                    status,
+                    retry_after,
+                } if *status == 408 || *status == 429 || *status >= 500 => {
+                    job.last_status = Some(*status);
+                    job.last_error = None;
+                    *retry_after
+                }
+                SendOutcome::Answered { status, .. } => {
+                    job.last_status = Some(*status);
+                    return self
+                        .dead(
+                            &job,
+                            format!(
+                                "the receiver answered {status}, a permanent failure, at attempt {}",
+                                job.attempts
+                            ),
+                        )
+                        .await;
+                }
+                SendOutcome::TimedOut => {
+                    job.last_error = Some("timed out".into());
+                    None
+                }
+                SendOutcome::ConnectFailed(e) => {
+                    job.last_error = Some(format!("connection failed: {e}"));
+                    None
+                }
+            };
+            (retry_after, Duration::ZERO)
         };
         match self
             .schedule
             .next_delay(job.attempts, retry_after, (self.jitter)())
         {
             Some(delay) => {
+                let delay = delay.max(at_least);
                 job.due_at = now + delay.as_secs();
                 self.jobs.schedule(&job, hop(delay)).await?;
-                Ok(JobOutcome::Retrying { delay })
+                Ok(match gate {
+                    Gate::Held(_) => JobOutcome::Held { delay },
+                    Gate::Open | Gate::Probe(_) => JobOutcome::Retrying { delay },
+                })
             }
             None => {
                 let last = match (&job.last_status, &job.last_error) {
@@ -254,6 +405,11 @@ impl Deliverer {
             }
         }
     }
+}
+
+/// Whole milliseconds of `d`.
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -551,5 +707,120 @@ mod tests {
         assert_eq!(dead[0].body, "{\"not\":\"a job\"}");
         assert!(dead[0].event_id.is_empty() && dead[0].reason.contains("not a webhook job"));
         assert!(f.sender.sent().is_empty());
+    }
+
+    /// A receiver that timed out is held: its tenant's next job is not
+    /// sent (an attempt counted, rescheduled past the hold), another
+    /// tenant's job to the same host is; at the hold's end one job claims
+    /// the probe while the others wait, and its answer ends the hold.
+    #[tokio::test]
+    async fn a_receiver_that_timed_out_is_held_and_probed_by_one_job() {
+        use crate::clock::ManualClock;
+        use crate::memory::MemoryHolds;
+        let f = fx(vec![
+            SendOutcome::TimedOut,
+            SendOutcome::Answered {
+                status: 200,
+                retry_after: None,
+            },
+            SendOutcome::Answered {
+                status: 204,
+                retry_after: None,
+            },
+        ])
+        .await;
+        f.admin
+            .set(
+                &WebhookScope::Channel(ChannelKey::new("zeta", "a")),
+                "http://127.0.0.1:9/hook",
+                WebhookMode::Fallback,
+                None,
+            )
+            .await
+            .unwrap();
+        let clock = Arc::new(ManualClock::new());
+        let holds = Arc::new(MemoryHolds::default());
+        let d = Deliverer::new(
+            f.store.clone(),
+            f.store.clone(),
+            UrlPolicy {
+                allow_insecure_loopback: true,
+                allow_hosts: vec![],
+            },
+            f.sender.clone(),
+            f.jobs.clone(),
+            RetrySchedule::new(vec![
+                Duration::ZERO,
+                Duration::from_secs(5),
+                Duration::from_secs(5),
+                Duration::from_secs(5),
+            ]),
+            clock.clone(),
+        )
+        .with_jitter(|| 0.5)
+        .with_holds(
+            holds.clone(),
+            Duration::from_secs(30),
+            Duration::from_secs(20),
+        );
+        let r = "acme#127.0.0.1:9";
+        let t0 = clock.epoch_ms();
+
+        // The time-out holds acme's receiver for 30 s.
+        let out = d.deliver(job()).await.unwrap();
+        assert_eq!(
+            out,
+            JobOutcome::Retrying {
+                delay: Duration::from_secs(5)
+            }
+        );
+        assert_eq!(holds.held_until(r).await.unwrap(), Some(t0 + 30_000));
+
+        // acme's next job is not sent, and waits for the hold's end.
+        let out = d.deliver(job()).await.unwrap();
+        assert_eq!(
+            out,
+            JobOutcome::Held {
+                delay: Duration::from_secs(30)
+            }
+        );
+        assert_eq!(f.sender.sent().len(), 1, "nothing more was sent");
+        let (held, delay) = f.jobs.take_scheduled().pop().unwrap();
+        assert_eq!((held.attempts, delay), (1, Duration::from_secs(30)));
+        assert_eq!(
+            held.last_error.as_deref(),
+            Some("not sent: the receiver is held after a time-out")
+        );
+
+        // Another tenant's job to the same host goes.
+        let mut other = job();
+        other.tenant = "zeta".into();
+        assert_eq!(
+            d.deliver(other).await.unwrap(),
+            JobOutcome::Delivered { status: 200 }
+        );
+
+        // At the end of the hold another instance claimed the probe: wait.
+        clock.advance(Duration::from_secs(30));
+        let claimed = clock.epoch_ms() + 20_000;
+        assert!(holds.hold(r, Some(t0 + 30_000), claimed).await.unwrap());
+        let out = d.deliver(job()).await.unwrap();
+        assert_eq!(
+            out,
+            JobOutcome::Held {
+                delay: Duration::from_secs(20)
+            }
+        );
+        assert_eq!(f.sender.sent().len(), 2);
+
+        // That probe never answered: after its 20 s this job probes, and
+        // its answer ends the hold.
+        clock.advance(Duration::from_secs(20));
+        assert_eq!(
+            d.deliver(job()).await.unwrap(),
+            JobOutcome::Delivered { status: 204 }
+        );
+        assert_eq!(holds.held_until(r).await.unwrap(), None);
+        assert_eq!(f.sender.sent().len(), 3);
     }
 }
