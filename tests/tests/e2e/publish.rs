@@ -195,7 +195,10 @@ async fn bad_requests_get_their_status_and_a_typed_error_body() {
     );
     assert_eq!(
         stack.stored_events("agent-3").await,
-        vec![(1, "marker".to_owned())]
+        vec![(
+            1,
+            agentwire_core::usecases::publish::publisher_scoped_id("bot", "marker").unwrap()
+        )]
     );
     stack.shutdown().await;
 }

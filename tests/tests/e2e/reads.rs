@@ -199,7 +199,9 @@ async fn a_batch_is_published_all_or_nothing_and_delivered_in_order() {
         .iter()
         .map(|v| v.as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(&ids[..2], ["b-1", "b-2"]);
+    // The keys behind the publisher's tag.
+    let scoped = |k| agentwire_core::usecases::publish::publisher_scoped_id("bot", k).unwrap();
+    assert_eq!(&ids[..2], [scoped("b-1"), scoped("b-2")]);
     // The same batch again (a client's retry): committed once.
     let (status, _, _) = stack
         .http(
