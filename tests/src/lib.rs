@@ -717,6 +717,34 @@ impl Stack {
         }
     }
 
+    /// What a queue holds, as its attributes say: messages visible, in
+    /// flight and delayed (for the messages of a failure).
+    pub async fn queue_depth(&self, url: &str) -> String {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        match self
+            .sqs()
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+        {
+            Ok(o) => {
+                let a = o.attributes.unwrap_or_default();
+                let n = |k: A| a.get(&k).cloned().unwrap_or_default();
+                format!(
+                    "{} visible, {} in flight, {} delayed",
+                    n(A::ApproximateNumberOfMessages),
+                    n(A::ApproximateNumberOfMessagesNotVisible),
+                    n(A::ApproximateNumberOfMessagesDelayed)
+                )
+            }
+            Err(e) => format!("(attributes unreadable: {e})"),
+        }
+    }
+
     /// Publishes an event of this tenant through the real SQS publisher.
     pub async fn publish(&self, channel: &str, kind: &str, data: Value) -> String {
         self.publish_as(&self.tenant, channel, kind, data).await
