@@ -368,6 +368,14 @@ impl Default for StackOptions {
 }
 
 /// One test's stack: its own queues, its own tenant, a gateway on a free port.
+/// A queue's messages by state ([`Stack::queue_counts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueCounts {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+}
+
 pub struct Stack {
     pub gateway: Gateway,
     /// The gateway's DynamoDB calls, when counted.
@@ -718,10 +726,10 @@ impl Stack {
     }
 
     /// What a queue holds, as its attributes say: messages visible, in
-    /// flight and delayed (for the messages of a failure).
-    pub async fn queue_depth(&self, url: &str) -> String {
+    /// flight and delayed.
+    pub async fn queue_counts(&self, url: &str) -> Result<QueueCounts, String> {
         use aws_sdk_sqs::types::QueueAttributeName as A;
-        match self
+        let out = self
             .sqs()
             .get_queue_attributes()
             .queue_url(url)
@@ -730,19 +738,14 @@ impl Stack {
             .attribute_names(A::ApproximateNumberOfMessagesDelayed)
             .send()
             .await
-        {
-            Ok(o) => {
-                let a = o.attributes.unwrap_or_default();
-                let n = |k: A| a.get(&k).cloned().unwrap_or_default();
-                format!(
-                    "{} visible, {} in flight, {} delayed",
-                    n(A::ApproximateNumberOfMessages),
-                    n(A::ApproximateNumberOfMessagesNotVisible),
-                    n(A::ApproximateNumberOfMessagesDelayed)
-                )
-            }
-            Err(e) => format!("(attributes unreadable: {e})"),
-        }
+            .map_err(|e| format!("attributes of {url} unreadable: {e}"))?;
+        let a = out.attributes.unwrap_or_default();
+        let n = |k: A| a.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok(QueueCounts {
+            visible: n(A::ApproximateNumberOfMessages),
+            in_flight: n(A::ApproximateNumberOfMessagesNotVisible),
+            delayed: n(A::ApproximateNumberOfMessagesDelayed),
+        })
     }
 
     /// Publishes an event of this tenant through the real SQS publisher.

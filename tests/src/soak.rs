@@ -317,9 +317,9 @@ pub async fn run(options: &SoakOptions) -> Result<SoakReport, String> {
                     .into_iter()
                     .map(|(_, r)| r)
                     .collect::<Vec<_>>();
-                let queue = stack.queue_depth(&stack.queue_url).await;
+                let queue = stack.queue_counts(&stack.queue_url).await;
                 return Err(format!(
-                    "{ch}: {} of {} published events committed within 120 s (head {head}); missing {missing:?}; the events queue holds {queue}; the DLQ holds {dlq:?}",
+                    "{ch}: {} of {} published events committed within 120 s (head {head}); missing {missing:?}; the events queue holds {queue:?}; the DLQ holds {dlq:?}",
                     stored.len(),
                     ids.get(ch).map_or(0, BTreeSet::len)
                 ));

@@ -279,25 +279,7 @@ async fn marker(stack: &Stack, channel: &str, receiver: &Receiver, n: usize) -> 
 
 /// No message on the queue: none visible, in flight or delayed.
 async fn queue_empty(stack: &Stack, url: &str) -> bool {
-    use aws_sdk_sqs::types::QueueAttributeName as A;
-    let out = stack
-        .sqs()
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(A::ApproximateNumberOfMessages)
-        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-        .attribute_names(A::ApproximateNumberOfMessagesDelayed)
-        .send()
-        .await
-        .unwrap();
-    let attrs = out.attributes().cloned().unwrap_or_default();
-    [
-        A::ApproximateNumberOfMessages,
-        A::ApproximateNumberOfMessagesNotVisible,
-        A::ApproximateNumberOfMessagesDelayed,
-    ]
-    .iter()
-    .all(|a| attrs.get(a).is_none_or(|n| n == "0"))
+    stack.queue_counts(url).await.unwrap() == agentwire_e2e::QueueCounts::default()
 }
 
 /// Every event id answered 2xx exactly once.
