@@ -88,6 +88,15 @@ impl Target {
         }
     }
 
+    /// The function's `Timeout` in the template.
+    fn timeout(self) -> Duration {
+        Duration::from_secs(match self {
+            Target::Dispatcher => 10,
+            Target::Fanout => 30,
+            Target::Webhook => 55,
+        })
+    }
+
     /// Messages per invocation: the template's `BatchSize` for the fan-out
     /// function (one job each, so jobs spread over invocations) and the
     /// webhook function (2: the jobs one invocation's time-out fits), else
@@ -110,13 +119,32 @@ async fn invoke(app: Arc<App>, target: Target, event: SqsEvent) -> HashSet<Strin
         .filter_map(|r| r.message_id.clone())
         .collect();
     let f = &app.functions;
-    let result = match (target, &f.webhook, &f.fanout) {
-        (Target::Dispatcher, _, _) => {
-            function::scope("dispatcher", f.dispatcher.handle(event)).await
+    let handled = async {
+        match (target, &f.webhook, &f.fanout) {
+            (Target::Dispatcher, _, _) => {
+                Some(function::scope("dispatcher", f.dispatcher.handle(event)).await)
+            }
+            (Target::Webhook, Some(w), _) => {
+                Some(function::scope("webhook", w.handle(event)).await)
+            }
+            (Target::Fanout, _, Some(fan)) => {
+                Some(function::scope("fanout", fan.handle(event)).await)
+            }
+            (Target::Webhook, None, _) | (Target::Fanout, _, None) => None,
         }
-        (Target::Webhook, Some(w), _) => function::scope("webhook", w.handle(event)).await,
-        (Target::Fanout, _, Some(fan)) => function::scope("fanout", fan.handle(event)).await,
-        (Target::Webhook, None, _) | (Target::Fanout, _, None) => return ids,
+    };
+    tokio::pin!(handled);
+    // Lambda would end an invocation past its Timeout; the emulation lets it
+    // run on, and says so (once), so that a hang is seen.
+    let result = match tokio::time::timeout(target.timeout(), &mut handled).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!(?target, timeout = ?target.timeout(), message_ids = ?ids, "invocation still running past the function's Timeout");
+            handled.await
+        }
+    };
+    let Some(result) = result else {
+        return ids;
     };
     match result {
         Ok(resp) => resp
