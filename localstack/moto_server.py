@@ -22,7 +22,7 @@ try:
 except ImportError:  # pragma: no cover - another moto layout
     BaseModel = None
 
-if BaseModel is not None and hasattr(BaseModel, "instances_tracked"):
+if BaseModel is not None:
 
     def _untracked(cls, *args, **kwargs):
         return object.__new__(cls)
