@@ -27,9 +27,7 @@ impl ChannelKey {
     /// deduplication id and the webhook's `webhook-id`, so the same
     /// idempotency key in two channels never looks like one event.
     pub fn scoped_id(&self, id: &str) -> String {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(format!("{}#{}#{id}", self.tenant, self.channel));
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        sha256_hex(format!("{}#{}#{id}", self.tenant, self.channel).as_bytes())
     }
 
     /// The events queue's `MessageGroupId` (order is per group): `tenant#channel`,
@@ -41,11 +39,17 @@ impl ChannelKey {
         if key.len() <= SQS_MAX_GROUP_ID {
             return key;
         }
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(key.as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        format!("sha256:{hex}")
+        format!("sha256:{}", sha256_hex(key.as_bytes()))
     }
+}
+
+/// The SHA-256 digest of `input`, in lowercase hex (64 characters).
+pub fn sha256_hex(input: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(input)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// SQS's longest `MessageGroupId`.

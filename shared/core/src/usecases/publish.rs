@@ -466,9 +466,11 @@ impl Publisher {
     }
 }
 
-/// Characters of an HTTP publisher's tag in its event ids: 12 hex digits
-/// and `~`.
-const PUBLISHER_TAG: usize = 13;
+/// Hex digits of an HTTP publisher's tag in its event ids.
+const TAG_HEX: usize = 12;
+
+/// Characters the tag takes in an event id: its hex digits and `~`.
+const PUBLISHER_TAG: usize = TAG_HEX + 1;
 
 /// The longest idempotency key an HTTP publisher may give: the event id
 /// (at most [`MAX_EVENT_ID`](agentwire_protocol::limits::MAX_EVENT_ID)) is
@@ -483,7 +485,6 @@ pub const MAX_IDEMPOTENCY_KEY: usize = agentwire_protocol::limits::MAX_EVENT_ID 
 /// the same token and key makes the same id (one event). Event ids stay
 /// unique per channel, and the key stays readable in the id.
 pub fn publisher_scoped_id(publisher: &str, key: &str) -> Result<String, PublishError> {
-    use sha2::Digest;
     if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
         return Err(PublishError::Invalid(ProtocolError::new(
             ErrorCode::InvalidEvent,
@@ -493,9 +494,8 @@ pub fn publisher_scoped_id(publisher: &str, key: &str) -> Result<String, Publish
             ),
         )));
     }
-    let digest = sha2::Sha256::digest(publisher.as_bytes());
-    let tag: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("{tag}~{key}"))
+    let digest = crate::model::sha256_hex(publisher.as_bytes());
+    Ok(format!("{}~{key}", &digest[..TAG_HEX]))
 }
 
 #[cfg(test)]
