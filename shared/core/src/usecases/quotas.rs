@@ -137,24 +137,37 @@ impl Quotas {
 
     /// The connection's join/ack rate.
     pub async fn check_action(&self, tenant: &str, connection_id: &str) -> Result<(), Limited> {
-        let limits = self.limits(tenant).await;
-        let refused = self
-            .take(
-                Scope::Connection,
-                connection_bucket(connection_id),
-                limits.connection_actions(),
-                tenant,
-            )
-            .await;
-        self.decide(&limits, tenant, refused)
+        self.check_one(
+            tenant,
+            Scope::Connection,
+            connection_bucket(connection_id),
+            TenantLimits::connection_actions,
+        )
+        .await
     }
 
     /// The tenant's HTTP read rate (history, presence, a channel's state).
     pub async fn check_read(&self, tenant: &str) -> Result<(), Limited> {
+        self.check_one(
+            tenant,
+            Scope::Read,
+            read_bucket(tenant),
+            TenantLimits::reads,
+        )
+        .await
+    }
+
+    /// One take from `bucket` at the tenant's `rate`, decided (dry run
+    /// included).
+    async fn check_one(
+        &self,
+        tenant: &str,
+        scope: Scope,
+        bucket: String,
+        rate: fn(&TenantLimits) -> Option<Rate>,
+    ) -> Result<(), Limited> {
         let limits = self.limits(tenant).await;
-        let refused = self
-            .take(Scope::Read, read_bucket(tenant), limits.reads(), tenant)
-            .await;
+        let refused = self.take(scope, bucket, rate(&limits), tenant).await;
         self.decide(&limits, tenant, refused)
     }
 

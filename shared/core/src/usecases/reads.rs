@@ -627,21 +627,21 @@ mod tests {
             },
             f.clock.clone(),
         );
-        let reads = ChannelReads::new(
-            f.log.clone(),
-            f.registry.clone(),
-            f.webhooks.clone(),
-            f.clock.clone(),
-            Duration::from_secs(3600),
-        )
-        .with_quotas(Arc::new(quotas));
-        let t = Some(f.token.as_str());
+        let Fixture {
+            reads,
+            key,
+            token,
+            clock,
+            ..
+        } = f;
+        let reads = reads.with_quotas(Arc::new(quotas));
+        let t = Some(token.as_str());
         // History, presence and state draw from one bucket of 3.
-        reads.history(&f.key, t, "agent-1", q(0, 10)).await.unwrap();
-        reads.presence(&f.key, t, "agent-1").await.unwrap();
-        reads.channel(&f.key, t, "agent-2").await.unwrap();
+        reads.history(&key, t, "agent-1", q(0, 10)).await.unwrap();
+        reads.presence(&key, t, "agent-1").await.unwrap();
+        reads.channel(&key, t, "agent-2").await.unwrap();
         let e = reads
-            .history(&f.key, t, "agent-1", q(0, 10))
+            .history(&key, t, "agent-1", q(0, 10))
             .await
             .unwrap_err();
         let ReadError::RateLimited(l) = &e else {
@@ -651,12 +651,12 @@ mod tests {
         assert_eq!(e.code(), ErrorCode::RateLimited);
         // A refused token is refused before it costs a read.
         let e = reads
-            .history(&f.key, Some("nope"), "agent-1", q(0, 10))
+            .history(&key, Some("nope"), "agent-1", q(0, 10))
             .await
             .unwrap_err();
         assert!(matches!(e, ReadError::Unauthorized(_)), "{e}");
-        f.clock.advance(Duration::from_millis(500));
-        let p = reads.history(&f.key, t, "agent-1", q(0, 10)).await.unwrap();
+        clock.advance(Duration::from_millis(500));
+        let p = reads.history(&key, t, "agent-1", q(0, 10)).await.unwrap();
         assert_eq!(p.events.len(), 3);
     }
 }
