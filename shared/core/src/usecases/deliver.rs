@@ -295,19 +295,6 @@ impl Deliverer {
             Ok(s) => s,
             Err(e) => return self.dead(&job, format!("cannot sign: {e}")).await,
         };
-        let body = agentwire_protocol::framing::event_frame(&job.event);
-        // Unique per event across the channels that share a tenant default
-        // webhook, and the same for every attempt of it.
-        let webhook_id = ChannelKey::new(&job.tenant, &job.event.channel).scoped_id(&job.event.id);
-        let headers = [
-            ("content-type", "application/json".to_owned()),
-            ("webhook-timestamp", now.to_string()),
-            (
-                "webhook-signature",
-                signature_header(&secrets, &webhook_id, now, body.as_bytes()),
-            ),
-            ("webhook-id", webhook_id),
-        ];
         let receiver = target
             .as_ref()
             .ok()
@@ -327,7 +314,10 @@ impl Deliverer {
             (None, Duration::from_secs(left.div_ceil(1000)))
         } else {
             let outcome = match &target {
-                Ok((url, addrs)) => self.sender.send(url, addrs, &headers, &body).await,
+                Ok((url, addrs)) => {
+                    let (headers, body) = signed(&job, &secrets, now);
+                    self.sender.send(url, addrs, &headers, &body).await
+                }
                 Err(why) => SendOutcome::ConnectFailed(why.clone()),
             };
             if let Some(r) = &receiver {
@@ -407,6 +397,29 @@ impl Deliverer {
     }
 }
 
+/// The POST of `job` at `now`: its headers (Standard Webhooks, signed with
+/// `secrets`) and its body (the event frame). The `webhook-id` is unique per
+/// event across the channels that share a tenant default webhook, and the
+/// same for every attempt of it.
+fn signed(
+    job: &WebhookJob,
+    secrets: &[crate::webhook::SigningSecret],
+    now: u64,
+) -> ([(&'static str, String); 4], String) {
+    let body = agentwire_protocol::framing::event_frame(&job.event);
+    let webhook_id = ChannelKey::new(&job.tenant, &job.event.channel).scoped_id(&job.event.id);
+    let headers = [
+        ("content-type", "application/json".to_owned()),
+        ("webhook-timestamp", now.to_string()),
+        (
+            "webhook-signature",
+            signature_header(secrets, &webhook_id, now, body.as_bytes()),
+        ),
+        ("webhook-id", webhook_id),
+    ];
+    (headers, body)
+}
+
 /// Whole milliseconds of `d`.
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -461,15 +474,39 @@ mod tests {
         );
     }
 
-    async fn fx(script: Vec<SendOutcome>) -> Fx {
-        let policy = UrlPolicy {
+    /// Loopback receivers allowed, as the test's are.
+    fn local_policy() -> UrlPolicy {
+        UrlPolicy {
             allow_insecure_loopback: true,
             allow_hosts: vec![],
-        };
+        }
+    }
+
+    /// A deliverer over a fixture's store, sender and jobs, its jitter fixed.
+    fn deliverer(
+        store: &Arc<MemoryWebhooks>,
+        sender: &Arc<ScriptedSender>,
+        jobs: &Arc<MemoryWebhookJobs>,
+        schedule: RetrySchedule,
+        clock: Arc<dyn Clock>,
+    ) -> Deliverer {
+        Deliverer::new(
+            store.clone(),
+            store.clone(),
+            local_policy(),
+            sender.clone(),
+            jobs.clone(),
+            schedule,
+            clock,
+        )
+        .with_jitter(|| 0.5)
+    }
+
+    async fn fx(script: Vec<SendOutcome>) -> Fx {
         let store = Arc::new(MemoryWebhooks::default());
         let admin = Arc::new(WebhookAdmin::new(
             store.clone(),
-            policy.clone(),
+            local_policy(),
             Arc::new(SystemClock),
         ));
         let cfg = admin
@@ -488,16 +525,7 @@ mod tests {
             Duration::from_secs(5),
             Duration::from_secs(300),
         ]);
-        let d = Deliverer::new(
-            store.clone(),
-            store.clone(),
-            policy,
-            sender.clone(),
-            jobs.clone(),
-            schedule,
-            Arc::new(SystemClock),
-        )
-        .with_jitter(|| 0.5);
+        let d = deliverer(&store, &sender, &jobs, schedule, Arc::new(SystemClock));
         Fx {
             d,
             store,
@@ -740,25 +768,13 @@ mod tests {
             .unwrap();
         let clock = Arc::new(ManualClock::new());
         let holds = Arc::new(MemoryHolds::default());
-        let d = Deliverer::new(
-            f.store.clone(),
-            f.store.clone(),
-            UrlPolicy {
-                allow_insecure_loopback: true,
-                allow_hosts: vec![],
-            },
-            f.sender.clone(),
-            f.jobs.clone(),
-            RetrySchedule::new(vec![
-                Duration::ZERO,
-                Duration::from_secs(5),
-                Duration::from_secs(5),
-                Duration::from_secs(5),
-            ]),
-            clock.clone(),
-        )
-        .with_jitter(|| 0.5)
-        .with_holds(
+        let schedule = RetrySchedule::new(vec![
+            Duration::ZERO,
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+        ]);
+        let d = deliverer(&f.store, &f.sender, &f.jobs, schedule, clock.clone()).with_holds(
             holds.clone(),
             Duration::from_secs(30),
             Duration::from_secs(20),
