@@ -90,11 +90,11 @@ impl Target {
 
     /// The function's `Timeout` in the template.
     fn timeout(self) -> Duration {
-        Duration::from_secs(match self {
-            Target::Dispatcher => 10,
-            Target::Fanout => 30,
-            Target::Webhook => 55,
-        })
+        match self {
+            Target::Dispatcher => Duration::from_secs(10),
+            Target::Fanout => Duration::from_secs(30),
+            Target::Webhook => agentwire_fn_webhook::DEFAULT_INVOCATION_BUDGET,
+        }
     }
 
     /// Messages per invocation: the template's `BatchSize` for the fan-out
