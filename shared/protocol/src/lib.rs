@@ -7,12 +7,14 @@
 //! of channel names, tenants, event ids and frame sizes ([`limits`]), and
 //! the coalescing of events into frames within the message size
 //! ([`framing`]), and messages larger than one event as chunk events with
-//! their reassembly ([`chunks`]). Event data travels through the gateway
+//! their reassembly ([`chunks`]), and AG-UI events as agentwire events
+//! ([`agui`]). Event data travels through the gateway
 //! as the JSON text it was stored as ([`RawData`]).
 //!
 //! This crate has no AWS dependency: the Lambda functions, the dev gateway and
 //! the client library all speak through it.
 
+pub mod agui;
 pub mod chunks;
 mod data;
 mod error;
