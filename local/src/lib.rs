@@ -18,6 +18,7 @@
 //!   route through the publish function.
 //! - `GET /metrics`: every handler's metrics in Prometheus text format
 //!   (`agentwire stats` reads it).
+//! - `GET /console/`: the browser console (`clients/console/dist`).
 //! - Pollers receive from the events queue, the fan-out queue and the
 //!   webhook job queue, call the dispatcher, the fan-out function and the
 //!   webhook function with real `SqsEvent` batches, and delete only what
@@ -26,6 +27,7 @@
 //! - API Gateway's limits (message size, idle timeout, connection duration)
 //!   are enforced, each configurable so tests can shorten them.
 
+mod console;
 mod events;
 pub mod faults;
 mod http_api;
@@ -52,6 +54,7 @@ use aws_config::SdkConfig;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use console::default_dir as console_dir;
 pub use hub::{Hub, PostStats};
 pub mod function;
 
@@ -92,6 +95,9 @@ pub struct GatewayOptions {
     /// [`Gateway::start_with_deps`] builds its `Deps` from
     /// [`Faults::sdk`](faults::Faults::sdk) for the AWS side.
     pub faults: Arc<faults::Faults>,
+    /// The built browser console served at `/console/`
+    /// (`clients/console/dist` of this tree by default).
+    pub console_dir: std::path::PathBuf,
 }
 
 impl Default for GatewayOptions {
@@ -109,6 +115,7 @@ impl Default for GatewayOptions {
             fanout_pollers: 4,
             webhook_pollers: 5,
             faults: Arc::default(),
+            console_dir: console::default_dir(),
         }
     }
 }
@@ -246,6 +253,7 @@ impl Gateway {
             .merge(management::dev_routes())
             .merge(http_api::routes())
             .merge(metrics::routes())
+            .merge(console::routes())
             .with_state(app.clone());
         let mut server_stop = stopped.clone();
         let server = tokio::spawn(async move {

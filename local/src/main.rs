@@ -76,6 +76,10 @@ struct Args {
     /// `WebhookMaxConcurrency`).
     #[arg(long, env = "AGENTWIRE_LOCAL_WEBHOOK_POLLERS", default_value_t = 5)]
     webhook_pollers: usize,
+    /// The built browser console to serve at /console/ (default:
+    /// clients/console/dist of the source tree this was built from).
+    #[arg(long, env = "AGENTWIRE_CONSOLE_DIR")]
+    console_dir: Option<std::path::PathBuf>,
     /// Webhook dead-letter queue: a name or a URL.
     #[arg(
         long,
@@ -241,6 +245,9 @@ async fn serve(args: Args) -> Result<(), String> {
         connections_jitter: args.connections_jitter,
         fanout_pollers: args.fanout_pollers,
         webhook_pollers: args.webhook_pollers,
+        console_dir: args
+            .console_dir
+            .unwrap_or_else(agentwire_local::console_dir),
         faults: std::sync::Arc::new(agentwire_local::faults::Faults::new(
             args.faults.unwrap_or_default(),
         )),
@@ -257,7 +264,9 @@ async fn serve(args: Args) -> Result<(), String> {
          cargo run -q -p agentwire-cli -- tail --url {url} --token \"$TOKEN\" --channel agent-1\n  \
          cargo run -q -p agentwire-cli -- publish --endpoint {endpoint} --tenant demo --channel agent-1 --kind status --data '{{\"text\":\"hello\"}}'\n  \
          AGENT=$(cargo run -q -p agentwire-cli -- token --tenant demo --sub bot --publish 'agent-*')\n  \
-         cargo run -q -p agentwire-cli -- publish --url {http} --token \"$AGENT\" --channel agent-1 --kind status --data '{{\"text\":\"over HTTP\"}}'\n\n\
+         cargo run -q -p agentwire-cli -- publish --url {http} --token \"$AGENT\" --channel agent-1 --kind status --data '{{\"text\":\"over HTTP\"}}'\n  \
+         cargo run -q -p agentwire-cli -- run --url {http} --token \"$AGENT\" --channel agent-1 -- cargo build\n  \
+         console (after npm ci && npm run build in clients/console): {http}/console/?url={url}&channels=agent-1&token=$TOKEN\n\n\
          Ctrl-C stops it.",
         gateway.connections_endpoint(),
         endpoint = args.endpoint,

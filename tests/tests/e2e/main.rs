@@ -6,6 +6,7 @@
 
 mod backbone;
 mod client;
+mod console;
 mod contract;
 mod dedup;
 mod fanout;
