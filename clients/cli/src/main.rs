@@ -5,6 +5,7 @@ mod channel;
 mod error;
 mod identity;
 mod publish;
+mod run;
 mod stats;
 mod tail;
 mod tenant;
@@ -63,6 +64,10 @@ enum Command {
     },
     /// Put an event on the events queue.
     Publish(publish::Args),
+    /// Run a command as an AG-UI run on a channel: RUN_STARTED, its
+    /// stdout and stderr as output streams, progress, RUN_FINISHED or
+    /// RUN_ERROR; exits with the command's status.
+    Run(run::Args),
     /// Follow channels (reconnecting, resuming); events as JSON lines on stdout.
     Tail(tail::Args),
     /// Show a channel's log state; set or clear its own retention.
@@ -82,6 +87,12 @@ async fn main() -> ExitCode {
     agentwire_aws::telemetry::init_text();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => {
+            return run::run(args).await.unwrap_or_else(|e| {
+                eprintln!("{}", error::report(&e));
+                ExitCode::FAILURE
+            });
+        }
         Command::Token {
             tenant,
             sub,

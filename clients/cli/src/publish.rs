@@ -24,9 +24,8 @@ use tokio::io::AsyncReadExt;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The tenant (SQS mode; over HTTP it comes from the token).
-    #[arg(long, required_unless_present = "url")]
-    tenant: Option<String>,
+    #[command(flatten)]
+    target: Target,
     #[arg(long)]
     channel: String,
     /// The event kind, e.g. status or final.
@@ -57,6 +56,15 @@ pub struct Args {
     /// UUID.
     #[arg(long)]
     id: Option<String>,
+}
+
+/// Where a command publishes: the events queue (`--tenant`, AWS
+/// credentials) or the HTTP publish API (`--url` and `--token`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// The tenant (SQS mode; over HTTP it comes from the token).
+    #[arg(long, required_unless_present = "url")]
+    tenant: Option<String>,
     /// Publish over HTTP to this publish API (the stack's PublishUrl base,
     /// e.g. https://abc.execute-api.eu-west-1.amazonaws.com, or
     /// http://127.0.0.1:8080 for the dev gateway) instead of SQS.
@@ -82,8 +90,29 @@ pub struct Args {
     endpoint: Option<String>,
 }
 
+impl Target {
+    /// Where the events go, for messages: the URL or the queue.
+    pub(crate) fn describe(&self) -> String {
+        match &self.url {
+            Some(url) => url.clone(),
+            None => format!("the events queue {}", self.queue),
+        }
+    }
+}
+
+/// How long one HTTP publish may take before it counts as failed.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// One event of a batch: its kind, idempotency key and data.
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    pub kind: String,
+    pub id: String,
+    pub data: Value,
+}
+
 /// Where events go: the queue (library path) or the HTTP API.
-enum Sink {
+pub(crate) enum Sink {
     Sqs {
         publisher: Publisher,
         tenant: String,
@@ -96,19 +125,25 @@ enum Sink {
 }
 
 impl Sink {
-    async fn open(args: &Args) -> Result<Sink, CliError> {
-        match (&args.url, args.tenant.clone()) {
+    pub(crate) async fn open(target: &Target, channel: &str) -> Result<Sink, CliError> {
+        match (&target.url, target.tenant.clone()) {
             (Some(url), _) => Ok(Sink::Http {
-                client: reqwest::Client::new(),
-                base: format!("{}/v1/channels/{}", url.trim_end_matches('/'), args.channel),
-                token: args
+                client: reqwest::Client::builder()
+                    .timeout(HTTP_TIMEOUT)
+                    .build()
+                    .map_err(|source| CliError::Http {
+                        endpoint: url.clone(),
+                        source,
+                    })?,
+                base: format!("{}/v1/channels/{}", url.trim_end_matches('/'), channel),
+                token: target
                     .token
                     .clone()
                     .ok_or("--url needs --token (a token with a publish grant)")?,
             }),
             (None, Some(tenant)) => {
-                let sqs = aws_sdk_sqs::Client::new(&sdk_config(args.endpoint.as_deref()).await);
-                let url = queue_url(&sqs, &args.queue).await?;
+                let sqs = aws_sdk_sqs::Client::new(&sdk_config(target.endpoint.as_deref()).await);
+                let url = queue_url(&sqs, &target.queue).await?;
                 Ok(Sink::Sqs {
                     publisher: Publisher::new(
                         Arc::new(SqsEventQueue::new(sqs, url)),
@@ -159,25 +194,40 @@ impl Sink {
         }
     }
 
-    /// Several events in order: one queue call (or batch request) per ten.
+    /// Several events of one kind in order: one queue call (or batch
+    /// request) per ten.
     async fn events(
         &self,
         channel: &str,
         kind: &str,
         events: Vec<(String, Value)>,
     ) -> Result<(), CliError> {
+        let events = events
+            .into_iter()
+            .map(|(id, data)| Outgoing {
+                kind: kind.to_owned(),
+                id,
+                data,
+            })
+            .collect();
+        self.batch(channel, events).await
+    }
+
+    /// Several events of any kinds in order: one queue call (or batch
+    /// request) per ten.
+    pub(crate) async fn batch(&self, channel: &str, events: Vec<Outgoing>) -> Result<(), CliError> {
         match self {
             Sink::Sqs { publisher, tenant } => {
                 publisher
                     .publish_many(
                         events
                             .into_iter()
-                            .map(|(id, data)| Publication {
+                            .map(|e| Publication {
                                 tenant: tenant.clone(),
                                 channel: channel.to_owned(),
-                                kind: kind.to_owned(),
-                                data,
-                                id: Some(id),
+                                kind: e.kind,
+                                data: e.data,
+                                id: Some(e.id),
                             })
                             .collect(),
                     )
@@ -193,7 +243,7 @@ impl Sink {
                 for batch in events.chunks(10) {
                     let body: Vec<Value> = batch
                         .iter()
-                        .map(|(id, data)| json!({"kind": kind, "data": data, "id": id}))
+                        .map(|e| json!({"kind": e.kind, "data": e.data, "id": e.id}))
                         .collect();
                     post(client, &endpoint, token, &json!({ "events": body }), None).await?;
                 }
@@ -251,7 +301,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     }
     let data: Value = serde_json::from_str(&args.data)
         .map_err(|e| CliError::Usage(format!("--data is not valid JSON: {e}")))?;
-    let sink = Sink::open(&args).await?;
+    let sink = Sink::open(&args.target, &args.channel).await?;
     let id = sink
         .event(&args.channel, &args.kind, data, args.id.clone())
         .await?;
@@ -282,7 +332,7 @@ async fn file(args: &Args, path: &str) -> Result<(), CliError> {
         .id
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let sink = Sink::open(args).await?;
+    let sink = Sink::open(&args.target, &args.channel).await?;
     let events = sink
         .message(&args.channel, &args.kind, &id, &payload)
         .await?;
@@ -306,7 +356,7 @@ async fn stream(args: &Args) -> Result<(), CliError> {
         .id
         .clone()
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let sink = Sink::open(args).await?;
+    let sink = Sink::open(&args.target, &args.channel).await?;
     let writer = StreamWriter::open(
         StreamTo {
             sink,
@@ -374,7 +424,7 @@ impl StreamSink for StreamTo {
 
 /// The text of `carry` that is complete UTF-8 (invalid bytes become
 /// U+FFFD); an incomplete character at its end is kept for the next read.
-fn take_text(carry: &mut Vec<u8>) -> String {
+pub(crate) fn take_text(carry: &mut Vec<u8>) -> String {
     let mut out = String::new();
     loop {
         match std::str::from_utf8(carry) {
