@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use agentwire_protocol::agui::AgUiEvent;
 use agentwire_protocol::chunks::{self, MAX_MESSAGE_ID, Payload};
 use agentwire_protocol::limits::{MAX_EVENT_DATA_BYTES, MAX_MESSAGE_BYTES};
 use agentwire_protocol::{ErrorCode, ProtocolError, RawData};
@@ -274,6 +275,41 @@ impl Publisher {
             })
             .collect();
         self.publish_many(publications).await
+    }
+
+    /// Publishes AG-UI events in order (docs/agui.md): each is one event
+    /// whose kind is its AG-UI type and whose data is the event, with the
+    /// idempotency key given beside it; one larger than an event holds
+    /// goes as a chunked message of its JSON text. The envelopes sent.
+    pub async fn publish_agui(
+        &self,
+        tenant: &str,
+        channel: &str,
+        events: Vec<(String, AgUiEvent)>,
+    ) -> Result<Vec<Envelope>, PublishError> {
+        let mut sent = Vec::new();
+        let mut pending: Vec<Publication> = Vec::new();
+        for (id, event) in events {
+            let p = Publication {
+                tenant: tenant.to_owned(),
+                channel: channel.to_owned(),
+                kind: event.kind.to_owned(),
+                data: Value::Null,
+                id: Some(id),
+            };
+            if oversize_data(&RawData::from(&event.data)).is_none() {
+                pending.push(Publication {
+                    data: event.data,
+                    ..p
+                });
+                continue;
+            }
+            sent.extend(self.publish_many(std::mem::take(&mut pending)).await?);
+            let text = Payload::Text(event.data.to_string());
+            sent.extend(self.publish_payload(p, &text).await?);
+        }
+        sent.extend(self.publish_many(pending).await?);
+        Ok(sent)
     }
 
     /// Validates, checks the quotas on the HTTP path, sends, counts.
@@ -550,6 +586,46 @@ mod tests {
         let sent = queue.sent();
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].data.value()["n"], 1);
+    }
+
+    #[tokio::test]
+    async fn agui_events_go_in_order_as_kind_and_data_and_a_big_one_as_chunks() {
+        use agentwire_protocol::agui;
+        let (p, queue, _) = setup();
+        let big = "x".repeat(MAX_EVENT_DATA_BYTES + 1);
+        let events = vec![
+            ("r:0".to_owned(), agui::run_started("agent-1", "r")),
+            ("r:1".to_owned(), agui::tool_call_result("m1", "c1", &big)),
+            ("r:2".to_owned(), agui::run_finished("agent-1", "r", None)),
+        ];
+        let sent = p.publish_agui("t1", "agent-1", events).await.unwrap();
+        let queued = queue.sent();
+        assert_eq!(sent.len(), queued.len());
+        assert_eq!(queued.first().unwrap().kind, "RUN_STARTED");
+        assert_eq!(queued.first().unwrap().id, "r:0");
+        assert_eq!(queued.first().unwrap().data.value()["threadId"], "agent-1");
+        assert_eq!(queued.last().unwrap().kind, "RUN_FINISHED");
+        // The big result: its chunks in between, all of its kind, and
+        // together its JSON text.
+        let chunks = &queued[1..queued.len() - 1];
+        assert!(chunks.len() >= 2);
+        assert!(chunks.iter().all(|e| e.kind == "TOOL_CALL_RESULT"));
+        let mut reassembler = chunks::Reassembler::new(1 << 24, 1 << 24);
+        let mut whole = None;
+        for (i, e) in chunks.iter().enumerate() {
+            let seq = i as u64 + 2;
+            if let chunks::Assembled::Complete(m) =
+                reassembler.accept("agent-1", seq, &e.kind, &e.data.value())
+            {
+                whole = Some(m);
+            }
+        }
+        let Some(Payload::Text(text)) = whole.map(|m| m.payload) else {
+            panic!("the chunks make one text message");
+        };
+        let whole: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(whole["content"].as_str().unwrap().len(), big.len());
+        assert_eq!(whole["type"], "TOOL_CALL_RESULT");
     }
 
     #[tokio::test]
