@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use agentwire_core::ports::StoreError;
+use agentwire_core::stream::DEFAULT_MAX_BYTES;
 use agentwire_core::usecases::PublishError;
 use agentwire_protocol::agui::{self, AgUiEvent};
 use agentwire_protocol::chunks::escaped_len;
@@ -78,10 +79,11 @@ fn progress_regex(s: &str) -> Result<regex_lite::Regex, String> {
     Ok(re)
 }
 
-/// The most text of one output event, before JSON escaping.
-const EVENT_TEXT_BYTES: usize = 32 * 1024;
-/// ... and after it (ANSI escapes cost 6 bytes each in JSON).
-const EVENT_ESCAPED_BYTES: usize = 64 * 1024;
+/// The most text of one output event, before JSON escaping ...
+const EVENT_TEXT_BYTES: usize = DEFAULT_MAX_BYTES;
+/// ... and after it (ANSI escapes cost 6 bytes each in JSON), as the
+/// streams' coalescer bounds it.
+const EVENT_ESCAPED_BYTES: usize = DEFAULT_MAX_BYTES;
 /// The longest line kept for progress matching.
 const PROGRESS_LINE_BYTES: usize = 4 * 1024;
 /// Retry backoff bounds while the gateway is unreachable.
@@ -127,16 +129,17 @@ impl Output {
         }
     }
 
-    /// Takes bytes the command wrote; returns the lines they completed.
-    fn push(&mut self, bytes: &[u8], max_backlog: usize, now: Instant) -> Vec<String> {
+    /// Takes bytes the command wrote; returns the lines they completed
+    /// when `lines` (progress is matched on them).
+    fn push(&mut self, bytes: &[u8], max_backlog: usize, now: Instant, lines: bool) -> Vec<String> {
         self.bytes += bytes.len();
         self.carry.extend_from_slice(bytes);
         let text = take_text(&mut self.carry);
-        let mut lines = Vec::new();
-        for c in text.chars() {
+        let mut done = Vec::new();
+        for c in text.chars().filter(|_| lines) {
             if c == '\n' || c == '\r' {
                 if !self.line.is_empty() {
-                    lines.push(std::mem::take(&mut self.line));
+                    done.push(std::mem::take(&mut self.line));
                 }
             } else if self.line.len() < PROGRESS_LINE_BYTES {
                 self.line.push(c);
@@ -147,7 +150,9 @@ impl Output {
             self.text.push_str(&text);
         }
         if self.text.len() > max_backlog {
-            let mut cut = self.text.len() - max_backlog;
+            // Down to three quarters of the bound, so that a command that
+            // keeps writing drops in a few large cuts, not one per read.
+            let mut cut = self.text.len() - max_backlog / 4 * 3;
             while !self.text.is_char_boundary(cut) {
                 cut += 1;
             }
@@ -155,7 +160,7 @@ impl Output {
             self.dropped += cut;
             self.dropped_total += cut;
         }
-        lines
+        done
     }
 
     /// Due: the window passed since its oldest text, it fills an event, or
@@ -290,6 +295,28 @@ impl State {
             return (out, true);
         }
         (out, false)
+    }
+
+    /// Gives up the unpublished output: each stream's text is dropped and
+    /// one event in its place says how much. The bytes given up.
+    fn abandon(&mut self) -> usize {
+        let mut given_up = 0;
+        let mut markers = Vec::new();
+        for o in &mut self.outputs {
+            if o.text.is_empty() {
+                continue;
+            }
+            given_up += o.text.len();
+            o.dropped += o.text.len();
+            o.dropped_total += o.text.len();
+            o.text.clear();
+            o.since = None;
+            markers.push(o.take_event());
+        }
+        for m in markers.into_iter().rev() {
+            self.head.push_front(m);
+        }
+        given_up
     }
 
     /// When something becomes due without new input.
@@ -549,7 +576,8 @@ async fn read(
             echo = false;
         }
         let mut state = shared.lock();
-        let lines = state.outputs[which].push(&buf[..n], max_backlog, Instant::now());
+        let lines =
+            state.outputs[which].push(&buf[..n], max_backlog, Instant::now(), progress.is_some());
         if let Some(re) = &progress {
             for line in lines.iter().rev() {
                 if let Some(p) = progress_of(re, line) {
@@ -700,9 +728,26 @@ async fn publish(
             Err(e) => return refused(events, &e),
         }
     };
+    let mut abandoned = false;
     loop {
         let (batch, last) = {
             let mut state = shared.lock();
+            // Past the drain deadline the rest of the output is given up
+            // (the streams say how much) so the run still ends for its
+            // subscribers.
+            let late = state
+                .ended_at
+                .is_some_and(|t| Instant::now() >= t + drain_timeout);
+            if late && !abandoned {
+                abandoned = true;
+                let given_up = state.abandon();
+                if given_up > 0 {
+                    eprintln!(
+                        "agentwire run: --drain-timeout ({}) passed: {given_up} bytes of output were not published",
+                        humantime::format_duration(drain_timeout)
+                    );
+                }
+            }
             state.take_due(&run_id, Instant::now(), window)
         };
         if batch.is_empty() {
@@ -839,8 +884,8 @@ mod tests {
         let t0 = Instant::now();
         let w = Duration::from_millis(50);
         let mut s = state("r");
-        s.outputs[0].push(b"\x1b[32mok\x1b[0m ", 1 << 20, t0);
-        s.outputs[0].push(b"line\n", 1 << 20, t0 + Duration::from_millis(10));
+        s.outputs[0].push(b"\x1b[32mok\x1b[0m ", 1 << 20, t0, true);
+        s.outputs[0].push(b"line\n", 1 << 20, t0 + Duration::from_millis(10), true);
         assert!(
             s.take_due("r", t0 + Duration::from_millis(20), w)
                 .0
@@ -863,15 +908,16 @@ mod tests {
     fn a_full_backlog_drops_the_oldest_and_the_stream_says_how_much() {
         let t0 = Instant::now();
         let mut o = Output::new("stdout", "r");
-        o.push(&[b'a'; 100], 64, t0);
-        assert_eq!((o.text.len(), o.dropped), (64, 36));
+        o.push(&[b'a'; 100], 64, t0, true);
+        // Down to three quarters of the bound.
+        assert_eq!((o.text.len(), o.dropped), (48, 52));
         let e = o.take_event();
         let text = e.data["text"].as_str().unwrap();
         assert!(
-            text.contains("36 bytes of output were not published"),
+            text.contains("52 bytes of output were not published"),
             "{text}"
         );
-        assert!(text.ends_with(&"a".repeat(64)));
+        assert!(text.ends_with(&"a".repeat(48)));
     }
 
     #[test]
@@ -879,7 +925,7 @@ mod tests {
         let mut o = Output::new("stdout", "r");
         // Escapes cost 6 bytes each in JSON; 'é' is 2 bytes of UTF-8.
         let input = "\x1bé".repeat(20_000);
-        o.push(input.as_bytes(), 1 << 20, Instant::now());
+        o.push(input.as_bytes(), 1 << 20, Instant::now(), true);
         let mut got = String::new();
         while !o.text.is_empty() {
             let e = o.take_event();
@@ -895,7 +941,7 @@ mod tests {
         let t0 = Instant::now();
         let w = Duration::from_millis(50);
         let mut s = state("r");
-        s.outputs[1].push(b"warning\n", 1 << 20, t0);
+        s.outputs[1].push(b"warning\n", 1 << 20, t0, true);
         s.progress = Some((agui::progress(1.0, Some(2.0), None), 1));
         s.last = Some(Outgoing {
             kind: "RUN_FINISHED".into(),
@@ -919,7 +965,7 @@ mod tests {
         let t0 = Instant::now();
         let w = Duration::from_millis(50);
         let mut s = state("r");
-        s.outputs[0].push(b"step 1/3\n", 1 << 20, t0);
+        s.outputs[0].push(b"step 1/3\n", 1 << 20, t0, true);
         s.progress = Some((agui::progress(1.0, Some(3.0), None), 0));
         // Due at once (no progress sent yet), and the text it came from
         // goes before it even though its window has not passed.
@@ -927,7 +973,7 @@ mod tests {
         let kinds: Vec<&str> = due.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(kinds, ["stdout", "CUSTOM"]);
         // The next progress within the window waits for it.
-        s.outputs[0].push(b"step 2/3\n", 1 << 20, t0 + Duration::from_millis(10));
+        s.outputs[0].push(b"step 2/3\n", 1 << 20, t0 + Duration::from_millis(10), true);
         s.progress = Some((agui::progress(2.0, Some(3.0), None), 0));
         assert!(
             s.take_due("r", t0 + Duration::from_millis(20), w)
@@ -937,6 +983,31 @@ mod tests {
         let (due, _) = s.take_due("r", t0 + w, w);
         assert_eq!(due.len(), 2);
         assert_eq!(due[1].data["value"]["done"], 2);
+    }
+
+    #[test]
+    fn past_the_drain_deadline_the_rest_is_given_up_and_the_run_still_ends() {
+        let t0 = Instant::now();
+        let mut s = state("r");
+        s.outputs[0].push(&[b'x'; 1000], 1 << 20, t0, false);
+        s.last = Some(Outgoing {
+            kind: "RUN_FINISHED".into(),
+            id: "r:end".into(),
+            data: json!({}),
+        });
+        s.closing = true;
+        assert_eq!(s.abandon(), 1000);
+        let (due, last) = s.take_due("r", t0, Duration::from_millis(50));
+        assert!(last);
+        let kinds: Vec<&str> = due.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["stdout", "stdout", "RUN_FINISHED"]);
+        let text = due[0].data["text"].as_str().unwrap();
+        assert!(
+            text.contains("1000 bytes of output were not published"),
+            "{text}"
+        );
+        assert!(!text.contains('x'));
+        assert_eq!(due[1].data["end"], true);
     }
 
     #[test]
@@ -954,9 +1025,9 @@ mod tests {
     #[test]
     fn carriage_returns_end_progress_lines_as_bars_redraw() {
         let mut o = Output::new("stdout", "r");
-        let lines = o.push(b"1/3\r2/3\r3/", 1 << 20, Instant::now());
+        let lines = o.push(b"1/3\r2/3\r3/", 1 << 20, Instant::now(), true);
         assert_eq!(lines, ["1/3", "2/3"]);
-        assert_eq!(o.push(b"3\n", 1 << 20, Instant::now()), ["3/3"]);
+        assert_eq!(o.push(b"3\n", 1 << 20, Instant::now(), true), ["3/3"]);
     }
 
     #[test]
