@@ -10,6 +10,7 @@ mod chatsample;
 mod crowd;
 mod identity;
 mod quotas;
+mod run;
 mod streams;
 
 use std::process::ExitCode;
@@ -89,8 +90,12 @@ struct Args {
     /// How long `streams` writes terminal output.
     #[arg(long, default_value_t = 10)]
     stream_seconds: u64,
+    /// Megabytes the command of `run` writes.
+    #[arg(long, default_value_t = 10)]
+    run_megabytes: u64,
     /// Sections to run (`crowd`, `clients`, `quotas`, `streams`,
-    /// `identity` and `soak` only when named).
+    /// `identity`, `run` (needs target/release/agentwire) and `soak` only
+    /// when named).
     #[arg(
         long,
         value_delimiter = ',',
@@ -169,6 +174,13 @@ async fn main() -> ExitCode {
                 eprintln!("agentwire-bench: soak: {e}");
                 return ExitCode::FAILURE;
             }
+        }
+        println!();
+    }
+    if run("run") {
+        if let Err(e) = run::run(&args.bin_dir, args.run_megabytes).await {
+            eprintln!("agentwire-bench: run: {e}");
+            return ExitCode::FAILURE;
         }
         println!();
     }
