@@ -419,27 +419,17 @@ pub async fn run(args: Args) -> Result<std::process::ExitCode, CliError> {
     command.process_group(0);
     let status = match command.spawn() {
         Ok(mut child) => {
+            let reader = |which: usize, from: Option<Box<dyn AsyncRead + Send + Unpin>>| {
+                let to: Box<dyn AsyncWrite + Send + Unpin> = match which {
+                    0 => Box::new(tokio::io::stdout()),
+                    _ => Box::new(tokio::io::stderr()),
+                };
+                let (shared, regex) = (shared.clone(), args.progress_regex.clone());
+                from.map(|r| tokio::spawn(read(r, to, which, shared, args.max_backlog, regex)))
+            };
             let readers = [
-                child.stdout.take().map(|r| {
-                    tokio::spawn(read(
-                        r,
-                        tokio::io::stdout(),
-                        0,
-                        shared.clone(),
-                        args.max_backlog,
-                        args.progress_regex.clone(),
-                    ))
-                }),
-                child.stderr.take().map(|r| {
-                    tokio::spawn(read(
-                        r,
-                        tokio::io::stderr(),
-                        1,
-                        shared.clone(),
-                        args.max_backlog,
-                        args.progress_regex.clone(),
-                    ))
-                }),
+                reader(0, child.stdout.take().map(|r| Box::new(r) as _)),
+                reader(1, child.stderr.take().map(|r| Box::new(r) as _)),
             ];
             let status = wait_forwarding_signals(&mut child).await?;
             for reader in readers.into_iter().flatten() {

@@ -25,6 +25,14 @@ fn spawn_run(args: &[&str], command: &[&str]) -> std::process::Child {
         .expect("the agentwire binary runs")
 }
 
+/// A subscriber joined to `channel`.
+async fn watcher(stack: &Stack, channel: &str) -> agentwire_e2e::WsClient {
+    let mut sub = stack.client(&stack.token("viewer", &["agent-*"])).await;
+    sub.hello().await;
+    assert_eq!(sub.join(json!([channel])).await["type"], "joined");
+    sub
+}
+
 /// Events of the channel until the run's closing event.
 async fn run_events(sub: &mut agentwire_e2e::WsClient) -> Vec<Value> {
     sub.frames_until(|got| {
@@ -56,9 +64,7 @@ fn stream_text(events: &[Value], kind: &str) -> (String, bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_publishes_its_lifecycle_output_and_progress_and_exits_with_the_commands_status() {
     let stack = Stack::start().await;
-    let mut sub = stack.client(&stack.token("viewer", &["agent-*"])).await;
-    sub.hello().await;
-    assert_eq!(sub.join(json!(["agent-run"])).await["type"], "joined");
+    let mut sub = watcher(&stack, "agent-run").await;
     let url = stack.gateway.http_url();
     let token = stack.publisher_token("bot", &["agent-run"]);
     let script = r#"for i in 1 2 3; do printf '\033[1;32mstep %s/3\033[0m files\n' $i; printf 'warn %s\n' $i >&2; done; exit 3"#;
@@ -185,9 +191,7 @@ fn kill(child: &std::process::Child, signal: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signals_reach_the_command_and_a_death_by_signal_is_a_run_error() {
     let stack = Stack::start().await;
-    let mut sub = stack.client(&stack.token("viewer", &["agent-*"])).await;
-    sub.hello().await;
-    assert_eq!(sub.join(json!(["agent-sig"])).await["type"], "joined");
+    let mut sub = watcher(&stack, "agent-sig").await;
     let url = stack.gateway.http_url();
     let token = stack.publisher_token("bot", &["agent-sig"]);
     let args = ["--url", &url, "--token", &token, "--channel", "agent-sig"];
