@@ -163,3 +163,14 @@ def test_publish_sync_honours_retry_after_ms(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(publisher.httpx, "Client", mocked)
     r = publish_sync("https://api.example", token="t", channel="agent-1", kind="k", min_retry_delay=0.001, max_retry_delay=0.001)
     assert r.id == "x" and waits == [0.25]
+
+
+async def test_bodies_are_utf8_json_not_ascii_escaped() -> None:
+    seen: list[httpx.Request] = []
+    answers = [(202, {"id": "x", "channel": "agent-1"}), (202, {"channel": "agent-1", "ids": ["a"]})]
+    async with api(answers, seen) as http:
+        p = Publisher("https://api.example", token="t", http=http)
+        await p.publish("agent-1", kind="k", data={"text": "été 漢字 🙂"})
+        await p.publish_batch("agent-1", [{"kind": "k", "data": "été 漢字 🙂", "id": "a"}])
+    for req in seen:
+        assert "été 漢字 🙂".encode() in req.content and b"\\u" not in req.content

@@ -73,3 +73,25 @@ async def test_a_token_stream_is_coalesced_and_joined_back_in_order(gateway: Gat
         assert text == written
         assert indexes == list(range(len(indexes)))
         assert len(indexes) < 10
+
+
+async def test_a_large_non_ascii_text_fits_the_gateways_limits(gateway: Gateway, tenant: str) -> None:
+    # Sent as UTF-8, not \u-escaped: escaped, the chunks of this text make a
+    # batch request over the gateway's body limit (message_too_large).
+    tok = token(tenant, "viewer")
+    text = "ü中🙂" * 60000
+    async with Client(gateway.ws_url, token=tok) as client:
+        sub = await client.join("agent-text")
+        await sub.wait_joined(WAIT)
+        async with Publisher(gateway.http_url, token=tok, max_retries=0) as p:
+            mid, n = await publish_message(p, "agent-text", kind="text", data=text, message_id="py-utf8")
+            assert n >= 8
+
+        async def first() -> Message:
+            async for item in sub:
+                assert isinstance(item, Message), item
+                return item
+            raise AssertionError("the subscription ended")
+
+        got = await asyncio.wait_for(first(), WAIT)
+        assert (got.id, got.encoding, got.data) == (mid, "utf8", text)

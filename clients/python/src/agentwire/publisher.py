@@ -115,7 +115,19 @@ def _batch_body(events: Sequence[BatchEvent | Mapping[str, Any]], *, ids: bool) 
         elif ids:
             item["id"] = str(uuid.uuid4())
         out.append(item)
-    return json.dumps({"events": out}, separators=(",", ":")).encode()
+    return _json_body({"events": out})
+
+
+def _json_body(value: Any) -> bytes:
+    """A request body: compact JSON in UTF-8. Not ASCII-escaped: the
+    gateway's body limit counts the bytes sent, and an escape (`\\u00e9`, 6
+    bytes for a 2-byte character) makes chunks sized to fit (as UTF-8)
+    too large together. A string with a lone surrogate (no UTF-8 for it) is
+    sent escaped, for the gateway to refuse."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def _json_object(resp: httpx.Response, what: str) -> dict[str, Any]:
@@ -188,7 +200,7 @@ def _request(token: str, kind: str, data: Any, key: str) -> tuple[dict[str, str]
         "content-type": "application/json",
         "user-agent": _USER_AGENT,
     }
-    body = json.dumps({"kind": kind, "data": data}, separators=(",", ":")).encode()
+    body = _json_body({"kind": kind, "data": data})
     return headers, body
 
 
