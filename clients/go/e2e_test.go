@@ -16,8 +16,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,6 +37,7 @@ type stack struct {
 	endpoint string
 	secret   string
 	tenant   string
+	queue    string // the events queue of the gateways and the CLI
 }
 
 func randomHex(n int) string {
@@ -68,7 +71,49 @@ func newStack(t *testing.T) *stack {
 		t.Fatalf("the local AWS endpoint %s does not answer (localstack/up): %v", endpoint, err)
 	}
 	resp.Body.Close()
-	return &stack{t: t, bin: bin, endpoint: endpoint, secret: "go-e2e-" + randomHex(24), tenant: fmt.Sprintf("go-e2e-%d-%s", time.Now().Unix(), randomHex(3))}
+	s := &stack{t: t, bin: bin, endpoint: endpoint, secret: "go-e2e-" + randomHex(24), tenant: fmt.Sprintf("go-e2e-%d-%s", time.Now().Unix(), randomHex(3))}
+	// Its own events queue, as the Python end-to-end tests have: a gateway
+	// of another test run on the shared queue would take (and commit) this
+	// test's events, and its subscribers would not see them live. A 2 s
+	// visibility timeout: a stopped gateway's last long poll may still take
+	// messages published right after it stopped, which then stay invisible
+	// that long.
+	s.queue = s.ownQueue(2)
+	return s
+}
+
+// ownQueue creates a FIFO events queue for this test (like localstack/up's,
+// with a visibility timeout of visibility seconds) and deletes it when the
+// test ends.
+func (s *stack) ownQueue(visibility int) string {
+	s.t.Helper()
+	name := "agentwire-go-" + randomHex(6) + ".fifo"
+	sqs := func(form url.Values) {
+		s.t.Helper()
+		form.Set("Version", "2012-11-05")
+		req, _ := http.NewRequest(http.MethodPost, s.endpoint+"/", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			s.t.Fatalf("SQS %s: %d %s", form.Get("Action"), resp.StatusCode, body)
+		}
+	}
+	form := url.Values{"Action": {"CreateQueue"}, "QueueName": {name}}
+	for i, kv := range [][2]string{{"FifoQueue", "true"}, {"VisibilityTimeout", strconv.Itoa(visibility)}, {"DeduplicationScope", "messageGroup"}, {"FifoThroughputLimit", "perMessageGroupId"}} {
+		form.Set(fmt.Sprintf("Attribute.%d.Name", i+1), kv[0])
+		form.Set(fmt.Sprintf("Attribute.%d.Value", i+1), kv[1])
+	}
+	sqs(form)
+	s.t.Cleanup(func() {
+		sqs(url.Values{"Action": {"DeleteQueue"}, "QueueUrl": {s.endpoint + "/123456789012/" + name}})
+	})
+	return name
 }
 
 func (s *stack) awsEnv() []string {
@@ -78,7 +123,7 @@ func (s *stack) awsEnv() []string {
 			env = append(env, k+"="+v)
 		}
 	}
-	env = append(env, "AWS_ENDPOINT_URL="+s.endpoint)
+	env = append(env, "AWS_ENDPOINT_URL="+s.endpoint, "AGENTWIRE_EVENTS_QUEUE="+s.queue)
 	def("AWS_REGION", "us-east-1")
 	def("AWS_ACCESS_KEY_ID", "test")
 	def("AWS_SECRET_ACCESS_KEY", "test")
@@ -139,6 +184,7 @@ type gateway struct {
 	cmd  *exec.Cmd
 	log  *strings.Builder
 	done chan struct{}
+	env  []string // more environment for agentwire-local (KEY=value)
 }
 
 func (g *gateway) ws() string   { return fmt.Sprintf("ws://127.0.0.1:%d", g.port) }
@@ -164,7 +210,7 @@ func (g *gateway) start() {
 	g.log = &strings.Builder{}
 	out := &lockedBuilder{b: g.log}
 	cmd := exec.Command(filepath.Join(g.s.bin, "agentwire-local"), "--port", strconv.Itoa(g.port))
-	cmd.Env = append(g.s.awsEnv(), "AGENTWIRE_JWT_SECRET="+g.s.secret, "RUST_LOG="+envOr("RUST_LOG", "warn"))
+	cmd.Env = append(append(g.s.awsEnv(), "AGENTWIRE_JWT_SECRET="+g.s.secret, "RUST_LOG="+envOr("RUST_LOG", "warn")), g.env...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -32,6 +32,8 @@ type Publisher struct {
 	// full-jitter backoff of 200 ms doubling to 5 s), with the same
 	// idempotency keys (generated when none is given). 0: one attempt.
 	Retries int
+
+	agui aguiKeys // PublishAgUi's numbering, per channel.
 }
 
 // MaxBatchEvents is the most events one batch request carries.
