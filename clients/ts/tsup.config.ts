@@ -1,12 +1,18 @@
 import { defineConfig } from "tsup";
 
 export default defineConfig({
-  entry: ["src/index.ts"],
+  // `agui` is the `@agentwire/client/agui` subpath; the main entry never
+  // imports it (nor @ag-ui/*). Code both use is split into shared chunks, so
+  // the two entries share one copy of the client (one `AgentWireError`).
+  entry: { index: "src/index.ts", agui: "src/agui.ts" },
   format: ["esm", "cjs"],
   dts: true,
   clean: true,
   sourcemap: true,
+  splitting: true,
   target: "es2022",
   platform: "neutral",
   treeshake: true,
+  // The AG-UI packages are optional peers of the `agui` entry: never bundled.
+  external: ["@ag-ui/core", "@ag-ui/core/schemas", "@ag-ui/client", "rxjs", "zod"],
 });
