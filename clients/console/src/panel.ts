@@ -454,7 +454,8 @@ export class Panel implements ModelView {
     this.#progressEl.dataset.done = String(p.done);
     this.#progressEl.dataset.total = p.total === undefined ? "" : String(p.total);
     const count = p.total === undefined ? `${p.done}` : `${p.done}/${p.total}`;
-    this.#progressText.textContent = p.label ? `${p.label} (${count})` : count;
+    // A label that already says the count ("3/10 files") is shown as it is.
+    this.#progressText.textContent = !p.label ? count : p.label.includes(count) ? p.label : `${p.label} (${count})`;
     this.#renderEta();
   }
 
