@@ -23,7 +23,7 @@ use agentwire_core::ports::StoreError;
 use agentwire_core::stream::DEFAULT_MAX_BYTES;
 use agentwire_core::usecases::PublishError;
 use agentwire_protocol::agui::{self, AgUiEvent};
-use agentwire_protocol::chunks::escaped_len;
+use agentwire_protocol::chunks::escaped_prefix;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -79,10 +79,8 @@ fn progress_regex(s: &str) -> Result<regex_lite::Regex, String> {
     Ok(re)
 }
 
-/// The most text of one output event, before JSON escaping ...
-const EVENT_TEXT_BYTES: usize = DEFAULT_MAX_BYTES;
-/// ... and after it (ANSI escapes cost 6 bytes each in JSON), as the
-/// streams' coalescer bounds it.
+/// The most text of one output event, as JSON (ANSI escapes cost 6 bytes
+/// each), as the streams' coalescer bounds it.
 const EVENT_ESCAPED_BYTES: usize = DEFAULT_MAX_BYTES;
 /// The longest line kept for progress matching.
 const PROGRESS_LINE_BYTES: usize = 4 * 1024;
@@ -168,21 +166,13 @@ impl Output {
     fn due(&self, now: Instant, window: Duration, closing: bool) -> bool {
         !self.text.is_empty()
             && (closing
-                || self.text.len() >= EVENT_TEXT_BYTES
+                || self.text.len() >= EVENT_ESCAPED_BYTES
                 || self.since.is_some_and(|t| now >= t + window))
     }
 
     /// The next event of the stream: up to one event's worth of its text.
     fn take_event(&mut self) -> Outgoing {
-        let (mut cut, mut escaped) = (0, 0);
-        for c in self.text.chars() {
-            let (raw, json) = (c.len_utf8(), escaped_len(c));
-            if cut > 0 && (cut + raw > EVENT_TEXT_BYTES || escaped + json > EVENT_ESCAPED_BYTES) {
-                break;
-            }
-            cut += raw;
-            escaped += json;
-        }
+        let cut = escaped_prefix(&self.text, EVENT_ESCAPED_BYTES);
         let mut text: String = self.text.drain(..cut).collect();
         if self.dropped > 0 {
             text = format!(
@@ -920,7 +910,12 @@ mod tests {
         while !o.text.is_empty() {
             let e = o.take_event();
             let text = e.data["text"].as_str().unwrap().to_owned();
-            assert!(text.chars().map(escaped_len).sum::<usize>() <= EVENT_ESCAPED_BYTES);
+            assert!(
+                text.chars()
+                    .map(agentwire_protocol::chunks::escaped_len)
+                    .sum::<usize>()
+                    <= EVENT_ESCAPED_BYTES
+            );
             got.push_str(&text);
         }
         assert_eq!(got, input);

@@ -160,23 +160,34 @@ pub fn escaped_len(c: char) -> usize {
     }
 }
 
+/// The byte length of the longest prefix of `text` whose characters take
+/// at most `max` bytes inside a JSON string (a character boundary; at
+/// least one character when `text` is not empty).
+pub fn escaped_prefix(text: &str, max: usize) -> usize {
+    let mut size = 0;
+    for (i, c) in text.char_indices() {
+        let n = escaped_len(c);
+        if i > 0 && size + n > max {
+            return i;
+        }
+        size += n;
+    }
+    text.len()
+}
+
 /// `text` cut at character boundaries into parts of at most
 /// [`PART_BYTES`] as JSON string contents (at least one part).
 fn split_text(text: &str) -> Vec<String> {
     let mut parts = vec![];
-    let mut start = 0;
-    let mut size = 0;
-    for (i, c) in text.char_indices() {
-        let n = escaped_len(c);
-        if size + n > PART_BYTES {
-            parts.push(text[start..i].to_owned());
-            start = i;
-            size = 0;
+    let mut rest = text;
+    loop {
+        let cut = escaped_prefix(rest, PART_BYTES);
+        parts.push(rest[..cut].to_owned());
+        rest = &rest[cut..];
+        if rest.is_empty() {
+            return parts;
         }
-        size += n;
     }
-    parts.push(text[start..].to_owned());
-    parts
 }
 
 /// A reassembled message.
@@ -469,6 +480,18 @@ fn decode(p: &Partial) -> Option<Payload> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_escaped_prefix_stops_at_a_character_within_the_bound() {
+        // 'é' is 2 bytes, an escape 6, a quote 2 inside a JSON string.
+        assert_eq!(escaped_prefix("aé\x1b\"b", 3), 3); // "aé"
+        assert_eq!(escaped_prefix("aé\x1b\"b", 8), 3); // the escape would pass 8
+        assert_eq!(escaped_prefix("aé\x1b\"b", 9), 4);
+        assert_eq!(escaped_prefix("aé\x1b\"b", 100), 6);
+        // At least one character, whatever the bound.
+        assert_eq!(escaped_prefix("\x1bx", 1), 1);
+        assert_eq!(escaped_prefix("", 10), 0);
+    }
     use serde_json::json;
 
     fn feed(r: &mut Reassembler, chunks: &[Chunk], first_seq: u64) -> Vec<Assembled> {
