@@ -28,6 +28,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
+use agentwire_client::Backoff;
+
 use crate::error::CliError;
 use crate::publish::{Outgoing, Sink, Target, take_text};
 
@@ -187,6 +189,13 @@ impl Output {
         self.event(json!({"stream": self.stream, "index": self.index, "text": text}))
     }
 
+    /// Its text as events into `out`, while the batch has room.
+    fn take_all(&mut self, out: &mut Vec<Outgoing>) {
+        while out.len() < BATCH && !self.text.is_empty() {
+            out.push(self.take_event());
+        }
+    }
+
     fn end(&mut self) -> Outgoing {
         self.end_sent = true;
         self.event(json!({"stream": self.stream, "index": self.index, "end": true}))
@@ -200,6 +209,15 @@ impl Output {
         };
         self.index += 1;
         out
+    }
+}
+
+/// An AG-UI event as one event of a batch, under its idempotency key.
+fn outgoing(event: AgUiEvent, id: String) -> Outgoing {
+    Outgoing {
+        kind: event.kind.to_owned(),
+        id,
+        data: event.data,
     }
 }
 
@@ -220,6 +238,20 @@ struct State {
 }
 
 impl State {
+    /// A run's state before anything happened: nothing to send.
+    fn new(run_id: &str) -> Self {
+        Self {
+            outputs: [Output::new("stdout", run_id), Output::new("stderr", run_id)],
+            head: VecDeque::new(),
+            progress: None,
+            progress_sent: None,
+            progress_n: 0,
+            last: None,
+            closing: false,
+            ended_at: None,
+        }
+    }
+
     /// What is due now, in order, at most [`BATCH`]; `true` once the
     /// closing event is in it (nothing more will come).
     fn take_due(&mut self, run_id: &str, now: Instant, window: Duration) -> (Vec<Outgoing>, bool) {
@@ -233,18 +265,13 @@ impl State {
         let closing = self.closing;
         for o in &mut self.outputs {
             if o.due(now, window, closing) {
-                while out.len() < BATCH && !o.text.is_empty() {
-                    out.push(o.take_event());
-                }
+                o.take_all(&mut out);
             }
         }
         let progress_due = closing || self.progress_sent.is_none_or(|t| now >= t + window);
         if let (true, Some(which)) = (progress_due, self.progress.as_ref().map(|p| p.1)) {
             // After the output that told it.
-            let o = &mut self.outputs[which];
-            while out.len() < BATCH && !o.text.is_empty() {
-                out.push(o.take_event());
-            }
+            self.outputs[which].take_all(&mut out);
         }
         let told = self
             .progress
@@ -255,11 +282,10 @@ impl State {
             && told
             && let Some((p, _)) = self.progress.take()
         {
-            out.push(Outgoing {
-                kind: p.kind.to_owned(),
-                id: format!("{run_id}:progress:{}", self.progress_n),
-                data: p.data,
-            });
+            out.push(outgoing(
+                p,
+                format!("{run_id}:progress:{}", self.progress_n),
+            ));
             self.progress_n += 1;
             self.progress_sent = Some(now);
         }
@@ -300,7 +326,6 @@ impl State {
             o.dropped += o.text.len();
             o.dropped_total += o.text.len();
             o.text.clear();
-            o.since = None;
             markers.push(o.take_event());
         }
         for m in markers.into_iter().rev() {
@@ -359,25 +384,13 @@ pub async fn run(args: Args) -> Result<std::process::ExitCode, CliError> {
         .file_name()
         .map_or_else(|| program.clone(), |n| n.to_string_lossy().into_owned());
 
-    let started = agui::run_started(&thread_id, &run_id);
+    let mut state = State::new(&run_id);
+    state.head.push_back(outgoing(
+        agui::run_started(&thread_id, &run_id),
+        format!("{run_id}:started"),
+    ));
     let shared = Arc::new(Shared {
-        state: Mutex::new(State {
-            outputs: [
-                Output::new("stdout", &run_id),
-                Output::new("stderr", &run_id),
-            ],
-            head: VecDeque::from([Outgoing {
-                kind: started.kind.to_owned(),
-                id: format!("{run_id}:started"),
-                data: started.data,
-            }]),
-            progress: None,
-            progress_sent: None,
-            progress_n: 0,
-            last: None,
-            closing: false,
-            ended_at: None,
-        }),
+        state: Mutex::new(state),
         bell: Notify::new(),
     });
     if !args.quiet {
@@ -453,11 +466,7 @@ pub async fn run(args: Args) -> Result<std::process::ExitCode, CliError> {
     };
     {
         let mut state = shared.lock();
-        state.last = Some(Outgoing {
-            kind: last.kind.to_owned(),
-            id: format!("{run_id}:end"),
-            data: last.data,
-        });
+        state.last = Some(outgoing(last, format!("{run_id}:end")));
         state.closing = true;
         state.ended_at = Some(Instant::now());
     }
@@ -695,18 +704,13 @@ async fn publish(
     shared: Arc<Shared>,
 ) -> Published {
     let mut events = 0usize;
-    let mut trouble = Trouble::default();
-    let sink = loop {
-        match Sink::open(&target, &channel).await {
-            Ok(sink) => break sink,
-            Err(e) if transient(&e) => {
-                trouble.failed(&target, &e);
-                if let Some(why) = trouble.wait(&shared, drain_timeout).await {
-                    return Published::Stopped { events, why };
-                }
-            }
-            Err(e) => return refused(events, &e),
-        }
+    let mut trouble = Trouble::new(target.describe(), drain_timeout, shared.clone());
+    let sink = match trouble
+        .retry(events, || Sink::open(&target, &channel))
+        .await
+    {
+        Ok(sink) => sink,
+        Err(stopped) => return stopped,
     };
     let mut abandoned = false;
     loop {
@@ -745,20 +749,11 @@ async fn publish(
             continue;
         }
         let n = batch.len();
-        loop {
-            match sink.batch(&channel, batch.clone()).await {
-                Ok(()) => {
-                    trouble.recovered();
-                    break;
-                }
-                Err(e) if transient(&e) => {
-                    trouble.failed(&target, &e);
-                    if let Some(why) = trouble.wait(&shared, drain_timeout).await {
-                        return Published::Stopped { events, why };
-                    }
-                }
-                Err(e) => return refused(events, &e),
-            }
+        if let Err(stopped) = trouble
+            .retry(events, || sink.batch(&channel, batch.clone()))
+            .await
+        {
+            return stopped;
         }
         events += n;
         if last {
@@ -795,43 +790,72 @@ fn transient(e: &CliError) -> bool {
     }
 }
 
-/// The publisher's failures in a row: said once, retried with backoff.
-#[derive(Default)]
+/// The publisher's failures in a row: said once, retried on the client's
+/// backoff schedule (no jitter: one publisher), until the drain deadline.
 struct Trouble {
-    backoff: Option<Duration>,
+    /// Where the events go, for messages.
+    target: String,
+    drain_timeout: Duration,
+    shared: Arc<Shared>,
+    backoff: Backoff,
+    failing: bool,
 }
 
 impl Trouble {
-    fn failed(&mut self, target: &Target, e: &CliError) {
-        if self.backoff.is_none() {
-            eprintln!(
-                "agentwire run: cannot publish to {} ({e}); the command runs on, its output is kept (bounded) and publishing is retried",
-                target.describe()
-            );
+    fn new(target: String, drain_timeout: Duration, shared: Arc<Shared>) -> Self {
+        Self {
+            target,
+            drain_timeout,
+            shared,
+            backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX).with_jitter(0.0),
+            failing: false,
         }
-        self.backoff = Some(
-            self.backoff
-                .map_or(BACKOFF_MIN, |b| (b * 2).min(BACKOFF_MAX)),
-        );
     }
 
-    fn recovered(&mut self) {
-        if self.backoff.take().is_some() {
-            eprintln!("agentwire run: publishing again");
+    /// `op` until it succeeds: a transient failure is said once and tried
+    /// again after the backoff; a refusal, or the drain deadline passing,
+    /// stops publishing (`Err`, with how it ended).
+    async fn retry<T, F, Fut>(&mut self, events: usize, mut op: F) -> Result<T, Published>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, CliError>>,
+    {
+        loop {
+            match op().await {
+                Ok(v) => {
+                    if std::mem::take(&mut self.failing) {
+                        self.backoff.reset();
+                        eprintln!("agentwire run: publishing again");
+                    }
+                    return Ok(v);
+                }
+                Err(e) if transient(&e) => {
+                    if !std::mem::replace(&mut self.failing, true) {
+                        eprintln!(
+                            "agentwire run: cannot publish to {} ({e}); the command runs on, its output is kept (bounded) and publishing is retried",
+                            self.target
+                        );
+                    }
+                    if let Some(why) = self.wait().await {
+                        return Err(Published::Stopped { events, why });
+                    }
+                }
+                Err(e) => return Err(refused(events, &e)),
+            }
         }
     }
 
     /// Waits out the backoff; `Some(why)` when the drain deadline passed
     /// (the command has ended and publishing must stop).
-    async fn wait(&self, shared: &Shared, drain_timeout: Duration) -> Option<String> {
-        let pause = self.backoff.unwrap_or(BACKOFF_MIN);
-        let deadline = shared.lock().ended_at.map(|t| t + drain_timeout);
+    async fn wait(&mut self) -> Option<String> {
+        let pause = self.backoff.next_delay(0.0).unwrap_or(BACKOFF_MAX);
+        let deadline = self.shared.lock().ended_at.map(|t| t + self.drain_timeout);
         match deadline {
             Some(d) if Instant::now() + pause >= d => {
                 tokio::time::sleep_until(d.into()).await;
                 Some(format!(
                     "the gateway could not be reached within --drain-timeout ({}) after the command ended",
-                    humantime::format_duration(drain_timeout)
+                    humantime::format_duration(self.drain_timeout)
                 ))
             }
             _ => {
@@ -847,16 +871,7 @@ mod tests {
     use super::*;
 
     fn state(run_id: &str) -> State {
-        State {
-            outputs: [Output::new("stdout", run_id), Output::new("stderr", run_id)],
-            head: VecDeque::new(),
-            progress: None,
-            progress_sent: None,
-            progress_n: 0,
-            last: None,
-            closing: false,
-            ended_at: None,
-        }
+        State::new(run_id)
     }
 
     #[test]
