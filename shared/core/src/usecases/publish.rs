@@ -280,7 +280,9 @@ impl Publisher {
     /// Publishes AG-UI events in order (docs/agui.md): each is one event
     /// whose kind is its AG-UI type and whose data is the event, with the
     /// idempotency key given beside it; one larger than an event holds
-    /// goes as a chunked message of its JSON text. The envelopes sent.
+    /// goes as a chunked message of it (JSON encoding, as the other
+    /// clients' AG-UI publishers send it: reassembled, it is the event
+    /// itself). The envelopes sent.
     pub async fn publish_agui(
         &self,
         tenant: &str,
@@ -305,8 +307,7 @@ impl Publisher {
                 continue;
             }
             sent.extend(self.publish_many(std::mem::take(&mut pending)).await?);
-            let text = Payload::Text(event.data.to_string());
-            sent.extend(self.publish_payload(p, &text).await?);
+            sent.extend(self.publish_payload(p, &Payload::Json(event.data)).await?);
         }
         sent.extend(self.publish_many(pending).await?);
         Ok(sent)
@@ -606,7 +607,7 @@ mod tests {
         assert_eq!(queued.first().unwrap().data.value()["threadId"], "agent-1");
         assert_eq!(queued.last().unwrap().kind, "RUN_FINISHED");
         // The big result: its chunks in between, all of its kind, and
-        // together its JSON text.
+        // together the event itself.
         let chunks = &queued[1..queued.len() - 1];
         assert!(chunks.len() >= 2);
         assert!(chunks.iter().all(|e| e.kind == "TOOL_CALL_RESULT"));
@@ -620,10 +621,9 @@ mod tests {
                 whole = Some(m);
             }
         }
-        let Some(Payload::Text(text)) = whole.map(|m| m.payload) else {
-            panic!("the chunks make one text message");
+        let Some(Payload::Json(whole)) = whole.map(|m| m.payload) else {
+            panic!("the chunks make one JSON message");
         };
-        let whole: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(whole["content"].as_str().unwrap().len(), big.len());
         assert_eq!(whole["type"], "TOOL_CALL_RESULT");
     }
