@@ -9,18 +9,17 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { chromium, type Browser, type Page } from "playwright-core";
-import { AWS_ENV, BIN, ENDPOINT, Gateway, SECRET, TENANT, endpointSkip, freePort, token } from "../../ts/test/stack.js";
+import { AWS_ENV, BIN, CHROMIUM, CHROMIUM_ARGS, ENDPOINT, Gateway, SECRET, TENANT, chromiumSkip, endpointSkip, freePort, token } from "../../ts/test/stack.js";
 
 export { BIN, ENDPOINT, Gateway, SECRET, TENANT, token };
 
 export const CONSOLE = join(dirname(fileURLToPath(import.meta.url)), "..");
 export const ARTIFACTS = join(CONSOLE, "test-artifacts");
-export const CHROMIUM = process.env.AGENTWIRE_CHROMIUM ?? "/usr/bin/chromium";
 const execFileP = promisify(execFile);
 
 export const skip: string | false =
   (await endpointSkip()) ||
-  (existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed (apt-get install chromium; .ci/run does)`) ||
+  chromiumSkip() ||
   (existsSync(join(BIN, "agentwire-local")) && existsSync(join(BIN, "agentwire"))
     ? false
     : `${BIN}/agentwire-local or agentwire is missing: cargo build -p agentwire-local -p agentwire-cli`) ||
@@ -50,17 +49,7 @@ export async function startGateway(): Promise<Gateway & { removeQueue(): Promise
 }
 
 export async function launch(): Promise<Browser> {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--no-first-run",
-    ],
-  });
+  return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
 }
 
 /** The CLI with the local stack's environment. */

@@ -12,12 +12,11 @@ import { extname, join, normalize } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { chromium, type Browser } from "playwright-core";
 import { publish } from "../src/index.js";
-import { Gateway, PACKAGE, endpointSkip, freePort, token } from "./stack.js";
+import { CHROMIUM, CHROMIUM_ARGS, Gateway, PACKAGE, chromiumSkip, endpointSkip, freePort, token } from "./stack.js";
 
-const CHROMIUM = process.env.AGENTWIRE_CHROMIUM ?? "/usr/bin/chromium";
 const skip =
   (await endpointSkip()) ||
-  (existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed (apt-get install chromium; .ci/run does)`) ||
+  chromiumSkip() ||
   (existsSync(join(PACKAGE, "dist", "index.js")) ? false : "dist/index.js is missing: npm run build first");
 
 const TYPES: Record<string, string> = {
@@ -52,17 +51,7 @@ describe("the browser example in headless Chromium", { skip }, () => {
     gw = new Gateway(await freePort());
     await gw.start();
     web = await serveStatic();
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-      ],
-    });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   });
 
   after(async () => {

@@ -3,7 +3,7 @@
 // compatible endpoint on 127.0.0.1:4566, tokens from the CLI.
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { appendFileSync } from "node:fs";
+import { appendFileSync, existsSync } from "node:fs";
 import { createConnection, createServer, type AddressInfo } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -57,6 +57,25 @@ export function portOpen(port: number): Promise<boolean> {
     });
     s.once("error", () => resolve(false));
   });
+}
+
+/** Debian's chromium for the browser tests (never a downloaded browser),
+ * launched with these arguments: headless, as root, on a machine whose
+ * network is closed (the background-networking flags keep it from
+ * calling out). */
+export const CHROMIUM = process.env.AGENTWIRE_CHROMIUM ?? "/usr/bin/chromium";
+export const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--no-first-run",
+];
+
+/** `false` when chromium is installed, else why the browser tests skip. */
+export function chromiumSkip(): string | false {
+  return existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed (apt-get install chromium; .ci/run does)`;
 }
 
 /** The dev gateway, started and stopped on one port. */
