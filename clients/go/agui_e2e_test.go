@@ -43,12 +43,7 @@ func TestE2EAgUiRunIsReadBackAsPublished(t *testing.T) {
 		t.Fatal(err)
 	}
 	col := collect(client)
-	defer func() {
-		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer ccancel()
-		_ = client.Close(cctx)
-		<-col.done
-	}()
+	defer func() { _ = closeAndDrain(client, col) }()
 	col.until(t, 20*time.Second, "joined", func(evs []ClientEvent) bool { return count[*Joined](evs) >= 1 })
 
 	runID := "go-run-" + randomHex(4)

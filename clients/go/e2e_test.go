@@ -291,6 +291,16 @@ func collect(c *Client) *collector {
 	return col
 }
 
+// closeAndDrain closes c (within 10 s) and waits until col has taken its
+// last event.
+func closeAndDrain(c *Client, col *collector) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := c.Close(ctx)
+	<-col.done
+	return err
+}
+
 func (col *collector) snapshot() []ClientEvent {
 	col.mu.Lock()
 	defer col.mu.Unlock()
@@ -361,12 +371,9 @@ func TestE2ETailAcrossAGatewayRestart(t *testing.T) {
 	}
 	col := collect(client)
 	defer func() {
-		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer ccancel()
-		if err := client.Close(cctx); err != nil {
+		if err := closeAndDrain(client, col); err != nil {
 			t.Errorf("close: %v", err)
 		}
-		<-col.done
 	}()
 	col.until(t, 20*time.Second, "the first joined", func(evs []ClientEvent) bool { return count[*Joined](evs) >= 1 })
 
@@ -458,12 +465,7 @@ func TestE2EStreamsAndMessagesReachASubscriber(t *testing.T) {
 		t.Fatal(err)
 	}
 	col := collect(client)
-	defer func() {
-		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer ccancel()
-		_ = client.Close(cctx)
-		<-col.done
-	}()
+	defer func() { _ = closeAndDrain(client, col) }()
 	col.until(t, 20*time.Second, "joined", func(evs []ClientEvent) bool { return count[*Joined](evs) >= 1 })
 	pub := &Publisher{URL: gw.http(), Token: agentToken, Retries: 3}
 	st := pub.OpenStream(ctx, channel, "output", StreamOptions{})
