@@ -2,8 +2,8 @@
 //! command writes coloured build-log lines as fast as it can (`yes | head
 //! -c`, tens of MB/s); it runs bare, under `agentwire run` publishing to the
 //! dev gateway on the local stack, and under `agentwire run` with nothing
-//! listening at its URL. The command's own run time (RUN_FINISHED's
-//! `durationMs`, or the wall time when bare) shows whether publishing
+//! listening at its URL; then at 1 MB/s for 10 s. The command's own run
+//! time (it reports it on stderr: `command-ns N`) shows whether publishing
 //! slowed it; the wall time adds the drain after it ended.
 
 use std::path::Path;
