@@ -77,7 +77,7 @@ pub async fn quotas(n: usize) {
     let body = json!({"kind": "status", "data": {"bench": true}});
     // Warm each tenant (its limits read and cached, its bucket created).
     for s in &settings {
-        assert_eq!(stack.post_event(&s.token, "q", &body).await.0, 202);
+        assert_eq!(stack.post_event(&s.token, "q", &body).await.0, 201);
     }
     let mut took: Vec<Vec<Duration>> = vec![Vec::with_capacity(n); settings.len()];
     for _ in 0..n {
@@ -94,7 +94,7 @@ pub async fn quotas(n: usize) {
     for s in &settings {
         stack.calls.reset();
         for _ in 0..per_setting {
-            assert_eq!(stack.post_event(&s.token, "q", &body).await.0, 202);
+            assert_eq!(stack.post_event(&s.token, "q", &body).await.0, 201);
         }
         let by_op: Vec<String> = stack
             .calls

@@ -365,11 +365,9 @@ impl Gateway {
     /// compares inline and sharded fan-out on one connected crowd; also
     /// `POST /@dev/settings`. No effect without a fan-out queue.
     pub fn set_fanout_threshold(&self, threshold: u64) {
-        self.app
-            .functions
-            .dispatcher
-            .dispatcher()
-            .set_fanout_threshold(threshold);
+        let f = &self.app.functions;
+        f.dispatcher.dispatcher().set_fanout_threshold(threshold);
+        f.publish.publisher().set_fanout_threshold(threshold);
     }
 
     /// Changes how many fan-out invocations run at once (the template's

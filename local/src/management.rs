@@ -116,6 +116,7 @@ async fn dev_settings(State(app): State<Arc<App>>, body: Bytes) -> Response {
             .dispatcher
             .dispatcher()
             .set_fanout_threshold(t);
+        app.functions.publish.publisher().set_fanout_threshold(t);
     }
     let (fixed, jitter) = app.latency.current();
     (

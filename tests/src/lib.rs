@@ -119,6 +119,107 @@ pub struct DynamoCalls {
     /// `test` outside the gateway's functions).
     calls_by_function: Counts,
     items_by_function: Counts,
+    /// Keyed `function:Operation:table` (the table's name without this
+    /// run's suffix; empty for multi-table calls).
+    calls_by_table: Counts,
+    /// Capacity units, keyed `function:write` and `function:read`, in
+    /// thousandths ([`capacity_units`]).
+    units_milli: Counts,
+}
+
+/// The capacity units DynamoDB bills a request, from its body: a write 1
+/// unit per started KB of each item put (an update or delete 1 unit: the
+/// items updated on these paths are under 1 KB), twice that in a
+/// transaction; a read 1 unit when strongly consistent, 0.5 eventually
+/// (the items read on these paths are under 4 KB; a `Query` counted as one
+/// read of its first 4 KB). `(write, read)`.
+pub fn capacity_units(op: &str, body: &Value) -> (f64, f64) {
+    let kb = |item: &Value| (item_size(item) as f64 / 1024.0).ceil().max(1.0);
+    let read = if body["ConsistentRead"].as_bool() == Some(true) {
+        1.0
+    } else {
+        0.5
+    };
+    match op {
+        "PutItem" => (kb(&body["Item"]), 0.0),
+        "UpdateItem" | "DeleteItem" => (1.0, 0.0),
+        "TransactWriteItems" => {
+            let units = body["TransactItems"]
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|i| match i["Put"]["Item"].is_object() {
+                            true => kb(&i["Put"]["Item"]),
+                            false => 1.0,
+                        })
+                        .sum::<f64>()
+                })
+                .unwrap_or(0.0);
+            (2.0 * units, 0.0)
+        }
+        "BatchWriteItem" => {
+            let units = body["RequestItems"]
+                .as_object()
+                .map(|tables| {
+                    tables
+                        .values()
+                        .flat_map(|reqs| reqs.as_array().cloned().unwrap_or_default())
+                        .map(|r| match r["PutRequest"]["Item"].is_object() {
+                            true => kb(&r["PutRequest"]["Item"]),
+                            false => 1.0,
+                        })
+                        .sum::<f64>()
+                })
+                .unwrap_or(0.0);
+            (units, 0.0)
+        }
+        "GetItem" | "Query" => (0.0, read),
+        "BatchGetItem" => {
+            let keys = body["RequestItems"]
+                .as_object()
+                .map(|t| {
+                    t.values()
+                        .map(|k| k["Keys"].as_array().map_or(0, Vec::len))
+                        .sum::<usize>()
+                })
+                .unwrap_or(0);
+            (0.0, keys as f64)
+        }
+        _ => (0.0, 0.0),
+    }
+}
+
+/// An item's size as DynamoDB counts it: each attribute's name and value
+/// (strings and binaries by their bytes, numbers about one byte per two
+/// digits, maps and lists 3 bytes plus their elements).
+pub fn item_size(item: &Value) -> usize {
+    fn value(v: &Value) -> usize {
+        let Some((ty, inner)) = v.as_object().and_then(|o| o.iter().next()) else {
+            return 0;
+        };
+        match ty.as_str() {
+            "S" => inner.as_str().map_or(0, str::len),
+            "N" => inner.as_str().map_or(0, |n| n.len().div_ceil(2) + 1),
+            "B" => inner.as_str().map_or(0, |b| b.len() * 3 / 4),
+            "BOOL" | "NULL" => 1,
+            "M" => {
+                3 + inner
+                    .as_object()
+                    .map_or(0, |m| m.iter().map(|(k, v)| k.len() + value(v)).sum())
+            }
+            "L" => {
+                3 + inner
+                    .as_array()
+                    .map_or(0, |l| l.iter().map(|v| 1 + value(v)).sum())
+            }
+            _ => inner.as_array().map_or(0, |l| {
+                l.iter().map(|v| v.as_str().map_or(0, str::len)).sum()
+            }),
+        }
+    }
+    item.as_object()
+        .map_or(0, |o| o.iter().map(|(k, v)| k.len() + value(v)).sum())
 }
 
 fn tally(counts: &Counts, key: String, n: u64) {
@@ -150,6 +251,33 @@ impl DynamoCalls {
             .unwrap_or_default()
     }
 
+    /// Calls so far, by `function:Operation:table`.
+    pub fn by_table(&self) -> std::collections::BTreeMap<String, u64> {
+        self.calls_by_table
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+
+    /// Capacity units so far of `function` (`None`: every caller):
+    /// `(write, read)` ([`capacity_units`]).
+    pub fn units(&self, function: Option<&str>) -> (f64, f64) {
+        let m = self
+            .units_milli
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        let sum = |kind: &str| {
+            m.iter()
+                .filter(|(k, _)| {
+                    k.ends_with(kind) && function.is_none_or(|f| k.starts_with(&format!("{f}:")))
+                })
+                .map(|(_, v)| *v as f64 / 1000.0)
+                .sum::<f64>()
+        };
+        (sum(":write"), sum(":read"))
+    }
+
     /// Items read so far, by `function:Operation`.
     pub fn items_by_function(&self) -> std::collections::BTreeMap<String, u64> {
         self.items_by_function
@@ -164,6 +292,8 @@ impl DynamoCalls {
             &self.items,
             &self.calls_by_function,
             &self.items_by_function,
+            &self.calls_by_table,
+            &self.units_milli,
         ] {
             if let Ok(mut m) = counts.lock() {
                 m.clear();
@@ -196,10 +326,30 @@ impl aws_sdk_dynamodb::config::Intercept for DynamoCalls {
             .and_then(|t| t.rsplit('.').next())
             .unwrap_or("unknown")
             .to_owned();
+        let function = calling_function();
+        tally(&self.calls_by_function, format!("{function}:{op}"), 1);
+        let body: Value = context
+            .request()
+            .body()
+            .bytes()
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or_default();
+        // `agentwire-events-<run>` → `agentwire-events`.
+        let table = body["TableName"]
+            .as_str()
+            .map(|t| t.rsplit_once('-').map_or(t, |(base, _)| base))
+            .unwrap_or_default();
+        tally(&self.calls_by_table, format!("{function}:{op}:{table}"), 1);
+        let (write, read) = capacity_units(&op, &body);
         tally(
-            &self.calls_by_function,
-            format!("{}:{op}", calling_function()),
-            1,
+            &self.units_milli,
+            format!("{function}:write"),
+            (write * 1000.0) as u64,
+        );
+        tally(
+            &self.units_milli,
+            format!("{function}:read"),
+            (read * 1000.0) as u64,
         );
         tally(&self.calls, op, 1);
         Ok(())

@@ -84,7 +84,7 @@ async fn metrics_count_the_run_and_no_log_line_holds_a_secret() {
         statuses.push(stack.post_event(&bot, "agent-1", &body).await.0);
     }
     assert_eq!(
-        statuses.iter().filter(|s| **s == 202).count(),
+        statuses.iter().filter(|s| **s == 201).count(),
         3,
         "{statuses:?}"
     );

@@ -114,7 +114,7 @@ pub(crate) struct Outgoing {
 /// Where events go: the queue (library path) or the HTTP API.
 pub(crate) enum Sink {
     Sqs {
-        publisher: Publisher,
+        publisher: Box<Publisher>,
         tenant: String,
     },
     Http {
@@ -145,10 +145,10 @@ impl Sink {
                 let sqs = aws_sdk_sqs::Client::new(&sdk_config(target.endpoint.as_deref()).await);
                 let url = queue_url(&sqs, &target.queue).await?;
                 Ok(Sink::Sqs {
-                    publisher: Publisher::new(
+                    publisher: Box::new(Publisher::new(
                         Arc::new(SqsEventQueue::new(sqs, url)),
                         Arc::new(SystemClock),
-                    ),
+                    )),
                     tenant,
                 })
             }
@@ -187,7 +187,7 @@ impl Sink {
                     .as_str()
                     .map(str::to_owned)
                     .ok_or_else(|| CliError::Refused {
-                        status: 202,
+                        status: 200,
                         message: format!("an answer without an id: {answer}"),
                     })
             }
@@ -451,7 +451,8 @@ pub(crate) fn take_text(carry: &mut Vec<u8>) -> String {
     }
 }
 
-/// A POST to the HTTP API: the JSON answer of a 202, else the refusal.
+/// A POST to the HTTP API: the JSON answer of a 2xx (201 committed, 200 a
+/// repeated idempotency key, 202 queued), else the refusal.
 async fn post(
     client: &reqwest::Client,
     endpoint: &str,
@@ -474,7 +475,7 @@ async fn post(
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     let json: Value = serde_json::from_str(&text).unwrap_or_default();
-    if status.as_u16() == 202 {
+    if status.is_success() {
         return Ok(json);
     }
     let message = match (json["code"].as_str(), json["message"].as_str()) {

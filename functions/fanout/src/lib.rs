@@ -1,6 +1,6 @@
 //! The fan-out Lambda, on the fan-out queue: each message is one shard
 //! range of a big channel's subscribers and the frames to post to them
-//! (see `agentwire_core::usecases::fanout`). The jobs of a batch are worked
+//! (see `agentwire_core::usecases::delivery::fanout`). The jobs of a batch are worked
 //! at once. A job whose subscribers could not be listed is reported as a
 //! `batchItemFailure` and comes back from the queue; one that is not a job
 //! at all is reported too, with its reason in the log, and the queue's

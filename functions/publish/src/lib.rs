@@ -1,9 +1,14 @@
 //! The publish Lambda: the whole HTTP API, for agents and servers that
 //! hold a token but no AWS credentials (described in `docs/openapi.yaml`).
 //!
-//! - `POST /v1/channels/{channel}/events`: one event, `202 {"id"}`;
+//! - `POST /v1/channels/{channel}/events`: one event, committed and
+//!   delivered here: `201 {"id","seq","epoch"}` (`200` for an idempotency
+//!   key already committed); `503` with `Retry-After` when the commit
+//!   cannot be made now (`202 {"id","queued":true}` only from a publisher
+//!   wired without the direct path);
 //! - `POST /v1/channels/{channel}/events:batch`: up to 10, all or nothing,
-//!   `202 {"ids"}`;
+//!   `201`/`200 {"ids","events":[{"id","seq","epoch"}]}` or
+//!   `202 {"ids","queued":true}`;
 //! - `GET /v1/channels/{channel}/events?after&limit`: a history page;
 //! - `GET /v1/channels/{channel}/presence`: the count and principals;
 //! - `GET /v1/channels/{channel}`: head, epoch, retention, webhook mode.
@@ -20,7 +25,9 @@ use agentwire_core::auth::{Verifier, token_from};
 use agentwire_core::config::ConfigError;
 use agentwire_core::ports::StoreError;
 use agentwire_core::usecases::quotas::Limited;
-use agentwire_core::usecases::{ChannelReads, HistoryQuery, PublishError, Publisher, ReadError};
+use agentwire_core::usecases::{
+    ChannelReads, HistoryQuery, Outcome, PublishError, Published, Publisher, ReadError,
+};
 use agentwire_protocol::ServerFrame;
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
@@ -62,14 +69,15 @@ pub fn http_status(e: &PublishError) -> u16 {
         PublishError::Invalid(_) => 400,
         PublishError::TooLarge { .. } => 413,
         PublishError::RateLimited(_) => 429,
-        PublishError::Queue(StoreError::Unavailable { .. }) => 503,
-        PublishError::Queue(_) => 500,
+        PublishError::Queue(StoreError::Unavailable { .. })
+        | PublishError::Commit(StoreError::Unavailable { .. }) => 503,
+        PublishError::Queue(_) | PublishError::Commit(_) => 500,
     }
 }
 
 impl PublishFunction {
     pub fn new(deps: &Deps) -> Result<Self, ConfigError> {
-        Ok(Self::with(deps.publisher()?, deps.verifier()?).with_reads(deps.reads()))
+        Ok(Self::with(deps.direct_publisher()?, deps.verifier()?).with_reads(deps.reads()))
     }
 
     /// Around a use case and key built elsewhere (tests, the dev gateway);
@@ -80,6 +88,11 @@ impl PublishFunction {
             reads: None,
             key,
         }
+    }
+
+    /// The publish use case (the dev gateway changes its settings).
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
     }
 
     pub fn with_reads(mut self, reads: ChannelReads) -> Self {
@@ -194,13 +207,20 @@ impl PublishFunction {
             .publish_batch_http(&self.key, token.as_deref(), &channel, &body)
             .await;
         match result {
-            Ok(sent) => {
-                tracing::info!(%channel, events = sent.len(), "published a batch");
-                let ids: Vec<&str> = sent.iter().map(|e| e.id.as_str()).collect();
-                response(
-                    202,
-                    &serde_json::json!({"channel": channel, "ids": ids}).to_string(),
-                )
+            Ok(p) => {
+                tracing::info!(%channel, events = p.events.len(), outcome = ?p.outcome, "published a batch");
+                let ids: Vec<&str> = p.events.iter().map(|e| e.id.as_str()).collect();
+                let mut body = serde_json::json!({"channel": channel, "ids": ids});
+                if p.outcome == Outcome::Queued {
+                    body["queued"] = true.into();
+                } else {
+                    body["events"] = p
+                        .events
+                        .iter()
+                        .map(|e| serde_json::json!({"id": e.id, "seq": e.seq, "epoch": e.epoch}))
+                        .collect();
+                }
+                response(status(&p), &body.to_string())
             }
             Err(e) => self.refusal(req, &channel, e),
         }
@@ -225,13 +245,18 @@ impl PublishFunction {
             )
             .await;
         match result {
-            Ok(env) => {
-                tracing::info!(channel = %env.channel, id = %env.id, "published");
-                response(
-                    202,
-                    &serde_json::json!({"id": env.id, "channel": env.channel}).to_string(),
-                )
-            }
+            Ok(p) => match p.events.first() {
+                Some(e) => {
+                    tracing::info!(%channel, id = %e.id, seq = ?e.seq, outcome = ?p.outcome, "published");
+                    let body = if p.outcome == Outcome::Queued {
+                        serde_json::json!({"id": e.id, "channel": p.channel, "queued": true})
+                    } else {
+                        serde_json::json!({"id": e.id, "channel": p.channel, "seq": e.seq, "epoch": e.epoch})
+                    };
+                    response(status(&p), &body.to_string())
+                }
+                None => self.internal(req, &channel, 500, "a publish accepted no event"),
+            },
             Err(e) => self.refusal(req, &channel, e),
         }
     }
@@ -245,14 +270,19 @@ impl PublishFunction {
         e: PublishError,
     ) -> ApiGatewayV2httpResponse {
         match e {
-            PublishError::Queue(_) => {
+            PublishError::Queue(_) | PublishError::Commit(_) => {
                 // The details (queue URL, SDK text) go to the log only.
                 let request_id = request_id(req);
                 tracing::error!(%channel, %request_id, error = %e, "publish failed");
-                response(
-                    http_status(&e),
+                let status = http_status(&e);
+                let mut resp = response(
+                    status,
                     &ServerFrame::error(e.code(), internal_message(&request_id), None).to_json(),
-                )
+                );
+                if status == 503 {
+                    resp.headers.insert("retry-after", HeaderValue::from(1));
+                }
+                resp
             }
             PublishError::RateLimited(l) => limited(&l, "publish"),
             e => {
@@ -265,6 +295,16 @@ impl PublishFunction {
                 response(status, &frame.to_json())
             }
         }
+    }
+}
+
+/// The status of an accepted publish: 201 committed, 200 a repeat of
+/// committed keys, 202 queued.
+pub fn status(p: &Published) -> u16 {
+    match p.outcome {
+        Outcome::Committed => 201,
+        Outcome::Repeat => 200,
+        Outcome::Queued => 202,
     }
 }
 

@@ -5,7 +5,7 @@
 
 use agentwire_aws::deps::Deps;
 use agentwire_core::config::ConfigError;
-use agentwire_core::usecases::deliver::{Deliverer, JobOutcome};
+use agentwire_core::usecases::delivery::webhook::{Deliverer, JobOutcome};
 use std::time::Duration;
 
 use agentwire_core::webhook::url_policy::DNS_TIMEOUT;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use agentwire_core::clock::SystemClock;
 use agentwire_core::memory::{MemoryWebhookJobs, MemoryWebhooks, ScriptedSender};
-use agentwire_core::usecases::deliver::Deliverer;
+use agentwire_core::usecases::delivery::webhook::Deliverer;
 use agentwire_core::webhook::{RetrySchedule, UrlPolicy};
 use agentwire_fn_webhook::WebhookFunction;
 use aws_lambda_events::sqs::SqsEvent;

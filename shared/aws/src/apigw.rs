@@ -36,7 +36,7 @@ impl ApiGatewayPusher {
     /// The same, each call bounded by `timeout`.
     pub fn with_timeout(sdk: &aws_config::SdkConfig, endpoint: &str, timeout: Duration) -> Self {
         // Retries are the use case's (bounded and jittered, see
-        // `usecases::push`), not the SDK's on top of them.
+        // `usecases::delivery::push`), not the SDK's on top of them.
         let conf = aws_sdk_apigatewaymanagement::config::Builder::from(sdk)
             .endpoint_url(endpoint)
             .retry_config(aws_config::retry::RetryConfig::disabled())

@@ -9,11 +9,12 @@ use agentwire_core::auth::jwks::{JwksCache, JwksPolicy};
 use agentwire_core::auth::{Keyring, Verifier};
 use agentwire_core::clock::{Clock, SystemClock};
 use agentwire_core::config::{Config, ConfigError};
-use agentwire_core::usecases::deliver::Deliverer;
+use agentwire_core::usecases::delivery::webhook::Deliverer;
+use agentwire_core::usecases::delivery::{Delivery, SETTINGS_TTL};
 use agentwire_core::usecases::session::ReplayBudget;
 use agentwire_core::usecases::{
-    ChannelAdmin, ChannelReads, Connect, DeadWebhooks, Disconnect, Dispatcher, FanoutWorker,
-    IdentityAdmin, Management, Publisher, Quotas, Session, TenantAdmin, WebhookAdmin,
+    ChannelAdmin, ChannelReads, Committer, Connect, DeadWebhooks, Disconnect, Dispatcher,
+    FanoutWorker, IdentityAdmin, Management, Publisher, Quotas, Session, TenantAdmin, WebhookAdmin,
 };
 
 use crate::{
@@ -169,32 +170,13 @@ impl Deps {
     }
 
     pub fn dispatcher(&self) -> Result<Dispatcher, ConfigError> {
-        let pusher = self.pusher()?;
         let sqs = aws_sdk_sqs::Client::new(&self.sdk);
         let dead_letters = SqsDeadLetters::new(sqs, self.config.require_events_dlq_url()?);
-        let dispatcher = Dispatcher::new(
-            self.log.clone(),
-            self.registry.clone(),
-            Arc::new(pusher),
+        Ok(Dispatcher::with_parts(
+            self.committer(),
+            self.delivery()?,
             Arc::new(dead_letters),
-            self.clock.clone(),
-            self.config.retention,
-            self.config.fanout_concurrency,
-        );
-        let dispatcher = match &self.config.fanout_queue_url {
-            Some(url) => dispatcher.with_fanout_queue(
-                Arc::new(SqsFanoutQueue::new(
-                    aws_sdk_sqs::Client::new(&self.sdk),
-                    url,
-                )),
-                self.config.fanout,
-            ),
-            None => dispatcher,
-        };
-        if self.config.webhook_queue_url.is_none() {
-            return Ok(dispatcher);
-        }
-        Ok(dispatcher.with_webhooks(self.webhooks.clone(), Arc::new(self.webhook_jobs()?)))
+        ))
     }
 
     /// The fan-out function's use case: one shard range of a big channel.
@@ -263,6 +245,48 @@ impl Deps {
             Publisher::new(Arc::new(self.event_queue()?), self.clock.clone())
                 .with_quotas(self.quotas()),
         )
+    }
+
+    /// The publish function's publisher: HTTP publishes committed and
+    /// delivered directly (the events queue the fallback).
+    pub fn direct_publisher(&self) -> Result<Publisher, ConfigError> {
+        Ok(self
+            .publisher()?
+            .with_direct(self.committer(), self.delivery()?))
+    }
+
+    /// Commits runs of events to the log.
+    pub fn committer(&self) -> Committer {
+        Committer::new(self.log.clone(), self.clock.clone(), self.config.retention)
+    }
+
+    /// What happens after commit: posts (inline or by the fan-out queue)
+    /// and the webhook hand-off.
+    pub fn delivery(&self) -> Result<Delivery, ConfigError> {
+        let delivery = Delivery::new(
+            self.registry.clone(),
+            Arc::new(self.pusher()?),
+            self.clock.clone(),
+            self.config.fanout_concurrency,
+        );
+        let delivery = match &self.config.fanout_queue_url {
+            Some(url) => delivery.with_fanout_queue(
+                Arc::new(SqsFanoutQueue::new(
+                    aws_sdk_sqs::Client::new(&self.sdk),
+                    url,
+                )),
+                self.config.fanout,
+            ),
+            None => delivery,
+        };
+        if self.config.webhook_queue_url.is_none() {
+            return Ok(delivery);
+        }
+        Ok(delivery.with_webhooks(
+            self.webhooks.clone(),
+            Arc::new(self.webhook_jobs()?),
+            SETTINGS_TTL,
+        ))
     }
 
     /// The HTTP API's reads: history, presence, a channel's state.

@@ -17,8 +17,8 @@ use crate::clock::{Clock, ManualClock};
 use crate::limits::{Rate, Take, TenantLimits};
 use crate::model::{ChannelKey, Connection, Envelope};
 use crate::ports::{
-    AppendError, ChannelLog, ChannelSettings, ConnectionRegistry, CursorStore, LimitSettings,
-    RateLimiter, ReadBudget, WebhookDirectory, WebhookStore,
+    AppendError, ChannelLog, ChannelSettings, ConnectionRegistry, CursorStore, Dedup,
+    LimitSettings, RateLimiter, ReadBudget, WebhookDirectory, WebhookStore,
 };
 use crate::webhook::{WebhookConfig, WebhookMode, WebhookScope};
 
@@ -385,7 +385,10 @@ where
     // 30 short-lived events, then 10 long-lived ones.
     let now = clock.epoch_s();
     let short: Vec<Envelope> = (1..=30).map(|i| env(&key, &format!("s{i}"))).collect();
-    let stored = log.append(&key, &state, &short, now + 10).await.unwrap();
+    let stored = log
+        .append(&key, &state, &short, Dedup::Record, now + 10)
+        .await
+        .unwrap();
     assert_eq!(
         stored.iter().map(|e| e.seq).collect::<Vec<_>>(),
         (1..=30).collect::<Vec<_>>()
@@ -393,13 +396,20 @@ where
     assert_eq!(stored[0].epoch, state.epoch);
     // A writer holding the old head is refused; a known id is a duplicate.
     assert!(matches!(
-        log.append(&key, &state, &[env(&key, "x")], now + 10).await,
+        log.append(&key, &state, &[env(&key, "x")], Dedup::Record, now + 10)
+            .await,
         Err(AppendError::HeadMoved)
     ));
     let state = log.channel(&key).await.unwrap().unwrap();
     assert_eq!(state.head, 30);
     match log
-        .append(&key, &state, &[env(&key, "new"), env(&key, "s3")], now + 10)
+        .append(
+            &key,
+            &state,
+            &[env(&key, "new"), env(&key, "s3")],
+            Dedup::Record,
+            now + 10,
+        )
         .await
     {
         Err(AppendError::Duplicate(ids)) => assert_eq!(ids, ["s3"]),
@@ -411,7 +421,9 @@ where
         "nothing committed"
     );
     let long: Vec<Envelope> = (1..=10).map(|i| env(&key, &format!("l{i}"))).collect();
-    log.append(&key, &state, &long, now + 1000).await.unwrap();
+    log.append(&key, &state, &long, Dedup::Record, now + 1000)
+        .await
+        .unwrap();
     let found = log.find_by_id(&key, "s3").await.unwrap().unwrap();
     assert_eq!(
         (found.seq, found.data.value()["id"].as_str()),
@@ -468,7 +480,13 @@ where
     assert_eq!(log.find_by_id(&key, "s3").await.unwrap(), None);
     let state = log.channel(&key).await.unwrap().unwrap();
     let again = log
-        .append(&key, &state, &[env(&key, "s3")], clock.epoch_s() + 1000)
+        .append(
+            &key,
+            &state,
+            &[env(&key, "s3")],
+            Dedup::Record,
+            clock.epoch_s() + 1000,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -491,6 +509,56 @@ where
         .await
         .unwrap();
     assert_eq!((created.head, created.retention_s), (0, Some(1)));
+
+    // Without dedup records: the seq itself is the lock. A single event
+    // and a run both commit; a writer whose state is stale is refused
+    // (HeadMoved), never given a taken seq, and then finds the head.
+    let key = ChannelKey::new(ns, "skip");
+    let state = log.ensure_channel(&key).await.unwrap();
+    let later = clock.epoch_s() + 1000;
+    let one = log
+        .append(&key, &state, &[env(&key, "a")], Dedup::Skip, later)
+        .await
+        .unwrap();
+    assert_eq!(one[0].seq, 1);
+    assert_eq!(
+        log.find_by_id(&key, "a").await.unwrap(),
+        None,
+        "no dedup record"
+    );
+    for stale in [vec![env(&key, "b")], vec![env(&key, "b"), env(&key, "c")]] {
+        assert!(matches!(
+            log.append(&key, &state, &stale, Dedup::Skip, later).await,
+            Err(AppendError::HeadMoved)
+        ));
+        assert!(matches!(
+            log.append(&key, &state, &stale, Dedup::Record, later).await,
+            Err(AppendError::HeadMoved)
+        ));
+    }
+    let state = log.channel(&key).await.unwrap().unwrap();
+    assert_eq!(state.head, 1);
+    let run = log
+        .append(
+            &key,
+            &state,
+            &[env(&key, "b"), env(&key, "c")],
+            Dedup::Skip,
+            later,
+        )
+        .await
+        .unwrap();
+    assert_eq!(run.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
+    let state = log.channel(&key).await.unwrap().unwrap();
+    assert_eq!(state.head, 3);
+    let all = log
+        .read_range(&key, 1, 3, ReadBudget::events(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
 }
 
 /// [`CursorStore`]: forward only, per principal and channel, expiring.

@@ -28,6 +28,7 @@
 //! protocol <- core <- aws <- entry points.
 
 pub mod auth;
+pub mod cache;
 pub mod clock;
 pub mod config;
 #[cfg(any(test, feature = "test-util"))]

@@ -16,8 +16,8 @@ use crate::model::{
 };
 use crate::ports::{
     AppendError, ChannelLog, ChannelSettings, Claim, ConnectionRegistry, CursorStore, DeadLetters,
-    EventQueue, FanoutQueue, PushError, Pusher, ReadBudget, StoreError, WebhookDeadLetterQueue,
-    WebhookDirectory, WebhookJobs, WebhookStore, effective_webhook,
+    Dedup, EventQueue, FanoutQueue, PushError, Pusher, ReadBudget, StoreError,
+    WebhookDeadLetterQueue, WebhookDirectory, WebhookJobs, WebhookStore, effective_webhook,
 };
 use crate::sync::lock;
 use crate::webhook::{WebhookConfig, WebhookScope};
@@ -546,6 +546,7 @@ impl ChannelLog for MemoryLog {
         key: &ChannelKey,
         state: &ChannelState,
         events: &[Envelope],
+        dedup: Dedup,
         expires_at: u64,
     ) -> Result<Vec<StoredEvent>, AppendError> {
         self.before_append.pass().await;
@@ -573,6 +574,7 @@ impl ChannelLog for MemoryLog {
         // of this epoch.
         let dups: Vec<String> = events
             .iter()
+            .filter(|_| dedup == Dedup::Record)
             .filter(|e| {
                 s.ids
                     .get(&(key.clone(), e.id.clone()))
@@ -588,7 +590,7 @@ impl ChannelLog for MemoryLog {
             .enumerate()
             .map(|(i, e)| e.stored(key, &state.epoch, state.head + 1 + i as u64))
             .collect();
-        for e in &stored {
+        for e in stored.iter().filter(|_| dedup == Dedup::Record) {
             s.ids.insert(
                 (key.clone(), e.id.clone()),
                 (e.seq, e.epoch.clone(), expires_at),

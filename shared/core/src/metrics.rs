@@ -52,6 +52,7 @@ pub const JOINS: &str = "joins";
 pub const REPLAYED_EVENTS: &str = "replayed_events";
 pub const EVENTS_PUBLISHED: &str = "events_published";
 pub const EVENTS_COMMITTED: &str = "events_committed";
+pub const COMMITS_UNAVAILABLE: &str = "commits_unavailable";
 pub const FRAMES_POSTED: &str = "frames_posted";
 pub const POSTS_GONE: &str = "posts_gone";
 pub const POSTS_THROTTLED: &str = "posts_throttled";
@@ -82,9 +83,13 @@ pub const ALL: &[Metric] = &[
     ),
     counter(
         EVENTS_PUBLISHED,
-        "events accepted onto the events queue, by path (http, library)",
+        "events accepted, by path (http: committed by the publish function; library: onto the events queue)",
     ),
     counter(EVENTS_COMMITTED, "events given a seq and stored in the log"),
+    counter(
+        COMMITS_UNAVAILABLE,
+        "HTTP publishes refused with a retryable 503: the commit could not be made now",
+    ),
     counter(FRAMES_POSTED, "frames posted to live connections"),
     counter(POSTS_GONE, "posts answered 410 Gone (connection closed)"),
     counter(POSTS_THROTTLED, "posts throttled by API Gateway (retried)"),

@@ -23,6 +23,11 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether trying again may succeed (throttling, a time-out, a 5xx).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+
     pub fn failed(op: &'static str, reason: impl std::fmt::Display) -> Self {
         StoreError::Failed {
             op,
@@ -146,6 +151,18 @@ pub enum AppendError {
     Store(#[from] StoreError),
 }
 
+/// Whether an append keeps a dedup record of each event's id, so that the
+/// same id committed again resolves to its seq.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dedup {
+    /// Ids that may come again: every event of the queue (a redelivered
+    /// message), and events a publisher gave an idempotency key.
+    Record,
+    /// Ids drawn by the committing function itself, which nobody can send
+    /// again (an HTTP publish without a key).
+    Skip,
+}
+
 /// The per-channel replayable log.
 #[async_trait]
 pub trait ChannelLog: Send + Sync {
@@ -154,14 +171,16 @@ pub trait ChannelLog: Send + Sync {
     /// The channel's head and epoch, `None` when it has no log yet (read
     /// only: what clients do never creates a channel).
     async fn channel(&self, key: &ChannelKey) -> Result<Option<ChannelState>, StoreError>;
-    /// Commits `events` as seqs `state.head + 1 ..` in one transaction, with
-    /// their dedup records, only if the head is still `state.head` and none
-    /// of the ids is known.
+    /// Commits `events` as seqs `state.head + 1 ..`, all or none, only if
+    /// those seqs are free and (with [`Dedup::Record`], which also keeps
+    /// their dedup records) none of the ids is known. `HeadMoved` when
+    /// another writer took one of the seqs (`state` is stale).
     async fn append(
         &self,
         key: &ChannelKey,
         state: &ChannelState,
         events: &[Envelope],
+        dedup: Dedup,
         expires_at: u64,
     ) -> Result<Vec<StoredEvent>, AppendError>;
     /// The committed event with this id, if any.

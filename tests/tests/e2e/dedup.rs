@@ -10,7 +10,7 @@ use std::time::Duration;
 use agentwire_aws::{DynamoLog, SqsEventQueue};
 use agentwire_core::clock::{Clock, SystemClock, rfc3339};
 use agentwire_core::model::{ChannelKey, Envelope};
-use agentwire_core::ports::{ChannelLog, EventQueue};
+use agentwire_core::ports::{ChannelLog, Dedup, EventQueue};
 use agentwire_e2e::Stack;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use serde_json::json;
@@ -117,7 +117,13 @@ async fn an_id_whose_dedup_record_expired_is_committed_again_not_dropped() {
 
     let state = log.ensure_channel(&key).await.unwrap();
     let first = log
-        .append(&key, &state, std::slice::from_ref(&env), now - 1)
+        .append(
+            &key,
+            &state,
+            std::slice::from_ref(&env),
+            Dedup::Record,
+            now - 1,
+        )
         .await
         .unwrap();
     assert_eq!(first[0].seq, 1);
@@ -127,7 +133,13 @@ async fn an_id_whose_dedup_record_expired_is_committed_again_not_dropped() {
     );
     let state = log.ensure_channel(&key).await.unwrap();
     let again = log
-        .append(&key, &state, std::slice::from_ref(&env), now + 3600)
+        .append(
+            &key,
+            &state,
+            std::slice::from_ref(&env),
+            Dedup::Record,
+            now + 3600,
+        )
         .await
         .expect("an expired dedup record does not block the id");
     assert_eq!(again[0].seq, 2);
@@ -138,7 +150,9 @@ async fn an_id_whose_dedup_record_expired_is_committed_again_not_dropped() {
 
     // A live record still resolves a redelivery to its seq.
     let state = log.ensure_channel(&key).await.unwrap();
-    let dup = log.append(&key, &state, &[env], now + 3600).await;
+    let dup = log
+        .append(&key, &state, &[env], Dedup::Record, now + 3600)
+        .await;
     assert!(
         matches!(dup, Err(agentwire_core::ports::AppendError::Duplicate(ref ids)) if ids == &["same-key".to_string()]),
         "{dup:?}"

@@ -62,8 +62,17 @@ async fn a_big_channel_is_fanned_out_by_shard_and_every_client_gets_every_seq() 
         clients.push(c);
     }
     stack.calls.reset();
+    // Every other event over HTTP: the publish function commits it and
+    // hands the big channel to the fan-out queue as the dispatcher does.
+    let publisher = stack.publisher_token("bot", &[ch]);
     for n in 0..EVENTS {
-        stack.publish(ch, "config", json!({"n": n})).await;
+        if n % 2 == 0 {
+            stack.publish(ch, "config", json!({"n": n})).await;
+        } else {
+            let body = json!({"kind": "config", "data": {"n": n}});
+            let (status, _, answer) = stack.post_event(&publisher, ch, &body).await;
+            assert_eq!(status, 201, "{answer}");
+        }
     }
     for (i, c) in clients.iter_mut().enumerate() {
         let frames = c.frames_until(|f| has_all(f, 1, EVENTS)).await;
@@ -73,14 +82,25 @@ async fn a_big_channel_is_fanned_out_by_shard_and_every_client_gets_every_seq() 
             "client {i}: {seqs:?}"
         );
     }
-    let calls = stack.calls.by_function();
+    let calls = stack.calls.by_table();
     // 12 subscribers at 3 per job: 4 jobs per committed run, each one
-    // shard-range Query by the fan-out function; the dispatcher lists no one.
+    // shard-range Query by the fan-out function; neither the dispatcher nor
+    // the publish function lists anyone.
     assert!(
-        calls.get("fanout:Query").copied().unwrap_or(0) >= 4,
+        calls
+            .get("fanout:Query:agentwire-subscriptions")
+            .copied()
+            .unwrap_or(0)
+            >= 4,
         "{calls:?}"
     );
-    assert_eq!(calls.get("dispatcher:Query"), None, "{calls:?}");
+    for f in ["dispatcher", "publish"] {
+        assert_eq!(
+            calls.get(&format!("{f}:Query:agentwire-subscriptions")),
+            None,
+            "{calls:?}"
+        );
+    }
     stack.shutdown().await;
 }
 

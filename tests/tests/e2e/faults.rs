@@ -190,13 +190,19 @@ async fn fault_rates_are_changed_while_running_over_http() {
         let url = format!("{base}/@dev/settings");
         async move { http.post(url).body(body.to_string()).send().await.unwrap() }
     };
-    let ok = set(json!({"faults": {"aws": {"sqs:SendMessage": {"throttle": 1.0}}}})).await;
+    // The commit's writes and the queue, its fallback, all throttled.
+    let ok = set(json!({"faults": {"aws": {
+        "sqs:SendMessage": {"throttle": 1.0},
+        "dynamodb:PutItem": {"throttle": 1.0},
+        "dynamodb:TransactWriteItems": {"throttle": 1.0}
+    }}}))
+    .await;
     assert_eq!(ok.status(), 200);
     assert_eq!(
         stack.gateway.faults().settings().aws["sqs:SendMessage"].throttle,
         1.0
     );
-    // The publish function's SendMessage is throttled: a 503, retryable.
+    // The publish function can neither commit nor queue: a 503, retryable.
     let (status, _, body) = stack
         .http(
             reqwest::Method::POST,
@@ -220,9 +226,12 @@ async fn fault_rates_are_changed_while_running_over_http() {
     )
     .unwrap();
     assert!(
-        read["injected"]["sqs:SendMessage throttle"]
+        read["injected"]["dynamodb:PutItem throttle"]
             .as_u64()
-            .unwrap()
+            .unwrap_or(0)
+            + read["injected"]["dynamodb:TransactWriteItems throttle"]
+                .as_u64()
+                .unwrap_or(0)
             >= 1,
         "{read}"
     );

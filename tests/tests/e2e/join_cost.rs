@@ -6,7 +6,7 @@
 use agentwire_aws::DynamoLog;
 use agentwire_core::clock::{Clock, SystemClock, rfc3339};
 use agentwire_core::model::{ChannelKey, Envelope};
-use agentwire_core::ports::ChannelLog;
+use agentwire_core::ports::{ChannelLog, Dedup};
 use agentwire_e2e::{Stack, StackOptions};
 use serde_json::json;
 
@@ -71,7 +71,7 @@ async fn a_join_over_5000_expired_events_and_one_live_one_uses_at_most_5_queries
     let env = |i: u64| envelope(&stack, ch, i);
     let state = log.ensure_channel(&key).await.unwrap();
     assert_eq!(state.head, 5000);
-    log.append(&key, &state, &[env(5001)], now + 3600)
+    log.append(&key, &state, &[env(5001)], Dedup::Record, now + 3600)
         .await
         .unwrap();
 

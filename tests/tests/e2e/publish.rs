@@ -49,10 +49,17 @@ async fn a_published_event_reaches_a_subscriber() {
         body.to_string().into_bytes(),
     )
     .await;
-    assert_eq!(status, 202, "{answer}");
+    // Committed by the publish function itself: the answer has the seq.
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["seq"], 1, "{answer}");
+    assert!(
+        answer["epoch"].as_str().is_some_and(|e| !e.is_empty()),
+        "{answer}"
+    );
     let id = answer["id"].as_str().unwrap().to_owned();
     let got = sub.events(1).await;
     assert_eq!(got[0]["seq"], 1);
+    assert_eq!(got[0]["epoch"], answer["epoch"]);
     assert_eq!(got[0]["id"], id.as_str());
     assert_eq!(got[0]["kind"], "status");
     assert_eq!(got[0]["data"]["text"], "over HTTP");
@@ -78,9 +85,10 @@ async fn the_same_idempotency_key_twice_makes_one_event() {
     let again = post(&stack, "agent-2", Some(&token), Some("order-42"), body()).await;
     assert_eq!(
         (first.0, again.0),
-        (202, 202),
-        "a retry is accepted: {first:?} {again:?}"
+        (201, 200),
+        "committed, then a repeat: {first:?} {again:?}"
     );
+    assert_eq!((&first.1["seq"], &again.1["seq"]), (&json!(1), &json!(1)));
     assert_eq!(first.1["id"], id("order-42").as_str());
     assert_eq!(again.1["id"], id("order-42").as_str());
     // Another publisher's same key is its own event, not a retry of bot's.
@@ -92,11 +100,11 @@ async fn the_same_idempotency_key_twice_makes_one_event() {
         body(),
     )
     .await;
-    assert_eq!(theirs.0, 202);
+    assert_eq!((theirs.0, &theirs.1["seq"]), (201, &json!(2)));
     let their_id = publisher_scoped_id("bot-2", "order-42").unwrap();
     assert_eq!(theirs.1["id"], their_id.as_str());
     let other = post(&stack, "agent-2", Some(&token), Some("order-43"), body()).await;
-    assert_eq!(other.0, 202);
+    assert_eq!((other.0, &other.1["seq"]), (201, &json!(3)));
     // The retry may reach the dispatcher after the first was processed (moto
     // deduplicates a FIFO message only while it is on the queue; SQS for
     // 5 minutes): it resolves to seq 1 and its frame may be sent again with
@@ -117,7 +125,7 @@ async fn the_same_idempotency_key_twice_makes_one_event() {
     // A marker after them: once it arrives, anything the retry could still
     // have produced (a second seq) would have arrived before it.
     let marker = post(&stack, "agent-2", Some(&token), Some("marker"), body()).await;
-    assert_eq!(marker.0, 202);
+    assert_eq!(marker.0, 201);
     let rest = sub
         .frames_until(|f| f.iter().any(|e| e["id"] == id("marker").as_str()))
         .await;
@@ -185,7 +193,7 @@ async fn bad_requests_get_their_status_and_a_typed_error_body() {
         ok_body(),
     )
     .await;
-    assert_eq!(s, 202);
+    assert_eq!(s, 201);
     assert!(
         stack
             .eventually(Duration::from_secs(20), || async {
@@ -206,8 +214,20 @@ async fn bad_requests_get_their_status_and_a_typed_error_body() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_of_ours_answers_a_generic_message_with_a_request_id_never_internals() {
     let stack = Stack::start().await;
-    // The events queue is gone: the publish function's SendMessage fails
-    // with SQS's own text (queue URL, account id).
+    // The commit cannot be made (DynamoDB throttled), and the events queue,
+    // the fallback, is gone: the publish function's SendMessage fails with
+    // SQS's own text (queue URL, account id).
+    stack
+        .gateway
+        .faults()
+        .set(
+            serde_json::from_value(json!({"aws": {
+                "dynamodb:PutItem": {"throttle": 1.0},
+                "dynamodb:TransactWriteItems": {"throttle": 1.0}
+            }}))
+            .unwrap(),
+        )
+        .unwrap();
     stack
         .sqs()
         .delete_queue()
@@ -237,4 +257,167 @@ async fn a_failure_of_ours_answers_a_generic_message_with_a_request_id_never_int
         );
     }
     stack.shutdown().await;
+}
+
+/// A publish the publish function cannot commit now (DynamoDB throttled)
+/// is refused with a retryable 503 and `Retry-After`, never parked where a
+/// later event could overtake it; the publisher's retry with the same key
+/// commits it once (201), and another retry resolves to it (200).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_that_cannot_be_committed_now_is_retryable_and_its_retry_is_one_event() {
+    use agentwire_core::usecases::publish::publisher_scoped_id;
+    let stack = Stack::start().await;
+    let mut sub = stack.client(&stack.token("viewer", &["agent-*"])).await;
+    sub.hello().await;
+    assert_eq!(sub.join(json!(["agent-7"])).await["type"], "joined");
+    let token = stack.publisher_token("bot", &["agent-*"]);
+    let body = json!({"kind": "final", "data": {"n": 7}});
+    let throttled: agentwire_local::faults::FaultSettings = serde_json::from_value(json!({"aws": {
+        "dynamodb:PutItem": {"throttle": 1.0},
+        "dynamodb:TransactWriteItems": {"throttle": 1.0}
+    }}))
+    .unwrap();
+    stack.gateway.faults().set(throttled).unwrap();
+    let send = || async {
+        let resp = reqwest::Client::new()
+            .post(format!(
+                "{}/v1/channels/agent-7/events",
+                stack.gateway.http_url()
+            ))
+            .bearer_auth(&token)
+            .header("idempotency-key", "order-7")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let answer: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+        (status, retry_after, answer)
+    };
+    let (status, retry_after, answer) = send().await;
+    assert_eq!(
+        (status, retry_after.as_deref()),
+        (503, Some("1")),
+        "{answer}"
+    );
+    assert_eq!(answer["code"], "internal", "{answer}");
+    let injected = stack.gateway.faults().injected();
+    assert!(
+        injected.keys().any(|k| k.starts_with("dynamodb:")),
+        "the commit met the throttling: {injected:?}"
+    );
+    assert!(
+        stack.stored_events("agent-7").await.is_empty(),
+        "nothing committed"
+    );
+    // The store is back: the retry commits the event, once.
+    stack.gateway.faults().set(Default::default()).unwrap();
+    let (status, _, first) = send().await;
+    assert_eq!((status, &first["seq"]), (201, &json!(1)), "{first}");
+    let (status, _, again) = send().await;
+    assert_eq!((status, &again["seq"]), (200, &json!(1)), "{again}");
+    assert_eq!(again["epoch"], first["epoch"]);
+    let id = publisher_scoped_id("bot", "order-7").unwrap();
+    let got = sub.events(1).await;
+    assert_eq!(
+        (got[0]["seq"].as_u64(), got[0]["id"].as_str()),
+        (Some(1), Some(id.as_str()))
+    );
+    assert_eq!(stack.stored_events("agent-7").await, vec![(1, id)]);
+    stack.shutdown().await;
+}
+
+/// HTTP publishers (committed by the publish function, one conditional
+/// put per event) and a queue publisher (committed by the dispatcher in
+/// transactions) write one channel at once: the seqs are 1..=n without a
+/// gap or a repeat, each event once, and each publisher's events in its
+/// order. The race is made to happen: the writers interleave, and the
+/// publish function's cached head goes stale each time the dispatcher
+/// commits, so it is refused and catches the head up (counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http_and_queue_publishers_on_one_channel_get_one_gap_free_sequence() {
+    let stack = std::sync::Arc::new(
+        Stack::start_with(agentwire_e2e::StackOptions {
+            count_dynamodb_calls: true,
+            ..Default::default()
+        })
+        .await,
+    );
+    let token = stack.publisher_token("bot", &["race"]);
+    stack.calls.reset();
+    let per_writer = 15;
+    let mut tasks: Vec<tokio::task::JoinHandle<Vec<String>>> = Vec::new();
+    for w in 0..2 {
+        let (stack, token) = (stack.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..per_writer {
+                let body = json!({"kind": format!("http-{w}"), "data": {"i": i}});
+                let (status, _, answer) = stack.post_event(&token, "race", &body).await;
+                assert!(status == 201 || status == 202, "{status} {answer}");
+                ids.push(answer["id"].as_str().unwrap().to_owned());
+            }
+            ids
+        }));
+    }
+    {
+        let stack = stack.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..per_writer {
+                ids.push(stack.publish("race", "queue", json!({"i": i})).await);
+            }
+            ids
+        }));
+    }
+    let mut writers = Vec::new();
+    for t in tasks {
+        writers.push(t.await.unwrap());
+    }
+    let n = 3 * per_writer;
+    assert!(
+        stack
+            .eventually(Duration::from_secs(60), || async {
+                stack.stored_events("race").await.len() >= n
+            })
+            .await,
+        "all {n} events committed"
+    );
+    let events = stack.stored_events("race").await;
+    let seqs: Vec<u64> = events.iter().map(|e| e.0).collect();
+    assert_eq!(
+        seqs,
+        (1..=n as u64).collect::<Vec<_>>(),
+        "gap-free, no repeat"
+    );
+    let seq_of: std::collections::HashMap<&str, u64> =
+        events.iter().map(|(seq, id)| (id.as_str(), *seq)).collect();
+    assert_eq!(seq_of.len(), n, "each event once");
+    for ids in &writers {
+        let order: Vec<u64> = ids.iter().map(|id| seq_of[id.as_str()]).collect();
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "a publisher that waits for each answer sees its events in its order: {order:?}"
+        );
+    }
+    let calls = stack.calls.by_table();
+    let caught_up = calls
+        .get("publish:Query:agentwire-events")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        caught_up > 0,
+        "the race happened: the publish function found its seq taken and caught the head up ({calls:?}, {:?})",
+        stack.calls.by_function()
+    );
+    std::sync::Arc::try_unwrap(stack)
+        .ok()
+        .expect("the tasks are done")
+        .shutdown()
+        .await;
 }

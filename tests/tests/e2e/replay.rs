@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentwire_core::ports::{PushError, Pusher};
+use agentwire_core::ports::{Dedup, PushError, Pusher};
 use agentwire_core::usecases::QueueMessage;
 use agentwire_e2e::{Stack, StackOptions};
 use serde_json::{Value, json};
@@ -419,7 +419,13 @@ async fn a_conflicting_writer_is_refused_and_the_retry_takes_the_next_seq() {
     let env: Envelope =
         serde_json::from_str(&stack.envelope("race", "from-a", "status", json!({}))).unwrap();
     let refused = log
-        .append(&key, &stale, std::slice::from_ref(&env), u64::MAX)
+        .append(
+            &key,
+            &stale,
+            std::slice::from_ref(&env),
+            Dedup::Record,
+            u64::MAX,
+        )
         .await;
     assert_eq!(refused, Err(AppendError::HeadMoved));
     assert_eq!(
@@ -432,7 +438,8 @@ async fn a_conflicting_writer_is_refused_and_the_retry_takes_the_next_seq() {
     let dup: Envelope =
         serde_json::from_str(&stack.envelope("race", "from-b", "status", json!({}))).unwrap();
     assert_eq!(
-        log.append(&key, &fresh, &[dup], u64::MAX).await,
+        log.append(&key, &fresh, &[dup], Dedup::Record, u64::MAX)
+            .await,
         Err(AppendError::Duplicate(vec!["from-b".to_string()]))
     );
 

@@ -355,6 +355,35 @@ async fn with_nobody_connected_the_status_and_the_final_event_both_arrive_signed
     stack.shutdown().await;
 }
 
+/// An HTTP publish is committed and handed to the webhook by the publish
+/// function itself: the receiver gets it signed, with the seq the answer
+/// gave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_publish_with_nobody_connected_reaches_the_webhook_with_its_seq() {
+    let stack = Stack::start_with(quick()).await;
+    let receiver = Receiver::start().await;
+    let secret = hooked(&stack, "run-8", WebhookMode::Fallback, &receiver).await;
+    let publisher = stack.publisher_token("bot", &["run-8"]);
+    let body = json!({"kind": "final", "data": {"text": "over HTTP"}});
+    let (status, _, answer) = stack.post_event(&publisher, "run-8", &body).await;
+    assert_eq!((status, &answer["seq"]), (201, &json!(1)), "{answer}");
+    let got = receiver.wait_for(1, Duration::from_secs(20)).await;
+    let v = got[0].json();
+    assert_eq!(
+        (&v["seq"], &v["id"], &v["kind"]),
+        (&json!(1), &answer["id"], &json!("final"))
+    );
+    assert!(
+        signed_by(&secret, &got[0]),
+        "signature does not verify: {:?}",
+        got[0]
+    );
+    let all = marker(&stack, "run-8", &receiver, 2).await;
+    assert_eq!(all.len(), 2, "nothing more before the marker");
+    delivered_once(&all);
+    stack.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_subscriber_in_fallback_mode_means_no_webhook_call() {
     let stack = Stack::start_with(quick()).await;

@@ -10,7 +10,9 @@ use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
 use agentwire_core::clock::Clock;
 use agentwire_core::config::Tables;
 use agentwire_core::model::{ChannelKey, ChannelState, Envelope, StoredEvent};
-use agentwire_core::ports::{AppendError, ChannelLog, ChannelSettings, ReadBudget, StoreError};
+use agentwire_core::ports::{
+    AppendError, ChannelLog, ChannelSettings, Dedup, ReadBudget, StoreError,
+};
 
 use super::item::{
     ChannelRecord, EventRecord, FromItem, Item, ToItem, channel_pk, dedup_pk, expired, get_n,
@@ -41,6 +43,14 @@ pub fn cancellation_is_transient(codes: &[Option<&str>]) -> bool {
                 | "RequestLimitExceeded"
         )
     })
+}
+
+/// What an item of the append transaction is.
+#[derive(Debug, PartialEq, Eq)]
+enum Role {
+    Head,
+    Event,
+    Dedup(String),
 }
 
 /// Seqs one `BatchGetItem` probes at most while looking for the oldest
@@ -120,6 +130,236 @@ impl DynamoLog {
             });
         }
         Ok(live)
+    }
+
+    /// One event without a dedup record: a conditional `PutItem` of its
+    /// item (the seq is the lock: 1 WCU up to 1 KB), then the head moved up
+    /// to it (`UpdateItem`, 1 WCU). A taken seq is `HeadMoved`, unless the
+    /// item there is this very event (an attempt the SDK retried had
+    /// landed). The head update may fail or be lost with the function: the
+    /// event is committed all the same, and the next writer, refused at
+    /// this seq, moves the head past it ([`Self::catch_up`]).
+    async fn put_one(
+        &self,
+        key: &ChannelKey,
+        event: &StoredEvent,
+        now: u64,
+        expires_at: u64,
+    ) -> Result<(), AppendError> {
+        let op = "append";
+        let record = EventRecord {
+            event,
+            committed_at: now,
+            expires_at,
+        };
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.tables.events)
+            .set_item(Some(record.to_item()))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match super::condition_held(op, res) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                if self.holds(key, event).await? {
+                    self.raise_head(key, event.seq).await;
+                    return Ok(());
+                }
+                self.catch_up(key, event.seq - 1).await?;
+                return Err(AppendError::HeadMoved);
+            }
+            Err(e) => {
+                // An error after which the put may still have landed (a
+                // time-out, a 5xx): the item tells.
+                if matches!(self.holds(key, event).await, Ok(true)) {
+                    self.raise_head(key, event.seq).await;
+                    return Ok(());
+                }
+                return Err(e.into());
+            }
+        }
+        self.raise_head(key, event.seq).await;
+        Ok(())
+    }
+
+    /// Whether the event item at `event.seq` is `event` (same id).
+    async fn holds(&self, key: &ChannelKey, event: &StoredEvent) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.events)
+            .key("pk", s(channel_pk(key)))
+            .key("sk", n(event.seq))
+            .projection_expression("id")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("check event", e))?;
+        Ok(out.item().and_then(|i| get_s(i, "id")).as_deref() == Some(event.id.as_str()))
+    }
+
+    /// Moves the head up to `seq` (never down). A failure is logged only:
+    /// the event is committed, and a later writer catches the head up.
+    async fn raise_head(&self, key: &ChannelKey, seq: u64) {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.tables.channels)
+            .key("pk", s(channel_pk(key)))
+            .update_expression("SET head = :new")
+            .condition_expression("attribute_exists(pk) AND head < :new")
+            .expression_attribute_values(":new", n(seq))
+            .send()
+            .await;
+        if let Err(e) = super::condition_held("raise head", res) {
+            tracing::warn!(channel = %key, seq, error = %e, "could not move the head; the next commit will");
+        }
+    }
+
+    /// After a seq above `head` was found taken: the newest event's seq
+    /// (one `Query`, newest first, expired items included: a seq is never
+    /// given twice), and the head moved up to it, so that readers and the
+    /// next writer see it.
+    async fn catch_up(&self, key: &ChannelKey, head: u64) -> Result<(), StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.tables.events)
+            .key_condition_expression("pk = :pk AND sk > :head")
+            .expression_attribute_values(":pk", s(channel_pk(key)))
+            .expression_attribute_values(":head", n(head))
+            .projection_expression("sk")
+            .scan_index_forward(false)
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("find the head", e))?;
+        if let Some(top) = out.items().first().and_then(|i| get_n(i, "sk")) {
+            self.raise_head(key, top).await;
+        }
+        Ok(())
+    }
+
+    /// Events (with their dedup records for [`Dedup::Record`]) and the head
+    /// in one transaction: all or nothing. A taken seq (an event item's
+    /// condition) or a moved head is `HeadMoved`; a known id `Duplicate`.
+    async fn transact(
+        &self,
+        key: &ChannelKey,
+        state: &ChannelState,
+        stored: &[StoredEvent],
+        dedup: Dedup,
+        now: u64,
+        expires_at: u64,
+    ) -> Result<(), AppendError> {
+        let op = "append";
+        let new_head = state.head + stored.len() as u64;
+        let head = Update::builder()
+            .table_name(&self.tables.channels)
+            .key("pk", s(channel_pk(key)))
+            .update_expression("SET head = :new")
+            .condition_expression("head = :old")
+            .expression_attribute_values(":new", n(new_head))
+            .expression_attribute_values(":old", n(state.head))
+            .build()
+            .map_err(|e| build_error(op, e))?;
+        let mut items = vec![TransactWriteItem::builder().update(head).build()];
+        // What each item is, for the cancellation reasons.
+        let mut roles: Vec<Role> = vec![Role::Head];
+        for e in stored {
+            let record = EventRecord {
+                event: e,
+                committed_at: now,
+                expires_at,
+            };
+            let event = Put::builder()
+                .table_name(&self.tables.events)
+                .set_item(Some(record.to_item()))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(|err| build_error(op, err))?;
+            items.push(TransactWriteItem::builder().put(event).build());
+            roles.push(Role::Event);
+            if dedup == Dedup::Skip {
+                continue;
+            }
+            // An id is new unless a live dedup record of this epoch holds
+            // it: one that expired (TTL deletes late) or belongs to an
+            // earlier incarnation of the channel is replaced, and the event
+            // committed again.
+            let record = Put::builder()
+                .table_name(&self.tables.events)
+                .item("pk", s(dedup_pk(key, &e.id)))
+                .item("sk", n(0))
+                .item("seq", n(e.seq))
+                .item("epoch", s(&state.epoch))
+                .item("expires_at", n(expires_at))
+                .condition_expression(
+                    "attribute_not_exists(pk) OR expires_at <= :now OR epoch <> :epoch",
+                )
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":epoch", s(&state.epoch))
+                .build()
+                .map_err(|err| build_error(op, err))?;
+            items.push(TransactWriteItem::builder().put(record).build());
+            roles.push(Role::Dedup(e.id.clone()));
+        }
+        let err = match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(err) => err,
+        };
+        if let Some(tce) = err.as_service_error().and_then(|se| match se {
+            aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(t) => {
+                Some(t)
+            }
+            _ => None,
+        }) {
+            let failed: Vec<&Role> = tce
+                .cancellation_reasons()
+                .iter()
+                .zip(&roles)
+                .filter(|(r, _)| r.code() == Some("ConditionalCheckFailed"))
+                .map(|(_, role)| role)
+                .collect();
+            if failed.contains(&&Role::Head) {
+                return Err(AppendError::HeadMoved);
+            }
+            if failed.contains(&&Role::Event) {
+                // The head item lags an event committed without a
+                // transaction: catch it up, then the caller reads it.
+                self.catch_up(key, state.head).await?;
+                return Err(AppendError::HeadMoved);
+            }
+            let dups: Vec<String> = failed
+                .into_iter()
+                .filter_map(|r| match r {
+                    Role::Dedup(id) => Some(id.clone()),
+                    _ => None,
+                })
+                .collect();
+            if !dups.is_empty() {
+                return Err(AppendError::Duplicate(dups));
+            }
+            let codes: Vec<Option<&str>> =
+                tce.cancellation_reasons().iter().map(|r| r.code()).collect();
+            if cancellation_is_transient(&codes) {
+                return Err(StoreError::Unavailable {
+                    op,
+                    reason: format!("transaction cancelled: {codes:?}"),
+                }
+                .into());
+            }
+        }
+        Err(store_error(op, err).into())
     }
 
     pub fn new(client: Client, tables: Tables, clock: Arc<dyn Clock>) -> Self {
@@ -258,105 +498,25 @@ impl ChannelLog for DynamoLog {
         key: &ChannelKey,
         state: &ChannelState,
         events: &[Envelope],
+        dedup: Dedup,
         expires_at: u64,
     ) -> Result<Vec<StoredEvent>, AppendError> {
-        let op = "append";
-        let pk = channel_pk(key);
         let now = self.clock.epoch_s();
-        let new_head = state.head + events.len() as u64;
-        let head = Update::builder()
-            .table_name(&self.tables.channels)
-            .key("pk", s(&pk))
-            .update_expression("SET head = :new")
-            .condition_expression("head = :old")
-            .expression_attribute_values(":new", n(new_head))
-            .expression_attribute_values(":old", n(state.head))
-            .build()
-            .map_err(|e| build_error(op, e))?;
-        let mut items = vec![TransactWriteItem::builder().update(head).build()];
-        let mut stored = Vec::with_capacity(events.len());
-        for (i, e) in events.iter().enumerate() {
-            let seq = state.head + 1 + i as u64;
-            let stored_event = e.stored(key, &state.epoch, seq);
-            let record = EventRecord {
-                event: &stored_event,
-                committed_at: now,
-                expires_at,
-            };
-            let event = Put::builder()
-                .table_name(&self.tables.events)
-                .set_item(Some(record.to_item()))
-                .condition_expression("attribute_not_exists(pk)")
-                .build()
-                .map_err(|err| build_error(op, err))?;
-            // An id is new unless a live dedup record of this epoch holds
-            // it: one that expired (TTL deletes late) or belongs to an
-            // earlier incarnation of the channel is replaced, and the event
-            // committed again.
-            let dedup = Put::builder()
-                .table_name(&self.tables.events)
-                .item("pk", s(dedup_pk(key, &e.id)))
-                .item("sk", n(0))
-                .item("seq", n(seq))
-                .item("epoch", s(&state.epoch))
-                .item("expires_at", n(expires_at))
-                .condition_expression(
-                    "attribute_not_exists(pk) OR expires_at <= :now OR epoch <> :epoch",
-                )
-                .expression_attribute_values(":now", n(now))
-                .expression_attribute_values(":epoch", s(&state.epoch))
-                .build()
-                .map_err(|err| build_error(op, err))?;
-            items.push(TransactWriteItem::builder().put(event).build());
-            items.push(TransactWriteItem::builder().put(dedup).build());
-            stored.push(stored_event);
-        }
-        let res = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await;
-        let err = match res {
-            Ok(_) => return Ok(stored),
-            Err(err) => err,
-        };
-        if let Some(tce) = err.as_service_error().and_then(|se| match se {
-            aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(t) => {
-                Some(t)
+        let stored: Vec<StoredEvent> = events
+            .iter()
+            .zip(state.head + 1..)
+            .map(|(e, seq)| e.stored(key, &state.epoch, seq))
+            .collect();
+        match (dedup, stored.as_slice()) {
+            (Dedup::Skip, [one]) => {
+                self.put_one(key, one, now, expires_at).await?;
             }
-            _ => None,
-        }) {
-            let failed: Vec<usize> = tce
-                .cancellation_reasons()
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
-                .map(|(i, _)| i)
-                .collect();
-            if failed.contains(&0) {
-                return Err(AppendError::HeadMoved);
-            }
-            // Items are [head, event 1, dedup 1, event 2, dedup 2, ...].
-            let dups: Vec<String> = failed
-                .iter()
-                .filter(|i| **i > 0)
-                .map(|i| events[(i - 1) / 2].id.clone())
-                .collect();
-            if !dups.is_empty() {
-                return Err(AppendError::Duplicate(dups));
-            }
-            let codes: Vec<Option<&str>> =
-                tce.cancellation_reasons().iter().map(|r| r.code()).collect();
-            if cancellation_is_transient(&codes) {
-                return Err(StoreError::Unavailable {
-                    op,
-                    reason: format!("transaction cancelled: {codes:?}"),
-                }
-                .into());
+            _ => {
+                self.transact(key, state, &stored, dedup, now, expires_at)
+                    .await?
             }
         }
-        Err(store_error(op, err).into())
+        Ok(stored)
     }
 
     async fn find_by_id(

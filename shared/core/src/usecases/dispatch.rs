@@ -1,22 +1,24 @@
-//! The dispatcher: sequence, persist and fan out a batch from the FIFO events
-//! queue, and say which messages must come back.
+//! The dispatcher: a batch from the FIFO events queue is parsed, grouped
+//! by channel, committed ([`Committer`]) and handed to [`Delivery`]; it
+//! says which messages must come back.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use agentwire_protocol::ProtocolError;
-use agentwire_protocol::framing::coalesce;
 use futures::StreamExt;
 
 use crate::clock::Clock;
-use crate::model::{ChannelKey, Envelope, ShardRange, StoredEvent, WebhookJob};
+use crate::model::Envelope;
 use crate::ports::{
-    AppendError, ChannelLog, ConnectionRegistry, DeadLetters, FanoutQueue, Pusher, StoreError,
+    ChannelLog, ConnectionRegistry, DeadLetters, Dedup, FanoutQueue, Pusher, StoreError,
     WebhookDirectory, WebhookJobs,
 };
-use crate::usecases::fanout::{Broadcaster, FanoutPolicy, ListCache, jobs_for, published_ms};
-use crate::usecases::push::PushRetry;
+use crate::usecases::commit::{Committed, Committer};
+use crate::usecases::delivery::fanout::FanoutPolicy;
+use crate::usecases::delivery::push::PushRetry;
+use crate::usecases::delivery::{Delivery, DeliveryReport, SETTINGS_TTL};
 
 /// One message of the batch, as the queue delivered it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +79,18 @@ pub struct DispatchReport {
 }
 
 impl DispatchReport {
+    fn add_delivery(&mut self, d: &DeliveryReport) {
+        self.posted += d.posted;
+        self.gone += d.gone;
+        self.post_failures += d.post_failures;
+        self.post_retries += d.post_retries;
+        self.token_expired += d.token_expired;
+        self.webhook_jobs += d.webhook_jobs;
+        self.fanout_jobs += d.fanout_jobs;
+        self.lists_read += d.lists_read;
+        self.lists_reused += d.lists_reused;
+    }
+
     fn merge(&mut self, o: DispatchReport) {
         self.failed.extend(o.failed);
         self.committed += o.committed;
@@ -94,8 +108,6 @@ impl DispatchReport {
     }
 }
 
-/// Attempts at one commit when other writers keep moving the head.
-const COMMIT_ATTEMPTS: usize = 8;
 /// Most events committed in one transaction (DynamoDB allows 100 items:
 /// the head plus an event and a dedup item per event).
 const MAX_RUN: usize = 40;
@@ -115,32 +127,9 @@ const GROUP_CONCURRENCY: usize = 4;
 
 /// The dispatch use case.
 pub struct Dispatcher {
-    log: Arc<dyn ChannelLog>,
-    registry: Arc<dyn ConnectionRegistry>,
+    committer: Committer,
+    delivery: Delivery,
     dead_letters: Arc<dyn DeadLetters>,
-    clock: Arc<dyn Clock>,
-    retention: Duration,
-    broadcaster: Broadcaster,
-    webhooks: Option<WebhookFallback>,
-    sharded: Option<Sharded>,
-    cache: ListCache<ChannelKey>,
-}
-
-/// Where big channels' fan-out goes.
-struct Sharded {
-    queue: Arc<dyn FanoutQueue>,
-    /// The policy's threshold, changeable on a running dispatcher.
-    threshold: std::sync::atomic::AtomicU64,
-    per_job: u64,
-}
-
-impl Sharded {
-    fn policy(&self) -> FanoutPolicy {
-        FanoutPolicy {
-            threshold: self.threshold.load(std::sync::atomic::Ordering::Relaxed),
-            per_job: self.per_job,
-        }
-    }
 }
 
 impl Dispatcher {
@@ -151,7 +140,7 @@ impl Dispatcher {
         directory: Arc<dyn WebhookDirectory>,
         jobs: Arc<dyn WebhookJobs>,
     ) -> Self {
-        self.webhooks = Some(WebhookFallback { directory, jobs });
+        self.delivery = self.delivery.with_webhooks(directory, jobs, SETTINGS_TTL);
         self
     }
 
@@ -165,42 +154,43 @@ impl Dispatcher {
         concurrency: usize,
     ) -> Self {
         Self {
-            broadcaster: Broadcaster::new(registry.clone(), pusher, clock.clone(), concurrency),
-            log,
-            registry,
+            committer: Committer::new(log, clock.clone(), retention),
+            delivery: Delivery::new(registry, pusher, clock, concurrency),
             dead_letters,
-            clock,
-            retention,
-            webhooks: None,
-            sharded: None,
-            cache: ListCache::default(),
+        }
+    }
+
+    /// Around a committer and a delivery built elsewhere (the deployment's
+    /// wiring, with its settings' time to live).
+    pub fn with_parts(
+        committer: Committer,
+        delivery: Delivery,
+        dead_letters: Arc<dyn DeadLetters>,
+    ) -> Self {
+        Self {
+            committer,
+            delivery,
+            dead_letters,
         }
     }
 
     /// How throttled posts are retried (tests shorten the delays).
     pub fn with_push_retry(mut self, policy: PushRetry) -> Self {
-        self.broadcaster.push_retry = policy;
+        self.delivery = self.delivery.with_push_retry(policy);
         self
     }
 
     /// Channels with at least `policy.threshold` subscribers are fanned
-    /// out by shard through `queue` (see [`crate::usecases::fanout`]).
+    /// out by shard through `queue` (see [`crate::usecases::delivery::fanout`]).
     pub fn with_fanout_queue(mut self, queue: Arc<dyn FanoutQueue>, policy: FanoutPolicy) -> Self {
-        self.sharded = Some(Sharded {
-            queue,
-            threshold: policy.threshold.into(),
-            per_job: policy.per_job,
-        });
+        self.delivery = self.delivery.with_fanout_queue(queue, policy);
         self
     }
 
     /// Changes the fan-out threshold of a running dispatcher (the dev
     /// gateway's benchmarks compare inline and sharded on one crowd).
     pub fn set_fanout_threshold(&self, threshold: u64) {
-        if let Some(s) = &self.sharded {
-            s.threshold
-                .store(threshold.max(1), std::sync::atomic::Ordering::Relaxed);
-        }
+        self.delivery.set_fanout_threshold(threshold);
     }
 
     /// Works through a batch. Per group, in order: invalid envelopes go to the
@@ -258,7 +248,7 @@ impl Dispatcher {
                 }
                 j += 1;
             }
-            match self.commit(&key, &run).await {
+            match self.committer.commit(&key, &run, Dedup::Record).await {
                 Ok(Committed {
                     events,
                     fresh,
@@ -281,8 +271,9 @@ impl Dispatcher {
                         fail_rest(&mut report, &msgs[i..]);
                         break;
                     }
-                    let live = self.fan_out(&key, &events, &mut report).await;
-                    if let Err(e) = self.hand_to_webhook(&key, &events, live, &mut report).await {
+                    let delivered = self.delivery.deliver(&key, &events).await;
+                    report.add_delivery(&delivered.report);
+                    if let Err(e) = delivered.handoff {
                         tracing::error!(channel = %key, error = %e, "webhook hand-off failed; the run will be redelivered");
                         fail_rest(&mut report, &msgs[i..]);
                         break;
@@ -353,194 +344,6 @@ impl Dispatcher {
             .increment(1);
         Ok(())
     }
-
-    /// Commits a run of one channel's envelopes. Ids that already have a seq
-    /// resolve to it; a moved head is re-read and retried.
-    async fn commit(&self, key: &ChannelKey, run: &[Envelope]) -> Result<Committed, StoreError> {
-        let mut pending: Vec<Envelope> = Vec::with_capacity(run.len());
-        for env in run {
-            if !pending.iter().any(|p| p.id == env.id) {
-                pending.push(env.clone());
-            }
-        }
-        let mut done: HashMap<String, StoredEvent> = HashMap::new();
-        let mut unresolved: Vec<String> = Vec::new();
-        let mut fresh = 0;
-        for attempt in 0..COMMIT_ATTEMPTS {
-            if pending.is_empty() {
-                break;
-            }
-            let state = self.log.ensure_channel(key).await?;
-            let retention = state.retention_s.unwrap_or(self.retention.as_secs());
-            let expires_at = self.clock.epoch_s() + retention;
-            match self.log.append(key, &state, &pending, expires_at).await {
-                Ok(events) => {
-                    fresh += events.len();
-                    for e in events {
-                        done.insert(e.id.clone(), e);
-                    }
-                    pending.clear();
-                }
-                Err(AppendError::HeadMoved) => {
-                    tracing::info!(channel = %key, attempt, "head moved; retrying commit");
-                    tokio::time::sleep(Duration::from_millis(5 << attempt.min(6))).await;
-                }
-                Err(AppendError::Duplicate(ids)) => {
-                    for id in ids {
-                        match self.log.find_by_id(key, &id).await? {
-                            Some(e) => {
-                                done.insert(id.clone(), e);
-                            }
-                            None => {
-                                // A live dedup record without its event (TTL
-                                // raced the commit): never dropped silently.
-                                tracing::warn!(channel = %key, id, "duplicate id whose event is gone; dead-lettering");
-                                unresolved.push(id.clone());
-                            }
-                        }
-                        pending.retain(|p| p.id != id);
-                    }
-                }
-                Err(AppendError::Store(e)) => return Err(e),
-            }
-        }
-        if !pending.is_empty() {
-            return Err(StoreError::Unavailable {
-                op: "append",
-                reason: format!("the head kept moving over {COMMIT_ATTEMPTS} attempts"),
-            });
-        }
-        let mut events: Vec<StoredEvent> = done.into_values().collect();
-        events.sort_by_key(|e| e.seq);
-        Ok(Committed {
-            events,
-            fresh,
-            unresolved,
-        })
-    }
-
-    /// Posts the events to every live subscriber: by shard on the fan-out
-    /// queue for a big channel, else inline, `concurrency` connections at a
-    /// time, each connection's frames in seq order. Returns how many
-    /// subscribers are live (after stale ones were pruned; 0 when they
-    /// could not be listed, so the webhook gets the events rather than
-    /// nobody).
-    ///
-    /// The membership (kept count and version) is read after the commit.
-    /// A subscriber list read after a membership read is reused while the
-    /// version stays the same: a join subscribes (moving the version)
-    /// before it reads the head, so a join whose head is older than this
-    /// run moved the version before this read, and the list is read anew.
-    async fn fan_out(
-        &self,
-        key: &ChannelKey,
-        events: &[StoredEvent],
-        report: &mut DispatchReport,
-    ) -> usize {
-        if events.is_empty() {
-            return 0;
-        }
-        let frames = coalesce(events.iter().map(StoredEvent::frame).collect());
-        let membership = match self.registry.membership(key).await {
-            Ok(m) => Some(m),
-            Err(e) => {
-                tracing::warn!(channel = %key, error = %e, "could not read the membership; listing the subscribers");
-                None
-            }
-        };
-        if let (Some(m), Some(sharded)) = (membership, &self.sharded)
-            && let Some(n) = sharded.policy().jobs(m.count)
-        {
-            let enqueued =
-                match jobs_for(key, events, &frames, &ShardRange::split(n), Some(m.version)) {
-                    Ok(jobs) => sharded.queue.enqueue(&jobs).await.map(|()| jobs.len()),
-                    Err(e) => Err(e),
-                };
-            match enqueued {
-                Ok(jobs) => {
-                    report.fanout_jobs += jobs;
-                    return usize::try_from(m.count).unwrap_or(usize::MAX);
-                }
-                Err(e) => {
-                    // Inline is slower, never wrong (jobs that did go out
-                    // post again; clients drop what they have by seq).
-                    tracing::warn!(channel = %key, error = %e, "could not enqueue fan-out jobs; posting inline");
-                }
-            }
-        }
-        let subscribers = match membership.and_then(|m| self.cache.get(key, m.version)) {
-            Some(list) => {
-                report.lists_reused += 1;
-                list
-            }
-            None => match self.registry.subscribers(key).await {
-                Ok(list) => {
-                    report.lists_read += 1;
-                    let list = Arc::new(list);
-                    if let Some(m) = membership {
-                        self.cache.put(key, m.version, list.clone());
-                    }
-                    list
-                }
-                Err(e) => {
-                    tracing::error!(channel = %key, error = %e, "could not list subscribers; events stay in the log");
-                    report.post_failures += 1;
-                    return 0;
-                }
-            },
-        };
-        let counts = self
-            .broadcaster
-            .deliver(key, subscribers.as_slice(), &frames, &published_ms(events))
-            .await;
-        report.posted += counts.posted;
-        report.gone += counts.gone;
-        report.post_failures += counts.post_failures;
-        report.post_retries += counts.post_retries;
-        report.token_expired += counts.token_expired;
-        counts.live
-    }
-
-    /// Hands the events to the channel's webhook when it wants them: no live
-    /// subscriber (mode `fallback`) or always (mode `always`).
-    async fn hand_to_webhook(
-        &self,
-        key: &ChannelKey,
-        events: &[StoredEvent],
-        live: usize,
-        report: &mut DispatchReport,
-    ) -> Result<(), StoreError> {
-        let Some(w) = &self.webhooks else {
-            return Ok(());
-        };
-        let Some((_, config)) = w.directory.effective(key).await? else {
-            return Ok(());
-        };
-        if !config.wants(live, self.clock.epoch_s()) {
-            return Ok(());
-        }
-        for e in events {
-            w.jobs
-                .schedule(&WebhookJob::new(&key.tenant, e.frame()), Duration::ZERO)
-                .await?;
-            report.webhook_jobs += 1;
-        }
-        Ok(())
-    }
-}
-
-/// A committed run: its events in seq order, how many were new, and the ids
-/// that were duplicates without a retained event (dead-lettered).
-struct Committed {
-    events: Vec<StoredEvent>,
-    fresh: usize,
-    unresolved: Vec<String>,
-}
-
-/// Where events without a live subscriber go.
-struct WebhookFallback {
-    directory: Arc<dyn WebhookDirectory>,
-    jobs: Arc<dyn WebhookJobs>,
 }
 
 fn fail_rest(report: &mut DispatchReport, rest: &[QueueMessage]) {
@@ -575,6 +378,7 @@ mod tests {
     use super::*;
     use crate::clock::SystemClock;
     use crate::memory::{MemoryDeadLetters, MemoryLog, MemoryPusher, MemoryRegistry, connection};
+    use crate::model::{ChannelKey, ShardRange};
     use serde_json::json;
 
     struct Fx {

@@ -1,6 +1,23 @@
 //! Publishing an event: who may publish where, the envelope's validation
-//! and sizes, and the hand-off to the events queue. One path for the HTTP
-//! publish function, the `agentwire publish` command and Rust agents.
+//! and sizes, and where it goes. One path for the HTTP publish function,
+//! the `agentwire publish` command and Rust agents.
+//!
+//! - The library path (`agentwire publish`, Rust agents with AWS
+//!   credentials) puts events on the events queue; the dispatcher commits
+//!   them.
+//! - The HTTP path, with [`Publisher::with_direct`] (the publish function),
+//!   commits an event itself ([`Committer`]) and delivers it ([`Delivery`]),
+//!   and the answer carries its seq ([`Outcome::Committed`], or
+//!   [`Outcome::Repeat`] for an idempotency key already committed). When
+//!   the commit cannot be made now (throttled, unavailable, a channel so
+//!   busy the next seq keeps being taken), the call fails with a retryable
+//!   error ([`PublishError::Commit`] with [`StoreError::Unavailable`]: 503
+//!   and `Retry-After`) and nothing is committed under that id unless an
+//!   attempt did land, which a retry with the same key resolves to (200).
+//!   The events queue is not the fallback: a publisher that waits for each
+//!   answer must see its events in its order, and an event parked on the
+//!   queue could be overtaken by its successor committed directly (a
+//!   stream's chunks would arrive out of order).
 
 use std::sync::Arc;
 
@@ -13,9 +30,11 @@ use serde_json::Value;
 
 use crate::auth::{AuthError, Grants, Verifier};
 use crate::clock::{Clock, rfc3339};
-use crate::model::{Envelope, oversize_data};
-use crate::ports::{EventQueue, StoreError};
+use crate::model::{ChannelKey, Envelope, StoredEvent, oversize_data};
+use crate::ports::{Dedup, EventQueue, StoreError};
 use crate::stream::{DEFAULT_MAX_BYTES, DEFAULT_WINDOW, StreamSink, StreamWriter};
+use crate::usecases::commit::{Committed, Committer};
+use crate::usecases::delivery::Delivery;
 use crate::usecases::quotas::{Limited, Quotas};
 
 /// The largest request body the publish endpoint reads: one event's data
@@ -151,6 +170,9 @@ pub enum PublishError {
     },
     #[error("the events queue did not take the event: {0}")]
     Queue(#[from] StoreError),
+    /// The direct path's commit failed: retryable when `Unavailable`.
+    #[error("the event could not be committed: {0}")]
+    Commit(StoreError),
     #[error("{0}")]
     RateLimited(Limited),
 }
@@ -163,17 +185,99 @@ impl PublishError {
             PublishError::Forbidden(_) => ErrorCode::Forbidden,
             PublishError::Invalid(e) => e.code,
             PublishError::TooLarge { .. } => ErrorCode::MessageTooLarge,
-            PublishError::Queue(_) => ErrorCode::Internal,
+            PublishError::Queue(_) | PublishError::Commit(_) => ErrorCode::Internal,
             PublishError::RateLimited(_) => ErrorCode::RateLimited,
         }
     }
 }
 
-/// Validates and enqueues events.
+/// How an accepted publish was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Committed now: the events have their seqs (HTTP 201).
+    Committed,
+    /// Every event's idempotency key was already committed: the seqs are
+    /// the ones they have (HTTP 200).
+    Repeat,
+    /// On the events queue: committed shortly by the dispatcher (HTTP 202;
+    /// a publisher without the direct path).
+    Queued,
+}
+
+/// One accepted event: its id and, once committed, its seq and epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedEvent {
+    pub id: String,
+    pub seq: Option<u64>,
+    pub epoch: Option<String>,
+}
+
+/// What a publish came to: its events in the request's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub channel: String,
+    pub outcome: Outcome,
+    pub events: Vec<PublishedEvent>,
+}
+
+impl Published {
+    fn queued(envelopes: &[Envelope]) -> Self {
+        Self {
+            channel: envelopes
+                .first()
+                .map(|e| e.channel.clone())
+                .unwrap_or_default(),
+            outcome: Outcome::Queued,
+            events: envelopes
+                .iter()
+                .map(|e| PublishedEvent {
+                    id: e.id.clone(),
+                    seq: None,
+                    epoch: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn committed(envelopes: &[Envelope], c: &Committed) -> Self {
+        let events = envelopes
+            .iter()
+            .map(|e| {
+                let stored: Option<&StoredEvent> = c.event(&e.id);
+                PublishedEvent {
+                    id: e.id.clone(),
+                    seq: stored.map(|s| s.seq),
+                    epoch: stored.map(|s| s.epoch.clone()),
+                }
+            })
+            .collect();
+        Self {
+            channel: envelopes
+                .first()
+                .map(|e| e.channel.clone())
+                .unwrap_or_default(),
+            outcome: if c.fresh > 0 {
+                Outcome::Committed
+            } else {
+                Outcome::Repeat
+            },
+            events,
+        }
+    }
+}
+
+/// The direct path's parts.
+struct Direct {
+    committer: Committer,
+    delivery: Delivery,
+}
+
+/// Validates events and commits or enqueues them.
 pub struct Publisher {
     queue: Arc<dyn EventQueue>,
     clock: Arc<dyn Clock>,
     quotas: Option<Arc<Quotas>>,
+    direct: Option<Direct>,
 }
 
 impl Publisher {
@@ -182,7 +286,89 @@ impl Publisher {
             queue,
             clock,
             quotas: None,
+            direct: None,
         }
+    }
+
+    /// HTTP publishes are committed and delivered here, without the queue
+    /// hop (the queue stays the fallback; see the module documentation).
+    pub fn with_direct(mut self, committer: Committer, delivery: Delivery) -> Self {
+        self.direct = Some(Direct {
+            committer,
+            delivery,
+        });
+        self
+    }
+
+    /// Changes the direct path's fan-out threshold while running (the dev
+    /// gateway's benchmarks).
+    pub fn set_fanout_threshold(&self, threshold: u64) {
+        if let Some(d) = &self.direct {
+            d.delivery.set_fanout_threshold(threshold);
+        }
+    }
+
+    /// Takes checked, admitted HTTP envelopes of one channel: committed
+    /// and delivered here with the direct path, else (or when the commit
+    /// cannot be made now) put on the events queue. `keyed`: the
+    /// publisher gave idempotency keys (their ids may come again).
+    async fn take(&self, envelopes: &[Envelope], keyed: bool) -> Result<Published, PublishError> {
+        let Some(d) = &self.direct else {
+            self.send(envelopes).await?;
+            return Ok(Published::queued(envelopes));
+        };
+        let Some(first) = envelopes.first() else {
+            return Ok(Published::queued(envelopes));
+        };
+        self.commit_and_deliver(d, &first.key(), envelopes, keyed)
+            .await
+            .map_err(|e| {
+                if e.is_retryable() {
+                    ::metrics::counter!(crate::metrics::COMMITS_UNAVAILABLE)
+                        .increment(envelopes.len() as u64);
+                }
+                PublishError::Commit(e)
+            })
+    }
+
+    async fn send(&self, envelopes: &[Envelope]) -> Result<(), StoreError> {
+        match envelopes {
+            [one] => self.queue.send(one).await,
+            many => self.queue.send_batch(many).await,
+        }
+    }
+
+    /// The direct path. Dedup records are kept when the publisher gave keys
+    /// (its retry carries the same ids); an id drawn here nobody can send
+    /// again. A hand-off that fails after the commit is a retryable error:
+    /// the publisher's retry with its key resolves to the committed events
+    /// and delivers them again, hand-off included (receivers deduplicate on
+    /// `webhook-id`).
+    async fn commit_and_deliver(
+        &self,
+        d: &Direct,
+        key: &ChannelKey,
+        envelopes: &[Envelope],
+        keyed: bool,
+    ) -> Result<Published, StoreError> {
+        let dedup = if keyed { Dedup::Record } else { Dedup::Skip };
+        let committed = d.committer.commit(key, envelopes, dedup).await?;
+        if !committed.unresolved.is_empty() {
+            return Err(StoreError::failed(
+                "commit",
+                format!(
+                    "ids {:?} have a live dedup record but their events are no longer in the log",
+                    committed.unresolved
+                ),
+            ));
+        }
+        ::metrics::counter!(crate::metrics::EVENTS_COMMITTED).increment(committed.fresh as u64);
+        let delivered = d.delivery.deliver(key, &committed.events).await;
+        if let Err(e) = delivered.handoff {
+            tracing::error!(channel = %key, error = %e, "webhook hand-off failed after the commit; the publisher is asked to retry");
+            return Err(e);
+        }
+        Ok(Published::committed(envelopes, &committed))
     }
 
     /// Checks the tenant's and the channel's publish rates on the HTTP
@@ -385,7 +571,8 @@ impl Publisher {
     /// `POST /v1/channels/{channel}/events:batch`: up to
     /// [`MAX_BATCH_EVENTS`] events, each with its own idempotency key (its
     /// `id`), all or nothing: one invalid event, or one over a rate, and
-    /// none is enqueued. The envelopes sent, in the request's order.
+    /// none is taken. Committed together (one transaction) with the direct
+    /// path; the events in the request's order.
     ///
     /// A queue failure (`Queue`) may leave some of them enqueued; the
     /// request sent again with the same ids commits each event once (the
@@ -396,7 +583,7 @@ impl Publisher {
         token: Option<&str>,
         channel: &str,
         body: &[u8],
-    ) -> Result<Vec<Envelope>, PublishError> {
+    ) -> Result<Published, PublishError> {
         let (tenant, publisher) = self.authorize(verifier, token, channel).await?;
         if body.len() > MAX_BATCH_BODY_BYTES {
             return Err(PublishError::TooLarge {
@@ -419,6 +606,7 @@ impl Publisher {
             ))
         })?;
         let n = parsed.events.len();
+        let keyed = parsed.events.iter().any(|e| e.id.is_some());
         if n == 0 || n > MAX_BATCH_EVENTS {
             return Err(invalid_request(format!(
                 "a batch holds 1 to {MAX_BATCH_EVENTS} events, not {n}"
@@ -451,10 +639,10 @@ impl Publisher {
         for envelope in &envelopes {
             self.admit(PublishPath::Http, envelope).await?;
         }
-        self.queue.send_batch(&envelopes).await?;
+        let published = self.take(&envelopes, keyed).await?;
         ::metrics::counter!(crate::metrics::EVENTS_PUBLISHED, "path" => PublishPath::Http.label())
             .increment(envelopes.len() as u64);
-        Ok(envelopes)
+        Ok(published)
     }
 
     /// The HTTP publish path: verifies the bearer token and its `publish`
@@ -466,7 +654,7 @@ impl Publisher {
         channel: &str,
         body: &[u8],
         idempotency_key: Option<&str>,
-    ) -> Result<Envelope, PublishError> {
+    ) -> Result<Published, PublishError> {
         let (tenant, publisher) = self.authorize(verifier, token, channel).await?;
         let id = idempotency_key
             .map(|k| publisher_scoped_id(&publisher, k))
@@ -489,17 +677,19 @@ impl Publisher {
                 format!("the body must be {{\"kind\": string, \"data\": any}}: {e}"),
             ))
         })?;
-        self.enqueue(
-            Publication {
-                tenant,
-                channel: channel.to_owned(),
-                kind: parsed.kind,
-                data: parsed.data,
-                id,
-            },
-            PublishPath::Http,
-        )
-        .await
+        let keyed = id.is_some();
+        let envelope = self.envelope(Publication {
+            tenant,
+            channel: channel.to_owned(),
+            kind: parsed.kind,
+            data: parsed.data,
+            id,
+        })?;
+        self.admit(PublishPath::Http, &envelope).await?;
+        let published = self.take(std::slice::from_ref(&envelope), keyed).await?;
+        ::metrics::counter!(crate::metrics::EVENTS_PUBLISHED, "path" => PublishPath::Http.label())
+            .increment(1);
+        Ok(published)
     }
 }
 
@@ -567,6 +757,136 @@ mod tests {
         SystemClock.epoch_s()
     }
 
+    /// A publisher with the direct path over memory fakes and a subscriber
+    /// `c1` on `jobs-1`.
+    struct Direct {
+        p: Publisher,
+        queue: Arc<MemoryEventQueue>,
+        log: Arc<crate::memory::MemoryLog>,
+        pusher: Arc<crate::memory::MemoryPusher>,
+        key: Verifier,
+    }
+
+    async fn direct() -> Direct {
+        use crate::memory::{MemoryLog, MemoryPusher, MemoryRegistry, connection};
+        use crate::ports::ConnectionRegistry;
+        let (_, queue, key) = setup();
+        let log = Arc::new(MemoryLog::default());
+        let reg = Arc::new(MemoryRegistry::default());
+        let pusher = Arc::new(MemoryPusher::default());
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let c = connection("c1", "t1", "c1", &["*"]);
+        reg.put_connection(&c).await.unwrap();
+        reg.subscribe(&c, &ChannelKey::new("t1", "jobs-1"), u64::MAX)
+            .await
+            .unwrap();
+        let retention = Duration::from_secs(3600);
+        let p = Publisher::new(queue.clone(), clock.clone()).with_direct(
+            Committer::new(log.clone(), clock.clone(), retention),
+            Delivery::new(reg.clone(), pusher.clone(), clock.clone(), 4),
+        );
+        Direct {
+            p,
+            queue,
+            log,
+            pusher,
+            key,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_direct_path_commits_delivers_and_answers_the_seq() {
+        let d = direct().await;
+        let t = token(&d.key, &["jobs-*"], Duration::from_secs(60), now());
+        let body = br#"{"kind":"status","data":{"n":1}}"#;
+        let first =
+            d.p.publish_http(&d.key, Some(&t), "jobs-1", body, None)
+                .await
+                .unwrap();
+        assert_eq!(first.outcome, Outcome::Committed);
+        assert_eq!(first.events[0].seq, Some(1));
+        let keyed =
+            d.p.publish_http(&d.key, Some(&t), "jobs-1", body, Some("k"))
+                .await
+                .unwrap();
+        assert_eq!(
+            (keyed.outcome, keyed.events[0].seq),
+            (Outcome::Committed, Some(2))
+        );
+        let again =
+            d.p.publish_http(&d.key, Some(&t), "jobs-1", body, Some("k"))
+                .await
+                .unwrap();
+        assert_eq!(
+            (again.outcome, again.events[0].seq),
+            (Outcome::Repeat, Some(2))
+        );
+        assert_eq!(again.events[0].epoch, keyed.events[0].epoch);
+        assert!(d.queue.sent().is_empty(), "nothing went through the queue");
+        let posts = d.pusher.posts("c1");
+        let seqs: Vec<u64> = posts
+            .iter()
+            .map(|p| {
+                serde_json::from_str::<Value>(p).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            seqs,
+            [1, 2, 2],
+            "delivered at once; the repeat again with its seq"
+        );
+        // A batch is one run.
+        let batch = br#"{"events":[{"kind":"a","id":"b1"},{"kind":"b"},{"kind":"c","id":"k"}]}"#;
+        let b =
+            d.p.publish_batch_http(&d.key, Some(&t), "jobs-1", batch)
+                .await
+                .unwrap();
+        let seqs: Vec<Option<u64>> = b.events.iter().map(|e| e.seq).collect();
+        assert_eq!(
+            (b.outcome, seqs),
+            (Outcome::Committed, vec![Some(3), Some(4), Some(2)])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_commit_that_cannot_be_made_now_is_a_retryable_error_and_the_retry_one_event() {
+        let d = direct().await;
+        let t = token(&d.key, &["jobs-*"], Duration::from_secs(60), now());
+        let ch = ChannelKey::new("t1", "jobs-1");
+        let body = br#"{"kind":"status","data":1}"#;
+        d.log.fail_channel(&ch);
+        let err =
+            d.p.publish_http(&d.key, Some(&t), "jobs-1", body, Some("k"))
+                .await
+                .unwrap_err();
+        assert!(
+            matches!(&err, PublishError::Commit(e) if e.is_retryable()),
+            "{err}"
+        );
+        assert!(d.queue.sent().is_empty(), "not parked on the queue");
+        assert!(d.log.events(&ch).is_empty());
+        d.log.heal_channel(&ch);
+        let retry =
+            d.p.publish_http(&d.key, Some(&t), "jobs-1", body, Some("k"))
+                .await
+                .unwrap();
+        assert_eq!(
+            (retry.outcome, retry.events[0].seq),
+            (Outcome::Committed, Some(1))
+        );
+        let again =
+            d.p.publish_http(&d.key, Some(&t), "jobs-1", body, Some("k"))
+                .await
+                .unwrap();
+        assert_eq!(
+            (again.outcome, again.events[0].seq),
+            (Outcome::Repeat, Some(1))
+        );
+        assert_eq!(d.log.events(&ch).len(), 1, "one event");
+    }
+
     #[tokio::test]
     async fn a_granted_publish_is_enqueued_with_the_idempotency_key_as_id() {
         let (p, queue, key) = setup();
@@ -581,11 +901,13 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(env.id, publisher_scoped_id("agent", "key-1").unwrap());
-        assert!(env.id.ends_with("~key-1"), "{}", env.id);
-        assert_eq!(env.tenant, "t1");
+        assert_eq!(env.outcome, Outcome::Queued);
+        let id = &env.events[0].id;
+        assert_eq!(*id, publisher_scoped_id("agent", "key-1").unwrap());
+        assert!(id.ends_with("~key-1"), "{id}");
         let sent = queue.sent();
         assert_eq!(sent.len(), 1);
+        assert_eq!((&sent[0].tenant, &sent[0].id), (&"t1".to_owned(), id));
         assert_eq!(sent[0].data.value()["n"], 1);
     }
 
@@ -762,7 +1084,7 @@ mod tests {
                 .publish_http(&key, Some(&t), "jobs-1", body, Some("run-7/final"))
                 .await
                 .unwrap();
-            ids.push(env.id);
+            ids.push(env.events[0].id.clone());
         }
         assert_ne!(ids[0], ids[1], "bob's key is not alice's");
         assert_eq!(ids[0], ids[2], "alice's retry is the same event");
@@ -779,14 +1101,17 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(sent[0].id, ids[1]);
+        assert_eq!(sent.events[0].id, ids[1]);
         // The longest key makes the longest event id.
         let longest = "k".repeat(MAX_IDEMPOTENCY_KEY);
         let env = p
             .publish_http(&key, Some(&t), "jobs-1", body, Some(&longest))
             .await
             .unwrap();
-        assert_eq!(env.id.len(), agentwire_protocol::limits::MAX_EVENT_ID);
+        assert_eq!(
+            env.events[0].id.len(),
+            agentwire_protocol::limits::MAX_EVENT_ID
+        );
         assert_eq!(queue.sent().len(), 5);
     }
 
@@ -803,11 +1128,17 @@ mod tests {
             .publish_batch_http(&key, Some(&t), "jobs-1", body.to_string().as_bytes())
             .await
             .unwrap();
-        assert_eq!(sent.len(), 3);
+        assert_eq!((sent.outcome, sent.events.len()), (Outcome::Queued, 3));
         let scoped = |k| publisher_scoped_id("agent", k).unwrap();
-        assert_eq!((&sent[0].id, &sent[2].id), (&scoped("k1"), &scoped("k3")));
-        assert_eq!(queue.sent(), sent, "all of them, in order");
-        assert_eq!(sent[1].data.value(), Value::Null);
+        let ids: Vec<&str> = sent.events.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(
+            (ids[0], ids[2]),
+            (scoped("k1").as_str(), scoped("k3").as_str())
+        );
+        let queued = queue.sent();
+        let queued_ids: Vec<&str> = queued.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(queued_ids, ids, "all of them, in order");
+        assert_eq!(queued[1].data.value(), Value::Null);
     }
 
     #[tokio::test]

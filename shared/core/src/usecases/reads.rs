@@ -411,7 +411,13 @@ mod tests {
             })
             .collect();
         f.log
-            .append(&ck, &state, &events, f.clock.epoch_s() + 3600)
+            .append(
+                &ck,
+                &state,
+                &events,
+                crate::ports::Dedup::Record,
+                f.clock.epoch_s() + 3600,
+            )
             .await
             .unwrap();
         ck
@@ -589,7 +595,13 @@ mod tests {
             })
             .collect();
         f.log
-            .append(&ck, &state, &events, f.clock.epoch_s() + 3600)
+            .append(
+                &ck,
+                &state,
+                &events,
+                crate::ports::Dedup::Record,
+                f.clock.epoch_s() + 3600,
+            )
             .await
             .unwrap();
         let t = Some(f.token.as_str());

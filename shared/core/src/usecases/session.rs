@@ -19,7 +19,7 @@ use crate::model::{ChannelKey, ChannelState, Connection};
 use crate::ports::{
     ChannelLog, Claim, ConnectionRegistry, CursorStore, PushError, Pusher, ReadBudget, StoreError,
 };
-use crate::usecases::push::{PushRetry, post_retrying};
+use crate::usecases::delivery::push::{PushRetry, post_retrying};
 use crate::usecases::quotas::{Limited, Quotas};
 use crate::usecases::resume::{self, ResumePlan};
 use agentwire_protocol::framing::coalesce;
@@ -540,7 +540,8 @@ impl Session {
                 // not coming: the connection is closed, and the client
                 // reconnects and joins again from its last seq.
                 tracing::warn!(connection_id = %conn.id, error = %e, "replay interrupted; closing the connection");
-                crate::usecases::fanout::close_missed(self.pusher.as_ref(), &conn.id).await;
+                crate::usecases::delivery::fanout::close_missed(self.pusher.as_ref(), &conn.id)
+                    .await;
                 Err(ProtocolError::new(
                     ErrorCode::Internal,
                     "the replay was interrupted; join again from the last seq you received",
@@ -835,7 +836,10 @@ mod tests {
                 ts: "t".into(),
             })
             .collect();
-        f.log.append(&key, &state, &envs, u64::MAX).await.unwrap();
+        f.log
+            .append(&key, &state, &envs, crate::ports::Dedup::Record, u64::MAX)
+            .await
+            .unwrap();
         state.epoch
     }
 

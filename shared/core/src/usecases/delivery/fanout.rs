@@ -1,9 +1,10 @@
 //! Fan-out: posting a committed run's frames to a channel's live
 //! subscribers.
 //!
-//! Small channels are served inline by the dispatcher that committed the
-//! run (the lowest latency). From [`FanoutPolicy::threshold`] subscribers
-//! on, the dispatcher splits the channel's subscription shards into ranges
+//! Small channels are served inline by the function that committed the
+//! run (the dispatcher, or the publish function for an HTTP publish: the
+//! lowest latency). From [`FanoutPolicy::threshold`] subscribers on, it
+//! splits the channel's subscription shards into ranges
 //! and puts one [`FanoutJob`] per range on the fan-out queue, which the
 //! fan-out function works in parallel: each job lists only its own shards
 //! and posts to them. Either way each connection gets its frames in seq
@@ -18,10 +19,10 @@ use agentwire_protocol::ServerFrame;
 use futures::StreamExt;
 use serde_json::value::RawValue;
 
+use super::push::{PushRetry, post_retrying};
 use crate::clock::Clock;
 use crate::model::{ChannelKey, FanoutJob, ShardRange, StoredEvent, Subscriber};
 use crate::ports::{ConnectionRegistry, PushError, Pusher, StoreError};
-use crate::usecases::push::{PushRetry, post_retrying};
 
 /// When a channel's fan-out is sharded, and how finely.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -372,11 +373,10 @@ pub enum FanoutOutcome {
     Invalid(String),
 }
 
-/// The fan-out function's use case: one job, one shard range.
+/// The fan-out function's use case: one job, one shard range, delivered by
+/// [`Delivery::deliver_job`](super::Delivery::deliver_job).
 pub struct FanoutWorker {
-    registry: Arc<dyn ConnectionRegistry>,
-    broadcaster: Broadcaster,
-    cache: ListCache<(ChannelKey, ShardRange)>,
+    delivery: super::Delivery,
 }
 
 impl FanoutWorker {
@@ -387,52 +387,20 @@ impl FanoutWorker {
         concurrency: usize,
     ) -> Self {
         Self {
-            broadcaster: Broadcaster::new(registry.clone(), pusher, clock, concurrency),
-            registry,
-            cache: ListCache::default(),
+            delivery: super::Delivery::new(registry, pusher, clock, concurrency),
         }
     }
 
     /// How throttled posts are retried (tests shorten the delays).
     pub fn with_push_retry(mut self, policy: PushRetry) -> Self {
-        self.broadcaster.push_retry = policy;
+        self.delivery = self.delivery.with_push_retry(policy);
         self
     }
 
-    /// Lists the job's shards (and no other) and posts its frames. A warm
-    /// worker reuses the list it read for the same shards while the
-    /// membership version stands: the version the dispatcher read after
-    /// its commit and put in the job (so the ordering argument of the
-    /// inline path holds here too, see docs/architecture.md), or, for a
-    /// job without one, the version it reads itself.
+    /// Lists the job's shards and posts its frames (see
+    /// [`Delivery::deliver_job`](super::Delivery::deliver_job)).
     pub async fn run(&self, job: &FanoutJob) -> Result<FanoutCounts, StoreError> {
-        let key = job.key();
-        let version = match job.version {
-            Some(v) => Some(v),
-            None => match self.registry.membership(&key).await {
-                Ok(m) => Some(m.version),
-                Err(e) => {
-                    tracing::warn!(channel = %key, error = %e, "could not read the membership; listing the shards");
-                    None
-                }
-            },
-        };
-        let slot = (key.clone(), job.shards);
-        let subscribers = match version.and_then(|v| self.cache.get(&slot, v)) {
-            Some(list) => list,
-            None => {
-                let list = Arc::new(self.registry.subscribers_in(&key, job.shards).await?);
-                if let Some(v) = version {
-                    self.cache.put(&slot, v, list.clone());
-                }
-                list
-            }
-        };
-        let frames: Vec<&str> = job.frames.iter().map(|f| f.get()).collect();
-        Ok(self
-            .broadcaster
-            .deliver(&key, &subscribers, &frames, &job.published_ms)
-            .await)
+        self.delivery.deliver_job(job).await
     }
 
     /// One message body from the fan-out queue.
