@@ -378,14 +378,43 @@ func TestE2ETailAcrossAGatewayRestart(t *testing.T) {
 	col.until(t, 20*time.Second, "the first joined", func(evs []ClientEvent) bool { return count[*Joined](evs) >= 1 })
 
 	pub := &Publisher{URL: gw.http(), Token: agentToken, Retries: 3}
+	var published string // the epoch the publish answers name
 	for n := 1; n <= 3; n++ {
 		r, err := pub.Publish(ctx, channel, BatchEvent{Kind: "status", Data: map[string]int{"n": n}, ID: "http-" + strconv.Itoa(n)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The key behind the publisher's tag.
+		// The key behind the publisher's tag; committed now (201) with
+		// its seq.
 		if r.Channel != channel || !strings.HasSuffix(r.ID, "~http-"+strconv.Itoa(n)) {
 			t.Fatalf("publish answer %+v", r)
+		}
+		if r.Status != http.StatusCreated || r.Queued || r.Seq != uint64(n) || r.Epoch == "" || (published != "" && r.Epoch != published) {
+			t.Fatalf("publish %d: committed with seq %d expected: %+v", n, n, r)
+		}
+		published = r.Epoch
+	}
+	// The same key again: a repeat (200) with the seq it has, no new event.
+	if r, err := pub.Publish(ctx, channel, BatchEvent{Kind: "status", Data: map[string]int{"n": 1}, ID: "http-1"}); err != nil {
+		t.Fatal(err)
+	} else if r.Status != http.StatusOK || r.Queued || r.Seq != 1 || r.Epoch != published || !strings.HasSuffix(r.ID, "~http-1") {
+		t.Fatalf("a repeat of http-1: %+v", r)
+	}
+	// A batch on another channel: committed in order, each with its seq;
+	// sent again, a repeat with the same seqs.
+	batch := []BatchEvent{{Kind: "k", Data: 1, ID: "b-1"}, {Kind: "k", Data: 2, ID: "b-2"}, {Kind: "k", Data: 3, ID: "b-3"}}
+	for _, status := range []int{http.StatusCreated, http.StatusOK} {
+		b, err := pub.PublishBatch(ctx, channel+"-batch", batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Status != status || b.Queued || len(b.IDs) != 3 || len(b.Events) != 3 {
+			t.Fatalf("batch, want %d: %+v", status, b)
+		}
+		for i, e := range b.Events {
+			if e.ID != b.IDs[i] || e.Seq != uint64(i+1) || e.Epoch == "" || e.Epoch != b.Events[0].Epoch {
+				t.Fatalf("batch, want %d: event %d %+v of %+v", status, i, e, b)
+			}
 		}
 	}
 	col.until(t, 30*time.Second, "seqs 1..=3", func(evs []ClientEvent) bool { return count[*Event](evs) >= 3 })
@@ -398,9 +427,16 @@ func TestE2ETailAcrossAGatewayRestart(t *testing.T) {
 	connectedBefore := count[*Connected](col.snapshot())
 	gw.start()
 	col.until(t, 60*time.Second, "a reconnect", func(evs []ClientEvent) bool { return count[*Connected](evs) > connectedBefore })
+	// An HTTP publish is committed at once, not behind what waits on the
+	// queue: publish 7 and 8 once the dispatcher has committed 4..=6.
+	col.until(t, 60*time.Second, "seqs 4..=6 from the queue", func(evs []ClientEvent) bool { return count[*Event](evs) >= 6 })
 	for n := 7; n <= 8; n++ {
-		if _, err := pub.Publish(ctx, channel, BatchEvent{Kind: "status", Data: map[string]int{"n": n}, ID: "http-" + strconv.Itoa(n)}); err != nil {
+		r, err := pub.Publish(ctx, channel, BatchEvent{Kind: "status", Data: map[string]int{"n": n}, ID: "http-" + strconv.Itoa(n)})
+		if err != nil {
 			t.Fatal(err)
+		}
+		if r.Status != http.StatusCreated || r.Seq != uint64(n) || r.Epoch != published {
+			t.Fatalf("publish %d after the restart: %+v", n, r)
 		}
 	}
 	col.until(t, 60*time.Second, "seqs 1..=8", func(evs []ClientEvent) bool { return count[*Event](evs) >= 8 })
@@ -429,6 +465,9 @@ func TestE2ETailAcrossAGatewayRestart(t *testing.T) {
 	want := []int{1, 2, 3, 4, 5, 6, 7, 8}
 	if fmt.Sprint(seqs) != fmt.Sprint(want) || fmt.Sprint(ns) != fmt.Sprint(want) {
 		t.Fatalf("every seq once, in publish order: seqs %v, data %v\n%s", seqs, ns, gw.log.String())
+	}
+	if epoch != published {
+		t.Fatalf("the events' epoch %q, the publish answers' %q", epoch, published)
 	}
 	// The HTTP history agrees.
 	reader, err := s.token(ctx, "reader", "agent-*", "")
@@ -588,8 +627,13 @@ func TestE2ETailExampleKeepsGoingAcrossARestart(t *testing.T) {
 	waitStderr("agentwire: reconnecting")
 	s.publishToQueue(channel, 3)
 	gw.start()
-	if _, err := pub.Publish(ctx, channel, BatchEvent{Kind: "status", Data: map[string]int{"n": 4}, ID: "http-4"}); err != nil {
+	// An HTTP publish is committed at once, not behind the queue: publish
+	// 4 once 3 is through.
+	readLines(3)
+	if r, err := pub.Publish(ctx, channel, BatchEvent{Kind: "status", Data: map[string]int{"n": 4}, ID: "http-4"}); err != nil {
 		t.Fatal(err)
+	} else if r.Status != http.StatusCreated || r.Seq != 4 {
+		t.Fatalf("publish 4: %+v", r)
 	}
 	readLines(4)
 	for i, l := range got {

@@ -44,10 +44,29 @@ func NewPublisher(baseURL, token string) *Publisher {
 	return &Publisher{URL: baseURL, Token: token}
 }
 
-// PublishResult is the gateway's answer to a publish.
+// PublishResult is the gateway's answer to a publish. Status says which:
+//
+//   - 201 Created: committed now; Seq and Epoch are the event's place in
+//     the channel's log.
+//   - 200 OK: a repeat; the Idempotency-Key (ev.ID) was already committed,
+//     nothing was committed again, and Seq and Epoch are the ones the event
+//     already has.
+//   - 202 Accepted: queued; the gateway could not commit it at once and put
+//     it on its events queue, to be committed shortly. Queued is true and
+//     Seq is 0 and Epoch "" (not known yet).
+//
+// Any other 2xx is taken as success too, with what its body holds.
 type PublishResult struct {
 	ID      string `json:"id"`      // The event's id.
 	Channel string `json:"channel"` // The channel.
+	// Seq is the event's seq in the channel's log (0 when Queued).
+	Seq uint64 `json:"seq"`
+	// Epoch is the incarnation of the log Seq is in ("" when Queued).
+	Epoch string `json:"epoch"`
+	// Queued: on the gateway's queue, not committed yet (202).
+	Queued bool `json:"queued"`
+	// Status is the HTTP status of the answer: 201, 200 or 202.
+	Status int `json:"-"`
 }
 
 // BatchEvent is one event of a batch (or of Publish).
@@ -60,15 +79,40 @@ type BatchEvent struct {
 	ID string `json:"id,omitempty"`
 }
 
-// BatchResult is the gateway's answer to a batch: the ids in order.
+// PublishedEvent is where a committed event of a batch is in the
+// channel's log.
+type PublishedEvent struct {
+	ID    string `json:"id"`    // The event's id.
+	Seq   uint64 `json:"seq"`   // Its seq.
+	Epoch string `json:"epoch"` // The incarnation of the log Seq is in.
+}
+
+// BatchResult is the gateway's answer to a batch: the ids in order and,
+// once committed, their seqs. Status says which:
+//
+//   - 201 Created: committed now (an event whose id was committed before
+//     keeps the seq it has); Events holds each event's seq and epoch.
+//   - 200 OK: a repeat; every event's id was already committed, nothing
+//     was committed again, and Events holds the seqs they already have.
+//   - 202 Accepted: queued; the gateway could not commit the batch at once
+//     and put it on its events queue, to be committed shortly (all or
+//     nothing, in order). Queued is true and Events nil.
 type BatchResult struct {
 	Channel string   `json:"channel"` // The channel.
 	IDs     []string `json:"ids"`     // The events' ids, in order.
+	// Events are the committed events, in request order (nil when Queued).
+	Events []PublishedEvent `json:"events"`
+	// Queued: on the gateway's queue, not committed yet (202).
+	Queued bool `json:"queued"`
+	// Status is the HTTP status of the answer: 201, 200 or 202.
+	Status int `json:"-"`
 }
 
 // Publish publishes one event (POST /v1/channels/{channel}/events); ev.ID,
-// if given, is the Idempotency-Key. It returns once the gateway accepted it
-// (202). Errors are *Error with the gateway's code.
+// if given, is the Idempotency-Key. It returns once the gateway accepted
+// it: committed (201, with its Seq and Epoch), committed before under the
+// same key (200, the Seq it has) or queued to be committed shortly (202,
+// Queued). Errors are *Error with the gateway's code.
 func (p *Publisher) Publish(ctx context.Context, channel string, ev BatchEvent) (*PublishResult, error) {
 	if ev.Kind == "" {
 		return nil, configError("an event needs a kind")
@@ -89,8 +133,14 @@ func (p *Publisher) Publish(ctx context.Context, channel string, ev BatchEvent) 
 		header.Set("Idempotency-Key", ev.ID)
 	}
 	var res PublishResult
-	if err := p.do(ctx, http.MethodPost, endpoint, header, body, &res); err != nil {
+	status, err := p.do(ctx, http.MethodPost, endpoint, header, body, &res)
+	if err != nil {
 		return nil, err
+	}
+	res.Status = status
+	if status == http.StatusAccepted {
+		// Queued (older gateways answer 202 without "queued").
+		res.Queued = true
 	}
 	if res.Channel == "" {
 		res.Channel = channel
@@ -101,7 +151,8 @@ func (p *Publisher) Publish(ctx context.Context, channel string, ev BatchEvent) 
 // PublishBatch publishes 1 to 10 events in one request
 // (POST /v1/channels/{channel}/events:batch), all or nothing, committed in
 // this order. With Retries, every event without an ID is given one first,
-// so a retry commits each event once.
+// so a retry commits each event once. The answer is committed (201, each
+// event's seq in Events), committed before (200) or queued (202, Queued).
 func (p *Publisher) PublishBatch(ctx context.Context, channel string, events []BatchEvent) (*BatchResult, error) {
 	if len(events) < 1 || len(events) > MaxBatchEvents {
 		return nil, configError("a batch holds 1 to %d events, not %d", MaxBatchEvents, len(events))
@@ -128,11 +179,23 @@ func (p *Publisher) PublishBatch(ctx context.Context, channel string, events []B
 		return nil, &Error{Code: CodeConfig, Message: "an event's data cannot be encoded as JSON", Err: err}
 	}
 	var res BatchResult
-	if err := p.do(ctx, http.MethodPost, endpoint, nil, body, &res); err != nil {
+	status, err := p.do(ctx, http.MethodPost, endpoint, nil, body, &res)
+	if err != nil {
 		return nil, err
 	}
 	if res.IDs == nil {
-		return nil, &Error{Code: CodeDecode, Message: "an answer to a batch publish without ids"}
+		return nil, &Error{Code: CodeDecode, Status: status, Message: "an answer to a batch publish without ids"}
+	}
+	res.Status = status
+	if status == http.StatusAccepted {
+		res.Queued = true
+	}
+	if len(res.Events) == len(res.IDs) {
+		for i := range res.Events {
+			if res.Events[i].ID == "" {
+				res.Events[i].ID = res.IDs[i]
+			}
+		}
 	}
 	if res.Channel == "" {
 		res.Channel = channel
@@ -166,37 +229,38 @@ func (p *Publisher) client() *http.Client {
 	return http.DefaultClient
 }
 
-// do runs a request (with retries), decoding a 2xx answer into out.
-func (p *Publisher) do(ctx context.Context, method, endpoint string, header http.Header, body []byte, out any) error {
+// do runs a request (with retries), decoding a 2xx answer into out, and
+// returns the answer's status.
+func (p *Publisher) do(ctx context.Context, method, endpoint string, header http.Header, body []byte, out any) (int, error) {
 	backoff := Backoff{Min: 200 * time.Millisecond, Max: 5 * time.Second, MaxAttempts: max(p.Retries, 0)}
 	for {
-		err := p.once(ctx, method, endpoint, header, body, out)
+		status, err := p.once(ctx, method, endpoint, header, body, out)
 		var e *Error
 		if err == nil || p.Retries <= 0 || !errors.As(err, &e) || !e.Retryable || ctx.Err() != nil {
-			return err
+			return status, err
 		}
 		delay, ok := backoff.Next(randomUnit())
 		if !ok {
-			return err
+			return status, err
 		}
 		t := time.NewTimer(max(delay, e.RetryAfter))
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return ctx.Err()
+			return 0, ctx.Err()
 		case <-t.C:
 		}
 	}
 }
 
-func (p *Publisher) once(ctx context.Context, method, endpoint string, header http.Header, body []byte, out any) error {
+func (p *Publisher) once(ctx context.Context, method, endpoint string, header http.Header, body []byte, out any) (int, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, endpoint, rd)
 	if err != nil {
-		return &Error{Code: CodeConfig, Message: "cannot make the request", Err: err}
+		return 0, &Error{Code: CodeConfig, Message: "cannot make the request", Err: err}
 	}
 	for k, v := range header {
 		req.Header[k] = v
@@ -209,24 +273,24 @@ func (p *Publisher) once(ctx context.Context, method, endpoint string, header ht
 	resp, err := p.client().Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return 0, ctx.Err()
 		}
-		return &Error{Code: CodeNetwork, Message: "cannot reach " + endpoint, Retryable: true, Err: err}
+		return 0, &Error{Code: CodeNetwork, Message: "cannot reach " + endpoint, Retryable: true, Err: err}
 	}
 	defer resp.Body.Close()
 	text, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return &Error{Code: CodeNetwork, Message: "reading the answer failed", Retryable: true, Err: err}
+		return resp.StatusCode, &Error{Code: CodeNetwork, Message: "reading the answer failed", Retryable: true, Err: err}
 	}
 	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
-		return httpError(resp.StatusCode, text, resp.Header.Get("Retry-After"))
+		return resp.StatusCode, httpError(resp.StatusCode, text, resp.Header.Get("Retry-After"))
 	}
 	if out != nil && len(bytes.TrimSpace(text)) > 0 {
 		if err := json.Unmarshal(text, out); err != nil {
-			return &Error{Code: CodeDecode, Status: resp.StatusCode, Message: "unexpected answer: " + truncate(string(text), 200), Err: err}
+			return resp.StatusCode, &Error{Code: CodeDecode, Status: resp.StatusCode, Message: "unexpected answer: " + truncate(string(text), 200), Err: err}
 		}
 	}
-	return nil
+	return resp.StatusCode, nil
 }
 
 // httpError is the typed error of an HTTP answer status with body text.
@@ -331,7 +395,7 @@ func (p *Publisher) History(ctx context.Context, channel string, after uint64, l
 	}
 	endpoint += "?after=" + strconv.FormatUint(after, 10) + "&limit=" + strconv.Itoa(limit)
 	var page HistoryPage
-	if err := p.do(ctx, http.MethodGet, endpoint, nil, nil, &page); err != nil {
+	if _, err := p.do(ctx, http.MethodGet, endpoint, nil, nil, &page); err != nil {
 		return nil, err
 	}
 	if page.Channel == "" {
@@ -353,7 +417,7 @@ func (p *Publisher) Presence(ctx context.Context, channel string) (*ChannelPrese
 		return nil, err
 	}
 	var out ChannelPresence
-	if err := p.do(ctx, http.MethodGet, endpoint, nil, nil, &out); err != nil {
+	if _, err := p.do(ctx, http.MethodGet, endpoint, nil, nil, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -366,7 +430,7 @@ func (p *Publisher) Channel(ctx context.Context, channel string) (*ChannelInfo, 
 		return nil, err
 	}
 	var out ChannelInfo
-	if err := p.do(ctx, http.MethodGet, endpoint, nil, nil, &out); err != nil {
+	if _, err := p.do(ctx, http.MethodGet, endpoint, nil, nil, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

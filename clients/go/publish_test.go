@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -27,6 +28,9 @@ type fakeAPI struct {
 	token   string
 	reqs    int
 	batches [][]BatchEvent
+	// queue: publishes are answered 202 queued (committed all the same,
+	// as the gateway's dispatcher would shortly).
+	queue bool
 }
 
 func newFakeAPI(t *testing.T) (*fakeAPI, *httptest.Server) {
@@ -42,17 +46,23 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func (f *fakeAPI) commit(channel, id, kind string, data json.RawMessage) string {
+// commit appends an event to the channel's log once per id; repeat: the
+// id was committed before (seq is the one it has).
+func (f *fakeAPI) commit(channel, id, kind string, data json.RawMessage) (_ string, seq uint64, repeat bool) {
 	if id == "" {
 		id = NewKey()
 	}
 	if f.keys[channel+"/"+id] {
-		return id
+		for _, e := range f.log[channel] {
+			if e.ID == id {
+				return id, e.Seq, true
+			}
+		}
 	}
 	f.keys[channel+"/"+id] = true
-	seq := uint64(len(f.log[channel]) + 1)
+	seq = uint64(len(f.log[channel]) + 1)
 	f.log[channel] = append(f.log[channel], Event{Channel: channel, Epoch: "e1", Seq: seq, ID: id, Kind: kind, Data: data, Ts: "t"})
-	return id
+	return id, seq, false
 }
 
 func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -97,8 +107,15 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, 413, map[string]any{"type": "error", "code": "message_too_large", "message": "too big"})
 			return
 		}
-		id := f.commit(channel, r.Header.Get("Idempotency-Key"), ev.Kind, ev.Data)
-		writeJSON(w, 202, map[string]any{"id": id, "channel": channel})
+		id, seq, repeat := f.commit(channel, r.Header.Get("Idempotency-Key"), ev.Kind, ev.Data)
+		switch {
+		case f.queue:
+			writeJSON(w, 202, map[string]any{"id": id, "channel": channel, "queued": true})
+		case repeat:
+			writeJSON(w, 200, map[string]any{"id": id, "channel": channel, "seq": seq, "epoch": "e1"})
+		default:
+			writeJSON(w, 201, map[string]any{"id": id, "channel": channel, "seq": seq, "epoch": "e1"})
+		}
 	case r.Method == http.MethodPost && rest == "events:batch":
 		var b struct {
 			Events []struct {
@@ -120,11 +137,25 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			sent = append(sent, BatchEvent{Kind: e.Kind, Data: e.Data, ID: e.ID})
 		}
+		var committed []map[string]any
+		repeats := 0
 		for _, e := range b.Events {
-			ids = append(ids, f.commit(channel, e.ID, e.Kind, e.Data))
+			id, seq, repeat := f.commit(channel, e.ID, e.Kind, e.Data)
+			ids = append(ids, id)
+			committed = append(committed, map[string]any{"id": id, "seq": seq, "epoch": "e1"})
+			if repeat {
+				repeats++
+			}
 		}
 		f.batches = append(f.batches, sent)
-		writeJSON(w, 202, map[string]any{"channel": channel, "ids": ids})
+		switch {
+		case f.queue:
+			writeJSON(w, 202, map[string]any{"channel": channel, "ids": ids, "queued": true})
+		case repeats == len(ids):
+			writeJSON(w, 200, map[string]any{"channel": channel, "ids": ids, "events": committed})
+		default:
+			writeJSON(w, 201, map[string]any{"channel": channel, "ids": ids, "events": committed})
+		}
 	case r.Method == http.MethodGet && rest == "events":
 		q := r.URL.Query()
 		after := 0
@@ -160,13 +191,13 @@ func TestPublishWithIdempotencyKeyCommitsOnce(t *testing.T) {
 	f, srv := newFakeAPI(t)
 	p := NewPublisher(srv.URL, "tok")
 	ctx := context.Background()
-	for range 2 {
+	for i, status := range []int{201, 200} { // committed, then a repeat
 		r, err := p.Publish(ctx, "agent-1", BatchEvent{Kind: "status", Data: map[string]int{"n": 1}, ID: "run-7/status-1"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.ID != "run-7/status-1" || r.Channel != "agent-1" {
-			t.Fatalf("answer %+v", r)
+		if r.ID != "run-7/status-1" || r.Channel != "agent-1" || r.Status != status || r.Seq != 1 || r.Epoch != "e1" || r.Queued {
+			t.Fatalf("answer %d: %+v", i, r)
 		}
 	}
 	if n := len(f.log["agent-1"]); n != 1 {
@@ -263,6 +294,143 @@ func TestPublishBatchAndReads(t *testing.T) {
 	info, err := p.Channel(ctx, "agent-1")
 	if err != nil || info.Head != 5 || info.RetentionS != 259200 || info.Oldest == nil || *info.Oldest != 1 {
 		t.Fatalf("channel %+v %v", info, err)
+	}
+}
+
+func TestPublishAnswersCommittedRepeatAndQueued(t *testing.T) {
+	f, srv := newFakeAPI(t)
+	p := NewPublisher(srv.URL, "tok")
+	ctx := context.Background()
+	ev := func(id string) BatchEvent { return BatchEvent{Kind: "status", Data: 1, ID: id} }
+
+	// 201: committed now, with its seq and epoch.
+	r, err := p.Publish(ctx, "agent-1", ev("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *r != (PublishResult{ID: "a", Channel: "agent-1", Seq: 1, Epoch: "e1", Status: 201}) {
+		t.Fatalf("201: %+v", r)
+	}
+	if r, err = p.Publish(ctx, "agent-1", ev("b")); err != nil || r.Seq != 2 || r.Status != 201 {
+		t.Fatalf("201, the next seq: %+v %v", r, err)
+	}
+	// 200: a repeat of a committed key, the seq it has.
+	if r, err = p.Publish(ctx, "agent-1", ev("a")); err != nil {
+		t.Fatal(err)
+	}
+	if *r != (PublishResult{ID: "a", Channel: "agent-1", Seq: 1, Epoch: "e1", Status: 200}) {
+		t.Fatalf("200: %+v", r)
+	}
+	// 202: queued, no seq yet.
+	f.mu.Lock()
+	f.queue = true
+	f.mu.Unlock()
+	if r, err = p.Publish(ctx, "agent-1", ev("c")); err != nil {
+		t.Fatal(err)
+	}
+	if *r != (PublishResult{ID: "c", Channel: "agent-1", Queued: true, Status: 202}) {
+		t.Fatalf("202: %+v", r)
+	}
+
+	// A batch: 201 with each event's seq in order, 200 when every key was
+	// committed, 202 queued without events.
+	f.mu.Lock()
+	f.queue = false
+	f.mu.Unlock()
+	b, err := p.PublishBatch(ctx, "agent-2", []BatchEvent{ev("x"), ev("y"), ev("z")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []PublishedEvent{{"x", 1, "e1"}, {"y", 2, "e1"}, {"z", 3, "e1"}}
+	if b.Status != 201 || b.Queued || fmt.Sprint(b.Events) != fmt.Sprint(want) || fmt.Sprint(b.IDs) != "[x y z]" {
+		t.Fatalf("batch 201: %+v", b)
+	}
+	if b, err = p.PublishBatch(ctx, "agent-2", []BatchEvent{ev("z"), ev("x")}); err != nil {
+		t.Fatal(err)
+	}
+	if b.Status != 200 || b.Queued || fmt.Sprint(b.Events) != fmt.Sprint([]PublishedEvent{{"z", 3, "e1"}, {"x", 1, "e1"}}) {
+		t.Fatalf("batch 200: %+v", b)
+	}
+	// Partly committed before: 201, the repeated event keeps its seq.
+	if b, err = p.PublishBatch(ctx, "agent-2", []BatchEvent{ev("y"), ev("w")}); err != nil {
+		t.Fatal(err)
+	}
+	if b.Status != 201 || fmt.Sprint(b.Events) != fmt.Sprint([]PublishedEvent{{"y", 2, "e1"}, {"w", 4, "e1"}}) {
+		t.Fatalf("batch 201 with a repeat: %+v", b)
+	}
+	f.mu.Lock()
+	f.queue = true
+	f.mu.Unlock()
+	if b, err = p.PublishBatch(ctx, "agent-2", []BatchEvent{ev("v")}); err != nil {
+		t.Fatal(err)
+	}
+	if b.Status != 202 || !b.Queued || b.Events != nil || fmt.Sprint(b.IDs) != "[v]" || b.Channel != "agent-2" {
+		t.Fatalf("batch 202: %+v", b)
+	}
+}
+
+// Answers as the gateway may write them: fields this client does not know
+// are ignored, null seqs are 0, any 2xx is success, and a 202 without
+// "queued" (an older gateway's) is queued.
+func TestPublishAnswersToleratedAsWritten(t *testing.T) {
+	answers := map[string]struct {
+		status int
+		body   string
+	}{}
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		a := answers[r.URL.Path]
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(a.status)
+		_, _ = io.WriteString(w, a.body)
+	}))
+	t.Cleanup(srv.Close)
+	set := func(suffix string, status int, body string) {
+		mu.Lock()
+		answers["/v1/channels/c"+suffix] = struct {
+			status int
+			body   string
+		}{status, body}
+		mu.Unlock()
+	}
+	p := NewPublisher(srv.URL, "tok")
+	ctx := context.Background()
+	one := BatchEvent{Kind: "k", Data: 1}
+
+	set("/events", 201, `{"id":"a","channel":"c","seq":7,"epoch":"ep","extra":{"x":[1]},"shard":3}`)
+	r, err := p.Publish(ctx, "c", one)
+	if err != nil || *r != (PublishResult{ID: "a", Channel: "c", Seq: 7, Epoch: "ep", Status: 201}) {
+		t.Fatalf("extra fields: %+v %v", r, err)
+	}
+	set("/events", 202, `{"id":"a","channel":"c"}`)
+	if r, err = p.Publish(ctx, "c", one); err != nil || !r.Queued || r.Status != 202 || r.Seq != 0 {
+		t.Fatalf("202 without queued: %+v %v", r, err)
+	}
+	set("/events", 202, `{"id":"a","channel":"c","queued":true,"seq":null,"epoch":null}`)
+	if r, err = p.Publish(ctx, "c", one); err != nil || !r.Queued || r.Seq != 0 || r.Epoch != "" {
+		t.Fatalf("202 with nulls: %+v %v", r, err)
+	}
+	set("/events", 204, ``)
+	if r, err = p.Publish(ctx, "c", one); err != nil || r.Status != 204 || r.ID != "" || r.Channel != "c" {
+		t.Fatalf("204: %+v %v", r, err)
+	}
+
+	set("/events:batch", 201, `{"channel":"c","ids":["a","b"],"events":[{"id":"a","seq":1,"epoch":"ep","more":1},{"seq":2,"epoch":"ep"}],"next":"x"}`)
+	b, err := p.PublishBatch(ctx, "c", []BatchEvent{one, one})
+	if err != nil || b.Status != 201 || fmt.Sprint(b.Events) != fmt.Sprint([]PublishedEvent{{"a", 1, "ep"}, {"b", 2, "ep"}}) {
+		t.Fatalf("batch with extra fields (an id missing from events): %+v %v", b, err)
+	}
+	set("/events:batch", 202, `{"channel":"c","ids":["a","b"]}`)
+	if b, err = p.PublishBatch(ctx, "c", []BatchEvent{one, one}); err != nil || !b.Queued || b.Events != nil || len(b.IDs) != 2 {
+		t.Fatalf("batch 202 without queued: %+v %v", b, err)
+	}
+	set("/events:batch", 201, `{"channel":"c"}`)
+	var e *Error
+	if _, err = p.PublishBatch(ctx, "c", []BatchEvent{one}); !errors.As(err, &e) || e.Code != CodeDecode || e.Status != 201 {
+		t.Fatalf("no ids: %#v", err)
 	}
 }
 

@@ -38,12 +38,15 @@ EVENT = TypeAdapter(Event)
 
 
 class Api:
-    """The batch route: records each request's events; answers 202, or the
-    statuses queued in `fail` first."""
+    """The batch route: records each request's events; answers the
+    statuses queued in `fail` first, then those in `ok` (201 committed when
+    it runs out; 200 a repeat; 202 queued)."""
 
     def __init__(self) -> None:
         self.requests: list[list[dict[str, Any]]] = []
         self.fail: list[int] = []
+        self.ok: list[int] = []
+        self.seq = 0
         self.arrived = asyncio.Event()
 
     async def handle(self, req: httpx.Request) -> httpx.Response:
@@ -54,11 +57,19 @@ class Api:
         if self.fail:
             status = self.fail.pop(0)
             return httpx.Response(status, json={"type": "error", "code": "internal", "message": "try again"})
-        return httpx.Response(202, json={"channel": "agent-1", "ids": [e["id"] for e in events]})
+        status = self.ok.pop(0) if self.ok else 201
+        ids = [e["id"] for e in events]
+        if status == 202:
+            return httpx.Response(202, json={"channel": "agent-1", "ids": ids, "queued": True})
+        committed = []
+        for i in ids:
+            self.seq += status == 201
+            committed.append({"id": i, "seq": self.seq, "epoch": "E"})
+        return httpx.Response(status, json={"channel": "agent-1", "ids": ids, "events": committed})
 
     @property
     def events(self) -> list[dict[str, Any]]:
-        """The events of the requests that were answered 202 (the last of equal retries)."""
+        """The events of every request, in order (a retry's again)."""
         return [e for r in self.requests for e in r]
 
 
@@ -83,7 +94,8 @@ async def test_consecutive_deltas_of_one_message_are_one_event_keyed_by_run_and_
     a, p = api
     pieces = [f"tok{i} é\n" for i in range(200)]
     async with AgUiPublisher(p, "agent-1", run_id="run-7", window=60) as agui:
-        assert await agui.publish_all(text_message("m1", pieces)) == 202
+        # The AG-UI events it took (start, 200 deltas, end), not an HTTP status.
+        assert await agui.publish_all(text_message("m1", pieces)) == 1 + len(pieces) + 1
     kinds = [e["kind"] for e in a.events]
     assert kinds == ["TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END"]
     assert all(e["kind"] == e["data"]["type"] for e in a.events)
@@ -290,6 +302,19 @@ async def test_an_async_iterable_is_published_in_one_call_in_batches_of_ten(api:
     assert [len(r) for r in a.requests] and all(len(r) <= 10 for r in a.requests)
     assert [e["data"].get("value") for e in a.events[1:-1]] == list(range(25))
     assert [e["kind"] for e in (a.events[0], a.events[-1])] == ["RUN_STARTED", "RUN_FINISHED"]
+
+
+@pytest.mark.parametrize("statuses", [[201, 200, 202], [202, 202, 202], [200, 201, 200]])
+async def test_a_batch_answered_200_201_or_202_is_sent_alike(api: tuple[Api, Publisher], statuses: list[int]) -> None:
+    # Committed now, already committed under the same keys, or queued on the
+    # gateway (committed shortly): the gateway took it, and sending goes on.
+    a, p = api
+    a.ok = list(statuses)
+    async with AgUiPublisher(p, "agent-1", run_id="r", window=0) as agui:
+        assert await agui.publish_all(CustomEvent(name="tick", value=i) for i in range(25)) == 25
+        assert agui.sent == 25
+    assert len(a.requests) >= 3 and all(len(r) <= 10 for r in a.requests) and not a.ok
+    assert [e["id"] for e in a.events] == [f"r:{n}" for n in range(1, 26)]
 
 
 def test_a_run_id_must_make_valid_keys() -> None:

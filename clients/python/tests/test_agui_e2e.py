@@ -134,8 +134,9 @@ async def test_a_whole_ag_ui_run_is_read_back_as_sent_and_valid(gateway: Gateway
             await agui.publish_all(second)
 
         async def run_finished() -> int:
-            # The gateway took every event (202); they are committed once the
-            # live subscriber sees the last one.
+            # The gateway took every event: committed at once (201), or queued
+            # (202) and committed shortly; all are once the live subscriber
+            # sees the last one.
             async for item in sub:
                 assert not isinstance(item, MessageLost), item
                 if isinstance(item, WireEvent) and item.kind == "RUN_FINISHED":

@@ -255,10 +255,13 @@ async def test_events_from_publisher_and_publish_sync_arrive(gateway: Gateway, t
             r = await p.publish(channel, kind="final", data={"text": "done"}, idempotency_key="run-7/final")
         # The key behind the publisher's tag.
         assert r.channel == channel and r.id.endswith("~run-7/final"), r
+        # Committed at once (201), with its place in the log.
+        assert (r.status, r.seq, r.queued) == (201, 1, False) and r.epoch, r
         r2 = await asyncio.to_thread(
             publish_sync, gateway.http_url, token=tok, channel=channel, kind="status", data={"text": "cron ran"}
         )
         assert r2.channel == channel and r2.id
+        assert (r2.status, r2.seq, r2.epoch, r2.queued) == (201, 2, r.epoch, False), r2
         items = await take(sub, 2)
         got = {(i.kind, json.dumps(i.data, sort_keys=True), i.id) for i in items if isinstance(i, Event)}
         assert got == {
@@ -266,6 +269,14 @@ async def test_events_from_publisher_and_publish_sync_arrive(gateway: Gateway, t
             ("status", json.dumps({"text": "cron ran"}), r2.id),
         }
         assert seqs(items) == [1, 2]
+        assert {(i.id, i.seq, i.epoch) for i in items if isinstance(i, Event)} == {
+            (r.id, r.seq, r.epoch),
+            (r2.id, r2.seq, r2.epoch),
+        }
+        # The same key again: a repeat (200) with the seq it has; nothing new is published.
+        async with Publisher(gateway.http_url, token=tok) as p:
+            again = await p.publish(channel, kind="final", data={"text": "done"}, idempotency_key="run-7/final")
+        assert (again.status, again.id, again.seq, again.epoch, again.queued) == (200, r.id, r.seq, r.epoch, False)
 
 
 async def test_a_refused_token_is_a_typed_error(gateway: Gateway, tenant: str, client_factory: Any) -> None:
@@ -394,7 +405,8 @@ async def test_history_presence_and_the_channel_are_read_over_http(
             sub = await client.join(channel, since="head")
             await sub.wait_joined(WAIT)
             for n in (1, 2, 3):
-                await p.publish(channel, kind="status", data={"n": n}, idempotency_key=f"reads-{n}")
+                r = await p.publish(channel, kind="status", data={"n": n}, idempotency_key=f"reads-{n}")
+                assert (r.status, r.seq, r.queued) == (201, n, False), r
             page = await eventually(lambda: p.history(channel, after=0), lambda pg: pg.head >= 3, "head 3")
             assert (page.head, page.oldest, page.gap, page.next_after) == (3, 1, None, None)
             assert page.epoch
@@ -439,9 +451,18 @@ async def test_a_batch_lands_in_order_once_and_history_shows_it(gateway: Gateway
     async with Publisher(gateway.http_url, token=token(tenant, "bot")) as p:
         r = await p.publish_batch(channel, events)
         assert r.channel == channel and len(r.ids) == 3 and [i.split("~", 1)[1] for i in r.ids[:2]] == ["b-1", "b-2"] and r.ids[2]
-        # The same events again (a retry): each committed once. A marker after it.
-        await p.publish_batch(channel, events[:2])
-        await p.publish(channel, kind="marker", data={})
+        # Committed at once (201): each event's seq, in the request's order.
+        assert (r.status, r.queued) == (201, False) and r.events is not None, r
+        assert [(e.id, e.seq) for e in r.events] == list(zip(r.ids, [1, 2, 3]))
+        epoch = r.events[0].epoch
+        assert epoch and all(e.epoch == epoch for e in r.events)
+        # The same events again (a retry): each committed once, a repeat (200)
+        # with the seqs they have. A marker after it.
+        again = await p.publish_batch(channel, events[:2])
+        assert (again.status, again.queued) == (200, False) and again.events is not None, again
+        assert [(e.id, e.seq, e.epoch) for e in again.events] == [(e.id, e.seq, e.epoch) for e in r.events[:2]]
+        marker = await p.publish(channel, kind="marker", data={})
+        assert (marker.status, marker.seq, marker.epoch) == (201, 4, epoch), marker
         page = await eventually(
             lambda: p.history(channel), lambda pg: any(e.kind == "marker" for e in pg.events), "the marker"
         )

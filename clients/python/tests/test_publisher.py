@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from agentwire import Publisher, ServerError, UnauthorizedError, publish_sync
+from agentwire import Publisher, PublishResult, ServerError, UnauthorizedError, publish_sync
 from agentwire import publisher
 
 
@@ -174,3 +174,94 @@ async def test_bodies_are_utf8_json_not_ascii_escaped() -> None:
         await p.publish_batch("agent-1", [{"kind": "k", "data": "été 漢字 🙂", "id": "a"}])
     for req in seen:
         assert "été 漢字 🙂".encode() in req.content and b"\\u" not in req.content
+
+
+async def test_a_201_is_committed_with_its_seq_and_epoch_and_extra_fields_are_kept_in_raw() -> None:
+    seen: list[httpx.Request] = []
+    body = {"id": "k1", "channel": "agent-1", "seq": 42, "epoch": "01JEPOCH", "later": {"field": 1}}
+    async with api([(201, body)], seen) as http:
+        p = Publisher("https://api.example", token="t", http=http)
+        r = await p.publish("agent-1", kind="k", idempotency_key="k1")
+    assert r == PublishResult("k1", "agent-1", 201, seq=42, epoch="01JEPOCH", queued=False)
+    assert r.raw == body
+
+
+async def test_a_200_is_a_repeat_with_the_seq_it_already_has() -> None:
+    seen: list[httpx.Request] = []
+    answers = [
+        (201, {"id": "k1", "channel": "agent-1", "seq": 7, "epoch": "E"}),
+        (200, {"id": "k1", "channel": "agent-1", "seq": 7, "epoch": "E"}),
+    ]
+    async with api(answers, seen) as http:
+        p = Publisher("https://api.example", token="t", http=http)
+        first = await p.publish("agent-1", kind="k", idempotency_key="k1")
+        again = await p.publish("agent-1", kind="k", idempotency_key="k1")
+    assert (first.status, again.status) == (201, 200)
+    assert (again.seq, again.epoch, again.queued) == (first.seq, first.epoch, False) == (7, "E", False)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"id": "k1", "channel": "agent-1", "queued": True},
+        # A gateway from before 201 answered only this: taken, not committed yet.
+        {"id": "k1", "channel": "agent-1"},
+    ],
+)
+async def test_a_202_is_queued_without_a_seq(body: dict) -> None:
+    seen: list[httpx.Request] = []
+    async with api([(202, body)], seen) as http:
+        p = Publisher("https://api.example", token="t", http=http)
+        r = await p.publish("agent-1", kind="k", idempotency_key="k1")
+    assert (r.id, r.status, r.seq, r.epoch, r.queued) == ("k1", 202, None, None, True)
+
+
+async def test_a_retry_answered_200_is_a_success_with_the_first_attempts_seq() -> None:
+    # The first attempt was committed but its answer lost (a 503 from a proxy, say):
+    # the retry, under the same key, is a repeat.
+    seen: list[httpx.Request] = []
+    answers = [
+        (503, {"type": "error", "code": "internal", "message": "m"}),
+        (200, {"id": "x", "channel": "agent-1", "seq": 3, "epoch": "E"}),
+    ]
+    async with api(answers, seen) as http:
+        p = Publisher("https://api.example", token="t", http=http, min_retry_delay=0.001, max_retry_delay=0.001)
+        r = await p.publish("agent-1", kind="k")
+    assert (r.status, r.seq, r.queued) == (200, 3, False) and len(seen) == 2
+
+
+async def test_an_answer_with_odd_commit_fields_is_still_a_success() -> None:
+    seen: list[httpx.Request] = []
+    answers = [
+        (201, {"id": "x", "channel": "agent-1", "seq": "7", "epoch": 5}),
+        (201, {"id": "x", "channel": "agent-1", "seq": True, "epoch": ""}),
+    ]
+    async with api(answers, seen) as http:
+        p = Publisher("https://api.example", token="t", http=http)
+        for _ in range(2):
+            r = await p.publish("agent-1", kind="k")
+            assert (r.status, r.seq, r.epoch, r.queued) == (201, None, None, False)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "want"),
+    [
+        (201, {"id": "x", "channel": "agent-1", "seq": 1, "epoch": "E"}, (201, 1, "E", False)),
+        (200, {"id": "x", "channel": "agent-1", "seq": 1, "epoch": "E"}, (200, 1, "E", False)),
+        (202, {"id": "x", "channel": "agent-1", "queued": True}, (202, None, None, True)),
+    ],
+)
+def test_publish_sync_parses_each_success(monkeypatch: pytest.MonkeyPatch, status: int, body: dict, want: tuple) -> None:
+    real_client = httpx.Client
+
+    def mocked(**kw: object) -> httpx.Client:
+        return real_client(transport=httpx.MockTransport(lambda req: httpx.Response(status, json=body)))
+
+    monkeypatch.setattr(publisher.httpx, "Client", mocked)
+    r = publish_sync("https://api.example", token="t", channel="agent-1", kind="k")
+    assert (r.status, r.seq, r.epoch, r.queued) == want
+
+
+def test_a_result_built_by_position_keeps_its_old_fields() -> None:
+    r = PublishResult("x", "agent-1", 202, {"id": "x"})
+    assert (r.id, r.channel, r.status, r.raw, r.seq, r.epoch, r.queued) == ("x", "agent-1", 202, {"id": "x"}, None, None, False)

@@ -22,6 +22,7 @@ from agentwire import (
     HistoryPage,
     Presence,
     ProtocolError,
+    PublishedEvent,
     Publisher,
     ServerError,
     UnauthorizedError,
@@ -265,12 +266,86 @@ async def test_a_batch_is_posted_in_order_and_the_202_parsed(server: str) -> Non
         r = await p.publish_batch(
             "agent-1", [{"kind": "a", "data": {"n": 1}, "id": "b-1"}, {"kind": "b", "data": [2]}, {"kind": "c"}]
         )
-    assert (r.channel, r.ids, r.status) == ("agent-1", ["b-1", "gen-1", "gen-2"], 202)
+    # A 202 without `queued` (a gateway from before 201): taken, not committed yet.
+    assert (r.channel, r.ids, r.status, r.events, r.queued) == ("agent-1", ["b-1", "gen-1", "gen-2"], 202, None, True)
     (s,) = _Api.seen
     assert (s.method, s.path, s.auth) == ("POST", "/v1/channels/agent-1/events:batch", "Bearer pub")
     assert json.loads(s.body) == {
         "events": [{"kind": "a", "data": {"n": 1}, "id": "b-1"}, {"kind": "b", "data": [2]}, {"kind": "c", "data": None}]
     }
+
+
+def committed_ids(status: int, first_seq: int) -> Callable[[Seen], Answer]:
+    """The gateway's answer to a committed batch (201) or a repeat (200)."""
+
+    def commit(s: Seen) -> Answer:
+        events = json.loads(s.body)["events"]
+        ids = [e["id"] for e in events]
+        return Answer(
+            status,
+            {
+                "channel": "agent-1",
+                "ids": ids,
+                "events": [{"id": i, "seq": first_seq + n, "epoch": "01JEPOCH"} for n, i in enumerate(ids)],
+            },
+        )
+
+    return commit
+
+
+async def test_a_201_batch_has_each_events_seq_and_epoch_in_order(server: str) -> None:
+    answer(committed_ids(201, 5))
+    async with Publisher(server, token="pub") as p:
+        r = await p.publish_batch("agent-1", [{"kind": "a", "id": "b-1"}, {"kind": "b", "id": "b-2"}, {"kind": "c"}])
+    assert (r.status, r.queued) == (201, False)
+    assert r.events is not None and [e.id for e in r.events] == r.ids
+    assert r.events == [
+        PublishedEvent("b-1", 5, "01JEPOCH"),
+        PublishedEvent("b-2", 6, "01JEPOCH"),
+        PublishedEvent(r.ids[2], 7, "01JEPOCH"),
+    ]
+
+
+async def test_a_200_batch_is_a_repeat_with_the_seqs_they_have(server: str) -> None:
+    answer(committed_ids(200, 1))
+    async with Publisher(server, token="pub") as p:
+        r = await p.publish_batch("agent-1", [{"kind": "a", "id": "b-1"}, {"kind": "b", "id": "b-2"}])
+    assert (r.status, r.queued, r.events) == (
+        200,
+        False,
+        [PublishedEvent("b-1", 1, "01JEPOCH"), PublishedEvent("b-2", 2, "01JEPOCH")],
+    )
+
+
+async def test_a_202_batch_is_queued_without_seqs(server: str) -> None:
+    def queued(s: Seen) -> Answer:
+        return Answer(202, {"channel": "agent-1", "ids": [e["id"] for e in json.loads(s.body)["events"]], "queued": True})
+
+    answer(queued)
+    async with Publisher(server, token="pub") as p:
+        r = await p.publish_batch("agent-1", [{"kind": "a", "id": "b-1"}])
+    assert (r.status, r.ids, r.events, r.queued) == (202, ["b-1"], None, True)
+
+
+async def test_a_batch_answer_never_fails_on_extra_or_odd_fields(server: str) -> None:
+    answer(
+        lambda s: Answer(
+            201,
+            {
+                "channel": "agent-1",
+                "ids": ["a", "b"],
+                "events": [{"id": "a", "seq": 1, "epoch": "E", "new": 1}, {"seq": None}],
+                "later": True,
+            },
+        )
+    )
+    async with Publisher(server, token="pub") as p:
+        r = await p.publish_batch("agent-1", [{"kind": "a", "id": "a"}, {"kind": "b", "id": "b"}])
+        assert r.events == [PublishedEvent("a", 1, "E"), PublishedEvent("b", None, None)] and not r.queued
+        answer(lambda s: Answer(201, {"channel": "agent-1", "ids": ["a"], "events": "not a list"}))
+        r = await p.publish_batch("agent-1", [{"kind": "a", "id": "a"}])
+        assert (r.status, r.events, r.queued) == (201, None, False)
+    assert r.raw["events"] == "not a list"
 
 
 async def test_a_retried_batch_sends_the_same_ids_again(server: str, monkeypatch: pytest.MonkeyPatch) -> None:

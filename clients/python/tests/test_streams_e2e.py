@@ -26,7 +26,10 @@ async def test_a_10_mb_output_arrives_whole_and_in_order_within_the_clients_boun
         async with Publisher(gateway.http_url, token=tok) as p:
             mid, n = await publish_message(p, "agent-big", kind="output", data=payload, message_id="py-10mb")
             assert n >= 200
-            await p.publish("agent-big", kind="done", data={})
+            done = await p.publish("agent-big", kind="done", data={})
+            # Committed at once (201): after every part of the message.
+            assert (done.status, done.queued) == (201, False) and isinstance(done.seq, int) and done.epoch, done
+            assert done.seq > n
         got: list[Message] = []
 
         async def read() -> None:

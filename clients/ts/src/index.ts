@@ -20,6 +20,7 @@ export type {
   PublishBatchResult,
   PublishOptions,
   PublishResult,
+  PublishedEvent,
 } from "./publish.js";
 export { history, historyPages, presence, channelInfo, MAX_HISTORY_LIMIT, DEFAULT_HISTORY_LIMIT } from "./reads.js";
 export type {

@@ -26,7 +26,8 @@ export interface PublishOptions {
   channel: string;
   kind: string;
   data?: unknown;
-  /** Unique per channel: a retried publish with the same key is committed once.
+  /** Unique per channel: a retried publish with the same key is committed
+   * once (a repeat of a committed key is answered 200 with the seq it has).
    * With `retries`, one is generated when none is given. */
   idempotencyKey?: string;
   /** Retry a retryable failure (429 `rate_limited`, 408, 5xx, network) up to
@@ -39,17 +40,37 @@ export interface PublishOptions {
   signal?: AbortSignal;
 }
 
+/** What the gateway took. `seq` and `epoch` are set when the event is
+ * committed (201, or 200 for a repeat), `queued` when it is on the
+ * gateway's queue (202). A gateway that answers only `{id, channel}` (202,
+ * before it committed at once) leaves all three out. */
 export interface PublishResult {
   /** The event's id. */
   id: string;
   channel: string;
+  /** The event's seq on the channel: set when it is committed (201), or
+   * was already (200, a repeat of its idempotency key: the seq it has). */
+  seq?: number;
+  /** The channel's epoch the `seq` belongs to; set with `seq`. */
+  epoch?: string;
+  /** `true` when the gateway could not commit at once and queued the event
+   * (202): it is committed shortly, its seq is not known yet. */
+  queued?: boolean;
 }
 
-/** Publishes one event; resolves once the gateway accepted it (202). Errors
- * are typed like the WebSocket's: `UnauthorizedError` (401), `ProtocolError`
- * (`forbidden`, `invalid_channel`, `message_too_large`, `rate_limited`
- * (retryable, with `retryAfterMs` and `scope`)…), `ServerError` (5xx,
- * retryable). With `retries`, retryable failures are retried (see there). */
+/** Publishes one event; resolves once the gateway took it, on any 2xx:
+ * - 201: committed now; the result has its `seq` and `epoch`.
+ * - 200: the `idempotencyKey` was already committed (a repeat, such as a
+ *   retry whose first answer was lost): nothing new is committed; `seq` and
+ *   `epoch` are the ones the event already has.
+ * - 202: queued (`queued: true`, no `seq`): the gateway could not commit at
+ *   once; the event is committed shortly, once.
+ *
+ * Errors are typed like the WebSocket's: `UnauthorizedError` (401),
+ * `ProtocolError` (`forbidden`, `invalid_channel`, `message_too_large`,
+ * `rate_limited` (retryable, with `retryAfterMs` and `scope`)…),
+ * `ServerError` (5xx, retryable). With `retries`, retryable failures are
+ * retried (see there). */
 export async function publish(options: PublishOptions): Promise<PublishResult> {
   const retries = retriesOf(options.retries);
   // A retry must never publish twice: every attempt carries the same key.
@@ -89,19 +110,38 @@ export interface PublishBatchOptions {
   signal?: AbortSignal;
 }
 
+/** One committed event of a batch: its id, seq and the channel's epoch. */
+export interface PublishedEvent {
+  id: string;
+  seq: number;
+  epoch: string;
+}
+
+/** What the gateway took: `events` when the batch is committed (201, or
+ * 200 for a repeat), `queued` when it is on the gateway's queue (202). A
+ * gateway that answers only `{channel, ids}` leaves both out. */
 export interface PublishBatchResult {
   channel: string;
   /** The events' ids, in the request's order (the given id or the gateway's). */
   ids: string[];
+  /** Each event's id, seq and epoch, in the request's order: set when the
+   * batch is committed (201: now; 200: every event's id was already
+   * committed, these are the seqs they have). */
+  events?: PublishedEvent[];
+  /** `true` when the gateway could not commit at once and queued the batch
+   * (202): committed shortly, in order; no seqs yet. */
+  queued?: boolean;
 }
 
 /** Publishes up to ten events in one request
  * (`POST {url}/v1/channels/{channel}/events:batch`), all or nothing: one
  * invalid event (400 `invalid_event`, its index in the message) or the
- * batch over a rate (429) and none is taken. Resolves once the gateway
- * accepted them (202), in order. Errors are typed as for {@link publish};
- * an empty batch or one of more than ten events is refused before sending
- * (`config`). */
+ * batch over a rate (429) and none is taken. Resolves once the gateway took
+ * them, in order, on any 2xx: 201 committed now (`events` with their seqs),
+ * 200 every event's id already committed (a repeat: `events` with the seqs
+ * they have), 202 queued (`queued: true`, no seqs yet; committed shortly).
+ * Errors are typed as for {@link publish}; an empty batch or one of more
+ * than ten events is refused before sending (`config`). */
 export async function publishBatch(options: PublishBatchOptions): Promise<PublishBatchResult> {
   const retries = retriesOf(options.retries);
   const events = options.events as BatchEvent[] | undefined;
@@ -130,7 +170,7 @@ export async function publishBatch(options: PublishBatchOptions): Promise<Publis
   if (options.signal) init.signal = options.signal;
   return withRetries(retries, options.signal, async () => {
     const text = await call(f, endpoint, init, options.signal);
-    let body: { channel?: unknown; ids?: unknown } = {};
+    let body: { channel?: unknown; ids?: unknown; events?: unknown; queued?: unknown } = {};
     try {
       body = JSON.parse(text) as typeof body;
     } catch {
@@ -139,7 +179,11 @@ export async function publishBatch(options: PublishBatchOptions): Promise<Publis
     if (!Array.isArray(body?.ids)) {
       throw new ProtocolError("decode", `unexpected answer to a batch publish: ${text.slice(0, 200)}`);
     }
-    return { channel: String(body.channel ?? options.channel), ids: body.ids.map(String) };
+    const result: PublishBatchResult = { channel: String(body.channel ?? options.channel), ids: body.ids.map(String) };
+    const committed = committedEvents(body.events, result.ids.length);
+    if (committed) result.events = committed;
+    if (typeof body.queued === "boolean") result.queued = body.queued;
+    return result;
   });
 }
 
@@ -209,13 +253,37 @@ async function publishOnce(options: PublishOptions): Promise<PublishResult> {
   };
   if (options.signal) init.signal = options.signal;
   const text = await call(f, endpoint, init, options.signal);
-  let body: Partial<PublishResult> = {};
+  let body: Record<string, unknown> = {};
   try {
-    body = JSON.parse(text) as Partial<PublishResult>;
+    const parsed: unknown = JSON.parse(text);
+    if (parsed && typeof parsed === "object") body = parsed as Record<string, unknown>;
   } catch {
     // an answer without a body
   }
-  return { id: String(body.id ?? ""), channel: String(body.channel ?? options.channel) };
+  const result: PublishResult = { id: String(body.id ?? ""), channel: String(body.channel ?? options.channel) };
+  // What the gateway says it committed (201/200) or queued (202); other fields are ignored.
+  if (isSeq(body.seq)) result.seq = body.seq;
+  if (typeof body.epoch === "string") result.epoch = body.epoch;
+  if (typeof body.queued === "boolean") result.queued = body.queued;
+  return result;
+}
+
+function isSeq(v: unknown): v is number {
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+}
+
+/** A batch answer's `events`, when it is a list of `n` committed events
+ * (each with an id, a seq and an epoch), else `undefined`. */
+function committedEvents(events: unknown, n: number): PublishedEvent[] | undefined {
+  if (!Array.isArray(events) || events.length !== n) return undefined;
+  const out: PublishedEvent[] = [];
+  for (const e of events as unknown[]) {
+    if (!e || typeof e !== "object") return undefined;
+    const { id, seq, epoch } = e as Record<string, unknown>;
+    if (typeof id !== "string" || !isSeq(seq) || typeof epoch !== "string") return undefined;
+    out.push({ id, seq, epoch });
+  }
+  return out;
 }
 
 /** The `fetch` to use: the one passed, else `globalThis.fetch`. */

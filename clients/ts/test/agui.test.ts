@@ -34,13 +34,15 @@ interface Sent {
   id: string;
 }
 
-/** A gateway stand-in: records each batch request's events, answers 202
- * (or what `answer` says for the next requests). */
+/** A gateway stand-in: records each batch request's events, answers 201
+ * with their seqs (or what `answers` says for the next requests: 200, 202
+ * as the gateway does, anything else as an error). */
 class Recorder {
   requests: Sent[][] = [];
   arrived = new Waitable<Sent[]>();
   answers: number[] = [];
   url = "";
+  #seq = 0;
   #server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const parts: Buffer[] = [];
     req.on("data", (d: Buffer) => parts.push(d));
@@ -48,15 +50,22 @@ class Recorder {
       const body = Buffer.concat(parts).toString("utf8");
       assert.equal(req.url, "/v1/channels/agent-1/events:batch");
       const events = (JSON.parse(body) as { events: Sent[] }).events;
-      const status = this.answers.shift() ?? 202;
+      const status = this.answers.shift() ?? 201;
       this.requests.push(events);
-      if (status !== 202) {
+      if (status < 200 || status > 202) {
         res.writeHead(status, { "content-type": "application/json" });
         res.end(JSON.stringify({ type: "error", code: "internal", message: "injected" }));
         return;
       }
-      res.writeHead(202, { "content-type": "application/json" });
-      res.end(JSON.stringify({ channel: "agent-1", ids: events.map((e) => `tag~${e.id}`) }));
+      const ids = events.map((e) => `tag~${e.id}`);
+      res.writeHead(status, { "content-type": "application/json" });
+      res.end(
+        JSON.stringify(
+          status === 202
+            ? { channel: "agent-1", ids, queued: true }
+            : { channel: "agent-1", ids, events: ids.map((id) => ({ id, seq: ++this.#seq, epoch: "e" })) },
+        ),
+      );
       this.arrived.push(events);
     });
   });
@@ -221,9 +230,23 @@ describe("AgUiPublisher", () => {
     pub.publish({ type: EventType.STEP_STARTED, stepName: "s" });
     pub.publish({ type: EventType.STEP_FINISHED, stepName: "s" });
     await pub.close();
-    assert.equal(rec.requests.length, 2, "the first answered 500, the retry 202");
+    assert.equal(rec.requests.length, 2, "the first answered 500, the retry 201");
     assert.deepEqual(rec.requests[0], rec.requests[1], "the same events with the same ids");
     assert.deepEqual(rec.requests[1]!.map((e) => e.id), ["retry:0", "retry:1"]);
+  });
+
+  test("201 (committed), 200 (a repeat) and 202 (queued) are all taken alike", async () => {
+    const pub = open({ runId: "ok", retries: 0 });
+    rec.answers = [201, 200, 202];
+    pub.publish({ type: EventType.STEP_STARTED, stepName: "a" });
+    await pub.flush();
+    pub.publish({ type: EventType.STEP_FINISHED, stepName: "a" });
+    await pub.flush();
+    pub.publish({ type: EventType.STEP_STARTED, stepName: "b" });
+    await pub.close();
+    assert.equal(rec.requests.length, 3, "one request each, none retried");
+    assert.deepEqual(flat().map((e) => e.id), ["ok:0", "ok:1", "ok:2"]);
+    assert.equal(pub.published, 3);
   });
 
   test("a failure past the retries stops the publisher, typed", async () => {

@@ -176,9 +176,9 @@ test("publish posts the event and maps error bodies to typed errors", async () =
     kind: "status",
     data: { text: "hi" },
     idempotencyKey: "run-7/status-1",
-    fetch: answer(202, { id: "run-7/status-1", channel: "agent-1" }),
+    fetch: answer(201, { id: "run-7/status-1", channel: "agent-1", seq: 7, epoch: "ep-1" }),
   });
-  assert.deepEqual(r, { id: "run-7/status-1", channel: "agent-1" });
+  assert.deepEqual(r, { id: "run-7/status-1", channel: "agent-1", seq: 7, epoch: "ep-1" }, "201: committed, its seq and epoch");
   assert.equal(calls[0]!.url, "http://gw/v1/channels/agent-1/events");
   assert.equal(calls[0]!.init.headers.authorization, "Bearer tok");
   assert.equal(calls[0]!.init.headers["idempotency-key"], "run-7/status-1");
@@ -201,6 +201,23 @@ test("publish posts the event and maps error bodies to typed errors", async () =
   }
 });
 
+test("publish: 201, 200 and 202 are all success; seq/epoch when committed, queued when not", async () => {
+  const answer = (status: number, body: unknown) => async () => ({ status, ok: status < 300, text: async () => JSON.stringify(body) });
+  const base = { url: "http://gw", token: "t", channel: "c", kind: "k", idempotencyKey: "key-1" };
+  // 201: committed now; fields the client does not know are ignored.
+  const fresh = await publish({ ...base, fetch: answer(201, { id: "p~key-1", channel: "c", seq: 12, epoch: "e1", extra: { x: 1 } }) });
+  assert.deepEqual(fresh, { id: "p~key-1", channel: "c", seq: 12, epoch: "e1" }, "no queued, no extra");
+  // 200: the key was already committed (a repeat): the seq and epoch it has.
+  const repeat = await publish({ ...base, fetch: answer(200, { id: "p~key-1", channel: "c", seq: 12, epoch: "e1" }) });
+  assert.deepEqual(repeat, fresh, "a repeat answers the event's seq and epoch");
+  // 202: queued, committed shortly: no seq yet.
+  const queued = await publish({ ...base, fetch: answer(202, { id: "p~key-1", channel: "c", queued: true }) });
+  assert.deepEqual(queued, { id: "p~key-1", channel: "c", queued: true }, "no seq, no epoch");
+  // An older gateway's bare 202, and a seq that is not a number (null): left out.
+  assert.deepEqual(await publish({ ...base, fetch: answer(202, { id: "i", channel: "c" }) }), { id: "i", channel: "c" });
+  assert.deepEqual(await publish({ ...base, fetch: answer(201, { id: "i", channel: "c", seq: null, epoch: null }) }), { id: "i", channel: "c" });
+});
+
 test("publish: a 429 carries retryAfterMs (body, else Retry-After); with `retries` it waits that long, then retries", async (t) => {
   const limited = (retryAfterMs?: number) =>
     JSON.stringify({ type: "error", code: "rate_limited", message: "m", scope: "tenant", ...(retryAfterMs === undefined ? {} : { retry_after_ms: retryAfterMs }) });
@@ -215,13 +232,13 @@ test("publish: a 429 carries retryAfterMs (body, else Retry-After); with `retrie
     publish({ url: "http://gw", token: "t", channel: "c", kind: "k", fetch: once(limited(), { "retry-after": "2" }) }),
     (e: unknown) => e instanceof ProtocolError && e.retryAfterMs === 2_000,
   );
-  // With retries: 429 (retry_after_ms 300), then 202, on fake timers.
+  // With retries: 429 (retry_after_ms 300), then 202 (queued), on fake timers.
   t.mock.timers.enable({ apis: ["setTimeout"] });
   t.mock.method(Math, "random", () => 0); // the backoff's own jitter: 0 ms
   const keys: (string | undefined)[] = [];
   const answers = [
     { status: 429, body: limited(300) },
-    { status: 202, body: JSON.stringify({ id: "e1", channel: "c" }) },
+    { status: 202, body: JSON.stringify({ id: "e1", channel: "c", queued: true }) },
   ];
   const fetch = async (_url: string, init: { headers: Record<string, string> }) => {
     keys.push(init.headers["idempotency-key"]);
@@ -240,7 +257,7 @@ test("publish: a 429 carries retryAfterMs (body, else Retry-After); with `retrie
   t.mock.timers.tick(1);
   await settle();
   assert.equal(keys.length, 2, "retried once retry_after_ms passed");
-  assert.deepEqual(await published, { id: "e1", channel: "c" });
+  assert.deepEqual(await published, { id: "e1", channel: "c", queued: true });
   assert.ok(keys[0] && keys[0] === keys[1], "the same generated idempotency key on every attempt");
 });
 

@@ -101,6 +101,10 @@ describe("e2e on the local stack", { skip }, () => {
     for (let n = 1; n <= 3; n++) {
       const r = await publish({ url: gw.http, token: agent, channel, kind: "status", data: { n }, idempotencyKey: `http-${n}` });
       assert.equal(r.channel, channel);
+      // Committed at once (201): its seq and epoch, not queued.
+      assert.equal(r.seq, n, `the seq of publish ${n}`);
+      assert.equal(typeof r.epoch, "string");
+      assert.equal(r.queued, undefined);
     }
     await changes.until(() => seqs().length >= 3, 20_000, () => `seqs 1..=3, got ${JSON.stringify(seqs())}`);
 
@@ -115,7 +119,8 @@ describe("e2e on the local stack", { skip }, () => {
       () => `a reconnect, states ${JSON.stringify(states.map((s) => s.current))}`,
     );
     for (let n = 7; n <= 8; n++) {
-      await publish({ url: gw.http, token: agent, channel, kind: "status", data: { n }, idempotencyKey: `http-${n}` });
+      const r = await publish({ url: gw.http, token: agent, channel, kind: "status", data: { n }, idempotencyKey: `http-${n}` });
+      assert.equal(typeof r.seq, "number", `publish ${n} committed (201)`);
     }
     await changes.until(() => seqs().length >= 8, 30_000, () => `seqs 1..=8, got ${JSON.stringify(seqs())}\n${gw.log}`);
 
@@ -247,6 +252,10 @@ describe("e2e on the local stack", { skip }, () => {
     const a = await publish({ url: gw.http, token: agent, channel: "agent-idem", kind: "status", data: 1, idempotencyKey: key });
     const b = await publish({ url: gw.http, token: agent, channel: "agent-idem", kind: "status", data: 1, idempotencyKey: key });
     assert.equal(a.id, b.id);
+    // The first is committed (201) with its seq; the repeat (200) answers the same seq and epoch.
+    assert.equal(typeof a.seq, "number");
+    assert.equal(typeof a.epoch, "string");
+    assert.deepEqual({ seq: b.seq, epoch: b.epoch, queued: b.queued }, { seq: a.seq, epoch: a.epoch, queued: undefined });
   });
 
   test("history, its pages, presence and the channel's state are read over HTTP", { timeout: 60_000 }, async () => {
@@ -353,9 +362,16 @@ describe("e2e on the local stack", { skip }, () => {
     assert.equal(r.ids.length, 3);
     assert.deepEqual(r.ids.slice(0, 2).map((id) => id.split("~")[1]), ["b-1", "b-2"]);
     assert.ok(r.ids[2], "a generated id for the third");
-    // The same events again (a retry): each committed once. A marker after it.
-    await publishBatch({ url: gw.http, token: agent, channel, events: events.slice(0, 2) });
-    await publish({ url: gw.http, token: agent, channel, kind: "marker", data: {} });
+    // Committed at once (201): each event's seq, in order.
+    assert.equal(r.queued, undefined);
+    assert.deepEqual(r.events?.map((e) => e.id), r.ids);
+    assert.deepEqual(r.events?.map((e) => e.seq), [1, 2, 3]);
+    assert.ok(r.events?.every((e) => typeof e.epoch === "string" && e.epoch === r.events![0]!.epoch));
+    // The same events again (a retry, 200): each committed once, the seqs they have. A marker after it.
+    const again = await publishBatch({ url: gw.http, token: agent, channel, events: events.slice(0, 2) });
+    assert.deepEqual(again.events, r.events!.slice(0, 2));
+    const marker = await publish({ url: gw.http, token: agent, channel, kind: "marker", data: {} });
+    assert.equal(marker.seq, 4);
     const page = await eventually(
       () => history({ url: gw.http, token: reader, channel }),
       (p) => p.events.some((e) => e.kind === "marker"),

@@ -241,10 +241,10 @@ describe("HTTP reads and batch publish (a real local server)", () => {
     });
   });
 
-  test("publishBatch posts the events in order and parses the 202", async () => {
+  test("publishBatch posts the events in order and parses the 202 (queued)", async () => {
     answer = (req) => {
       const events = (JSON.parse(req.body) as { events: { id?: string }[] }).events;
-      return { status: 202, body: { channel: "agent-1", ids: events.map((e, i) => e.id ?? `gen-${i}`) } };
+      return { status: 202, body: { channel: "agent-1", ids: events.map((e, i) => e.id ?? `gen-${i}`), queued: true } };
     };
     const r = await publishBatch({
       url,
@@ -256,7 +256,7 @@ describe("HTTP reads and batch publish (a real local server)", () => {
         { kind: "c" },
       ],
     });
-    assert.deepEqual(r, { channel: "agent-1", ids: ["b-1", "gen-1", "gen-2"] });
+    assert.deepEqual(r, { channel: "agent-1", ids: ["b-1", "gen-1", "gen-2"], queued: true }, "queued: no events, no seqs");
     assert.equal(seen[0]!.method, "POST");
     assert.equal(seen[0]!.path, "/v1/channels/agent-1/events:batch");
     assert.equal(seen[0]!.auth, "Bearer pub");
@@ -269,6 +269,34 @@ describe("HTTP reads and batch publish (a real local server)", () => {
     });
   });
 
+  test("publishBatch: 201 (committed) and 200 (a repeat) carry each event's seq and epoch, in order", async () => {
+    const committed = (status: number) => (req: Seen): Answer => {
+      const events = (JSON.parse(req.body) as { events: { id: string }[] }).events;
+      const ids = events.map((e) => `tag~${e.id}`);
+      return {
+        status,
+        body: { channel: "c", ids, events: ids.map((id, i) => ({ id, seq: 41 + i, epoch: "ep", more: true })), extra: "ignored" },
+      };
+    };
+    const events = [{ kind: "a", id: "x" }, { kind: "b", id: "y" }];
+    const want = {
+      channel: "c",
+      ids: ["tag~x", "tag~y"],
+      events: [
+        { id: "tag~x", seq: 41, epoch: "ep" },
+        { id: "tag~y", seq: 42, epoch: "ep" },
+      ],
+    };
+    answer = committed(201);
+    const fresh = await publishBatch({ url, token: "t", channel: "c", events });
+    assert.deepEqual(fresh, want, "no queued, no extra fields");
+    answer = committed(200);
+    assert.deepEqual(await publishBatch({ url, token: "t", channel: "c", events }), want, "a repeat: the seqs they have");
+    // `events` that do not match the ids (or lack a seq) are left out, not an error.
+    answer = () => ({ status: 201, body: { channel: "c", ids: ["tag~x", "tag~y"], events: [{ id: "tag~x", seq: null, epoch: null }] } });
+    assert.deepEqual(await publishBatch({ url, token: "t", channel: "c", events }), { channel: "c", ids: ["tag~x", "tag~y"] });
+  });
+
   test("publishBatch with retries: every event gets an id, the same on every attempt", async (t) => {
     t.mock.method(Math, "random", () => 0); // the backoff's jitter: 0 ms
     let n = 0;
@@ -276,7 +304,7 @@ describe("HTTP reads and batch publish (a real local server)", () => {
       n += 1;
       if (n === 1) return { status: 503, body: error("internal") };
       const events = (JSON.parse(req.body) as { events: { id: string }[] }).events;
-      return { status: 202, body: { channel: "c", ids: events.map((e) => e.id) } };
+      return { status: 201, body: { channel: "c", ids: events.map((e) => e.id), events: events.map((e, i) => ({ id: e.id, seq: i + 1, epoch: "e" })) } };
     };
     const r = await publishBatch({ url, token: "t", channel: "c", retries: 2, events: [{ kind: "a", id: "mine" }, { kind: "b" }] });
     assert.equal(seen.length, 2);
@@ -285,6 +313,7 @@ describe("HTTP reads and batch publish (a real local server)", () => {
     assert.equal(ids[0], "mine");
     assert.ok(typeof ids[1] === "string" && ids[1].length > 0);
     assert.deepEqual(r.ids, ids);
+    assert.deepEqual(r.events?.map((e) => e.seq), [1, 2]);
   });
 
   test("publishBatch checks the batch before sending: 1 to 10 events, each with a kind", async () => {

@@ -75,8 +75,15 @@ describe("over HTTP (a real local server)", () => {
     req.on("end", () => {
       const body = JSON.parse(b) as { events?: { id: string }[] };
       bodies.push({ url: req.url ?? "", auth: req.headers.authorization ?? "", body });
-      res.writeHead(202, { "content-type": "application/json" });
-      res.end(JSON.stringify(body.events ? { channel: "c", ids: body.events.map((e) => e.id) } : { id: "x", channel: "c" }));
+      // As the gateway answers a commit: 201 with each event's seq.
+      res.writeHead(201, { "content-type": "application/json" });
+      res.end(
+        JSON.stringify(
+          body.events
+            ? { channel: "c", ids: body.events.map((e) => e.id), events: body.events.map((e, i) => ({ id: e.id, seq: i + 1, epoch: "e" })) }
+            : { id: "x", channel: "c", seq: 1, epoch: "e" },
+        ),
+      );
     });
   });
   before(async () => {

@@ -60,7 +60,8 @@ describe("streams e2e on the local stack", { skip }, () => {
     const publisher = await token("bot", { publish: "build-*" });
     const sent = await publishMessage({ url: gw.http, token: publisher, channel, kind: "output", id: "ts-10mb", payload: { bytes } });
     assert.ok(sent.events >= 200, `${sent.events} chunk events`);
-    await publish({ url: gw.http, token: publisher, channel, kind: "done", data: {} });
+    const done = await publish({ url: gw.http, token: publisher, channel, kind: "done", data: {} });
+    assert.equal(done.seq, sent.events + 1, "committed (201) after the chunks");
     await changes.until(() => marker || lost.length > 0, 150_000, () => `the marker (${messages.length} messages)`);
     assert.deepEqual(lost, []);
     assert.equal(messages.length, 1);

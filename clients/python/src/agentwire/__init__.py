@@ -14,6 +14,7 @@ async with Publisher("https://…", token="…") as p:   # reads need a `channel
     page = await p.history("agent-1", after=0, limit=100)   # HistoryPage: events, gap, next_after
     who = await p.presence("agent-1")
     r = await p.publish_batch("agent-1", [{"kind": "a", "data": 1}, {"kind": "b", "data": 2}])
+    # r.status 201 (committed: r.events, each id, seq, epoch), 200 (a repeat) or 202 (r.queued)
 ```
 """
 
@@ -30,6 +31,7 @@ from ._types import (  # noqa: E402
     Joined,
     Position,
     Presence,
+    PublishedEvent,
     PublishResult,
     Resync,
     StateChange,
@@ -87,6 +89,7 @@ __all__ = [
     "ProtocolError",
     "PublishResult",
     "PublishStream",
+    "PublishedEvent",
     "Publisher",
     "RefusedError",
     "Resync",

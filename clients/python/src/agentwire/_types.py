@@ -119,12 +119,30 @@ class StateChange:
 
 @dataclass(frozen=True, slots=True)
 class PublishResult:
-    """The gateway took the event: its id (the idempotency key) and channel."""
+    """The gateway took the event: its id (the idempotency key) and channel,
+    and what became of it, by `status` (the HTTP answer, any 2xx):
+
+    - 201: committed now; `seq` and `epoch` are its place in the channel's log.
+    - 200: its idempotency key was already committed (a repeat: of an
+      earlier publish, or the publisher's own retry of one whose answer was
+      lost); nothing new was published, and `seq` and `epoch` are the ones
+      the event already has.
+    - 202: `queued`: the gateway could not commit it at once and put it on
+      its queue; it is committed shortly, and `seq` and `epoch` are None.
+
+    `seq` and `epoch` are None when the answer does not carry them (`raw` is
+    the whole answer)."""
 
     id: str
     channel: str
     status: int = 202
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: The event's seq in the channel's log (200, 201); None while queued.
+    seq: int | None = None
+    #: The epoch of the log that `seq` is in (200, 201); None while queued.
+    epoch: str | None = None
+    #: On the gateway's queue, not committed yet (202): no seq yet.
+    queued: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,10 +214,38 @@ class BatchEvent(_BatchEventKind, total=False):
 
 
 @dataclass(frozen=True, slots=True)
+class PublishedEvent:
+    """One event of a committed batch (`BatchResult.events`): its id and its
+    place in the channel's log (None when the answer did not carry it)."""
+
+    id: str
+    seq: int | None
+    epoch: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class BatchResult:
-    """The gateway took the batch: the events' ids, in the request's order."""
+    """The gateway took the batch: the events' ids, in the request's order,
+    and what became of them, by `status` (the HTTP answer, any 2xx):
+
+    - 201: committed now (the events whose ids were committed before keep
+      their seqs, the others are new); `events` holds each one's id, seq
+      and epoch, in the request's order.
+    - 200: every id was already committed (a repeat: of an earlier batch, or
+      the publisher's own retry of one whose answer was lost); nothing new
+      was published, `events` holds the seqs they already have.
+    - 202: `queued`: the gateway could not commit them at once and put them
+      on its queue, in order; they are committed shortly, and `events` is
+      None.
+
+    `events` is None too when the answer does not carry it (`raw` is the
+    whole answer)."""
 
     channel: str
     ids: list[str]
     status: int = 202
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: Each event's id, seq and epoch, in the request's order (200, 201); None while queued.
+    events: list[PublishedEvent] | None = None
+    #: On the gateway's queue, not committed yet (202): no seqs yet.
+    queued: bool = False

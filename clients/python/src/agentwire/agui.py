@@ -260,7 +260,8 @@ class AgUiPublisher:
 
     async def publish_all(self, events: Iterable[AgUiEvent] | AsyncIterable[AgUiEvent]) -> int:
         """Publishes every event of an iterable or async iterable (an agent's
-        AG-UI stream, say), then `flush`es; returns how many it took."""
+        AG-UI stream, say), then `flush`es; returns how many AG-UI events it
+        took (before coalescing, not an HTTP status)."""
         n = 0
         if isinstance(events, AsyncIterable):
             async for e in events:
@@ -287,7 +288,9 @@ class AgUiPublisher:
 
     async def flush(self) -> None:
         """Sends what is pending (coalesced text, progress) now and waits
-        until everything taken was sent; raises the failure that stopped
+        until everything taken was sent: the gateway took every batch (any
+        2xx: 201 committed, 200 already committed under the same keys, 202
+        queued on the gateway and committed shortly); raises the failure that stopped
         sending. Called again after a failure, it sends the rest again under
         the same idempotency keys."""
         self._flush_deltas()

@@ -9,6 +9,11 @@ Every publish carries an `Idempotency-Key` (one is generated when none is
 given), so a retry can never publish twice: only what is safe is retried
 (429, 5xx, connection errors and time-outs), with full-jitter backoff, and
 never sooner than the gateway's `retry_after_ms` (or `Retry-After`) says.
+
+A publish is taken with any 2xx: 201 committed now (the answer carries each
+event's `seq` and `epoch`), 200 a repeat (every idempotency key was already
+committed: the seqs they have), 202 queued (the gateway could not commit at
+once and put the events on its queue: committed shortly, no seq yet).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from ._types import (
     Gap,
     HistoryPage,
     Presence,
+    PublishedEvent,
     PublishResult,
     WebhookInfo,
 )
@@ -154,6 +160,37 @@ def _str(v: Any, default: str) -> str:
     return v if isinstance(v, str) else default
 
 
+def _seq(v: Any) -> int | None:
+    """A committed event's seq, or None: an answer to a publish that was
+    taken never fails over what it carries (the answer is in `raw`)."""
+    return int(v) if _is_int(v) and v >= 0 else None
+
+
+def _epoch(v: Any) -> str | None:
+    return v if isinstance(v, str) and v else None
+
+
+def _queued(body: dict[str, Any], status: int, committed: bool) -> bool:
+    """On the gateway's queue: `queued: true`, or a 202 without what a
+    commit carries (a gateway from before 201 answered only that)."""
+    return body.get("queued") is True or (status == 202 and not committed)
+
+
+def _published_events(v: Any, ids: list[str]) -> list[PublishedEvent] | None:
+    """A batch answer's `events` (id, seq, epoch, in the request's order);
+    None when absent or not a list of objects."""
+    if not isinstance(v, list) or not all(isinstance(e, dict) for e in v):
+        return None
+    return [
+        PublishedEvent(
+            id=_str(e.get("id"), ids[i] if i < len(ids) else ""),
+            seq=_seq(e.get("seq")),
+            epoch=_epoch(e.get("epoch")),
+        )
+        for i, e in enumerate(v)
+    ]
+
+
 def _page(body: dict[str, Any], channel: str) -> HistoryPage:
     name = _str(body.get("channel"), channel)
     epoch = _str(body.get("epoch"), "")
@@ -248,11 +285,15 @@ def _result(resp: httpx.Response, channel: str, key: str) -> PublishResult:
         raise ProtocolError(f"unreadable answer to a publish (HTTP {resp.status_code}): {e}", code="decode") from e
     if not isinstance(body, dict):
         raise ProtocolError(f"unexpected answer to a publish: {body!r}", code="decode")
+    seq = _seq(body.get("seq"))
     return PublishResult(
         id=str(body.get("id", key)),
         channel=str(body.get("channel", channel)),
         status=resp.status_code,
         raw=body,
+        seq=seq,
+        epoch=_epoch(body.get("epoch")),
+        queued=_queued(body, resp.status_code, seq is not None),
     )
 
 
@@ -292,6 +333,8 @@ class Publisher:
     async with Publisher("https://…", token="…") as p:
         r = await p.publish("agent-1", kind="final", data={"text": "done"},
                             idempotency_key="run-7/final")
+        if not r.queued:
+            print(r.status, r.seq, r.epoch)   # 201 (new) or 200 (a repeat)
     ```
 
     `url` is the HTTP API's base URL (the publish route is
@@ -338,7 +381,12 @@ class Publisher:
         idempotency_key: str | None = None,
     ) -> PublishResult:
         """Publishes one event; returns its id and channel once the gateway
-        took it (HTTP 202). Raises `UnauthorizedError`, `ServerError` (with the
+        took it (any 2xx), and what became of it: `status` 201, committed
+        now, with its `seq` and `epoch`; 200, its idempotency key was already
+        committed (nothing new was published; `seq` and `epoch` are the ones
+        it has; a retry of a publish whose answer was lost gets this too);
+        202, `queued` on the gateway (committed shortly, `seq` None).
+        Raises `UnauthorizedError`, `ServerError` (with the
         API's `code`: `forbidden`, `message_too_large`, `rate_limited` (with
         `retry_after_ms` and `scope`), `internal`...) or `ProtocolError`.
         429, 408, 5xx and connection failures are retried up to `max_retries`
@@ -373,7 +421,12 @@ class Publisher:
         (`rate_limited`) and none is taken. Each event is a mapping
         `{"kind": ..., "data": ..., "id": ...}` (`data` and `id` optional;
         `id` is its idempotency key). Returns the ids in the request's order
-        once the gateway took them (HTTP 202).
+        once the gateway took them (any 2xx), and what became of them:
+        `status` 201, committed now, `events` each one's id, `seq` and
+        `epoch` in the request's order (an event whose id was committed
+        before keeps its seq); 200, every id was already committed (nothing
+        new; `events` the seqs they have); 202, `queued` on the gateway, in
+        order (committed shortly, `events` None).
 
         Retried like `publish`: with `max_retries`, every event without an
         `id` is given one first, so a retry commits each event once. A batch
@@ -387,14 +440,18 @@ class Publisher:
         }
         resp = await self._send("POST", _channel_url(self.url, channel) + "/events:batch", headers, content=body)
         answer = _json_object(resp, "answer to a batch publish")
-        ids = answer.get("ids")
-        if not isinstance(ids, list):
+        raw_ids = answer.get("ids")
+        if not isinstance(raw_ids, list):
             raise ProtocolError(f"a batch answer without `ids`: {answer!r:.200}", code="decode")
+        ids = [str(i) for i in raw_ids]
+        published = _published_events(answer.get("events"), ids)
         return BatchResult(
             channel=_str(answer.get("channel"), channel),
-            ids=[str(i) for i in ids],
+            ids=ids,
             status=resp.status_code,
             raw=answer,
+            events=published,
+            queued=_queued(answer, resp.status_code, published is not None),
         )
 
     async def history(
