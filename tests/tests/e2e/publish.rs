@@ -421,3 +421,39 @@ async fn http_and_queue_publishers_on_one_channel_get_one_gap_free_sequence() {
         .shutdown()
         .await;
 }
+
+/// A subscriber whose connection is gone (API Gateway answers 410) is
+/// pruned by the publish function's delivery, as by the dispatcher's: its
+/// connection and subscription are removed and the channel's presence
+/// counts no one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gone_subscriber_met_by_an_http_publish_is_removed() {
+    let stack = Stack::start().await;
+    let mut sub = stack.client(&stack.token("viewer", &["agent-*"])).await;
+    sub.hello().await;
+    assert_eq!(sub.join(json!(["agent-5"])).await["type"], "joined");
+    let reader = stack.token("ui", &["agent-*"]);
+    let (_, before) = stack
+        .http_get(&reader, "/v1/channels/agent-5/presence")
+        .await;
+    assert_eq!(before["count"], 1, "{before}");
+    let gone: agentwire_local::faults::FaultSettings =
+        serde_json::from_value(json!({"connections": {"410": 1.0}})).unwrap();
+    stack.gateway.faults().set(gone).unwrap();
+    let token = stack.publisher_token("bot", &["agent-*"]);
+    let body = json!({"kind": "status", "data": {}});
+    let (status, _, answer) = stack.post_event(&token, "agent-5", &body).await;
+    assert_eq!(status, 201, "{answer}");
+    stack.gateway.faults().set(Default::default()).unwrap();
+    // The post met 410 before the answer: the subscriber is gone already.
+    let (_, after) = stack
+        .http_get(&reader, "/v1/channels/agent-5/presence")
+        .await;
+    assert_eq!(after["count"], 0, "{after}");
+    let injected = stack.gateway.faults().injected();
+    assert!(
+        injected.get("connections 410").copied().unwrap_or(0) >= 1,
+        "{injected:?}"
+    );
+    stack.shutdown().await;
+}
