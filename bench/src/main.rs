@@ -8,6 +8,7 @@
 
 mod chatsample;
 mod crowd;
+mod direct;
 mod identity;
 mod quotas;
 mod run;
@@ -90,12 +91,18 @@ struct Args {
     /// How long `streams` writes terminal output.
     #[arg(long, default_value_t = 10)]
     stream_seconds: u64,
+    /// Events per path for the latency of `direct`.
+    #[arg(long, default_value_t = 100)]
+    direct_events: usize,
+    /// Subscribers of the hot channel's second row in `direct`.
+    #[arg(long, default_value_t = 1000)]
+    direct_crowd: usize,
     /// Megabytes the command of `run` writes.
     #[arg(long, default_value_t = 10)]
     run_megabytes: u64,
     /// Sections to run (`crowd`, `clients`, `quotas`, `streams`,
-    /// `identity`, `run` (needs target/release/agentwire) and `soak` only
-    /// when named).
+    /// `identity`, `direct`, `run` (needs target/release/agentwire) and
+    /// `soak` only when named).
     #[arg(
         long,
         value_delimiter = ',',
@@ -176,6 +183,9 @@ async fn main() -> ExitCode {
             }
         }
         println!();
+    }
+    if run("direct") {
+        direct::direct(args.direct_events, args.direct_crowd).await;
     }
     if run("run") {
         if let Err(e) = run::run(&args.bin_dir, args.run_megabytes).await {

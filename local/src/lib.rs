@@ -370,6 +370,26 @@ impl Gateway {
         f.publish.publisher().set_fanout_threshold(threshold);
     }
 
+    /// HTTP publishes committed by the publish function (`true`, the
+    /// default) or put on the events queue and answered 202, as before the
+    /// direct path (`false`): the benchmarks compare both in one run.
+    pub fn set_direct_publish(&self, on: bool) {
+        self.app
+            .functions
+            .publish
+            .publisher()
+            .set_direct_enabled(on);
+    }
+
+    /// How long the dispatcher and the publish function reuse a channel's
+    /// state and webhook setting (zero: read for every commit, as before
+    /// the cache).
+    pub fn set_settings_ttl(&self, ttl: Duration) {
+        let f = &self.app.functions;
+        f.dispatcher.dispatcher().set_settings_ttl(ttl);
+        f.publish.publisher().set_settings_ttl(ttl);
+    }
+
     /// Changes how many fan-out invocations run at once (the template's
     /// `FanoutMaxConcurrency`, see [`GatewayOptions::fanout_pollers`])
     /// while running: what a deployment with a raised API Gateway quota

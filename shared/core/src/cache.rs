@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -13,10 +14,14 @@ use crate::clock::Clock;
 /// whatever the number of channels an instance sees).
 pub const MAX_ENTRIES: usize = 10_000;
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Values by key, each kept for `ttl` from when it was put.
 pub struct TtlCache<K, V> {
     entries: Mutex<HashMap<K, (u64, V)>>,
-    ttl_ms: u64,
+    ttl_ms: AtomicU64,
     clock: Arc<dyn Clock>,
 }
 
@@ -25,9 +30,19 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
     pub fn new(ttl: Duration, clock: Arc<dyn Clock>) -> Self {
         Self {
             entries: Mutex::new(HashMap::new()),
-            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            ttl_ms: AtomicU64::new(millis(ttl)),
             clock,
         }
+    }
+
+    /// Changes the time to live of what is put from now on (and of what is
+    /// held: an entry older than the new one is not returned).
+    pub fn set_ttl(&self, ttl: Duration) {
+        self.ttl_ms.store(millis(ttl), Ordering::Relaxed);
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.ttl_ms.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<K, (u64, V)>> {
@@ -36,13 +51,14 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
 
     /// The value put for `key` less than the time to live ago.
     pub fn get(&self, key: &K) -> Option<V> {
-        if self.ttl_ms == 0 {
+        let ttl = self.ttl_ms();
+        if ttl == 0 {
             return None;
         }
         let now = self.clock.epoch_ms();
         let mut entries = self.lock();
         match entries.get(key) {
-            Some((at, v)) if now.saturating_sub(*at) < self.ttl_ms => Some(v.clone()),
+            Some((at, v)) if now.saturating_sub(*at) < ttl => Some(v.clone()),
             Some(_) => {
                 entries.remove(key);
                 None
@@ -52,7 +68,7 @@ impl<K: Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
     }
 
     pub fn put(&self, key: K, value: V) {
-        if self.ttl_ms == 0 {
+        if self.ttl_ms() == 0 {
             return;
         }
         let now = self.clock.epoch_ms();
@@ -92,6 +108,9 @@ mod tests {
         assert_eq!(c.get(&"a"), Some(2));
         clock.advance(Duration::from_millis(1));
         assert_eq!(c.get(&"a"), None);
+        c.put("b", 1);
+        c.set_ttl(Duration::ZERO);
+        assert_eq!(c.get(&"b"), None, "off from now on");
     }
 
     #[test]

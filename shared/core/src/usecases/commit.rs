@@ -73,6 +73,12 @@ impl Committer {
         self
     }
 
+    /// Changes how long a channel's state is reused, on a running function
+    /// (the dev gateway's benchmarks compare with no cache).
+    pub fn set_settings_ttl(&self, ttl: Duration) {
+        self.states.set_ttl(ttl);
+    }
+
     async fn state(&self, key: &ChannelKey) -> Result<ChannelState, StoreError> {
         if let Some(s) = self.states.get(key) {
             return Ok(s);

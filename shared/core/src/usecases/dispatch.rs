@@ -193,6 +193,12 @@ impl Dispatcher {
         self.delivery.set_fanout_threshold(threshold);
     }
 
+    /// Changes how long channel settings are reused (commit and delivery).
+    pub fn set_settings_ttl(&self, ttl: Duration) {
+        self.committer.set_settings_ttl(ttl);
+        self.delivery.set_settings_ttl(ttl);
+    }
+
     /// Works through a batch. Per group, in order: invalid envelopes go to the
     /// dead-letter sink with their reason; valid ones are committed and then
     /// fanned out. The first message that cannot be committed (or

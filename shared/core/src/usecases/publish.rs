@@ -278,6 +278,9 @@ pub struct Publisher {
     clock: Arc<dyn Clock>,
     quotas: Option<Arc<Quotas>>,
     direct: Option<Direct>,
+    /// Whether the direct path is taken (the dev gateway's benchmarks turn
+    /// it off to compare with the queue path in one run).
+    direct_on: std::sync::atomic::AtomicBool,
 }
 
 impl Publisher {
@@ -287,6 +290,7 @@ impl Publisher {
             clock,
             quotas: None,
             direct: None,
+            direct_on: true.into(),
         }
     }
 
@@ -298,6 +302,21 @@ impl Publisher {
             delivery,
         });
         self
+    }
+
+    /// Turns the direct path off (HTTP publishes go onto the events queue,
+    /// answered 202, as before it) or on again, while running.
+    pub fn set_direct_enabled(&self, on: bool) {
+        self.direct_on
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Changes how long the direct path reuses channel settings.
+    pub fn set_settings_ttl(&self, ttl: std::time::Duration) {
+        if let Some(d) = &self.direct {
+            d.committer.set_settings_ttl(ttl);
+            d.delivery.set_settings_ttl(ttl);
+        }
     }
 
     /// Changes the direct path's fan-out threshold while running (the dev
@@ -313,7 +332,8 @@ impl Publisher {
     /// cannot be made now) put on the events queue. `keyed`: the
     /// publisher gave idempotency keys (their ids may come again).
     async fn take(&self, envelopes: &[Envelope], keyed: bool) -> Result<Published, PublishError> {
-        let Some(d) = &self.direct else {
+        let on = self.direct_on.load(std::sync::atomic::Ordering::Relaxed);
+        let Some(d) = self.direct.as_ref().filter(|_| on) else {
             self.send(envelopes).await?;
             return Ok(Published::queued(envelopes));
         };

@@ -190,6 +190,14 @@ impl Delivery {
         }
     }
 
+    /// Changes how long a channel's webhook setting is reused, on a running
+    /// function.
+    pub fn set_settings_ttl(&self, ttl: Duration) {
+        if let Some(w) = &self.webhooks {
+            w.settings.set_ttl(ttl);
+        }
+    }
+
     /// The channel's effective webhook, from the cache while it is fresh.
     /// `None` without a webhook hand-off configured.
     pub async fn webhook(
