@@ -98,7 +98,10 @@ async fn post(
     if let Some(k) = key {
         req = req.header("idempotency-key", k);
     }
-    let resp = req.send().await.expect("the gateway answers");
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("the gateway does not answer: {e}"));
     let status = resp.status().as_u16();
     let answer: Value =
         serde_json::from_str(&resp.text().await.unwrap_or_default()).unwrap_or_default();
@@ -266,7 +269,7 @@ async fn units(stack: &Stack, token: &str) {
             let sent = publisher
                 .publish_many(batch)
                 .await
-                .expect("the queue takes a batch");
+                .unwrap_or_else(|e| panic!("the queue did not take a batch: {e}"));
             let last = sent.last().map(|e| e.id.clone()).unwrap_or_default();
             received(&mut first, &last).await;
         }

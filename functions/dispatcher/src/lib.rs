@@ -50,11 +50,11 @@ impl DispatcherFunction {
             committed = report.committed,
             duplicates = report.duplicates,
             dead_lettered = report.dead_lettered,
-            posted = report.posted,
-            gone = report.gone,
-            post_failures = report.post_failures,
-            post_retries = report.post_retries,
-            token_expired = report.token_expired,
+            posted = report.delivery.posts.posted,
+            gone = report.delivery.posts.gone,
+            post_failures = report.delivery.posts.post_failures,
+            post_retries = report.delivery.posts.post_retries,
+            token_expired = report.delivery.posts.token_expired,
             failed = report.failed.len(),
             "dispatched batch"
         );

@@ -55,56 +55,19 @@ pub struct DispatchReport {
     pub duplicates: usize,
     /// Envelopes that can never be committed, kept in the dead-letter queue.
     pub dead_lettered: usize,
-    /// Frames posted to live connections.
-    pub posted: usize,
-    /// Stale connections removed on `GoneException`.
-    pub gone: usize,
-    /// Connections given up for this run after a post failed (final, or
-    /// still throttled after the retries); the events stay in the log and
-    /// the client fetches them from it.
-    pub post_failures: usize,
-    /// Posts retried after a throttle or server error.
-    pub post_retries: usize,
-    /// Subscribers whose token had expired: told `token_expired` and
-    /// unsubscribed (live delivery stops until they reconnect).
-    pub token_expired: usize,
-    /// Events handed to the webhook queue.
-    pub webhook_jobs: usize,
-    /// Jobs put on the fan-out queue (big channels).
-    pub fanout_jobs: usize,
-    /// Subscriber lists read from the registry.
-    pub lists_read: usize,
-    /// Subscriber lists reused because the membership had not changed.
-    pub lists_reused: usize,
+    /// What delivering the committed runs came to (a post that failed for
+    /// good closes its connection; the events stay in the log and the
+    /// client fetches them from it).
+    pub delivery: DeliveryReport,
 }
 
 impl DispatchReport {
-    fn add_delivery(&mut self, d: &DeliveryReport) {
-        self.posted += d.posted;
-        self.gone += d.gone;
-        self.post_failures += d.post_failures;
-        self.post_retries += d.post_retries;
-        self.token_expired += d.token_expired;
-        self.webhook_jobs += d.webhook_jobs;
-        self.fanout_jobs += d.fanout_jobs;
-        self.lists_read += d.lists_read;
-        self.lists_reused += d.lists_reused;
-    }
-
     fn merge(&mut self, o: DispatchReport) {
         self.failed.extend(o.failed);
         self.committed += o.committed;
         self.duplicates += o.duplicates;
         self.dead_lettered += o.dead_lettered;
-        self.posted += o.posted;
-        self.gone += o.gone;
-        self.post_failures += o.post_failures;
-        self.post_retries += o.post_retries;
-        self.token_expired += o.token_expired;
-        self.webhook_jobs += o.webhook_jobs;
-        self.fanout_jobs += o.fanout_jobs;
-        self.lists_read += o.lists_read;
-        self.lists_reused += o.lists_reused;
+        self.delivery.add(&o.delivery);
     }
 }
 
@@ -278,7 +241,7 @@ impl Dispatcher {
                         break;
                     }
                     let delivered = self.delivery.deliver(&key, &events).await;
-                    report.add_delivery(&delivered.report);
+                    report.delivery.add(&delivered.report);
                     if let Err(e) = delivered.handoff {
                         tracing::error!(channel = %key, error = %e, "webhook hand-off failed; the run will be redelivered");
                         fail_rest(&mut report, &msgs[i..]);
@@ -632,7 +595,7 @@ mod tests {
         subscribe(&fx, "dead", "a").await;
         fx.pusher.set_gone("dead");
         let r = fx.d.dispatch(vec![msg(1, "a", "e1")]).await;
-        assert_eq!((r.posted, r.gone), (1, 1));
+        assert_eq!((r.delivery.posts.posted, r.delivery.posts.gone), (1, 1));
         assert_eq!(fx.pusher.posts("live").len(), 1);
         assert!(fx.reg.get_connection("dead").await.unwrap().is_none());
         assert_eq!(
@@ -653,7 +616,10 @@ mod tests {
             .unwrap();
         subscribe(&fx, "live", "a").await;
         let r = fx.d.dispatch(vec![msg(1, "a", "e1")]).await;
-        assert_eq!((r.token_expired, r.posted), (1, 1));
+        assert_eq!(
+            (r.delivery.posts.token_expired, r.delivery.posts.posted),
+            (1, 1)
+        );
         let told = fx.pusher.posts("stale");
         assert_eq!(told.len(), 1);
         assert!(told[0].contains(r#""code":"token_expired""#), "{}", told[0]);
@@ -682,9 +648,9 @@ mod tests {
         });
         let r = d.dispatch(vec![msg(1, "a", "e1")]).await;
         assert!(r.failed.is_empty(), "a failed post never fails the message");
-        assert_eq!(r.posted, 2);
-        assert_eq!(r.post_failures, 1);
-        assert_eq!(r.post_retries, 2 + 3);
+        assert_eq!(r.delivery.posts.posted, 2);
+        assert_eq!(r.delivery.posts.post_failures, 1);
+        assert_eq!(r.delivery.posts.post_retries, 2 + 3);
         assert_eq!(fx.pusher.attempts("slow"), 4, "bounded: 4 attempts");
         assert_eq!(fx.pusher.posts("busy").len(), 1);
         assert_eq!(fx.pusher.posts("ok").len(), 1);
@@ -770,7 +736,7 @@ mod tests {
             .dispatch(vec![msg(1, "a", "status-1"), msg(2, "a", "final-1")])
             .await;
         assert!(r.failed.is_empty());
-        assert_eq!(r.webhook_jobs, 2);
+        assert_eq!(r.delivery.webhook_jobs, 2);
         let sent: Vec<(u64, String)> = jobs
             .take_scheduled()
             .into_iter()
@@ -807,7 +773,7 @@ mod tests {
         fx.pusher.set_gone("dead");
         let (d, jobs) = with_webhook(fx, crate::webhook::WebhookMode::Fallback).await;
         let r = d.dispatch(vec![msg(1, "a", "e1")]).await;
-        assert_eq!((r.gone, r.webhook_jobs), (1, 1));
+        assert_eq!((r.delivery.posts.gone, r.delivery.webhook_jobs), (1, 1));
         assert_eq!(jobs.take_scheduled().len(), 1);
     }
 
@@ -849,20 +815,27 @@ mod tests {
         subscribe(&fx, "c2", "a").await;
         for n in 1..=5 {
             let r = fx.d.dispatch(vec![msg(n, "a", &format!("e{n}"))]).await;
-            assert_eq!(r.posted, 2);
+            assert_eq!(r.delivery.posts.posted, 2);
         }
         assert_eq!(fx.reg.listings(), 1, "five events, one listing");
         subscribe(&fx, "c3", "a").await;
         let r = fx.d.dispatch(vec![msg(6, "a", "e6")]).await;
-        assert_eq!((r.lists_read, r.lists_reused, r.posted), (1, 0, 3));
+        assert_eq!(
+            (
+                r.delivery.lists_read,
+                r.delivery.lists_reused,
+                r.delivery.posts.posted
+            ),
+            (1, 0, 3)
+        );
         fx.reg
             .unsubscribe("c1", &ChannelKey::new("acme", "a"))
             .await
             .unwrap();
         let r = fx.d.dispatch(vec![msg(7, "a", "e7")]).await;
-        assert_eq!((r.lists_read, r.posted), (1, 2));
+        assert_eq!((r.delivery.lists_read, r.delivery.posts.posted), (1, 2));
         let r = fx.d.dispatch(vec![msg(8, "a", "e8")]).await;
-        assert_eq!((r.lists_read, r.lists_reused), (0, 1));
+        assert_eq!((r.delivery.lists_read, r.delivery.lists_reused), (0, 1));
         assert_eq!(seqs_posted(&fx.pusher, "c1"), vec![1, 2, 3, 4, 5, 6]);
         assert_eq!(seqs_posted(&fx.pusher, "c2"), (1..=8).collect::<Vec<_>>());
         assert_eq!(seqs_posted(&fx.pusher, "c3"), vec![6, 7, 8]);
@@ -971,8 +944,8 @@ mod tests {
                 msg(3, "small", "s1"),
             ])
             .await;
-        assert_eq!(r.fanout_jobs, 3, "10 subscribers at 4 per job");
-        assert_eq!(r.posted, 9, "the small channel stays inline");
+        assert_eq!(r.delivery.fanout_jobs, 3, "10 subscribers at 4 per job");
+        assert_eq!(r.delivery.posts.posted, 9, "the small channel stays inline");
         assert_eq!(
             reg.listings(),
             1,
@@ -1009,6 +982,6 @@ mod tests {
         // A queue that fails: inline instead, nothing lost.
         queue.fail(true);
         let r = d.dispatch(vec![msg(4, "big", "x3")]).await;
-        assert_eq!((r.fanout_jobs, r.posted), (0, 10));
+        assert_eq!((r.delivery.fanout_jobs, r.delivery.posts.posted), (0, 10));
     }
 }

@@ -814,34 +814,29 @@ mod tests {
         }
     }
 
+    impl Direct {
+        /// A publish to `jobs-1` with `key`: its outcome and seq.
+        async fn send(&self, key: Option<&str>) -> Result<(Outcome, Option<u64>), PublishError> {
+            let t = token(&self.key, &["jobs-*"], Duration::from_secs(60), now());
+            let body = br#"{"kind":"status","data":{"n":1}}"#;
+            let p = self
+                .p
+                .publish_http(&self.key, Some(&t), "jobs-1", body, key)
+                .await?;
+            Ok((p.outcome, p.events[0].seq))
+        }
+    }
+
     #[tokio::test]
     async fn the_direct_path_commits_delivers_and_answers_the_seq() {
         let d = direct().await;
         let t = token(&d.key, &["jobs-*"], Duration::from_secs(60), now());
-        let body = br#"{"kind":"status","data":{"n":1}}"#;
-        let first =
-            d.p.publish_http(&d.key, Some(&t), "jobs-1", body, None)
-                .await
-                .unwrap();
-        assert_eq!(first.outcome, Outcome::Committed);
-        assert_eq!(first.events[0].seq, Some(1));
-        let keyed =
-            d.p.publish_http(&d.key, Some(&t), "jobs-1", body, Some("k"))
-                .await
-                .unwrap();
+        assert_eq!(d.send(None).await.unwrap(), (Outcome::Committed, Some(1)));
         assert_eq!(
-            (keyed.outcome, keyed.events[0].seq),
+            d.send(Some("k")).await.unwrap(),
             (Outcome::Committed, Some(2))
         );
-        let again =
-            d.p.publish_http(&d.key, Some(&t), "jobs-1", body, Some("k"))
-                .await
-                .unwrap();
-        assert_eq!(
-            (again.outcome, again.events[0].seq),
-            (Outcome::Repeat, Some(2))
-        );
-        assert_eq!(again.events[0].epoch, keyed.events[0].epoch);
+        assert_eq!(d.send(Some("k")).await.unwrap(), (Outcome::Repeat, Some(2)));
         assert!(d.queue.sent().is_empty(), "nothing went through the queue");
         let posts = d.pusher.posts("c1");
         let seqs: Vec<u64> = posts
@@ -873,14 +868,9 @@ mod tests {
     #[tokio::test]
     async fn a_commit_that_cannot_be_made_now_is_a_retryable_error_and_the_retry_one_event() {
         let d = direct().await;
-        let t = token(&d.key, &["jobs-*"], Duration::from_secs(60), now());
         let ch = ChannelKey::new("t1", "jobs-1");
-        let body = br#"{"kind":"status","data":1}"#;
         d.log.fail_channel(&ch);
-        let err =
-            d.p.publish_http(&d.key, Some(&t), "jobs-1", body, Some("k"))
-                .await
-                .unwrap_err();
+        let err = d.send(Some("k")).await.unwrap_err();
         assert!(
             matches!(&err, PublishError::Commit(e) if e.is_retryable()),
             "{err}"
@@ -888,22 +878,11 @@ mod tests {
         assert!(d.queue.sent().is_empty(), "not parked on the queue");
         assert!(d.log.events(&ch).is_empty());
         d.log.heal_channel(&ch);
-        let retry =
-            d.p.publish_http(&d.key, Some(&t), "jobs-1", body, Some("k"))
-                .await
-                .unwrap();
         assert_eq!(
-            (retry.outcome, retry.events[0].seq),
+            d.send(Some("k")).await.unwrap(),
             (Outcome::Committed, Some(1))
         );
-        let again =
-            d.p.publish_http(&d.key, Some(&t), "jobs-1", body, Some("k"))
-                .await
-                .unwrap();
-        assert_eq!(
-            (again.outcome, again.events[0].seq),
-            (Outcome::Repeat, Some(1))
-        );
+        assert_eq!(d.send(Some("k")).await.unwrap(), (Outcome::Repeat, Some(1)));
         assert_eq!(d.log.events(&ch).len(), 1, "one event");
     }
 

@@ -143,6 +143,19 @@ pub struct FanoutCounts {
     pub token_expired: usize,
 }
 
+impl FanoutCounts {
+    /// Adds another post round's counts (`live` too: the subscribers of
+    /// several shard ranges).
+    pub fn add(&mut self, o: FanoutCounts) {
+        self.live += o.live;
+        self.posted += o.posted;
+        self.gone += o.gone;
+        self.post_failures += o.post_failures;
+        self.post_retries += o.post_retries;
+        self.token_expired += o.token_expired;
+    }
+}
+
 /// Posts frames to subscribers, `concurrency` connections at a time, each
 /// connection's frames in order; prunes gone connections and stops live
 /// delivery to expired tokens. Shared by the dispatcher (inline) and the

@@ -47,19 +47,9 @@ pub const SETTINGS_TTL: Duration = Duration::from_secs(10);
 /// What delivering a run came to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeliveryReport {
-    /// Subscribers live after stale ones were pruned (0 when they could not
-    /// be listed, so the webhook gets the events rather than nobody).
-    pub live: usize,
-    /// Frames posted to live connections.
-    pub posted: usize,
-    /// Stale connections removed on `GoneException`.
-    pub gone: usize,
-    /// Connections given up for this run after a post failed.
-    pub post_failures: usize,
-    /// Posts retried after a throttle or server error.
-    pub post_retries: usize,
-    /// Subscribers whose token had expired (told and unsubscribed).
-    pub token_expired: usize,
+    /// The posts (live subscribers left: 0 when they could not be listed,
+    /// so the webhook gets the events rather than nobody).
+    pub posts: FanoutCounts,
     /// Events handed to the webhook queue.
     pub webhook_jobs: usize,
     /// Jobs put on the fan-out queue (big channels).
@@ -71,13 +61,13 @@ pub struct DeliveryReport {
 }
 
 impl DeliveryReport {
-    fn add_posts(&mut self, c: FanoutCounts) {
-        self.posted += c.posted;
-        self.gone += c.gone;
-        self.post_failures += c.post_failures;
-        self.post_retries += c.post_retries;
-        self.token_expired += c.token_expired;
-        self.live = c.live;
+    /// Adds another run's counts (several runs' live subscribers add up).
+    pub fn add(&mut self, o: &DeliveryReport) {
+        self.posts.add(o.posts);
+        self.webhook_jobs += o.webhook_jobs;
+        self.fanout_jobs += o.fanout_jobs;
+        self.lists_read += o.lists_read;
+        self.lists_reused += o.lists_reused;
     }
 }
 
@@ -260,7 +250,7 @@ impl Delivery {
             match enqueued {
                 Ok(jobs) => {
                     report.fanout_jobs += jobs;
-                    report.live = usize::try_from(m.count).unwrap_or(usize::MAX);
+                    report.posts.live = usize::try_from(m.count).unwrap_or(usize::MAX);
                     return;
                 }
                 Err(e) => {
@@ -286,7 +276,7 @@ impl Delivery {
                 }
                 Err(e) => {
                     tracing::error!(channel = %key, error = %e, "could not list subscribers; events stay in the log");
-                    report.post_failures += 1;
+                    report.posts.post_failures += 1;
                     return;
                 }
             },
@@ -295,7 +285,7 @@ impl Delivery {
             .broadcaster
             .deliver(key, subscribers.as_slice(), &frames, &published_ms(events))
             .await;
-        report.add_posts(counts);
+        report.posts = counts;
     }
 
     /// Hands the events to the channel's webhook when it wants them: no live
@@ -312,7 +302,7 @@ impl Delivery {
         let Some((_, config)) = self.webhook(key).await? else {
             return Ok(());
         };
-        if !config.wants(report.live, self.clock.epoch_s()) {
+        if !config.wants(report.posts.live, self.clock.epoch_s()) {
             return Ok(());
         }
         for e in events {
