@@ -96,6 +96,8 @@ pub struct MemoryRegistry {
     versions: Mutex<HashMap<ChannelKey, u64>>,
     listings: std::sync::atomic::AtomicUsize,
     membership_reads: std::sync::atomic::AtomicUsize,
+    /// Listings of whole channels still to fail (`Unavailable`).
+    failing_listings: std::sync::atomic::AtomicUsize,
     clock: Arc<dyn Clock>,
     /// Holds the next [`ConnectionRegistry::membership`] read once armed.
     pub before_membership: Gate,
@@ -119,6 +121,7 @@ impl MemoryRegistry {
             versions: Mutex::default(),
             listings: Default::default(),
             membership_reads: Default::default(),
+            failing_listings: Default::default(),
             clock,
             before_membership: Gate::default(),
             after_get: Gate::default(),
@@ -128,6 +131,12 @@ impl MemoryRegistry {
     /// How many times a channel's subscribers were listed (whole or by shard).
     pub fn listings(&self) -> usize {
         self.listings.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The next `n` listings of a whole channel fail as unavailable.
+    pub fn fail_listings(&self, n: usize) {
+        self.failing_listings
+            .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// How many times a channel's membership was read.
@@ -284,6 +293,16 @@ impl ConnectionRegistry for MemoryRegistry {
     }
 
     async fn subscribers(&self, key: &ChannelKey) -> Result<Vec<Subscriber>, StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let failing = self
+            .failing_listings
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
+        if failing.is_ok() {
+            return Err(StoreError::Unavailable {
+                op: "query subscribers",
+                reason: "injected failure".into(),
+            });
+        }
         Ok(self.live_in(key, ShardRange::ALL))
     }
 

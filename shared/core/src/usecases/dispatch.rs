@@ -242,8 +242,8 @@ impl Dispatcher {
                     }
                     let delivered = self.delivery.deliver(&key, &events).await;
                     report.delivery.add(&delivered.report);
-                    if let Err(e) = delivered.handoff {
-                        tracing::error!(channel = %key, error = %e, "webhook hand-off failed; the run will be redelivered");
+                    if let Err(e) = delivered.outcome {
+                        tracing::error!(channel = %key, error = %e, "delivery failed (subscribers unlisted or the webhook hand-off); the run will be redelivered");
                         fail_rest(&mut report, &msgs[i..]);
                         break;
                     }
@@ -665,6 +665,41 @@ mod tests {
             "the connection that missed a post is closed"
         );
         assert!(!fx.pusher.is_gone("busy") && !fx.pusher.is_gone("ok"));
+    }
+
+    /// A listing that fails now and then is retried; one that keeps
+    /// failing fails the run, which the queue delivers again (with its
+    /// seq), instead of leaving the subscribers to find out at the
+    /// channel's next event.
+    #[tokio::test]
+    async fn subscribers_that_cannot_be_listed_fail_the_run_for_redelivery() {
+        let fx = fx();
+        subscribe(&fx, "c1", "a").await;
+        fx.reg.fail_listings(2);
+        let r = fx.d.dispatch(vec![msg(1, "a", "e1")]).await;
+        assert!(r.failed.is_empty(), "two failures are retried");
+        assert_eq!(fx.pusher.posts("c1").len(), 1);
+        subscribe(&fx, "c2", "a").await;
+        fx.reg
+            .fail_listings(crate::usecases::delivery::LIST_ATTEMPTS as usize);
+        let r = fx.d.dispatch(vec![msg(2, "a", "e2")]).await;
+        assert_eq!(r.failed, ["m2"], "the run comes back");
+        assert_eq!(r.committed, 1, "committed all the same");
+        assert!(fx.pusher.posts("c2").is_empty());
+        let again = fx.d.dispatch(vec![msg(2, "a", "e2")]).await;
+        assert!(again.failed.is_empty());
+        assert_eq!((again.committed, again.duplicates), (0, 1));
+        let seqs: Vec<u64> = fx
+            .pusher
+            .posts("c2")
+            .iter()
+            .map(|p| {
+                serde_json::from_str::<serde_json::Value>(p).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(seqs, [2], "delivered on redelivery with its seq");
     }
 
     /// Four dispatchers on four threads commit to one channel; the log

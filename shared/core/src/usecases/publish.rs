@@ -360,9 +360,10 @@ impl Publisher {
 
     /// The direct path. Dedup records are kept when the publisher gave keys
     /// (its retry carries the same ids); an id drawn here nobody can send
-    /// again. A hand-off that fails after the commit is a retryable error:
-    /// the publisher's retry with its key resolves to the committed events
-    /// and delivers them again, hand-off included (receivers deduplicate on
+    /// again. A delivery that fails after the commit (the subscribers could
+    /// not be listed, or the hand-off failed) is a retryable error: the
+    /// publisher's retry with its key resolves to the committed events and
+    /// delivers them again, hand-off included (receivers deduplicate on
     /// `webhook-id`).
     async fn commit_and_deliver(
         &self,
@@ -384,8 +385,8 @@ impl Publisher {
         }
         ::metrics::counter!(crate::metrics::EVENTS_COMMITTED).increment(committed.fresh as u64);
         let delivered = d.delivery.deliver(key, &committed.events).await;
-        if let Err(e) = delivered.handoff {
-            tracing::error!(channel = %key, error = %e, "webhook hand-off failed after the commit; the publisher is asked to retry");
+        if let Err(e) = delivered.outcome {
+            tracing::error!(channel = %key, error = %e, "delivery failed after the commit (subscribers unlisted or the webhook hand-off); the publisher is asked to retry");
             return Err(e);
         }
         Ok(Published::committed(envelopes, &committed))

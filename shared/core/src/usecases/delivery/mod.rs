@@ -71,14 +71,21 @@ impl DeliveryReport {
     }
 }
 
-/// A run delivered: the report, and whether the webhook hand-off (when the
-/// channel wanted one) was made. A hand-off error is `Unavailable` when
-/// trying again may succeed.
+/// A run delivered: the report, and whether every step that must not be
+/// skipped was made: listing the subscribers (retried
+/// [`LIST_ATTEMPTS`] times) and the webhook hand-off when the channel
+/// wanted one. An error is `Unavailable` when trying again may succeed;
+/// the caller has the run delivered again (the queue's redelivery, the
+/// publisher's retry), never drops it silently.
 #[derive(Debug)]
 pub struct Delivered {
     pub report: DeliveryReport,
-    pub handoff: Result<(), StoreError>,
+    pub outcome: Result<(), StoreError>,
 }
+
+/// Attempts at listing a channel's subscribers before the delivery fails
+/// (with backoff: 25, 50, 100, 200 ms).
+pub const LIST_ATTEMPTS: u32 = 5;
 
 /// Where big channels' fan-out goes.
 struct Sharded {
@@ -213,12 +220,32 @@ impl Delivery {
         if events.is_empty() {
             return Delivered {
                 report,
-                handoff: Ok(()),
+                outcome: Ok(()),
             };
         }
-        self.post(key, events, &mut report).await;
+        let posted = self.post(key, events, &mut report).await;
         let handoff = self.hand_off(key, events, &mut report).await;
-        Delivered { report, handoff }
+        Delivered {
+            report,
+            outcome: posted.and(handoff),
+        }
+    }
+
+    /// The channel's subscribers, the listing retried on a transient
+    /// failure.
+    async fn list(&self, key: &ChannelKey) -> Result<Vec<crate::model::Subscriber>, StoreError> {
+        let mut attempt = 0;
+        loop {
+            match self.registry.subscribers(key).await {
+                Ok(list) => return Ok(list),
+                Err(e) if e.is_retryable() && attempt + 1 < LIST_ATTEMPTS => {
+                    tracing::warn!(channel = %key, attempt, error = %e, "could not list subscribers; retrying");
+                    tokio::time::sleep(Duration::from_millis(25 << attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Posts the events to every live subscriber: by shard on the fan-out
@@ -230,7 +257,12 @@ impl Delivery {
     /// version stays the same: a join subscribes (moving the version)
     /// before it reads the head, so a join whose head is older than this
     /// run moved the version before this read, and the list is read anew.
-    async fn post(&self, key: &ChannelKey, events: &[StoredEvent], report: &mut DeliveryReport) {
+    async fn post(
+        &self,
+        key: &ChannelKey,
+        events: &[StoredEvent],
+        report: &mut DeliveryReport,
+    ) -> Result<(), StoreError> {
         let frames = coalesce(events.iter().map(StoredEvent::frame).collect());
         let membership = match self.registry.membership(key).await {
             Ok(m) => Some(m),
@@ -251,7 +283,7 @@ impl Delivery {
                 Ok(jobs) => {
                     report.fanout_jobs += jobs;
                     report.posts.live = usize::try_from(m.count).unwrap_or(usize::MAX);
-                    return;
+                    return Ok(());
                 }
                 Err(e) => {
                     // Inline is slower, never wrong (jobs that did go out
@@ -265,7 +297,7 @@ impl Delivery {
                 report.lists_reused += 1;
                 list
             }
-            None => match self.registry.subscribers(key).await {
+            None => match self.list(key).await {
                 Ok(list) => {
                     report.lists_read += 1;
                     let list = Arc::new(list);
@@ -275,9 +307,12 @@ impl Delivery {
                     list
                 }
                 Err(e) => {
-                    tracing::error!(channel = %key, error = %e, "could not list subscribers; events stay in the log");
+                    // Nobody was posted to: the run must be delivered
+                    // again, not left for the subscribers to find out at
+                    // the channel's next event.
+                    tracing::error!(channel = %key, error = %e, "could not list subscribers; the run is to be delivered again");
                     report.posts.post_failures += 1;
-                    return;
+                    return Err(e);
                 }
             },
         };
@@ -286,6 +321,7 @@ impl Delivery {
             .deliver(key, subscribers.as_slice(), &frames, &published_ms(events))
             .await;
         report.posts = counts;
+        Ok(())
     }
 
     /// Hands the events to the channel's webhook when it wants them: no live
