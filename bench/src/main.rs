@@ -9,6 +9,7 @@
 mod chatsample;
 mod crowd;
 mod direct;
+mod gzip;
 mod identity;
 mod quotas;
 mod run;
@@ -101,8 +102,8 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     run_megabytes: u64,
     /// Sections to run (`crowd`, `clients`, `quotas`, `streams`,
-    /// `identity`, `direct`, `run` (needs target/release/agentwire) and
-    /// `soak` only when named).
+    /// `identity`, `direct`, `gzip`, `run` (needs target/release/agentwire)
+    /// and `soak` only when named).
     #[arg(
         long,
         value_delimiter = ',',
@@ -183,6 +184,13 @@ async fn main() -> ExitCode {
             }
         }
         println!();
+    }
+    if run("gzip") {
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+        if let Err(e) = gzip::gzip(&data) {
+            eprintln!("agentwire-bench: gzip: {e}");
+            return ExitCode::FAILURE;
+        }
     }
     if run("direct") {
         direct::direct(args.direct_events, args.direct_crowd).await;
