@@ -192,7 +192,8 @@ impl DynamoLog {
             .table_name(&self.tables.events)
             .key("pk", s(channel_pk(key)))
             .key("sk", n(event.seq))
-            .projection_expression("id")
+            .projection_expression("#id")
+            .expression_attribute_names("#id", "id")
             .consistent_read(true)
             .send()
             .await
