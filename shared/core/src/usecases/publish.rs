@@ -295,7 +295,8 @@ impl Publisher {
     }
 
     /// HTTP publishes are committed and delivered here, without the queue
-    /// hop (the queue stays the fallback; see the module documentation).
+    /// hop (a commit that cannot be made now is a retryable error, not a
+    /// queued event; see the module documentation).
     pub fn with_direct(mut self, committer: Committer, delivery: Delivery) -> Self {
         self.direct = Some(Direct {
             committer,
@@ -328,9 +329,9 @@ impl Publisher {
     }
 
     /// Takes checked, admitted HTTP envelopes of one channel: committed
-    /// and delivered here with the direct path, else (or when the commit
-    /// cannot be made now) put on the events queue. `keyed`: the
-    /// publisher gave idempotency keys (their ids may come again).
+    /// and delivered here with the direct path (a failure is
+    /// [`PublishError::Commit`]), else put on the events queue. `keyed`:
+    /// the publisher gave idempotency keys (their ids may come again).
     async fn take(&self, envelopes: &[Envelope], keyed: bool) -> Result<Published, PublishError> {
         let on = self.direct_on.load(std::sync::atomic::Ordering::Relaxed);
         let Some(d) = self.direct.as_ref().filter(|_| on) else {

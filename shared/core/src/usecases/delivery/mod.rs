@@ -15,10 +15,11 @@
 //!   (signed POST, retries on a schedule, holds, dead letters).
 //!
 //! Posting never fails a commit: a connection that misses a frame is
-//! closed and resumes from the log. The hand-off can fail; the caller
-//! decides what then (the dispatcher lets the queue redeliver; the publish
-//! function puts the events on the queue, whose dispatcher resolves them
-//! to their seqs and hands them off again).
+//! closed and resumes from the log. Listing the subscribers and the
+//! hand-off can fail ([`Delivered::outcome`]); the caller has the run
+//! delivered again (the dispatcher lets the queue redeliver it; the publish
+//! function answers a retryable 503, and the publisher's retry with its
+//! key resolves to the committed events and delivers them again).
 
 pub mod fanout;
 pub mod push;
@@ -195,15 +196,11 @@ impl Delivery {
         }
     }
 
-    /// The channel's effective webhook, from the cache while it is fresh.
-    /// `None` without a webhook hand-off configured.
-    pub async fn webhook(
-        &self,
+    /// The channel's effective webhook, from `w`'s cache while it is fresh.
+    async fn webhook(
+        w: &Webhooks,
         key: &ChannelKey,
     ) -> Result<Option<(WebhookScope, WebhookConfig)>, StoreError> {
-        let Some(w) = &self.webhooks else {
-            return Ok(None);
-        };
         if let Some(hit) = w.settings.get(key) {
             return Ok(hit);
         }
@@ -335,7 +332,7 @@ impl Delivery {
         let Some(w) = &self.webhooks else {
             return Ok(());
         };
-        let Some((_, config)) = self.webhook(key).await? else {
+        let Some((_, config)) = Self::webhook(w, key).await? else {
             return Ok(());
         };
         if !config.wants(report.posts.live, self.clock.epoch_s()) {
