@@ -84,27 +84,21 @@ async fn post(
     n: u64,
     key: Option<String>,
 ) -> (u16, String) {
-    let mut req = reqwest::Client::new()
-        .post(format!(
-            "{}/v1/channels/{channel}/events",
-            stack.gateway.http_url()
-        ))
-        .bearer_auth(token)
-        .header("content-type", "application/json")
-        .body(
-            json!({"kind": "status", "data": {"n": n, "text": "working on step 3 of 7"}})
-                .to_string(),
-        );
-    if let Some(k) = key {
-        req = req.header("idempotency-key", k);
-    }
-    let resp = req
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("the gateway does not answer: {e}"));
-    let status = resp.status().as_u16();
-    let answer: Value =
-        serde_json::from_str(&resp.text().await.unwrap_or_default()).unwrap_or_default();
+    let body = json!({"kind": "status", "data": {"n": n, "text": "working on step 3 of 7"}});
+    let headers: Vec<(&str, &str)> = key
+        .as_deref()
+        .map(|k| ("idempotency-key", k))
+        .into_iter()
+        .collect();
+    let (status, _, answer) = stack
+        .http_with(
+            reqwest::Method::POST,
+            &format!("/v1/channels/{channel}/events"),
+            Some(token),
+            Some(&body),
+            &headers,
+        )
+        .await;
     (status, answer["id"].as_str().unwrap_or_default().to_owned())
 }
 

@@ -778,8 +778,23 @@ impl Stack {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> (u16, Option<String>, Value) {
+        self.http_with(method, path, token, body, &[]).await
+    }
+
+    /// [`Self::http`] with more request headers (an `Idempotency-Key`).
+    pub async fn http_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Option<String>, Value) {
         let mut req =
             reqwest::Client::new().request(method, format!("{}{path}", self.gateway.http_url()));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }

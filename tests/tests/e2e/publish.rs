@@ -278,26 +278,14 @@ async fn a_publish_that_cannot_be_committed_now_is_retryable_and_its_retry_is_on
     }}))
     .unwrap();
     stack.gateway.faults().set(throttled).unwrap();
-    let send = || async {
-        let resp = reqwest::Client::new()
-            .post(format!(
-                "{}/v1/channels/agent-7/events",
-                stack.gateway.http_url()
-            ))
-            .bearer_auth(&token)
-            .header("idempotency-key", "order-7")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let answer: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
-        (status, retry_after, answer)
+    let send = || {
+        stack.http_with(
+            reqwest::Method::POST,
+            "/v1/channels/agent-7/events",
+            Some(&token),
+            Some(&body),
+            &[("idempotency-key", "order-7")],
+        )
     };
     let (status, retry_after, answer) = send().await;
     assert_eq!(
