@@ -15,6 +15,10 @@ pub enum ClientFrame {
         protocol: ProtocolRange,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client: Option<String>,
+        /// What the client takes beyond the protocol: `gzip` (stream and
+        /// chunk texts compressed, see [`gzip`](crate::gzip)).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
     },
     /// Subscribe to channels; answered by `joined`.
     Join {

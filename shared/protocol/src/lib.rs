@@ -7,9 +7,10 @@
 //! of channel names, tenants, event ids and frame sizes ([`limits`]), and
 //! the coalescing of events into frames within the message size
 //! ([`framing`]), and messages larger than one event as chunk events with
-//! their reassembly ([`chunks`]), and AG-UI events as agentwire events
-//! ([`agui`]). Event data travels through the gateway
-//! as the JSON text it was stored as ([`RawData`]).
+//! their reassembly ([`chunks`]), stream and chunk texts gzip-compressed
+//! ([`gzip`]), and AG-UI events as agentwire events ([`agui`]). Event data
+//! travels through the gateway as the JSON text it was stored as
+//! ([`RawData`]).
 //!
 //! This crate has no AWS dependency: the Lambda functions, the dev gateway and
 //! the client library all speak through it.
@@ -20,6 +21,7 @@ mod data;
 mod error;
 mod frames;
 pub mod framing;
+pub mod gzip;
 pub mod limits;
 mod negotiate;
 mod parse;
