@@ -381,6 +381,15 @@ impl Gateway {
             .set_direct_enabled(on);
     }
 
+    /// Stream and chunk texts stored gzip-compressed (`true`, the default)
+    /// or as published (`false`, as before compression): the benchmarks
+    /// compare both in one run.
+    pub fn set_compression(&self, on: bool) {
+        let f = &self.app.functions;
+        f.dispatcher.dispatcher().set_compression(on);
+        f.publish.publisher().set_compression(on);
+    }
+
     /// How long the dispatcher and the publish function reuse a channel's
     /// state and webhook setting (zero: read for every commit, as before
     /// the cache).

@@ -1050,6 +1050,22 @@ impl Stack {
             .collect()
     }
 
+    /// The channel's committed events as `(seq, data)`, the data's JSON
+    /// text as the events table holds it.
+    pub async fn stored_data(&self, channel: &str) -> Vec<(u64, String)> {
+        let mut out: Vec<(u64, String)> = self
+            .channel_items(&self.config.tables.events, channel)
+            .await
+            .iter()
+            .filter_map(|i| {
+                let seq = i.get("sk")?.as_n().ok()?.parse().ok()?;
+                Some((seq, i.get("data")?.as_s().ok()?.clone()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     pub fn sqs(&self) -> aws_sdk_sqs::Client {
         aws_sdk_sqs::Client::new(&self.sdk)
     }

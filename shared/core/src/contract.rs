@@ -36,6 +36,7 @@ fn conn(ns: &str, id: &str, expires_at: u64) -> Connection {
         token_exp: 77,
         token_iat: None,
         counted: false,
+        gzip: false,
     }
 }
 
@@ -64,12 +65,14 @@ pub async fn connection_registry(reg: &dyn ConnectionRegistry, clock: &ManualClo
     );
 
     // Conditional updates refuse unknown connections.
-    assert!(!reg.set_protocol(&format!("{ns}-none"), 1).await.unwrap());
-    assert!(reg.set_protocol(&a.id, 1).await.unwrap());
-    assert_eq!(
-        reg.get_connection(&a.id).await.unwrap().unwrap().protocol,
-        Some(1)
+    assert!(
+        !reg.set_protocol(&format!("{ns}-none"), 1, true)
+            .await
+            .unwrap()
     );
+    assert!(reg.set_protocol(&a.id, 1, true).await.unwrap());
+    let a = reg.get_connection(&a.id).await.unwrap().unwrap();
+    assert_eq!((a.protocol, a.gzip), (Some(1), true));
     let ghost = conn(ns, "ghost", now + 3600);
     assert!(!reg.subscribe(&ghost, &key, now + 3600).await.unwrap());
     assert!(reg.subscribers(&key).await.unwrap().is_empty());
@@ -84,9 +87,18 @@ pub async fn connection_registry(reg: &dyn ConnectionRegistry, clock: &ManualClo
     subs.sort_by(|x, y| x.connection_id.cmp(&y.connection_id));
     assert_eq!(
         subs.iter()
-            .map(|s| (s.connection_id.as_str(), s.principal.as_str(), s.token_exp))
+            .map(|s| (
+                s.connection_id.as_str(),
+                s.principal.as_str(),
+                s.token_exp,
+                s.gzip
+            ))
             .collect::<Vec<_>>(),
-        [(a.id.as_str(), "p-a", 77), (b.id.as_str(), "p-b", 77)]
+        [
+            (a.id.as_str(), "p-a", 77, true),
+            (b.id.as_str(), "p-b", 77, false)
+        ],
+        "a subscription takes gzip from its connection's hello"
     );
     assert_eq!(
         reg.get_connection(&a.id).await.unwrap().unwrap().channels,

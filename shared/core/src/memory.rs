@@ -45,6 +45,7 @@ pub fn connection(id: &str, tenant: &str, principal: &str, grants: &[&str]) -> C
         token_exp: 0,
         token_iat: None,
         counted: false,
+        gzip: false,
     }
 }
 
@@ -225,10 +226,13 @@ impl ConnectionRegistry for MemoryRegistry {
             .collect())
     }
 
-    async fn set_protocol(&self, id: &str, protocol: u32) -> Result<bool, StoreError> {
+    async fn set_protocol(&self, id: &str, protocol: u32, gzip: bool) -> Result<bool, StoreError> {
         Ok(lock(&self.conns)
             .get_mut(id)
-            .map(|c| c.protocol = Some(protocol))
+            .map(|c| {
+                c.protocol = Some(protocol);
+                c.gzip = gzip;
+            })
             .is_some())
     }
 
@@ -269,6 +273,7 @@ impl ConnectionRegistry for MemoryRegistry {
             connection_id: conn.id.clone(),
             principal: conn.principal.clone(),
             token_exp: conn.token_exp,
+            gzip: conn.gzip,
         };
         lock(&self.subs)
             .entry(key.clone())

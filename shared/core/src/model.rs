@@ -105,7 +105,28 @@ impl Envelope {
                 format!("event data is {size} bytes; at most {MAX_EVENT_DATA_BYTES} are allowed"),
             ));
         }
-        Ok(())
+        self.validate_compressed()
+    }
+
+    /// Data a publisher sent compressed must decode, and its plain form
+    /// fit one event ([`agentwire_protocol::gzip::check_raw`]).
+    pub fn validate_compressed(&self) -> Result<(), ProtocolError> {
+        agentwire_protocol::gzip::check_raw(&self.data)
+            .map_err(|e| ProtocolError::new(ErrorCode::InvalidEvent, e))
+    }
+
+    /// This envelope as the log stores it: a stream event's or chunk's
+    /// text gzip-compressed when that makes it smaller, and compressed data
+    /// from a publisher in the gateway's own form
+    /// ([`agentwire_protocol::gzip::canonical_raw`]).
+    pub fn compressed(&self) -> Envelope {
+        match agentwire_protocol::gzip::canonical_raw(&self.data) {
+            Some(data) => Envelope {
+                data,
+                ..self.clone()
+            },
+            None => self.clone(),
+        }
     }
 
     /// Checks the tenant, channel, id, kind and `ts` (everything but the
@@ -138,6 +159,20 @@ impl Envelope {
 pub fn oversize_data(data: &RawData) -> Option<usize> {
     let size = data.len();
     (size > MAX_EVENT_DATA_BYTES).then_some(size)
+}
+
+/// Data as stored, its compressed text expanded. The gateway compressed it
+/// itself, so it always decodes; should it not, it goes as stored (the
+/// clients hand such an event over as it came) and the log says so.
+pub fn plain_data(data: RawData) -> RawData {
+    match agentwire_protocol::gzip::expand_raw(&data) {
+        Ok(Some(plain)) => plain,
+        Ok(None) => data,
+        Err(e) => {
+            tracing::warn!(error = %e, "a stored payload does not decode; sent as stored");
+            data
+        }
+    }
 }
 
 /// One event of a channel's log.
@@ -184,6 +219,14 @@ impl StoredEvent {
         }
     }
 
+    /// This event as a connection that did not announce gzip gets it (and
+    /// the history and webhooks): a compressed text expanded (see
+    /// [`agentwire_protocol::gzip`]); any other data as stored.
+    pub fn expanded(mut self) -> Self {
+        self.data = plain_data(self.data);
+        self
+    }
+
     /// Its `event` frame, moving the data (no copy, no parse).
     pub fn into_frame(self) -> EventFrame<RawData> {
         EventFrame {
@@ -217,6 +260,9 @@ pub struct Subscriber {
     pub principal: String,
     /// The `exp` of the connection's token (Unix seconds; 0: unknown).
     pub token_exp: u64,
+    /// Whether the connection announced gzip in `hello`: it gets stream
+    /// and chunk texts compressed as stored; others get them expanded.
+    pub gzip: bool,
 }
 
 impl Subscriber {
@@ -245,6 +291,8 @@ pub struct Connection {
     pub publish: Vec<String>,
     /// The negotiated protocol version, once `hello` (or the subprotocol) set it.
     pub protocol: Option<u32>,
+    /// Whether its `hello` announced gzip (see [`Subscriber::gzip`]).
+    pub gzip: bool,
     pub connected_at: u64,
     /// When the registry forgets it (Unix seconds; DynamoDB TTL).
     pub expires_at: u64,

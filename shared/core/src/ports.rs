@@ -64,8 +64,10 @@ pub trait ConnectionRegistry: Send + Sync {
         tenant: &str,
         principal: &str,
     ) -> Result<Vec<Connection>, StoreError>;
-    /// Records the negotiated protocol; `false` when the connection is gone.
-    async fn set_protocol(&self, id: &str, protocol: u32) -> Result<bool, StoreError>;
+    /// Records the negotiated protocol and whether the client takes gzip
+    /// (its later subscriptions carry that); `false` when the connection is
+    /// gone.
+    async fn set_protocol(&self, id: &str, protocol: u32, gzip: bool) -> Result<bool, StoreError>;
     /// Adds `channel` to the connection's joined channels unless that
     /// would take it past `max` (a channel already joined always fits), in
     /// one conditional write: concurrent joins of one connection cannot

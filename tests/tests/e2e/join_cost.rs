@@ -200,6 +200,7 @@ async fn join_reads(crowd: usize) -> (u64, serde_json::Value) {
             connection_id: format!("conn-{i:05}"),
             principal: format!("p{i:05}"),
             token_exp: 0,
+            gzip: false,
         })
         .collect();
     registry

@@ -2,7 +2,9 @@
 //! binary output published as chunk events arrives at a Rust client as one
 //! message, complete and in order, within a bound on what the client holds;
 //! a stream of small pieces is coalesced into few events that a subscriber
-//! joins back into the text that was written.
+//! joins back into the text that was written; real terminal output is
+//! stored and sent gzip-compressed to the clients that announce it, and
+//! as text to everyone else.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -160,5 +162,146 @@ async fn a_stream_of_small_pieces_is_coalesced_and_joined_back_in_order() {
     }
     assert_eq!(indexes, (0..events.len() as u64).collect::<Vec<_>>());
     assert_eq!(text, written);
+    stack.shutdown().await;
+}
+
+/// The events of `text` cut as a publisher's coalescer cuts a fast stream.
+fn stream_events(stream: &str, text: &str) -> Vec<Value> {
+    let mut c = Coalescer::new(stream, DEFAULT_WINDOW, DEFAULT_MAX_BYTES);
+    let mut events = c.push(text, Instant::now());
+    events.extend(c.finish());
+    events
+}
+
+/// The events' data, and the bytes of the frames they came in.
+async fn datas(ws: &mut agentwire_e2e::WsClient, n: usize) -> (Vec<Value>, usize) {
+    let mut out = vec![];
+    let mut bytes = 0;
+    while out.len() < n {
+        let v = ws.recv().await;
+        bytes += v.to_string().len();
+        match v["type"].as_str() {
+            Some("event") => out.push(v["data"].clone()),
+            Some("batch") => out.extend(
+                v["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["data"].clone()),
+            ),
+            _ => panic!("expected events, got {v}"),
+        }
+    }
+    (out, bytes)
+}
+
+/// A real `cargo build -vv` log (313 KB, ANSI colours) streamed over HTTP:
+/// the log stores it gzip-compressed; a connection that announced gzip
+/// gets the compressed form (fewer bytes by about the ratio), one that did
+/// not gets the text, the history gets the text, and the Rust client
+/// (which announces gzip) hands its application the text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminal_output_is_stored_and_sent_compressed_to_clients_that_announce_gzip() {
+    let stack = Stack::start().await;
+    let output = include_str!("../../../bench/data/cargo-build-vv.log");
+    let events = stream_events("build", output);
+    let token = stack.token("viewer", &["build-*"]);
+
+    let mut zipped = stack.client(&token).await;
+    zipped
+        .send_json(json!({"action":"hello","protocol":{"min":1,"max":1},"features":["gzip"]}))
+        .await;
+    let welcome = zipped.expect("welcome").await;
+    assert!(
+        welcome["features"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("gzip")),
+        "{welcome}"
+    );
+    let mut plain = stack.client(&token).await;
+    let welcome = plain.hello().await;
+    assert!(!welcome.to_string().contains("gzip"), "{welcome}");
+    for ws in [&mut zipped, &mut plain] {
+        assert_eq!(ws.join(json!(["build-gz"])).await["type"], "joined");
+    }
+    let mut rust = subscriber(&stack, "build-gz", Options::default());
+    joined(&mut rust).await;
+
+    let publisher = stack.publisher_token("agent", &["build-*"]);
+    for data in &events {
+        let (status, _, body) = stack
+            .post_event(
+                &publisher,
+                "build-gz",
+                &json!({"kind": "output", "data": data}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    // Stored compressed: the texts' events are several times smaller.
+    let stored = stack.stored_data("build-gz").await;
+    assert_eq!(stored.len(), events.len());
+    let stored_bytes: usize = stored.iter().map(|(_, d)| d.len()).sum();
+    let published_bytes: usize = events.iter().map(|d| d.to_string().len()).sum();
+    assert!(
+        stored_bytes * 4 < published_bytes,
+        "stored {stored_bytes} bytes for {published_bytes} published"
+    );
+
+    let (compressed, zipped_bytes) = datas(&mut zipped, events.len()).await;
+    let (texts, plain_bytes) = datas(&mut plain, events.len()).await;
+    assert_eq!(
+        texts, events,
+        "a client that did not announce gzip gets the texts"
+    );
+    assert!(compressed[0]["gz"].is_string(), "{}", compressed[0]);
+    let expanded: Vec<Value> = compressed
+        .iter()
+        .map(|d| {
+            agentwire_protocol::gzip::expand(d, 1 << 20)
+                .unwrap()
+                .unwrap_or(d.clone())
+        })
+        .collect();
+    assert_eq!(
+        expanded, events,
+        "the compressed form expands to what was published"
+    );
+    assert!(
+        zipped_bytes * 4 < plain_bytes,
+        "frames: {zipped_bytes} bytes compressed, {plain_bytes} as text"
+    );
+    eprintln!(
+        "{} bytes of output, {} events: stored {stored_bytes} bytes for {published_bytes}; frames {zipped_bytes} bytes with gzip, {plain_bytes} without",
+        output.len(),
+        events.len()
+    );
+
+    let mut received = String::new();
+    while received.len() < output.len() {
+        match tokio::time::timeout(Duration::from_secs(30), rust.next()).await {
+            Ok(Some(ClientEvent::Event(e))) => {
+                assert!(e.data.get("gz").is_none(), "decoded before the application");
+                received.push_str(e.data["text"].as_str().unwrap_or_default());
+            }
+            Ok(Some(_)) => {}
+            other => panic!("the Rust client stopped: {other:?}"),
+        }
+    }
+    assert_eq!(received, output);
+
+    let (status, history) = stack
+        .http_get(&token, "/v1/channels/build-gz/events?limit=100")
+        .await;
+    assert_eq!(status, 200, "{history}");
+    let history: Vec<Value> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["data"].clone())
+        .collect();
+    assert_eq!(history, events, "the history gets the texts");
     stack.shutdown().await;
 }

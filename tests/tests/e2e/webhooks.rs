@@ -384,6 +384,35 @@ async fn an_http_publish_with_nobody_connected_reaches_the_webhook_with_its_seq(
     stack.shutdown().await;
 }
 
+/// A stream text is stored compressed; the webhook gets it as text, as
+/// published (a receiver has no `hello` to announce gzip).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_stream_text_reaches_the_webhook_as_text() {
+    let stack = Stack::start_with(quick()).await;
+    let receiver = Receiver::start().await;
+    hooked(&stack, "run-9", WebhookMode::Fallback, &receiver).await;
+    let publisher = stack.publisher_token("bot", &["run-9"]);
+    let text = "\u{1b}[32m   Compiling\u{1b}[0m agentwire-core v0.1.0\n".repeat(200);
+    let data = json!({"stream": "out", "index": 0, "text": text});
+    let (status, _, answer) = stack
+        .post_event(
+            &publisher,
+            "run-9",
+            &json!({"kind": "output", "data": data}),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let stored = stack.stored_data("run-9").await;
+    assert!(
+        stored[0].1.contains("\"gz\"") && stored[0].1.len() * 10 < text.len(),
+        "stored compressed: {} bytes",
+        stored[0].1.len()
+    );
+    let got = receiver.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].json()["data"], data);
+    stack.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_subscriber_in_fallback_mode_means_no_webhook_call() {
     let stack = Stack::start_with(quick()).await;

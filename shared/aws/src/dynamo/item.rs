@@ -82,6 +82,11 @@ pub(crate) fn get_s(item: &Item, k: &str) -> Option<String> {
     item.get(k).and_then(|v| v.as_s().ok()).cloned()
 }
 
+/// A flag: `true` only when the attribute is the boolean `true`.
+pub(crate) fn get_bool(item: &Item, k: &str) -> bool {
+    matches!(item.get(k), Some(AttributeValue::Bool(true)))
+}
+
 pub(crate) fn get_n(item: &Item, k: &str) -> Option<u64> {
     item.get(k)
         .and_then(|v| v.as_n().ok())
@@ -128,7 +133,8 @@ impl FromItem for Connection {
             channels: get_list(item, "channels"),
             token_exp: get_n(item, "token_exp").unwrap_or(0),
             token_iat: get_n(item, "token_iat"),
-            counted: matches!(item.get("counted"), Some(AttributeValue::Bool(true))),
+            counted: get_bool(item, "counted"),
+            gzip: get_bool(item, "gzip"),
         })
     }
 }
@@ -155,6 +161,9 @@ impl ToItem for Connection {
         }
         if self.counted {
             item.insert("counted".to_owned(), AttributeValue::Bool(true));
+        }
+        if self.gzip {
+            item.insert("gzip".to_owned(), AttributeValue::Bool(true));
         }
         if !self.channels.is_empty() {
             item.insert(
@@ -207,13 +216,14 @@ impl FromItem for Subscriber {
             connection_id: subscription_connection(&req_s(item, "subscription", "sk")?).to_owned(),
             principal: get_s(item, "principal").unwrap_or_default(),
             token_exp: get_n(item, "token_exp").unwrap_or(0),
+            gzip: get_bool(item, "gzip"),
         })
     }
 }
 
 impl ToItem for SubscriptionRecord<'_> {
     fn to_item(&self) -> Item {
-        HashMap::from([
+        let mut item = HashMap::from([
             ("pk".to_owned(), s(channel_pk(self.key))),
             (
                 "sk".to_owned(),
@@ -223,7 +233,11 @@ impl ToItem for SubscriptionRecord<'_> {
             ("token_exp".to_owned(), n(self.subscriber.token_exp)),
             ("joined_at".to_owned(), n(self.joined_at)),
             ("expires_at".to_owned(), n(self.expires_at)),
-        ])
+        ]);
+        if self.subscriber.gzip {
+            item.insert("gzip".to_owned(), AttributeValue::Bool(true));
+        }
+        item
     }
 }
 
@@ -320,12 +334,14 @@ mod tests {
             token_exp: 30,
             token_iat: Some(25),
             counted: true,
+            gzip: true,
         };
         assert_eq!(Connection::from_item(&c.to_item()).unwrap(), c);
         let bare = Connection {
             protocol: None,
             channels: vec![],
             counted: false,
+            gzip: false,
             ..c
         };
         assert_eq!(Connection::from_item(&bare.to_item()).unwrap(), bare);
@@ -338,6 +354,7 @@ mod tests {
             connection_id: "c-1".into(),
             principal: "ana".into(),
             token_exp: 99,
+            gzip: false,
         };
         let item = SubscriptionRecord {
             key: &key,
@@ -347,6 +364,15 @@ mod tests {
         }
         .to_item();
         assert_eq!(Subscriber::from_item(&item).unwrap(), sub);
+        let gzip = Subscriber { gzip: true, ..sub };
+        let item = SubscriptionRecord {
+            key: &key,
+            subscriber: &gzip,
+            joined_at: 1,
+            expires_at: 2,
+        }
+        .to_item();
+        assert_eq!(Subscriber::from_item(&item).unwrap(), gzip);
         assert_eq!(get_s(&item, "pk").as_deref(), Some("acme#a"));
         let shard = agentwire_core::model::subscription_shard("c-1");
         assert_eq!(get_s(&item, "sk"), Some(format!("{shard:03}#c-1")));

@@ -482,15 +482,16 @@ impl ConnectionRegistry for DynamoRegistry {
             .collect()
     }
 
-    async fn set_protocol(&self, id: &str, protocol: u32) -> Result<bool, StoreError> {
+    async fn set_protocol(&self, id: &str, protocol: u32, gzip: bool) -> Result<bool, StoreError> {
         let res = self
             .client
             .update_item()
             .table_name(&self.tables.connections)
             .key("pk", s(id))
-            .update_expression("SET protocol = :p")
+            .update_expression("SET protocol = :p, gzip = :g")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":p", super::item::n(u64::from(protocol)))
+            .expression_attribute_values(":g", AttributeValue::Bool(gzip))
             .send()
             .await;
         Ok(condition_held("set protocol", res)?.is_some())
@@ -561,6 +562,7 @@ impl ConnectionRegistry for DynamoRegistry {
             connection_id: conn.id.clone(),
             principal: conn.principal.clone(),
             token_exp: conn.token_exp,
+            gzip: conn.gzip,
         };
         let record = SubscriptionRecord {
             key,

@@ -2,6 +2,8 @@
 //! One home for the dispatcher (events from the queue) and the publish
 //! function (HTTP publishes committed directly).
 //!
+//! - Stream and chunk texts are stored gzip-compressed when that makes
+//!   them smaller ([`Envelope::compressed`]).
 //! - Ids already committed resolve to their seq (with [`Dedup::Record`]);
 //!   one whose dedup record outlived its event is reported `unresolved`.
 //! - A writer that finds its seqs taken (another writer, or a head the
@@ -53,6 +55,8 @@ pub struct Committer {
     clock: Arc<dyn Clock>,
     retention: Duration,
     states: TtlCache<ChannelKey, ChannelState>,
+    /// Whether texts are stored compressed (on unless a benchmark compares).
+    compress: std::sync::atomic::AtomicBool,
 }
 
 impl Committer {
@@ -63,7 +67,16 @@ impl Committer {
             log,
             clock,
             retention,
+            compress: true.into(),
         }
+    }
+
+    /// Stores stream and chunk texts compressed (`true`, the default) or
+    /// as published, while running (the dev gateway's benchmarks compare
+    /// both in one run). Clients read either.
+    pub fn set_compression(&self, on: bool) {
+        self.compress
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// How long a channel's state is reused (zero: read before every
@@ -96,10 +109,15 @@ impl Committer {
         run: &[Envelope],
         dedup: Dedup,
     ) -> Result<Committed, StoreError> {
+        let compress = self.compress.load(std::sync::atomic::Ordering::Relaxed);
         let mut pending: Vec<Envelope> = Vec::with_capacity(run.len());
         for env in run {
             if !pending.iter().any(|p| p.id == env.id) {
-                pending.push(env.clone());
+                pending.push(if compress {
+                    env.compressed()
+                } else {
+                    env.clone()
+                });
             }
         }
         let mut done: HashMap<String, StoredEvent> = HashMap::new();

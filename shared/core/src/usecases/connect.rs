@@ -115,6 +115,7 @@ impl Connect {
             token_exp: claims.exp,
             token_iat: claims.iat,
             counted: false,
+            gzip: false,
         };
         self.record(&conn).await?;
         ::metrics::counter!(crate::metrics::CONNECTIONS_OPENED).increment(1);

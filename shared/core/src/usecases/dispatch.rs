@@ -156,6 +156,12 @@ impl Dispatcher {
         self.delivery.set_fanout_threshold(threshold);
     }
 
+    /// Stores texts compressed or not, while running (see
+    /// [`Committer::set_compression`](crate::usecases::Committer::set_compression)).
+    pub fn set_compression(&self, on: bool) {
+        self.committer.set_compression(on);
+    }
+
     /// Changes how long channel settings are reused (commit and delivery).
     pub fn set_settings_ttl(&self, ttl: Duration) {
         self.committer.set_settings_ttl(ttl);
@@ -820,6 +826,93 @@ mod tests {
         let mut r = d.dispatch(vec![msg(1, "a", "e1"), msg(2, "a", "e2")]).await;
         r.failed.sort();
         assert_eq!(r.failed, vec!["m1".to_string(), "m2".to_string()]);
+    }
+
+    /// Stream texts are stored compressed; a subscriber that announced gzip
+    /// gets them so, another (and the webhook) gets the texts back, each
+    /// through the same run's frames.
+    #[tokio::test]
+    async fn stream_texts_are_stored_compressed_and_each_subscriber_gets_its_form() {
+        let fx = fx();
+        let mut zipped = connection("zipped", "acme", "zipped", &["*"]);
+        zipped.gzip = true;
+        fx.reg.put_connection(&zipped).await.unwrap();
+        fx.reg
+            .subscribe(&zipped, &ChannelKey::new("acme", "a"), u64::MAX)
+            .await
+            .unwrap();
+        subscribe(&fx, "plain", "a").await;
+        let text = "\u{1b}[1m\u{1b}[32m   Compiling\u{1b}[0m serde v1.0.228\n".repeat(300);
+        let stream = |i: usize| {
+            let env = json!({"tenant":"acme","channel":"a","id":format!("s:{i}"),"kind":"out",
+                "data":{"stream":"s","index":i,"text":text},"ts":"2026-12-08T09:00:00.000Z"});
+            QueueMessage {
+                message_id: format!("s{i}"),
+                group_id: Some("acme#a".into()),
+                body: env.to_string(),
+                receive_count: 1,
+            }
+        };
+        let (log, pusher) = (fx.log.clone(), fx.pusher.clone());
+        let (d, jobs) = with_webhook(fx, crate::webhook::WebhookMode::Always).await;
+        let r = d
+            .dispatch(vec![stream(0), stream(1), msg(3, "a", "status")])
+            .await;
+        assert!(r.failed.is_empty());
+        let plain = |i: usize| json!({"stream":"s","index":i,"text":text});
+
+        let stored = log.events(&ChannelKey::new("acme", "a"));
+        assert_eq!(stored.len(), 3);
+        for (i, e) in stored[..2].iter().enumerate() {
+            assert!(
+                e.data.len() * 10 < text.len(),
+                "stored compressed: {} bytes",
+                e.data.len()
+            );
+            assert_eq!(
+                agentwire_protocol::gzip::expand(&e.data.value(), 1 << 20).unwrap(),
+                Some(plain(i))
+            );
+        }
+        assert_eq!(
+            stored[2].data.value(),
+            json!({"n": 3}),
+            "other data as published"
+        );
+
+        let datas = |conn: &str| -> Vec<serde_json::Value> {
+            pusher
+                .posts(conn)
+                .iter()
+                .flat_map(|f| {
+                    let v: serde_json::Value = serde_json::from_str(f).unwrap();
+                    match v["type"].as_str() {
+                        Some("batch") => v["events"].as_array().unwrap().clone(),
+                        _ => vec![v],
+                    }
+                })
+                .map(|e| e["data"].clone())
+                .collect()
+        };
+        let zipped = datas("zipped");
+        assert_eq!(zipped.len(), 3);
+        assert_eq!(pusher.posts("zipped").len(), 1, "compressed, one frame");
+        assert!(zipped[0]["gz"].is_string() && zipped[1]["gz"].is_string());
+        assert_eq!(
+            agentwire_protocol::gzip::expand(&zipped[1], 1 << 20).unwrap(),
+            Some(plain(1))
+        );
+        assert_eq!(datas("plain"), [plain(0), plain(1), json!({"n": 3})]);
+        let webhook: Vec<serde_json::Value> = jobs
+            .take_scheduled()
+            .into_iter()
+            .map(|(j, _)| j.event.data.value())
+            .collect();
+        assert_eq!(
+            webhook,
+            [plain(0), plain(1), json!({"n": 3})],
+            "the webhook gets the texts"
+        );
     }
 
     /// The seqs of every event frame (single or batched) posted to `conn`.

@@ -320,6 +320,14 @@ impl Publisher {
         }
     }
 
+    /// Stores texts compressed or not on the direct path, while running
+    /// (see [`Committer::set_compression`]).
+    pub fn set_compression(&self, on: bool) {
+        if let Some(d) = &self.direct {
+            d.committer.set_compression(on);
+        }
+    }
+
     /// Changes the direct path's fan-out threshold while running (the dev
     /// gateway's benchmarks).
     pub fn set_fanout_threshold(&self, threshold: u64) {
@@ -550,6 +558,9 @@ impl Publisher {
             ts: rfc3339(self.clock.now()),
         };
         envelope.validate_names().map_err(PublishError::Invalid)?;
+        envelope
+            .validate_compressed()
+            .map_err(PublishError::Invalid)?;
         Ok(envelope)
     }
 
@@ -1012,6 +1023,14 @@ mod tests {
                 Some(&ok),
                 "jobs-1",
                 br#"{"kind":"bad kind!"}"#.to_vec(),
+                None,
+                ErrorCode::InvalidEvent,
+            ),
+            (
+                // A stream text sent compressed that is not gzip.
+                Some(&ok),
+                "jobs-1",
+                br#"{"kind":"k","data":{"stream":"s","index":0,"gz":"bm90IGd6aXA="}}"#.to_vec(),
                 None,
                 ErrorCode::InvalidEvent,
             ),

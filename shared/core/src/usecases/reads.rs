@@ -270,13 +270,23 @@ impl ChannelReads {
             events: query.limit,
             bytes: MAX_PAGE_BYTES,
         };
-        let events: Vec<HistoryEvent> = match from {
+        let stored = match from {
             Some(from) => self.log.read_range(&ck, from, head, budget).await?,
             None => vec![],
-        }
-        .into_iter()
-        .map(HistoryEvent::from)
-        .collect();
+        };
+        // Compressed texts are expanded (a reader over HTTP has no `hello`
+        // to take them compressed), and the page is cut again at the
+        // bound, the expanded events counted.
+        let mut size = 0;
+        let events: Vec<HistoryEvent> = stored
+            .into_iter()
+            .map(StoredEvent::expanded)
+            .take_while(|e| {
+                size += e.approx_len();
+                size == e.approx_len() || size <= MAX_PAGE_BYTES
+            })
+            .map(HistoryEvent::from)
+            .collect();
         let last = events.last().map(|e| e.seq);
         let next_after = match (from, last) {
             (Some(_), Some(last)) if last < head => Some(last),

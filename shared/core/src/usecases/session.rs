@@ -234,7 +234,9 @@ impl Session {
                 .map_err(Refusal::Limited)?;
         }
         match frame {
-            ClientFrame::Hello { protocol, .. } => self.hello(&conn, protocol).await.map(Some),
+            ClientFrame::Hello {
+                protocol, features, ..
+            } => self.hello(&conn, protocol, &features).await.map(Some),
             ClientFrame::Join { id, channels } => self.join(&conn, id, channels).await,
             ClientFrame::Leave { id, channels } => self.leave(&conn, id, channels).await.map(Some),
             ClientFrame::Ack { channel, seq } => {
@@ -336,10 +338,19 @@ impl Session {
         &self,
         conn: &Connection,
         protocol: agentwire_protocol::ProtocolRange,
+        asked: &[String],
     ) -> Result<ServerFrame, Refusal> {
         let version = negotiate(protocol)?;
-        if !self.registry.set_protocol(&conn.id, version).await? {
+        let gzip = asked.iter().any(|f| f == agentwire_protocol::gzip::FEATURE);
+        if !self.registry.set_protocol(&conn.id, version, gzip).await? {
             return Err(not_connected());
+        }
+        let mut features = Vec::new();
+        if self.verifier.is_some() {
+            features.push("refresh".to_owned());
+        }
+        if gzip {
+            features.push(agentwire_protocol::gzip::FEATURE.to_owned());
         }
         Ok(ServerFrame::Welcome {
             protocol: version,
@@ -347,10 +358,7 @@ impl Session {
             server: SERVER.to_owned(),
             heartbeat_s: self.heartbeat_s,
             limits: Limits::default(),
-            features: match self.verifier {
-                Some(_) => vec!["refresh".to_owned()],
-                None => vec![],
-            },
+            features,
             token_exp: (conn.token_exp != 0).then_some(conn.token_exp),
         })
     }
@@ -502,7 +510,7 @@ impl Session {
         // The replays are read before the answer (which says where each one
         // ends), within the request's budget.
         let replays = self
-            .read_replays(&resumes, self.replay_budget)
+            .read_replays(&resumes, self.replay_budget, conn.gzip)
             .await
             .map_err(Refusal::Store)?;
         for (j, r) in joined.iter_mut().zip(&replays) {
@@ -601,10 +609,14 @@ impl Session {
     /// budget (events and bytes) is spent: a replay cut short ends at
     /// `until`, and the client joins again from there. At least one event
     /// is always read, so every request makes progress.
+    ///
+    /// A connection that did not announce gzip (`gzip` false) gets the
+    /// compressed texts expanded; the budget counts them as stored.
     async fn read_replays(
         &self,
         resumes: &[Resume],
         budget: ReplayBudget,
+        gzip: bool,
     ) -> Result<Vec<Option<Replay>>, StoreError> {
         let (mut events_left, mut bytes_left) = (budget.events, budget.bytes);
         let mut first = true;
@@ -647,6 +659,7 @@ impl Session {
                     events_left = events_left.saturating_sub(1);
                     bytes_left = bytes_left.saturating_sub(size);
                     next = e.seq + 1;
+                    let e = if gzip { e } else { e.expanded() };
                     replay.frames.push(e.into_frame());
                 }
                 next = next.max(last + 1);
@@ -1502,5 +1515,94 @@ mod tests {
             f.session.handle("c1", r#"{"action":"ping"}"#).await,
             Some(ServerFrame::Pong)
         ));
+    }
+
+    /// A stream text as the log stores it (compressed at commit).
+    fn terminal_text() -> String {
+        "\u{1b}[32m   Compiling\u{1b}[0m agentwire-core v0.1.0\n".repeat(50)
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_announced_gzip_replays_compressed_texts_others_get_them_expanded() {
+        let f = fx().await;
+        let key = ChannelKey::new("acme", "agent-1");
+        let state = f.log.ensure_channel(&key).await.unwrap();
+        let plain = serde_json::json!({"stream": "s1", "index": 0, "text": terminal_text()});
+        let env = crate::model::Envelope {
+            tenant: "acme".into(),
+            channel: "agent-1".into(),
+            id: "s1:0".into(),
+            kind: "out".into(),
+            data: plain.clone().into(),
+            ts: "t".into(),
+        };
+        f.log
+            .append(
+                &key,
+                &state,
+                &[env.compressed()],
+                crate::ports::Dedup::Record,
+                u64::MAX,
+            )
+            .await
+            .unwrap();
+        f.reg
+            .put_connection(&connection("c2", "acme", "bo", &["agent-*"]))
+            .await
+            .unwrap();
+
+        let w = f
+            .session
+            .handle(
+                "c1",
+                r#"{"action":"hello","protocol":{"min":1,"max":1},"features":["gzip","later"]}"#,
+            )
+            .await;
+        let Some(ServerFrame::Welcome { features, .. }) = w else {
+            panic!("{w:?}")
+        };
+        assert_eq!(
+            features,
+            ["gzip"],
+            "the welcome confirms gzip, nothing unknown"
+        );
+        let w = f
+            .session
+            .handle("c2", r#"{"action":"hello","protocol":{"min":1,"max":1}}"#)
+            .await;
+        let Some(ServerFrame::Welcome { features, .. }) = w else {
+            panic!("{w:?}")
+        };
+        assert!(features.is_empty());
+
+        let join = serde_json::json!({"action":"join","id":"r","channels":[{"name":"agent-1","since":{"epoch":state.epoch,"seq":0}}]});
+        for c in ["c1", "c2"] {
+            assert!(f.session.handle(c, &join.to_string()).await.is_none());
+        }
+        let event = |c: &str| -> serde_json::Value {
+            let frame = f
+                .pusher
+                .posts(c)
+                .into_iter()
+                .find(|p| p.contains(r#""type":"event""#))
+                .unwrap();
+            serde_json::from_str::<serde_json::Value>(&frame).unwrap()["data"].clone()
+        };
+        let compressed = event("c1");
+        assert!(compressed.get("text").is_none() && compressed["gz"].is_string());
+        assert_eq!(
+            agentwire_protocol::gzip::expand(&compressed, 1 << 20).unwrap(),
+            Some(plain.clone())
+        );
+        assert_eq!(event("c2"), plain, "c2 did not announce gzip");
+        // Its subscriptions carry the choice, for live delivery.
+        let mut subs = f.reg.subscribers(&key).await.unwrap();
+        subs.sort_by(|a, b| a.connection_id.cmp(&b.connection_id));
+        assert_eq!(
+            subs.iter()
+                .map(|s| (s.connection_id.as_str(), s.gzip))
+                .collect::<Vec<_>>(),
+            [("c1", true), ("c2", false)]
+        );
     }
 }

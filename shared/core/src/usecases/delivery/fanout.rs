@@ -188,7 +188,10 @@ impl Broadcaster {
 
     /// Posts `frames` to `subscribers`; then records the posts' metrics,
     /// how long it took, and (when anything was posted) each event's
-    /// publish-to-post latency from `published_ms`.
+    /// publish-to-post latency from `published_ms`. The frames hold the
+    /// events as stored: subscribers that announced gzip get them so, the
+    /// others the same frames with their compressed texts expanded (made
+    /// once for the run, only when one of them is live).
     pub(crate) async fn deliver<F: AsRef<str> + Sync>(
         &self,
         key: &ChannelKey,
@@ -223,6 +226,16 @@ impl Broadcaster {
         let now = self.clock.epoch_s();
         let (expired, live): (Vec<&Subscriber>, Vec<&Subscriber>) =
             subscribers.iter().partition(|s| s.token_expired(now));
+        let as_stored: Vec<&str> = frames.iter().map(AsRef::as_ref).collect();
+        let expanded: Option<Vec<String>> = if live.iter().any(|s| !s.gzip) {
+            agentwire_protocol::gzip::expand_frames(frames)
+        } else {
+            None
+        };
+        let plain: Vec<&str> = match &expanded {
+            Some(e) => e.iter().map(String::as_str).collect(),
+            None => as_stored.clone(),
+        };
         for s in &expired {
             self.stop_expired(key, &s.connection_id).await;
         }
@@ -239,18 +252,15 @@ impl Broadcaster {
         let gone = AtomicUsize::new(0);
         let failed = AtomicUsize::new(0);
         let retries = AtomicUsize::new(0);
-        futures::stream::iter(live.into_iter().map(|s| s.connection_id.as_str()))
-            .for_each_concurrent(self.concurrency.max(1), |conn| {
+        futures::stream::iter(live)
+            .for_each_concurrent(self.concurrency.max(1), |s| {
                 let (posted, gone, failed, retries) = (&posted, &gone, &failed, &retries);
+                let conn = s.connection_id.as_str();
+                let frames = if s.gzip { &as_stored } else { &plain };
                 async move {
                     for frame in frames {
-                        let p = post_retrying(
-                            self.pusher.as_ref(),
-                            conn,
-                            frame.as_ref(),
-                            self.push_retry,
-                        )
-                        .await;
+                        let p =
+                            post_retrying(self.pusher.as_ref(), conn, frame, self.push_retry).await;
                         retries.fetch_add(p.retries as usize, Ordering::Relaxed);
                         match p.result {
                             Ok(()) => {
@@ -537,6 +547,54 @@ mod tests {
         assert_eq!(reached, ids.len());
         for id in &ids {
             assert_eq!(pusher.posts(id), frames, "{id} got the frame once");
+        }
+    }
+
+    /// A job carries the frames as stored (compressed texts); the worker
+    /// posts them so to subscribers that announced gzip and expanded to
+    /// the others.
+    #[tokio::test]
+    async fn a_job_posts_compressed_texts_to_gzip_subscribers_and_texts_to_the_rest() {
+        let reg = Arc::new(MemoryRegistry::default());
+        let pusher = Arc::new(MemoryPusher::default());
+        let key = ChannelKey::new("t", "big");
+        for i in 0..6 {
+            let mut c = connection(&format!("conn-{i}"), "t", "p", &["*"]);
+            c.gzip = i % 2 == 0;
+            reg.put_connection(&c).await.unwrap();
+            reg.subscribe(&c, &key, u64::MAX).await.unwrap();
+        }
+        let plain =
+            serde_json::json!({"stream": "s", "index": 0, "text": "$ cargo test\n".repeat(100)});
+        let event = StoredEvent {
+            key: key.clone(),
+            epoch: "e".into(),
+            seq: 1,
+            id: "s:0".into(),
+            kind: "out".into(),
+            data: agentwire_protocol::gzip::compress_raw(&(&plain).into()).unwrap(),
+            ts: "2026-12-08T09:00:00.000Z".into(),
+        };
+        let frames = agentwire_protocol::framing::coalesce(vec![event.frame()]);
+        let jobs = jobs_for(&key, &[event], &frames, &ShardRange::split(1), Some(1)).unwrap();
+        let worker = FanoutWorker::new(reg.clone(), pusher.clone(), Arc::new(SystemClock), 8);
+        for job in &jobs {
+            let body = serde_json::to_string(job).unwrap();
+            assert!(matches!(
+                worker.handle_message(&body).await,
+                FanoutOutcome::Done(_)
+            ));
+        }
+        for i in 0..6 {
+            let posts = pusher.posts(&format!("conn-{i}"));
+            assert_eq!(posts.len(), 1);
+            let data =
+                serde_json::from_str::<serde_json::Value>(&posts[0]).unwrap()["data"].clone();
+            if i % 2 == 0 {
+                assert!(data["gz"].is_string(), "conn-{i}: {data}");
+            } else {
+                assert_eq!(data, plain, "conn-{i}");
+            }
         }
     }
 

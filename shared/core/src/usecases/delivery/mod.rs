@@ -14,6 +14,10 @@
 //! - [`webhook`]: the webhook function's delivery of a handed-off job
 //!   (signed POST, retries on a schedule, holds, dead letters).
 //!
+//! Events are committed with their stream and chunk texts compressed;
+//! the frames carry them so to subscribers that announced gzip, and
+//! expanded to the others and to webhooks.
+//!
 //! Posting never fails a commit: a connection that misses a frame is
 //! closed and resumes from the log. Listing the subscribers and the
 //! hand-off can fail ([`Delivered::outcome`]); the caller has the run
@@ -339,8 +343,9 @@ impl Delivery {
             return Ok(());
         }
         for e in events {
+            let event = e.clone().expanded().into_frame();
             w.jobs
-                .schedule(&WebhookJob::new(&key.tenant, e.frame()), Duration::ZERO)
+                .schedule(&WebhookJob::new(&key.tenant, event), Duration::ZERO)
                 .await?;
             report.webhook_jobs += 1;
         }
