@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use agentwire_protocol::limits::MAX_CHANNELS_PER_JOIN;
-use agentwire_protocol::{ClientFrame, ErrorCode, ErrorFrame, JoinChannel, ServerFrame, Since};
+use agentwire_protocol::{
+    ClientFrame, ErrorCode, ErrorFrame, EventFrame, JoinChannel, ServerFrame, Since,
+};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -562,6 +564,7 @@ impl Driver {
             &ClientFrame::Hello {
                 protocol: range,
                 client: Some(self.options.client_name.clone()),
+                features: vec![agentwire_protocol::gzip::FEATURE.to_owned()],
             },
         )
         .await?;
@@ -834,7 +837,9 @@ impl Driver {
             }
             ServerFrame::Event(e) => {
                 let ds = match self.channels.get_mut(&e.channel) {
-                    Some(ch) => ch.seq.event(e),
+                    Some(ch) => ch
+                        .seq
+                        .event(decompressed(e, self.options.max_message_bytes)),
                     None => Vec::new(),
                 };
                 self.deliver(ds, ack_at).await
@@ -842,7 +847,9 @@ impl Driver {
             ServerFrame::Batch { events } => {
                 for e in events {
                     let ds = match self.channels.get_mut(&e.channel) {
-                        Some(ch) => ch.seq.event(e),
+                        Some(ch) => ch
+                            .seq
+                            .event(decompressed(e, self.options.max_message_bytes)),
                         None => continue,
                     };
                     self.deliver(ds, ack_at).await?;
@@ -1083,4 +1090,26 @@ fn random_unit() -> f64 {
         Ok(()) => (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64,
         Err(_) => 0.5,
     }
+}
+
+/// The most text a stream event's `gz` decodes to (the gateway sends at
+/// most an event's 96 KiB; a bound, whatever a frame claims).
+const MAX_DECODED_TEXT: usize = 4 * 1024 * 1024;
+
+/// An event with its compressed text decoded (docs/protocol.md,
+/// "Compressed payloads"), so the application sees what was published. A
+/// chunk's part is bounded as the reassembler bounds a message's parts
+/// (twice `max_message_bytes`: base64 is 4/3 of the bytes). A `gz` that
+/// does not decode is left in place: a chunk without its part loses its
+/// message (`invalid`), a stream event is handed over as it came.
+fn decompressed(mut e: EventFrame, max_message_bytes: u64) -> EventFrame {
+    let max = if e.data.get(agentwire_protocol::chunks::CHUNK_KEY).is_some() {
+        usize::try_from(max_message_bytes.saturating_mul(2)).unwrap_or(usize::MAX)
+    } else {
+        MAX_DECODED_TEXT
+    };
+    if let Ok(Some(plain)) = agentwire_protocol::gzip::expand(&e.data, max) {
+        e.data = plain;
+    }
+    e
 }
