@@ -15,4 +15,8 @@ export default defineConfig({
   treeshake: true,
   // The AG-UI packages are optional peers of the `agui` entry: never bundled.
   external: ["@ag-ui/core", "@ag-ui/core/schemas", "@ag-ui/client", "rxjs", "zod"],
+  // fflate (a pinned devDependency; gunzipSync and what it needs) is bundled:
+  // the package keeps no runtime dependency and dist/index.js loads in a
+  // browser as it is (examples/browser).
+  noExternal: ["fflate"],
 });

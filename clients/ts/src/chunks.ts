@@ -277,5 +277,5 @@ export class Reassembler {
   }
 }
 
-/** The base64 of bytes (for observing a binary message as text). */
-export { toBase64 };
+/** The base64 of bytes (for observing a binary message as text), and the bytes of base64. */
+export { toBase64, fromBase64 };

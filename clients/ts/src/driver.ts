@@ -30,6 +30,7 @@ import {
 import { Emitter } from "./emitter.js";
 import { AgentWireError, ProtocolError, ServerError, UnauthorizedError, retryAfterOf, type ErrorBody } from "./errors.js";
 import type { ClientEvents, ConnectionState, ResyncInfo, StateChange } from "./events.js";
+import { GZIP_FEATURE, decodeData } from "./gzip.js";
 import {
   CHANNEL_NAME,
   DEFAULT_RETRY_AFTER_MS,
@@ -389,6 +390,8 @@ export class Driver {
         action: "hello",
         protocol: { min: PROTOCOL.min, max: PROTOCOL.max },
         client: this.#opts.clientName,
+        // Compressed payloads are decoded (decodeData, in #onEvent).
+        features: [GZIP_FEATURE],
       });
     };
     ws.onmessage = (ev: { data: unknown }) => {
@@ -624,14 +627,17 @@ export class Driver {
     if (!e || typeof e.channel !== "string" || !isSeq(e.seq) || typeof e.epoch !== "string") return;
     const core = this.#channels.get(e.channel);
     if (!core || core.suspended) return; // a suspended channel fetches them again when it goes on
-    // Exactly the event's fields (an `event` frame also carries `type`).
+    // Exactly the event's fields (an `event` frame also carries `type`), a
+    // compressed text decoded before anything else sees it. A chunk's part is
+    // bounded by what the reassembly takes of one message (twice
+    // maxMessageBytes: room for base64).
     const event: AgentWireEvent = {
       channel: e.channel,
       seq: e.seq,
       epoch: e.epoch,
       id: e.id,
       kind: e.kind,
-      data: e.data,
+      data: decodeData(e.data, this.#messages.maxMessageBytes * 2),
       ts: e.ts,
     };
     this.#deliver(c, core, core.seq.event(event));
