@@ -238,6 +238,13 @@ class Reassembler:
         return Message(channel, h["message"], p.kind, seq, epoch, encoding, value)
 
     @property
+    def max_part_bytes(self) -> int:
+        """The most one chunk's text may be: what a message's parts are held to (its
+        bytes, or the base64 of its bytes); a compressed part that decodes to more is
+        `invalid`."""
+        return self.max_message_bytes * 2
+
+    @property
     def partial(self) -> int:
         """Messages in progress."""
         return len(self._partial)

@@ -9,6 +9,7 @@ gives it these internals, on the same instance."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import json
 import logging
@@ -37,6 +38,8 @@ from ._connection import (
     _retry_after_s,
     _unix_seconds,
 )
+from ._gzip import FEATURE as GZIP_FEATURE
+from ._gzip import expand
 from ._options import (
     _TOKEN_CODES,
     MAX_CHANNELS_PER_JOIN,
@@ -358,6 +361,8 @@ class _Driver:
                 {
                     "action": "hello",
                     "protocol": {"min": PROTOCOL_MIN, "max": PROTOCOL_MAX},
+                    # Compressed payloads are decoded (`_event`).
+                    "features": [GZIP_FEATURE],
                     "client": self._client_name,
                 }
             )
@@ -446,7 +451,7 @@ class _Driver:
             ch = self._channels.get(name) if isinstance(name, str) else None
             if ch is None or ch.idle:
                 return []
-            self._deliver(ch, ch.seq.event(Event.from_frame(f)))
+            self._deliver(ch, ch.seq.event(self._event(f)))
             return [ch.name]
         if t == "batch":
             touched: list[str] = []
@@ -457,7 +462,7 @@ class _Driver:
                 if ch is None or ch.idle:
                     continue
                 try:
-                    ev = Event.from_frame(e)
+                    ev = self._event(e)
                 except ValueError as err:
                     self._report(ProtocolError(f"unusable event in a batch: {err}", code="decode"))
                     continue
@@ -524,6 +529,15 @@ class _Driver:
             self._plan_refresh(exp, _MIN_REFRESH_GAP)
             return []
         return []  # welcome, pong, left
+
+    def _event(self, f: dict[str, Any]) -> Event:
+        """The event of an `event` frame or of a batch's entry, a compressed
+        payload (`gz`) expanded before anything else sees it: a chunk's text
+        bounded like its message's parts, a stream event's text by
+        `_gzip.MAX_STREAM_TEXT_BYTES` (4 MiB); one that does not decode stays as it came."""
+        ev = Event.from_frame(f)
+        data = expand(ev.data, max_part_bytes=self._messages.max_part_bytes)
+        return ev if data is ev.data else dataclasses.replace(ev, data=data)
 
     def _on_error_frame(self, f: dict[str, Any]) -> None:
         code = str(f.get("code", "internal"))
