@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -649,7 +650,13 @@ func unixTime(s float64) time.Time {
 
 // handshake sends hello and waits for welcome (or the typed refusal).
 func (d *driver) handshake() *ended {
-	if e := d.send(helloFrame{Action: "hello", Protocol: ProtocolRange{Min: ProtocolVersion, Max: ProtocolVersion}, Client: d.opts.ClientName}); e != nil {
+	hello := helloFrame{
+		Action:   "hello",
+		Protocol: ProtocolRange{Min: ProtocolVersion, Max: ProtocolVersion},
+		Client:   d.opts.ClientName,
+		Features: []string{featureGzip},
+	}
+	if e := d.send(hello); e != nil {
 		return e
 	}
 	deadline := time.NewTimer(d.opts.HandshakeTimeout)
@@ -964,6 +971,9 @@ func (d *driver) onMessage(in inbound) *ended {
 			if !ok {
 				continue
 			}
+			// Compressed texts are put back before anything else sees
+			// the event.
+			e.Data = decodeGzipData(e.Data, maxStreamTextBytes, d.maxPartBytes())
 			if end := d.deliver(ch.seq.event(e)); end != nil {
 				return end
 			}
@@ -1025,6 +1035,12 @@ func (d *driver) onMessage(in inbound) *ended {
 		}
 	}
 	return nil
+}
+
+// maxPartBytes bounds the part a compressed chunk decodes to: the bound of
+// a message's text in the reassembler, twice Options.MaxMessageBytes.
+func (d *driver) maxPartBytes() int64 {
+	return int64(min(d.messages.maxMessage, math.MaxInt64/2)) * 2
 }
 
 // report hands a non-fatal error to the application.

@@ -19,7 +19,9 @@ type Event struct {
 	Seq   uint64 `json:"seq"`  // Its place in the log, from 1.
 	ID    string `json:"id"`   // Its id (the idempotency key it was published with, or one generated)
 	Kind  string `json:"kind"` // What the publisher called it.
-	// Data is the event's JSON (null when it had none).
+	// Data is the event's JSON (null when it had none). A stream text or
+	// chunk part the gateway sent gzip-compressed (a "gz" member) is
+	// decoded back to its "text" or "part" before the event is delivered.
 	Data json.RawMessage `json:"data"`
 	Ts   string          `json:"ts"` // When it was published (RFC 3339)
 }
@@ -42,7 +44,8 @@ type Connected struct {
 	Protocol     int    // The negotiated protocol version.
 	ConnectionID string // The gateway's id of the connection.
 	Server       string // The gateway's name and version.
-	// Features the gateway offers ("refresh": in-band token refresh).
+	// Features the gateway offers ("refresh": in-band token refresh;
+	// "gzip": it sends compressed payloads, which the client decodes).
 	Features []string
 	// TokenExp is when the connection's token expires (zero: not said).
 	TokenExp time.Time

@@ -114,6 +114,7 @@ type helloFrame struct {
 	Action   string        `json:"action"`
 	Protocol ProtocolRange `json:"protocol"`
 	Client   string        `json:"client,omitempty"`
+	Features []string      `json:"features,omitempty"`
 }
 
 type joinFrame struct {
