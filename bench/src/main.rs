@@ -187,7 +187,7 @@ async fn main() -> ExitCode {
     }
     if run("gzip") {
         let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
-        if let Err(e) = gzip::gzip(&data) {
+        if let Err(e) = gzip::gzip(&data).await {
             eprintln!("agentwire-bench: gzip: {e}");
             return ExitCode::FAILURE;
         }
