@@ -392,12 +392,39 @@ func FuzzFrames(f *testing.F) {
 	many = append(many, deep, `{"type":"event","channel":["agent-1"],"seq":"104"}`, `{"type":"batch","events":[1,"x",null,{"seq":-1}]}`)
 	f.Add(strings.Join(many, "\n"))
 	f.Fuzz(func(t *testing.T, input string) {
-		c := &Client{events: make(chan ClientEvent, 1<<16), done: make(chan struct{}), signal: make(chan struct{}, 1)}
+		// The driver emits on this goroutine. A collector takes the events
+		// as they come (no buffer for a frame to outgrow: a batch of any
+		// size delivers all its events), and a barrier after each frame
+		// hands over what that frame emitted: no timers, no sleeps.
+		events := make(chan ClientEvent)
+		emitted := make(chan []ClientEvent)
+		go func() {
+			defer close(emitted)
+			var got []ClientEvent
+			for ev := range events {
+				if _, ok := ev.(fuzzBarrier); ok {
+					emitted <- got
+					got = nil
+					continue
+				}
+				got = append(got, ev)
+			}
+		}()
+		defer func() {
+			close(events)
+			for range emitted {
+			}
+		}()
+		c := &Client{events: events, done: make(chan struct{}), signal: make(chan struct{}, 1)}
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		c.stop = cancel
+		// HoleGrace is longer than any run: a live hole waits for its
+		// frames whatever the machine's speed (the grace ending is a timer
+		// in the connection loop, not a frame).
 		opts := Options{Token: "t", MaxHeldEvents: 64, MaxHeldEventBytes: 1 << 16, MaxMessageBytes: 1 << 12, MaxHeldMessageBytes: 1 << 13, MaxPartialMessages: 8,
-			Channels: []ChannelSpec{{Name: "agent-1", Since: SincePosition("e1", 0)}, {Name: "agent-2"}}}.withDefaults()
+			HoleGrace: time.Hour,
+			Channels:  []ChannelSpec{{Name: "agent-1", Since: SincePosition("e1", 0)}, {Name: "agent-2"}}}.withDefaults()
 		d := newDriver(c, "ws://x", opts, ctx)
 		d.connCtx = ctx
 		sent := 0
@@ -408,47 +435,27 @@ func FuzzFrames(f *testing.F) {
 		}
 		last := map[string]pos{}
 		for _, line := range strings.Split(input, "\n") {
-			if len(c.events) > cap(c.events)/2 {
-				return // enough for one input
-			}
 			e := d.onMessage(inbound{typ: websocket.MessageText, data: []byte(line)})
 			if e == nil {
 				e = d.rejoinLagging()
 			}
-			if e != nil {
-				switch e.kind {
-				case endFatal:
-					if e.err == nil || e.err.Code != CodeVersionUnsupported {
-						t.Fatalf("fatal on %q: %+v", line, e)
+			events <- fuzzBarrier{}
+			for _, ev := range <-emitted {
+				switch x := ev.(type) {
+				case *Event:
+					p := last[x.Channel]
+					if p.epoch == x.Epoch && x.Seq <= p.seq {
+						t.Fatalf("seq %d after %d in %s", x.Seq, p.seq, x.Channel)
 					}
-					return
-				case endRollover, endLost:
-					return // a token or connection error: a reconnect
-				default:
-					t.Fatalf("ended %+v on %q", e, line)
-				}
-			}
-			for drained := false; !drained; {
-				select {
-				case ev := <-c.events:
-					switch x := ev.(type) {
-					case *Event:
-						p := last[x.Channel]
-						if p.epoch == x.Epoch && x.Seq <= p.seq {
-							t.Fatalf("seq %d after %d in %s", x.Seq, p.seq, x.Channel)
-						}
-						last[x.Channel] = pos{x.Epoch, x.Seq}
-					case *ErrorEvent:
-						if x.Fatal() {
-							t.Fatalf("a fatal error event: %v", x.Err)
-						}
-					case *MessageLost:
-						if len(x.ID) > MaxReceivedMessageID {
-							t.Fatalf("a lost message reported under an id of %d bytes", len(x.ID))
-						}
+					last[x.Channel] = pos{x.Epoch, x.Seq}
+				case *ErrorEvent:
+					if x.Fatal() {
+						t.Fatalf("a fatal error event: %v", x.Err)
 					}
-				default:
-					drained = true
+				case *MessageLost:
+					if len(x.ID) > MaxReceivedMessageID {
+						t.Fatalf("a lost message reported under an id of %d bytes", len(x.ID))
+					}
 				}
 			}
 			for name, ch := range d.channels {
@@ -467,9 +474,28 @@ func FuzzFrames(f *testing.F) {
 					t.Fatalf("a message id of %d bytes held", len(k.message))
 				}
 			}
+			if e != nil {
+				switch e.kind {
+				case endFatal:
+					if e.err == nil || e.err.Code != CodeVersionUnsupported {
+						t.Fatalf("fatal on %q: %+v", line, e)
+					}
+					return
+				case endRollover, endLost:
+					return // a token or connection error: a reconnect
+				default:
+					t.Fatalf("ended %+v on %q", e, line)
+				}
+			}
 		}
 	})
 }
+
+// fuzzBarrier ends, on the events channel, what one frame emitted
+// (FuzzFrames).
+type fuzzBarrier struct{}
+
+func (fuzzBarrier) clientEvent() {}
 
 func TestATokenProviderFailureIsReportedAndRetried(t *testing.T) {
 	cause := errors.New("the auth service is down")
