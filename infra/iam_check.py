@@ -134,8 +134,9 @@ ALLOWED_UNUSED = {
     ("webhook", "dynamodb:UpdateItem", "ChannelsTable"):
         "disabling a webhook after 410 Gone (WebhookAdmin::disable)",
     ("publish", "dynamodb:UpdateItem", "ConnectionsTable"):
-        "a subscriber whose token expired leaves the channel when an HTTP publish's delivery meets it "
-        "(the e2e token-expiry tests meet it through the dispatcher's delivery, the same code)",
+        "a subscriber whose token expired leaves the channel, or a gone one is counted out of the open "
+        "connections, when an HTTP publish's delivery meets it (the e2e tests meet both through the "
+        "dispatcher's delivery, the same code)",
     ("publish", "dynamodb:UpdateItem", "SubscriptionsTable"):
         "the presence count set to the live subscriptions a listing read, when it had drifted "
         "(delivery's listing, the same code as the dispatcher's)",

@@ -3,7 +3,7 @@
 //! format. The recorder is the process's global one, installed by the
 //! first gateway of the process; the dev gateway runs every function in
 //! one process, so there is no `function` label here. Histograms are
-//! summaries (quantiles 0.5, 0.9, 0.99 over a sliding window).
+//! summaries (quantiles 0.5, 0.9, 0.95, 0.99 over a sliding window).
 
 use std::sync::{Arc, OnceLock};
 
@@ -23,7 +23,7 @@ pub fn prometheus() -> Option<PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
-                .set_quantiles(&[0.5, 0.9, 0.99])
+                .set_quantiles(&[0.5, 0.9, 0.95, 0.99])
                 .ok()?
                 .build_recorder();
             let handle = recorder.handle();

@@ -1,6 +1,8 @@
 //! `agentwire stats`: the dev gateway's `GET /metrics` as a table:
-//! connections, events in and out (totals and per second over the sample
-//! interval), delivery latency p50/p99, and every kind of error.
+//! connections (open, their duration), joins and resumes (the share that
+//! recovered everything), gaps sent, events in and out (totals and per
+//! second over the sample interval), delivery latency p50/p95/p99 per path,
+//! the canary's probes when it runs, and every kind of error.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -64,12 +66,36 @@ impl Scrape {
 
     /// A summary's quantile (`q` as rendered, like "0.5").
     pub fn quantile(&self, name: &str, q: &str) -> Option<f64> {
+        self.quantile_of(name, q, None)
+    }
+
+    /// A summary's quantile for the series that also has `label` (like
+    /// `path="direct"`), or any series when `None`.
+    pub fn quantile_of(&self, name: &str, q: &str, label: Option<&str>) -> Option<f64> {
         let want = format!("quantile=\"{q}\"");
         self.samples
             .get(name)?
             .iter()
-            .find(|(l, _)| l.split(',').any(|p| p == want))
+            .find(|(l, _)| {
+                l.split(',').any(|p| p == want)
+                    && label.is_none_or(|want| l.split(',').any(|p| p == want))
+            })
             .map(|(_, v)| *v)
+    }
+
+    /// A gauge's value (the first series), if present.
+    pub fn gauge(&self, name: &str) -> Option<f64> {
+        self.samples.get(name)?.first().map(|(_, v)| *v)
+    }
+
+    /// A counter's value for the series that has `label`.
+    pub fn total_of(&self, name: &str, label: &str) -> f64 {
+        self.samples.get(name).map_or(0.0, |v| {
+            v.iter()
+                .filter(|(l, _)| l.split(',').any(|p| p == label))
+                .map(|(_, x)| x)
+                .sum()
+        })
     }
 
     /// A counter's values by label set.
@@ -110,14 +136,14 @@ pub fn table(first: &Scrape, second: &Scrape, interval: Duration) -> String {
     let secs = interval.as_secs_f64().max(0.001);
     let rate = |name: &str| (second.total(name) - first.total(name)).max(0.0) / secs;
     let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} ms"));
+    let secs_of = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0} s"));
+    let open = second.gauge(m::CONNECTIONS_OPEN).unwrap_or_else(|| {
+        second.total(m::CONNECTIONS_OPENED) - second.total(m::CONNECTIONS_CLOSED)
+    });
+    let resumes = second.total(m::RESUMES);
+    let recovered = second.total_of(m::RESUMES, "recovered=\"true\"");
     let mut rows: Vec<(String, String)> = vec![
-        (
-            "connections open".into(),
-            format!(
-                "{}",
-                second.total(m::CONNECTIONS_OPENED) - second.total(m::CONNECTIONS_CLOSED)
-            ),
-        ),
+        ("connections open".into(), format!("{open}")),
         (
             "connections opened / closed".into(),
             format!(
@@ -126,7 +152,27 @@ pub fn table(first: &Scrape, second: &Scrape, interval: Duration) -> String {
                 second.total(m::CONNECTIONS_CLOSED)
             ),
         ),
+        (
+            "connection duration p50 / p99".into(),
+            format!(
+                "{} / {}",
+                secs_of(second.quantile(m::CONNECTION_DURATION, "0.5")),
+                secs_of(second.quantile(m::CONNECTION_DURATION, "0.99"))
+            ),
+        ),
         ("joins".into(), format!("{}", second.total(m::JOINS))),
+        (
+            "resumes (recovered)".into(),
+            if resumes > 0.0 {
+                format!("{resumes} ({:.1}%)", 100.0 * recovered / resumes)
+            } else {
+                "0".into()
+            },
+        ),
+        (
+            "gaps sent".into(),
+            format!("{}", second.total(m::GAPS_SENT)),
+        ),
         (
             "events published".into(),
             format!(
@@ -151,19 +197,36 @@ pub fn table(first: &Scrape, second: &Scrape, interval: Duration) -> String {
                 rate(m::FRAMES_POSTED)
             ),
         ),
-        (
-            "delivery latency p50 / p99".into(),
-            format!(
-                "{} / {}",
-                ms(second.quantile(m::DELIVERY_LATENCY, "0.5")),
-                ms(second.quantile(m::DELIVERY_LATENCY, "0.99"))
-            ),
-        ),
-        (
-            "fan-out duration p99".into(),
-            ms(second.quantile(m::FANOUT_DURATION, "0.99")),
-        ),
     ];
+    for path in ["direct", "queue"] {
+        let label = format!("path=\"{path}\"");
+        let q = |q: &str| ms(second.quantile_of(m::DELIVERY_LATENCY, q, Some(&label)));
+        rows.push((
+            format!("delivery latency p50 / p95 / p99, {path}"),
+            format!("{} / {} / {}", q("0.5"), q("0.95"), q("0.99")),
+        ));
+    }
+    rows.push((
+        "fan-out duration p99".into(),
+        ms(second.quantile(m::FANOUT_DURATION, "0.99")),
+    ));
+    let runs = second.total(m::CANARY_RUNS);
+    if runs > 0.0 {
+        let ok = second.total_of(m::CANARY_RUNS, "outcome=\"ok\"");
+        rows.push((
+            "canary probes passed".into(),
+            format!("{ok} of {runs} ({:.1}%)", 100.0 * ok / runs),
+        ));
+        rows.push((
+            "canary round trip p50 / p95, resume p50".into(),
+            format!(
+                "{} / {}, {}",
+                ms(second.quantile(m::CANARY_LATENCY, "0.5")),
+                ms(second.quantile(m::CANARY_LATENCY, "0.95")),
+                ms(second.quantile(m::CANARY_RESUME, "0.5"))
+            ),
+        ));
+    }
     for name in [m::POSTS_GONE, m::POSTS_THROTTLED, m::POSTS_FAILED] {
         rows.push((name.replace('_', " "), format!("{}", second.total(name))));
     }
@@ -203,11 +266,18 @@ events_published{path="http"} 7
 events_published{path="library"} 5
 connections_opened 4
 connections_closed 1
+connections_open 3
+resumes{recovered="true"} 9
+resumes{recovered="false"} 1
 rate_limited{scope="tenant"} 3
-delivery_latency_ms{quantile="0.5"} 12.5
-delivery_latency_ms{quantile="0.99"} 40
+delivery_latency_ms{path="direct",quantile="0.5"} 12.5
+delivery_latency_ms{path="direct",quantile="0.95"} 30
+delivery_latency_ms{path="direct",quantile="0.99"} 40
 delivery_latency_ms_sum 100
 delivery_latency_ms_count 8
+canary_runs{outcome="ok"} 3
+canary_runs{outcome="publish"} 1
+canary_latency_ms{quantile="0.5"} 21
 "#;
 
     #[test]
@@ -215,6 +285,11 @@ delivery_latency_ms_count 8
         let s = Scrape::parse(TEXT);
         assert_eq!(s.total("events_published"), 12.0);
         assert_eq!(s.quantile("delivery_latency_ms", "0.99"), Some(40.0));
+        assert_eq!(
+            s.quantile_of("delivery_latency_ms", "0.95", Some("path=\"direct\"")),
+            Some(30.0)
+        );
+        assert_eq!(s.gauge("connections_open"), Some(3.0));
         let before = Scrape::parse("events_committed 4\n");
         let t = table(&before, &s, Duration::from_secs(2));
         assert!(t.contains("events committed"), "{t}");
@@ -223,7 +298,10 @@ delivery_latency_ms_count 8
             t.contains("connections open  ") || t.contains("connections open "),
             "{t}"
         );
-        assert!(t.contains("12.5 ms / 40.0 ms"), "{t}");
+        assert!(t.contains("12.5 ms / 30.0 ms / 40.0 ms"), "{t}");
+        assert!(t.contains("10 (90.0%)"), "{t}");
+        assert!(t.contains("3 of 4 (75.0%)"), "{t}");
+        assert!(t.contains("21.0 ms / -, -"), "{t}");
         assert!(t.contains("3 scope=tenant"), "{t}");
     }
 }

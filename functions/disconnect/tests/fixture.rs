@@ -21,7 +21,10 @@ async fn a_recorded_disconnect_removes_the_connection_and_its_subscriptions() {
     registry.put_connection(&conn).await.unwrap();
     let key = ChannelKey::new("acme", "agent-7");
     assert!(registry.subscribe(&conn, &key, u64::MAX).await.unwrap());
-    let f = DisconnectFunction::with(Disconnect::new(registry.clone()));
+    let f = DisconnectFunction::with(Disconnect::new(
+        registry.clone(),
+        Arc::new(agentwire_core::clock::SystemClock),
+    ));
     let event: ApiGatewayWebsocketProxyRequest = serde_json::from_slice(EVENT).unwrap();
     let resp = f.handle(event.clone()).await.unwrap();
     assert_eq!(resp.status_code, 200);

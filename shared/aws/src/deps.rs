@@ -9,6 +9,7 @@ use agentwire_core::auth::jwks::{JwksCache, JwksPolicy};
 use agentwire_core::auth::{Keyring, Verifier};
 use agentwire_core::clock::{Clock, SystemClock};
 use agentwire_core::config::{Config, ConfigError};
+use agentwire_core::usecases::delivery::DeliveryPath;
 use agentwire_core::usecases::delivery::webhook::Deliverer;
 use agentwire_core::usecases::delivery::{Delivery, SETTINGS_TTL};
 use agentwire_core::usecases::session::ReplayBudget;
@@ -166,7 +167,7 @@ impl Deps {
     }
 
     pub fn disconnect(&self) -> Disconnect {
-        Disconnect::new(self.registry.clone())
+        Disconnect::new(self.registry.clone(), self.clock.clone())
     }
 
     pub fn dispatcher(&self) -> Result<Dispatcher, ConfigError> {
@@ -250,9 +251,10 @@ impl Deps {
     /// The publish function's publisher: HTTP publishes committed and
     /// delivered directly (the events queue the fallback).
     pub fn direct_publisher(&self) -> Result<Publisher, ConfigError> {
-        Ok(self
-            .publisher()?
-            .with_direct(self.committer(), self.delivery()?))
+        Ok(self.publisher()?.with_direct(
+            self.committer(),
+            self.delivery()?.with_path(DeliveryPath::Direct),
+        ))
     }
 
     /// Commits runs of events to the log.

@@ -232,8 +232,8 @@ pub async fn connection_registry(reg: &dyn ConnectionRegistry, clock: &ManualClo
             .await
             .unwrap()
     );
-    assert!(reg.remove_connection(&a.id).await.unwrap());
-    assert!(!reg.remove_connection(&a.id).await.unwrap());
+    assert!(reg.remove_connection(&a.id).await.unwrap().is_some());
+    assert!(reg.remove_connection(&a.id).await.unwrap().is_none());
     assert_eq!(reg.get_connection(&a.id).await.unwrap(), None);
     assert!(
         reg.subscribers(&key)
@@ -292,6 +292,15 @@ pub async fn connection_registry(reg: &dyn ConnectionRegistry, clock: &ManualClo
     );
 
     membership_and_shards(reg, clock, ns).await;
+
+    // The deployment's open connections: a level moved by deltas, never
+    // below zero (a removal of a connection opened before the count
+    // existed floors it).
+    assert_eq!(reg.count_open(0).await.unwrap(), 0);
+    assert_eq!(reg.count_open(2).await.unwrap(), 2);
+    assert_eq!(reg.count_open(-1).await.unwrap(), 1);
+    assert_eq!(reg.count_open(-5).await.unwrap(), 0);
+    assert_eq!(reg.count_open(1).await.unwrap(), 1);
 }
 
 /// The membership version moves with every subscribe (a re-join too: a
@@ -369,7 +378,7 @@ async fn membership_and_shards(reg: &dyn ConnectionRegistry, clock: &ManualClock
     let m = reg.membership(&key).await.unwrap();
     assert_eq!(m.count, 39);
     moved(m, "a leave");
-    assert!(reg.remove_connection(&conns[1].id).await.unwrap());
+    assert!(reg.remove_connection(&conns[1].id).await.unwrap().is_some());
     let m = reg.membership(&key).await.unwrap();
     assert_eq!(m.count, 38);
     moved(m, "a removal");
@@ -657,8 +666,8 @@ pub async fn counted_connections(reg: &dyn ConnectionRegistry, ns: &str) {
     assert_eq!(reg.counted_connections(ns).await.unwrap(), 2);
     let stored = reg.get_connection(&a.id).await.unwrap().unwrap();
     assert!(stored.counted, "the record says it is counted");
-    assert!(reg.remove_connection(&a.id).await.unwrap());
-    assert!(!reg.remove_connection(&a.id).await.unwrap());
+    assert!(reg.remove_connection(&a.id).await.unwrap().is_some());
+    assert!(reg.remove_connection(&a.id).await.unwrap().is_none());
     assert_eq!(
         reg.counted_connections(ns).await.unwrap(),
         1,
@@ -668,14 +677,14 @@ pub async fn counted_connections(reg: &dyn ConnectionRegistry, ns: &str) {
     // An uncounted connection leaves the count alone.
     let d = conn(ns, "cd", u64::MAX);
     reg.put_connection(&d).await.unwrap();
-    assert!(reg.remove_connection(&d.id).await.unwrap());
+    assert!(reg.remove_connection(&d.id).await.unwrap().is_some());
     assert_eq!(reg.counted_connections(ns).await.unwrap(), 2);
     reg.reset_connection_count(ns).await.unwrap();
     assert_eq!(reg.counted_connections(ns).await.unwrap(), 0);
     // A counted connection removed after a reset never goes below zero.
-    assert!(reg.remove_connection(&b.id).await.unwrap());
+    assert!(reg.remove_connection(&b.id).await.unwrap().is_some());
     assert_eq!(reg.counted_connections(ns).await.unwrap(), 0);
-    assert!(reg.remove_connection(&c.id).await.unwrap());
+    assert!(reg.remove_connection(&c.id).await.unwrap().is_some());
 }
 
 /// Token buckets: a burst is allowed up to its size and refused after with

@@ -92,6 +92,8 @@ pub struct MemoryRegistry {
     /// Each tenant's count of counted connections (kept apart from the
     /// records, as the adapter keeps it).
     counts: Mutex<HashMap<String, u64>>,
+    /// The deployment's open connections ([`ConnectionRegistry::count_open`]).
+    open: Mutex<u64>,
     subs: Mutex<BTreeMap<ChannelKey, Subscriptions>>,
     /// Each channel's membership version, moved like the adapter's.
     versions: Mutex<HashMap<ChannelKey, u64>>,
@@ -118,6 +120,7 @@ impl MemoryRegistry {
         Self {
             conns: Mutex::default(),
             counts: Mutex::default(),
+            open: Mutex::default(),
             subs: Mutex::default(),
             versions: Mutex::default(),
             listings: Default::default(),
@@ -373,10 +376,11 @@ impl ConnectionRegistry for MemoryRegistry {
         Ok(())
     }
 
-    async fn remove_connection(&self, id: &str) -> Result<bool, StoreError> {
+    async fn remove_connection(&self, id: &str) -> Result<Option<Connection>, StoreError> {
         let Some(c) = lock(&self.conns).remove(id) else {
-            return Ok(false);
+            return Ok(None);
         };
+        let removed = c.clone();
         if c.counted
             && let Some(n) = lock(&self.counts).get_mut(&c.tenant)
         {
@@ -391,7 +395,13 @@ impl ConnectionRegistry for MemoryRegistry {
                 self.bump(&key);
             }
         }
-        Ok(true)
+        Ok(Some(removed))
+    }
+
+    async fn count_open(&self, delta: i64) -> Result<u64, StoreError> {
+        let mut open = lock(&self.open);
+        *open = open.saturating_add_signed(delta);
+        Ok(*open)
     }
 }
 

@@ -6,8 +6,9 @@
 //! test, `infra/test_metrics_drift.py`, checks it).
 //!
 //! Labels are few on purpose (each is a CloudWatch dimension): `path` on
-//! [`EVENTS_PUBLISHED`], `outcome` on [`WEBHOOK_ATTEMPTS`], `reason` on
-//! [`DEAD_LETTERED`] and [`TOKENS_REFUSED`], `scope` on [`RATE_LIMITED`]
+//! [`EVENTS_PUBLISHED`] and [`DELIVERY_LATENCY`], `recovered` on
+//! [`RESUMES`], `outcome` on [`WEBHOOK_ATTEMPTS`], `reason` on
+//! [`DEAD_LETTERED`] and [`TOKENS_REFUSED`], `outcome` on [`CANARY_RUNS`], `scope` on [`RATE_LIMITED`]
 //! and [`RATE_LIMITED_DRY_RUN`], `outcome` on [`JWKS_FETCHES`]. No metric is labelled by tenant, channel or
 //! connection.
 
@@ -16,6 +17,19 @@
 pub enum Unit {
     Count,
     Milliseconds,
+    Seconds,
+}
+
+/// How a metric aggregates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Summed over a period.
+    Counter,
+    /// A level: the last value set (CloudWatch: its maximum or average
+    /// over a period).
+    Gauge,
+    /// A distribution of values (percentiles).
+    Histogram,
 }
 
 /// One metric: its name, what it counts and its unit.
@@ -24,8 +38,7 @@ pub struct Metric {
     pub name: &'static str,
     pub unit: Unit,
     pub help: &'static str,
-    /// Counter (summed) or distribution (a histogram of values).
-    pub histogram: bool,
+    pub kind: Kind,
 }
 
 const fn counter(name: &'static str, help: &'static str) -> Metric {
@@ -33,7 +46,16 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
         name,
         unit: Unit::Count,
         help,
-        histogram: false,
+        kind: Kind::Counter,
+    }
+}
+
+const fn gauge(name: &'static str, help: &'static str) -> Metric {
+    Metric {
+        name,
+        unit: Unit::Count,
+        help,
+        kind: Kind::Gauge,
     }
 }
 
@@ -42,12 +64,16 @@ const fn histogram(name: &'static str, unit: Unit, help: &'static str) -> Metric
         name,
         unit,
         help,
-        histogram: true,
+        kind: Kind::Histogram,
     }
 }
 
 pub const CONNECTIONS_OPENED: &str = "connections_opened";
 pub const CONNECTIONS_CLOSED: &str = "connections_closed";
+pub const CONNECTIONS_OPEN: &str = "connections_open";
+pub const CONNECTION_DURATION: &str = "connection_duration_s";
+pub const RESUMES: &str = "resumes";
+pub const GAPS_SENT: &str = "gaps_sent";
 pub const JOINS: &str = "joins";
 pub const REPLAYED_EVENTS: &str = "replayed_events";
 pub const EVENTS_PUBLISHED: &str = "events_published";
@@ -67,6 +93,9 @@ pub const TOKENS_REFUSED: &str = "tokens_refused";
 pub const JWKS_FETCHES: &str = "jwks_fetches";
 pub const TOKENS_REFRESHED: &str = "tokens_refreshed";
 pub const CONNECTIONS_REVOKED: &str = "connections_revoked";
+pub const CANARY_RUNS: &str = "canary_runs";
+pub const CANARY_LATENCY: &str = "canary_latency_ms";
+pub const CANARY_RESUME: &str = "canary_resume_ms";
 
 /// Every metric the code emits.
 pub const ALL: &[Metric] = &[
@@ -74,7 +103,27 @@ pub const ALL: &[Metric] = &[
         CONNECTIONS_OPENED,
         "WebSocket connections accepted by $connect",
     ),
-    counter(CONNECTIONS_CLOSED, "connections removed by $disconnect"),
+    counter(
+        CONNECTIONS_CLOSED,
+        "connections removed ($disconnect, a post answered Gone, a revocation)",
+    ),
+    gauge(
+        CONNECTIONS_OPEN,
+        "open connections of the deployment, after each connect and removal",
+    ),
+    histogram(
+        CONNECTION_DURATION,
+        Unit::Seconds,
+        "how long a connection was open, at its removal",
+    ),
+    counter(
+        RESUMES,
+        "channels joined from a position (given or the durable cursor), by recovered (true: everything missed was replayed; false: a gap or a reset)",
+    ),
+    counter(
+        GAPS_SENT,
+        "gap frames the gateway sent (ranges a replay could not bring)",
+    ),
     counter(JOINS, "channels joined (one per channel of a join)"),
     histogram(
         REPLAYED_EVENTS,
@@ -102,7 +151,7 @@ pub const ALL: &[Metric] = &[
     histogram(
         DELIVERY_LATENCY,
         Unit::Milliseconds,
-        "from the event's ts (publish) to its post to a subscriber",
+        "from the event's ts (publish accepted) to its post to a subscriber, by path (direct: committed by the publish function; queue: by the dispatcher)",
     ),
     counter(
         WEBHOOK_ATTEMPTS,
@@ -136,6 +185,20 @@ pub const ALL: &[Metric] = &[
         CONNECTIONS_REVOKED,
         "live connections closed because their principal was revoked",
     ),
+    counter(
+        CANARY_RUNS,
+        "canary probes, by outcome (ok, or the step that failed: connect, publish, receive, resume)",
+    ),
+    histogram(
+        CANARY_LATENCY,
+        Unit::Milliseconds,
+        "the canary's HTTP publish to its client receiving the event",
+    ),
+    histogram(
+        CANARY_RESUME,
+        Unit::Milliseconds,
+        "the canary's reconnect to its client receiving, by replay, the event published while it was away",
+    ),
 ];
 
 /// The metric named `name`, if the code emits it.
@@ -149,11 +212,12 @@ pub fn describe() {
         let unit = match m.unit {
             Unit::Count => metrics::Unit::Count,
             Unit::Milliseconds => metrics::Unit::Milliseconds,
+            Unit::Seconds => metrics::Unit::Seconds,
         };
-        if m.histogram {
-            metrics::describe_histogram!(m.name, unit, m.help);
-        } else {
-            metrics::describe_counter!(m.name, unit, m.help);
+        match m.kind {
+            Kind::Counter => metrics::describe_counter!(m.name, unit, m.help),
+            Kind::Gauge => metrics::describe_gauge!(m.name, unit, m.help),
+            Kind::Histogram => metrics::describe_histogram!(m.name, unit, m.help),
         }
     }
 }

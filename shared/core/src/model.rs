@@ -409,6 +409,10 @@ pub struct FanoutJob {
     /// publish-to-post latency once its frames are posted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub published_ms: Vec<u64>,
+    /// How the events were committed (`direct` or `queue`): the label of
+    /// their delivery latency. Absent from jobs of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 impl FanoutJob {

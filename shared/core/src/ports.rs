@@ -106,9 +106,15 @@ pub trait ConnectionRegistry: Send + Sync {
     /// kept as connections subscribe and leave, not counted on read.
     async fn presence(&self, key: &ChannelKey) -> Result<ChannelPresence, StoreError>;
     /// Deletes the connection and all its subscriptions (and takes a
-    /// counted connection off its tenant's count); `false` when it was
-    /// unknown.
-    async fn remove_connection(&self, id: &str) -> Result<bool, StoreError>;
+    /// counted connection off its tenant's count): the connection as it
+    /// was when this call deleted it; `None` when it was unknown, or
+    /// another remover (a `$disconnect` racing a gone post's removal)
+    /// deleted it first.
+    async fn remove_connection(&self, id: &str) -> Result<Option<Connection>, StoreError>;
+    /// Moves the deployment's count of open connections by `delta` (never
+    /// below zero) and returns it: the level behind the
+    /// `connections_open` gauge.
+    async fn count_open(&self, delta: i64) -> Result<u64, StoreError>;
 }
 
 /// Token buckets shared by every instance of every function (the

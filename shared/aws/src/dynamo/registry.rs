@@ -698,10 +698,10 @@ impl ConnectionRegistry for DynamoRegistry {
         })
     }
 
-    async fn remove_connection(&self, id: &str) -> Result<bool, StoreError> {
+    async fn remove_connection(&self, id: &str) -> Result<Option<Connection>, StoreError> {
         // Expired or not: whatever it joined is deleted with it.
         let Some(item) = self.connection_item(id).await? else {
-            return Ok(false);
+            return Ok(None);
         };
         let conn = Connection::from_item(&item)?;
         let pks: Vec<String> = conn
@@ -726,7 +726,10 @@ impl ConnectionRegistry for DynamoRegistry {
         // Only the remover that deleted the item counts it down (a
         // $disconnect racing a gone post's removal counts once), never
         // below zero.
-        if conn.counted && deleted.attributes().is_some_and(|a| !a.is_empty()) {
+        if deleted.attributes().is_none_or(|a| a.is_empty()) {
+            return Ok(None);
+        }
+        if conn.counted {
             let res = self
                 .client
                 .update_item()
@@ -740,6 +743,66 @@ impl ConnectionRegistry for DynamoRegistry {
                 .await;
             condition_held("count connection down", res)?;
         }
-        Ok(true)
+        Ok(Some(conn))
+    }
+
+    async fn count_open(&self, delta: i64) -> Result<u64, StoreError> {
+        let op = "count open connections";
+        let level = |out: Option<&std::collections::HashMap<String, AttributeValue>>| {
+            out.and_then(|a| a.get("n"))
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<i64>().ok())
+                .map_or(0, |v| u64::try_from(v).unwrap_or(0))
+        };
+        let update = || {
+            self.client
+                .update_item()
+                .table_name(&self.tables.connections)
+                .key("pk", s(OPEN_COUNT_PK))
+                .return_values(ReturnValue::AllNew)
+        };
+        if delta >= 0 {
+            let out = update()
+                .update_expression("ADD n :d")
+                .expression_attribute_values(":d", AttributeValue::N(delta.to_string()))
+                .send()
+                .await
+                .map_err(|e| store_error(op, e))?;
+            return Ok(level(out.attributes()));
+        }
+        // Never below zero: a removal whose connection was opened before
+        // the count existed floors it at zero instead. Two conditional
+        // writes, tried again if a concurrent change slips between them.
+        let floor = n(delta.unsigned_abs());
+        for _ in 0..3 {
+            let down = update()
+                .update_expression("ADD n :d")
+                .condition_expression("n >= :floor")
+                .expression_attribute_values(":d", AttributeValue::N(delta.to_string()))
+                .expression_attribute_values(":floor", floor.clone())
+                .send()
+                .await;
+            if let Some(out) = condition_held(op, down)? {
+                return Ok(level(out.attributes()));
+            }
+            let zero = update()
+                .update_expression("SET n = :zero")
+                .condition_expression("attribute_not_exists(n) OR n < :floor")
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":floor", floor.clone())
+                .send()
+                .await;
+            if condition_held(op, zero)?.is_some() {
+                return Ok(0);
+            }
+        }
+        Err(StoreError::Unavailable {
+            op,
+            reason: "the count of open connections kept changing".into(),
+        })
     }
 }
+
+/// The item holding the deployment's count of open connections (a key no
+/// API Gateway connection id takes).
+const OPEN_COUNT_PK: &str = "#open";

@@ -118,7 +118,7 @@ impl Connect {
             gzip: false,
         };
         self.record(&conn).await?;
-        ::metrics::counter!(crate::metrics::CONNECTIONS_OPENED).increment(1);
+        super::lifecycle::opened(self.registry.as_ref()).await;
         Ok(Accepted {
             subprotocol,
             connection: conn,
@@ -244,7 +244,7 @@ mod tests {
         };
         assert_eq!(f.code, ErrorCode::TooManyConnections);
         assert!(reg.get_connection("c3").await.unwrap().is_none());
-        assert!(reg.remove_connection("c1").await.unwrap());
+        assert!(reg.remove_connection("c1").await.unwrap().is_some());
         c.connect(&req("c3")).await.unwrap();
     }
 

@@ -6,6 +6,7 @@ pub mod delivery;
 pub mod disconnect;
 pub mod dispatch;
 pub mod identity;
+pub mod lifecycle;
 pub mod manage;
 pub mod publish;
 pub mod quotas;

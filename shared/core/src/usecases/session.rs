@@ -8,7 +8,7 @@ use std::sync::Arc;
 use agentwire_protocol::limits::{MAX_CHANNELS_PER_JOIN, validate_channel};
 use agentwire_protocol::{
     ChannelHealth, ClientFrame, ErrorCode, EventFrame, Health, JoinChannel, JoinedChannel, Limits,
-    Presence, ProtocolError, RawData, SERVER, ServerFrame, negotiate, parse_client_frame,
+    Presence, ProtocolError, RawData, SERVER, ServerFrame, Since, negotiate, parse_client_frame,
     supported,
 };
 
@@ -484,6 +484,15 @@ impl Session {
             };
             let oldest = self.log.oldest_retained(&key, state.head).await?;
             let plan = resume::plan(ch.since.as_ref(), cursor, &state, oldest);
+            // A join from a position (given, or the durable cursor) is a
+            // resume: recovered when everything missed is replayed (the
+            // reconnection-success ratio).
+            if matches!(ch.since, Some(Since::Position { .. }))
+                || (ch.since.is_none() && cursor.is_some())
+            {
+                let recovered = if plan.recovered { "true" } else { "false" };
+                ::metrics::counter!(crate::metrics::RESUMES, "recovered" => recovered).increment(1);
+            }
             presence.insert(ch.name.clone(), self.presence(&key).await?);
             health.insert(
                 ch.name.clone(),
@@ -739,7 +748,9 @@ impl Session {
     }
 }
 
+/// A `gap` frame to send (counted: `gaps_sent`).
 fn gap(key: &ChannelKey, from: u64, to: u64) -> ServerFrame {
+    ::metrics::counter!(crate::metrics::GAPS_SENT).increment(1);
     ServerFrame::Gap {
         channel: key.channel.clone(),
         from,

@@ -121,6 +121,7 @@ pub fn jobs_for(
                 } else {
                     Vec::new()
                 },
+                path: None,
             })
         })
         .collect())
@@ -188,7 +189,8 @@ impl Broadcaster {
 
     /// Posts `frames` to `subscribers`; then records the posts' metrics,
     /// how long it took, and (when anything was posted) each event's
-    /// publish-to-post latency from `published_ms`. The frames hold the
+    /// publish-to-post latency from `published_ms`, labelled with the
+    /// `path` the events were committed by. The frames hold the
     /// events as stored: subscribers that announced gzip get them so, the
     /// others the same frames with their compressed texts expanded (made
     /// once for the run, only when one of them is live).
@@ -198,6 +200,7 @@ impl Broadcaster {
         subscribers: &[Subscriber],
         frames: &[F],
         published_ms: &[u64],
+        path: &str,
     ) -> FanoutCounts {
         let started = std::time::Instant::now();
         let counts = self.post_all(key, subscribers, frames).await;
@@ -211,7 +214,8 @@ impl Broadcaster {
                 .record(started.elapsed().as_secs_f64() * 1000.0);
             let now_ms = self.clock.epoch_ms();
             for p in published_ms {
-                ::metrics::histogram!(m::DELIVERY_LATENCY).record(now_ms.saturating_sub(*p) as f64);
+                ::metrics::histogram!(m::DELIVERY_LATENCY, "path" => path.to_owned())
+                    .record(now_ms.saturating_sub(*p) as f64);
             }
         }
         counts
@@ -268,7 +272,13 @@ impl Broadcaster {
                             }
                             Err(PushError::Gone) => {
                                 gone.fetch_add(1, Ordering::Relaxed);
-                                if let Err(e) = self.registry.remove_connection(conn).await {
+                                if let Err(e) = super::super::lifecycle::remove(
+                                    self.registry.as_ref(),
+                                    self.clock.as_ref(),
+                                    conn,
+                                )
+                                .await
+                                {
                                     tracing::warn!(connection_id = %conn, error = %e, "could not remove stale connection");
                                 }
                                 return;

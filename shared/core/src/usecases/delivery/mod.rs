@@ -117,8 +117,28 @@ struct Webhooks {
     settings: TtlCache<ChannelKey, Option<(WebhookScope, WebhookConfig)>>,
 }
 
+/// How the events a [`Delivery`] delivers were committed: the `path`
+/// label of their delivery latency (`delivery_latency_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryPath {
+    /// By the publish function (an HTTP publish).
+    Direct,
+    /// By the dispatcher, from the events queue.
+    Queue,
+}
+
+impl DeliveryPath {
+    pub fn label(self) -> &'static str {
+        match self {
+            DeliveryPath::Direct => "direct",
+            DeliveryPath::Queue => "queue",
+        }
+    }
+}
+
 /// The delivery component (see the module documentation).
 pub struct Delivery {
+    path: DeliveryPath,
     registry: Arc<dyn ConnectionRegistry>,
     clock: Arc<dyn Clock>,
     broadcaster: Broadcaster,
@@ -140,6 +160,7 @@ impl Delivery {
         concurrency: usize,
     ) -> Self {
         Self {
+            path: DeliveryPath::Queue,
             broadcaster: Broadcaster::new(registry.clone(), pusher, clock.clone(), concurrency),
             registry,
             clock,
@@ -148,6 +169,12 @@ impl Delivery {
             lists: ListCache::default(),
             shard_lists: ListCache::default(),
         }
+    }
+
+    /// Events committed by `path` (the queue's, unless told).
+    pub fn with_path(mut self, path: DeliveryPath) -> Self {
+        self.path = path;
+        self
     }
 
     /// How throttled posts are retried (tests shorten the delays).
@@ -277,7 +304,12 @@ impl Delivery {
         {
             let enqueued =
                 match jobs_for(key, events, &frames, &ShardRange::split(n), Some(m.version)) {
-                    Ok(jobs) => sharded.queue.enqueue(&jobs).await.map(|()| jobs.len()),
+                    Ok(mut jobs) => {
+                        for j in &mut jobs {
+                            j.path = Some(self.path.label().to_owned());
+                        }
+                        sharded.queue.enqueue(&jobs).await.map(|()| jobs.len())
+                    }
                     Err(e) => Err(e),
                 };
             match enqueued {
@@ -319,7 +351,13 @@ impl Delivery {
         };
         let counts = self
             .broadcaster
-            .deliver(key, subscribers.as_slice(), &frames, &published_ms(events))
+            .deliver(
+                key,
+                subscribers.as_slice(),
+                &frames,
+                &published_ms(events),
+                self.path.label(),
+            )
             .await;
         report.posts = counts;
         Ok(())
@@ -384,7 +422,13 @@ impl Delivery {
         let frames: Vec<&str> = job.frames.iter().map(|f| f.get()).collect();
         Ok(self
             .broadcaster
-            .deliver(&key, &subscribers, &frames, &job.published_ms)
+            .deliver(
+                &key,
+                &subscribers,
+                &frames,
+                &job.published_ms,
+                job.path.as_deref().unwrap_or("unknown"),
+            )
             .await)
     }
 }
