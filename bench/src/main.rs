@@ -6,6 +6,7 @@
 // A benchmark that sees a lost or misordered event must stop loudly.
 #![allow(clippy::panic)]
 
+mod canary;
 mod chatsample;
 mod crowd;
 mod direct;
@@ -98,11 +99,14 @@ struct Args {
     /// Subscribers of the hot channel's second row in `direct`.
     #[arg(long, default_value_t = 1000)]
     direct_crowd: usize,
+    /// Probes `canary` runs in a row.
+    #[arg(long, default_value_t = 200)]
+    canary_probes: usize,
     /// Megabytes the command of `run` writes.
     #[arg(long, default_value_t = 10)]
     run_megabytes: u64,
     /// Sections to run (`crowd`, `clients`, `quotas`, `streams`,
-    /// `identity`, `direct`, `gzip`, `run` (needs target/release/agentwire)
+    /// `identity`, `direct`, `gzip`, `canary`, `run` (needs target/release/agentwire)
     /// and `soak` only when named).
     #[arg(
         long,
@@ -191,6 +195,12 @@ async fn main() -> ExitCode {
             eprintln!("agentwire-bench: gzip: {e}");
             return ExitCode::FAILURE;
         }
+    }
+    if run("canary")
+        && let Err(e) = canary::canary(args.canary_probes).await
+    {
+        eprintln!("agentwire-bench: canary: {e}");
+        return ExitCode::FAILURE;
     }
     if run("direct") {
         direct::direct(args.direct_events, args.direct_crowd).await;

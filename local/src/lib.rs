@@ -98,6 +98,39 @@ pub struct GatewayOptions {
     /// The built browser console served at `/console/`
     /// (`clients/console/dist` of this tree by default).
     pub console_dir: std::path::PathBuf,
+    /// Runs the canary (the deployed stack's scheduled probe, see
+    /// `agentwire_fn_canary`) against this gateway's own URLs this often,
+    /// as tenant `agentwire-canary`; `None` (the default): never.
+    pub canary_interval: Option<Duration>,
+}
+
+/// Probes the gateway every `every` (the first probe at once) until it
+/// stops, as the scheduled canary function does on AWS.
+async fn run_canary(
+    canary: agentwire_fn_canary::Canary,
+    every: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        let probe = tokio::select! {
+            _ = stopped.wait_for(|s| *s) => return,
+            p = canary.probe() => p,
+        };
+        match probe {
+            Ok(p) => tracing::info!(
+                latency_ms = p.latency.as_millis() as u64,
+                resume_ms = p.resume.as_millis() as u64,
+                "canary passed"
+            ),
+            Err(e) => tracing::warn!(stage = %e.stage, error = %e, "canary failed"),
+        }
+    }
 }
 
 impl Default for GatewayOptions {
@@ -116,6 +149,7 @@ impl Default for GatewayOptions {
             webhook_pollers: 5,
             faults: Arc::default(),
             console_dir: console::default_dir(),
+            canary_interval: None,
         }
     }
 }
@@ -223,6 +257,10 @@ impl Gateway {
                 None => None,
             },
         };
+        let canary_key = match options.canary_interval {
+            Some(_) => deps.config.keyring()?.signer().cloned(),
+            None => None,
+        };
         let fanout_queue = deps.config.fanout_queue_url.clone();
         let webhook_queue = deps.config.webhook_queue_url.clone();
         let sqs = aws_sdk_sqs::Client::new(&deps.sdk);
@@ -296,6 +334,15 @@ impl Gateway {
                 enabled.clone(),
                 None,
             )));
+        }
+        if let (Some(every), Some(key)) = (options.canary_interval, canary_key) {
+            let canary = agentwire_fn_canary::Canary::new(
+                format!("ws://{addr}"),
+                format!("http://{addr}"),
+                key,
+                "agentwire-canary",
+            );
+            tasks.push(tokio::spawn(run_canary(canary, every, stopped.clone())));
         }
         tasks.push(tokio::spawn(poller::run(
             sqs,

@@ -80,6 +80,11 @@ struct Args {
     /// clients/console/dist of the source tree this was built from).
     #[arg(long, env = "AGENTWIRE_CONSOLE_DIR")]
     console_dir: Option<std::path::PathBuf>,
+    /// Run the canary (connect, publish over HTTP, receive, reconnect and
+    /// resume, as the deployed stack's scheduled function does) against
+    /// this gateway this often, like `60s`; off when absent, empty or `off`.
+    #[arg(long, env = "AGENTWIRE_LOCAL_CANARY_INTERVAL", value_parser = interval_or_off)]
+    canary_interval: Option<Duration>,
     /// Webhook dead-letter queue: a name or a URL.
     #[arg(
         long,
@@ -176,6 +181,14 @@ fn parse_faults(s: &str) -> Result<agentwire_local::faults::FaultSettings, Strin
 /// anywhere else (anyone could mint tokens with it).
 const DEFAULT_DEV_SECRET: &str = "agentwire-local-dev-secret-never-deploy-it";
 
+/// A duration like `60s`, or nothing at all (empty, `off`: zero).
+fn interval_or_off(s: &str) -> Result<Duration, humantime::DurationError> {
+    match s.trim() {
+        "" | "off" => Ok(Duration::ZERO),
+        d => humantime::parse_duration(d),
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     agentwire_aws::telemetry::init_text();
@@ -245,6 +258,7 @@ async fn serve(args: Args) -> Result<(), String> {
         connections_jitter: args.connections_jitter,
         fanout_pollers: args.fanout_pollers,
         webhook_pollers: args.webhook_pollers,
+        canary_interval: args.canary_interval.filter(|d| !d.is_zero()),
         console_dir: args
             .console_dir
             .unwrap_or_else(agentwire_local::console_dir),

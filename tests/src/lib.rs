@@ -1020,6 +1020,17 @@ impl Stack {
         table: &str,
         channel: &str,
     ) -> Vec<std::collections::HashMap<String, AttributeValue>> {
+        self.tenant_channel_items(table, &self.tenant, channel)
+            .await
+    }
+
+    /// The items of `table` in `tenant`'s `channel` partition.
+    async fn tenant_channel_items(
+        &self,
+        table: &str,
+        tenant: &str,
+        channel: &str,
+    ) -> Vec<std::collections::HashMap<String, AttributeValue>> {
         let out = self
             .ddb()
             .query()
@@ -1028,7 +1039,7 @@ impl Stack {
             .expression_attribute_values(
                 ":pk",
                 AttributeValue::S(agentwire_aws::dynamo::item::channel_pk(
-                    &agentwire_core::model::ChannelKey::new(&self.tenant, channel),
+                    &agentwire_core::model::ChannelKey::new(tenant, channel),
                 )),
             )
             .consistent_read(true)
@@ -1036,6 +1047,15 @@ impl Stack {
             .await
             .unwrap_or_else(|e| panic!("query {table}: {e}"));
         out.items().to_vec()
+    }
+
+    /// How many events another tenant's channel holds (the canary's).
+    pub async fn stored_count_of(&self, tenant: &str, channel: &str) -> usize {
+        self.tenant_channel_items(&self.config.tables.events, tenant, channel)
+            .await
+            .iter()
+            .filter(|i| i.get("sk").is_some_and(|s| s.as_n().is_ok()))
+            .count()
     }
 
     /// The channel's committed events as `(seq, id)`, read from the events table.

@@ -216,7 +216,7 @@ fn queues_match_the_local_definitions() {
 fn functions_build_from_this_workspace_and_fit_their_queues() {
     let t = template();
     let functions = of_type(&t, "AWS::Serverless::Function");
-    assert_eq!(functions.len(), 8, "{functions:?}");
+    assert_eq!(functions.len(), 9, "{functions:?}");
     let globals = &t["Globals"]["Function"];
     assert_eq!(globals["Runtime"].as_str(), Some("provided.al2023"));
     assert_eq!(globals["Architectures"][0].as_str(), Some("arm64"));

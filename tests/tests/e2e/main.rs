@@ -15,6 +15,7 @@ mod identity;
 mod infra;
 mod join_cost;
 mod management;
+mod observability;
 mod publish;
 mod quotas;
 mod reads;
