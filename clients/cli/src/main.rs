@@ -75,7 +75,7 @@ enum Command {
     /// Configure the webhook of a channel, or a tenant's default.
     #[command(subcommand)]
     Webhooks(webhooks::Command),
-    /// The dev gateway's metrics as a table (connections, events/s, latency, errors).
+    /// Metrics as a table (connections, resumes, events/s, latency, the canary, errors): the dev gateway's, or a deployed stack's from CloudWatch (`--stack`).
     Stats(stats::Args),
     /// A tenant's quotas and rate limits.
     #[command(subcommand)]

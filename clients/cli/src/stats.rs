@@ -1,4 +1,5 @@
-//! `agentwire stats`: the dev gateway's `GET /metrics` as a table:
+//! `agentwire stats`: the dev gateway's `GET /metrics`, or a deployed
+//! stack's CloudWatch metrics (`--stack`), as a table:
 //! connections (open, their duration), joins and resumes (the share that
 //! recovered everything), gaps sent, events in and out (totals and per
 //! second over the sample interval), delivery latency p50/p95/p99 per path,
@@ -21,6 +22,21 @@ pub struct Args {
     /// Time between the two samples the rates are computed from.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     interval: Duration,
+    /// A deployed stack: read its metrics from CloudWatch (namespace
+    /// `agentwire/<STACK>`) instead of a dev gateway.
+    #[arg(long, env = "AGENTWIRE_STACK")]
+    stack: Option<String>,
+    /// The CloudWatch namespace, when not `agentwire/<STACK>`.
+    #[arg(long, requires = "stack")]
+    namespace: Option<String>,
+    /// With `--stack`: the window read, ending now (totals over it, rates
+    /// per second of it, percentiles of it; the open connections' latest
+    /// minute).
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    since: Duration,
+    /// AWS endpoint override, e.g. http://127.0.0.1:4566 for the local stack.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    endpoint: Option<String>,
 }
 
 /// One scrape: each sample by name, with its labels rendered as text.
@@ -53,6 +69,39 @@ impl Scrape {
                 .entry(name.to_owned())
                 .or_default()
                 .push((labels.to_owned(), value));
+        }
+        Scrape { samples }
+    }
+
+    /// CloudWatch's values as one scrape: a counter's sums added over the
+    /// functions that emit it, a gauge's and a distribution's percentiles
+    /// the largest of theirs (`p95` as `quantile="0.95"`), the labels
+    /// rendered as Prometheus renders them (without `function`).
+    pub fn from_cloudwatch(values: &[agentwire_aws::cloudwatch::MetricValue]) -> Self {
+        let mut merged: BTreeMap<(String, String), f64> = BTreeMap::new();
+        for v in values {
+            let mut labels: Vec<String> = v
+                .dimensions
+                .iter()
+                .filter(|(k, _)| k != "function")
+                .map(|(k, val)| format!("{k}=\"{val}\""))
+                .collect();
+            labels.sort();
+            if let Some(p) = v.stat.strip_prefix('p') {
+                let q = p.parse::<f64>().map(|p| p / 100.0).unwrap_or(0.0);
+                labels.push(format!("quantile=\"{q}\""));
+            }
+            let key = (v.name.clone(), labels.join(","));
+            let slot = merged.entry(key).or_insert(0.0);
+            if v.stat == "Sum" {
+                *slot += v.value;
+            } else {
+                *slot = slot.max(v.value);
+            }
+        }
+        let mut samples: BTreeMap<String, Vec<(String, f64)>> = BTreeMap::new();
+        for ((name, labels), value) in merged {
+            samples.entry(name).or_default().push((labels, value));
         }
         Scrape { samples }
     }
@@ -105,6 +154,38 @@ impl Scrape {
 }
 
 pub async fn run(args: Args) -> Result<(), CliError> {
+    if let Some(stack) = &args.stack {
+        let namespace = args
+            .namespace
+            .clone()
+            .unwrap_or_else(|| format!("agentwire/{stack}"));
+        let sdk = crate::publish::sdk_config(args.endpoint.as_deref()).await;
+        let reader = agentwire_aws::cloudwatch::CloudWatchMetrics::new(
+            aws_sdk_cloudwatch::Client::new(&sdk),
+        );
+        let values = reader
+            .read(&namespace, args.since, std::time::SystemTime::now())
+            .await?;
+        if values.is_empty() {
+            return Err(CliError::Usage(format!(
+                "no agentwire metrics in CloudWatch namespace {namespace:?} over the last {}: is the stack named {stack:?} deployed and used?",
+                humantime::format_duration(args.since)
+            )));
+        }
+        println!(
+            "{namespace}, the last {} (CloudWatch):",
+            humantime::format_duration(args.since)
+        );
+        print!(
+            "{}",
+            table(
+                &Scrape::default(),
+                &Scrape::from_cloudwatch(&values),
+                args.since
+            )
+        );
+        return Ok(());
+    }
     let endpoint = format!("{}/metrics", args.url.trim_end_matches('/'));
     let first = scrape(&endpoint).await?;
     tokio::time::sleep(args.interval).await;
@@ -303,5 +384,75 @@ canary_latency_ms{quantile="0.5"} 21
         assert!(t.contains("3 of 4 (75.0%)"), "{t}");
         assert!(t.contains("21.0 ms / -, -"), "{t}");
         assert!(t.contains("3 scope=tenant"), "{t}");
+    }
+
+    #[test]
+    fn cloudwatch_values_become_one_scrape() {
+        use agentwire_aws::cloudwatch::MetricValue;
+        let v = |name: &str, dims: &[(&str, &str)], stat: &str, value: f64| MetricValue {
+            name: name.into(),
+            dimensions: dims
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            stat: stat.into(),
+            value,
+        };
+        let s = Scrape::from_cloudwatch(&[
+            v(
+                "connections_closed",
+                &[("function", "disconnect")],
+                "Sum",
+                3.0,
+            ),
+            v("connections_closed", &[("function", "fanout")], "Sum", 2.0),
+            v(
+                "connections_open",
+                &[("function", "connect")],
+                "Maximum",
+                7.0,
+            ),
+            v(
+                "connections_open",
+                &[("function", "disconnect")],
+                "Maximum",
+                6.0,
+            ),
+            v(
+                "delivery_latency_ms",
+                &[("function", "publish"), ("path", "direct")],
+                "p95",
+                31.0,
+            ),
+            v(
+                "delivery_latency_ms",
+                &[("function", "fanout"), ("path", "direct")],
+                "p95",
+                44.0,
+            ),
+            v(
+                "delivery_latency_ms",
+                &[("function", "dispatcher"), ("path", "queue")],
+                "p50",
+                20.0,
+            ),
+        ]);
+        assert_eq!(s.total("connections_closed"), 5.0, "summed over functions");
+        assert_eq!(s.gauge("connections_open"), Some(7.0), "the largest level");
+        assert_eq!(
+            s.quantile_of("delivery_latency_ms", "0.95", Some("path=\"direct\"")),
+            Some(44.0),
+            "the worst function's percentile"
+        );
+        assert_eq!(
+            s.quantile_of("delivery_latency_ms", "0.5", Some("path=\"queue\"")),
+            Some(20.0)
+        );
+        let t = table(&Scrape::default(), &s, Duration::from_secs(900));
+        let direct = t
+            .lines()
+            .find(|l| l.starts_with("delivery latency p50 / p95 / p99, direct"))
+            .unwrap();
+        assert!(direct.ends_with("  - / 44.0 ms / -"), "{t}");
     }
 }

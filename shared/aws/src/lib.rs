@@ -17,6 +17,7 @@
 //! Dependencies point one way: protocol <- core <- aws <- entry points.
 
 pub mod apigw;
+pub mod cloudwatch;
 pub mod deps;
 pub mod dynamo;
 pub mod error;
