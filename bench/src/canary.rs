@@ -7,18 +7,12 @@
 use std::time::{Duration, Instant};
 
 use agentwire_e2e::Stack;
-use agentwire_fn_canary::Canary;
 
 use crate::{ms, pct};
 
 pub async fn canary(probes: usize) -> Result<(), String> {
     let stack = Stack::start().await;
-    let canary = Canary::new(
-        stack.gateway.ws_url(),
-        stack.gateway.http_url(),
-        stack.key.clone(),
-        stack.tenant.clone(),
-    );
+    let canary = stack.canary();
     let (mut round, mut resume, mut whole) = (vec![], vec![], vec![]);
     let mut failed = 0;
     for _ in 0..probes {

@@ -1049,6 +1049,16 @@ impl Stack {
         out.items().to_vec()
     }
 
+    /// The canary probing this stack's gateway, as this stack's tenant.
+    pub fn canary(&self) -> agentwire_fn_canary::Canary {
+        agentwire_fn_canary::Canary::new(
+            self.gateway.ws_url(),
+            self.gateway.http_url(),
+            self.key.clone(),
+            self.tenant.clone(),
+        )
+    }
+
     /// How many events another tenant's channel holds (the canary's).
     pub async fn stored_count_of(&self, tenant: &str, channel: &str) -> usize {
         self.tenant_channel_items(&self.config.tables.events, tenant, channel)

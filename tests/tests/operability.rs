@@ -116,7 +116,11 @@ async fn metrics_count_the_run_and_no_log_line_holds_a_secret() {
         ("rate_limited{scope=\"tenant\"}", 2.0),
         ("events_committed", 5.0),
         ("replayed_events_count", 2.0),
-        ("delivery_latency_ms_count", 5.0),
+        // By the path that committed them: 3 over HTTP, 2 through the queue.
+        ("delivery_latency_ms_count{path=\"direct\"}", 3.0),
+        ("delivery_latency_ms_count{path=\"queue\"}", 2.0),
+        // The level once one of the two has left.
+        ("connections_open", 1.0),
     ] {
         assert_eq!(sample(&text, series), Some(want), "{series} in\n{text}");
     }
@@ -124,7 +128,13 @@ async fn metrics_count_the_run_and_no_log_line_holds_a_secret() {
     let frames = sample(&text, "frames_posted").unwrap();
     assert!((2.0..=10.0).contains(&frames), "frames_posted {frames}");
     assert_eq!(sample(&text, "posts_failed"), Some(0.0));
-    assert!(sample(&text, "delivery_latency_ms{quantile=\"0.99\"}").is_some());
+    assert!(
+        sample(
+            &text,
+            "delivery_latency_ms{path=\"direct\",quantile=\"0.99\"}"
+        )
+        .is_some()
+    );
 
     // Identity: a tenant's own HS256 key, a token of it refreshed in band
     // (one refusal, one success), a webhook whose secret the management

@@ -37,12 +37,7 @@ async fn metric(stack: &Stack, series: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_canary_connects_publishes_receives_and_resumes_and_says_where_it_failed() {
     let stack = Stack::start().await;
-    let canary = Canary::new(
-        stack.gateway.ws_url(),
-        stack.gateway.http_url(),
-        stack.key.clone(),
-        stack.tenant.clone(),
-    );
+    let canary = stack.canary();
     let ok_before = metric(&stack, r#"canary_runs{outcome="ok"}"#)
         .await
         .unwrap_or(0.0);

@@ -398,7 +398,11 @@ mod tests {
     }
 
     async fn subscribe(fx: &Fx, conn: &str, channel: &str) {
-        let c = connection(conn, "acme", conn, &["*"]);
+        subscribe_as(fx, connection(conn, "acme", conn, &["*"]), channel).await;
+    }
+
+    /// Records `c` and subscribes it to `channel`.
+    async fn subscribe_as(fx: &Fx, c: crate::model::Connection, channel: &str) {
         fx.reg.put_connection(&c).await.unwrap();
         fx.reg
             .subscribe(&c, &ChannelKey::new("acme", channel), u64::MAX)
@@ -615,11 +619,7 @@ mod tests {
         let fx = fx();
         let mut stale = connection("stale", "acme", "stale", &["*"]);
         stale.token_exp = SystemClock.epoch_s() - 60;
-        fx.reg.put_connection(&stale).await.unwrap();
-        fx.reg
-            .subscribe(&stale, &ChannelKey::new("acme", "a"), u64::MAX)
-            .await
-            .unwrap();
+        subscribe_as(&fx, stale, "a").await;
         subscribe(&fx, "live", "a").await;
         let r = fx.d.dispatch(vec![msg(1, "a", "e1")]).await;
         assert_eq!(
@@ -836,11 +836,7 @@ mod tests {
         let fx = fx();
         let mut zipped = connection("zipped", "acme", "zipped", &["*"]);
         zipped.gzip = true;
-        fx.reg.put_connection(&zipped).await.unwrap();
-        fx.reg
-            .subscribe(&zipped, &ChannelKey::new("acme", "a"), u64::MAX)
-            .await
-            .unwrap();
+        subscribe_as(&fx, zipped, "a").await;
         subscribe(&fx, "plain", "a").await;
         let text = "\u{1b}[1m\u{1b}[32m   Compiling\u{1b}[0m serde v1.0.228\n".repeat(300);
         let stream = |i: usize| {
