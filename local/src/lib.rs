@@ -258,7 +258,15 @@ impl Gateway {
             },
         };
         let canary_key = match options.canary_interval {
-            Some(_) => deps.config.keyring()?.signer().cloned(),
+            Some(_) => {
+                let key = deps.config.keyring()?.signer().cloned();
+                if key.is_none() {
+                    tracing::warn!(
+                        "no token key to sign the canary's tokens with; the canary does not run"
+                    );
+                }
+                key
+            }
             None => None,
         };
         let fanout_queue = deps.config.fanout_queue_url.clone();

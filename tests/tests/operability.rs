@@ -119,8 +119,8 @@ async fn metrics_count_the_run_and_no_log_line_holds_a_secret() {
         // By the path that committed them: 3 over HTTP, 2 through the queue.
         ("delivery_latency_ms_count{path=\"direct\"}", 3.0),
         ("delivery_latency_ms_count{path=\"queue\"}", 2.0),
-        // The level once one of the two has left.
-        ("connections_open", 1.0),
+        // The level sampled at each change: two opens and one removal.
+        ("connections_open_count", 3.0),
     ] {
         assert_eq!(sample(&text, series), Some(want), "{series} in\n{text}");
     }

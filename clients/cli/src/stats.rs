@@ -74,7 +74,7 @@ impl Scrape {
     }
 
     /// CloudWatch's values as one scrape: a counter's sums added over the
-    /// functions that emit it, a gauge's and a distribution's percentiles
+    /// functions that emit it, a level's and a distribution's percentiles
     /// the largest of theirs (`p95` as `quantile="0.95"`), the labels
     /// rendered as Prometheus renders them (without `function`).
     pub fn from_cloudwatch(values: &[agentwire_aws::cloudwatch::MetricValue]) -> Self {
@@ -132,9 +132,15 @@ impl Scrape {
             .map(|(_, v)| *v)
     }
 
-    /// A gauge's value (the first series), if present.
-    pub fn gauge(&self, name: &str) -> Option<f64> {
-        self.samples.get(name)?.first().map(|(_, v)| *v)
+    /// A level's value: its series without labels (CloudWatch's latest
+    /// maximum), if present. The dev gateway renders a level as a summary
+    /// (quantiles only): `None`.
+    pub fn level(&self, name: &str) -> Option<f64> {
+        self.samples
+            .get(name)?
+            .iter()
+            .find(|(l, _)| l.is_empty())
+            .map(|(_, v)| *v)
     }
 
     /// A counter's value for the series that has `label`.
@@ -218,7 +224,7 @@ pub fn table(first: &Scrape, second: &Scrape, interval: Duration) -> String {
     let rate = |name: &str| (second.total(name) - first.total(name)).max(0.0) / secs;
     let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} ms"));
     let secs_of = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0} s"));
-    let open = second.gauge(m::CONNECTIONS_OPEN).unwrap_or_else(|| {
+    let open = second.level(m::CONNECTIONS_OPEN).unwrap_or_else(|| {
         second.total(m::CONNECTIONS_OPENED) - second.total(m::CONNECTIONS_CLOSED)
     });
     let resumes = second.total(m::RESUMES);
@@ -347,7 +353,6 @@ events_published{path="http"} 7
 events_published{path="library"} 5
 connections_opened 4
 connections_closed 1
-connections_open 3
 resumes{recovered="true"} 9
 resumes{recovered="false"} 1
 rate_limited{scope="tenant"} 3
@@ -370,7 +375,7 @@ canary_latency_ms{quantile="0.5"} 21
             s.quantile_of("delivery_latency_ms", "0.95", Some("path=\"direct\"")),
             Some(30.0)
         );
-        assert_eq!(s.gauge("connections_open"), Some(3.0));
+        assert_eq!(s.level("connections_open"), None, "a summary here");
         let before = Scrape::parse("events_committed 4\n");
         let t = table(&before, &s, Duration::from_secs(2));
         assert!(t.contains("events committed"), "{t}");
@@ -438,7 +443,7 @@ canary_latency_ms{quantile="0.5"} 21
             ),
         ]);
         assert_eq!(s.total("connections_closed"), 5.0, "summed over functions");
-        assert_eq!(s.gauge("connections_open"), Some(7.0), "the largest level");
+        assert_eq!(s.level("connections_open"), Some(7.0), "the largest level");
         assert_eq!(
             s.quantile_of("delivery_latency_ms", "0.95", Some("path=\"direct\"")),
             Some(44.0),

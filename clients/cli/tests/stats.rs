@@ -16,12 +16,7 @@ fn endpoint() -> String {
 }
 
 async fn cloudwatch() -> aws_sdk_cloudwatch::Client {
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint())
-        .region(aws_config::Region::new("us-east-1"))
-        .load()
-        .await;
-    aws_sdk_cloudwatch::Client::new(&sdk)
+    aws_sdk_cloudwatch::Client::new(&agentwire_e2e::local_sdk(&endpoint()).await)
 }
 
 fn datum(name: &str, dims: &[(&str, &str)], value: f64, unit: StandardUnit) -> MetricDatum {
@@ -59,69 +54,80 @@ async fn stats_reads_a_deployed_stacks_metrics_from_cloudwatch() {
     let stack = format!("stats-{}", uuid::Uuid::new_v4().simple());
     let namespace = format!("agentwire/{stack}");
     let count = StandardUnit::Count;
+    // moto's GetMetricData matches a query with dimensions across every
+    // namespace: function names of this run's own keep earlier runs out.
+    let f = |name: &str| format!("{name}-{stack}");
+    let (connect, disconnect, dispatcher, session, publish, canary) = (
+        f("connect"),
+        f("disconnect"),
+        f("dispatcher"),
+        f("session"),
+        f("publish"),
+        f("canary"),
+    );
     let data = vec![
         datum(
             "connections_opened",
-            &[("function", "connect")],
+            &[("function", &connect)],
             4.0,
             count.clone(),
         ),
         datum(
             "connections_closed",
-            &[("function", "disconnect")],
+            &[("function", &disconnect)],
             1.0,
             count.clone(),
         ),
         datum(
             "connections_closed",
-            &[("function", "dispatcher")],
+            &[("function", &dispatcher)],
             1.0,
             count.clone(),
         ),
         datum(
             "connections_open",
-            &[("function", "connect")],
+            &[("function", &connect)],
             3.0,
             count.clone(),
         ),
         datum(
             "connections_open",
-            &[("function", "disconnect")],
+            &[("function", &disconnect)],
             2.0,
             count.clone(),
         ),
         datum(
             "resumes",
-            &[("function", "session"), ("recovered", "true")],
+            &[("function", &session), ("recovered", "true")],
             9.0,
             count.clone(),
         ),
         datum(
             "resumes",
-            &[("function", "session"), ("recovered", "false")],
+            &[("function", &session), ("recovered", "false")],
             1.0,
             count.clone(),
         ),
         datum(
             "events_published",
-            &[("function", "publish"), ("path", "http")],
+            &[("function", &publish), ("path", "http")],
             600.0,
             count.clone(),
         ),
         datum(
             "canary_runs",
-            &[("function", "canary"), ("outcome", "ok")],
+            &[("function", &canary), ("outcome", "ok")],
             14.0,
             count.clone(),
         ),
         datum(
             "canary_runs",
-            &[("function", "canary"), ("outcome", "publish")],
+            &[("function", &canary), ("outcome", "publish")],
             1.0,
             count.clone(),
         ),
         // Not agentwire's: left out.
-        datum("something_else", &[("function", "connect")], 5.0, count),
+        datum("something_else", &[("function", &connect)], 5.0, count),
     ];
     cloudwatch()
         .await

@@ -2,7 +2,8 @@
 //! --stack`): every metric of the stack's namespace listed
 //! (`ListMetrics`), then each read over a window (`GetMetricData`, up to
 //! 500 queries a call) with the statistic its kind asks for: counters
-//! summed, the gauge's latest maximum, distributions' p50, p95 and p99.
+//! summed, a level's latest minute's maximum, distributions' p50, p95 and
+//! p99.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -19,7 +20,7 @@ const QUERIES_PER_CALL: usize = 500;
 
 /// One value read: the metric, its dimensions (`function` and any label),
 /// the statistic (`Sum`, `Maximum`, `p95`, ...) and its value over the
-/// window (the latest period's, for the gauge).
+/// window (the latest period's, for a level).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricValue {
     pub name: String,
@@ -73,7 +74,7 @@ impl CloudWatchMetrics {
             let (stats, period): (&[&str], i32) = match known.kind {
                 Kind::Counter => (&["Sum"], window_s),
                 // The level: the latest minute's maximum.
-                Kind::Gauge => (&["Maximum"], 60),
+                Kind::Level => (&["Maximum"], 60),
                 Kind::Histogram => (&["p50", "p95", "p99"], window_s),
             };
             let dimensions: Vec<(String, String)> = metric
@@ -110,9 +111,16 @@ impl CloudWatchMetrics {
                 ));
             }
         }
+        // CloudWatch rounds the start down to the minute, so the window
+        // may come back as a full period and a short one up to `end`:
+        // every period returned is taken (summed, or the largest), never
+        // just the newest.
         let start = end
             .checked_sub(Duration::from_secs(u64::try_from(window_s).unwrap_or(60)))
             .unwrap_or(SystemTime::UNIX_EPOCH);
+        // The request's times go in whole seconds: a value stamped in the
+        // current second (or by a clock a little ahead) is kept in.
+        let end = end + Duration::from_secs(60);
         let mut out = Vec::new();
         for chunk in queries.chunks(QUERIES_PER_CALL) {
             let mut by_id: HashMap<String, &MetricValue> = HashMap::new();
@@ -133,11 +141,16 @@ impl CloudWatchMetrics {
                     let Some(template) = r.id().and_then(|id| by_id.get(id)) else {
                         continue;
                     };
-                    // Newest first: the gauge's latest minute; a counter
-                    // or distribution has one period, the window.
-                    if let Some(value) = r.values().first() {
+                    let values = r.values();
+                    let value = match template.stat.as_str() {
+                        // Newest first: a level's latest minute.
+                        "Maximum" => values.first().copied(),
+                        "Sum" => (!values.is_empty()).then(|| values.iter().sum()),
+                        _ => values.iter().copied().reduce(f64::max),
+                    };
+                    if let Some(value) = value {
                         out.push(MetricValue {
-                            value: *value,
+                            value,
                             ..(*template).clone()
                         });
                     }

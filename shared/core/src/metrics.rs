@@ -25,9 +25,11 @@ pub enum Unit {
 pub enum Kind {
     /// Summed over a period.
     Counter,
-    /// A level: the last value set (CloudWatch: its maximum or average
-    /// over a period).
-    Gauge,
+    /// A level, sampled at each change: recorded as a distribution, so a
+    /// function's flush carries only the samples it took (a gauge would
+    /// be sent again, stale, with every later flush); read as the latest
+    /// minute's maximum.
+    Level,
     /// A distribution of values (percentiles).
     Histogram,
 }
@@ -50,12 +52,12 @@ const fn counter(name: &'static str, help: &'static str) -> Metric {
     }
 }
 
-const fn gauge(name: &'static str, help: &'static str) -> Metric {
+const fn level(name: &'static str, help: &'static str) -> Metric {
     Metric {
         name,
         unit: Unit::Count,
         help,
-        kind: Kind::Gauge,
+        kind: Kind::Level,
     }
 }
 
@@ -107,9 +109,9 @@ pub const ALL: &[Metric] = &[
         CONNECTIONS_CLOSED,
         "connections removed ($disconnect, a post answered Gone, a revocation)",
     ),
-    gauge(
+    level(
         CONNECTIONS_OPEN,
-        "open connections of the deployment, after each connect and removal",
+        "open connections of the deployment, sampled after each connect and removal (use the maximum)",
     ),
     histogram(
         CONNECTION_DURATION,
@@ -216,8 +218,7 @@ pub fn describe() {
         };
         match m.kind {
             Kind::Counter => metrics::describe_counter!(m.name, unit, m.help),
-            Kind::Gauge => metrics::describe_gauge!(m.name, unit, m.help),
-            Kind::Histogram => metrics::describe_histogram!(m.name, unit, m.help),
+            Kind::Level | Kind::Histogram => metrics::describe_histogram!(m.name, unit, m.help),
         }
     }
 }

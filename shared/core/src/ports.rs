@@ -113,7 +113,7 @@ pub trait ConnectionRegistry: Send + Sync {
     async fn remove_connection(&self, id: &str) -> Result<Option<Connection>, StoreError>;
     /// Moves the deployment's count of open connections by `delta` (never
     /// below zero) and returns it: the level behind the
-    /// `connections_open` gauge.
+    /// `connections_open` level.
     async fn count_open(&self, delta: i64) -> Result<u64, StoreError>;
 }
 

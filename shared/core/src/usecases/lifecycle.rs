@@ -6,12 +6,15 @@
 //!   connection (a removal counts only when it deleted the record, so a
 //!   `$disconnect` racing a Gone post's removal counts once);
 //! - `connections_open`: the deployment's level, kept in the registry
-//!   ([`ConnectionRegistry::count_open`]) and set after each change;
+//!   ([`ConnectionRegistry::count_open`]) and sampled after each change
+//!   (a distribution: a gauge would be flushed again, stale, by every
+//!   later invocation of a function that once set it);
 //! - `connection_duration_s`: how long the removed connection was open.
 //!
 //! The bookkeeping never refuses a connection or fails a removal: a count
-//! that cannot be moved is logged, and the level is off by one until the
-//! count is written again.
+//! that cannot be moved is logged, and the level stays off by that one
+//! (the count is never recomputed; a `$disconnect` that never comes, or a
+//! record that expires by TTL, leaves it one too high the same way).
 
 use crate::clock::Clock;
 use crate::metrics as m;
@@ -43,7 +46,7 @@ pub(crate) async fn remove(
 
 async fn level(registry: &dyn ConnectionRegistry, delta: i64) {
     match registry.count_open(delta).await {
-        Ok(open) => ::metrics::gauge!(m::CONNECTIONS_OPEN).set(open as f64),
+        Ok(open) => ::metrics::histogram!(m::CONNECTIONS_OPEN).record(open as f64),
         Err(e) => {
             tracing::warn!(error = %e, delta, "could not move the count of open connections");
         }

@@ -341,7 +341,9 @@ impl Session {
         asked: &[String],
     ) -> Result<ServerFrame, Refusal> {
         let version = negotiate(protocol)?;
-        let gzip = asked.iter().any(|f| f == agentwire_protocol::gzip::FEATURE);
+        // Once announced, kept: the connection's subscriptions carry it,
+        // and a repeated `hello` does not take it back from them.
+        let gzip = conn.gzip || asked.iter().any(|f| f == agentwire_protocol::gzip::FEATURE);
         if !self.registry.set_protocol(&conn.id, version, gzip).await? {
             return Err(not_connected());
         }
@@ -620,7 +622,8 @@ impl Session {
     /// is always read, so every request makes progress.
     ///
     /// A connection that did not announce gzip (`gzip` false) gets the
-    /// compressed texts expanded; the budget counts them as stored.
+    /// compressed texts expanded; the budget counts them expanded, as they
+    /// are held and sent.
     async fn read_replays(
         &self,
         resumes: &[Resume],
@@ -659,6 +662,9 @@ impl Session {
                     break;
                 };
                 for e in page {
+                    // Charged as sent: a connection that did not announce
+                    // gzip gets the texts expanded, up to 96 KiB each.
+                    let e = if gzip { e } else { e.expanded() };
                     let size = e.approx_len();
                     if !first && (events_left == 0 || size > bytes_left) {
                         replay.until = Some(next - 1);
@@ -668,7 +674,6 @@ impl Session {
                     events_left = events_left.saturating_sub(1);
                     bytes_left = bytes_left.saturating_sub(size);
                     next = e.seq + 1;
-                    let e = if gzip { e } else { e.expanded() };
                     replay.frames.push(e.into_frame());
                 }
                 next = next.max(last + 1);

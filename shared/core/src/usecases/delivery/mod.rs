@@ -427,7 +427,11 @@ impl Delivery {
                 &subscribers,
                 &frames,
                 &job.published_ms,
-                job.path.as_deref().unwrap_or("unknown"),
+                match job.path.as_deref() {
+                    Some("direct") => DeliveryPath::Direct.label(),
+                    Some("queue") => DeliveryPath::Queue.label(),
+                    _ => "unknown",
+                },
             )
             .await)
     }
