@@ -877,16 +877,8 @@ mod tests {
         );
 
         let datas = |conn: &str| -> Vec<serde_json::Value> {
-            pusher
-                .posts(conn)
+            events_posted(&pusher, conn)
                 .iter()
-                .flat_map(|f| {
-                    let v: serde_json::Value = serde_json::from_str(f).unwrap();
-                    match v["type"].as_str() {
-                        Some("batch") => v["events"].as_array().unwrap().clone(),
-                        _ => vec![v],
-                    }
-                })
                 .map(|e| e["data"].clone())
                 .collect()
         };
@@ -911,24 +903,27 @@ mod tests {
         );
     }
 
-    /// The seqs of every event frame (single or batched) posted to `conn`.
-    fn seqs_posted(pusher: &MemoryPusher, conn: &str) -> Vec<u64> {
+    /// Every event posted to `conn`, single or batched, in order.
+    fn events_posted(pusher: &MemoryPusher, conn: &str) -> Vec<serde_json::Value> {
         pusher
             .posts(conn)
             .iter()
             .flat_map(|f| {
                 let v: serde_json::Value = serde_json::from_str(f).unwrap();
                 match v["type"].as_str() {
-                    Some("batch") => v["events"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|e| e["seq"].as_u64().unwrap())
-                        .collect(),
-                    Some("event") => vec![v["seq"].as_u64().unwrap()],
+                    Some("batch") => v["events"].as_array().unwrap().clone(),
+                    Some("event") => vec![v],
                     _ => vec![],
                 }
             })
+            .collect()
+    }
+
+    /// The seqs of every event frame (single or batched) posted to `conn`.
+    fn seqs_posted(pusher: &MemoryPusher, conn: &str) -> Vec<u64> {
+        events_posted(pusher, conn)
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
             .collect()
     }
 
