@@ -84,12 +84,6 @@ impl Shape {
     }
 }
 
-/// Whether `data` is a stream event or chunk in the compressed form.
-pub fn is_compressed(data: &Value) -> bool {
-    data.as_object()
-        .is_some_and(|o| Shape::of(o, Some(GZ_KEY)).is_some())
-}
-
 /// The compressed form of `data`, when it is a stream event or a chunk
 /// whose text is at least [`MIN_TEXT_BYTES`] and compressing makes it
 /// smaller; `None` otherwise (send it as it is).
