@@ -118,17 +118,10 @@ async fn run_canary(
             _ = stopped.wait_for(|s| *s) => return,
             _ = tick.tick() => {}
         }
-        let probe = tokio::select! {
+        // The probe logs and counts its own outcome.
+        tokio::select! {
             _ = stopped.wait_for(|s| *s) => return,
-            p = canary.probe() => p,
-        };
-        match probe {
-            Ok(p) => tracing::info!(
-                latency_ms = p.latency.as_millis() as u64,
-                resume_ms = p.resume.as_millis() as u64,
-                "canary passed"
-            ),
-            Err(e) => tracing::warn!(stage = %e.stage, error = %e, "canary failed"),
+            _ = canary.probe() => {}
         }
     }
 }

@@ -141,16 +141,22 @@ impl Canary {
     }
 
     /// One probe, recorded in the metrics (`canary_runs` by outcome, and
-    /// the two latencies when it passed).
+    /// the two latencies when it passed) and the log (never a token).
     pub async fn probe(&self) -> Result<Probe, CanaryError> {
         let result = self.run().await;
         match &result {
             Ok(p) => {
+                tracing::info!(
+                    latency_ms = p.latency.as_millis() as u64,
+                    resume_ms = p.resume.as_millis() as u64,
+                    "canary passed"
+                );
                 ::metrics::counter!(m::CANARY_RUNS, "outcome" => "ok").increment(1);
                 ::metrics::histogram!(m::CANARY_LATENCY).record(p.latency.as_secs_f64() * 1000.0);
                 ::metrics::histogram!(m::CANARY_RESUME).record(p.resume.as_secs_f64() * 1000.0);
             }
             Err(e) => {
+                tracing::error!(stage = %e.stage, error = %e, "canary failed");
                 ::metrics::counter!(m::CANARY_RUNS, "outcome" => e.stage.label()).increment(1);
             }
         }
