@@ -21,7 +21,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use agentwire_core::stream::{Coalescer, DEFAULT_MAX_BYTES, DEFAULT_WINDOW};
 use agentwire_e2e::{Stack, StackOptions, WsClient};
 use agentwire_protocol::RawData;
 use agentwire_protocol::gzip::{compress_raw, expand_raw};
@@ -56,10 +55,7 @@ fn logs(dir: &Path) -> Result<Vec<(String, String)>, String> {
 
 /// `text` as a fast stream's events.
 fn stream_events(text: &str) -> Vec<Value> {
-    let mut c = Coalescer::new("s1", DEFAULT_WINDOW, DEFAULT_MAX_BYTES);
-    let mut events = c.push(text, Instant::now());
-    events.extend(c.finish());
-    events
+    agentwire_e2e::stream_events("s1", text)
 }
 
 /// How many times `f` runs in about 300 ms, and how long each took.

@@ -86,6 +86,16 @@ pub fn init_logs() {
     }
 }
 
+/// The stream events of `text` as a publisher's coalescer cuts a fast
+/// stream (64 KiB of JSON text each, then the end marker).
+pub fn stream_events(stream: &str, text: &str) -> Vec<Value> {
+    use agentwire_core::stream::{Coalescer, DEFAULT_MAX_BYTES, DEFAULT_WINDOW};
+    let mut c = Coalescer::new(stream, DEFAULT_WINDOW, DEFAULT_MAX_BYTES);
+    let mut events = c.push(text, std::time::Instant::now());
+    events.extend(c.finish());
+    events
+}
+
 /// SDK settings for the local endpoint (dummy credentials, us-east-1).
 pub async fn local_sdk(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())

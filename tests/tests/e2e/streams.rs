@@ -165,14 +165,6 @@ async fn a_stream_of_small_pieces_is_coalesced_and_joined_back_in_order() {
     stack.shutdown().await;
 }
 
-/// The events of `text` cut as a publisher's coalescer cuts a fast stream.
-fn stream_events(stream: &str, text: &str) -> Vec<Value> {
-    let mut c = Coalescer::new(stream, DEFAULT_WINDOW, DEFAULT_MAX_BYTES);
-    let mut events = c.push(text, Instant::now());
-    events.extend(c.finish());
-    events
-}
-
 /// The events' data, and the bytes of the frames they came in.
 async fn datas(ws: &mut agentwire_e2e::WsClient, n: usize) -> (Vec<Value>, usize) {
     let mut out = vec![];
@@ -204,7 +196,7 @@ async fn datas(ws: &mut agentwire_e2e::WsClient, n: usize) -> (Vec<Value>, usize
 async fn terminal_output_is_stored_and_sent_compressed_to_clients_that_announce_gzip() {
     let stack = Stack::start().await;
     let output = include_str!("../../../bench/data/cargo-build-vv.log");
-    let events = stream_events("build", output);
+    let events = agentwire_e2e::stream_events("build", output);
     let token = stack.token("viewer", &["build-*"]);
 
     let mut zipped = stack.client(&token).await;
